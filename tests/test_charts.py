@@ -1,0 +1,68 @@
+import json
+
+import numpy as np
+import pytest
+
+from core.charts import histogram_lines, histogram_over_time, png_data_uri, slice_figure, window_to_uint8
+from core.errors import ReactomoError
+
+
+def _hist(n_steps=3, bins=16, seed=0):
+    rng = np.random.default_rng(seed)
+    counts = rng.random((n_steps, bins))
+    return np.linspace(0, 1000, bins + 1), counts / counts.sum(1, keepdims=True)
+
+
+def test_window_maps_linearly_and_clips():
+    img = np.array([[0, 50, 100, 150]], dtype=np.uint16)
+    out = window_to_uint8(img, 50, 150)
+    assert out.dtype == np.uint8
+    assert out.tolist() == [[0, 0, 127, 255]]
+    with pytest.raises(ReactomoError, match="low < high"):
+        window_to_uint8(img, 10, 10)
+
+
+def test_slice_figure_has_micrometre_axes_and_roi_box():
+    img = np.arange(20 * 30, dtype=np.float32).reshape(20, 30)
+    fig = slice_figure(img, voxel_size_um=2.5, axis=1, window=(0, 600), roi=((2, 10), (3, 12)))
+    assert fig.layout.xaxis.title.text == "x (µm)" and fig.layout.yaxis.title.text == "z (µm)"
+    assert fig.data[0].dx == 2.5 and fig.data[0].source.startswith("data:image/png;base64,")
+    box = fig.layout.shapes[0]
+    assert (box.x0, box.x1, box.y0, box.y1) == (7.5, 30.0, 5.0, 25.0)
+    with pytest.raises(ReactomoError, match="2D"):
+        slice_figure(img[None], voxel_size_um=1, window=(0, 1))
+
+
+def test_png_round_trip():
+    from PIL import Image
+    import base64
+    import io
+
+    img = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 3)
+    uri = png_data_uri(img)
+    back = np.array(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    np.testing.assert_array_equal(back, img)
+
+
+def test_histogram_over_time_axes_and_shape_checks():
+    edges, counts = _hist()
+    fig = histogram_over_time(edges, counts, [0, 60, 120], step_names=["a", "b", "c"])
+    heat = fig.data[0]
+    assert np.allclose(heat.y, [0, 1, 2])  # minutes
+    assert len(heat.x) == 16 and np.asarray(heat.z).shape == (3, 16)
+    assert fig.layout.xaxis.title.text.startswith("grey value") and fig.layout.yaxis.title.text == "time (min)"
+    json.loads(fig.to_json())
+    with pytest.raises(ReactomoError, match="times"):
+        histogram_over_time(edges, counts, [0, 60])
+    with pytest.raises(ReactomoError, match="bin edges"):
+        histogram_over_time(edges[:-1], counts, [0, 60, 120])
+
+
+def test_histogram_lines_one_trace_per_step_in_percent():
+    edges, counts = _hist()
+    fig = histogram_lines(edges, counts, [0, 60, 120], steps=[0, 2])
+    assert len(fig.data) == 2
+    assert np.isclose(np.sum(fig.data[0].y), 100.0)
+    assert "t = 2.0 min" in fig.data[1].name
+    with pytest.raises(ReactomoError, match="does not exist"):
+        histogram_lines(edges, counts, [0, 60, 120], steps=[5])

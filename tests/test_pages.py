@@ -1,0 +1,128 @@
+"""Every page through streamlit's AppTest: no exception, key widgets present, errors as one sentence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from badinputs import BAD_CASES, make_bad_input
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _app(page: str, project: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
+    if project:
+        at.session_state["project_name"] = project
+    return at
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [e.value for e in at.error]
+    parts += [i.value for i in at.info] + [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def _button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_home_on_an_empty_workspace_offers_the_demo(workspace):
+    at = _app("app.py").run()
+    assert not at.exception
+    assert _button(at, "Load demo experiment")
+    assert "No projects yet" in _texts(at)
+
+
+def test_home_load_demo_creates_and_opens_it(workspace, monkeypatch):
+    at = _app("app.py").run()
+    _button(at, "Load demo experiment").click().run()
+    assert not at.exception, at.exception
+    assert (workspace / "demo" / "project.json").exists()
+    text = _texts(at)
+    assert ":green[:material/check_circle:] **Data**" in text and "steps of" in text
+
+
+def test_home_checklist_and_create_project_validation(workspace, demo_project):
+    at = _app("app.py", project="demo").run()
+    assert not at.exception
+    text = _texts(at)
+    assert ":green[:material/check_circle:] **Data**" in text and ":gray[:material/radio_button_unchecked:] **Labels**" in text
+    at.text_input[0].input("../evil")
+    _button(at, "Create project").click().run()
+    assert any("not allowed" in e.value for e in at.error)
+    assert not (workspace.parent / "evil").exists() and not (workspace / "evil").exists()
+    at.text_input[0].input("run_2")
+    _button(at, "Create project").click().run()
+    assert not at.exception and (workspace / "run_2" / "project.json").exists()
+
+
+def test_home_delete_needs_confirmation_and_goes_to_trash(workspace, demo_project):
+    at = _app("app.py", project="demo").run()
+    assert _button(at, "Delete project").disabled
+    at.checkbox(key="confirm_delete").check().run()
+    _button(at, "Delete project").click().run()
+    assert not at.exception
+    assert not (workspace / "demo").exists()
+    assert any(p.name.startswith("demo-") for p in (workspace / ".trash").iterdir())
+
+
+def test_data_page_without_a_project_explains_what_to_do(workspace):
+    at = _app("pages/1_Data.py").run()
+    assert not at.exception
+    assert "No project is open" in _texts(at)
+
+
+def test_data_page_viewer_and_histograms(workspace, demo_project):
+    at = _app("pages/1_Data.py", project="demo").run()
+    assert not at.exception, at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # slice, histogram heat map, histogram lines
+    assert at.radio(key="view_axis").value == 0
+    at.radio(key="view_axis").set_value(2).run()
+    assert not at.exception
+    assert at.slider(key="view_index_2").max == demo_project.scans()[0].shape[2] - 1
+    at.select_slider(key="view_step").set_value(3).run()
+    assert not at.exception
+    at.toggle(key="view_auto").set_value(False).run()
+    assert not at.exception and at.slider(key="view_window")
+
+
+def test_data_page_saves_settings(workspace, demo_project):
+    at = _app("pages/1_Data.py", project="demo").run()
+    at.number_input(key="acq_voxel").set_value(1.25)
+    _button(at, "Save acquisition settings").click().run()
+    assert not at.exception
+    from core.project import open_project
+
+    assert open_project("demo", workspace=workspace).manifest["voxel_size_um"] == 1.25
+
+
+def test_data_page_bad_voxel_size_is_refused(workspace, demo_project):
+    at = _app("pages/1_Data.py", project="demo").run()
+    before = (workspace / "demo" / "project.json").read_text()
+    at.number_input(key="acq_voxel").set_value(0.0)
+    _button(at, "Save acquisition settings").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "voxel size" in at.error[0].value.lower()
+    assert (workspace / "demo" / "project.json").read_text() == before
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_data_page_bad_scan_path_shows_one_sentence_and_changes_nothing(case, workspace, demo_project, tmp_path):
+    manifest = workspace / "demo" / "project.json"
+    before = manifest.read_text()
+    source = make_bad_input(case, tmp_path)
+    at = _app("pages/1_Data.py", project="demo").run()
+    at.text_input[0].input(source)
+    _button(at, "Open scans").click().run()
+    assert not at.exception
+    assert len(at.error) == 1
+    import re
+
+    message = at.error[0].value
+    assert re.search(f"(?i){BAD_CASES[case]}", message), message
+    assert "\n" not in message and "Traceback" not in message
+    assert manifest.read_text() == before

@@ -1,0 +1,168 @@
+"""Streamlit glue shared by the pages: the current project, error display, cached reads.
+
+UI only; every computation is in ``core``. Session state is initialised here in one place.
+The current project survives a browser refresh: it is kept in the URL (``?project=``) and in the workspace's
+``.reactomo-ui.json`` (last opened project), not only in the session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from core.atomic import atomic_write_json
+from core.errors import ReactomoError
+
+log = logging.getLogger("reactomo.ui")
+
+PAGE_ICON = "🪨"
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · Reactomo", page_icon=PAGE_ICON, layout="wide")
+
+
+def _state_file() -> Path:
+    from core.project import workspace_dir
+
+    return Path(workspace_dir()) / ".reactomo-ui.json"
+
+
+def _last_project() -> str | None:
+    try:
+        return json.loads(_state_file().read_text()).get("last_project")
+    except (OSError, ValueError):
+        return None
+
+
+def set_current_project(name: str | None) -> None:
+    """Remember ``name`` as the open project in the session, the URL and the workspace."""
+    st.session_state["project_name"] = name
+    if name:
+        st.query_params["project"] = name
+    elif "project" in st.query_params:
+        del st.query_params["project"]
+    try:
+        atomic_write_json(_state_file(), {"last_project": name})
+    except OSError as exc:  # a read-only workspace must not break the page
+        log.warning("could not remember the last project: %s", exc)
+
+
+def current_project():
+    """The open :class:`core.project.Project`, or ``None`` (a deleted or broken project is forgotten)."""
+    from core.project import open_project
+
+    name = st.session_state.get("project_name") or st.query_params.get("project") or _last_project()
+    if not name:
+        return None
+    try:
+        project = open_project(name)
+    except ReactomoError:
+        st.session_state["project_name"] = None
+        return None
+    if st.session_state.get("project_name") != name:
+        st.session_state["project_name"] = name
+    if st.query_params.get("project") != name:
+        st.query_params["project"] = name
+    return project
+
+
+def require_project():
+    """Return the open project or explain how to get one and stop the page."""
+    project = current_project()
+    if project is None:
+        st.info("No project is open. Open or create one on the home page, or load the demo experiment there.")
+        st.markdown('<a href="./" target="_self">Go to the home page</a>', unsafe_allow_html=True)
+        st.stop()
+    return project
+
+
+def sidebar_project(project) -> None:
+    with st.sidebar:
+        if project is None:
+            st.caption("No project open")
+        else:
+            st.markdown(f"**Project:** `{project.name}`")
+            scans = project.scans()
+            if scans:
+                st.caption(f"{len(scans)} steps · {'×'.join(map(str, scans[0].shape))} voxels · {project.manifest['voxel_size_um']} µm")
+
+
+@contextmanager
+def user_errors(prefix: str = ""):
+    """Show a :class:`ReactomoError` as one sentence (no traceback); log anything unexpected and say so plainly."""
+    try:
+        yield
+    except ReactomoError as exc:
+        st.error(f"{prefix}{exc}", icon=":material/error:")
+    except Exception as exc:  # noqa: BLE001 - the page must stay usable; the log keeps the traceback
+        log.exception("unexpected error")
+        st.error(f"{prefix}Something went wrong ({type(exc).__name__}: {exc}). The project was not changed; the server log has details.", icon=":material/error:")
+
+
+def progress_callback(bar):
+    """Adapt ``st.progress`` to core's ``on_progress(fraction, message)``."""
+
+    def on_progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
+
+    return on_progress
+
+
+# ---------------------------------------------------------------------------------------------- cached reads
+def _mtime(path: str) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_data(max_entries=48, show_spinner=False)
+def _read_slice(path: str, kind: str, axis: int, index: int, mtime: float) -> np.ndarray:
+    from core.io import open_volume
+
+    with open_volume(path, kind=kind) as vol:
+        return np.array(vol.slice(axis, index))
+
+
+def read_slice(scan, axis: int, index: int) -> np.ndarray:
+    """One 2D slice of a step, cached on (path, orientation, index, file time): never the whole scan."""
+    return _read_slice(scan.path, scan.kind, int(axis), int(index), _mtime(scan.path))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _display_range(path: str, kind: str, mtime: float) -> tuple[float, float, float, float]:
+    from core.io import open_volume
+
+    with open_volume(path, kind=kind) as vol:
+        sample = vol.sample(max_voxels=400_000, max_slices=16)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    vmin, vmax = float(sample.min()), float(sample.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return float(lo), float(hi), vmin, max(vmax, vmin + 1.0)
+
+
+def display_range(scan) -> tuple[float, float, float, float]:
+    """(auto low, auto high, min, max) grey values of a step, from a sample of its slices."""
+    return _display_range(scan.path, scan.kind, _mtime(scan.path))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _histograms(key: tuple, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    from core.data import step_histograms
+    from core.io import ScanInfo
+
+    scans = [ScanInfo.from_dict(json.loads(k[0])) for k in key]
+    return step_histograms(scans, bins=bins)
+
+
+def histograms(scans, bins: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms of every step, cached on the scans' paths and file times."""
+    key = tuple((json.dumps(s.to_dict(), sort_keys=True), _mtime(s.path)) for s in scans)
+    return _histograms(key, bins)
