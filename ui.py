@@ -135,6 +135,11 @@ def read_slice(scan, axis: int, index: int) -> np.ndarray:
     return _read_slice(scan.path, scan.kind, int(axis), int(index), _mtime(scan.path))
 
 
+def read_file_slice(path, axis: int, index: int) -> np.ndarray:
+    """One 2D slice of a multi-page TIFF (e.g. a label volume), cached like :func:`read_slice`."""
+    return _read_slice(str(path), "stack", int(axis), int(index), _mtime(str(path)))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _display_range(path: str, kind: str, mtime: float) -> tuple[float, float, float, float]:
     from core.io import open_volume

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 
 from core.errors import ReactomoError
 
-__all__ = ["histogram_over_time", "histogram_lines", "slice_figure", "AXIS_NAMES", "window_to_uint8", "png_data_uri"]
+__all__ = ["histogram_over_time", "histogram_lines", "slice_figure", "AXIS_NAMES", "window_to_uint8", "png_data_uri", "overlay_labels"]
 
 #: For a (z, y, x) volume, the plane shown when slicing along each axis, and its (vertical, horizontal) axes.
 AXIS_NAMES = {0: ("XY", "y", "x"), 1: ("XZ", "z", "x"), 2: ("YZ", "z", "y")}
@@ -143,6 +143,31 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def overlay_labels(rgb: np.ndarray, labels: np.ndarray, *, phases, opacity: float = 0.45) -> np.ndarray:
+    """Blend phase colours over an RGB uint8 image where ``labels`` is non-zero.
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (rows, cols, 3)
+    labels : ndarray of integer codes, shape (rows, cols); 0 stays transparent.
+    phases : core.phases.PhaseTable
+    opacity : float in [0, 1]
+    """
+    if phases is None:
+        raise ReactomoError("A label overlay needs the phase table for its colours.")
+    if labels.shape != rgb.shape[:2]:
+        raise ReactomoError(f"Labels of shape {labels.shape} do not match the slice of shape {rgb.shape[:2]}.")
+    if not 0.0 <= opacity <= 1.0:
+        raise ReactomoError(f"The overlay opacity is {opacity}; use a value from 0 to 1.")
+    lut = np.zeros((256, 3), dtype=np.float32)
+    for code, colour in enumerate(phases.colour_lut()):
+        lut[code] = colour
+    lab = labels.astype(np.uint8, copy=False)
+    mask = (lab > 0)[:, :, None]
+    blended = rgb.astype(np.float32) * (1.0 - opacity) + lut[lab] * opacity
+    return np.where(mask, blended, rgb).round().astype(np.uint8)
+
+
 def window_to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
     """Map grey values in ``[low, high]`` linearly to 0-255 (clipped); a display window, not a change of data."""
     if not high > low:
@@ -159,6 +184,9 @@ def slice_figure(
     window: tuple[float, float],
     title: str = "",
     roi: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    labels: np.ndarray | None = None,
+    phases=None,
+    opacity: float = 0.45,
     height: int = 560,
 ) -> go.Figure:
     """One slice as a zoomable grey image with axes in micrometres.
@@ -175,15 +203,24 @@ def slice_figure(
         Display window in grey values.
     roi : ((r0, r1), (c0, c1)), optional
         Region of interest in voxel indices of this plane, drawn as a box.
+    labels : ndarray of uint8, shape (rows, cols), optional
+        Label codes to overlay in the phase colours (0 = unlabelled, left transparent).
+    phases : core.phases.PhaseTable, optional
+        Colours and names of the label codes (required with ``labels``); one legend entry per phase.
+    opacity : float
+        Opacity of the label overlay, 0-1.
     """
     if image.ndim != 2:
         raise ReactomoError(f"A slice must be 2D; got an array of shape {image.shape}.")
     plane, vert, horiz = AXIS_NAMES[axis]
     grey = window_to_uint8(image, *window)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    if labels is not None:
+        rgb = overlay_labels(rgb, labels, phases=phases, opacity=opacity)
     # A PNG data URI keeps a 2016x2016 slice at ~2-4 MB instead of a 12-million-number JSON list.
     fig = go.Figure(
         go.Image(
-            source=png_data_uri(grey),
+            source=png_data_uri(rgb),
             dx=voxel_size_um,
             dy=voxel_size_um,
             hovertemplate=f"{horiz} = %{{x:.1f}} µm<br>{vert} = %{{y:.1f}} µm<extra></extra>",
@@ -200,8 +237,16 @@ def slice_figure(
             line=dict(color="#ffbf00", width=2, dash="dash"),
             name="region of interest",
         )
+    if labels is not None:
+        present = set(np.unique(labels).tolist())
+        for p in phases:
+            if p.code in present:  # legend entries only; the colours are in the image itself
+                fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=p.name,
+                                         marker=dict(size=11, symbol="square", color=p.colour)))
     fig.update_layout(
         title=title or f"{plane} slice",
+        showlegend=labels is not None,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
         xaxis_title=f"{horiz} (µm)",
         yaxis_title=f"{vert} (µm)",
         font=_FONT,

@@ -26,7 +26,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one sentence and exit status 2, like every other user error."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise ReactomoError(f"{message[0].upper()}{message[1:]} (see `python -m core {self.prog.split()[-1]} --help`).")
+        sub = self.prog.removeprefix("python -m core").strip()
+        hint = f"python -m core {sub} --help" if sub else "python -m core --help"
+        raise ReactomoError(f"{message[0].upper()}{message[1:]} (see `{hint}`).")
 
 
 def _progress_printer(quiet: bool):

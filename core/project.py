@@ -1009,8 +1009,9 @@ class Project:
             try:
                 with open_volume(tmp, kind="stack") as vol:
                     vol.slice(0, vol.shape[0] // 2)
-            except ReactomoError:
-                raise
+            except ReactomoError as exc:  # name the user's file, not our temporary one
+                text = str(exc).replace(str(tmp.resolve()), f"'{safe}'").replace(str(tmp), f"'{safe}'")
+                raise ReactomoError(text) from None
             except Exception as exc:  # a reader error that core.io did not translate
                 raise ReactomoError(
                     f"Upload '{safe}' does not open as a TIFF volume ({type(exc).__name__}: {exc}); upload a multi-page TIFF."

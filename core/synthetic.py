@@ -11,9 +11,10 @@ voxel gets a consumption time from growing needles: lath-shaped needles nucleate
 old pores) with the orientation of their host grain and grow fast along their axis and slowly across it. The
 reaction extent follows an Avrami law, ``alpha(t) = alpha_max * (1 - exp(-(k t)^n))``; at step ``t`` exactly
 ``N(t) = round(alpha(t) * G0)`` gypsum voxels are consumed (the first ``N(t)`` in consumption-time order), and of
-them exactly ``round(N(t) * 53.15 / 74.53)`` are bassanite (the ones nearest their needle's axis), the rest pore.
-So the voxel counts obey the reaction's stoichiometry exactly (the internal standard holds to rounding), the
-conversion is monotone (nothing is ever un-consumed) and celestite never changes.
+them exactly ``round(N(t) * 53.15 / 74.53)`` are bassanite, the rest pore (of the voxels consumed at a step, those
+of "bassanite" needles and nearest their needle's axis become bassanite; pores open as elongated voids beside and
+between the laths). So the voxel counts obey the reaction's stoichiometry exactly (the internal standard holds to
+rounding), the conversion is monotone (nothing is ever un-consumed) and celestite never changes.
 
 *The imaging*, as a tomograph would produce it from that truth: per-phase attenuation with a low
 gypsum/bassanite contrast, per-grain offsets and a fine lamellar texture in gypsum, partial-volume blur, noise
@@ -55,6 +56,8 @@ Progress = Callable[[float, str], None]
 
 #: Largest number of voxels in one step (about 0.5 GB per float32 working array).
 MAX_VOXELS = 2**27
+# weights of (distance to the needle axis, smooth random field) in the bassanite-or-pore score of a consumed voxel
+_FATE_WEIGHTS = (0.12, 0.1)
 _NEVER = np.iinfo(np.uint16).max  # consumption step of a voxel that is never consumed
 
 
@@ -70,7 +73,8 @@ class DemoConfig:
     steps : int
         Number of time steps (scans), 2 to 500.
     shape : tuple of int
-        ``(z, y, x)`` voxels of every scan, each 16 to 2048 (and at most ``MAX_VOXELS`` in all).
+        ``(z, y, x)`` voxels of every scan: z from 8, y and x from 16, each at most 2048 (and at most ``MAX_VOXELS``
+        in all).
     seed : int
         Seed of every random choice (rock, kinetics jitter, noise, rings, scribbles).
     voxel_size_um : float
@@ -142,10 +146,10 @@ class DemoConfig:
     extent_max: float = 0.85
     avrami_n: float = 2.0
     half_time_fraction: float = 0.45
-    lath_length_vox: float = 26.0
-    lath_aspect: float = 0.12
-    lath_width_vox: float = 3.0
-    lath_flatness: float = 0.6
+    lath_length_vox: float = 32.0
+    lath_aspect: float = 0.16
+    lath_width_vox: float = 6.0
+    lath_flatness: float = 0.65
     lath_scatter_deg: float = 10.0
     # the imaging
     grey_pore: float = 12000.0
@@ -154,14 +158,14 @@ class DemoConfig:
     bassanite_contrast: float = 0.08
     grain_offset_grey: float = 150.0
     texture_grey: float = 120.0
-    blur_sigma_vox: float = 0.9
-    noise_grey: float = 1000.0
+    blur_sigma_vox: float = 0.8
+    noise_grey: float = 850.0
     noise_gradient: float = 1.8
-    ring_grey: float = 1200.0
+    ring_grey: float = 1800.0
     n_rings: int = 6
-    cupping: float = 0.025
-    drift_gain: float = 0.04
-    drift_offset_grey: float = -700.0
+    cupping: float = 0.01
+    drift_gain: float = -0.03
+    drift_offset_grey: float = -400.0
     # the scribbles
     n_label_slices: int = 4
     scribble_fraction: float = 0.02
@@ -191,8 +195,12 @@ class DemoConfig:
             or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in shape)
         ):
             raise ReactomoError(f"Demo shape is {shape!r}; give three whole numbers (z, y, x), e.g. (40, 256, 256).")
-        if any(not 16 <= s <= 2048 for s in shape):
-            raise ReactomoError(f"Demo shape {tuple(shape)} has a side outside 16 to 2048 voxels; use sides from 16 to 2048.")
+        # a few slices are enough in z (benchmarks use 8 slices of 736 x 800); slices need room for grains and laths
+        if not (8 <= shape[0] <= 2048 and all(16 <= s <= 2048 for s in shape[1:])):
+            raise ReactomoError(
+                f"Demo shape {tuple(shape)} is outside the allowed sizes; use 8 to 2048 slices (z) of 16 to 2048 "
+                f"voxels in y and x."
+            )
         if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
             raise ReactomoError(
                 f"Demo shape {tuple(shape)} has {int(np.prod(shape, dtype=np.int64)):,} voxels per step; "
@@ -333,7 +341,7 @@ class _Rock:
     """Static truth of an experiment from which every step's labels follow."""
 
     base: np.ndarray  # uint8 (z, y, x): codes before the reaction (gypsum, old pores, celestite)
-    grain: np.ndarray  # uint16 (z, y, x): gypsum grain id (0 where not gypsum)
+    grain: np.ndarray  # int32 (z, y, x): gypsum grain id (0 where not gypsum)
     consumed_at: np.ndarray  # uint16 (z, y, x): step at which a gypsum voxel is consumed (_NEVER if not)
     fate: np.ndarray  # uint8 (z, y, x): BASSANITE or PORE for consumed voxels, base code elsewhere
     g0: int
@@ -349,32 +357,42 @@ class _Rock:
 
 
 def _grains(cfg: DemoConfig, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """3D grains: a power (Laguerre) diagram of random seeds, i.e. Voronoi cells of varied size."""
+    """3D grains: a power (Laguerre) diagram of random seeds, i.e. Voronoi cells of varied size.
+
+    Returns int32 grain ids ``1..G`` ``(z, y, x)`` and ``G``. The diagram is first labelled on a grid twice as
+    coarse, then only the voxels near a coarse boundary are labelled exactly (grains are far larger than 2 voxels).
+    """
     shape = np.array(cfg.shape, dtype=np.float64)
     pad = cfg.grain_size_vox
-    box = shape + 2 * pad
-    n = max(2, int(round(np.prod(box) / cfg.grain_size_vox**3)))
+    n = max(2, int(round(np.prod(shape + 2 * pad) / cfg.grain_size_vox**3)))
     seeds = rng.uniform(-pad, shape + pad, size=(n, 3))
-    # power distance |x - s|^2 - w_s is the Euclidean distance in 4D to (s, sqrt(W - w_s)) from (x, 0)
+    # power distance |x - s|^2 - w_s is the Euclidean distance in 4D from (x, 0) to (s, sqrt(W - w_s))
     weights = rng.uniform(0.0, 1.0, n) * (0.35 * cfg.grain_size_vox) ** 2
-    h = np.sqrt(weights.max() - weights)
-    tree = cKDTree(np.column_stack([seeds, h]))
-    grain = np.empty(cfg.shape, dtype=np.uint16)
-    zz = np.arange(cfg.shape[0], dtype=np.float32)
-    yy, xx = np.meshgrid(np.arange(cfg.shape[1], dtype=np.float32), np.arange(cfg.shape[2], dtype=np.float32), indexing="ij")
-    plane = np.column_stack([yy.ravel(), xx.ravel()])
-    chunk = max(1, 2_000_000 // plane.shape[0])
-    for z0 in range(0, cfg.shape[0], chunk):
-        zs = zz[z0 : z0 + chunk]
-        pts = np.empty((len(zs) * plane.shape[0], 4), dtype=np.float32)
-        pts[:, 0] = np.repeat(zs, plane.shape[0])
-        pts[:, 1:3] = np.tile(plane, (len(zs), 1))
-        pts[:, 3] = 0.0
-        _, idx = tree.query(pts, workers=-1)
-        grain[z0 : z0 + len(zs)] = (idx + 1).reshape(len(zs), *cfg.shape[1:])
-    # renumber 1..G so that ids are compact
-    ids, grain_flat = np.unique(grain, return_inverse=True)
-    return (grain_flat.reshape(cfg.shape) + 1).astype(np.uint16), len(ids)
+    tree = cKDTree(np.column_stack([seeds, np.sqrt(weights.max() - weights)]))
+
+    def label(points: np.ndarray) -> np.ndarray:
+        out = np.empty(len(points), dtype=np.int32)
+        for i in range(0, len(points), 1_000_000):
+            q = np.zeros((min(1_000_000, len(points) - i), 4), dtype=np.float64)
+            q[:, :3] = points[i : i + len(q)]
+            out[i : i + len(q)] = tree.query(q, workers=-1)[1]
+        return out
+
+    cshape = tuple(int(math.ceil(s / 2)) for s in cfg.shape)
+    cz, cy, cx = np.meshgrid(*[np.arange(c) * 2.0 + 0.5 for c in cshape], indexing="ij", sparse=True)
+    cpts = np.column_stack([np.broadcast_to(c, cshape).ravel() for c in (cz, cy, cx)])
+    coarse = label(cpts).reshape(cshape)
+    near = ndi.binary_dilation(_boundaries(coarse), iterations=1)
+    up = (slice(0, cfg.shape[0]), slice(0, cfg.shape[1]), slice(0, cfg.shape[2]))
+    grain = coarse.repeat(2, 0).repeat(2, 1).repeat(2, 2)[up]
+    redo = np.flatnonzero(near.repeat(2, 0).repeat(2, 1).repeat(2, 2)[up])
+    if redo.size:
+        grain.ravel()[redo] = label(np.column_stack(np.unravel_index(redo, cfg.shape)).astype(np.float64))
+    # renumber 1..G so that ids are compact (0 is kept for "not gypsum")
+    present = np.bincount(grain.ravel(), minlength=n) > 0
+    remap = np.cumsum(present).astype(np.int32)
+    grain = remap[grain]
+    return grain, int(present.sum())
 
 
 def _boundaries(labels: np.ndarray) -> np.ndarray:
@@ -491,7 +509,7 @@ def _grow_needles(
     """Lower the consumption time ``phi`` (and record its ``owner`` needle) with needles growing in their host grain.
 
     A needle seeded at ``c`` at time ``t0`` reaches ``x`` at ``t0 + d``, with ``a = x - c`` and the anisotropic
-    distance ``d = sqrt((a.u)^2 + (max(p - r0, 0) / aspect)^2)``, ``p = sqrt((a.v)^2 + (a.w / flat)^2)``: the needle
+    distance ``d = ((a.u)^4 + (max(p - r0, 0) / aspect)^4)^(1/4)``, ``p = sqrt((a.v)^2 + (a.w / flat)^2)``: the needle
     starts as a lath of half-width ``r0`` (so even a young lath is at least 3 voxels across, segmentable after
     blur), lengthens at speed 1 along its axis ``u`` and widens ``1 / aspect`` times slower (less across ``w``,
     the thin direction of the lath); it stops at ``d = half_len``. Only each needle's bounding box is computed.
@@ -524,7 +542,7 @@ def _grow_needles(
         cand = np.flatnonzero(p2 <= np.float32(radius * radius))
         if cand.size == 0:
             continue
-        bz, by, bx = hi - lo
+        _, by, bx = hi - lo
         iz, rem = np.divmod(cand, by * bx)
         iy, ix = np.divmod(rem, bx)
         gidx = ((iz + lo[0]) * ny + (iy + lo[1])) * nx + (ix + lo[2])
@@ -532,7 +550,10 @@ def _grow_needles(
         gidx, cand, iz, iy, ix = gidx[mine], cand[mine], iz[mine], iy[mine], ix[mine]
         along = u[0] * dz.ravel()[iz] + u[1] * dy.ravel()[iy] + u[2] * dx.ravel()[ix]
         across = np.maximum(np.sqrt(np.maximum(p2.ravel()[cand], 0.0)) - nd.r0, 0.0) / nd.aspect
-        d = np.sqrt(along * along + across * across)
+        # a rounded-rectangle norm: laths have nearly parallel sides and blunt ends, not the tips of an ellipsoid
+        along *= along
+        across *= across
+        d = np.sqrt(np.sqrt(along * along + across * across))
         keep = d <= L
         d = d[keep] + nd.t0[i]
         gidx = gidx[keep]
@@ -591,10 +612,14 @@ def _make_rock(cfg: DemoConfig, progress: Progress) -> _Rock:
     n_needles = 0
     scatter = np.tan(np.radians(cfg.lath_scatter_deg))
     need = min(0.995, cfg.extent_max + 0.05)  # gypsum the needles must reach (with a margin)
-    rounds = 6
+    rounds = 10
     reached = 0
+    per_needle = mean_vol  # gypsum voxels newly reached per needle, re-estimated after every round
     for round_ in range(rounds):
+        before = reached
         reached = int(np.count_nonzero(np.isfinite(phi)))
+        if round_ > 0:
+            per_needle = max((reached - before) / max(n, 1), 1.0)
         if g0 == 0 or reached >= need * g0:
             break
         if round_ == 0:
@@ -610,8 +635,8 @@ def _make_rock(cfg: DemoConfig, progress: Progress) -> _Rock:
         else:
             # top up: more needles seeded in the gypsum nothing has reached yet, nucleating late
             unreached = np.flatnonzero(gyp & ~np.isfinite(phi))
-            n = max(4, int(2.0 * (need * g0 - reached) / mean_vol))
-            flat_idx = unreached[rng.integers(len(unreached), size=n)]
+            n = int(min(max(4, 1.5 * (need * g0 - reached) / per_needle), len(unreached)))
+            flat_idx = unreached[rng.choice(len(unreached), size=n, replace=False)]
             t0 = t_nuc * (0.6 + 0.4 * round_ / rounds + rng.uniform(0, 0.4, n))
         centres = np.column_stack(np.unravel_index(flat_idx, shape)).astype(np.float64)
         centres += rng.uniform(-0.5, 0.5, (n, 3))
@@ -658,40 +683,47 @@ def _make_rock(cfg: DemoConfig, progress: Progress) -> _Rock:
     idx = np.flatnonzero(np.isfinite(phi))
     # ties broken by a seeded jitter far below a voxel's growth time
     key = phi.ravel()[idx].astype(np.float64) + 1e-4 * _rng(seed, 5).random(len(idx))
-    order = idx[np.argsort(key, kind="stable")]
-    ranks_step = np.searchsorted(n_consumed, np.arange(len(order)), side="right").astype(np.int64)
-    consumed_at = np.full(shape, _NEVER, dtype=np.uint16)
     n_last = int(n_consumed[-1])
-    consumed_at.ravel()[order[:n_last]] = ranks_step[:n_last]
+    kth = np.unique(n_consumed[n_consumed > 0] - 1)
+    # a partial sort is enough: positions [N(t-1), N(t)) then hold exactly the voxels consumed at step t
+    cons = idx[np.argpartition(key, kth)[:n_last]] if n_last else idx[:0]
+    del key, idx
+    consumed_at = np.full(shape, _NEVER, dtype=np.uint16)
+    for t in range(1, cfg.steps):
+        consumed_at.ravel()[cons[n_consumed[t - 1] : n_consumed[t]]] = t
     progress(0.25, "Reaction kinetics")
 
     # fate: of the voxels consumed at step t, the dB(t) with the lowest score become bassanite, the rest pore. The
     # score grows with the distance to the needle's axis (relative to its full width), so laths keep bassanite
     # cores and pores open beside them; a per-needle random term makes some needles mostly pore (elongated voids
     # between laths, wide enough to be seen) and others solid bassanite; a smooth field roughens the pockets.
-    cons = order[:n_last]
     zi, yi, xi = np.unravel_index(cons, shape)
     own = owner.ravel()[cons]
     a = np.column_stack([zi, yi, xi]).astype(np.float32) - centres[own].astype(np.float32)
+    del zi, yi, xi
     across_v = np.einsum("ij,ij->i", a, nv[own].astype(np.float32))
     across_w = np.einsum("ij,ij->i", a, nw[own].astype(np.float32)) / np.float32(flat)
+    del a
     radius = (r0 + cfg.lath_aspect * n_len[own]).astype(np.float32)
-    perp = np.sqrt(across_v * across_v + across_w * across_w) / radius
+    score = np.sqrt(across_v * across_v + across_w * across_w) / radius
+    del across_v, across_w, radius
+    score *= np.float32(_FATE_WEIGHTS[0])
     field = ndi.gaussian_filter(_rng(seed, 6).standard_normal(shape, dtype=np.float32), 1.5)
     field /= max(float(field.std()), 1e-6)
+    score += np.float32(_FATE_WEIGHTS[1]) * field.ravel()[cons]
+    del field
     needle_bias = _rng(seed, 7).random(max(len(centres), 1)).astype(np.float32)
-    score = needle_bias[own] + 0.5 * perp + 0.25 * field.ravel()[cons]
-    score = (score - score.min()) / (float(np.ptp(score)) + 1.0)  # in [0, 1)
-    # grouped by step (contiguous blocks of N(t) - N(t-1)), nearest the axis first within a step
-    by_step = np.argsort(consumed_at.ravel()[cons].astype(np.float64) + score, kind="stable")
+    score += needle_bias[own]
     fate = base.copy()
     fate_flat = fate.ravel()
-    cons_sorted = cons[by_step]
     for t in range(1, cfg.steps):
         start, stop = int(n_consumed[t - 1]), int(n_consumed[t])
         n_b = int(n_bassanite[t] - n_bassanite[t - 1])
-        fate_flat[cons_sorted[start : start + n_b]] = BASSANITE
-        fate_flat[cons_sorted[start + n_b : stop]] = PORE
+        group = cons[start:stop]
+        if 0 < n_b < len(group):
+            group = group[np.argpartition(score[start:stop], n_b - 1)]
+        fate_flat[group[:n_b]] = BASSANITE
+        fate_flat[group[n_b:]] = PORE
     progress(0.3, "Bassanite and new pores")
     return _Rock(
         base=base,
@@ -730,7 +762,7 @@ def _ring_image(ny: int, nx: int, n_rings: int, seed: int) -> tuple[np.ndarray, 
     n_angles = int(min(720, max(180, round(math.pi / 2 * n / 2))))
     theta = np.linspace(0.0, 180.0, n_angles, endpoint=False)
     r_max = 0.5 * math.hypot(ny, nx)
-    radii = np.sort(rng.uniform(3.0, 0.8 * r_max, n_rings))
+    radii = np.sort(rng.uniform(0.12 * r_max, 0.8 * r_max, n_rings))
     side = rng.choice([-1, 1], n_rings)  # a column on either side of the axis
     sino = np.zeros((n_det, n_angles))
     centre = n_det // 2
@@ -739,7 +771,8 @@ def _ring_image(ny: int, nx: int, n_rings: int, seed: int) -> tuple[np.ndarray, 
         amp = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
         # the column's gain error wanders a little with angle, so rings are uneven arcs, as in real data
         wobble = 1.0 + 0.35 * np.sin(np.radians(theta) * rng.integers(1, 4) + rng.uniform(0, 2 * np.pi))
-        sino[col] += amp * wobble
+        for k in range(int(rng.integers(1, 4))):  # a defect spans 1-3 adjacent columns (a scintillator blemish)
+            sino[min(col + k, n_det - 1)] += amp * wobble
     img = iradon(sino, theta=theta, output_size=n, filter_name="shepp-logan", circle=False)
     y0, x0 = (n - ny) // 2, (n - nx) // 2
     img = img[y0 : y0 + ny, x0 : x0 + nx]

@@ -58,7 +58,9 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
     with tab_upload:
         st.caption("Upload one multi-page TIFF per time step (uint8, uint16 or float32). Files are added to the "
                    "project's `scans/` folder in name order; large scans are better opened by server path.")
-        files = st.file_uploader("TIFF files", type=["tif", "tiff"], accept_multiple_files=True, key="uploads")
+        # A new key after each successful upload empties the uploader, so files are never added twice.
+        files = st.file_uploader("TIFF files", type=["tif", "tiff"], accept_multiple_files=True,
+                                 key=f"uploads_{st.session_state.get('upload_round', 0)}")
         if st.button("Add uploaded files as steps", disabled=not files):
             with ui.user_errors():
                 upload_dir = project.root / "scans"
@@ -76,6 +78,7 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                     for p in added:
                         p.unlink(missing_ok=True)
                     raise
+                st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
                 st.session_state["data_flash"] = f"Added {len(added)} uploaded file(s)."
                 st.rerun()
     with tab_demo:
@@ -190,6 +193,13 @@ with controls:
     else:
         window = st.slider("Display window (grey value)", vmin, vmax, (lo, hi), key="view_window")
     st.caption(f"Window {window[0]:.0f} – {window[1]:.0f}")
+    demo = project.demo()
+    show_truth = False
+    if demo and len(demo.get("truth", [])) == len(scans):
+        show_truth = st.toggle("Overlay the demo's known truth", value=False, key="view_truth",
+                               help="The generator's true phase of every voxel, in the phase colours.")
+        if show_truth:
+            opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="view_opacity")
 
 with view:
     with ui.user_errors():
@@ -199,8 +209,14 @@ with view:
         if roi:
             plane_axes = {0: ("y", "x"), 1: ("z", "x"), 2: ("z", "y")}[orientation]
             box = (tuple(roi[plane_axes[0]]), tuple(roi[plane_axes[1]]))
+        labels = None
+        if show_truth:
+            labels = ui.read_file_slice(project.resolve_path(demo["truth"][step]), orientation, index)
         fig = slice_figure(
             image,
+            labels=labels,
+            phases=project.phases() if show_truth else None,
+            opacity=opacity if show_truth else 0.45,
             voxel_size_um=float(manifest["voxel_size_um"]),
             axis=orientation,
             window=window,

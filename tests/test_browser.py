@@ -122,3 +122,46 @@ def test_bad_path_shows_one_sentence_not_a_traceback(server, page):
     err.wait_for()
     assert "Traceback" not in page.inner_text("body")
     page.screenshot(path=str(SHOTS / "data_error.png"), full_page=True)
+
+
+def test_upload_tiffs_in_the_browser(server, page, tmp_path):
+    import numpy as np
+    import tifffile
+
+    from core.project import create_project, open_project
+
+    create_project("uploads", workspace=server["workspace"])
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(2):
+        p = tmp_path / f"t{i:03d}.tif"
+        tifffile.imwrite(p, rng.integers(1000, 5000, size=(6, 32, 40), dtype=np.uint16))
+        files.append(str(p))
+    rgb = tmp_path / "colour.tif"
+    tifffile.imwrite(rgb, rng.integers(0, 255, size=(6, 32, 40, 3), dtype=np.uint8), photometric="rgb")
+
+    page.goto(server["url"] + "/data?project=uploads")
+    _settle(page)
+    page.get_by_role("tab", name="Upload TIFFs").click()
+    page.locator('input[type="file"]').set_input_files(files)
+    page.get_by_text("t001.tif").wait_for()
+    page.get_by_role("button", name="Add uploaded files as steps").click()
+    page.get_by_text("Added 2 uploaded file(s).").wait_for()
+    _settle(page)
+    scans = open_project("uploads", workspace=server["workspace"]).scans()
+    assert [s.name for s in scans] == ["t000", "t001"] and scans[0].shape == (6, 32, 40)
+    page.get_by_text("Slice viewer").wait_for()
+
+    # A colour TIFF is refused with one sentence; the two good steps stay.
+    page.get_by_text("Open scans").first.click()
+    page.get_by_role("tab", name="Upload TIFFs").click()
+    page.locator('input[type="file"]').set_input_files([str(rgb)])
+    page.get_by_text("colour.tif").wait_for()
+    page.get_by_role("button", name="Add uploaded files as steps").click()
+    alert = page.locator('[data-testid="stAlert"]').filter(has_text="colour image")
+    alert.wait_for()
+    assert "'colour.tif'" in alert.inner_text() and ".upload-" not in alert.inner_text()
+    assert "Traceback" not in page.inner_text("body")
+    assert len(open_project("uploads", workspace=server["workspace"]).scans()) == 2
+    assert not (server["workspace"] / "uploads" / "scans" / "colour.tif").exists()
+    page.screenshot(path=str(SHOTS / "data_upload_error.png"), full_page=True)

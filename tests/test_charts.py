@@ -66,3 +66,19 @@ def test_histogram_lines_one_trace_per_step_in_percent():
     assert "t = 2.0 min" in fig.data[1].name
     with pytest.raises(ReactomoError, match="does not exist"):
         histogram_lines(edges, counts, [0, 60, 120], steps=[5])
+
+
+def test_overlay_colours_only_labelled_pixels_and_adds_a_legend():
+    from core.charts import overlay_labels
+    from core.phases import DEFAULT_PHASES
+
+    img = np.full((4, 5), 100.0)
+    labels = np.zeros((4, 5), np.uint8)
+    labels[0, 0], labels[1, 1] = 2, 4
+    rgb = overlay_labels(np.full((4, 5, 3), 128, np.uint8), labels, phases=DEFAULT_PHASES, opacity=1.0)
+    assert rgb[0, 0].tolist() == [0xF5, 0x85, 0x18]  # bassanite orange
+    assert rgb[2, 2].tolist() == [128, 128, 128]  # unlabelled stays grey
+    fig = slice_figure(img, voxel_size_um=1.0, window=(0, 200), labels=labels, phases=DEFAULT_PHASES)
+    assert [t.name for t in fig.data[1:]] == ["bassanite", "celestite"]
+    with pytest.raises(ReactomoError, match="do not match"):
+        overlay_labels(np.zeros((3, 3, 3), np.uint8), labels, phases=DEFAULT_PHASES)

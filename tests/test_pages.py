@@ -88,6 +88,10 @@ def test_data_page_viewer_and_histograms(workspace, demo_project):
     assert not at.exception
     at.toggle(key="view_auto").set_value(False).run()
     assert not at.exception and at.slider(key="view_window")
+    at.toggle(key="view_truth").set_value(True).run()
+    assert not at.exception
+    legend = [t["name"] for t in __import__("json").loads(at.get("plotly_chart")[0].proto.spec)["data"][1:]]
+    assert set(legend) <= {"gypsum", "bassanite", "pore", "celestite"} and "gypsum" in legend
 
 
 def test_data_page_saves_settings(workspace, demo_project):

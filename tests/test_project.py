@@ -497,9 +497,10 @@ def test_import_upload_of_a_good_tiff(proj, tmp_path):
 )
 def test_import_upload_of_garbage_changes_nothing(proj, filename, data, match):
     before = snapshot(proj)
-    with pytest.raises(ReactomoError, match=match):
+    with pytest.raises(ReactomoError, match=match) as excinfo:
         proj.import_upload(filename, data)
     assert snapshot(proj) == before
+    assert ".upload-" not in str(excinfo.value)  # the user's file is named, not our temporary copy
 
 
 # -- status -------------------------------------------------------------------------------------------------------
