@@ -9,7 +9,7 @@ from core.data import create_demo_project
 from core.project import create_project, delete_project, list_projects, workspace_dir
 
 #: Workflow pages that exist so far, by checklist key (later steps get their page in later releases).
-PAGES = {"data": "pages/1_Data.py"}
+PAGES = {"data": "pages/1_Data.py", "labels": "pages/2_Label.py", "ground_truth": "pages/3_Ground_Truth.py"}
 DONE, TODO = ":green[:material/check_circle:]", ":gray[:material/radio_button_unchecked:]"
 
 
@@ -45,7 +45,7 @@ def home() -> None:
         else:
             st.caption("No projects yet. Load the demo experiment or create a project.")
 
-        if st.button("Load demo experiment", type="primary", icon=":material/science:", use_container_width=True,
+        if st.button("Load demo experiment", type="primary", icon=":material/science:", width="stretch",
                      help="A generated dehydrating-gypsum experiment with known truth (10 steps)."):
             bar = st.progress(0.0, text="Preparing the demo experiment")
             with ui.user_errors():
@@ -94,6 +94,8 @@ navigation = st.navigation(
     [
         st.Page(home, title="Home", icon=":material/home:", default=True),
         st.Page("pages/1_Data.py", title="Data", icon=":material/folder_open:", url_path="data"),
+        st.Page("pages/2_Label.py", title="Label", icon=":material/brush:", url_path="label"),
+        st.Page("pages/3_Ground_Truth.py", title="Ground truth", icon=":material/forest:", url_path="ground-truth"),
     ]
 )
 navigation.run()

@@ -106,9 +106,18 @@ def user_errors(prefix: str = ""):
 
 
 def progress_callback(bar):
-    """Adapt ``st.progress`` to core's ``on_progress(fraction, message)``."""
+    """Adapt ``st.progress`` to core's ``on_progress(fraction, message)``.
+
+    Core may report from worker threads (parallel feature computation); only the page's own thread may draw,
+    so reports from other threads are skipped (the next one from the page's thread catches up).
+    """
+    import threading
+
+    owner = threading.get_ident()
 
     def on_progress(fraction: float, message: str) -> None:
+        if threading.get_ident() != owner:
+            return
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
 
     return on_progress

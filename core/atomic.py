@@ -12,6 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; done once at import, before any worker threads exist.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_with"]
 
 
@@ -35,6 +44,8 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; give the file the permissions a plain open() would (0666 minus the umask).
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         writer(tmp_path)
         with open(tmp_path, "rb+") as fh:

@@ -256,3 +256,109 @@ def slice_figure(
     fig.update_xaxes(showgrid=False)
     fig.update_yaxes(showgrid=False, scaleanchor="x")
     return fig
+
+
+def uncertainty_figure(
+    uncertainty: np.ndarray,
+    *,
+    voxel_size_um: float,
+    title: str = "Classifier uncertainty (1 − max class probability)",
+    height: int = 560,
+) -> go.Figure:
+    """Heat map of a per-pixel uncertainty in [0, 1] with axes in µm (0 = certain; 1 − 1/n_classes = a coin toss)."""
+    if uncertainty.ndim != 2:
+        raise ReactomoError(f"An uncertainty map must be 2D; got shape {uncertainty.shape}.")
+    rows, cols = uncertainty.shape
+    # Heat maps of millions of cells are heavy in the browser; show at most ~1000 px a side (display only).
+    step = max(1, int(np.ceil(max(rows, cols) / 1000)))
+    u = np.asarray(uncertainty[::step, ::step], dtype=np.float32)
+    fig = go.Figure(
+        go.Heatmap(
+            z=u,
+            x=np.arange(u.shape[1]) * step * voxel_size_um,
+            y=np.arange(u.shape[0]) * step * voxel_size_um,
+            zmin=0.0,
+            zmax=1.0,
+            colorscale="Inferno",
+            colorbar=dict(title=dict(text="uncertainty", side="right")),
+            hovertemplate="x = %{x:.1f} µm<br>y = %{y:.1f} µm<br>uncertainty %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="x (µm)", yaxis_title="y (µm)", font=_FONT, height=height,
+                      margin=dict(l=60, r=10, t=50, b=50))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", showgrid=False)
+    fig.update_xaxes(showgrid=False)
+    return fig
+
+
+def feature_importance_chart(names: Sequence[str], importances: Sequence[float], *, top: int = 20) -> go.Figure:
+    """Horizontal bars of the ``top`` most important features (mean decrease in impurity, summing to 1)."""
+    names = list(names)
+    imp = np.asarray(importances, dtype=float)
+    if len(names) != imp.size:
+        raise ReactomoError(f"Got {len(names)} feature names for {imp.size} importances.")
+    order = np.argsort(imp)[::-1][:top][::-1]
+    fig = go.Figure(
+        go.Bar(x=imp[order] * 100.0, y=[names[i] for i in order], orientation="h", marker_color="#1f5f8b",
+               hovertemplate="%{y}: %{x:.1f} %<extra></extra>")
+    )
+    fig.update_layout(title=f"Feature importance (top {min(top, len(names))})", xaxis_title="importance (%)",
+                      yaxis_title="", font=_FONT, height=max(260, 22 * len(order) + 90),
+                      margin=dict(l=10, r=10, t=50, b=50))
+    return fig
+
+
+def phase_fraction_chart(fractions: dict, phases, *, title: str = "Phase fractions") -> go.Figure:
+    """Bars of each phase's fraction (in %), one colour per phase; ``fractions`` maps phase code → fraction."""
+    fig = go.Figure()
+    for p in phases:
+        frac = float(fractions.get(p.code, 0.0))
+        fig.add_trace(go.Bar(x=[p.name], y=[frac * 100.0], name=p.name, marker_color=p.colour,
+                             hovertemplate=f"{p.name}: %{{y:.2f}} %<extra></extra>"))
+    fig.update_layout(title=title, yaxis_title="fraction of labelled pixels (%)", showlegend=False, font=_FONT,
+                      height=320, margin=dict(l=60, r=10, t=50, b=40))
+    return fig
+
+
+def dice_comparison_chart(dice: dict, phases, *, title: str = "Dice per phase") -> go.Figure:
+    """Grouped bars: ``dice`` maps a method name → {phase code: Dice}; NaN (phase absent) is left out."""
+    fig = go.Figure()
+    palette = ["#1f5f8b", "#b0b7bf", "#f58518", "#54a24b", "#e45756"]
+    for k, (method, per_phase) in enumerate(dice.items()):
+        xs, ys = [], []
+        for p in phases:
+            v = per_phase.get(p.code)
+            if v is not None and np.isfinite(v):
+                xs.append(p.name)
+                ys.append(float(v))
+        fig.add_trace(go.Bar(x=xs, y=ys, name=method, marker_color=palette[k % len(palette)],
+                             hovertemplate="%{x}: %{y:.3f}<extra>" + method + "</extra>"))
+    fig.update_layout(title=title, barmode="group", yaxis_title="Dice", yaxis_range=[0, 1], font=_FONT, height=340,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      margin=dict(l=60, r=10, t=60, b=40))
+    return fig
+
+
+def threshold_histogram(values: np.ndarray, ranges: Sequence[dict], phases, *, bins: int = 200,
+                        title: str = "Grey values of the labelled slices and the threshold ranges") -> go.Figure:
+    """Histogram of grey values with each phase's threshold range shaded in its colour.
+
+    ``ranges`` are dicts ``{"code", "low", "high"}`` (half-open grey ranges, as :mod:`core.threshold` returns).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ReactomoError("There are no grey values to draw a histogram of.")
+    lo, hi = np.percentile(v, [0.01, 99.99])
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi if hi > lo else lo + 1))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    fig = go.Figure(go.Scatter(x=centres, y=counts / max(counts.sum(), 1) * 100.0, mode="lines", name="all pixels",
+                               line=dict(color="#1b2631", width=1.5),
+                               hovertemplate="grey value %{x:.0f}<br>%{y:.3f} %<extra></extra>"))
+    for r in ranges:
+        p = phases.by_code(int(r["code"]))
+        fig.add_vrect(x0=max(float(r["low"]), lo), x1=min(float(r["high"]), hi), fillcolor=p.colour, opacity=0.25,
+                      line_width=0, annotation_text=p.name, annotation_position="top left")
+    fig.update_layout(title=title, xaxis_title="grey value (scan units)", yaxis_title="pixels per bin (%)",
+                      yaxis_type="log", font=_FONT, height=340, showlegend=False, margin=dict(l=60, r=10, t=50, b=50))
+    return fig

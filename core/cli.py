@@ -220,6 +220,151 @@ def cmd_histograms(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ random forest and thresholds
+_RF_OUTPUTS = ("ground_truth.tif", "uncertainty.tif", "classifier.skops", "classifier.json")
+
+
+def _phases_from(path: str | None):
+    """The phase table of a JSON file (a list of phases), or the default table."""
+    from core.phases import DEFAULT_PHASES, PhaseTable
+
+    if not path:
+        return DEFAULT_PHASES
+    try:
+        return PhaseTable.from_dict(json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise ReactomoError(f"The phase table file {path} does not exist.") from None
+    except json.JSONDecodeError as exc:
+        raise ReactomoError(f"The phase table file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+
+
+def _check_outputs(paths: list[Path], overwrite: bool) -> None:
+    for p in paths:
+        if p.exists() and (p.is_dir() or not overwrite):
+            what = "is a folder" if p.is_dir() else "already exists"
+            raise ReactomoError(f"{p} {what}; choose another output{'' if p.is_dir() else ' or add --overwrite'}.")
+
+
+def _fractions_text(fractions: dict[int, float], phases) -> str:
+    return ", ".join(f"{phases.by_code(c).name} {100 * f:.1f} %" for c, f in fractions.items())
+
+
+def cmd_rf(args) -> int:
+    """Random-forest ground truth of every scribbled slice of a scan (the Ground truth page, headless)."""
+    import numpy as np
+
+    from core.features import FeatureConfig
+    from core.forest import ForestConfig, ground_truth_from_scribbles, save_forest
+    from core.io import open_volume, read_labels, write_labels, write_volume
+
+    phases = _phases_from(args.phases)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ReactomoError(f"The output {out} is a file; give a folder for the ground truth.")
+    _check_outputs([out / name for name in _RF_OUTPUTS], args.overwrite)
+    fkw: dict = {}
+    if args.sigmas:
+        fkw["sigmas"] = tuple(_floats(args.sigmas, "--sigmas"))
+    if args.features:
+        fkw["groups"] = tuple(g.strip() for g in args.features.split(",") if g.strip())
+    if args.context_3d is not None:
+        fkw["context_3d"] = args.context_3d
+    feature_config = FeatureConfig(**fkw)
+    feature_config.validate()
+    rkw: dict = {}
+    if args.trees is not None:
+        rkw["n_trees"] = args.trees
+    if args.depth is not None:
+        rkw["max_depth"] = args.depth if args.depth > 0 else None
+    if args.seed is not None:
+        rkw["seed"] = args.seed
+    forest_config = ForestConfig(**rkw)
+    forest_config.validate()
+    with open_volume(args.scan) as scan:
+        scribbles = read_labels(args.scribbles, shape=scan.shape, codes=phases.codes)
+        result = ground_truth_from_scribbles(scan, scribbles, feature_config=feature_config, forest_config=forest_config,
+                                             phases=phases, on_progress=_progress_printer(args.quiet))
+        voxel = scan.voxel_size_um
+    # everything is computed: only now is anything written (each file atomically)
+    out.mkdir(parents=True, exist_ok=True)
+    write_labels(out / "ground_truth.tif", result.labels, voxel_size_um=voxel)
+    write_volume(out / "uncertainty.tif", result.uncertainty_volume(), voxel_size_um=voxel, compression="zlib")
+    save_forest(out / "classifier.skops", result.forest)
+    print(f"Ground truth of {len(result.slices)} slice(s) {list(result.slices)} written to {out} "
+          f"in {result.seconds['total']:.1f} s.")
+    print(f"Phases: {_fractions_text(result.fractions, phases)}.")
+    top = ", ".join(f"{n} {v:.2f}" for n, v in result.forest.importances()[:5])
+    print(f"Most important features: {top}.")
+    log.info("uncertainty: mean %.3f on the labelled slices", float(np.mean(result.uncertainty)))
+    return 0
+
+
+def _ranges_from_args(items, phases):
+    from core.threshold import check_ranges
+
+    triples = []
+    for code, low, high in items:
+        try:
+            c = int(code)
+        except ValueError:
+            raise ReactomoError(f"--range needs CODE LOW HIGH with a whole-number code; got code '{code}'.") from None
+        lo, hi = (_floats(v, "--range bounds")[0] if v.strip() else None for v in (low, high))
+        if lo is None or hi is None:
+            raise ReactomoError(f"--range {code} {low} {high}: give two numbers LOW HIGH.")
+        triples.append((c, lo, hi))
+    return check_ranges(triples, phases=phases)
+
+
+def cmd_threshold(args) -> int:
+    """The threshold baseline: manual grey ranges or multi-Otsu, on every slice or on the scribbled slices."""
+    import numpy as np
+
+    from core.io import open_volume, read_labels, write_labels
+    from core.threshold import BRIGHTNESS_ORDER, otsu_ranges, threshold_ranges
+
+    phases = _phases_from(args.phases)
+    out = Path(args.out)
+    _check_outputs([out], args.overwrite)
+    if not out.name.lower().endswith((".tif", ".tiff")):
+        raise ReactomoError(f"The output {out.name} must end in .tif; labels are written as a TIFF stack.")
+    if bool(args.otsu) == bool(args.range):
+        raise ReactomoError("Choose one method: --otsu, or one --range CODE LOW HIGH per phase.")
+    order = BRIGHTNESS_ORDER
+    if args.order:
+        order = tuple(int(v) for v in _floats(args.order, "--order"))
+    ranges = None if args.otsu else _ranges_from_args(args.range, phases)
+    with open_volume(args.scan) as scan:
+        if args.slices_from:
+            marks = read_labels(args.slices_from, shape=scan.shape, codes=phases.codes)
+            zs = [int(z) for z in np.flatnonzero(marks.reshape(marks.shape[0], -1).any(axis=1))]
+            if not zs:
+                raise ReactomoError(f"The labels file {args.slices_from} marks no slice (every value is 0); brush some slices first.")
+        else:
+            zs = list(range(scan.shape[0]))
+        if ranges is None:
+            # thresholds from the chosen slices (or a sample of the scan), ranges reaching the data type's limits
+            sample = (np.concatenate([scan.slice(0, z).ravel() for z in zs]) if args.slices_from
+                      else scan.sample(max_voxels=4_000_000))
+            if scan.dtype.kind == "f":
+                bounds = (-float(np.finfo(np.float32).max), float(np.finfo(np.float32).max))
+            else:
+                bounds = (0.0, float(np.iinfo(scan.dtype).max) + 1.0)
+            ranges = otsu_ranges(sample, order=order, phases=phases, bounds=bounds)
+        labels = np.zeros(scan.shape, dtype=np.uint8)
+        for z in zs:
+            labels[z] = threshold_ranges(scan.slice(0, z), ranges, phases=phases)
+        voxel = scan.voxel_size_um
+    write_labels(out, labels, voxel_size_um=voxel)
+    counts = np.bincount(labels[zs].ravel(), minlength=256)
+    total = max(int(counts.sum()), 1)
+    fractions = {c: counts[c] / total for c in phases.codes if any(r.code == c for r in ranges)}
+    print(f"Thresholded {len(zs)} slice(s) into {out}.")
+    for r in ranges:
+        print(f"  {phases.by_code(r.code).name:<12} [{r.low:g}, {r.high:g})")
+    print(f"Phases: {_fractions_text(fractions, phases)}" + (f", unlabelled {100 * counts[0] / total:.1f} %." if counts[0] else "."))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m core", description="Reactomo: phase volumes over time from 4D micro-CT, checked by the reaction's chemistry.")
@@ -269,6 +414,34 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--bins", type=int, default=256)
     h.add_argument("--out", help="CSV file (default: stdout)")
     h.set_defaults(func=cmd_histograms)
+
+    rf = sub.add_parser("rf", help="random-forest ground truth of every scribbled slice of a scan")
+    rf.add_argument("--scan", required=True, help="the scan: a multi-page TIFF or a folder of 2D TIFF slices")
+    rf.add_argument("--scribbles", required=True, help="uint8 label TIFF of the same shape (0 = unlabelled)")
+    rf.add_argument("--out", required=True, help="output folder: ground_truth.tif, uncertainty.tif, classifier.skops/.json")
+    rf.add_argument("--sigmas", help="feature scales in pixels, comma-separated (default 0.7,1,2,4)")
+    rf.add_argument("--features", help="feature groups, comma-separated: intensity, gradient, structure, neighbourhood, "
+                                       "morphology, edges (default intensity,neighbourhood,edges)")
+    rf.add_argument("--trees", type=int, help="number of trees (default 4)")
+    rf.add_argument("--depth", type=int, help="tree depth limit, 0 = none (default 12)")
+    rf.add_argument("--seed", type=int, help="random seed (default 0)")
+    rf.add_argument("--3d", dest="context_3d", action=argparse.BooleanOptionalAction, default=None,
+                    help="3D context from neighbouring slices (default on; --no-3d for 2D features)")
+    rf.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
+    rf.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    rf.set_defaults(func=cmd_rf)
+
+    th = sub.add_parser("threshold", help="threshold baseline: manual grey ranges or multi-Otsu")
+    th.add_argument("--scan", required=True, help="the scan: a multi-page TIFF or a folder of 2D TIFF slices")
+    th.add_argument("--out", required=True, help="output uint8 label TIFF (same shape as the scan)")
+    th.add_argument("--otsu", action="store_true", help="multi-Otsu thresholds, classes mapped to phases by brightness")
+    th.add_argument("--range", action="append", nargs=3, metavar=("CODE", "LOW", "HIGH"),
+                    help="grey range LOW <= v < HIGH of phase CODE (repeat for every phase)")
+    th.add_argument("--order", help="phase codes from darkest to brightest for --otsu (default 3,1,2,4)")
+    th.add_argument("--slices-from", help="label TIFF: threshold only its labelled slices (0 elsewhere)")
+    th.add_argument("--phases", help="JSON file with the phase table")
+    th.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    th.set_defaults(func=cmd_threshold)
     return p
 
 

@@ -1062,9 +1062,23 @@ class Project:
             n = len(m[section])
             return (n > 0, f"{n} {noun}{'s' if n != 1 else ''} saved" if n else todo)
 
+        def labels_row() -> tuple[bool, str]:
+            steps = {k: v.get("slices", []) for k, v in m["labels"].items() if isinstance(v, dict)}
+            n = sum(len(v) for v in steps.values())
+            if not n:
+                return False, "No labels yet; brush a few slices on the Label page."
+            return True, f"{n} labelled slice{'s' if n != 1 else ''} on {', '.join(sorted(steps))}"
+
+        def ground_truth_row() -> tuple[bool, str]:
+            gt = m["ground_truth"]
+            if not gt:
+                return False, "No ground truth yet; train the random forest on your labels."
+            n = len(gt.get("slices", []))
+            return True, f"{gt.get('kind', 'random forest')} on {n} slice{'s' if n != 1 else ''} of {gt.get('step_name', '?')}"
+
         rows = [
-            ("labels", "Labels", *count("labels", "label set", "No labels yet; brush a few slices on the Label page.")),
-            ("ground_truth", "Ground truth", *count("ground_truth", "ground-truth set", "No ground truth yet; train the random forest on your labels.")),
+            ("labels", "Labels", *labels_row()),
+            ("ground_truth", "Ground truth", *ground_truth_row()),
             ("model", "Model", *count("models", "model", "No model yet; train a U-Net on the ground truth.")),
             ("segmentation", "Segmentation", *count("segmentations", "segmentation", "No segmentation yet; segment the time steps with a model.")),
             ("analysis", "Analysis", *count("analysis", "analysis result", "No analysis yet; run the analysis on a segmentation.")),

@@ -223,7 +223,7 @@ with view:
             roi=box,
             title=f"{scans[step].name} · t = {times[step] / 60:.1f} min · {AXIS_NAMES[orientation][0]} slice {index}",
         )
-        st.plotly_chart(fig, use_container_width=True, key="slice_chart")
+        st.plotly_chart(fig, width="stretch", key="slice_chart")
 
 # ------------------------------------------------------------------------------------------------ histograms
 st.subheader("Grey values over time")
@@ -237,7 +237,7 @@ with ui.user_errors():
         edges, counts = ui.histograms(scans)
     names = [s.name for s in scans]
     h1, h2 = st.columns(2)
-    h1.plotly_chart(histogram_over_time(edges, counts, times, step_names=names), use_container_width=True, key="hist_heat")
+    h1.plotly_chart(histogram_over_time(edges, counts, times, step_names=names), width="stretch", key="hist_heat")
     chosen = sorted({0, step, len(scans) - 1})
     h2.plotly_chart(histogram_lines(edges, counts, times, steps=chosen, step_names=names,
-                                    title="First, viewed and last step"), use_container_width=True, key="hist_lines")
+                                    title="First, viewed and last step"), width="stretch", key="hist_lines")

@@ -43,3 +43,61 @@ def demo_project(workspace):
     from core.synthetic import DemoConfig
 
     return create_demo_project("demo", workspace=workspace, config=DemoConfig(**SMALL_DEMO))
+
+
+# ---------------------------------------------------------------------------------------------- browser helpers
+#: Debian's Chromium (never `playwright install`: no downloads here), and the flags it needs in a container.
+CHROMIUM = os.environ.get("REACTOMO_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def launch_streamlit(workspace: Path, *, data_root: Path, log_path: Path):
+    """Start ``streamlit run app.py`` on a free local port for ``workspace``; a context manager yielding its URL."""
+    import contextlib
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    @contextlib.contextmanager
+    def run():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "REACTOMO_WORKSPACE": str(workspace), "REACTOMO_DATA_ROOT": str(data_root)}
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                 "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                deadline = time.time() + 60
+                while True:
+                    try:
+                        if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                            break
+                    except OSError:
+                        if time.time() > deadline or proc.poll() is not None:
+                            pytest.fail(f"streamlit did not start: {Path(log_path).read_text()[-2000:]}")
+                        time.sleep(0.3)
+                yield url
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    return run()
+
+
+def settle(pg) -> None:
+    """Wait until the Streamlit app has rendered and no script run is in progress."""
+    pg.wait_for_selector('[data-testid="stApp"]')
+    pg.wait_for_timeout(300)
+    pg.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)

@@ -165,3 +165,35 @@ def test_upload_tiffs_in_the_browser(server, page, tmp_path):
     assert len(open_project("uploads", workspace=server["workspace"]).scans()) == 2
     assert not (server["workspace"] / "uploads" / "scans" / "colour.tif").exists()
     page.screenshot(path=str(SHOTS / "data_upload_error.png"), full_page=True)
+
+
+def test_ground_truth_page_trains_and_sends_back_to_label(server, page):
+    from core.data import create_demo_project
+    from core.labels import import_demo_scribbles
+    from core.project import open_project
+    from core.synthetic import DemoConfig
+
+    # The first test's button made the demo; made here too when this test runs alone.
+    project = create_demo_project("demo", workspace=server["workspace"], if_missing=True,
+                                  config=DemoConfig(steps=4, shape=(16, 64, 72), seed=3))
+    import_demo_scribbles(project)
+    page.goto(server["url"])  # a fresh server answers its very first deep link with "page not found"
+    _settle(page)
+    page.goto(server["url"] + "/ground-truth?project=demo")
+    _settle(page)
+    page.get_by_role("button", name="Train random forest").click()
+    page.get_by_role("button", name="Accept as the project's ground truth").wait_for(timeout=180_000)
+    _settle(page)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
+    text = page.inner_text("body")
+    assert "Random-forest labelling" in text and "mean Dice" in text and "Traceback" not in text
+    page.screenshot(path=str(SHOTS / "ground_truth.png"), full_page=True)
+    page.get_by_role("button", name="Accept as the project's ground truth").click()
+    page.get_by_text("This labelling is the project's ground truth.").wait_for()
+    _settle(page)
+    assert open_project("demo", workspace=server["workspace"]).manifest["ground_truth"]["slices"]
+    page.get_by_role("button", name="Label more where it is unsure").click()
+    page.wait_for_function("location.pathname.endsWith('/label')", timeout=60_000)
+    page.get_by_role("heading", name="Label").first.wait_for()
+    _settle(page)
+    assert "Brush" in page.inner_text("body")

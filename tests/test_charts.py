@@ -82,3 +82,21 @@ def test_overlay_colours_only_labelled_pixels_and_adds_a_legend():
     assert [t.name for t in fig.data[1:]] == ["bassanite", "celestite"]
     with pytest.raises(ReactomoError, match="do not match"):
         overlay_labels(np.zeros((3, 3, 3), np.uint8), labels, phases=DEFAULT_PHASES)
+
+
+def test_ground_truth_charts():
+    from core.charts import dice_comparison_chart, feature_importance_chart, phase_fraction_chart, uncertainty_figure
+    from core.phases import DEFAULT_PHASES
+
+    u = np.random.default_rng(0).random((2100, 300)).astype(np.float32)
+    fig = uncertainty_figure(u, voxel_size_um=2.0)
+    assert np.asarray(fig.data[0].z).shape == (700, 100)  # thinned for display, axes still in µm
+    assert fig.data[0].y[1] == pytest.approx(6.0) and fig.layout.xaxis.title.text == "x (µm)"
+    bars = feature_importance_chart(["a", "b", "c"], [0.2, 0.5, 0.3], top=2)
+    assert list(bars.data[0].y) == ["c", "b"]  # largest at the top of a horizontal bar chart
+    frac = phase_fraction_chart({1: 0.5, 2: 0.25}, DEFAULT_PHASES)
+    assert [t.y[0] for t in frac.data] == [50.0, 25.0, 0.0, 0.0]
+    comp = dice_comparison_chart({"forest": {1: 0.9, 2: float("nan")}, "threshold": {1: 0.5, 2: 0.4}}, DEFAULT_PHASES)
+    assert list(comp.data[0].x) == ["gypsum"] and list(comp.data[1].y) == [0.5, 0.4]
+    with pytest.raises(ReactomoError, match="names"):
+        feature_importance_chart(["a"], [0.5, 0.5])

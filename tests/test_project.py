@@ -521,3 +521,15 @@ def test_status_reflects_progress(proj):
     assert proj.status()[0].detail.endswith("region of interest 20×128×128")
     s = list_projects(workspace=proj.root.parent)[0]
     assert (s.name, s.n_steps) == (proj.name, 10)
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from core.atomic import atomic_write_text
+
+    p = atomic_write_text(tmp_path / "x.txt", "hello")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600: collaborators can read results

@@ -1,0 +1,173 @@
+"""Ground truth: train the random forest on the brushed labels, inspect it, compare it with thresholds, accept it."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+import ui
+from core.charts import (
+    dice_comparison_chart,
+    feature_importance_chart,
+    phase_fraction_chart,
+    slice_figure,
+    threshold_histogram,
+    uncertainty_figure,
+)
+from core.features import FEATURE_GROUPS, FeatureConfig
+from core.forest import ForestConfig
+from core.ground_truth import (
+    accept_candidate,
+    labelled_steps,
+    load_accepted,
+    load_candidate,
+    most_uncertain_window,
+    threshold_comparison,
+    train_candidate,
+)
+
+ui.page_setup("Ground truth")
+project = ui.require_project()
+ui.sidebar_project(project)
+ss = st.session_state
+
+st.title("Ground truth")
+st.caption("A random forest learns every phase from your brushed pixels (multi-scale intensity, gradient, "
+           "structure and neighbourhood features) and labels each brushed slice completely: that is the ground "
+           "truth the U-Net learns from. The threshold baseline below shows why the study replaced thresholds.")
+scans = project.scans()
+if not scans:
+    st.info("This project has no scans yet. Open them (or generate the demo) on the Data page first.")
+    st.stop()
+steps = labelled_steps(project)
+if not steps:
+    st.info("No slice has brushed labels yet. Brush a few pixels of every phase on a few slices first.")
+    st.markdown('<a href="./label" target="_self">Go to the Label page</a>', unsafe_allow_html=True)
+    st.stop()
+times = project.times_s()
+phases = project.phases()
+vs = project.voxel_size_um()
+
+# ------------------------------------------------------------------------------------------------ training
+SIGMAS = [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]
+fdef, rdef = FeatureConfig(), ForestConfig()
+with st.expander("Random forest settings", expanded=load_candidate(project) is None, icon=":material/tune:"):
+    with st.form("rf_settings", border=False):
+        c1, c2, c3 = st.columns(3)
+        step = c1.selectbox("Labelled step", list(steps), key="gt_step",
+                            format_func=lambda i: f"{scans[i].name} · t = {times[i] / 60:.1f} min · {len(steps[i])} slices")
+        groups = c2.multiselect("Feature groups", list(FEATURE_GROUPS), default=list(fdef.groups), key="gt_groups")
+        lo_s, hi_s = c3.select_slider("Scales σ (px)", SIGMAS, value=(min(fdef.sigmas), max(fdef.sigmas)), key="gt_sigmas",
+                                      help="Gaussian scales of the features, in scan pixels.")
+        c4, c5, c6 = st.columns(3)
+        context_3d = c4.toggle("3D context (neighbouring slices)", value=fdef.context_3d, key="gt_3d",
+                               help="Smooths across z too: much less noise on CT, a few slices more to read.")
+        n_trees = c5.number_input("Trees", 1, 500, rdef.n_trees, key="gt_trees")
+        seed = c6.number_input("Seed", 0, 2**31 - 1, rdef.seed, key="gt_seed")
+        train = st.form_submit_button("Train random forest", type="primary", icon=":material/forest:")
+if train:
+    bar = st.progress(0.0, text="Training the random forest")
+    with ui.user_errors():
+        sigmas = tuple(s for s in SIGMAS if lo_s <= s <= hi_s)
+        fcfg = FeatureConfig(sigmas=sigmas, groups=tuple(g for g in FEATURE_GROUPS if g in groups), context_3d=bool(context_3d))
+        rcfg = ForestConfig(n_trees=int(n_trees), seed=int(seed))
+        train_candidate(project, step=int(step), feature_config=fcfg, forest_config=rcfg,
+                        on_progress=ui.progress_callback(bar))
+        ss["gt_flash"] = "Trained the random forest; its labelling is below."
+        st.rerun()
+
+if msg := ss.pop("gt_flash", None):
+    st.success(msg, icon=":material/check_circle:")
+
+cand = None
+with ui.user_errors():
+    cand = load_candidate(project)
+if cand is None:
+    st.info("Train the random forest to see its labelling of every brushed slice.")
+    st.stop()
+accepted = load_accepted(project)
+is_accepted = accepted is not None and accepted.meta.get("created") == cand.meta.get("created")
+
+m1, m2, m3, m4 = st.columns([1, 1, 1, 2], vertical_alignment="center")
+m1.metric("Step", cand.step_name)
+m2.metric("Slices labelled", len(cand.slices))
+m3.metric("Training time", f"{cand.meta.get('seconds', {}).get('total', float('nan')):.1f} s")
+with m4:
+    if is_accepted:
+        st.success("This labelling is the project's ground truth.", icon=":material/verified:")
+    elif st.button("Accept as the project's ground truth", type="primary", icon=":material/verified:"):
+        with ui.user_errors():
+            accept_candidate(project)
+            ss["gt_flash"] = "Accepted: the U-Net will learn from this ground truth."
+            st.rerun()
+
+# ------------------------------------------------------------------------------------------------ inspect
+st.subheader("Random-forest labelling")
+mean_unc = {z: float(np.mean(cand.slice_uncertainty(z))) for z in cand.slices}
+z = st.pills("Slice", list(cand.slices), default=cand.slices[0], key="gt_z",
+             format_func=lambda k: f"z {k} · {mean_unc[k]:.2f}") or cand.slices[0]
+st.caption("Next to each slice: its mean uncertainty (1 − max class probability; 0 = sure).")
+opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="gt_opacity")
+with ui.user_errors():
+    image = ui.read_slice(scans[cand.step], 0, z)
+    lo, hi, _, _ = ui.display_range(scans[cand.step])
+    left, right = st.columns(2)
+    left.plotly_chart(slice_figure(image, voxel_size_um=vs, window=(lo, hi), labels=cand.slice_labels(z), phases=phases,
+                                   opacity=opacity, title=f"{cand.step_name} · z {z} · random forest", height=520),
+                      width="stretch", key="gt_overlay")
+    right.plotly_chart(uncertainty_figure(cand.slice_uncertainty(z), voxel_size_um=vs, height=520),
+                       width="stretch", key="gt_uncertainty")
+
+    unsure_z = max(mean_unc, key=mean_unc.get)
+    win = 256 if max(image.shape) > 256 else max(image.shape)
+    if st.button(f"Label more where it is unsure (z {unsure_z})", icon=":material/brush:"):
+        y0, x0 = most_uncertain_window(cand.slice_uncertainty(unsure_z), window=win)
+        ss["label_focus"] = {"step": cand.step, "z": unsure_z, "y0": y0, "x0": x0, "window": win}
+        st.switch_page("pages/2_Label.py")
+
+    f1, f2 = st.columns(2)
+    fractions = {int(k): v for k, v in cand.meta.get("fractions", {}).items()}
+    f1.plotly_chart(phase_fraction_chart(fractions, phases, title="Phase fractions of the labelled slices"),
+                    width="stretch", key="gt_fractions")
+    imp = cand.meta.get("importances", [])
+    if imp:
+        f2.plotly_chart(feature_importance_chart([n for n, _ in imp], [v for _, v in imp], top=15),
+                        width="stretch", key="gt_importance")
+
+# ------------------------------------------------------------------------------------------------ baseline
+st.subheader("Threshold baseline")
+st.caption("One grey range per phase, the same for every pixel: multi-Otsu picks the cuts from the histogram, or set "
+           "them yourself. Gypsum and bassanite overlap in grey value, so no cut separates them.")
+method = st.radio("Method", ["otsu", "ranges"], horizontal=True, key="gt_thr_method",
+                  format_func=lambda k: {"otsu": "Multi-Otsu", "ranges": "Manual grey ranges"}[k])
+with ui.user_errors():
+    ranges = None
+    if method == "ranges":
+        base = threshold_comparison(project, cand, method="otsu")
+        vmin = min(r["low"] for r in base["ranges"])
+        vmax = max(r["high"] for r in base["ranges"])
+        cols = st.columns(len(base["ranges"]))
+        ranges = []
+        for col, r in zip(cols, base["ranges"]):
+            p = phases.by_code(int(r["code"]))
+            a, b = col.slider(p.name, float(vmin), float(vmax), (float(r["low"]), float(r["high"])),
+                              key=f"gt_range_{p.code}")
+            ranges.append((p.code, a, b))
+    cmp = threshold_comparison(project, cand, method=method, ranges=ranges)
+    t1, t2 = st.columns(2)
+    with project.open_step(cand.step) as vol:
+        values = np.concatenate([np.asarray(vol.slice(0, k)).ravel() for k in cand.slices])
+    t1.plotly_chart(threshold_histogram(values, cmp["ranges"], phases), width="stretch", key="gt_thr_hist")
+    i = cand.slices.index(z)
+    t2.plotly_chart(slice_figure(image, voxel_size_um=vs, window=(lo, hi), labels=cmp["labels"][i], phases=phases,
+                                 opacity=opacity, title=f"z {z} · threshold", height=420),
+                    width="stretch", key="gt_thr_overlay")
+    if "dice_truth" in cmp:
+        dice = {"random forest vs truth": cmp["dice_truth"]["random forest"], "threshold vs truth": cmp["dice_truth"]["threshold"]}
+        title = "Dice against the demo's known truth (labelled slices)"
+    else:
+        dice = {"threshold vs random forest": cmp["dice_vs_forest"]}
+        title = "Agreement of the threshold with the random forest (Dice)"
+    st.plotly_chart(dice_comparison_chart(dice, phases, title=title), width="stretch", key="gt_dice")
+    means = {k: np.nanmean(list(v.values())) for k, v in dice.items()}
+    st.caption(" · ".join(f"{k}: mean Dice {v:.3f}" for k, v in means.items()))
