@@ -279,7 +279,7 @@ def uncertainty_figure(
             y=np.arange(u.shape[0]) * step * voxel_size_um,
             zmin=0.0,
             zmax=1.0,
-            colorscale="Inferno",
+            colorscale="Viridis",
             colorbar=dict(title=dict(text="uncertainty", side="right")),
             hovertemplate="x = %{x:.1f} µm<br>y = %{y:.1f} µm<br>uncertainty %{z:.2f}<extra></extra>",
         )

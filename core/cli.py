@@ -365,6 +365,93 @@ def cmd_threshold(args) -> int:
     return 0
 
 
+def _step_index(project, text: str | None) -> int | None:
+    """A step given by index or by name (``3`` or ``t003``)."""
+    if text is None:
+        return None
+    names = [s.name for s in project.scans()]
+    if text in names:
+        return names.index(text)
+    try:
+        i = int(text)
+    except ValueError:
+        raise ReactomoError(f"Step '{text}' is neither a step name ({', '.join(names[:3])}, ...) nor an index.") from None
+    if not 0 <= i < len(names):
+        raise ReactomoError(f"Step {i} does not exist; the project has steps 0 to {len(names) - 1}.")
+    return i
+
+
+def cmd_labels(args) -> int:
+    """The Label page, headless: counts, import/export of label TIFFs, the demo's scribbles."""
+    from core.labels import LabelStore, import_demo_scribbles
+    from core.project import open_project
+
+    project = open_project(args.project)
+    store = LabelStore(project)
+    if args.import_demo:
+        step, zs = import_demo_scribbles(project)
+        print(f"Imported the demo's scribbles into step {step} (slices {zs}).")
+    step = _step_index(project, args.step)
+    if args.import_tiff or args.export_tiff:
+        if step is None:
+            raise ReactomoError("Say which step the label file belongs to with --step (index or name).")
+        if args.import_tiff:
+            zs = store.import_tiff(args.import_tiff, step, replace=not args.merge)
+            print(f"Imported labels on {len(zs)} slices of {project.scans()[step].name}.")
+        if args.export_tiff:
+            path = store.export_tiff(args.export_tiff, step)
+            print(f"Wrote the labels of {project.scans()[step].name} to {path}.")
+    counts = store.counts()
+    for p in project.phases():
+        c = counts.get(p.code)
+        print(f"{p.name:<12} {getattr(c, 'pixels', 0):>10} px on {getattr(c, 'slices', 0)} slices")
+    return 0
+
+
+def cmd_ground_truth(args) -> int:
+    """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
+    from core.features import FeatureConfig
+    from core.forest import ForestConfig
+    from core.ground_truth import accept_candidate, load_candidate, threshold_comparison, train_candidate
+    from core.project import open_project
+
+    project = open_project(args.project)
+    if not args.accept_only:
+        fkw: dict = {}
+        if args.sigmas:
+            fkw["sigmas"] = tuple(_floats(args.sigmas, "--sigmas"))
+        if args.features:
+            fkw["groups"] = tuple(g.strip() for g in args.features.split(",") if g.strip())
+        if args.context_3d is not None:
+            fkw["context_3d"] = args.context_3d
+        rkw: dict = {}
+        if args.trees is not None:
+            rkw["n_trees"] = args.trees
+        if args.seed is not None:
+            rkw["seed"] = args.seed
+        fcfg, rcfg = FeatureConfig(**fkw), ForestConfig(**rkw)
+        fcfg.validate()
+        rcfg.validate()
+        cand = train_candidate(project, step=_step_index(project, args.step), feature_config=fcfg,
+                               forest_config=rcfg, on_progress=_progress_printer(args.quiet))
+        print(f"Random forest on {len(cand.slices)} slices of {cand.step_name} in {cand.meta['seconds']['total']:.1f} s.")
+        cmp = threshold_comparison(project, cand, method="otsu")
+        names = {p.code: p.name for p in project.phases()}
+        if "dice_truth" in cmp:
+            for method, dice in cmp["dice_truth"].items():
+                text = ", ".join(f"{names[c]} {v:.3f}" for c, v in dice.items() if v == v)
+                print(f"Dice vs the demo truth, {method}: {text}")
+        else:
+            text = ", ".join(f"{names[c]} {v:.3f}" for c, v in cmp["dice_vs_forest"].items() if v == v)
+            print(f"Dice of multi-Otsu vs the forest: {text}")
+    elif load_candidate(project) is None:
+        raise ReactomoError("There is no random-forest result to accept yet; run `python -m core ground-truth PROJECT` first.")
+    if args.accept or args.accept_only:
+        acc = accept_candidate(project)
+        print(f"Accepted as the ground truth of '{project.name}': {len(acc.slices)} slices of {acc.step_name}.")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m core", description="Reactomo: phase volumes over time from 4D micro-CT, checked by the reaction's chemistry.")
@@ -442,6 +529,27 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--phases", help="JSON file with the phase table")
     th.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     th.set_defaults(func=cmd_threshold)
+
+    lb = sub.add_parser("labels", help="a project's brushed labels: counts, import/export label TIFFs (the Label page)")
+    lb.add_argument("project")
+    lb.add_argument("--step", help="time step (index or name) for --import/--export")
+    lb.add_argument("--import", dest="import_tiff", metavar="TIFF", help="label TIFF of the step (0 = unlabelled)")
+    lb.add_argument("--merge", action="store_true", help="paint the imported labels over the stored ones")
+    lb.add_argument("--export", dest="export_tiff", metavar="TIFF", help="write the step's labels as a label TIFF")
+    lb.add_argument("--import-demo", action="store_true", help="bring in the demo experiment's scribbles")
+    lb.set_defaults(func=cmd_labels)
+
+    gt = sub.add_parser("ground-truth", help="random forest on a project's labels, compared with thresholds (the Ground truth page)")
+    gt.add_argument("project")
+    gt.add_argument("--step", help="labelled step to learn from (default: the one with most labelled slices)")
+    gt.add_argument("--sigmas", help="feature scales in pixels, comma-separated")
+    gt.add_argument("--features", help="feature groups, comma-separated")
+    gt.add_argument("--trees", type=int)
+    gt.add_argument("--seed", type=int)
+    gt.add_argument("--3d", dest="context_3d", action=argparse.BooleanOptionalAction, default=None)
+    gt.add_argument("--accept", action="store_true", help="accept the result as the project's ground truth")
+    gt.add_argument("--accept-only", action="store_true", help="accept the last result without training again")
+    gt.set_defaults(func=cmd_ground_truth)
     return p
 
 

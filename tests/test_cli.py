@@ -119,3 +119,23 @@ def test_every_bad_scan_input_gives_the_same_sentence_and_changes_nothing(case, 
 def test_python_dash_m_core_runs_as_a_program(workspace):
     proc = subprocess.run([sys.executable, "-m", "core", "project", "show", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "nope" in proc.stderr
+
+
+def test_labels_and_ground_truth_commands_drive_a_project(demo_project, workspace, tmp_path, capsys):
+    rc, out, err = _run(capsys, "-q", "labels", "demo", "--import-demo")
+    assert rc == 0, err
+    assert "bassanite" in out and " 0 px" not in out.split("bassanite")[1].splitlines()[0]
+    step = str(demo_project.demo()["label_step"])
+    rc, out, err = _run(capsys, "labels", "demo", "--step", step, "--export", str(tmp_path / "l.tif"))
+    assert rc == 0 and tifffile.imread(tmp_path / "l.tif").shape == demo_project.scans()[0].shape
+    rc, _, err = _run(capsys, "labels", "demo", "--export", str(tmp_path / "m.tif"))
+    assert rc == 2 and "--step" in err and not (tmp_path / "m.tif").exists()
+
+    rc, _, err = _run(capsys, "ground-truth", "demo", "--accept-only")
+    assert rc == 2 and "no random-forest result" in err
+    rc, out, err = _run(capsys, "-q", "ground-truth", "demo", "--trees", "3", "--accept")
+    assert rc == 0, err
+    assert "Dice vs the demo truth, random forest" in out and "Accepted" in out
+    assert open_project("demo", workspace=workspace).manifest["ground_truth"]["slices"]
+    rc, _, err = _run(capsys, "ground-truth", "demo", "--features", "colour")
+    assert rc == 2 and "not known" in err
