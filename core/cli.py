@@ -55,7 +55,7 @@ def _floats(text: str, what: str) -> list[float]:
 
 # ---------------------------------------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    from core.synthetic import DemoConfig, write_demo
+    from core.synthetic import write_demo
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -249,19 +249,11 @@ def _fractions_text(fractions: dict[int, float], phases) -> str:
     return ", ".join(f"{phases.by_code(c).name} {100 * f:.1f} %" for c, f in fractions.items())
 
 
-def cmd_rf(args) -> int:
-    """Random-forest ground truth of every scribbled slice of a scan (the Ground truth page, headless)."""
-    import numpy as np
-
+def _forest_settings(args):
+    """FeatureConfig and ForestConfig from the options shared by `rf` and `ground-truth` (validated)."""
     from core.features import FeatureConfig
-    from core.forest import ForestConfig, ground_truth_from_scribbles, save_forest
-    from core.io import open_volume, read_labels, write_labels, write_volume
+    from core.forest import ForestConfig
 
-    phases = _phases_from(args.phases)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ReactomoError(f"The output {out} is a file; give a folder for the ground truth.")
-    _check_outputs([out / name for name in _RF_OUTPUTS], args.overwrite)
     fkw: dict = {}
     if args.sigmas:
         fkw["sigmas"] = tuple(_floats(args.sigmas, "--sigmas"))
@@ -269,17 +261,32 @@ def cmd_rf(args) -> int:
         fkw["groups"] = tuple(g.strip() for g in args.features.split(",") if g.strip())
     if args.context_3d is not None:
         fkw["context_3d"] = args.context_3d
-    feature_config = FeatureConfig(**fkw)
-    feature_config.validate()
     rkw: dict = {}
     if args.trees is not None:
         rkw["n_trees"] = args.trees
-    if args.depth is not None:
+    if getattr(args, "depth", None) is not None:
         rkw["max_depth"] = args.depth if args.depth > 0 else None
     if args.seed is not None:
         rkw["seed"] = args.seed
-    forest_config = ForestConfig(**rkw)
+    feature_config, forest_config = FeatureConfig(**fkw), ForestConfig(**rkw)
+    feature_config.validate()
     forest_config.validate()
+    return feature_config, forest_config
+
+
+def cmd_rf(args) -> int:
+    """Random-forest ground truth of every scribbled slice of a scan (the Ground truth page, headless)."""
+    import numpy as np
+
+    from core.forest import ground_truth_from_scribbles, save_forest
+    from core.io import open_volume, read_labels, write_labels, write_volume
+
+    phases = _phases_from(args.phases)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ReactomoError(f"The output {out} is a file; give a folder for the ground truth.")
+    _check_outputs([out / name for name in _RF_OUTPUTS], args.overwrite)
+    feature_config, forest_config = _forest_settings(args)
     with open_volume(args.scan) as scan:
         scribbles = read_labels(args.scribbles, shape=scan.shape, codes=phases.codes)
         result = ground_truth_from_scribbles(scan, scribbles, feature_config=feature_config, forest_config=forest_config,
@@ -410,28 +417,12 @@ def cmd_labels(args) -> int:
 
 def cmd_ground_truth(args) -> int:
     """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
-    from core.features import FeatureConfig
-    from core.forest import ForestConfig
     from core.ground_truth import accept_candidate, load_candidate, threshold_comparison, train_candidate
     from core.project import open_project
 
     project = open_project(args.project)
     if not args.accept_only:
-        fkw: dict = {}
-        if args.sigmas:
-            fkw["sigmas"] = tuple(_floats(args.sigmas, "--sigmas"))
-        if args.features:
-            fkw["groups"] = tuple(g.strip() for g in args.features.split(",") if g.strip())
-        if args.context_3d is not None:
-            fkw["context_3d"] = args.context_3d
-        rkw: dict = {}
-        if args.trees is not None:
-            rkw["n_trees"] = args.trees
-        if args.seed is not None:
-            rkw["seed"] = args.seed
-        fcfg, rcfg = FeatureConfig(**fkw), ForestConfig(**rkw)
-        fcfg.validate()
-        rcfg.validate()
+        fcfg, rcfg = _forest_settings(args)
         cand = train_candidate(project, step=_step_index(project, args.step), feature_config=fcfg,
                                forest_config=rcfg, on_progress=_progress_printer(args.quiet))
         print(f"Random forest on {len(cand.slices)} slices of {cand.step_name} in {cand.meta['seconds']['total']:.1f} s.")

@@ -101,3 +101,25 @@ def settle(pg) -> None:
     pg.wait_for_selector('[data-testid="stApp"]')
     pg.wait_for_timeout(300)
     pg.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)
+
+
+def browser_page(*, height: int = 2000):
+    """A headless Debian-Chromium page (Playwright), 1500 px wide; a context manager."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def run():
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            context = browser.new_context(viewport={"width": 1500, "height": height})
+            pg = context.new_page()
+            pg.set_default_timeout(60_000)
+            try:
+                yield pg
+            finally:
+                context.close()
+                browser.close()
+
+    return run()

@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from conftest import browser_page, launch_streamlit, settle
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("REACTOMO_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 SHOTS = ROOT / "artifacts" / "screenshots"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,61 +19,23 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     ws = tmp / "workspace"
     ws.mkdir()
-    port = _free_port()
-    env = {**os.environ, "REACTOMO_WORKSPACE": str(ws), "REACTOMO_DATA_ROOT": str(tmp)}
-    log = open(tmp / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {(tmp / 'streamlit.log').read_text()[-2000:]}")
-    yield {"url": url, "workspace": ws, "log": tmp / "streamlit.log"}
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with launch_streamlit(ws, data_root=tmp, log_path=tmp / "streamlit.log") as url:
+        yield {"url": url, "workspace": ws, "log": tmp / "streamlit.log"}
 
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1500, "height": 2000})
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
+    with browser_page(height=2000) as pg:
         yield pg
-        context.close()
-        browser.close()
-
-
-def _settle(pg) -> None:
-    pg.wait_for_selector('[data-testid="stApp"]')
-    pg.wait_for_timeout(300)
-    pg.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)
 
 
 def test_load_demo_and_browse_data_page(server, page):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.goto(server["url"])
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Load demo experiment").click()
     page.get_by_text("Open Data").wait_for(timeout=180_000)
-    _settle(page)
+    settle(page)
     assert (server["workspace"] / "demo" / "project.json").exists()
     body = page.inner_text("body")
     assert "Data" in body and "steps of" in body
@@ -96,7 +43,7 @@ def test_load_demo_and_browse_data_page(server, page):
 
     page.get_by_text("Open Data").click()
     page.get_by_text("Slice viewer").wait_for()
-    _settle(page)
+    settle(page)
     page.locator(".js-plotly-plot").first.wait_for()
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
     text = page.inner_text("body")
@@ -108,13 +55,13 @@ def test_load_demo_and_browse_data_page(server, page):
     # A reload keeps the open project (it lives in the URL and the workspace, not only in the session).
     page.reload()
     page.get_by_text("Slice viewer").wait_for()
-    _settle(page)
+    settle(page)
     assert "Project demo" in page.inner_text("body").replace("**", "")
 
 
 def test_bad_path_shows_one_sentence_not_a_traceback(server, page):
     page.goto(server["url"] + "/data")
-    _settle(page)
+    settle(page)
     page.get_by_text("Open scans").first.click()
     page.get_by_label("Path on the server").fill("/etc")
     page.get_by_role("button", name="Open scans").click()
@@ -141,13 +88,13 @@ def test_upload_tiffs_in_the_browser(server, page, tmp_path):
     tifffile.imwrite(rgb, rng.integers(0, 255, size=(6, 32, 40, 3), dtype=np.uint8), photometric="rgb")
 
     page.goto(server["url"] + "/data?project=uploads")
-    _settle(page)
+    settle(page)
     page.get_by_role("tab", name="Upload TIFFs").click()
     page.locator('input[type="file"]').set_input_files(files)
     page.get_by_text("t001.tif").wait_for()
     page.get_by_role("button", name="Add uploaded files as steps").click()
     page.get_by_text("Added 2 uploaded file(s).").wait_for()
-    _settle(page)
+    settle(page)
     scans = open_project("uploads", workspace=server["workspace"]).scans()
     assert [s.name for s in scans] == ["t000", "t001"] and scans[0].shape == (6, 32, 40)
     page.get_by_text("Slice viewer").wait_for()
@@ -178,22 +125,22 @@ def test_ground_truth_page_trains_and_sends_back_to_label(server, page):
                                   config=DemoConfig(steps=4, shape=(16, 64, 72), seed=3))
     import_demo_scribbles(project)
     page.goto(server["url"])  # a fresh server answers its very first deep link with "page not found"
-    _settle(page)
+    settle(page)
     page.goto(server["url"] + "/ground-truth?project=demo")
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Train random forest").click()
     page.get_by_role("button", name="Accept as the project's ground truth").wait_for(timeout=180_000)
-    _settle(page)
+    settle(page)
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
     text = page.inner_text("body")
     assert "Random-forest labelling" in text and "mean Dice" in text and "Traceback" not in text
     page.screenshot(path=str(SHOTS / "ground_truth.png"), full_page=True)
     page.get_by_role("button", name="Accept as the project's ground truth").click()
     page.get_by_text("This labelling is the project's ground truth.").wait_for()
-    _settle(page)
+    settle(page)
     assert open_project("demo", workspace=server["workspace"]).manifest["ground_truth"]["slices"]
     page.get_by_role("button", name="Label more where it is unsure").click()
     page.wait_for_function("location.pathname.endsWith('/label')", timeout=60_000)
     page.get_by_role("heading", name="Label").first.wait_for()
-    _settle(page)
+    settle(page)
     assert "Brush" in page.inner_text("body")

@@ -119,7 +119,6 @@ def test_page_train_inspect_compare_accept(labelled_demo):
     train.click().run()
     assert not at.exception, at.exception
     assert load_candidate(labelled_demo) is not None
-    keys = {c.key for c in at.get("plotly_chart")} if hasattr(at.get("plotly_chart")[0], "key") else None
     assert len(at.get("plotly_chart")) >= 6  # overlay, uncertainty, fractions, importance, histogram, threshold, dice
     assert any("mean Dice" in c.value for c in at.caption)
     at.radio(key="gt_thr_method").set_value("ranges").run()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import CHROMIUM, CHROMIUM_ARGS, SMALL_DEMO, launch_streamlit, settle
+from conftest import SMALL_DEMO, browser_page, launch_streamlit, settle
 from core.labels import LabelStore
 
 pytestmark = pytest.mark.browser
@@ -33,16 +33,8 @@ def label_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def label_page(label_server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1500, "height": 1700})
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
+    with browser_page(height=1700) as pg:
         yield pg
-        context.close()
-        browser.close()
 
 
 def _phase_row(pg, name: str) -> tuple[int, int]:
