@@ -48,6 +48,21 @@ times = project.times_s()
 phases = project.phases()
 vs = project.voxel_size_um()
 
+@st.cache_data(max_entries=8, show_spinner="Comparing with the threshold baseline")
+def _compare(project_name: str, created: str, method: str, ranges: tuple | None) -> dict:
+    """Threshold labels and Dice for the candidate, cached on its creation time (reruns cost nothing)."""
+    from core.project import open_project
+
+    proj = open_project(project_name)
+    stored = load_candidate(proj)
+    out = threshold_comparison(proj, stored, method=method, ranges=list(ranges) if ranges else None)
+    with proj.open_step(stored.step) as vol:
+        values = np.concatenate([np.asarray(vol.slice(0, k)).ravel() for k in stored.slices])
+    rng = np.random.default_rng(0)
+    out["sample"] = values if values.size <= 2_000_000 else rng.choice(values, 2_000_000, replace=False)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ training
 SIGMAS = [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]
 fdef, rdef = FeatureConfig(), ForestConfig()
@@ -143,7 +158,7 @@ method = st.radio("Method", ["otsu", "ranges"], horizontal=True, key="gt_thr_met
 with ui.user_errors():
     ranges = None
     if method == "ranges":
-        base = threshold_comparison(project, cand, method="otsu")
+        base = _compare(project.name, cand.meta["created"], "otsu", None)
         vmin = min(r["low"] for r in base["ranges"])
         vmax = max(r["high"] for r in base["ranges"])
         cols = st.columns(len(base["ranges"]))
@@ -153,11 +168,9 @@ with ui.user_errors():
             a, b = col.slider(p.name, float(vmin), float(vmax), (float(r["low"]), float(r["high"])),
                               key=f"gt_range_{p.code}")
             ranges.append((p.code, a, b))
-    cmp = threshold_comparison(project, cand, method=method, ranges=ranges)
+    cmp = _compare(project.name, cand.meta["created"], method, tuple(ranges) if ranges else None)
     t1, t2 = st.columns(2)
-    with project.open_step(cand.step) as vol:
-        values = np.concatenate([np.asarray(vol.slice(0, k)).ravel() for k in cand.slices])
-    t1.plotly_chart(threshold_histogram(values, cmp["ranges"], phases), width="stretch", key="gt_thr_hist")
+    t1.plotly_chart(threshold_histogram(cmp["sample"], cmp["ranges"], phases), width="stretch", key="gt_thr_hist")
     i = cand.slices.index(z)
     t2.plotly_chart(slice_figure(image, voxel_size_um=vs, window=(lo, hi), labels=cmp["labels"][i], phases=phases,
                                  opacity=opacity, title=f"z {z} · threshold", height=420),
