@@ -443,6 +443,77 @@ def cmd_ground_truth(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------- U-Net
+def cmd_train(args) -> int:
+    """Train a U-Net on a scan and its ground-truth label TIFF and save it as a model bundle."""
+    import numpy as np
+    import torch
+
+    from core.bundle import check_bundle_name, save_bundle
+    from core.io import open_volume, read_labels
+    from core.normalise import apply_normalisation, fit_normalisation
+    from core.train import TrainConfig, train_unet
+    from core.unet import UNetConfig, build_unet, select_device
+
+    phases = _phases_from(args.phases)
+    out = Path(args.out)
+    check_bundle_name(out.name)
+    if out.exists():
+        raise ReactomoError(f"The model folder {out} already exists; choose another --out.")
+    tc = TrainConfig(patch_size=args.patch, stride_ratio=args.stride_ratio, batch_size=args.batch,
+                     max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
+                     augment=not args.no_augment, loss=args.loss, optimizer=args.optimizer, lr=args.lr, seed=args.seed)
+    uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth)
+    uc.validate()
+    device = select_device(args.device)
+    with open_volume(args.scan) as scan:
+        labels = read_labels(args.ground_truth, shape=scan.shape, codes=phases.codes)
+        zs = [int(z) for z in np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1))]
+        if not zs:
+            raise ReactomoError(f"The ground truth {args.ground_truth} labels no slice (every value is 0); give labels on some slices.")
+        norm = fit_normalisation(scan, seed=args.seed)
+        images = apply_normalisation(np.stack([scan.slice(0, z) for z in zs]), norm)
+        scan_path = str(Path(args.scan).resolve())
+    torch.manual_seed(args.seed)
+    model = build_unet(uc)
+
+    def on_epoch(r: dict) -> None:
+        dice = ", ".join(f"{n} {v:.3f}" for n, v in r["val_dice"].items() if v is not None)
+        print(f"epoch {r['epoch']:3d}  train {r['train_loss']:.4f}  val {r['val_loss']:.4f}  Dice {dice}  "
+              f"({r['seconds']:.1f} s)", flush=True)
+
+    result = train_unet(model, images, labels[zs], config=tc, phases=phases, device=device, on_epoch=on_epoch)
+    best = result.best
+    save_bundle(out, model, config=uc, phases=phases, normalisation=norm,
+                training={"config": tc.to_dict(), "device": result.device, "history": result.history},
+                provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
+                metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
+                         "epochs": len(result.history), "stopped_early": result.stopped_early, "seconds": result.seconds},
+                seed=args.seed)
+    print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
+          f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device}.")
+    return 0
+
+
+def cmd_models(args) -> int:
+    """List the model registry."""
+    from core.bundle import list_bundles
+
+    rows = list_bundles(args.root)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(r) for r in rows], indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"No models in {args.root} yet: `python -m core train` makes one.")
+    for r in rows:
+        dice = r.metrics.get("val_dice") or {}
+        text = ", ".join(f"{n} {v:.3f}" for n, v in dice.items() if isinstance(v, (int, float)))
+        print(f"{r.name:<24} {r.created:<26} {', '.join(r.phases):<36} val Dice {text or '-'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m core", description="Reactomo: phase volumes over time from 4D micro-CT, checked by the reaction's chemistry.")
@@ -541,6 +612,32 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--accept", action="store_true", help="accept the result as the project's ground truth")
     gt.add_argument("--accept-only", action="store_true", help="accept the last result without training again")
     gt.set_defaults(func=cmd_ground_truth)
+
+    tr = sub.add_parser("train", help="train a U-Net on a scan and its ground-truth labels; save a model bundle")
+    tr.add_argument("--scan", required=True, help="the scan: a multi-page TIFF or a folder of 2D TIFF slices")
+    tr.add_argument("--ground-truth", required=True, help="uint8 label TIFF of the same shape (0 = not used)")
+    tr.add_argument("--out", required=True, help="new model folder, e.g. models/NAME")
+    tr.add_argument("--patch", type=int, default=64, help="patch size in pixels (default 64)")
+    tr.add_argument("--stride-ratio", type=float, default=1.0, help="1.0 = side by side, 0.5 = 50 %% overlap")
+    tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--epochs", type=int, default=50, help="maximum epochs, at most 100 (default 50)")
+    tr.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 = off)")
+    tr.add_argument("--val-fraction", type=float, default=0.2)
+    tr.add_argument("--no-augment", action="store_true", help="no flips, rotations, shear or scale")
+    tr.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice")
+    tr.add_argument("--optimizer", default="adam", help="adam, adamw or sgd")
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--width", type=int, default=16, help="channels of the first level")
+    tr.add_argument("--depth", type=int, default=4, help="levels of the U-Net")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    tr.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
+    tr.set_defaults(func=cmd_train)
+
+    mo = sub.add_parser("models", help="list the model registry")
+    mo.add_argument("--root", default="models", help="registry folder (default: models)")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_models)
     return p
 
 

@@ -1,0 +1,737 @@
+"""Training a 2D U-Net on labelled slices: patches, augmentation, the loop, early stopping, checkpoints.
+
+The trainer is handed its network, data and callbacks (``on_epoch``, ``on_progress``, ``should_stop``); it never
+talks to a UI. Labels are phase *codes* (``0`` = unlabelled, ignored by the loss); output class ``i`` of the
+network is ``phases.codes[i]`` as in :mod:`core.bundle`.
+
+Reproducibility: every random choice (split, patch order, augmentation) comes from generators seeded with
+``config.seed`` and the epoch number, and deterministic torch algorithms are switched on during training, so the
+same seed, data, initial weights and device give the same weights (also after a resume from a checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import affine_transform
+from safetensors.torch import load_file, save_file
+
+from core.atomic import atomic_write_json
+from core.errors import ReactomoError
+from core.phases import PhaseTable
+from core.unet import UNetConfig, _did_you_mean, build_unet, device_summary, select_device
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "make_patches",
+    "augment_batch",
+    "split_slices",
+    "train_unet",
+    "train_project_model",
+    "TRANSFORMS",
+]
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("ce", "dice", "ce+dice")
+OPTIMISERS = ("adam", "adamw", "sgd")
+WEIGHTS = ("none", "balanced")
+TRANSFORMS = ("flip", "rot90", "shear", "scale")
+MAX_EPOCHS = 100
+IGNORE = -1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (their meaning in the study's words).
+
+    Attributes
+    ----------
+    patch_size : int
+        Side of the square training patches, pixels (8-1024).
+    stride_ratio : float
+        Step between patches as a fraction of the patch size: 1.0 = side by side, 0.5 = 50 % overlap (0.1-1).
+    batch_size : int
+    max_epochs : int
+        At most 100.
+    patience : int
+        Stop when the validation loss has not improved for this many epochs (0 = never stop early).
+    val_fraction : float
+        Share of the labelled slices held out for validation (by slice when there are at least 2 slices, else a
+        strip of the one slice); validation pixels never appear in a training patch. 0.05-0.5.
+    augment : bool
+    transforms : tuple of str
+        Among ``"flip"``, ``"rot90"``, ``"shear"``, ``"scale"``.
+    augment_factor : int
+        Each epoch sees every training patch this many times (1-8), the first time as is, then augmented.
+    max_shear, max_scale : float
+        Largest shear (tangent) and relative scale change of the affine augmentation.
+    loss : {"ce", "dice", "ce+dice"}
+    class_weights : {"none", "balanced"}
+        ``"balanced"`` weighs the cross-entropy by inverse phase frequency in the training pixels (rare phases such
+        as celestite count more), clipped to 0.1-10x the mean.
+    optimizer : {"adam", "adamw", "sgd"}
+    lr, weight_decay : float
+    min_delta : float
+        Improvement of the validation loss that counts as one.
+    seed : int
+    amp : bool
+        Mixed precision; used only on CUDA.
+    """
+
+    patch_size: int = 64
+    stride_ratio: float = 1.0
+    batch_size: int = 16
+    max_epochs: int = 50
+    patience: int = 10
+    val_fraction: float = 0.2
+    augment: bool = True
+    transforms: tuple[str, ...] = TRANSFORMS
+    augment_factor: int = 2
+    max_shear: float = 0.15
+    max_scale: float = 0.15
+    loss: Literal["ce", "dice", "ce+dice"] = "ce+dice"
+    class_weights: Literal["none", "balanced"] = "balanced"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    min_delta: float = 0.0
+    seed: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transforms", tuple(self.transforms))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ReactomoError` naming the bad value and the accepted range."""
+
+        def whole(name: str, lo: int, hi: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ReactomoError(f"{name} must be a whole number from {lo} to {hi}; got {v!r}.")
+
+        def real(name: str, lo: float, hi: float) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not (lo <= float(v) <= hi):
+                raise ReactomoError(f"{name} must be a number from {lo} to {hi}; got {v!r}.")
+
+        whole("patch_size", 8, 1024)
+        real("stride_ratio", 0.1, 1.0)
+        whole("batch_size", 1, 1024)
+        whole("max_epochs", 1, MAX_EPOCHS)
+        whole("patience", 0, MAX_EPOCHS)
+        real("val_fraction", 0.05, 0.5)
+        whole("augment_factor", 1, 8)
+        real("max_shear", 0.0, 0.5)
+        real("max_scale", 0.0, 0.5)
+        real("lr", 1e-6, 1.0)
+        real("weight_decay", 0.0, 1.0)
+        real("min_delta", 0.0, 1.0)
+        whole("seed", 0, 2**31 - 1)
+        for name, value, options in (("loss", self.loss, LOSSES), ("class_weights", self.class_weights, WEIGHTS),
+                                     ("optimizer", self.optimizer, OPTIMISERS)):
+            if value not in options:
+                raise ReactomoError(f"Unknown {name} {value!r}; use one of {list(options)}{_did_you_mean(value, options)}.")
+        for t in self.transforms:
+            if t not in TRANSFORMS:
+                raise ReactomoError(f"Unknown augmentation {t!r}; use some of {list(TRANSFORMS)}{_did_you_mean(t, TRANSFORMS)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["transforms"] = list(self.transforms)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ReactomoError(f"Unknown training settings {sorted(unknown)}; known are {sorted(known)}.")
+        return cls(**{k: (tuple(v) if k == "transforms" else v) for k, v in d.items()})
+
+
+@dataclass
+class TrainResult:
+    """What a training run gives back.
+
+    Attributes
+    ----------
+    state_dict : dict of str to Tensor
+        Weights of the best epoch (lowest validation loss), on the CPU; also loaded into the model.
+    history : list of dict
+        One dict per epoch: ``epoch`` (1-based), ``train_loss``, ``val_loss``, ``val_dice`` (phase name → Dice or
+        None when the phase is absent from validation), ``seconds``, ``lr``.
+    best_epoch : int
+    stopped_early : bool
+        Early stopping ended the run.
+    cancelled : bool
+        ``should_stop`` ended the run.
+    seconds : float
+        Wall time of this call.
+    device : str
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    stopped_early: bool
+    cancelled: bool
+    seconds: float
+    device: str
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return self.history[self.best_epoch - 1] if self.best_epoch else {}
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def _starts(n: int, patch: int, stride: int) -> list[int]:
+    if n <= patch:
+        return [0]
+    s = list(range(0, n - patch + 1, stride))
+    if s[-1] != n - patch:
+        s.append(n - patch)  # the last patch ends at the border, so every pixel is covered
+    return s
+
+
+def make_patches(
+    images: np.ndarray, labels: np.ndarray, *, patch_size: int, stride_ratio: float = 1.0, keep_empty: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut labelled slices into square patches.
+
+    Parameters
+    ----------
+    images : ndarray, shape (n, y, x), float
+        Normalised slices.
+    labels : ndarray, shape (n, y, x), integer
+        Phase codes, 0 = unlabelled.
+    patch_size : int
+        Patch side; slices smaller than this are padded (labels with 0).
+    stride_ratio : float
+        Step between patch origins as a fraction of ``patch_size`` (1.0 side by side, 0.5 half overlap); the last
+        patch of a row/column is moved to end at the border.
+    keep_empty : bool
+        Keep patches without any labelled pixel (default: dropped).
+
+    Returns
+    -------
+    x : ndarray, shape (m, 1, patch_size, patch_size), float32
+    y : ndarray, shape (m, patch_size, patch_size), same dtype as ``labels``
+
+    Examples
+    --------
+    >>> x, y = make_patches(np.zeros((2, 64, 64)), np.ones((2, 64, 64), np.uint8), patch_size=32, stride_ratio=0.5)
+    >>> x.shape, y.shape
+    ((18, 1, 32, 32), (18, 32, 32))
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 2:
+        images, labels = images[None], labels[None]
+    if images.ndim != 3 or images.shape != labels.shape:
+        raise ReactomoError(f"Images {images.shape} and labels {labels.shape} must be (n, y, x) of the same shape.")
+    if labels.dtype.kind not in "ui":
+        raise ReactomoError(f"Labels must be integer phase codes; got {labels.dtype}.")
+    p = int(patch_size)
+    if p < 1 or not 0 < stride_ratio <= 1:
+        raise ReactomoError(f"patch_size must be positive and stride_ratio in (0, 1]; got {patch_size}, {stride_ratio}.")
+    stride = max(1, int(round(p * float(stride_ratio))))
+    n, h, w = images.shape
+    ph, pw = max(0, p - h), max(0, p - w)
+    if ph or pw:
+        images = np.pad(images, ((0, 0), (0, ph), (0, pw)), mode="reflect" if ph < h and pw < w else "edge")
+        labels = np.pad(labels, ((0, 0), (0, ph), (0, pw)))
+        h, w = h + ph, w + pw
+    xs, ys = [], []
+    for i in range(n):
+        for y0 in _starts(h, p, stride):
+            for x0 in _starts(w, p, stride):
+                lab = labels[i, y0:y0 + p, x0:x0 + p]
+                if keep_empty or lab.any():
+                    xs.append(images[i, y0:y0 + p, x0:x0 + p])
+                    ys.append(lab)
+    if not xs:
+        return np.zeros((0, 1, p, p), np.float32), np.zeros((0, p, p), labels.dtype)
+    return np.stack(xs)[:, None].astype(np.float32), np.stack(ys)
+
+
+def augment_batch(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    transforms: tuple[str, ...] = TRANSFORMS,
+    max_shear: float = 0.15,
+    max_scale: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly flip, rotate by 90°, shear and scale every patch, image and labels alike (new arrays).
+
+    Parameters
+    ----------
+    x : ndarray, shape (m, c, p, p), float
+    y : ndarray, shape (m, p, p), integer labels
+    rng : numpy.random.Generator
+    transforms : tuple of str
+        Among ``"flip"``, ``"rot90"``, ``"shear"``, ``"scale"``.
+    max_shear, max_scale : float
+
+    Returns
+    -------
+    x, y : ndarrays of the input shapes and dtypes
+        Images are resampled linearly, labels with nearest neighbour, so labels keep their codes; the border is
+        mirrored in both.
+    """
+    if x.ndim != 4 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[1:]:
+        raise ReactomoError(f"augment_batch needs x (m, c, p, p) and y (m, p, p); got {x.shape} and {y.shape}.")
+    xo, yo = np.array(x, copy=True), np.array(y, copy=True)
+    affine = any(t in transforms for t in ("shear", "scale"))
+    for i in range(len(xo)):
+        xi, yi = xo[i], yo[i]
+        if "flip" in transforms and rng.random() < 0.5:
+            xi, yi = xi[..., ::-1], yi[..., ::-1]
+        if "rot90" in transforms:
+            k = int(rng.integers(4))
+            xi, yi = np.rot90(xi, k, axes=(-2, -1)), np.rot90(yi, k, axes=(-2, -1))
+        if affine:
+            m = np.eye(2)
+            if "scale" in transforms:
+                m = m @ np.diag(1.0 + rng.uniform(-max_scale, max_scale, 2))
+            if "shear" in transforms:
+                s = rng.uniform(-max_shear, max_shear)
+                m = m @ (np.array([[1.0, s], [0.0, 1.0]]) if rng.random() < 0.5 else np.array([[1.0, 0.0], [s, 1.0]]))
+            c = (np.array(yi.shape) - 1) / 2.0
+            offset = c - m @ c
+            xi = np.stack([affine_transform(ch, m, offset=offset, order=1, mode="mirror") for ch in xi])
+            yi = affine_transform(np.ascontiguousarray(yi), m, offset=offset, order=0, mode="mirror")
+        xo[i], yo[i] = xi, yi
+    return xo, yo
+
+
+def split_slices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of training and validation slices (at least one of each; needs ``n >= 2``)."""
+    if n < 2:
+        raise ReactomoError(f"Splitting by slice needs at least 2 slices; got {n}.")
+    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
+    val = sorted(int(i) for i in np.random.default_rng([seed, 7]).choice(n, n_val, replace=False))
+    return [i for i in range(n) if i not in val], val
+
+
+def _split(images: np.ndarray, labels: np.ndarray, config: TrainConfig):
+    """(train images, train labels, val images, val labels, description)."""
+    n = images.shape[0]
+    if n >= 2:
+        tr, va = split_slices(n, val_fraction=config.val_fraction, seed=config.seed)
+        return images[tr], labels[tr], images[va], labels[va], {"by": "slice", "train": tr, "val": va}
+    # one slice: the right-hand strip (val_fraction of the columns) is validation, the rest training
+    w = images.shape[2]
+    cut = w - max(1, int(round(w * config.val_fraction)))
+    return (images[:, :, :cut], labels[:, :, :cut], images[:, :, cut:], labels[:, :, cut:],
+            {"by": "region", "train_columns": [0, cut], "val_columns": [cut, w]})
+
+
+# ------------------------------------------------------------------------------------------------------- loss
+def _class_index(labels: np.ndarray, codes: tuple[int, ...]) -> np.ndarray:
+    lut = np.full(256, IGNORE, dtype=np.int64)
+    lut[list(codes)] = np.arange(len(codes))
+    return lut[labels.astype(np.int64)]
+
+
+def _weights(y: np.ndarray, k: int, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    counts = np.bincount(y[y >= 0].ravel(), minlength=k).astype(np.float64)
+    present = counts > 0
+    w = np.ones(k)
+    w[present] = counts[present].sum() / (present.sum() * counts[present])
+    w = np.clip(w / w[present].mean(), 0.1, 10.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, *, kind: str, weight: torch.Tensor | None) -> torch.Tensor:
+    logits = logits.float()
+    total = logits.new_zeros(())
+    if kind in ("ce", "ce+dice"):
+        total = total + F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
+    if kind in ("dice", "ce+dice"):
+        mask = (target >= 0).unsqueeze(1).float()
+        prob = logits.softmax(1) * mask
+        onehot = F.one_hot(target.clamp(min=0), logits.shape[1]).permute(0, 3, 1, 2).float() * mask
+        inter = (prob * onehot).sum((0, 2, 3))
+        denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+        present = onehot.sum((0, 2, 3)) > 0
+        dice = (2 * inter + 1.0) / (denom + 1.0)
+        total = total + (1 - dice[present]).mean() if present.any() else total
+    return total
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def _save_checkpoint(folder: Path, tag: str, model: torch.nn.Module, optimiser: torch.optim.Optimizer | None,
+                     state: dict[str, Any]) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_meta: dict[str, Any] = {}
+    if optimiser is not None:
+        sd = optimiser.state_dict()
+        for pid, st in sd["state"].items():
+            for key, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"opt.{pid}.{key}"] = val.detach().cpu().contiguous().clone()
+                else:
+                    opt_meta[f"{pid}.{key}"] = val
+        opt_meta["param_groups"] = sd["param_groups"]
+    tmp = folder / f".{tag}.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / f"{tag}.safetensors")
+    atomic_write_json(folder / f"{tag}.json", {**state, "optimizer": opt_meta})
+
+
+def _load_checkpoint(folder: Path, tag: str, model: torch.nn.Module, optimiser: torch.optim.Optimizer | None) -> dict[str, Any]:
+    tensors = load_file(str(folder / f"{tag}.safetensors"))
+    state = json.loads((folder / f"{tag}.json").read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimiser is not None and state.get("optimizer"):
+        meta = state["optimizer"]
+        st: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, pid, key = k.split(".", 2)
+                st.setdefault(int(pid), {})[key] = v
+        for k, v in meta.items():
+            if k != "param_groups":
+                pid, key = k.split(".", 1)
+                st.setdefault(int(pid), {})[key] = v
+        optimiser.load_state_dict({"state": st, "param_groups": meta["param_groups"]})
+    return state
+
+
+# -------------------------------------------------------------------------------------------------- training
+def _optimiser(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def _dice_per_class(pred: np.ndarray, target: np.ndarray, k: int) -> list[float | None]:
+    out: list[float | None] = []
+    for c in range(k):
+        t, p = target == c, pred == c
+        s = int(t.sum()) + int(p.sum())
+        out.append(None if not t.any() else (2.0 * int((t & p).sum()) / s))
+    return out
+
+
+def train_unet(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    config: TrainConfig = TrainConfig(),
+    phases: PhaseTable,
+    device: str | torch.device = "auto",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``model`` on labelled slices, with early stopping on the validation loss.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps ``(N, 1, H, W)`` float to ``(N, len(phases), H, W)`` logits; trained in place, and left holding the
+        best epoch's weights.
+    images : ndarray, shape (n, y, x), float
+        Normalised slices (see :mod:`core.normalise`); not modified.
+    labels : ndarray, shape (n, y, x), uint8
+        Phase codes of ``phases`` (0 = unlabelled, not used); not modified.
+    config : TrainConfig
+    phases : PhaseTable
+        Output class ``i`` is ``phases.codes[i]``.
+    device : str or torch.device
+        ``"auto"`` (CUDA if available, with mixed precision when ``config.amp``), ``"cpu"``, ``"cuda"``.
+    on_epoch : callable, optional
+        Called after every epoch with the history dict of that epoch.
+    on_progress : callable, optional
+        ``on_progress(fraction, message)`` after every batch.
+    should_stop : callable, optional
+        Polled after every batch; returning True ends the run after saving, with the best weights so far.
+    checkpoint_dir : path-like, optional
+        Folder for ``best``/``last`` checkpoints (``.safetensors`` weights + ``.json`` state).
+    resume : bool
+        Continue from ``checkpoint_dir/last`` when it exists (epoch count, history, optimiser, best weights).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ReactomoError
+        Shapes that do not match, codes outside the phase table, no labelled pixel, or a checkpoint of
+        another configuration.
+    """
+    t_start = time.perf_counter()
+    if not isinstance(config, TrainConfig):
+        raise ReactomoError(f"train_unet needs a TrainConfig; got {type(config).__name__}.")
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 2:
+        images, labels = images[None], labels[None]
+    if images.ndim != 3 or images.shape != labels.shape:
+        raise ReactomoError(f"Images {images.shape} and labels {labels.shape} must both be (n, y, x) of the same shape.")
+    if labels.dtype.kind not in "ui" or (labels.size and (labels.min() < 0 or labels.max() > 255)):
+        raise ReactomoError(f"Labels must be uint8 phase codes; got {labels.dtype}.")
+    bad = sorted(set(np.unique(labels).tolist()) - {0, *phases.codes})
+    if bad:
+        raise ReactomoError(f"The labels hold codes {bad} that are not in the phase table (codes {list(phases.codes)}).")
+    if not labels.any():
+        raise ReactomoError("The labels mark no pixel (every value is 0); label some slices first.")
+    k = len(phases)
+    dev = select_device(str(device)) if not isinstance(device, torch.device) else device
+    use_amp = bool(config.amp and dev.type == "cuda")
+
+    tr_img, tr_lab, va_img, va_lab, split = _split(images, labels, config)
+    x_tr, y_tr = make_patches(tr_img, tr_lab, patch_size=config.patch_size, stride_ratio=config.stride_ratio)
+    x_va, y_va = make_patches(va_img, va_lab, patch_size=config.patch_size, stride_ratio=1.0)
+    if not len(x_tr):
+        raise ReactomoError("No training patch holds a labelled pixel; label more slices or lower val_fraction.")
+    yi_tr = _class_index(y_tr, phases.codes)
+    yi_va = _class_index(y_va, phases.codes)
+    weight = _weights(yi_tr, k, config.class_weights)
+    weight_dev = weight.to(dev) if weight is not None else None
+    log.info("training on %d patches, validating on %d (%s split) on %s", len(x_tr), len(x_va), split["by"], dev)
+
+    model.to(dev)
+    optimiser = _optimiser(model, config)
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    history: list[dict[str, Any]] = []
+    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
+    best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = hashlib.sha256(
+        np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes()
+    ).hexdigest()[:16]
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if resume and (ckpt / "last.json").exists():
+            prev = json.loads((ckpt / "last.json").read_text())
+            if prev.get("config") != config.to_dict() or prev.get("data") != fingerprint:
+                raise ReactomoError(f"The checkpoint in {ckpt} is from other settings or data; start without resume or use another folder.")
+            _load_checkpoint(ckpt, "best", model, None)
+            best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+            state = _load_checkpoint(ckpt, "last", model, optimiser)
+            history, best_loss, best_epoch, bad_epochs = state["history"], state["best_loss"], state["best_epoch"], state["bad_epochs"]
+            log.info("resumed from %s at epoch %d", ckpt, len(history))
+
+    factor = config.augment_factor if config.augment else 1
+    n_batches = math.ceil(len(x_tr) * factor / config.batch_size)
+    total_steps = max(1, (config.max_epochs - len(history)) * n_batches)
+    step = 0
+    stopped_early = cancelled = False
+    det_before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for epoch in range(len(history) + 1, config.max_epochs + 1):
+            if config.patience and bad_epochs >= config.patience:
+                stopped_early = True
+                break
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([config.seed, epoch])
+            xs, ys = [x_tr], [yi_tr]
+            for _ in range(factor - 1):
+                xa, ya = augment_batch(x_tr, yi_tr, rng=rng, transforms=config.transforms,
+                                       max_shear=config.max_shear, max_scale=config.max_scale)
+                xs.append(xa)
+                ys.append(ya)
+            x_ep, y_ep = np.concatenate(xs), np.concatenate(ys)
+            order = rng.permutation(len(x_ep))
+            model.train()
+            run_loss, run_n = 0.0, 0
+            for b in range(n_batches):
+                idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+                xb = torch.from_numpy(np.ascontiguousarray(x_ep[idx])).to(dev)
+                yb = torch.from_numpy(np.ascontiguousarray(y_ep[idx])).to(dev)
+                optimiser.zero_grad(set_to_none=True)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                    logits = model(xb)
+                loss = _loss(logits, yb, kind=config.loss, weight=weight_dev)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimiser)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimiser.step()
+                run_loss += float(loss.detach()) * len(idx)
+                run_n += len(idx)
+                step += 1
+                if on_progress is not None:
+                    on_progress(min(1.0, step / total_steps), f"epoch {epoch}/{config.max_epochs}, batch {b + 1}/{n_batches}")
+                if should_stop is not None and should_stop():
+                    cancelled = True
+                    break
+            if cancelled and run_n == 0:
+                break
+            val_loss, dice = _validate(model, x_va, yi_va, k=k, kind=config.loss, weight=weight_dev, dev=dev,
+                                       batch=config.batch_size, amp=use_amp)
+            record = {
+                "epoch": epoch,
+                "train_loss": run_loss / max(run_n, 1),
+                "val_loss": val_loss,
+                "val_dice": {p.name: d for p, d in zip(phases, dice)},
+                "seconds": time.perf_counter() - t0,
+                "lr": float(optimiser.param_groups[0]["lr"]),
+                "partial": cancelled,
+            }
+            history.append(record)
+            if val_loss < best_loss - config.min_delta:
+                best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
+                best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+                if ckpt is not None:
+                    _save_checkpoint(ckpt, "best", model, None, {"epoch": epoch, "val_loss": val_loss})
+            else:
+                bad_epochs += 1
+            if ckpt is not None:
+                _save_checkpoint(ckpt, "last", model, optimiser, {
+                    "config": config.to_dict(), "data": fingerprint, "history": history, "best_loss": best_loss,
+                    "best_epoch": best_epoch, "bad_epochs": bad_epochs, "split": split})
+            log.info("epoch %d: train %.4f, val %.4f", epoch, record["train_loss"], val_loss)
+            if on_epoch is not None:
+                on_epoch(dict(record))
+            if cancelled:
+                break
+        else:
+            stopped_early = False
+        if not cancelled and config.patience and bad_epochs >= config.patience and len(history) < config.max_epochs:
+            stopped_early = True
+    finally:
+        torch.use_deterministic_algorithms(det_before)
+    model.load_state_dict(best_state)
+    return TrainResult(state_dict=best_state, history=history, best_epoch=best_epoch, stopped_early=stopped_early,
+                       cancelled=cancelled, seconds=time.perf_counter() - t_start, device=device_summary(dev))
+
+
+@torch.no_grad()
+def _validate(model, x, y, *, k, kind, weight, dev, batch, amp) -> tuple[float, list[float | None]]:
+    model.eval()
+    total, n = 0.0, 0
+    inter, t_sum, p_sum = np.zeros(k), np.zeros(k), np.zeros(k)
+    for b in range(0, len(x), batch):
+        xb = torch.from_numpy(x[b:b + batch]).to(dev)
+        yb = torch.from_numpy(y[b:b + batch]).to(dev)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+            logits = model(xb)
+        total += float(_loss(logits, yb, kind=kind, weight=weight)) * len(xb)
+        n += len(xb)
+        pred = logits.argmax(1).cpu().numpy()
+        t = yb.cpu().numpy()
+        m = t >= 0
+        for c in range(k):
+            tc, pc = (t == c), (pred == c) & m
+            inter[c] += (tc & pc).sum()
+            t_sum[c] += tc.sum()
+            p_sum[c] += pc.sum()
+    dice = [None if t_sum[c] == 0 else float(2 * inter[c] / (t_sum[c] + p_sum[c])) for c in range(k)]
+    return (total / n if n else math.nan), dice
+
+
+# ---------------------------------------------------------------------------------------------- project model
+def _fingerprint(path: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": path}
+    h = hashlib.sha256()
+    if p.is_file():
+        with open(p, "rb") as f:
+            h.update(f.read(1 << 20))
+    return {"path": path, "bytes": st.st_size, "mtime": int(st.st_mtime), "sha256_first_mib": h.hexdigest()}
+
+
+def train_project_model(
+    project,
+    *,
+    name: str,
+    unet_config: UNetConfig | None = None,
+    train_config: TrainConfig | None = None,
+    device: str = "auto",
+    models_root: str | os.PathLike = "models",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> Path:
+    """Train a U-Net on the project's accepted ground truth and save it as the bundle ``models_root/name``.
+
+    The images are the ground-truth slices of their step, normalised with :func:`core.normalise.fit_normalisation`
+    of that step. The bundle's card holds the normalisation, the training settings and history, the provenance
+    (project, step, slices, scan fingerprints) and the validation metrics; a record is appended to the project
+    manifest's ``models`` list.
+
+    Returns
+    -------
+    Path
+        The bundle folder.
+
+    Raises
+    ------
+    ReactomoError
+        No accepted ground truth, a bad or taken name, bad settings.
+    """
+    from core.bundle import check_bundle_name, save_bundle
+    from core.ground_truth import load_accepted
+    from core.normalise import apply_normalisation, fit_normalisation
+
+    check_bundle_name(name)
+    folder = Path(models_root) / name
+    if folder.exists():
+        raise ReactomoError(f"A model called '{name}' already exists in {folder.parent}; choose another name.")
+    stored = load_accepted(project)
+    if stored is None:
+        raise ReactomoError("This project has no accepted ground truth yet; accept one on the Ground truth page first.")
+    phases = project.phases()
+    train_config = train_config or TrainConfig()
+    unet_config = replace(unet_config or UNetConfig(), n_classes=len(phases), in_channels=1)
+    with project.open_step(stored.step) as vol:
+        norm = fit_normalisation(vol, seed=train_config.seed)
+        raw = np.stack([vol.slice(0, z) for z in stored.slices])
+    images = apply_normalisation(raw, norm)
+    torch.manual_seed(train_config.seed)
+    model = build_unet(unet_config)
+    result = train_unet(model, images, stored.labels, config=train_config, phases=phases, device=device,
+                        on_epoch=on_epoch, on_progress=on_progress, should_stop=should_stop,
+                        checkpoint_dir=checkpoint_dir, resume=resume)
+    if not result.history:
+        raise ReactomoError("Training was stopped before the first epoch; nothing was saved.")
+    scan = project.scans()[stored.step]
+    best = result.best
+    metrics = {"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
+               "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": result.cancelled,
+               "seconds": result.seconds}
+    training = {"config": train_config.to_dict(), "device": result.device, "history": result.history}
+    provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
+                  "slices": list(stored.slices), "ground_truth": stored.meta.get("kind", "random forest"),
+                  "scan": _fingerprint(str(project.scan_path(stored.step))), "scan_shape": list(scan.shape)}
+    path = save_bundle(folder, model, config=unet_config, phases=phases, normalisation=norm, training=training,
+                       provenance=provenance, metrics=metrics, seed=train_config.seed)
+    record = {"name": name, "path": str(Path(path).resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "step": stored.step, "slices": list(stored.slices), "val_loss": best["val_loss"], "val_dice": best["val_dice"]}
+    project.update(lambda m: m.setdefault("models", []).append(record))
+    return path

@@ -1,0 +1,273 @@
+"""U-Net training: patches, augmentation, the loop (loss, early stopping, seeds, split, resume, cancel),
+normalisation against the demo's drift, the project trainer and the `train`/`models` commands. CPU, tiny."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import ReactomoError
+from core.normalise import apply_normalisation, fit_normalisation, percentile_stretch
+from core.phases import DEFAULT_PHASES
+from core.train import TrainConfig, augment_batch, make_patches, split_slices, train_unet
+from core.unet import UNetConfig, build_unet
+
+TINY = UNetConfig(n_classes=len(DEFAULT_PHASES), width=4, depth=2)
+
+
+def _tiny_problem(n=3, size=32, seed=0):
+    """Images whose labels follow the grey value: 4 flat-ish phases in blobs."""
+    rng = np.random.default_rng(seed)
+    codes = np.array(DEFAULT_PHASES.codes, dtype=np.uint8)
+    lab = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        lab[i] = codes[(np.add.outer(np.arange(size) // 8, np.arange(size) // 8) + i) % len(codes)]
+    img = lab.astype(np.float32) / 4 + rng.normal(0, 0.05, lab.shape).astype(np.float32)
+    return img, lab
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return build_unet(TINY)
+
+
+FAST = dict(patch_size=16, batch_size=8, max_epochs=3, augment=False, patience=0)
+
+
+# ------------------------------------------------------------------------------------------------- patches
+@pytest.mark.parametrize("ratio, per_axis", [(1.0, 4), (0.5, 7)])
+def test_patches_count_and_shape(ratio, per_axis):
+    img = np.zeros((2, 64, 64), np.float32)
+    lab = np.ones((2, 64, 64), np.uint8)
+    x, y = make_patches(img, lab, patch_size=16, stride_ratio=ratio)
+    assert x.shape == (2 * per_axis**2, 1, 16, 16) and x.dtype == np.float32
+    assert y.shape == (2 * per_axis**2, 16, 16) and y.dtype == np.uint8
+
+
+def test_patches_cover_the_border_and_drop_unlabelled():
+    img = np.arange(40 * 40, dtype=np.float32).reshape(1, 40, 40)
+    lab = np.zeros((1, 40, 40), np.uint8)
+    lab[0, -1, -1] = 2
+    x, y = make_patches(img, lab, patch_size=16, stride_ratio=1.0)
+    assert len(x) == 1 and x[0, 0, -1, -1] == img[0, -1, -1] and y[0, -1, -1] == 2
+    small, ys = make_patches(np.ones((1, 10, 12)), np.ones((1, 10, 12), np.uint8), patch_size=16)
+    assert small.shape == (1, 1, 16, 16) and (ys[0, 10:] == 0).all()  # padding is unlabelled
+
+
+# ---------------------------------------------------------------------------------------------- augmentation
+@pytest.mark.parametrize("transforms", [("flip",), ("rot90",), ("shear",), ("scale",), ("flip", "rot90", "shear", "scale")])
+def test_augmentation_keeps_image_and_labels_aligned(transforms):
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:32, :32]
+    img = np.stack([((yy - 10 - 3 * i) ** 2 + (xx - 20) ** 2 < 60) * 1.0 + (xx > 26) * 1.0 for i in range(6)])
+    img = img.astype(np.float32)[:, None]
+    lab = (img[:, 0] > 0.5).astype(np.uint8) + 1  # codes 1 and 2 from a threshold
+    xa, ya = augment_batch(img, lab, rng=rng, transforms=transforms, max_shear=0.3, max_scale=0.3)
+    assert xa.shape == img.shape and ya.shape == lab.shape and ya.dtype == np.uint8
+    assert set(np.unique(ya)) <= {1, 2}
+    agree = ((xa[:, 0] > 0.5).astype(np.uint8) + 1) == ya
+    assert agree.mean() > 0.97  # only interpolated edge pixels may differ
+    if transforms in {("flip",), ("rot90",)}:
+        assert agree.all()
+    assert not np.shares_memory(xa, img) and (img[:, 0] > 0.5).sum() == (lab == 2).sum()  # inputs untouched
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def test_a_few_epochs_reduce_the_loss():
+    img, lab = _tiny_problem()
+    r = train_unet(_net(), img, lab, config=TrainConfig(**{**FAST, "max_epochs": 6, "lr": 0.01}), phases=DEFAULT_PHASES)
+    losses = [h["train_loss"] for h in r.history]
+    assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
+    assert set(r.history[0]) >= {"epoch", "train_loss", "val_loss", "val_dice", "seconds", "lr"}
+    assert set(r.history[0]["val_dice"]) == set(DEFAULT_PHASES.names)
+    assert r.best_epoch >= 1 and "CPU" in r.device
+
+
+def test_early_stopping_with_patience():
+    img, lab = _tiny_problem()
+    cfg = TrainConfig(**{**FAST, "max_epochs": 30, "patience": 2, "lr": 1e-6, "min_delta": 0.5})
+    r = train_unet(_net(), img, lab, config=cfg, phases=DEFAULT_PHASES)
+    assert r.stopped_early and len(r.history) == 3 and r.best_epoch == 1
+
+
+def test_same_seed_gives_identical_weights():
+    img, lab = _tiny_problem()
+    cfg = TrainConfig(**{**FAST, "max_epochs": 2, "augment": True, "augment_factor": 2})
+    a = train_unet(_net(5), img, lab, config=cfg, phases=DEFAULT_PHASES).state_dict
+    b = train_unet(_net(5), img, lab, config=cfg, phases=DEFAULT_PHASES).state_dict
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_split_keeps_validation_slices_out_of_training():
+    for n in (2, 3, 5, 10):
+        tr, va = split_slices(n, val_fraction=0.2, seed=3)
+        assert va and tr and not set(tr) & set(va) and sorted(tr + va) == list(range(n))
+    # one slice: split by region; the validation strip's pixels are never in a training patch
+    img, lab = _tiny_problem(n=1, size=40)
+    seen = []
+    r = train_unet(_net(), img, lab, config=TrainConfig(**{**FAST, "max_epochs": 1}), phases=DEFAULT_PHASES,
+                   on_epoch=seen.append)
+    assert len(seen) == 1 and r.history[0]["val_loss"] == r.history[0]["val_loss"]  # finite, not NaN
+    from core.train import _split
+
+    tr_img, _, va_img, _, info = _split(img, lab, TrainConfig(**FAST))
+    assert info["by"] == "region" and info["train_columns"][1] == info["val_columns"][0]
+    assert tr_img.shape[2] + va_img.shape[2] == 40 and va_img.shape[2] == 8
+    tr_i, _, va_i, _, info = _split(*_tiny_problem(n=5), TrainConfig(**FAST))
+    assert info["by"] == "slice" and not set(info["train"]) & set(info["val"]) and len(va_i) == 1
+
+
+def test_checkpoint_resume_continues_the_epoch_count(tmp_path):
+    img, lab = _tiny_problem()
+    cfg2 = TrainConfig(**{**FAST, "max_epochs": 2})
+    train_unet(_net(), img, lab, config=cfg2, phases=DEFAULT_PHASES, checkpoint_dir=tmp_path)
+    assert {"best.safetensors", "best.json", "last.safetensors", "last.json"} <= {p.name for p in tmp_path.iterdir()}
+    # a resume with more epochs continues at epoch 3 and ends where an uninterrupted run ends
+    cfg4 = TrainConfig(**{**FAST, "max_epochs": 4})
+    state = json.loads((tmp_path / "last.json").read_text())
+    state["config"] = cfg4.to_dict()
+    (tmp_path / "last.json").write_text(json.dumps(state))
+    epochs = []
+    r = train_unet(_net(), img, lab, config=cfg4, phases=DEFAULT_PHASES, checkpoint_dir=tmp_path, resume=True,
+                   on_epoch=lambda h: epochs.append(h["epoch"]))
+    assert epochs == [3, 4] and [h["epoch"] for h in r.history] == [1, 2, 3, 4]
+    full = train_unet(_net(), img, lab, config=cfg4, phases=DEFAULT_PHASES)
+    assert [h["train_loss"] for h in full.history] == pytest.approx([h["train_loss"] for h in r.history], rel=1e-5)
+
+
+def test_should_stop_ends_early_with_a_result():
+    img, lab = _tiny_problem()
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    r = train_unet(_net(), img, lab, config=TrainConfig(**{**FAST, "max_epochs": 50}), phases=DEFAULT_PHASES, should_stop=stop)
+    assert r.cancelled and 1 <= len(r.history) < 50 and r.state_dict
+
+
+def test_bad_training_input_is_refused():
+    img, lab = _tiny_problem()
+    with pytest.raises(ReactomoError, match="not in the phase table"):
+        train_unet(_net(), img, np.full_like(lab, 9), config=TrainConfig(**FAST), phases=DEFAULT_PHASES)
+    with pytest.raises(ReactomoError, match="no pixel"):
+        train_unet(_net(), img, np.zeros_like(lab), config=TrainConfig(**FAST), phases=DEFAULT_PHASES)
+    with pytest.raises(ReactomoError, match="max_epochs"):
+        TrainConfig(max_epochs=101)
+    with pytest.raises(ReactomoError, match="loss"):
+        TrainConfig(loss="dic")
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+
+
+# ------------------------------------------------------------------------------------------ normalisation
+def test_normalisation_is_robust_to_the_demo_drift():
+    from core.synthetic import DemoConfig, make_demo
+
+    d = make_demo(DemoConfig(steps=3, shape=(16, 64, 64), seed=3))
+    steps = [0, d.label_step, 2]
+
+    for code in (1, 4):  # gypsum, celestite
+        def spread(transform):
+            meds = [np.median(transform(d.scans[s])[d.truth[s] == code]) for s in steps]
+            t0 = transform(d.scans[0])
+            gap = np.median(t0[d.truth[0] == 4]) - np.median(t0[d.truth[0] == 1])
+            return np.ptp(meds) / gap
+
+        raw = spread(lambda v: v.astype(np.float64))
+        norm = spread(lambda v: apply_normalisation(v, fit_normalisation(v)))
+        stretch = spread(percentile_stretch)
+        assert norm < raw / 2.5 and norm < stretch / 2.5, (code, raw, norm, stretch)
+    v = d.scans[0].copy()
+    out = apply_normalisation(v, fit_normalisation(v))
+    assert out.dtype == np.float32 and out.shape == v.shape and (v == d.scans[0]).all()
+    assert json.loads(json.dumps(fit_normalisation(v, method="matrix-peak")))["scale"] > 0
+    with pytest.raises(ReactomoError, match="constant"):
+        fit_normalisation(np.ones((4, 4)))
+
+
+# ------------------------------------------------------------------------------------------- project model
+def test_train_project_model_writes_a_loadable_bundle(workspace, tmp_path):
+    from core.bundle import load_bundle
+    from core.data import create_demo_project
+    from core.ground_truth import accept_candidate, train_candidate
+    from core.labels import import_demo_scribbles
+    from core.synthetic import DemoConfig
+    from core.train import train_project_model
+
+    project = create_demo_project("p", workspace=workspace, config=DemoConfig(steps=3, shape=(16, 64, 64), seed=3))
+    import_demo_scribbles(project)
+    train_candidate(project)
+    accept_candidate(project)
+    epochs = []
+    path = train_project_model(project, name="m1", unet_config=UNetConfig(width=4, depth=2),
+                               train_config=TrainConfig(patch_size=32, max_epochs=2, augment=False),
+                               device="cpu", models_root=tmp_path / "models", on_epoch=epochs.append)
+    assert len(epochs) == 2
+    model, card = load_bundle(path, phases=project.phases(), device="cpu")
+    assert card["normalisation"]["scale"] > 0 and card["provenance"]["project"] == "p"
+    assert set(card["metrics"]["val_dice"]) == set(project.phases().names)
+    record = project.manifest["models"][-1]
+    assert record["name"] == "m1" and record["slices"] == card["provenance"]["slices"]
+    with pytest.raises(ReactomoError, match="already exists"):
+        train_project_model(project, name="m1", models_root=tmp_path / "models")
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+def _cli(capsys, *argv):
+    from core.cli import main
+
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture
+def cli_files(tmp_path):
+    from core.io import write_labels
+    from core.synthetic import DemoConfig, make_demo
+    import tifffile
+
+    d = make_demo(DemoConfig(steps=2, shape=(8, 48, 48), seed=1))
+    scan = tmp_path / "scan.tif"
+    tifffile.imwrite(scan, d.scans[1])
+    gt = np.zeros_like(d.truth[1])
+    gt[[2, 5]] = d.truth[1][[2, 5]]
+    write_labels(tmp_path / "gt.tif", gt)
+    return tmp_path, scan, tmp_path / "gt.tif", d.truth[1]
+
+
+def test_cli_train_writes_a_bundle_and_models_lists_it(cli_files, capsys):
+    from core.bundle import load_bundle
+
+    tmp, scan, gt, _ = cli_files
+    out = tmp / "models" / "cli1"
+    rc, text, err = _cli(capsys, "train", "--scan", str(scan), "--ground-truth", str(gt), "--out", str(out),
+                         "--patch", "24", "--epochs", "2", "--width", "4", "--depth", "2", "--no-augment")
+    assert rc == 0, err
+    assert sum(line.startswith("epoch") for line in text.splitlines()) == 2
+    model, card = load_bundle(out, phases=DEFAULT_PHASES, device="cpu")
+    assert card["provenance"]["slices"] == [2, 5]
+    rc, text, _ = _cli(capsys, "models", "--root", str(tmp / "models"))
+    assert rc == 0 and "cli1" in text and "val Dice" in text
+
+
+def test_cli_train_refuses_bad_input_and_writes_nothing(cli_files, capsys):
+    from core.io import write_labels
+
+    tmp, scan, gt, truth = cli_files
+    bad_shape, empty, bad_codes = tmp / "shape.tif", tmp / "empty.tif", tmp / "codes.tif"
+    write_labels(bad_shape, np.ones((8, 40, 48), np.uint8))
+    write_labels(empty, np.zeros_like(truth))
+    codes = np.zeros_like(truth)
+    codes[3] = 9
+    write_labels(bad_codes, codes)
+    out = tmp / "models" / "bad"
+    base = ["train", "--scan", str(scan), "--out", str(out), "--width", "4", "--depth", "2", "--epochs", "1"]
+    for g, extra in ((bad_shape, []), (empty, []), (bad_codes, []), (gt, ["--epochs", "101"])):
+        rc, _, err = _cli(capsys, *base[:-2], "--ground-truth", str(g), "--epochs", extra[1] if extra else "1")
+        assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp / "models").exists()
