@@ -9,7 +9,8 @@ from core.data import create_demo_project
 from core.project import create_project, delete_project, list_projects, workspace_dir
 
 #: Workflow pages that exist so far, by checklist key (later steps get their page in later releases).
-PAGES = {"data": "pages/1_Data.py", "labels": "pages/2_Label.py", "ground_truth": "pages/3_Ground_Truth.py"}
+PAGES = {"data": "pages/1_Data.py", "labels": "pages/2_Label.py", "ground_truth": "pages/3_Ground_Truth.py",
+         "model": "pages/4_Train.py"}
 DONE, TODO = ":green[:material/check_circle:]", ":gray[:material/radio_button_unchecked:]"
 
 
@@ -96,6 +97,7 @@ navigation = st.navigation(
         st.Page("pages/1_Data.py", title="Data", icon=":material/folder_open:", url_path="data"),
         st.Page("pages/2_Label.py", title="Label", icon=":material/brush:", url_path="label"),
         st.Page("pages/3_Ground_Truth.py", title="Ground truth", icon=":material/forest:", url_path="ground-truth"),
+        st.Page("pages/4_Train.py", title="Train", icon=":material/model_training:", url_path="train"),
     ]
 )
 navigation.run()

@@ -362,3 +362,68 @@ def threshold_histogram(values: np.ndarray, ranges: Sequence[dict], phases, *, b
     fig.update_layout(title=title, xaxis_title="grey value (scan units)", yaxis_title="pixels per bin (%)",
                       yaxis_type="log", font=_FONT, height=340, showlegend=False, margin=dict(l=60, r=10, t=50, b=50))
     return fig
+
+
+# ---------------------------------------------------------------------------------------------- U-Net training
+def _epochs(history: Sequence[dict]) -> list[int]:
+    return [int(h.get("epoch", i + 1)) for i, h in enumerate(history)]
+
+
+def _finite(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def training_curves(history: Sequence[dict], *, best_epoch: int | None = None,
+                    title: str = "Training and validation loss") -> go.Figure:
+    """Train and validation loss per epoch (one dict per epoch with ``epoch``, ``train_loss``, ``val_loss``).
+
+    ``best_epoch`` (default: the lowest validation loss) is marked with a dotted line.
+    """
+    history = list(history)
+    epochs = _epochs(history)
+    train = [_finite(h.get("train_loss")) for h in history]
+    val = [_finite(h.get("val_loss")) for h in history]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=epochs, y=train, mode="lines+markers", name="training loss",
+                             line=dict(color="#1f5f8b", width=2), marker=dict(size=5),
+                             hovertemplate="epoch %{x}<br>training loss %{y:.4f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=epochs, y=val, mode="lines+markers", name="validation loss",
+                             line=dict(color="#f58518", width=2), marker=dict(size=5),
+                             hovertemplate="epoch %{x}<br>validation loss %{y:.4f}<extra></extra>"))
+    if best_epoch is None and any(v is not None for v in val):
+        best_epoch = epochs[int(np.nanargmin([np.nan if v is None else v for v in val]))]
+    if best_epoch:
+        fig.add_vline(x=best_epoch, line=dict(color="#6b7785", width=1, dash="dot"),
+                      annotation_text=f"best epoch {best_epoch}",
+                      annotation_position="top left" if best_epoch > (min(epochs) + max(epochs)) / 2 else "top right")
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="loss (dimensionless)", font=_FONT, height=360,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      margin=dict(l=60, r=10, t=70, b=50), hovermode="x unified")
+    fig.update_xaxes(rangemode="tozero" if len(epochs) < 2 else "normal", dtick=None if len(epochs) > 10 else 1)
+    return fig
+
+
+def validation_dice_curves(history: Sequence[dict], phases, *,
+                           title: str = "Validation Dice per phase") -> go.Figure:
+    """Validation Dice of each phase per epoch, in the phase's colour (``val_dice`` maps phase name → Dice or None)."""
+    history = list(history)
+    epochs = _epochs(history)
+    fig = go.Figure()
+    for p in phases:
+        ys = [_finite((h.get("val_dice") or {}).get(p.name)) for h in history]
+        if all(v is None for v in ys):  # absent from the validation slices: say so in the legend, draw nothing
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name=f"{p.name} (not in validation)",
+                                     line=dict(color=p.colour, width=2, dash="dot")))
+            continue
+        fig.add_trace(go.Scatter(x=epochs, y=ys, mode="lines+markers", name=p.name,
+                                 line=dict(color=p.colour, width=2), marker=dict(size=5),
+                                 hovertemplate=f"epoch %{{x}}<br>{p.name} Dice %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="Dice (0-1)", yaxis_range=[0, 1.02], font=_FONT,
+                      height=360, legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      margin=dict(l=60, r=10, t=70, b=50), hovermode="x unified")
+    fig.update_xaxes(dtick=None if len(epochs) > 10 else 1)
+    return fig

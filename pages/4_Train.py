@@ -1,0 +1,295 @@
+"""Train: a 2D U-Net learns the project's accepted ground truth, in the background, with live curves; the model registry."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.bundle import check_bundle_name, delete_bundle, list_bundles, rename_bundle
+from core.charts import training_curves, validation_dice_curves
+from core.errors import ReactomoError
+from core.ground_truth import load_accepted
+from core.jobs import list_jobs, read_events, request_cancel, start_job
+from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, train_project_model
+from core.unet import UNetConfig, device_summary, select_device
+
+ROOT = Path(__file__).resolve().parents[1]
+KIND = "train"
+
+
+def models_root() -> Path:
+    """The model registry: ``$REACTOMO_MODELS`` when set, else the repo's top-level ``models/``."""
+    return Path(os.environ.get("REACTOMO_MODELS") or ROOT / "models")
+
+
+def _clean(obj):
+    """JSON-safe copy of an epoch record (NaN/inf become None)."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _job_fn(project, params: dict):
+    """The background work of one training job (no Streamlit calls: it runs in a thread)."""
+
+    def run(ctx) -> dict:
+        ckpt = Path(params["checkpoint_dir"]) if params.get("checkpoint_dir") else ctx.folder / "checkpoints"
+        path = train_project_model(
+            project, name=params["name"], unet_config=UNetConfig.from_dict(params["unet"]),
+            train_config=TrainConfig.from_dict(params["train"]), device="auto", models_root=params["models_root"],
+            on_epoch=lambda rec: ctx.event(_clean(rec)), on_progress=ctx.progress, should_stop=ctx.cancelled,
+            checkpoint_dir=ckpt, resume=bool(params.get("resume")),
+        )
+        return {"model": params["name"], "path": str(path)}
+
+    return run
+
+
+def _launch(project, params: dict) -> None:
+    start_job(project.root, KIND, _job_fn(project, params), params=params, title=f"Train {params['name']}")
+
+
+def _history(job) -> list[dict]:
+    return [e for e in read_events(project.root, job.id) if "epoch" in e]
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating"
+    s = int(round(seconds))
+    return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
+
+
+def _curves(history: list[dict], key: str) -> None:
+    if not history:
+        st.caption("The curves appear after the first epoch.")
+        return
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(training_curves(history), width="stretch", key=f"{key}_loss")
+    c2.plotly_chart(validation_dice_curves(history, phases), width="stretch", key=f"{key}_dice")
+
+
+def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
+    """(streamlit alert kind, one sentence) for a finished job."""
+    name = job.params.get("name", "?")
+    n = len(history)
+    epochs = f"{n} epoch{'s' if n != 1 else ''}"
+    saved = (Path(job.params.get("models_root", models_root())) / name / "card.json").exists()
+    if job.status == "done":
+        best = min(history, key=lambda h: h["val_loss"] if h.get("val_loss") is not None else math.inf) if history else {}
+        dice = [v for v in (best.get("val_dice") or {}).values() if v is not None]
+        extra = f", best epoch {best['epoch']} with mean validation Dice {sum(dice) / len(dice):.3f}" if dice else ""
+        return "success", f"Training finished after {epochs}{extra}; the model '{name}' is in the registry below."
+    if job.status == "cancelled":
+        tail = f"the best epoch so far was saved as '{name}'." if saved else "no model was saved."
+        return "warning", f"Training was stopped after {epochs}; {tail}"
+    if job.status == "interrupted":
+        return "warning", (f"Training of '{name}' was interrupted after {epochs} ({job.error or 'the server stopped'}); "
+                           "resume it from its last checkpoint or start a new run.")
+    return "error", f"Training of '{name}' failed: {job.error or 'unknown error'}"
+
+
+ui.page_setup("Train")
+project = ui.require_project()
+ui.sidebar_project(project)
+ss = st.session_state
+
+st.title("Train")
+st.caption("A 2D U-Net learns every phase from the accepted ground truth (the random forest's labelling of the brushed "
+           "slices). Training runs in the background: you can leave this page or reload it, the run goes on.")
+
+accepted = load_accepted(project)
+if accepted is None:
+    st.info("This project has no accepted ground truth yet. Train the random forest and accept its labelling first.")
+    st.markdown('<a href="./ground-truth" target="_self">Go to the Ground truth page</a>', unsafe_allow_html=True)
+    st.stop()
+phases = project.phases()
+device = select_device("auto")
+st.markdown(f":material/memory: **Device:** {device_summary(device)} · chosen automatically "
+            f"({'mixed precision on' if device.type == 'cuda' else 'no GPU found, so the CPU'})")
+st.caption(f"Ground truth: {accepted.step_name}, {len(accepted.slices)} slices "
+           f"({', '.join(f'z {z}' for z in accepted.slices)}) · models are saved to `{models_root()}`")
+
+if msg := ss.pop("train_flash", None):
+    st.success(msg, icon=":material/check_circle:")
+
+jobs = []
+with ui.user_errors():
+    jobs = list_jobs(project.root, kind=KIND)
+latest = jobs[0] if jobs else None
+active = latest is not None and latest.is_active
+
+
+# ------------------------------------------------------------------------------------------------ live run
+@st.fragment(run_every=2)
+def live_run(job_id: str) -> None:
+    from core.jobs import read_job
+
+    job = read_job(project.root, job_id)
+    if not job.is_active:
+        st.rerun()  # the whole page switches to the final state
+    history = _history(job)
+    st.subheader("Training in progress")
+    epochs = job.params.get("train", {}).get("max_epochs", "?")
+    m1, m2, m3, m4 = st.columns([2, 1, 1, 1], vertical_alignment="center")
+    m1.markdown(f"**{job.params.get('name', job.title)}** · started {(job.started or job.created or '')[:19].replace('T', ' ')} UTC")
+    m2.metric("Epoch", f"{len(history)} / {epochs}")
+    m3.metric("Time left", _fmt_s(job.eta_s) if job.status == "running" else "waiting")
+    with m4:
+        if st.button("Stop", icon=":material/stop_circle:", key="train_stop", width="stretch",
+                     help="Stops after the current batch; the best epoch so far is kept as the model."):
+            with ui.user_errors():
+                request_cancel(project.root, job_id)
+                st.toast("Stopping after the current batch.", icon=":material/stop_circle:")
+    st.progress(float(job.progress), text=job.message or "starting")
+    _curves(history, "live")
+
+
+if active:
+    live_run(latest.id)
+elif latest is not None:
+    history = _history(latest)
+    st.subheader("Last run")
+    kind, sentence = _status_sentence(latest, history)
+    getattr(st, kind)(sentence, icon={"success": ":material/check_circle:", "warning": ":material/pause_circle:",
+                                      "error": ":material/error:"}[kind])
+    if latest.status == "interrupted" and not (Path(latest.params.get("models_root", "")) / latest.params.get("name", "") / "card.json").exists():
+        if st.button("Resume", icon=":material/play_arrow:", type="primary", help="Continue from the last saved epoch."):
+            with ui.user_errors():
+                ckpt = latest.params.get("checkpoint_dir") or str(project.root / "jobs" / latest.id / "checkpoints")
+                _launch(project, {**latest.params, "checkpoint_dir": ckpt, "resume": True})
+                st.rerun()
+    _curves(history, "last")
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def _default_name() -> str:
+    taken = {b.name for b in list_bundles(models_root())}
+    i = 1
+    while f"{project.name}-unet-{i}" in taken:
+        i += 1
+    return f"{project.name}-unet-{i}"
+
+
+tdef, udef = TrainConfig(), UNetConfig()
+with st.expander("Training settings", expanded=not active, icon=":material/tune:"):
+    with st.form("train_settings", border=False):
+        st.markdown("**Patches**")
+        c1, c2, c3, c4 = st.columns(4)
+        patch = c1.number_input("Patch size (px)", 8, 1024, tdef.patch_size, step=8, key="tr_patch",
+                                help="Side of the square training patches, in scan pixels.")
+        stride = c2.selectbox("Stride", [1.0, 0.5], key="tr_stride",
+                              format_func=lambda r: "1.0 · side by side" if r == 1.0 else "0.5 · 50 % overlap")
+        batch = c3.number_input("Batch size", 1, 1024, tdef.batch_size, key="tr_batch")
+        val = c4.slider("Validation share (%)", 5, 50, int(tdef.val_fraction * 100), key="tr_val",
+                        help="Held out by slice (by a strip when there is one slice), never seen in training.")
+        st.markdown("**Schedule and loss**")
+        c1, c2, c3, c4 = st.columns(4)
+        epochs = c1.number_input("Max epochs", 1, MAX_EPOCHS, tdef.max_epochs, key="tr_epochs")
+        patience = c2.number_input("Early-stopping patience (epochs)", 0, MAX_EPOCHS, tdef.patience, key="tr_patience",
+                                   help="Stop when the validation loss has not improved for this many epochs; 0 = never.")
+        loss = c3.selectbox("Loss", list(LOSSES), index=list(LOSSES).index(tdef.loss), key="tr_loss",
+                            format_func=lambda k: {"ce": "Cross-entropy", "dice": "Dice", "ce+dice": "Cross-entropy + Dice"}[k])
+        balanced = c4.toggle("Balanced class weights", value=tdef.class_weights == "balanced", key="tr_weights",
+                             help="Rare phases (e.g. celestite) count more in the cross-entropy.")
+        st.markdown("**Augmentation**")
+        c1, c2, c3 = st.columns([1, 2, 1])
+        augment = c1.toggle("Augment", value=tdef.augment, key="tr_augment")
+        transforms = c2.multiselect("Transforms", list(TRANSFORMS), default=list(tdef.transforms), key="tr_transforms",
+                                    format_func=lambda t: {"flip": "flips", "rot90": "90° rotations", "shear": "shear",
+                                                           "scale": "scale"}[t])
+        factor = c3.slider("Factor (×)", 1, 8, tdef.augment_factor, key="tr_factor",
+                           help="Each epoch sees every training patch this many times, the first time as is.")
+        st.markdown("**Optimiser and network**")
+        c1, c2, c3, c4, c5 = st.columns(5)
+        optimiser = c1.selectbox("Optimiser", list(OPTIMISERS), index=list(OPTIMISERS).index(tdef.optimizer), key="tr_opt",
+                                 format_func=lambda k: {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD (momentum)"}[k])
+        lr = c2.number_input("Learning rate", 1e-6, 1.0, tdef.lr, format="%.0e", step=1e-4, key="tr_lr")
+        width = c3.number_input("Width (channels)", 1, 1024, udef.width, key="tr_width",
+                                help="Channels of the first level; each deeper level doubles it.")
+        depth = c4.number_input("Depth (levels)", 2, 8, udef.depth, key="tr_depth")
+        seed = c5.number_input("Seed", 0, 2**31 - 1, tdef.seed, key="tr_seed")
+        name = st.text_input("Model name", value=_default_name(), max_chars=100, key="tr_name",
+                             help="Letters, digits, '-', '_' and '.'; the folder name in the model registry.")
+        start = st.form_submit_button("Start training", type="primary", icon=":material/model_training:",
+                                      disabled=active)
+if start:
+    with ui.user_errors():
+        name = (name or "").strip()
+        check_bundle_name(name)
+        if (models_root() / name).exists():
+            raise ReactomoError(f"A model called '{name}' already exists in {models_root()}; choose another name.")
+        if augment and not transforms and factor > 1:
+            raise ReactomoError("Choose at least one augmentation transform, or switch augmentation off.")
+        tcfg = TrainConfig(patch_size=int(patch), stride_ratio=float(stride), batch_size=int(batch),
+                           max_epochs=int(epochs), patience=int(patience), val_fraction=val / 100.0,
+                           augment=bool(augment), transforms=tuple(transforms), augment_factor=int(factor),
+                           loss=loss, class_weights="balanced" if balanced else "none", optimizer=optimiser,
+                           lr=float(lr), seed=int(seed))
+        ucfg = UNetConfig(width=int(width), depth=int(depth), n_classes=len(phases))
+        _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(),
+                          "models_root": str(models_root()), "project": project.name})
+        ss["train_flash"] = f"Started training '{name}'."
+        st.rerun()
+
+# ------------------------------------------------------------------------------------------------ registry
+st.subheader("Model registry")
+bundles = []
+with ui.user_errors():
+    bundles = list_bundles(models_root())
+if not bundles:
+    st.caption(f"No models in `{models_root()}` yet.")
+else:
+    def _dice(b) -> float | None:
+        d = [v for v in (b.metrics.get("val_dice") or {}).values() if v is not None]
+        return sum(d) / len(d) if d else None
+
+    def _date(text: str) -> str:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            return text
+
+    table = pd.DataFrame({
+        "Model": [b.name for b in bundles],
+        "Created (UTC)": [_date(b.created) for b in bundles],
+        "Classes": [", ".join(b.phases) for b in bundles],
+        "Mean val. Dice": [_dice(b) for b in bundles],
+        "Epochs": [b.metrics.get("epochs") for b in bundles],
+        "Size (MB)": [b.size_bytes / 1e6 for b in bundles],
+    })
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        "Mean val. Dice": st.column_config.NumberColumn(format="%.3f"),
+        "Size (MB)": st.column_config.NumberColumn(format="%.2f")})
+    names = [b.name for b in bundles]
+    r1, r2 = st.columns(2, gap="large")
+    with r1, st.form("rename_model", border=True):
+        st.markdown(":material/edit: **Rename**")
+        old = st.selectbox("Model", names, key="reg_rename_old")
+        new = st.text_input("New name", key="reg_rename_new", max_chars=100)
+        if st.form_submit_button("Rename"):
+            with ui.user_errors():
+                rename_bundle(models_root(), old, (new or "").strip())
+                ss["train_flash"] = f"Renamed '{old}' to '{new.strip()}'."
+                st.rerun()
+    with r2, st.container(border=True):
+        st.markdown(":material/delete: **Delete**")
+        victim = st.selectbox("Model", names, key="reg_delete_name")
+        st.caption(f"Moves the model to `{models_root() / '.trash'}`, where it can be recovered.")
+        sure = st.checkbox(f"Yes, delete '{victim}'", key="reg_delete_sure")
+        if st.button("Delete model", disabled=not sure, key="reg_delete"):
+            with ui.user_errors():
+                delete_bundle(models_root(), victim)
+                ss["train_flash"] = f"Moved '{victim}' to the trash."
+                ss.pop("reg_delete_sure", None)
+                st.rerun()

@@ -1,0 +1,203 @@
+"""The Train page: needs an accepted ground truth, starts a background training job, shows its curves, the registry."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.bundle import list_bundles
+from core.ground_truth import accept_candidate, train_candidate
+from core.jobs import list_jobs
+from core.labels import import_demo_scribbles
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    monkeypatch.setenv("REACTOMO_MODELS", str(root))
+    return root
+
+
+@pytest.fixture
+def gt_project(demo_project, models):
+    """The small demo with its scribbles learned by the forest and accepted as ground truth."""
+    import_demo_scribbles(demo_project)
+    train_candidate(demo_project)
+    accept_candidate(demo_project)
+    return demo_project
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages/4_Train.py"), default_timeout=60)
+    at.session_state["project_name"] = "demo"
+    return at
+
+
+def _tiny(at: AppTest, name: str, epochs: int = 2) -> AppTest:
+    at.number_input(key="tr_width").set_value(4)
+    at.number_input(key="tr_depth").set_value(2)
+    at.number_input(key="tr_patch").set_value(16)
+    at.number_input(key="tr_batch").set_value(8)
+    at.number_input(key="tr_epochs").set_value(epochs)
+    at.slider(key="tr_factor").set_value(1)
+    at.text_input(key="tr_name").set_value(name)
+    return at
+
+
+def _start(at: AppTest) -> AppTest:
+    return next(b for b in at.button if b.label == "Start training").click().run()
+
+
+def _wait(project, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = list_jobs(project.root, kind="train")
+        if jobs and not jobs[0].is_active:
+            return jobs[0]
+        time.sleep(0.2)
+    pytest.fail("the training job did not finish in time")
+
+
+def test_without_accepted_ground_truth_points_to_the_ground_truth_page(demo_project, models):
+    at = _page().run()
+    assert not at.exception
+    assert any("no accepted ground truth" in i.value for i in at.info)
+    assert any('href="./ground-truth"' in m.value for m in at.markdown)
+
+
+def test_train_see_curves_rename_and_delete(gt_project, models):
+    at = _page().run()
+    assert not at.exception, at.exception
+    assert any("Device:" in m.value and ("CPU" in m.value or "CUDA" in m.value) for m in at.markdown)
+    assert at.text_input(key="tr_name").value == "demo-unet-1"
+    _start(_tiny(at, "tiny"))
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    job = _wait(gt_project)
+    assert job.status == "done", job.error
+    assert job.params["unet"]["width"] == 4 and job.params["train"]["max_epochs"] == 2
+    assert (job.params["models_root"]) == str(models)
+
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Training finished after 2 epochs" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) == 2
+    table = at.dataframe[0].value
+    assert list(table["Model"]) == ["tiny"] and table["Classes"][0].count(",") == len(gt_project.phases()) - 1
+    assert 0 <= table["Mean val. Dice"][0] <= 1 and table["Size (MB)"][0] > 0
+
+    # rename, then a taken or bad new name is one sentence
+    at.selectbox(key="reg_rename_old").set_value("tiny")
+    at.text_input(key="reg_rename_new").set_value("tiny-v2")
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert not at.exception and not at.error
+    assert [b.name for b in list_bundles(models)] == ["tiny-v2"]
+    at.text_input(key="reg_rename_new").set_value("../escape")
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert len(at.error) == 1 and "not allowed" in at.error[0].value
+    assert [b.name for b in list_bundles(models)] == ["tiny-v2"]
+
+    # delete needs the confirmation, then moves to the trash
+    assert next(b for b in at.button if b.label == "Delete model").disabled
+    at.checkbox(key="reg_delete_sure").check().run()
+    next(b for b in at.button if b.label == "Delete model").click().run()
+    assert not at.exception and not at.error
+    assert list_bundles(models) == [] and any((models / ".trash").iterdir())
+    assert any("No models in" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("name", ["", "a/b"])
+def test_bad_model_name_is_one_sentence_and_starts_nothing(gt_project, models, name):
+    at = _tiny(_page().run(), name)
+    _start(at)
+    assert not at.exception
+    assert len(at.error) == 1 and "Model name" in at.error[0].value
+    assert list_jobs(gt_project.root, kind="train") == []
+
+
+# ------------------------------------------------------------------------------------------------ real browser
+@pytest.mark.browser
+def test_browser_live_training_screenshot_and_stop(tmp_path, monkeypatch):
+    """A run in progress refreshes itself with its curves; Stop ends the job "cancelled"."""
+    from conftest import SMALL_DEMO, browser_page, launch_streamlit, settle
+    from core.data import create_demo_project
+    from core.synthetic import DemoConfig
+
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    monkeypatch.setenv("REACTOMO_WORKSPACE", str(ws))
+    monkeypatch.setenv("REACTOMO_MODELS", str(tmp_path / "models"))
+    project = create_demo_project("demo", workspace=ws, config=DemoConfig(**SMALL_DEMO))
+    import_demo_scribbles(project)
+    train_candidate(project)
+    accept_candidate(project)
+    shots = ROOT / "artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    with launch_streamlit(ws, data_root=tmp_path, log_path=tmp_path / "streamlit.log") as url, \
+            browser_page(height=1400) as pg:
+        pg.goto(url)  # a fresh server answers its first deep link with "page not found"
+        settle(pg)
+        pg.goto(f"{url}/train?project=demo")
+        pg.get_by_text("Training settings").first.wait_for()
+        settle(pg)
+        for label, value in (("Max epochs", "30"), ("Width (channels)", "8"), ("Depth (levels)", "2"),
+                             ("Patch size (px)", "16"), ("Batch size", "8")):
+            box = pg.get_by_label(label, exact=True)
+            box.fill(value)
+            box.press("Tab")
+        pg.get_by_label("Model name", exact=True).fill("browser-run")
+        pg.get_by_role("button", name="Start training").click()
+        pg.get_by_text("Training in progress").wait_for(timeout=30_000)
+        # at least two epochs drawn: the validation-loss trace has 2+ markers
+        pg.wait_for_function(
+            "() => [...document.querySelectorAll('.js-plotly-plot')].some(p => (p.data || []).some("
+            "t => t.name === 'validation loss' && t.x && t.x.length >= 2))", timeout=45_000)
+        pg.wait_for_timeout(500)
+        assert "Traceback" not in pg.inner_text("body")
+        pg.screenshot(path=str(shots / "train.png"), full_page=True)
+
+        # a reload finds the running job on disk (not in the session) and keeps refreshing
+        pg.reload()
+        pg.get_by_text("Training in progress").wait_for(timeout=30_000)
+        pg.get_by_role("button", name="Stop").click()
+        pg.get_by_text("Training was stopped after").wait_for(timeout=30_000)
+        jobs = list_jobs(project.root, kind="train")
+        assert jobs[0].status == "cancelled"
+        assert "Traceback" not in pg.inner_text("body")
+
+
+def test_interrupted_run_shows_its_curves_and_resumes_from_its_checkpoint_folder(gt_project, models):
+    import json
+    import os
+
+    from core.jobs import _new_job_id
+    from core.train import TrainConfig
+    from core.unet import UNetConfig
+
+    # a run whose server died after one epoch: record still "running", nobody behind it
+    job_id = _new_job_id()
+    folder = gt_project.root / "jobs" / job_id
+    folder.mkdir(parents=True)
+    params = {"name": "again", "unet": UNetConfig(width=4, depth=2, n_classes=len(gt_project.phases())).to_dict(),
+              "train": TrainConfig(patch_size=16, batch_size=8, max_epochs=2, augment_factor=1).to_dict(),
+              "models_root": str(models), "project": "demo"}
+    (folder / "job.json").write_text(json.dumps({"id": job_id, "kind": "train", "title": "Train again", "params": params,
+                                                 "status": "running", "pid": os.getpid()}))
+    (folder / "events.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0, "val_loss": 1.1,
+                                                     "val_dice": {p.name: 0.5 for p in gt_project.phases()}}) + "\n")
+    at = _page().run()
+    assert not at.exception, at.exception
+    assert any("was interrupted after 1 epoch (" in w.value for w in at.warning)
+    assert len(at.get("plotly_chart")) == 2
+    next(b for b in at.button if b.label == "Resume").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = _wait(gt_project)
+    assert job.id != job_id and job.status == "done", job.error
+    assert job.params["resume"] is True and job.params["checkpoint_dir"] == str(folder / "checkpoints")
+    assert [b.name for b in list_bundles(models)] == ["again"]
