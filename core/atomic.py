@@ -21,7 +21,7 @@ def _read_umask() -> int:
 
 _UMASK = _read_umask()
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_with"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_with", "move_to_trash"]
 
 
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
@@ -70,3 +70,24 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (NaN and inf are refused)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def move_to_trash(src: str | os.PathLike, trash: str | os.PathLike, *, name: str | None = None) -> Path:
+    """Move ``src`` (file or folder) into the folder ``trash`` as ``<name>-<UTC time>`` (``-1``, ``-2``... if taken).
+
+    Nothing a user made is deleted outright: it can be recovered from the trash by hand. Same file system only
+    (a rename), so the move is atomic.
+    """
+    import datetime as _dt
+
+    src, trash = Path(src), Path(trash)
+    trash.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    base = f"{name or src.name}-{stamp}"
+    dst = trash / base
+    k = 1
+    while dst.exists():
+        dst = trash / f"{base}-{k}"
+        k += 1
+    os.rename(src, dst)
+    return dst

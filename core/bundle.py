@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import core
-from core.atomic import atomic_write_json
+from core.atomic import atomic_write_json, move_to_trash
 from core.errors import ReactomoError
 from core.phases import PhaseTable
 from core.unet import UNet, UNetConfig
@@ -430,14 +430,6 @@ def delete_bundle(root: str | os.PathLike, name: str) -> Path:
     """Move the bundle ``root/name`` to ``root/.trash/`` (recoverable by hand); returns where it went."""
     root = Path(root)
     src = _existing(root, name)
-    trash = root / TRASH
-    trash.mkdir(exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    dst = trash / f"{name}-{stamp}"
-    i = 1
-    while dst.exists():
-        dst = trash / f"{name}-{stamp}-{i}"
-        i += 1
-    os.rename(src, dst)
+    dst = move_to_trash(src, root / TRASH, name=name)
     log.info("moved model %s to %s", name, dst)
     return dst

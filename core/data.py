@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import move_to_trash
 from core.errors import ReactomoError
 
 __all__ = ["register_scans", "generate_demo_into", "create_demo_project", "step_histograms", "DEMO_DIR"]
@@ -107,9 +108,7 @@ def generate_demo_into(project, config=None, *, on_progress: Progress | None = N
         dataset = write_demo(tmp, config, on_progress=lambda f, m: progress(0.95 * f, m))
         final = root / DEMO_DIR
         if final.exists():
-            trash = root.parent / ".trash"
-            trash.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(final), str(trash / f"{project.name}-{DEMO_DIR}-{time.strftime('%Y%m%d-%H%M%S')}"))
+            move_to_trash(final, root.parent / ".trash", name=f"{project.name}-{DEMO_DIR}")
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -56,7 +56,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.atomic import atomic_write_text
+from core.atomic import atomic_write_text, move_to_trash
 from core.errors import ReactomoError
 from core.phases import DEFAULT_PHASES, DEFAULT_REACTION, PhaseTable, Reaction
 
@@ -1229,15 +1229,7 @@ def delete_project(name: str, *, workspace: str | os.PathLike | None = None) -> 
     root = ws / safe
     if not _has_manifest(root):
         raise ReactomoError(f"There is no project called '{safe}' in {ws} to delete; check the name.")
-    trash = ws / TRASH
-    trash.mkdir(exist_ok=True)
     with _locked(root):  # wait for a write in progress to finish
-        stamp = _stamp()
-        target = trash / f"{safe}-{stamp}"
-        k = 1
-        while target.exists():
-            target = trash / f"{safe}-{stamp}-{k}"
-            k += 1
-        os.rename(root, target)
+        target = move_to_trash(root, ws / TRASH, name=safe)
     log.info("Moved project '%s' to %s.", safe, target)
     return target
