@@ -514,6 +514,98 @@ def cmd_models(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- segment / run
+def _inference_from(args):
+    from core.segment import InferenceConfig
+
+    cfg = InferenceConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device)
+    cfg.validate()
+    return cfg
+
+
+def _scan_paths(source: str) -> list[str]:
+    from core.io import discover_scans
+
+    return [s.path for s in discover_scans(source)]
+
+
+def _print_step(o) -> None:
+    if o.status == "done":
+        extra = f"  ({len(o.warnings)} warning{'s' if len(o.warnings) != 1 else ''}: {o.warnings[0]})" if o.warnings else ""
+        print(f"step {o.step:3d}  {Path(o.scan).name:<24} done in {o.seconds:6.1f} s ({o.mvoxel_per_s:.2f} Mvoxel/s){extra}", flush=True)
+    else:
+        print(f"step {o.step:3d}  {Path(o.scan).name:<24} FAILED: {o.error}", flush=True)
+
+
+def cmd_segment(args) -> int:
+    """Segment every scan with a model bundle; label TIFFs and phase_volumes.csv in --out."""
+    from core.bundle import read_card
+    from core.phases import PhaseTable
+    from core.postprocess import default_postprocess
+    from core.series import segment_series
+
+    card = read_card(args.model)
+    phases = _phases_from(args.phases) if args.phases else PhaseTable.from_dict(card["phases"])
+    scans = _scan_paths(args.scans)
+    times = None
+    if args.interval is not None:
+        times = [i * float(args.interval) for i in range(len(scans))]
+    post = None if args.no_clean else default_postprocess(phases)
+    steps = [int(v) for v in _floats(args.steps, "--steps")] if args.steps else None
+    result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
+                            inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
+                            workers=args.workers, resume=not args.no_resume, on_step=_print_step,
+                            on_progress=_progress_printer(args.quiet or args.scheduler is not None or args.workers > 1))
+    n_done, n_fail = len(result.done), len(result.failed)
+    print(f"{n_done} of {len(result.steps)} steps segmented into {args.out} in {result.seconds:.1f} s "
+          f"({result.scheduler}); phase volumes in {Path(args.out) / 'phase_volumes.csv'}.")
+    if n_fail:
+        raise ReactomoError(f"{n_fail} step{'s' if n_fail != 1 else ''} failed ({', '.join(str(o.step) for o in result.failed)}); "
+                            f"the first: {result.failed[0].error}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """Score a label TIFF against a reference label TIFF: 8 metrics per phase and averaged."""
+    from core.evaluate import evaluate_files
+    from core.metrics import METRICS
+
+    phases = _phases_from(args.phases)
+    slices = [int(v) for v in _floats(args.slices, "--slices")] if args.slices else None
+    report = evaluate_files(args.pred, args.truth, codes=phases.codes, names=phases.names, slices=slices)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+        return 0
+    short = {"volumetric_similarity": "vol.sim", "specificity": "specif.", "precision": "precis."}
+    head = f"{'phase':<12}" + "".join(f"{short.get(m, m):>9}" for m in METRICS)
+    print(head)
+    for row in report.rows():
+        cells = "".join(f"{row[m]:>9.4f}" if isinstance(row[m], float) and not math.isnan(row[m]) else f"{'-':>9}" for m in METRICS)
+        print(f"{row['phase']:<12}{cells}")
+    if report.absent:
+        print(f"absent from both: {', '.join(report.names[report.codes.index(c)] for c in report.absent)} (left out of the average)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """The whole workflow without a browser: scribbles -> random forest -> U-Net -> segment -> clean -> check."""
+    from core.run import RunConfig, run_workflow
+
+    config = RunConfig(scans=args.scans, scribbles=args.scribbles, label_step=args.label_step, out=args.out,
+                       epochs=args.epochs, device=args.device, seed=args.seed, voxel_size_um=args.voxel_size,
+                       interval_s=args.interval, workers=args.workers, scheduler=args.scheduler, clean=not args.no_clean,
+                       tile=args.tile, overlap=args.overlap)
+    summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
+                           on_progress=_progress_printer(args.quiet))
+    if summary["internal_standard_error"]:
+        check = f"internal standard not computed ({summary['internal_standard_error']})"
+    else:
+        check = (f"internal standard {summary['inside_band']} of {summary['steps_done']} steps inside ±{summary['band_pct']:g} % "
+                 f"(largest deviation {summary['max_abs_deviation_pct']:.2f} %)")
+    print(f"Run written to {args.out}: {summary['steps_done']} steps segmented, {check}, {summary['seconds']:.0f} s in all.")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m core", description="Reactomo: phase volumes over time from 4D micro-CT, checked by the reaction's chemistry.")
@@ -633,6 +725,45 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
     tr.set_defaults(func=cmd_train)
+
+    def inference_options(sp):
+        sp.add_argument("--tile", type=int, default=256, help="tile side in pixels (default 256)")
+        sp.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction (default 0.25)")
+        sp.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default 8)")
+        sp.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        sp.add_argument("--workers", type=int, default=1, help="Dask workers on this machine (>1 starts a LocalCluster)")
+        sp.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786 (or 'local')")
+        sp.add_argument("--no-clean", action="store_true", help="no island removal or celestite-rim cleaning")
+        sp.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (for volumes in mm³)")
+        sp.add_argument("--interval", type=float, default=None, help="seconds between scans (for time_s)")
+
+    se = sub.add_parser("segment", help="segment every scan with a model; label TIFFs and phase_volumes.csv")
+    se.add_argument("--model", required=True, help="model bundle folder, e.g. models/demo-unet")
+    se.add_argument("--scans", required=True, help="folder, glob or file of the scans (one per time step)")
+    se.add_argument("--out", required=True, help="output folder for <scan>.tif, phase_volumes.csv, segmentation.json")
+    se.add_argument("--steps", help="only these step numbers, e.g. 0,5,9 (default all)")
+    se.add_argument("--phases", help="JSON file with the project's phase table (default: the model's)")
+    se.add_argument("--no-resume", action="store_true", help="segment again the steps already done with the same settings")
+    inference_options(se)
+    se.set_defaults(func=cmd_segment)
+
+    ev = sub.add_parser("evaluate", help="score a label TIFF against a reference: 8 metrics per phase and averaged")
+    ev.add_argument("--pred", required=True, help="predicted label TIFF (uint8 codes)")
+    ev.add_argument("--truth", required=True, help="reference label TIFF of the same shape (0 = not scored)")
+    ev.add_argument("--slices", help="only these z slices, e.g. 4,12,20")
+    ev.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ru = sub.add_parser("run", help="the whole workflow headless: scribbles -> forest -> U-Net -> segment -> check")
+    ru.add_argument("--scans", required=True, help="folder or glob of the scans (one per time step)")
+    ru.add_argument("--scribbles", required=True, help="uint8 label TIFF of brushed phase codes on the label step")
+    ru.add_argument("--label-step", type=int, required=True, help="index of the scribbled step")
+    ru.add_argument("--out", required=True, help="new output folder")
+    ru.add_argument("--epochs", type=int, default=40, help="maximum U-Net epochs (default 40)")
+    ru.add_argument("--seed", type=int, default=0)
+    inference_options(ru)
+    ru.set_defaults(func=cmd_run)
 
     mo = sub.add_parser("models", help="list the model registry")
     mo.add_argument("--root", default="models", help="registry folder (default: models)")

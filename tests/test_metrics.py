@@ -105,3 +105,164 @@ def test_inputs_are_not_modified():
     dice_per_phase(pred, truth, codes=[1, 2, 3, 4])
     np.testing.assert_array_equal(truth, TRUTH)
     np.testing.assert_array_equal(pred, PRED)
+
+
+# --- phase_metrics: the 8 metrics of SPEC.md (+ precision) ----------------------------------------------------
+
+import json  # noqa: E402
+import warnings  # noqa: E402
+
+from sklearn import metrics as skm  # noqa: E402
+
+from core.metrics import METRICS, MetricsReport, phase_metrics  # noqa: E402
+from core.phases import DEFAULT_PHASES  # noqa: E402
+
+CODES = list(DEFAULT_PHASES.codes)
+
+
+def _random_pair(seed, shape=(7, 33, 29)):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 5, size=shape).astype(np.uint8)  # about 20 % unlabelled
+    pred = truth.copy()
+    wrong = rng.random(shape) < 0.35
+    pred[wrong] = rng.integers(0, 6, size=int(wrong.sum()))  # 0 and 5 are codes outside CODES
+    return pred, truth
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_phase_metrics_match_scikit_learn(seed):
+    pred, truth = _random_pair(seed)
+    report = phase_metrics(pred, truth, codes=CODES, names=DEFAULT_PHASES.names)
+    keep = truth > 0
+    t, p = truth[keep], pred[keep]
+    assert report.absent == []
+    for c in CODES:
+        yt, yp = (t == c).astype(int), (p == c).astype(int)
+        tn, fp, fn, tp = skm.confusion_matrix(yt, yp, labels=[0, 1]).ravel()
+        assert report.counts[c] == {
+            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n_true": int(yt.sum()), "n_pred": int(yp.sum())
+        }
+        s = report.per_phase[c]
+        assert set(s) == set(METRICS)
+        assert s["accuracy"] == pytest.approx(skm.accuracy_score(yt, yp))
+        assert s["recall"] == pytest.approx(skm.recall_score(yt, yp))
+        assert s["specificity"] == pytest.approx(skm.recall_score(yt, yp, pos_label=0))
+        assert s["precision"] == pytest.approx(skm.precision_score(yt, yp))
+        assert s["dice"] == pytest.approx(skm.f1_score(yt, yp))
+        assert s["iou"] == pytest.approx(skm.jaccard_score(yt, yp))
+        assert s["auc"] == pytest.approx(skm.roc_auc_score(yt, yp))
+        assert s["auc"] == pytest.approx(skm.balanced_accuracy_score(yt, yp))
+        assert s["kappa"] == pytest.approx(skm.cohen_kappa_score(yt, yp))
+        assert s["volumetric_similarity"] == pytest.approx(1 - abs(int(fn) - int(fp)) / (2 * tp + fp + fn))
+    for m in METRICS:
+        assert report.average[m] == pytest.approx(np.mean([report.per_phase[c][m] for c in CODES]))
+    np.testing.assert_array_equal(report.confusion, confusion_matrix(pred, truth, codes=CODES))
+    np.testing.assert_array_equal(
+        report.confusion, skm.confusion_matrix(t, p, labels=CODES)
+    )  # sklearn's rows are truth too; predictions outside CODES fall out of both
+
+
+def test_phase_metrics_is_the_same_in_chunks(monkeypatch):
+    pred, truth = _random_pair(3, shape=(3, 10, 11))
+    whole = phase_metrics(pred, truth, codes=CODES).to_dict()
+    monkeypatch.setattr(metrics, "_CHUNK", 37)
+    assert phase_metrics(pred, truth, codes=CODES).to_dict() == whole
+
+
+def test_volumetric_similarity_by_hand():
+    # truth 1 1 1 1 2 2 ; pred 1 1 2 2 2 2 -> phase 1: TP 2, FN 2, FP 0 -> VS = 1 - 2/6 = 2/3
+    # phase 2: TP 2, FP 2, FN 0 -> VS = 1 - 2/6 = 2/3 ; Dice 4/6 for both
+    truth = np.array([1, 1, 1, 1, 2, 2], dtype=np.uint8)
+    pred = np.array([1, 1, 2, 2, 2, 2], dtype=np.uint8)
+    r = phase_metrics(pred, truth, codes=[1, 2])
+    assert r.per_phase[1]["volumetric_similarity"] == pytest.approx(2 / 3)
+    assert r.per_phase[2]["volumetric_similarity"] == pytest.approx(2 / 3)
+    # a prediction with the right volume but in the wrong place still has VS 1 (that is what VS measures)
+    r = phase_metrics(np.array([2, 1, 1, 2], np.uint8), np.array([1, 2, 1, 2], np.uint8), codes=[1, 2])
+    assert r.per_phase[1]["volumetric_similarity"] == 1.0
+    assert r.per_phase[1]["dice"] == pytest.approx(0.5)
+
+
+def test_perfect_prediction_scores_one_everywhere():
+    _, truth = _random_pair(4, shape=(2, 9, 9))
+    r = phase_metrics(truth, truth, codes=CODES)
+    for c in CODES:
+        assert r.per_phase[c] == {m: 1.0 for m in METRICS}
+    assert r.average == {m: 1.0 for m in METRICS}
+
+
+def test_phase_absent_from_truth_and_prediction_is_nan_except_accuracy_and_left_out_of_averages():
+    truth = np.array([1, 1, 2, 2, 0], dtype=np.uint8)
+    pred = np.array([1, 2, 2, 2, 4], dtype=np.uint8)  # 4 only on an unlabelled voxel: does not count
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division warnings
+        r = phase_metrics(pred, truth, codes=[1, 2, 4])
+    assert r.absent == [4]
+    assert r.per_phase[4]["accuracy"] == 1.0
+    assert all(math.isnan(r.per_phase[4][m]) for m in METRICS if m != "accuracy")
+    assert r.average["dice"] == pytest.approx((r.per_phase[1]["dice"] + r.per_phase[2]["dice"]) / 2)
+    assert r.average["accuracy"] == pytest.approx(0.75)  # the absent phase's 1.0 is not averaged in
+
+
+def test_phase_absent_from_truth_but_predicted():
+    truth = np.array([1, 1, 1, 2], dtype=np.uint8)
+    pred = np.array([1, 3, 1, 2], dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = phase_metrics(pred, truth, codes=[1, 2, 3]).per_phase[3]
+    assert math.isnan(s["recall"]) and math.isnan(s["auc"])
+    assert s["precision"] == 0.0 and s["dice"] == 0.0 and s["iou"] == 0.0 and s["volumetric_similarity"] == 0.0
+    assert s["specificity"] == pytest.approx(3 / 4) and s["accuracy"] == pytest.approx(3 / 4)
+    assert s["kappa"] == pytest.approx(skm.cohen_kappa_score([0, 0, 0, 0], [0, 1, 0, 0]))  # 0
+
+
+def test_phase_absent_from_prediction_only():
+    truth = np.array([1, 1, 3, 2], dtype=np.uint8)
+    pred = np.array([1, 1, 1, 2], dtype=np.uint8)
+    s = phase_metrics(pred, truth, codes=[1, 2, 3]).per_phase[3]
+    assert math.isnan(s["precision"])
+    assert s["recall"] == 0.0 and s["dice"] == 0.0 and s["iou"] == 0.0 and s["volumetric_similarity"] == 0.0
+    assert s["specificity"] == 1.0 and s["auc"] == 0.5 and s["kappa"] == 0.0
+    assert s["precision"] != skm.precision_score([0, 0, 1, 0], [0, 0, 0, 0], zero_division=0)  # nan, not 0
+
+
+def test_kappa_is_nan_when_chance_agreement_is_certain():
+    # every counted voxel is phase 1 and predicted 1: pe == 1 for phase 1
+    r = phase_metrics(np.array([1, 1, 1], np.uint8), np.array([1, 1, 1], np.uint8), codes=[1, 2])
+    assert math.isnan(r.per_phase[1]["kappa"]) and math.isnan(r.per_phase[1]["specificity"])
+    assert r.per_phase[1]["dice"] == 1.0 and r.absent == [2]
+
+
+def test_report_rows_and_json():
+    pred, truth = _random_pair(5, shape=(2, 8, 8))
+    r = phase_metrics(pred, truth, codes=[1, 2, 3, 4, 7], names=["gypsum", "bassanite", "pore", "celestite", "x"])
+    assert isinstance(r, MetricsReport)
+    rows = r.rows()
+    assert [row["phase"] for row in rows] == ["gypsum", "bassanite", "pore", "celestite", "x", "average"]
+    assert list(rows[0]) == ["phase", "code", *METRICS]
+    assert rows[-1]["code"] is None and rows[-1]["dice"] == r.average["dice"]
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert d["absent"] == [7] and d["per_phase"]["7"]["dice"] is None
+    assert d["per_phase"]["1"]["dice"] == pytest.approx(r.per_phase[1]["dice"])
+    assert d["confusion"] == r.confusion.tolist()
+    assert phase_metrics(pred, truth, codes=[2]).names == ["phase 2"]
+
+
+@pytest.mark.parametrize(
+    "pred, truth, kwargs, match",
+    [
+        (np.zeros((2, 3), np.uint8), np.zeros((3, 2), np.uint8), {"codes": [1]}, "same shape"),
+        (np.zeros(3, np.float64), np.ones(3, np.uint8), {"codes": [1]}, "integer"),
+        (np.ones(3, np.uint8), np.ones(3, np.float32), {"codes": [1]}, "integer"),
+        (np.ones(3, np.uint8), np.ones(3, np.uint8), {"codes": [0, 1]}, "1 to 255"),
+        (np.ones(3, np.uint8), np.ones(3, np.uint8), {"codes": [1, 256]}, "1 to 255"),
+        (np.ones(3, np.uint8), np.ones(3, np.uint8), {"codes": "12"}, "whole numbers"),
+        (np.ones(3, np.uint8), np.ones(3, np.uint8), {"codes": [1, 2], "names": ["a"]}, "one name per code"),
+        (np.ones(3, np.uint8), np.zeros(3, np.uint8), {"codes": [1]}, "No voxel of the truth"),
+    ],
+)
+def test_phase_metrics_bad_inputs_raise_one_sentence_errors(pred, truth, kwargs, match):
+    with pytest.raises(ReactomoError, match=match) as err:
+        phase_metrics(pred, truth, **kwargs)
+    msg = str(err.value)
+    assert msg.endswith(".") and "\n" not in msg

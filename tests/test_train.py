@@ -75,6 +75,22 @@ def test_augmentation_keeps_image_and_labels_aligned(transforms):
     assert not np.shares_memory(xa, img) and (img[:, 0] > 0.5).sum() == (lab == 2).sum()  # inputs untouched
 
 
+def test_intensity_augmentation_jitters_gain_and_offset_within_bounds_and_keeps_labels():
+    rng = np.random.default_rng(2)
+    img = rng.uniform(0.3, 1.0, (40, 1, 16, 16)).astype(np.float32)
+    lab = rng.integers(1, 5, (40, 16, 16)).astype(np.uint8)
+    xa, ya = augment_batch(img, lab, rng=rng, transforms=("intensity",), max_gain=0.1, max_offset=0.05)
+    assert np.array_equal(ya, lab) and xa.dtype == np.float32
+    for a, x in zip(xa[:, 0], img[:, 0]):  # each patch is an exact affine map of its input
+        g, o = np.polyfit(x.ravel(), a.ravel(), 1)
+        assert 0.9 - 1e-4 <= g <= 1.1 + 1e-4 and -0.05 - 1e-4 <= o <= 0.05 + 1e-4
+        assert np.allclose(a, g * x + o, atol=1e-5)
+    gains = [np.polyfit(x.ravel(), a.ravel(), 1)[0] for a, x in zip(xa[:, 0], img[:, 0])]
+    assert np.std(gains) > 0.02  # really random, one draw per patch
+    with pytest.raises(ReactomoError, match="max_gain"):
+        TrainConfig(max_gain=0.9)
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 def test_a_few_epochs_reduce_the_loss():
     img, lab = _tiny_problem()

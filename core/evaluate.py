@@ -1,0 +1,149 @@
+"""Evaluate segmentations against a reference: label files slab by slab, a project's segmentations, model tables.
+
+References, in the order a user has them: the accepted ground-truth slices of the project (the random forest of
+their scribbles, only on those slices), and on the demo experiment its known truth (every voxel of every step).
+Voxels where the reference is 0 are not scored. Scores come from :mod:`core.metrics` (8 metrics of SPEC.md + precision).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import ReactomoError
+from core.metrics import METRICS, MetricsReport, confusion_table, metrics_from_table
+
+__all__ = ["evaluate_files", "evaluate_segmentation", "comparison_rows", "report_csv", "references"]
+
+_SLAB = 16
+
+
+def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike, *, codes: Sequence[int],
+                   names: Sequence[str] | None = None, slices: Sequence[int] | None = None) -> MetricsReport:
+    """Score the label TIFF ``pred`` against the label TIFF ``truth`` (same shape), reading a slab at a time.
+
+    Parameters
+    ----------
+    pred, truth : path-like
+        uint8 label volumes (multi-page TIFF).
+    codes, names
+        Phase codes to score and their names.
+    slices : sequence of int, optional
+        Only these z slices (e.g. the ground-truth slices).
+    """
+    from core.io import open_volume
+
+    codes = [int(c) for c in codes]
+    table = np.zeros((len(codes), len(codes) + 1), np.int64)
+    with open_volume(pred) as p, open_volume(truth) as t:
+        for v, what in ((p, "prediction"), (t, "reference")):
+            if v.dtype != np.uint8:
+                raise ReactomoError(f"The {what} {v.path.name} holds {v.dtype} values, not uint8 label codes; give a label TIFF.")
+        if p.shape != t.shape:
+            raise ReactomoError(f"The prediction {p.path.name} has shape {p.shape} but the reference {t.path.name} has {t.shape}; "
+                                "compare label volumes of the same scan.")
+        if slices is not None:
+            for z in slices:
+                if not 0 <= int(z) < p.shape[0]:
+                    raise ReactomoError(f"Slice {z} is not in the volume of {p.shape[0]} slices.")
+                table += confusion_table(p.slice(0, int(z)), t.slice(0, int(z)), codes=codes)
+        else:
+            for z0 in range(0, p.shape[0], _SLAB):
+                z1 = min(z0 + _SLAB, p.shape[0])
+                table += confusion_table(p.slab(z0, z1), t.slab(z0, z1), codes=codes)
+    return metrics_from_table(table, codes=codes, names=names)
+
+
+def references(project) -> dict[str, str]:
+    """The references a project offers: ``{"ground truth": ..., "demo truth": ...}`` (labels shown to users)."""
+    out = {}
+    if project.manifest.get("ground_truth"):
+        out["ground truth"] = "the accepted ground-truth slices of " + str(project.manifest["ground_truth"].get("step_name", "?"))
+    demo = project.demo()
+    if demo and demo.get("truth"):
+        out["demo truth"] = "the demo experiment's known truth, every voxel of every step"
+    return out
+
+
+def evaluate_segmentation(project, name: str, *, reference: str = "demo truth", steps: Sequence[int] | None = None) -> dict[int, MetricsReport]:
+    """Score the project's segmentation ``name`` per step against a reference (see :func:`references`).
+
+    Returns
+    -------
+    dict
+        ``{step: MetricsReport}`` for the steps that are segmented and have the reference.
+    """
+    from core.ground_truth import load_accepted
+    from core.series import read_series_record
+
+    seg = project.manifest["segmentations"].get(name)
+    if not seg:
+        raise ReactomoError(f"The project has no segmentation called '{name}'; segment the steps first.")
+    rec = read_series_record(seg["path"])
+    if rec is None:
+        raise ReactomoError(f"The segmentation '{name}' has no readable record in {seg['path']}; segment again.")
+    phases = project.phases()
+    done = {int(s["step"]): s for s in rec["steps"] if s.get("status") == "done"}
+    if steps is not None:
+        done = {k: v for k, v in done.items() if k in set(int(s) for s in steps)}
+    if not done:
+        raise ReactomoError(f"No step of the segmentation '{name}' is done yet.")
+    if rec["settings"].get("region") or rec["settings"].get("z_range"):
+        raise ReactomoError("This segmentation covers a region of interest only; evaluate a whole-scan segmentation.")
+    out: dict[int, MetricsReport] = {}
+    if reference == "demo truth":
+        demo = project.demo()
+        if not demo or not demo.get("truth"):
+            raise ReactomoError("This project is not the demo experiment, so it has no known truth; use the ground truth as reference.")
+        for step, s in sorted(done.items()):
+            truth = project.resolve_path(demo["truth"][step])
+            out[step] = evaluate_files(s["out_path"], truth, codes=phases.codes, names=phases.names)
+        return out
+    if reference == "ground truth":
+        stored = load_accepted(project)
+        if stored is None:
+            raise ReactomoError("This project has no accepted ground truth yet; accept one on the Ground truth page.")
+        if stored.step not in done:
+            raise ReactomoError(f"The ground truth is on step {stored.step}, which this segmentation has not segmented.")
+        from core.io import open_volume
+
+        codes = list(phases.codes)
+        table = np.zeros((len(codes), len(codes) + 1), np.int64)
+        with open_volume(done[stored.step]["out_path"]) as p:
+            for z, lab in zip(stored.slices, stored.labels):
+                table += confusion_table(p.slice(0, int(z)), lab, codes=codes)
+        out[stored.step] = metrics_from_table(table, codes=codes, names=phases.names)
+        return out
+    raise ReactomoError(f"Unknown reference {reference!r}; use 'ground truth' or 'demo truth'.")
+
+
+def comparison_rows(reports: dict[str, MetricsReport], *, metric: str = "dice") -> list[dict[str, Any]]:
+    """One row per model or segmentation with ``metric`` per phase and averaged (the study's Table 1)."""
+    if metric not in METRICS:
+        raise ReactomoError(f"Unknown metric {metric!r}; use one of {list(METRICS)}.")
+    rows = []
+    for label, r in reports.items():
+        row: dict[str, Any] = {"model": label}
+        for c, n in zip(r.codes, r.names):
+            row[n] = r.per_phase[c][metric]
+        row["average"] = r.average[metric]
+        rows.append(row)
+    return rows
+
+
+def report_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text of table rows (NaN written as empty cells)."""
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else (f"{v:.6f}" if isinstance(v, float) else v)) for k, v in row.items()})
+    return buf.getvalue()

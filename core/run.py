@@ -1,0 +1,205 @@
+"""The whole workflow without a browser (``python -m core run``): scribbles -> random forest -> U-Net -> segment.
+
+Stages, each timed and recorded in ``RUNDIR/run.json`` with every parameter, the library versions and
+fingerprints of the input files:
+
+1. random-forest ground truth of the scribbled slices of the label step (:func:`core.forest.ground_truth_from_scribbles`)
+   -> ``RUNDIR/ground_truth.tif``;
+2. a U-Net trained on those slices (the shipped model's recipe, ``scripts/make_demo_model.sh``) -> ``RUNDIR/model/``;
+3. every scan segmented and cleaned (:func:`core.series.segment_series`) -> ``RUNDIR/segmentations/<scan>.tif``,
+   ``RUNDIR/phase_volumes.csv``;
+4. the internal standard (:func:`core.stoichiometry.molar_evolution`) -> ``RUNDIR/molar_evolution.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import ReactomoError
+
+__all__ = ["RunConfig", "run_workflow", "fingerprint"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of :func:`run_workflow` (the CLI's options)."""
+
+    scans: str
+    scribbles: str
+    label_step: int
+    out: str
+    epochs: int = 40
+    device: str = "auto"
+    seed: int = 0
+    voxel_size_um: float | None = None
+    interval_s: float | None = None
+    workers: int = 1
+    scheduler: str | None = None
+    clean: bool = True
+    tile: int = 256
+    overlap: float = 0.25
+    band: float = 0.02
+    width: int = 16
+    depth: int = 4
+
+
+def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Size, modification time and SHA-256 of the first MiB of a file (or of a folder's first file)."""
+    p = Path(path)
+    target = p if p.is_file() else next(iter(sorted(q for q in p.iterdir() if q.is_file())), p)
+    st = target.stat()
+    h = hashlib.sha256()
+    if target.is_file():
+        with open(target, "rb") as f:
+            h.update(f.read(1 << 20))
+    return {"path": str(p.resolve()), "bytes": st.st_size, "mtime": int(st.st_mtime), "sha256_first_mib": h.hexdigest()}
+
+
+def run_workflow(
+    config: RunConfig,
+    *,
+    on_message: Callable[[str], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every stage and write ``config.out``; returns the summary stored in ``run.json["summary"]``.
+
+    Raises
+    ------
+    ReactomoError
+        Bad inputs (checked before anything is written) or a stage that cannot go on.
+    """
+    import torch
+
+    from core.bundle import save_bundle
+    from core.forest import ForestConfig, ground_truth_from_scribbles
+    from core.io import open_volume, read_labels, write_labels
+    from core.normalise import apply_normalisation, fit_normalisation
+    from core.phases import DEFAULT_PHASES, Reaction
+    from core.postprocess import default_postprocess
+    from core.segment import InferenceConfig
+    from core.series import segment_series, versions
+    from core.stoichiometry import molar_evolution
+    from core.train import TrainConfig, train_unet
+    from core.unet import UNetConfig, build_unet, select_device
+
+    say = on_message or (lambda m: None)
+    progress = on_progress or (lambda f, m: None)
+    t_all = time.perf_counter()
+    out = Path(config.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ReactomoError(f"The output folder {out} already exists and is not empty; choose a new folder.")
+    from core.cli import _scan_paths  # same discovery as `segment`
+
+    scans = _scan_paths(config.scans)
+    if not 0 <= config.label_step < len(scans):
+        raise ReactomoError(f"--label-step {config.label_step} is not a step of these {len(scans)} scans; give 0 to {len(scans) - 1}.")
+    if not 1 <= config.epochs <= 100:
+        raise ReactomoError(f"epochs must be from 1 to 100; got {config.epochs}.")
+    phases, reaction = DEFAULT_PHASES, Reaction()
+    inference = InferenceConfig(tile=config.tile, overlap=config.overlap, device=config.device)
+    inference.validate()
+    tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
+                     val_fraction=0.25, loss="ce+dice", optimizer="adam", lr=2e-3, seed=config.seed)
+    uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth)
+    uc.validate()
+    fc = ForestConfig(seed=config.seed)
+    timings: dict[str, float] = {}
+    with open_volume(scans[config.label_step]) as vol:
+        scribbles = read_labels(config.scribbles, shape=vol.shape, codes=phases.codes)
+        voxel_size = config.voxel_size_um or vol.voxel_size_um or 2.75
+        zs = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
+        if not zs:
+            raise ReactomoError(f"The scribbles {config.scribbles} label no voxel (every value is 0); brush some phases first.")
+        present = set(np.unique(scribbles[zs]).tolist()) - {0}
+        missing = [p.name for p in phases if p.code not in present]
+        if missing:
+            raise ReactomoError(f"The scribbles have no {', '.join(missing)}; brush every phase at least once.")
+        out.mkdir(parents=True, exist_ok=True)
+        # 1. random forest
+        say(f"1/4 random forest on {len(zs)} scribbled slices of step {config.label_step} ...")
+        t0 = time.perf_counter()
+        scan = vol.read()
+        rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases,
+                                         on_progress=lambda f, m: progress(0.1 * f, f"random forest: {m}"))
+        timings["random_forest_s"] = time.perf_counter() - t0
+        write_labels(out / "ground_truth.tif", rf.labels, voxel_size_um=voxel_size)
+        # 2. U-Net
+        say(f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
+        t0 = time.perf_counter()
+        norm = fit_normalisation(vol, seed=config.seed)
+        images = apply_normalisation(scan[zs], norm)
+        del scan
+    torch.manual_seed(config.seed)
+    model = build_unet(uc)
+
+    def on_epoch(h: dict) -> None:
+        say(f"   epoch {h['epoch']:3d}  train {h['train_loss']:.4f}  val {h['val_loss']:.4f}  ({h['seconds']:.1f} s)")
+
+    result = train_unet(model, images, rf.labels[zs], config=tc, phases=phases, device=config.device, on_epoch=on_epoch,
+                        on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
+    timings["train_s"] = time.perf_counter() - t0
+    best = result.best
+    model_dir = save_bundle(out / "model", model, config=uc, phases=phases, normalisation=norm,
+                            training={"config": tc.to_dict(), "device": result.device, "history": result.history},
+                            provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
+                                        "scribbles": fingerprint(config.scribbles), "slices": zs, "step": config.label_step},
+                            metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
+                                     "epochs": len(result.history), "stopped_early": result.stopped_early,
+                                     "seconds": result.seconds},
+                            seed=config.seed)
+    # 3. segment every step
+    say(f"3/4 segmenting {len(scans)} steps ...")
+    t0 = time.perf_counter()
+    times = [i * float(config.interval_s) for i in range(len(scans))] if config.interval_s is not None else None
+    series = segment_series(model_dir, scans, out / "segmentations", phases=phases, times_s=times, voxel_size_um=voxel_size,
+                            inference=inference, postprocess=default_postprocess(phases) if config.clean else None,
+                            scheduler=config.scheduler, workers=config.workers,
+                            on_progress=lambda f, m: progress(0.6 + 0.38 * f, f"segment: {m}"),
+                            on_step=lambda o: say(f"   step {o.step:3d} {o.status} {o.error}".rstrip()))
+    timings["segment_s"] = time.perf_counter() - t0
+    shutil.copyfile(out / "segmentations" / "phase_volumes.csv", out / "phase_volumes.csv")
+    if series.failed:
+        raise ReactomoError(f"{len(series.failed)} step(s) failed to segment ({', '.join(str(o.step) for o in series.failed)}); "
+                            f"the first: {series.failed[0].error}")
+    # 4. internal standard
+    say("4/4 internal standard ...")
+    counts = [o.counts for o in sorted(series.steps, key=lambda o: o.step)]
+    check_error = ""
+    try:
+        rows = molar_evolution(counts, phases=phases, reaction=reaction, voxel_size_um=voxel_size, times_s=times, band=config.band)
+    except ReactomoError as exc:  # e.g. a model that finds no reactant: the run is kept, the check says why it failed
+        rows, check_error = [], str(exc)
+        say(f"   internal standard not computed: {check_error}")
+    if rows:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(out / "molar_evolution.csv", buf.getvalue())
+    timings["total_s"] = time.perf_counter() - t_all
+    summary = {"steps_done": len(series.done), "inside_band": sum(r["inside_band"] for r in rows), "band_pct": 100 * config.band,
+               "max_abs_deviation_pct": max((abs(r["deviation_pct"]) for r in rows), default=None),
+               "internal_standard_error": check_error, "seconds": timings["total_s"]}
+    atomic_write_json(out / "run.json", {
+        "format": "reactomo.run", "format_version": 1, "config": asdict(config), "voxel_size_um": voxel_size,
+        "versions": versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "inputs": {"scans": [fingerprint(s) for s in scans], "scribbles": fingerprint(config.scribbles)},
+        "random_forest": {"config": asdict(fc), "slices": zs, "fractions": {str(k): v for k, v in rf.fractions.items()}},
+        "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
+                 "epochs": len(result.history), "val_dice": best["val_dice"]},
+        "segmentation": series.record, "internal_standard": rows, "summary": summary,
+    })
+    progress(1.0, "done")
+    return summary

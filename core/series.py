@@ -1,0 +1,576 @@
+"""Segment every time step of an experiment: one model, many scans, locally or on a Dask cluster.
+
+Each step is one task: load the model (once per process, :func:`core.segment.load_model_cached`), segment the
+scan slab by slab (:func:`core.segment.segment_volume`), clean it (:mod:`core.postprocess`) and write
+``OUT/<scan name>.tif`` atomically. After every finished step the folder's record is rewritten atomically:
+
+- ``segmentation.json``: the model (name, card checksum), every setting, library versions, and per step its
+  status (``done`` / ``failed`` with the sentence / ``pending``), voxel counts, timings and warnings;
+- ``phase_volumes.csv``: ``step, time_s, scan`` then per phase ``<name>_voxels``, ``<name>_volume_mm3`` and
+  ``<name>_fraction`` (of the segmented voxels) for the steps done so far.
+
+So a crash at step 37 keeps steps 0-36, and running again with ``resume=True`` (the default) skips the steps whose
+label file exists and whose record matches the model and settings. A step that fails (a corrupt file in the
+middle of a series) is reported with its sentence; the other steps still complete.
+
+Schedulers
+----------
+``scheduler=None`` and ``workers=1``: in this process, one step after the other, with progress within each step.
+``scheduler="local"`` (or ``workers > 1``): a Dask ``LocalCluster`` of ``workers`` single-threaded workers
+(threads of this process, so the model is loaded once and shared; torch's own threads are divided among them).
+``scheduler="tcp://host:port"``: an existing Dask cluster (e.g. one started by dask-jobqueue on SLURM); every
+worker must see the model folder, the scans and the output folder at the same paths (a shared filesystem), and
+loads the model once. Progress then moves step by step.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import ReactomoError
+from core.phases import PhaseTable
+
+__all__ = ["StepOutcome", "SeriesResult", "segment_series", "segment_project", "read_series_record",
+           "phase_volumes_rows", "versions"]
+
+log = logging.getLogger(__name__)
+
+RECORD = "segmentation.json"
+VOLUMES = "phase_volumes.csv"
+FORMAT = "reactomo.segmentation"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that shape a result (recorded with every model and segmentation)."""
+    import scipy
+    import tifffile
+    import torch
+
+    import core
+
+    out = {"reactomo": getattr(core, "__version__", "0"), "python": platform.python_version(), "numpy": np.__version__,
+           "scipy": scipy.__version__, "torch": torch.__version__, "tifffile": tifffile.__version__}
+    try:
+        import dask
+        import distributed
+
+        out.update(dask=dask.__version__, distributed=distributed.__version__)
+    except ImportError:  # pragma: no cover - dask is a dependency
+        pass
+    return out
+
+
+@dataclass
+class StepOutcome:
+    """What happened to one step."""
+
+    step: int
+    scan: str
+    out_path: str
+    status: str = "pending"  # pending | done | failed | cancelled
+    counts: dict[int, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    mvoxel_per_s: float = 0.0
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    cleaning: dict[str, Any] | None = None
+    time_s: float | None = None
+    resumed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "scan": self.scan, "out_path": self.out_path, "status": self.status,
+                "counts": {str(k): int(v) for k, v in self.counts.items()}, "seconds": round(self.seconds, 3),
+                "mvoxel_per_s": round(self.mvoxel_per_s, 4), "error": self.error, "warnings": list(self.warnings),
+                "cleaning": self.cleaning, "time_s": self.time_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StepOutcome":
+        return cls(step=int(d["step"]), scan=str(d["scan"]), out_path=str(d["out_path"]), status=str(d.get("status", "pending")),
+                   counts={int(k): int(v) for k, v in (d.get("counts") or {}).items()}, seconds=float(d.get("seconds", 0)),
+                   mvoxel_per_s=float(d.get("mvoxel_per_s", 0)), error=str(d.get("error", "")),
+                   warnings=list(d.get("warnings") or []), cleaning=d.get("cleaning"), time_s=d.get("time_s"))
+
+
+@dataclass
+class SeriesResult:
+    """Outcome of :func:`segment_series`."""
+
+    out_dir: Path
+    steps: list[StepOutcome]
+    seconds: float
+    scheduler: str
+    record: dict[str, Any]
+
+    @property
+    def done(self) -> list[StepOutcome]:
+        return [s for s in self.steps if s.status == "done"]
+
+    @property
+    def failed(self) -> list[StepOutcome]:
+        return [s for s in self.steps if s.status == "failed"]
+
+
+# ------------------------------------------------------------------------------------------------- one step
+def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, Any], device: str,
+                 on_progress: Callable[[float, str], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Segment and clean one scan into ``out_path`` (also a Dask task: plain arguments, plain result)."""
+    from core.postprocess import PostprocessConfig, postprocess
+    from core.segment import InferenceConfig, load_model_cached, segment_volume
+
+    model, card = load_model_cached(model_dir, device=device)
+    codes = [int(c) for c in card["class_codes"]]
+    inference = InferenceConfig.from_dict({**settings["inference"], "device": device})
+    post = PostprocessConfig.from_dict(settings["postprocess"]) if settings.get("postprocess") else None
+    if post is not None and not post.enabled:
+        post = None
+    reports: list[dict] = []
+    per_slab = None
+    if post is not None and post.connectivity == "2d":  # slice by slice, inside the slab loop
+
+        def per_slab(labels: np.ndarray) -> np.ndarray:
+            cleaned, rep = postprocess(labels, post, codes=codes)
+            reports.append(rep)
+            return cleaned
+
+    region, z_range = settings.get("region"), settings.get("z_range")
+    res = segment_volume(model, card, scan, out_path, config=inference, postprocess=per_slab,
+                         z_range=tuple(z_range) if z_range else None, region=tuple(region) if region else None,
+                         on_progress=on_progress, should_stop=should_stop)
+    counts = {int(k): int(v) for k, v in res.counts.items()}
+    report: dict[str, Any] | None = None
+    if per_slab is not None:
+        report = {"before": {c: sum(int(r["before"].get(c, 0)) for r in reports) for c in codes}, "after": counts,
+                  "changed": sum(int(r["changed"]) for r in reports), "config": post.to_dict()}
+    elif post is not None:  # 3D connectivity: the whole label volume at once (1 byte per voxel)
+        from core.io import read_labels, write_labels
+
+        labels = read_labels(out_path)
+        cleaned, report = postprocess(labels, post, codes=codes)
+        write_labels(out_path, cleaned, voxel_size_um=settings.get("voxel_size_um"))
+        counts = {c: int(np.count_nonzero(cleaned == c)) for c in codes}
+        report = {**report, "after": counts}
+    return {"counts": counts, "seconds": res.seconds, "mvoxel_per_s": res.mvoxel_per_s, "warnings": list(res.warnings),
+            "cleaning": _jsonable(report), "normalisation": _jsonable(res.normalisation), "device": str(res.device)}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _sentence(exc: BaseException) -> str:
+    if isinstance(exc, ReactomoError):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+# ----------------------------------------------------------------------------------------------- the record
+def phase_volumes_rows(steps: Sequence[StepOutcome], phases: PhaseTable, voxel_size_um: float | None) -> list[dict[str, Any]]:
+    """Rows of ``phase_volumes.csv`` for the steps that are done, in step order."""
+    vox_mm3 = (float(voxel_size_um) * 1e-3) ** 3 if voxel_size_um else None
+    rows = []
+    for s in sorted(steps, key=lambda s: s.step):
+        if s.status != "done":
+            continue
+        total = sum(s.counts.get(p.code, 0) for p in phases) or 1
+        row: dict[str, Any] = {"step": s.step, "time_s": s.time_s if s.time_s is not None else "", "scan": s.scan}
+        for p in phases:
+            n = int(s.counts.get(p.code, 0))
+            row[f"{p.name}_voxels"] = n
+            row[f"{p.name}_volume_mm3"] = f"{n * vox_mm3:.6g}" if vox_mm3 else ""
+            row[f"{p.name}_fraction"] = f"{n / total:.6f}"
+        rows.append(row)
+    return rows
+
+
+def _csv_text(rows: list[dict[str, Any]], phases: PhaseTable) -> str:
+    cols = ["step", "time_s", "scan"] + [f"{p.name}_{k}" for p in phases for k in ("voxels", "volume_mm3", "fraction")]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def read_series_record(out_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``segmentation.json`` of a segmentation folder, or None when there is none (or it is unreadable)."""
+    import json
+
+    p = Path(out_dir) / RECORD
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("format") == FORMAT else None
+
+
+# ------------------------------------------------------------------------------------------------ the series
+def _check_scans(scans: Sequence[str | os.PathLike]) -> list[Path]:
+    from core.io import TIFF_SUFFIXES
+
+    if isinstance(scans, (str, os.PathLike)) or not scans:
+        raise ReactomoError("Give at least one scan to segment (a list of TIFF files or folders of slices).")
+    paths = [Path(os.path.abspath(os.path.expanduser(os.fspath(s)))) for s in scans]
+    names: dict[str, Path] = {}
+    for p in paths:
+        if not p.exists():
+            raise ReactomoError(f"The scan {p} does not exist; check the path.")
+        stem = p.name
+        for suf in TIFF_SUFFIXES:
+            if stem.lower().endswith(suf):
+                stem = stem[: -len(suf)]
+                break
+        if stem in names:
+            raise ReactomoError(f"Two scans are both called '{stem}' ({names[stem]} and {p}); their label files would overwrite each other, so rename one.")
+        names[stem] = p
+    return paths
+
+
+def _label_name(scan: Path) -> str:
+    from core.io import TIFF_SUFFIXES
+
+    stem = scan.name
+    for suf in TIFF_SUFFIXES:
+        if stem.lower().endswith(suf):
+            return stem[: -len(suf)] + ".tif"
+    return stem + ".tif"
+
+
+def segment_series(
+    model_dir: str | os.PathLike,
+    scans: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    phases: PhaseTable | None = None,
+    times_s: Sequence[float] | None = None,
+    voxel_size_um: float | None = None,
+    inference: Any = None,
+    postprocess: Any = "default",
+    z_range: tuple[int, int] | None = None,
+    region: tuple[int, int, int, int] | None = None,
+    steps: Sequence[int] | None = None,
+    scheduler: str | None = None,
+    workers: int = 1,
+    resume: bool = True,
+    on_progress: Callable[[float, str], None] | None = None,
+    on_step: Callable[[StepOutcome], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> SeriesResult:
+    """Segment the scans with one model bundle and write ``out_dir/<scan>.tif``, ``phase_volumes.csv`` and the record.
+
+    Parameters
+    ----------
+    model_dir : path-like
+        A model bundle folder (``models/NAME``).
+    scans : sequence of path-like
+        One scan per time step, in time order (TIFF stacks or folders of slices).
+    out_dir : path-like
+        Output folder (created).
+    phases : PhaseTable, optional
+        The project's phase table; the model must have been trained for it. Default: the model's own.
+    times_s : sequence of float, optional
+        Time of each step in seconds (for ``phase_volumes.csv``).
+    voxel_size_um : float, optional
+        For volumes in mm³ (and the label files' metadata).
+    inference : core.segment.InferenceConfig, optional
+    postprocess : core.postprocess.PostprocessConfig, "default" or None
+        ``"default"``: the study's cleaning for the phase table (:func:`core.postprocess.default_postprocess`);
+        None: no cleaning.
+    z_range, region : optional
+        Segment only slices ``z0:z1`` / the rectangle ``(y0, y1, x0, x1)`` of every scan.
+    steps : sequence of int, optional
+        Indices of the scans to segment (default all).
+    scheduler : None, "local" or a Dask scheduler address
+    workers : int
+        Dask workers for ``"local"`` (``workers > 1`` with ``scheduler=None`` means ``"local"``).
+    resume : bool
+        Skip steps already done with the same model and settings.
+    on_progress, on_step, should_stop : callables, optional
+        Progress ``(fraction, message)``; each finished step; cancel request (checked between slabs or steps).
+    extra : dict, optional
+        JSON-able information stored in the record (e.g. the project name).
+
+    Returns
+    -------
+    SeriesResult
+
+    Raises
+    ------
+    ReactomoError
+        Bad model, scans, settings or output folder (before anything is written). Failures of single steps do not
+        raise: they are in the result and the record.
+    core.jobs.JobCancelled
+        When ``should_stop`` returned True (the steps done so far are kept).
+    """
+    from core.bundle import read_card
+    from core.jobs import JobCancelled
+    from core.postprocess import PostprocessConfig, default_postprocess
+    from core.segment import InferenceConfig, load_model_cached
+
+    t_start = time.perf_counter()
+    model_dir = Path(os.path.abspath(os.fspath(model_dir)))
+    card = read_card(model_dir)
+    trained = PhaseTable.from_dict(card["phases"])
+    # loads and checks the weights (checksum, phase table) here, before anything is written
+    load_model_cached(model_dir, phases=phases, device="cpu")
+    phases = phases or trained
+    paths = _check_scans(scans)
+    n = len(paths)
+    if steps is None:
+        todo = list(range(n))
+    else:
+        todo = sorted({int(s) for s in steps})
+        bad = [s for s in todo if not 0 <= s < n]
+        if bad or not todo:
+            raise ReactomoError(f"Steps {bad or '[]'} are not in this series of {n} scans; give step numbers from 0 to {n - 1}.")
+    if times_s is not None and len(times_s) != n:
+        raise ReactomoError(f"{len(times_s)} times were given for {n} scans; give one time per scan.")
+    inference = inference if inference is not None else InferenceConfig()
+    if isinstance(inference, dict):
+        inference = InferenceConfig.from_dict(inference)
+    inference.validate()
+    if isinstance(postprocess, str):
+        if postprocess != "default":
+            raise ReactomoError(f"postprocess must be 'default', None or a PostprocessConfig; got {postprocess!r}.")
+        postprocess = default_postprocess(phases)
+    elif isinstance(postprocess, dict):
+        postprocess = PostprocessConfig.from_dict(postprocess)
+    if postprocess is not None:
+        postprocess.validate()
+    if workers < 1 or workers > 256:
+        raise ReactomoError(f"workers must be from 1 to 256; got {workers}.")
+    if scheduler is None and workers > 1:
+        scheduler = "local"
+    if scheduler is not None and scheduler != "local" and "://" not in scheduler:
+        raise ReactomoError(f"The scheduler must be 'local' or an address such as tcp://host:8786; got {scheduler!r}.")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReactomoError(f"The output {out_dir} is a file; give a folder for the label files.")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReactomoError(f"The output folder {out_dir} cannot be created ({exc.strerror or exc}).") from None
+
+    settings = {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
+                "postprocess": postprocess.to_dict() if postprocess is not None else None,
+                "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
+                "voxel_size_um": voxel_size_um}
+    model_info = {"path": str(model_dir), "name": card.get("name", model_dir.name), "weights_sha256": card["weights_sha256"],
+                  "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
+    outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),
+                            time_s=float(times_s[i]) if times_s is not None else None) for i, p in enumerate(paths)]
+    old = read_series_record(out_dir) if resume else None
+    if old and old.get("model", {}).get("weights_sha256") == model_info["weights_sha256"] and old.get("settings") == settings:
+        for d in old.get("steps", []):
+            try:
+                prev = StepOutcome.from_dict(d)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if 0 <= prev.step < n and prev.status == "done" and prev.scan == str(paths[prev.step]) and Path(prev.out_path).is_file():
+                prev.time_s, prev.resumed = outcomes[prev.step].time_s, True
+                outcomes[prev.step] = prev
+    pending = [i for i in todo if outcomes[i].status != "done"]
+    device = inference.device
+    if device == "auto":
+        from core.unet import select_device
+
+        device = str(select_device("auto"))
+
+    lock = threading.Lock()
+    record: dict[str, Any] = {}
+
+    def save() -> None:
+        with lock:
+            record.clear()
+            record.update({"format": FORMAT, "format_version": 1, "model": model_info, "settings": settings,
+                           "phases": phases.to_dict(), "voxel_size_um": voxel_size_um, "device": device,
+                           "scheduler": scheduler or "in-process", "workers": workers, "versions": versions(),
+                           "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "steps": [o.to_dict() for o in outcomes], **({"extra": extra} if extra else {})})
+            atomic_write_json(out_dir / RECORD, record)
+            atomic_write_text(out_dir / VOLUMES, _csv_text(phase_volumes_rows(outcomes, phases, voxel_size_um), phases))
+
+    def finish(i: int, result: dict[str, Any] | None, exc: BaseException | None) -> None:
+        o = outcomes[i]
+        if exc is None and result is not None:
+            o.status, o.counts, o.seconds = "done", result["counts"], result["seconds"]
+            o.mvoxel_per_s, o.warnings, o.cleaning, o.error = result["mvoxel_per_s"], result["warnings"], result["cleaning"], ""
+        else:
+            o.status, o.error = "failed", _sentence(exc)
+            log.warning("step %d (%s) failed: %s", i, o.scan, o.error)
+        save()
+        if on_step is not None:
+            on_step(o)
+
+    save()
+    report = on_progress or (lambda f, m: None)
+    stop = should_stop or (lambda: False)
+    done_before = len(todo) - len(pending)
+    cancelled = False
+    if scheduler is None:
+        for k, i in enumerate(pending):
+            if stop():
+                cancelled = True
+                break
+            base = (done_before + k) / len(todo)
+            name = Path(outcomes[i].scan).name
+
+            def step_progress(f: float, m: str, base=base, name=name, i=i) -> None:
+                report(min(1.0, base + f / len(todo)), f"step {i} ({name}): {m}")
+
+            report(base, f"step {i} ({name})")
+            try:
+                res = _segment_one(str(model_dir), outcomes[i].scan, outcomes[i].out_path, settings, device, step_progress, stop)
+            except JobCancelled:
+                cancelled = True
+                break
+            except Exception as exc:  # one failing step does not stop the others
+                finish(i, None, exc)
+                continue
+            finish(i, res, None)
+    else:
+        cancelled = _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report,
+                              stop, len(todo), done_before)
+    if cancelled:
+        save()
+        raise JobCancelled(f"Segmentation stopped; {sum(o.status == 'done' for o in outcomes)} of {n} steps are done and kept.")
+    report(1.0, f"{sum(outcomes[i].status == 'done' for i in todo)} of {len(todo)} steps segmented")
+    return SeriesResult(out_dir=out_dir, steps=[outcomes[i] for i in todo], seconds=time.perf_counter() - t_start,
+                        scheduler=scheduler or "in-process", record=dict(record))
+
+
+def _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report, stop, total, done_before) -> bool:
+    """Run the pending steps as Dask tasks; returns True when cancelled."""
+    import torch
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    threads_before = torch.get_num_threads()
+    try:
+        if scheduler == "local":
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            try:
+                client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise ReactomoError(f"No Dask scheduler answers at {scheduler} ({exc}); start the cluster or check the address.") from None
+        with client:
+            futures = {}
+            for i in pending:
+                f = client.submit(_segment_one, str(model_dir), outcomes[i].scan, outcomes[i].out_path, settings, device,
+                                  key=f"reactomo-segment-{i}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
+                futures[f] = i
+            n_done = 0
+            report(done_before / total, f"{len(pending)} steps sent to {scheduler} ({workers} worker{'s' if workers != 1 else ''})")
+            ac = as_completed(list(futures))
+            for f in ac:
+                i = futures[f]
+                try:
+                    res = f.result()
+                except Exception as exc:
+                    finish(i, None, exc)
+                else:
+                    finish(i, res, None)
+                n_done += 1
+                report((done_before + n_done) / total, f"step {i} {outcomes[i].status} ({n_done} of {len(pending)})")
+                if stop():
+                    for g in futures:
+                        if not g.done():
+                            g.cancel()
+                    return True
+        return False
+    finally:
+        if cluster is not None:
+            cluster.close()
+        torch.set_num_threads(threads_before)
+
+
+# ----------------------------------------------------------------------------------------------- a project
+def segment_project(
+    project,
+    model_dir: str | os.PathLike,
+    *,
+    name: str,
+    steps: Sequence[int] | None = None,
+    inference: Any = None,
+    postprocess: Any = "default",
+    use_roi: bool = True,
+    z_range: tuple[int, int] | None = None,
+    scheduler: str | None = None,
+    workers: int = 1,
+    on_progress: Callable[[float, str], None] | None = None,
+    on_step: Callable[[StepOutcome], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SeriesResult:
+    """Segment a project's steps into ``<project>/segmentations/<name>/`` and record it in the manifest.
+
+    The project's region of interest (when set and ``use_roi``) crops every scan. The manifest's
+    ``segmentations[name]`` holds the folder, the model, the settings and the steps done; it is written when the
+    run starts (status ``running``) and when it ends (``done``, ``failed`` or ``cancelled``), so a crash leaves a
+    record whose folder tells which steps finished.
+    """
+    from core.jobs import JobCancelled
+    from core.project import sanitize_name
+
+    clean = sanitize_name(name)
+    scans = project.scans()
+    if not scans:
+        raise ReactomoError("This project has no scans yet; add them on the Data page first.")
+    paths = [project.scan_path(i) for i in range(len(scans))]
+    region = None
+    roi = project.roi() if use_roi else None
+    if roi:
+        z_range = z_range or tuple(roi["z"])
+        region = (*roi["y"], *roi["x"])
+    out_dir = project.root / "segmentations" / clean
+    model_dir = Path(model_dir)
+
+    def mark(status: str, result: SeriesResult | None = None) -> None:
+        def fn(m: dict[str, Any]) -> None:
+            rec = m["segmentations"].get(clean, {})
+            rec.update({"name": clean, "path": str(out_dir), "model": str(model_dir.resolve()), "model_name": model_dir.name,
+                        "status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            if result is not None:
+                rec["steps_done"] = [o.step for o in result.done]
+                rec["steps_failed"] = [o.step for o in result.failed]
+            m["segmentations"][clean] = rec
+        project.update(fn)
+
+    mark("running")
+    try:
+        result = segment_series(model_dir, paths, out_dir, phases=project.phases(), times_s=project.times_s(),
+                                voxel_size_um=project.voxel_size_um(), inference=inference, postprocess=postprocess,
+                                z_range=z_range, region=region, steps=steps, scheduler=scheduler, workers=workers,
+                                on_progress=on_progress, on_step=on_step, should_stop=should_stop,
+                                extra={"project": project.name})
+    except JobCancelled:
+        mark("cancelled")
+        raise
+    except BaseException:
+        mark("failed")
+        raise
+    mark("failed" if result.failed and not result.done else "done", result)
+    return result

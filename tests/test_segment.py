@@ -1,0 +1,342 @@
+"""Tiled, batched inference of whole scans (core.segment): tiling is exact, matches MONAI, writes atomically.
+
+Fast (CPU, a few seconds): tiny networks on small arrays, plus one run of the shipped model on a small demo scan.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from core.errors import ReactomoError
+from core.io import open_volume, read_labels, write_volume
+from core.jobs import JobCancelled
+from core.normalise import apply_normalisation, fit_normalisation
+from core.segment import (
+    InferenceConfig,
+    SegmentResult,
+    importance_map,
+    load_model_cached,
+    predict_slices,
+    segment_volume,
+    tile_starts,
+)
+from core.unet import UNetConfig, build_unet
+
+ROOT = Path(__file__).resolve().parents[1]
+CODES = [1, 2, 3, 4]
+CPU = dict(device="cpu")
+
+
+class Pointwise(torch.nn.Module):
+    """A 1x1 convolution: every pixel's output depends on that pixel only, so tiling cannot change anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([-3.0, -1.0, 1.0, 3.0]).view(4, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([-1.0, 0.5, 0.5, -1.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny convolutions only pay OpenMP's synchronisation on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return build_unet(UNetConfig(n_classes=4, width=4, depth=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    # smooth-ish texture so the tiny net's classes form regions rather than noise
+    base = rng.normal(size=(3, 24, 33)).repeat(4, axis=1).repeat(4, axis=2)[:, :96, :130]
+    return (base + 0.3 * rng.normal(size=base.shape)).astype(np.float32)
+
+
+def card_for(codes=CODES, **extra):
+    return {"class_codes": list(codes), "normalisation": {"method": "bright-tail", "upper": 99.0}, **extra}
+
+
+def scan_from(images: np.ndarray) -> np.ndarray:
+    return np.clip(20000 + 4000 * images, 1, 65535).astype(np.uint16)
+
+
+# ------------------------------------------------------------------------------------------ grid and weights
+@pytest.mark.parametrize("shape", [(64, 64), (96, 48), (7, 9)])
+def test_importance_map_equals_monai(shape):
+    from monai.data.utils import compute_importance_map
+
+    ours = importance_map(shape, "gaussian")
+    theirs = compute_importance_map(shape, mode="gaussian", sigma_scale=0.125).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(importance_map(shape, "constant"), np.ones(shape, np.float32))
+
+
+@pytest.mark.parametrize("size,tile,overlap", [(130, 64, 0.25), (96, 64, 0.5), (800, 256, 0.25), (256, 256, 0.25), (257, 64, 0.0)])
+def test_tile_starts_equal_monai(size, tile, overlap):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    interval = _get_scan_interval((size,), (tile,), 1, (overlap,))
+    theirs = [s[0].start for s in dense_patch_slices((size,), (tile,), interval)]
+    assert tile_starts(size, tile, overlap) == theirs
+    assert tile_starts(size, tile, overlap)[-1] + tile == size
+
+
+# ------------------------------------------------------------------------------------------ tiling is exact
+def test_pointwise_model_tiled_equals_whole_everywhere(images):
+    model = Pointwise()
+    tiled = InferenceConfig(tile=32, overlap=0.25, **CPU)
+    whole = InferenceConfig(tile=256, **CPU)
+    p_tiled = predict_slices(model, images, config=tiled, class_codes=CODES, return_probabilities=True)
+    p_whole = predict_slices(model, images, config=whole, class_codes=CODES, return_probabilities=True)
+    np.testing.assert_allclose(p_tiled, p_whole, atol=1e-6)
+    np.testing.assert_array_equal(
+        predict_slices(model, images, config=tiled, class_codes=CODES),
+        predict_slices(model, images, config=whole, class_codes=CODES),
+    )
+
+
+def test_unet_tiled_equals_whole_away_from_tile_borders(tiny, images):
+    tile, overlap, rf = 64, 0.25, 12  # depth 2: receptive field radius 9 px, plus margin
+    tiled = predict_slices(tiny, images, config=InferenceConfig(tile=tile, overlap=overlap, **CPU), class_codes=CODES)
+    whole = predict_slices(tiny, images, config=InferenceConfig(tile=256, **CPU), class_codes=CODES)
+    h, w = images.shape[1:]
+    seams = np.zeros((h, w), bool)  # every tile edge inside the slice
+    for y0 in tile_starts(h, tile, overlap):
+        for x0 in tile_starts(w, tile, overlap):
+            for y in (y0, y0 + tile - 1):
+                if 0 < y < h - 1:
+                    seams[y, x0 : x0 + tile] = True
+            for x in (x0, x0 + tile - 1):
+                if 0 < x < w - 1:
+                    seams[y0 : y0 + tile, x] = True
+    far = distance_transform_edt(~seams) > rf
+    assert far.sum() > 1000
+    assert (tiled == whole)[:, far].mean() >= 0.99
+    assert (tiled == whole).mean() >= 0.9  # and close everywhere
+
+
+def test_matches_monai_sliding_window(tiny, images):
+    from monai.inferers import sliding_window_inference
+
+    cfg = InferenceConfig(tile=64, overlap=0.25, batch_size=4, blend="gaussian", **CPU)
+    ours = predict_slices(tiny, images, config=cfg, class_codes=CODES)
+    with torch.inference_mode():
+        probs = sliding_window_inference(
+            torch.from_numpy(images[:, None]), roi_size=(64, 64), sw_batch_size=4,
+            predictor=lambda x: torch.softmax(tiny(x), dim=1), overlap=0.25, mode="gaussian",
+        )
+    theirs = np.asarray(CODES, np.uint8)[probs.argmax(1).numpy()]
+    assert (ours == theirs).mean() >= 0.999
+    blended = predict_slices(tiny, images, config=cfg, class_codes=CODES, return_probabilities=True)
+    np.testing.assert_allclose(blended, probs.numpy(), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ shapes and batches
+@pytest.mark.parametrize("shape", [(2, 20, 37), (1, 70, 101), (2, 5, 3), (1, 64, 64)])
+def test_odd_sizes_keep_the_shape(tiny, shape):
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    out = predict_slices(tiny, x, config=InferenceConfig(tile=50, overlap=0.3, **CPU), class_codes=CODES)
+    assert out.shape == shape and out.dtype == np.uint8
+    assert set(np.unique(out)) <= set(CODES)
+
+
+def test_batch_size_does_not_change_labels(tiny, images):
+    one = predict_slices(tiny, images, config=InferenceConfig(tile=48, batch_size=1, **CPU), class_codes=CODES)
+    eight = predict_slices(tiny, images, config=InferenceConfig(tile=48, batch_size=8, **CPU), class_codes=CODES)
+    np.testing.assert_array_equal(one, eight)
+
+
+def test_class_codes_map_outputs(tiny, images):
+    a = predict_slices(tiny, images[:1], config=InferenceConfig(tile=64, **CPU), class_codes=CODES)
+    b = predict_slices(tiny, images[:1], config=InferenceConfig(tile=64, **CPU), class_codes=[10, 20, 30, 40])
+    np.testing.assert_array_equal(a * 10, b)
+    with pytest.raises(ReactomoError, match="class codes"):
+        predict_slices(tiny, images[:1], config=InferenceConfig(**CPU), class_codes=[1, 2, 3])
+
+
+# ------------------------------------------------------------------------------------------ volumes
+def test_crop_equals_predicting_the_crop(tiny, images):
+    scan = scan_from(images)
+    norm = fit_normalisation(scan)
+    cfg = InferenceConfig(tile=48, slab=2, **CPU)
+    r = segment_volume(tiny, card_for(), scan, config=cfg, z_range=(1, 3), region=(10, 90, 5, 120))
+    assert r.shape == (2, 80, 115) and r.labels.shape == r.shape
+    assert r.normalisation == norm  # fitted to this scan with the card's method
+    expected = predict_slices(tiny, apply_normalisation(scan[1:3, 10:90, 5:120], norm), config=cfg, class_codes=CODES)
+    np.testing.assert_array_equal(r.labels, expected)
+    for bad in (dict(z_range=(2, 2)), dict(z_range=(0, 9)), dict(region=(0, 97, 0, 10)), dict(region=(5, 4, 0, 10))):
+        with pytest.raises(ReactomoError, match="z_range|region"):
+            segment_volume(tiny, card_for(), scan, config=cfg, **bad)
+
+
+def test_writes_labels_file_atomically(tiny, images, tmp_path):
+    scan_path = write_volume(tmp_path / "scan.tif", scan_from(images), voxel_size_um=2.75)
+    out = tmp_path / "labels" / "scan_labels.tif"
+    (tmp_path / "labels").mkdir()
+    seen = []
+    r = segment_volume(tiny, card_for(), scan_path, out, config=InferenceConfig(tile=64, slab=2, **CPU),
+                       postprocess=lambda lab: lab, on_progress=lambda f, m: seen.append(f))
+    assert r.labels is None and r.out_path == str(out)
+    labels = read_labels(out, shape=images.shape, codes=CODES)
+    counts = np.bincount(labels.ravel(), minlength=256)
+    assert r.counts == {c: int(counts[c]) for c in CODES}
+    assert sum(r.counts.values()) == labels.size
+    assert seen == [0.5, 1.0]
+    with open_volume(out) as v:
+        assert v.voxel_size_um == pytest.approx(2.75)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["scan_labels.tif"]
+    json.dumps(r.to_dict())
+    # the file holds what an in-memory run returns
+    again = segment_volume(tiny, card_for(), scan_path, config=InferenceConfig(tile=64, slab=3, **CPU))
+    np.testing.assert_array_equal(again.labels, labels)
+
+
+def test_disk_full_leaves_nothing(tiny, images, tmp_path, monkeypatch):
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tifffile.TiffWriter, "write", full)
+    out = tmp_path / "out.tif"
+    with pytest.raises(ReactomoError, match="No space left"):
+        segment_volume(tiny, card_for(), scan_from(images), out, config=InferenceConfig(tile=64, **CPU))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_midway_leaves_nothing(tiny, images, tmp_path):
+    calls = []
+
+    def postprocess(lab):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return lab
+
+    with pytest.raises(ReactomoError, match="No space left"):
+        segment_volume(tiny, card_for(), scan_from(images), tmp_path / "out.tif",
+                       config=InferenceConfig(tile=64, slab=1, **CPU), postprocess=postprocess)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_should_stop_cancels_without_a_file(tiny, images, tmp_path):
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 1
+
+    out = tmp_path / "out.tif"
+    with pytest.raises(JobCancelled):
+        segment_volume(tiny, card_for(), scan_from(images), out, config=InferenceConfig(tile=64, slab=1, **CPU),
+                       should_stop=stop)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_warnings(tiny, images):
+    r = segment_volume(tiny, card_for(provenance={"scan_dtype": "float32"}), scan_from(images),
+                       config=InferenceConfig(tile=256, **CPU))
+    assert any("uint16" in w and "float32" in w for w in r.warnings)
+    assert any("smaller than" in w for w in r.warnings)
+    assert not segment_volume(tiny, card_for(), scan_from(images), config=InferenceConfig(tile=64, **CPU)).warnings
+
+
+def test_constant_scan_is_refused(tiny):
+    with pytest.raises(ReactomoError, match="constant"):
+        segment_volume(tiny, card_for(), np.full((2, 32, 32), 1000, np.uint16), config=InferenceConfig(**CPU))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(tile=8), dict(tile=256.0), dict(overlap=0.9), dict(overlap=-0.1), dict(batch_size=0), dict(blend="mean"),
+     dict(slab=0), dict(device=""), dict(amp="yes"), dict(tile=True)],
+)
+def test_bad_config_is_refused(bad):
+    with pytest.raises(ReactomoError):
+        InferenceConfig(**bad)
+
+
+def test_config_round_trip():
+    cfg = InferenceConfig(tile=128, overlap=0.5, blend="constant")
+    assert InferenceConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ReactomoError, match="Unknown"):
+        InferenceConfig.from_dict({"tiles": 3})
+    with pytest.raises(ReactomoError, match="Unknown device"):
+        segment_volume(Pointwise(), card_for(), np.ones((1, 8, 8), np.uint16), config=InferenceConfig(device="tpu"))
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+def test_shipped_model_segments_a_demo_scan(tmp_path):
+    from core.metrics import dice_per_phase
+    from core.synthetic import DemoConfig, make_demo
+
+    exp = make_demo(DemoConfig(steps=3, shape=(8, 128, 128), seed=5))
+    step = exp.label_step
+    model, card = load_model_cached(ROOT / "models" / "demo-unet")
+    again, _ = load_model_cached(ROOT / "models" / "demo-unet")
+    assert again is model
+    r = segment_volume(model, card, exp.scans[step], tmp_path / "t.tif", config=InferenceConfig(tile=96, overlap=0.25, **CPU))
+    labels = read_labels(tmp_path / "t.tif", shape=exp.scans[step].shape)
+    dice = dice_per_phase(labels, exp.truth[step], codes=card["class_codes"])
+    assert np.nanmean(list(dice.values())) > 0.75
+    assert isinstance(r, SegmentResult) and r.mvoxel_per_s > 0 and r.device == "cpu"
+
+
+def test_caller_model_is_untouched_and_folding_is_exact(images):
+    import core.segment as seg
+
+    torch.manual_seed(1)
+    model = build_unet(UNetConfig(n_classes=4, width=4, depth=2))
+    with torch.no_grad():  # non-trivial running statistics, so the folding has something to fold
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    cfg = InferenceConfig(tile=64, **CPU)
+    folded = predict_slices(model, images, config=cfg, class_codes=CODES, return_probabilities=True)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert n_bn == 6 and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == n_bn
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(seg, "_FUSE_BN", False)
+    monkey.setattr(seg, "_CHANNELS_LAST", False)
+    try:
+        plain = predict_slices(model, images, config=cfg, class_codes=CODES, return_probabilities=True)
+    finally:
+        monkey.undo()
+    np.testing.assert_allclose(folded, plain, atol=1e-4)
+
+
+def test_cpu_bfloat16_agrees_closely(tiny, images):
+    fp32 = predict_slices(tiny, images, config=InferenceConfig(tile=64, **CPU), class_codes=CODES)
+    bf16 = predict_slices(tiny, images, config=InferenceConfig(tile=64, cpu_amp=True, **CPU), class_codes=CODES)
+    assert (fp32 == bf16).mean() >= 0.95
+
+
+def test_refuses_to_write_over_the_scan(tiny, images, tmp_path):
+    scan_path = write_volume(tmp_path / "scan.tif", scan_from(images))
+    with pytest.raises(ReactomoError, match="scan itself"):
+        segment_volume(tiny, card_for(), scan_path, scan_path, config=InferenceConfig(**CPU))
+    with pytest.raises(ReactomoError, match="does not end in .tif"):
+        segment_volume(tiny, card_for(), scan_path, tmp_path / "labels.png", config=InferenceConfig(**CPU))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.tif"]

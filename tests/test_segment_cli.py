@@ -1,0 +1,142 @@
+"""`python -m core segment / evaluate / run`, the internal standard and the project evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.errors import ReactomoError
+from core.evaluate import comparison_rows, evaluate_files, evaluate_segmentation, references, report_csv
+from core.io import read_labels, write_labels
+from core.metrics import phase_metrics
+from core.phases import DEFAULT_PHASES
+from core.segment import InferenceConfig
+from core.series import segment_project
+from core.stoichiometry import molar_evolution
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "demo-unet"
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, capsys):
+    out = tmp_path / "seg"
+    code, text, err = _run(capsys, "-q", "segment", "--model", str(MODEL), "--scans", str(small_demo_dir / "scans"),
+                           "--out", str(out), "--tile", "64", "--voxel-size", "2.75", "--interval", "60")
+    assert code == 0, err
+    assert "4 of 4 steps segmented" in text and text.count(" done in ") == 4
+    rows = list(csv.DictReader(open(out / "phase_volumes.csv")))
+    assert [float(r["time_s"]) for r in rows] == [0, 60, 120, 180]
+    lab = read_labels(out / "t002.tif")
+    assert lab.shape == (16, 64, 72) and int(rows[2]["bassanite_voxels"]) == int((lab == 2).sum())
+
+
+def test_evaluate_command_table_and_json_match_core(small_demo_dir, tmp_path, capsys):
+    truth = small_demo_dir / "truth" / "t002.tif"
+    t = read_labels(truth)
+    pred = t.copy()
+    pred[:, :10] = 3  # damage a band
+    write_labels(tmp_path / "p.tif", pred)
+    code, text, err = _run(capsys, "evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(truth), "--json")
+    assert code == 0, err
+    got = json.loads(text)
+    ref = phase_metrics(pred, t, codes=[1, 2, 3, 4], names=list(DEFAULT_PHASES.names))
+    assert got["average"]["dice"] == pytest.approx(ref.average["dice"]) and got["average"]["dice"] < 1
+    code, text, _ = _run(capsys, "evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(truth))
+    assert code == 0 and text.splitlines()[0].split()[:3] == ["phase", "accuracy", "recall"] and "average" in text
+    # slab-by-slab evaluation equals the whole-array metrics; a slice subset equals the subset's metrics
+    whole = evaluate_files(tmp_path / "p.tif", truth, codes=[1, 2, 3, 4])
+    assert np.array_equal(whole.confusion, ref.confusion)
+    sub = evaluate_files(tmp_path / "p.tif", truth, codes=[1, 2, 3, 4], slices=[1, 5])
+    assert np.array_equal(sub.confusion, phase_metrics(pred[[1, 5]], t[[1, 5]], codes=[1, 2, 3, 4]).confusion)
+
+
+@pytest.mark.parametrize(
+    "argv, sentence",
+    [
+        (["evaluate", "--pred", "{truth}", "--truth", "{scan}"], "not uint8 label codes"),
+        (["evaluate", "--pred", "{truth}", "--truth", "{other}"], "has shape"),
+        (["segment", "--model", "{tmp}/nomodel", "--scans", "{scans}", "--out", "{tmp}/o"], "nomodel"),
+        (["segment", "--model", str(MODEL), "--scans", "{scans}", "--out", "{tmp}/o", "--tile", "3"], "tile"),
+        (["segment", "--model", str(MODEL), "--scans", "{scans}", "--out", "{tmp}/o", "--scheduler", "nowhere"], "scheduler"),
+        (["run", "--scans", "{scans}", "--scribbles", "{scribbles}", "--label-step", "9", "--out", "{tmp}/o"], "--label-step 9"),
+        (["run", "--scans", "{scans}", "--scribbles", "{truth}", "--label-step", "1", "--out", "{tmp}/o", "--epochs", "0"], "epochs"),
+    ],
+)
+def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(small_demo_dir, tmp_path, capsys, argv, sentence):
+    other = tmp_path / "other.tif"
+    write_labels(other, np.ones((2, 8, 8), np.uint8))
+    subs = {"{truth}": str(small_demo_dir / "truth" / "t001.tif"), "{scan}": str(small_demo_dir / "scans" / "t001.tif"),
+            "{other}": str(other), "{tmp}": str(tmp_path), "{scans}": str(small_demo_dir / "scans"),
+            "{scribbles}": str(small_demo_dir / "scribbles.tif")}
+    args = []
+    for a in argv:
+        for k, v in subs.items():
+            a = a.replace(k, v)
+        args.append(a)
+    code, out, err = _run(capsys, *args)
+    assert code == 2 and err.startswith("error: ") and sentence in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_command_end_to_end_on_a_small_demo(small_demo_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, text, err = _run(capsys, "-q", "run", "--scans", str(small_demo_dir / "scans"), "--scribbles",
+                           str(small_demo_dir / "scribbles.tif"), "--label-step", "1", "--out", str(out),
+                           "--epochs", "2", "--tile", "64", "--interval", "60", "--device", "cpu")
+    assert code == 0, err
+    assert "Run written to" in text
+    for name in ("ground_truth.tif", "phase_volumes.csv", "run.json", "model/card.json", "segmentations/t003.tif"):
+        assert (out / name).is_file(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["epochs"] == 2 and run["unet"]["epochs"] == 2 and run["versions"]["torch"]
+    assert set(run["timings_s"]) >= {"random_forest_s", "train_s", "segment_s", "total_s"}
+    assert len(run["inputs"]["scans"]) == 4 and len(run["inputs"]["scans"][0]["sha256_first_mib"]) == 64
+    assert run["segmentation"]["settings"]["inference"]["tile"] == 64
+    gt = read_labels(out / "ground_truth.tif")
+    assert sorted(np.flatnonzero(gt.reshape(16, -1).any(1)).tolist()) == run["random_forest"]["slices"]
+
+
+def test_internal_standard_holds_on_the_demo_truth_and_flags_a_biased_segmentation(small_demo_dir):
+    ds = json.loads((small_demo_dir / "dataset.json").read_text())
+    name_to_code = {p.name: p.code for p in DEFAULT_PHASES}
+    counts = [{name_to_code[k]: v for k, v in s["counts"].items()} for s in ds["steps"]]
+    rows = molar_evolution(counts, phases=DEFAULT_PHASES, voxel_size_um=2.75)
+    assert all(abs(r["deviation_pct"]) < 0.5 and r["inside_band"] for r in rows)
+    assert rows[0]["x"] == 0 and rows[0]["y"] == 1 and rows[-1]["x"] > 0.3
+    assert all(r["x"] + r["y"] == pytest.approx(1, abs=0.005) for r in rows)
+    # 10 % of the bassanite read as gypsum: outside the band from the step where it matters
+    biased = [{**c, 1: c[1] + c[2] // 10, 2: c[2] - c[2] // 10} for c in counts]
+    rows_b = molar_evolution(biased, phases=DEFAULT_PHASES, voxel_size_um=2.75)
+    assert not rows_b[-1]["inside_band"] and rows_b[-1]["deviation_pct"] > 2  # a cm³ of gypsum holds fewer moles than one of bassanite
+    with pytest.raises(ReactomoError, match="no gypsum"):
+        molar_evolution([{2: 5}], phases=DEFAULT_PHASES, voxel_size_um=2.75)
+
+
+def test_project_evaluation_against_the_demo_truth_and_the_comparison_table(demo_project):
+    assert "demo truth" in references(demo_project)
+    segment_project(demo_project, MODEL, name="m1", inference=InferenceConfig(tile=64), steps=[1, 2])
+    reports = evaluate_segmentation(demo_project, "m1", reference="demo truth")
+    assert sorted(reports) == [1, 2]
+    for step, rep in reports.items():
+        truth = read_labels(demo_project.resolve_path(demo_project.demo()["truth"][step]))
+        pred = read_labels(demo_project.root / "segmentations" / "m1" / f"t00{step}.tif")
+        assert rep.per_phase[2]["dice"] == pytest.approx(phase_metrics(pred, truth, codes=[1, 2, 3, 4]).per_phase[2]["dice"])
+        assert 0.3 < rep.average["dice"] <= 1
+    rows = comparison_rows({"m1 step 1": reports[1], "m1 step 2": reports[2]})
+    assert [r["model"] for r in rows] == ["m1 step 1", "m1 step 2"] and set(rows[0]) >= {"gypsum", "celestite", "average"}
+    text = report_csv(rows)
+    assert text.splitlines()[0].startswith("model,gypsum") and len(text.splitlines()) == 3
+    with pytest.raises(ReactomoError, match="no segmentation called"):
+        evaluate_segmentation(demo_project, "nope")
+    with pytest.raises(ReactomoError, match="no accepted ground truth"):
+        evaluate_segmentation(demo_project, "m1", reference="ground truth")
