@@ -9,7 +9,8 @@ core.io memory-maps it) into a temporary folder.
 
 1. Throughput: :func:`core.segment.segment_volume` of the shipped model (models/demo-unet) on ``--slices`` slices,
    writing the labels TIFF, wall time of the whole call (normalisation fit, reading, inference, writing) ->
-   Mvoxel/s, for a few settings (tile, overlap, batch, channels-last), torch threads = CPU cores.
+   Mvoxel/s, for a few settings (tile, overlap, batch, channels-last, batch-norm folding, bfloat16 autocast),
+   torch threads = CPU cores unless a row says otherwise.
 2. Peak memory: one subprocess per scan size runs segment_volume to a file; peak RSS (``VmHWM``, which includes
    the memory-mapped scan pages the process touched) and the peak of its private memory (``RssAnon``, sampled
    every 20 ms). Uses a tiny network (width 4, depth 2) so 512 slices take about a minute; memory depends on the
@@ -30,7 +31,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -97,6 +97,8 @@ def throughput(scan: Path, out_dir: Path, device: str) -> list[tuple[str, float,
         ("tile 1024 (whole slice), batch 2", dict(tile=1024, batch_size=2), True, True, cores),
         ("default + cpu_amp (bfloat16)", dict(default, cpu_amp=True), True, True, cores),
         ("tile 1024 (whole slice), batch 2 + cpu_amp (bfloat16)", dict(tile=1024, batch_size=2, cpu_amp=True), True, True, cores),
+        ("tile 1024 (whole slice), batch 2, 1 torch thread", dict(tile=1024, batch_size=2), True, True, 1),
+        ("tile 1024 (whole slice), batch 2 + cpu_amp, 1 torch thread", dict(tile=1024, batch_size=2, cpu_amp=True), True, True, 1),
     ]
     rows = []
     ref = None
@@ -142,6 +144,7 @@ torch.manual_seed(0)
 model = build_unet(UNetConfig(n_classes=4, width=4, depth=2)).eval()
 card = {{"class_codes": [1, 2, 3, 4], "normalisation": {{"method": "bright-tail", "upper": 99.0}}}}
 base_anon = rss_anon()
+torch.set_num_threads(int(sys.argv[4]))
 r = segment_volume(model, card, sys.argv[1], sys.argv[2], config=InferenceConfig(device=sys.argv[3], tile=256, slab=8))
 stop = True
 peak[0] = max(peak[0], rss_anon())
@@ -155,9 +158,10 @@ print(json.dumps({{"seconds": r.seconds, "mvoxel_per_s": r.mvoxel_per_s, "vmhwm_
 """
 
 
-def memory(scan: Path, out: Path, device: str) -> dict:
+def memory(scan: Path, out: Path, device: str, threads: int) -> dict:
     code = CHILD.format(root=str(ROOT))
-    res = subprocess.run([sys.executable, "-c", code, str(scan), str(out), device], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code, str(scan), str(out), device, str(threads)], capture_output=True,
+                         text=True)
     if res.returncode:
         raise SystemExit(res.stderr)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -207,6 +211,7 @@ def main() -> int:
     ap.add_argument("--slices", type=int, default=16, help="slices of the throughput scan (default 16)")
     ap.add_argument("--memory-slices", type=int, nargs="*", default=[128, 512])
     ap.add_argument("--monai-slices", type=int, default=4)
+    ap.add_argument("--memory-threads", type=int, default=1, help="torch threads of the memory runs (default 1)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
@@ -243,15 +248,16 @@ def main() -> int:
             rows = []
             for nz in args.memory_slices:
                 big = write_scan(tmp / f"scan_{nz}.tif", nz, base)
-                r = memory(big, tmp / f"labels_{nz}.tif", args.device)
+                r = memory(big, tmp / f"labels_{nz}.tif", args.device, args.memory_threads)
                 size = big.stat().st_size / 2**20
                 rows.append((nz, size, r))
                 print(f"  memory {nz}: {r}", file=sys.stderr, flush=True)
                 big.unlink()
                 (tmp / f"labels_{nz}.tif").unlink()
             print("Peak memory of segment_volume to a file (subprocess per scan; tiny network width 4, depth 2; tile "
-                  "256, slab 8). VmHWM counts the memory-mapped scan pages the process touched (OS page cache, "
-                  "reclaimable); private = peak RssAnon (the process's own allocations).\n")
+                  f"256, slab 8, {args.memory_threads} torch thread(s)). VmHWM counts the memory-mapped scan pages "
+                  "the process touched (OS page cache, reclaimable); private = peak RssAnon (the process's own "
+                  "allocations).\n")
             print("| scan | file MB | seconds | Mvoxel/s | peak RSS (VmHWM) MB | peak private MB |")
             print("|---|---|---|---|---|---|")
             for nz, size, r in rows:

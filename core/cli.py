@@ -518,7 +518,8 @@ def cmd_models(args) -> int:
 def _inference_from(args):
     from core.segment import InferenceConfig
 
-    cfg = InferenceConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device)
+    cfg = InferenceConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
+                          cpu_amp=bool(getattr(args, "bf16", False)))
     cfg.validate()
     return cfg
 
@@ -731,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction (default 0.25)")
         sp.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default 8)")
         sp.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        sp.add_argument("--bf16", action="store_true", help="bfloat16 inference on the CPU (~1.5x faster; ~2 %% of labels differ)")
         sp.add_argument("--workers", type=int, default=1, help="Dask workers on this machine (>1 starts a LocalCluster)")
         sp.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786 (or 'local')")
         sp.add_argument("--no-clean", action="store_true", help="no island removal or celestite-rim cleaning")

@@ -11,6 +11,11 @@ complete, so memory does not grow with the scan and no half-written labels file 
 The tile grid is MONAI's (``sliding_window_inference``): starts every ``int(tile * (1 - overlap))`` pixels, the
 last tile flush with the slice's edge; a slice narrower than a tile along an axis is covered by one tile that is
 the slice rounded up to the network's size multiple, reflect-padded at the bottom/right.
+
+Speed: the network runs as a private copy with batch norms folded into the convolutions and channels-last memory
+format (together about 1.7x on a CPU, same labels); ``InferenceConfig(cpu_amp=True)`` adds bfloat16 on CPUs that
+have it. On a CPU a tile at least as large as the slice is the fastest (no overlap is computed twice); measured
+numbers are in bench/bench_segment.py's output.
 """
 
 from __future__ import annotations
@@ -301,7 +306,10 @@ def _blend_slab(
 def _codes_lut(class_codes: Sequence[int], n_classes: int | None) -> np.ndarray:
     codes = list(class_codes) if class_codes is not None else []
     if not codes or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= c <= 255 for c in codes):
-        raise ReactomoError(f"class_codes is {class_codes!r}; give one phase code from 0 to 255 per output class, e.g. card['class_codes'].")
+        raise ReactomoError(
+            f"class_codes is {class_codes!r}; give one phase code from 0 to 255 per output class, e.g. "
+            "card['class_codes']."
+        )
     if n_classes and len(codes) != n_classes:
         raise ReactomoError(
             f"The model has {n_classes} output classes but {len(codes)} class codes were given; use the card's "
@@ -590,6 +598,9 @@ def _segment(
     warnings: list[str] = []
 
     spec = card.get("normalisation") or {}
+    if normalisation is None and "method" not in spec:
+        _note(warnings, "The model card names no normalisation method, so the scan was normalised with 'bright-tail'; "
+                        "re-save the model with its normalisation to be sure.")
     if normalisation is None:
         method = spec.get("method", "bright-tail")
         upper = spec.get("upper", 99.0)
@@ -600,12 +611,14 @@ def _segment(
 
     trained = (card.get("provenance") or {}).get("scan_dtype")
     if trained and str(np.dtype(vol.dtype)) != str(trained):
-        _note(warnings, f"The scan is {np.dtype(vol.dtype).name} but the model was trained on {trained} scans; check the labels, as grey values may not compare.")
+        _note(warnings, f"The scan is {np.dtype(vol.dtype).name} but the model was trained on {trained} scans; check "
+                        "the labels, as grey values may not compare.")
     prep = _prepare(model, dev, amp=config.amp, cpu_amp=config.cpu_amp)
     lut = _codes_lut(card["class_codes"], prep.n_classes or None)
     t = -(-config.tile // prep.multiple) * prep.multiple
     if shape[1] < t or shape[2] < t:
-        _note(warnings, f"The slices ({shape[1]} x {shape[2]}) are smaller than a {t}-pixel tile, so they are predicted whole (reflect-padded to the network's size multiple {prep.multiple}).")
+        _note(warnings, f"The slices ({shape[1]} x {shape[2]}) are smaller than a {t}-pixel tile, so they are predicted "
+                        f"whole (reflect-padded to the network's size multiple {prep.multiple}).")
 
     counts = np.zeros(256, dtype=np.int64)
     labels_out = None if target is not None else np.empty(shape, np.uint8)
@@ -626,7 +639,10 @@ def _segment(
                 lab = postprocess(lab)
                 if not isinstance(lab, np.ndarray) or lab.shape != images.shape or lab.dtype != np.uint8:
                     got = f"{lab.dtype} {lab.shape}" if isinstance(lab, np.ndarray) else type(lab).__name__
-                    raise ReactomoError(f"postprocess returned {got} for a {images.shape} uint8 slab; it must return uint8 labels of the same shape.")
+                    raise ReactomoError(
+                        f"postprocess returned {got} for a {images.shape} uint8 slab; it must return uint8 labels of "
+                        "the same shape."
+                    )
             counts[:] += np.bincount(lab.ravel(), minlength=256)
             if labels_out is not None:
                 labels_out[s0 - z0 : s1 - z0] = lab

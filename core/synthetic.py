@@ -155,11 +155,11 @@ class DemoConfig:
     grey_pore: float = 12000.0
     grey_gypsum: float = 24000.0
     grey_celestite: float = 40000.0
-    bassanite_contrast: float = 0.08
+    bassanite_contrast: float = 0.12
     grain_offset_grey: float = 150.0
     texture_grey: float = 120.0
     blur_sigma_vox: float = 0.8
-    noise_grey: float = 850.0
+    noise_grey: float = 600.0
     noise_gradient: float = 1.8
     ring_grey: float = 1800.0
     n_rings: int = 6

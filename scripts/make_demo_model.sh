@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-OUT=models/demo-unet
+OUT=${OUT:-models/demo-unet}
 if [ -e "$OUT" ]; then
   if [ "${1:-}" = "--force" ]; then rm -rf "$OUT"; else echo "$OUT exists; pass --force to rebuild it." >&2; exit 1; fi
 fi

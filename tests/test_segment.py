@@ -252,10 +252,11 @@ def test_should_stop_cancels_without_a_file(tiny, images, tmp_path):
 
 
 def test_warnings(tiny, images):
-    r = segment_volume(tiny, card_for(provenance={"scan_dtype": "float32"}), scan_from(images),
+    r = segment_volume(tiny, {"class_codes": CODES, "provenance": {"scan_dtype": "float32"}}, scan_from(images),
                        config=InferenceConfig(tile=256, **CPU))
     assert any("uint16" in w and "float32" in w for w in r.warnings)
     assert any("smaller than" in w for w in r.warnings)
+    assert any("no normalisation method" in w for w in r.warnings)
     assert not segment_volume(tiny, card_for(), scan_from(images), config=InferenceConfig(tile=64, **CPU)).warnings
 
 
@@ -340,3 +341,16 @@ def test_refuses_to_write_over_the_scan(tiny, images, tmp_path):
     with pytest.raises(ReactomoError, match="does not end in .tif"):
         segment_volume(tiny, card_for(), scan_path, tmp_path / "labels.png", config=InferenceConfig(**CPU))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.tif"]
+
+
+def test_model_cache_loads_once_across_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.segment import clear_model_cache
+
+    clear_model_cache()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: load_model_cached(ROOT / "models" / "demo-unet"), range(4)))
+    assert len({id(m) for m, _ in got}) == 1
+    clear_model_cache()
+    assert load_model_cached(ROOT / "models" / "demo-unet")[0] is not got[0][0]

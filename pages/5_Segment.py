@@ -1,0 +1,404 @@
+"""Segment: a trained U-Net labels every time step in the background; quality check of any segmentation."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.bundle import list_bundles
+from core.charts import slice_figure
+from core.errors import ReactomoError
+from core.jobs import list_jobs, read_job, request_cancel, start_job
+from core.postprocess import PostprocessConfig, default_postprocess
+from core.seg_charts import cleaning_chart, fraction_over_time
+from core.segment import InferenceConfig
+from core.series import read_series_record
+
+ROOT = Path(__file__).resolve().parents[1]
+KIND = "segment"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SCHEDULERS = {"process": "In this process", "local": "Local cluster (Dask) with N workers", "address": "Existing Dask cluster (address)"}
+
+
+def models_root() -> Path:
+    """The model registry: ``$REACTOMO_MODELS`` when set, else the repo's top-level ``models/``."""
+    return Path(os.environ.get("REACTOMO_MODELS") or ROOT / "models")
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating"
+    s = int(round(seconds))
+    return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
+
+
+def _date(text: str) -> str:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, AttributeError):
+        return str(text)
+
+
+def _mean_dice(b) -> float | None:
+    d = [v for v in (b.metrics.get("val_dice") or {}).values() if v is not None]
+    return sum(d) / len(d) if d else None
+
+
+def _job_fn(project, params: dict):
+    """The background work of one segmentation job (no Streamlit calls: it runs in a thread)."""
+    from core.series import segment_project
+
+    def run(ctx) -> dict:
+        post = PostprocessConfig.from_dict(params["postprocess"]) if params.get("postprocess") else None
+        result = segment_project(
+            project, params["model_dir"], name=params["name"], steps=params["steps"],
+            inference=InferenceConfig.from_dict(params["inference"]), postprocess=post, use_roi=params["use_roi"],
+            z_range=tuple(params["z_range"]) if params.get("z_range") else None, scheduler=params.get("scheduler"),
+            workers=int(params.get("workers", 1)), on_progress=ctx.progress,
+            on_step=lambda o: ctx.event({"step": o.step, "status": o.status, "error": o.error}), should_stop=ctx.cancelled,
+        )
+        return {"name": params["name"], "done": [o.step for o in result.done], "failed": [o.step for o in result.failed],
+                "seconds": round(result.seconds, 2)}
+
+    return run
+
+
+def _step_table(record: dict | None, steps: list[int]) -> pd.DataFrame:
+    """Status of every chosen step from the segmentation's record (pending where it has none yet)."""
+    by_step = {int(s["step"]): s for s in (record or {}).get("steps", [])}
+    rows = []
+    for i in steps:
+        s = by_step.get(i, {})
+        status = s.get("status", "pending")
+        if status == "done":
+            c = s.get("cleaning") or {}
+            detail = f"{s.get('seconds', 0):.1f} s" + (f" · cleaning changed {c['changed']:,} voxels" if c.get("changed") is not None else "")
+        elif status == "failed":
+            detail = s.get("error") or "failed"
+        else:
+            detail = ""
+        rows.append({"Step": i, "Scan": scans[i].name, "Time (min)": times[i] / 60.0, "Status": status, "Detail": detail})
+    return pd.DataFrame(rows)
+
+
+def _show_steps(record: dict | None, steps: list[int], key: str) -> None:
+    st.dataframe(_step_table(record, steps), hide_index=True, width="stretch", key=key, column_config={
+        "Time (min)": st.column_config.NumberColumn(format="%.1f"),
+        "Detail": st.column_config.TextColumn(width="large")})
+
+
+def _volume_rows(folder: str) -> list[dict]:
+    p = Path(folder) / "phase_volumes.csv"
+    try:
+        df = pd.read_csv(p)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return []
+    return df.to_dict("records")
+
+
+def _status_sentence(job) -> tuple[str, str]:
+    name = job.params.get("name", "?")
+    res = job.result or {}
+    if job.status == "done":
+        done, failed = res.get("done", []), res.get("failed", [])
+        if failed and not done:
+            return "error", f"Segmentation '{name}' failed on every step; the table below gives each step's reason."
+        tail = f"; {len(failed)} step(s) failed, see the table below" if failed else ""
+        return ("warning" if failed else "success"), f"Segmentation '{name}' finished: {len(done)} step(s) segmented in {_fmt_s(res.get('seconds'))}{tail}."
+    if job.status == "cancelled":
+        return "warning", f"Segmentation '{name}' was stopped; the steps done so far are kept."
+    if job.status == "interrupted":
+        return "warning", f"Segmentation '{name}' was interrupted ({job.error or 'the server stopped'}); start it again with the same name to resume."
+    return "error", f"Segmentation '{name}' failed: {job.error or 'unknown error'}"
+
+
+ICONS = {"success": ":material/check_circle:", "warning": ":material/pause_circle:", "error": ":material/error:"}
+
+ui.page_setup("Segment")
+project = ui.require_project()
+ui.sidebar_project(project)
+ss = st.session_state
+
+st.title("Segment")
+st.caption("A trained U-Net labels every time step, slab by slab, then the study's cleaning removes small islands and "
+           "the false bassanite rim around celestite. Segmenting runs in the background: you can leave this page or "
+           "reload it, the run goes on.")
+scans = project.scans()
+if not scans:
+    st.info("This project has no scans yet. Open them (or generate the demo) on the Data page first.")
+    st.markdown('<a href="./data" target="_self">Go to the Data page</a>', unsafe_allow_html=True)
+    st.stop()
+phases = project.phases()
+times = project.times_s()
+vs = project.voxel_size_um()
+
+if msg := ss.pop("seg_flash", None):
+    st.success(msg, icon=":material/check_circle:")
+
+jobs = []
+with ui.user_errors():
+    jobs = list_jobs(project.root, kind=KIND)
+latest = jobs[0] if jobs else None
+active = latest is not None and latest.is_active
+
+
+def _job_steps(job) -> list[int]:
+    chosen = job.params.get("steps")
+    return list(chosen) if chosen else list(range(len(scans)))
+
+
+# ------------------------------------------------------------------------------------------------ live run
+@st.fragment(run_every=1.5)
+def live_run(job_id: str) -> None:
+    job = read_job(project.root, job_id)
+    if not job.is_active:
+        st.rerun()  # the whole page switches to the final state
+    name = job.params.get("name", "?")
+    record = read_series_record(project.root / "segmentations" / name)
+    steps = _job_steps(job)
+    n_done = sum(1 for s in (record or {}).get("steps", []) if s.get("step") in steps and s.get("status") in ("done", "failed"))
+    st.subheader("Segmentation in progress")
+    m1, m2, m3, m4 = st.columns([2, 1, 1, 1], vertical_alignment="center")
+    m1.markdown(f"**{name}** · model `{job.params.get('model_name', '?')}` · started "
+                f"{(job.started or job.created or '')[:19].replace('T', ' ')} UTC")
+    m2.metric("Steps finished", f"{n_done} / {len(steps)}")
+    m3.metric("Time left", _fmt_s(job.eta_s) if job.status == "running" else "waiting")
+    with m4:
+        if st.button("Stop", icon=":material/stop_circle:", key="seg_stop", width="stretch",
+                     help="Stops after the current slab; the steps already done are kept."):
+            with ui.user_errors():
+                request_cancel(project.root, job_id)
+                st.toast("Stopping after the current slab.", icon=":material/stop_circle:")
+    st.progress(min(max(float(job.progress), 0.0), 1.0), text=job.message or "starting")
+    left, right = st.columns([2, 3])
+    with left:
+        _show_steps(record, steps, "seg_live_steps")
+    rows = _volume_rows(str(project.root / "segmentations" / name))
+    if rows:
+        right.plotly_chart(fraction_over_time(rows, phases, title=f"Phase volume fractions of '{name}' so far"),
+                           width="stretch", key="seg_live_fractions")
+    else:
+        right.caption("The phase volume fractions appear when the first step is done.")
+
+
+if active:
+    live_run(latest.id)
+elif latest is not None:
+    st.subheader("Last run")
+    kind, sentence = _status_sentence(latest)
+    getattr(st, kind)(sentence, icon=ICONS[kind])
+    with st.expander("Steps of the last run", expanded=kind != "success", icon=":material/list:"):
+        _show_steps(read_series_record(project.root / "segmentations" / latest.params.get("name", "?")),
+                    _job_steps(latest), "seg_last_steps")
+
+# ------------------------------------------------------------------------------------------------ settings
+bundles = []
+with ui.user_errors():
+    bundles = list_bundles(models_root())
+with st.expander("New segmentation", expanded=not active and not project.manifest.get("segmentations"),
+                 icon=":material/tune:"):
+    if not bundles:
+        st.info(f"There is no model in the registry (`{models_root()}`) yet. Train one on the Train page first.")
+        st.markdown('<a href="./train" target="_self">Go to the Train page</a>', unsafe_allow_html=True)
+    else:
+        names = [b.name for b in bundles]
+        model = st.selectbox("Model", names, key="seg_model", help=f"Models of the registry in `{models_root()}`.")
+        b = next(x for x in bundles if x.name == model)
+        dice = _mean_dice(b)
+        st.caption(f":material/deployed_code: **{b.name}** · created {_date(b.created)} UTC · phases: {', '.join(b.phases)}"
+                   + (f" · mean validation Dice {dice:.3f}" if dice is not None else "")
+                   + (f" · {b.metrics['epochs']} epochs" if b.metrics.get("epochs") else ""))
+        if tuple(b.phases) != tuple(phases.names):
+            st.warning(f"This model was trained for the phases {', '.join(b.phases)}, but the project has "
+                       f"{', '.join(phases.names)}; it will be refused.", icon=":material/warning:")
+        # the default name follows the chosen model (set before the text box is drawn)
+        if ss.get("seg_name_model") != model:
+            base, taken, i = f"{model}-{datetime.now():%Y%m%d}", set(project.manifest.get("segmentations") or {}), 2
+            default = base
+            while default in taken:
+                default, i = f"{base}-{i}", i + 1
+            ss["seg_name"] = default
+            ss["seg_name_model"] = model
+
+        idef, pdef = InferenceConfig(), default_postprocess(phases)
+        depth = scans[0].shape[0]
+        roi = project.roi()
+        with st.form("seg_settings", border=False):
+            c1, c2 = st.columns([3, 1])
+            steps = c1.multiselect("Steps", list(range(len(scans))), default=list(range(len(scans))), key="seg_steps",
+                                   format_func=lambda i: f"{scans[i].name} · {times[i] / 60:.1f} min",
+                                   help="All steps by default; remove the ones to skip.")
+            name = c2.text_input("Segmentation name", key="seg_name", max_chars=64,
+                                 help="Letters, digits, '-', '_' and '.'. The same name again resumes a stopped run.")
+            c1, c2, c3 = st.columns([2, 2, 3])
+            use_roi = c1.checkbox("Use the project's region of interest", value=roi is not None, disabled=roi is None,
+                                  key="seg_use_roi",
+                                  help="Crop every scan to the region set on the Data page." if roi else "No region of interest is set (Data page).")
+            some_z = c2.checkbox("Only some slices (z range)", value=False, key="seg_some_z")
+            z0, z1 = c3.slider("z range (slices, end excluded)", 0, max(depth, 1), (0, max(depth, 1)), key="seg_z")
+
+            with st.expander("Inference settings", icon=":material/memory:"):
+                c1, c2, c3 = st.columns(3)
+                tile = c1.number_input("Tile (px)", 16, 4096, idef.tile, step=16, key="seg_tile",
+                                       help="Side of the square tiles pushed through the network; a tile as large as the slice is fastest on a CPU.")
+                overlap = c2.slider("Overlap", 0.0, 0.75, float(idef.overlap), 0.05, key="seg_overlap",
+                                    help="Fraction of the tile side shared by neighbouring tiles (Gaussian blending).")
+                batch = c3.number_input("Batch (tiles per pass)", 1, 1024, idef.batch_size, key="seg_batch")
+
+            with st.expander("Post-processing (cleaning)", icon=":material/auto_fix_high:"):
+                clean_on = st.toggle("Clean the segmentation", value=pdef.enabled, key="seg_clean")
+                c1, c2 = st.columns(2)
+                connectivity = c1.radio("Connectivity", ["2d", "3d"], index=["2d", "3d"].index(pdef.connectivity),
+                                        horizontal=True, key="seg_conn",
+                                        format_func=lambda k: {"2d": "2D (per XY slice, 8-connected)", "3d": "3D (26-connected)"}[k])
+                rim_px = c2.number_input("Rim width (px)", 0, 20, int(pdef.rim_px), key="seg_rim",
+                                         disabled=pdef.rim_phase is None,
+                                         help=(f"False {phases.by_code(pdef.rim_phase).name} rim around "
+                                               f"{phases.by_code(pdef.rim_around).name} removed within this many pixels; 0 = off."
+                                               if pdef.rim_phase is not None else "This phase table has no rim rule."))
+                st.markdown("Minimum island size per phase (px in 2D, voxels in 3D; 0 = keep every island)")
+                cols = st.columns(len(phases))
+                min_sizes = {p.code: col.number_input(p.name, 0, 1_000_000, int(pdef.min_sizes.get(p.code, 0)),
+                                                      key=f"seg_min_{p.code}")
+                             for col, p in zip(cols, phases)}
+
+            with st.expander("Dask scheduler", icon=":material/hub:"):
+                c1, c2, c3 = st.columns([2, 1, 2])
+                sched = c1.radio("Run the steps", list(SCHEDULERS), format_func=SCHEDULERS.get, key="seg_sched")
+                workers = c2.number_input("Workers (N)", 1, 256, 2, key="seg_workers", help="For the local cluster.")
+                address = c3.text_input("Scheduler address", placeholder="tcp://host:8786", key="seg_address",
+                                        help="Every worker must see the model, the scans and the project at the same paths.")
+            start = st.form_submit_button("Start segmentation", type="primary", icon=":material/layers:", disabled=active)
+
+        if start:
+            with ui.user_errors():
+                from core.segment import load_model_cached
+
+                name = (name or "").strip()
+                if not name:
+                    raise ReactomoError("Give the segmentation a name (letters, digits, '-', '_' and '.').")
+                if not NAME_RE.match(name):
+                    raise ReactomoError(f"Segmentation name '{name}' is not allowed; use up to 64 letters, digits, '-', '_' "
+                                        "and '.', starting with a letter or digit.")
+                if not steps:
+                    raise ReactomoError("Choose at least one step to segment.")
+                old = (project.manifest.get("segmentations") or {}).get(name)
+                if old and old.get("model_name") != model:
+                    raise ReactomoError(f"A segmentation called '{name}' already exists (model '{old.get('model_name')}'); "
+                                        "choose another name.")
+                if some_z and z1 - z0 < 1:
+                    raise ReactomoError("The z range holds no slice; widen it.")
+                scheduler = {"process": None, "local": "local"}.get(sched)
+                if sched == "address":
+                    scheduler = (address or "").strip()
+                    if "://" not in scheduler:
+                        raise ReactomoError("Give the Dask scheduler's address, e.g. tcp://host:8786.")
+                load_model_cached(models_root() / model, phases=phases, device="cpu")  # refuses another phase table
+                inference = InferenceConfig(tile=int(tile), overlap=float(overlap), batch_size=int(batch))
+                inference.validate()
+                post = PostprocessConfig(min_sizes={c: int(v) for c, v in min_sizes.items() if int(v) > 0},
+                                         connectivity=connectivity, rim_phase=pdef.rim_phase, rim_around=pdef.rim_around,
+                                         rim_px=int(rim_px) if pdef.rim_phase is not None else 0, enabled=bool(clean_on))
+                params = {"name": name, "model_dir": str(models_root() / model), "model_name": model,
+                          "steps": sorted(int(s) for s in steps), "inference": inference.to_dict(),
+                          "postprocess": post.to_dict() if clean_on else None, "use_roi": bool(use_roi and roi),
+                          "z_range": [int(z0), int(z1)] if some_z and (z0, z1) != (0, depth) else None,
+                          "scheduler": scheduler, "workers": int(workers) if sched == "local" else 1,
+                          "project": project.name}
+                start_job(project.root, KIND, _job_fn(project, params), params=params, title=f"Segment {name}")
+                ss["seg_flash"] = f"Started segmenting {len(steps)} step(s) as '{name}'."
+                ss["qc_seg"] = name
+                st.rerun()
+
+# ------------------------------------------------------------------------------------------------ QC viewer
+st.subheader("Quality check")
+segs = project.manifest.get("segmentations") or {}
+if not segs:
+    st.info("This project has no segmentation yet: choose a model and start one above.")
+    st.stop()
+seg_names = list(segs)
+if ss.get("qc_seg") not in seg_names:
+    ss["qc_seg"] = seg_names[-1]
+c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+seg_name = c1.selectbox("Segmentation", seg_names, key="qc_seg",
+                        format_func=lambda n: f"{n} · {segs[n].get('model_name', '?')} · {segs[n].get('status', '?')}")
+seg = segs[seg_name]
+record = read_series_record(seg["path"])
+if record is None:
+    st.warning(f"The segmentation '{seg_name}' has no readable record in `{seg['path']}` yet.", icon=":material/warning:")
+    st.stop()
+done = {int(s["step"]): s for s in record.get("steps", []) if s.get("status") == "done"}
+settings = record.get("settings") or {}
+c2.caption(f"Model `{record.get('model', {}).get('name', '?')}` · {len(done)} of {len(record.get('steps', []))} steps done · "
+           f"tile {settings.get('inference', {}).get('tile', '?')} px · cleaning "
+           f"{'on' if settings.get('postprocess') and settings['postprocess'].get('enabled', True) else 'off'} · "
+           f"{record.get('device', '?')}, {record.get('scheduler', '?')}")
+
+rows = _volume_rows(seg["path"])
+f1, f2 = st.columns([3, 1], vertical_alignment="bottom")
+if rows:
+    f1.plotly_chart(fraction_over_time(rows, phases, title=f"Phase volume fractions of '{seg_name}'"),
+                    width="stretch", key="qc_fractions")
+    csv_text = (Path(seg["path"]) / "phase_volumes.csv").read_bytes()
+    f2.download_button("Download phase_volumes.csv", csv_text, file_name=f"{seg_name}_phase_volumes.csv",
+                       mime="text/csv", icon=":material/download:", width="stretch", key="qc_csv")
+    f2.caption("Per step: voxels, volume (mm³) and fraction of the segmented voxels of every phase.")
+if not done:
+    st.info("No step of this segmentation is done yet.")
+    st.stop()
+
+steps_done = sorted(done)
+c1, c2, c3 = st.columns([2, 2, 1])
+step = c1.select_slider("Step", steps_done, key="qc_step",
+                        format_func=lambda i: f"{scans[i].name} · {times[i] / 60:.1f} min" if i < len(scans) else str(i))
+s = done[step]
+with ui.user_errors():
+    label_path = s["out_path"]
+    from core.io import open_volume
+
+    with open_volume(label_path) as lv:
+        nz = lv.shape[0]
+    z = c2.slider("Slice (z of the segmented volume)", 0, nz - 1, nz // 2, key="qc_z") if nz > 1 else 0
+    opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="qc_opacity")
+    z_off = (settings.get("z_range") or [0, 0])[0]
+    region = settings.get("region")
+    image = ui.read_slice(scans[step], 0, z + z_off)
+    if region:
+        y0, y1, x0, x1 = region
+        image = image[y0:y1, x0:x1]
+    labels = ui.read_file_slice(label_path, 0, z)
+    lo, hi, _, _ = ui.display_range(scans[step])
+    v1, v2 = st.columns([3, 2])
+    v1.plotly_chart(slice_figure(image, voxel_size_um=vs, window=(lo, hi), labels=labels, phases=phases, opacity=opacity,
+                                 title=f"{scans[step].name} · z {z + z_off} · '{seg_name}'", height=520),
+                    width="stretch", key="qc_overlay")
+    cleaning = s.get("cleaning")
+    with v2:
+        if cleaning and cleaning.get("before"):
+            st.plotly_chart(cleaning_chart(cleaning["before"], cleaning["after"], phases, voxel_size_um=vs,
+                                           title=f"Cleaning of {scans[step].name}: volume per phase"),
+                            width="stretch", key="qc_cleaning")
+            table = pd.DataFrame([{
+                "Phase": p.name,
+                "Before (voxels)": int(cleaning["before"].get(str(p.code), 0)),
+                "After (voxels)": int(cleaning["after"].get(str(p.code), 0)),
+            } for p in phases])
+            table["Change (%)"] = [(a - b_) / b_ * 100.0 if b_ else math.nan
+                                   for b_, a in zip(table["Before (voxels)"], table["After (voxels)"])]
+            st.dataframe(table, hide_index=True, width="stretch", key="qc_cleaning_table",
+                         column_config={"Change (%)": st.column_config.NumberColumn(format="%+.1f")})
+            st.caption(f"Cleaning relabelled {int(cleaning.get('changed', 0)):,} voxels of this step.")
+        else:
+            st.caption("This segmentation was not cleaned, so there is no before/after comparison.")
+    if s.get("warnings"):
+        for w in s["warnings"]:
+            st.warning(w, icon=":material/warning:")
+st.markdown('<a href="./evaluate" target="_self">Evaluate the segmentations against a reference</a>',
+            unsafe_allow_html=True)

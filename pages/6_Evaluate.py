@@ -1,0 +1,153 @@
+"""Evaluate: score the project's segmentations against a reference, per phase and per step; compare them side by side."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from core.evaluate import comparison_rows, evaluate_segmentation, references, report_csv
+from core.metrics import METRICS
+from core.seg_charts import confusion_heatmap, dice_per_step_chart
+from core.series import read_series_record
+
+DASH = "–"
+LABELS = {"accuracy": "Accuracy", "recall": "Recall", "specificity": "Specificity", "precision": "Precision",
+          "dice": "Dice", "iou": "IoU", "auc": "AUC", "volumetric_similarity": "Volumetric similarity", "kappa": "Kappa"}
+
+
+def _fmt(v) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return DASH if math.isnan(f) else f"{f:.3f}"
+
+
+def _has_nan(rows: list[dict]) -> bool:
+    return any(isinstance(v, float) and math.isnan(v) for r in rows for v in r.values())
+
+
+@st.cache_data(max_entries=32, show_spinner="Scoring the segmentation against the reference")
+def _evaluate(project_name: str, name: str, reference: str, stamp: tuple):
+    """``{step: MetricsReport}``, cached on the segmentation record's and the manifest's time (a re-run re-scores)."""
+    from core.project import open_project
+
+    return evaluate_segmentation(open_project(project_name), name, reference=reference)
+
+
+def _stamp(path: str) -> tuple:
+    out = []
+    for f in (Path(path) / "segmentation.json", project.root / "project.json"):
+        try:
+            out.append(f.stat().st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return tuple(out)
+
+
+ui.page_setup("Evaluate")
+project = ui.require_project()
+ui.sidebar_project(project)
+
+st.title("Evaluate")
+st.caption("Every segmented step is scored against a reference, voxel by voxel: the ground-truth slices you accepted, "
+           "or on the demo experiment its known truth. Voxels without a reference label are not scored.")
+
+segs = {n: s for n, s in (project.manifest.get("segmentations") or {}).items()
+        if any(x.get("status") == "done" for x in ((read_series_record(s["path"]) or {}).get("steps") or []))}
+if not segs:
+    st.info("This project has no finished segmentation yet. Segment the time steps on the Segment page first.")
+    st.markdown('<a href="./segment" target="_self">Go to the Segment page</a>', unsafe_allow_html=True)
+    st.stop()
+refs = references(project)
+if not refs:
+    st.info("This project has no reference to score against: accept a ground truth on the Ground truth page first.")
+    st.markdown('<a href="./ground-truth" target="_self">Go to the Ground truth page</a>', unsafe_allow_html=True)
+    st.stop()
+
+phases = project.phases()
+scans = project.scans()
+times = project.times_s()
+
+c1, c2 = st.columns([3, 2])
+chosen = c1.multiselect("Segmentations", list(segs), default=list(segs)[-3:], key="ev_segs",
+                        format_func=lambda n: f"{n} · model {segs[n].get('model_name', '?')}")
+ref_keys = list(refs)
+reference = c2.radio("Reference", ref_keys, index=ref_keys.index("demo truth") if "demo truth" in refs else 0,
+                     key="ev_ref", horizontal=True, captions=[refs[k] for k in ref_keys])
+if not chosen:
+    st.info("Choose at least one segmentation to score.")
+    st.stop()
+
+reports: dict[str, dict] = {}
+for name in chosen:
+    with ui.user_errors(prefix=f"{name}: "):
+        reports[name] = _evaluate(project.name, name, reference, _stamp(segs[name]["path"]))
+if not reports:
+    st.stop()
+
+# ------------------------------------------------------------------------------------------------ one step, one segmentation
+all_steps = sorted({s for r in reports.values() for s in r})
+common = [s for s in all_steps if all(s in r for r in reports.values())] or all_steps
+
+
+def _step_label(i: int) -> str:
+    return f"{scans[i].name} · {times[i] / 60:.1f} min" if i < len(scans) else f"step {i}"
+
+
+c1, c2 = st.columns([2, 3])
+step = c1.selectbox("Step", common, key="ev_step", format_func=_step_label,
+                    help="Steps segmented by every chosen segmentation and present in the reference.")
+detail_names = [n for n in reports if step in reports[n]]
+detail = c2.selectbox("Segmentation shown in detail", detail_names, key="ev_detail")
+report = reports[detail][step]
+
+st.subheader(f"Metrics of '{detail}' on {_step_label(step)}")
+rows = report.rows()
+table = pd.DataFrame([{"Phase": r["phase"], **{LABELS[m]: _fmt(r[m]) for m in METRICS}} for r in rows])
+st.dataframe(table, hide_index=True, width="stretch", key="ev_metrics")
+notes = ["Average: mean over the phases where the metric is defined."]
+if _has_nan(rows):
+    absent = [phases.by_code(c).name for c in report.absent]
+    notes.insert(0, f"{DASH} : undefined, the phase is absent from both the reference and the segmentation"
+                    + (f" ({', '.join(absent)})" if absent else "") + ".")
+c1, c2 = st.columns([4, 1], vertical_alignment="center")
+c1.caption(" ".join(notes))
+c2.download_button("Download metrics (CSV)", report_csv(rows), file_name=f"{detail}_{_step_label(step).split(' ')[0]}_metrics.csv",
+                   mime="text/csv", icon=":material/download:", key="ev_metrics_csv", width="stretch")
+left, right = st.columns([2, 3])
+left.plotly_chart(confusion_heatmap(report.confusion, report.names,
+                                    title="Confusion matrix (counts, % of each reference row)"),
+                  width="stretch", key="ev_confusion")
+with right:
+    if reference == "demo truth":
+        series = {detail: {s: {c: rep.per_phase[c]["dice"] for c in rep.codes} for s, rep in reports[detail].items()}}
+        st.plotly_chart(dice_per_step_chart(series, phases, times, title=f"Dice per step of '{detail}' against the known truth"),
+                        width="stretch", key="ev_dice_steps")
+        per_step = [{"segmentation": n, "step": s, "time_min": round(times[s] / 60.0, 3),
+                     **{p.name: r[s].per_phase[p.code]["dice"] for p in phases}, "average": r[s].average["dice"]}
+                    for n, r in reports.items() for s in sorted(r)]
+        st.download_button("Download Dice per step (CSV)", report_csv(per_step), file_name="dice_per_step.csv",
+                           mime="text/csv", icon=":material/download:", key="ev_steps_csv",
+                           help="Every chosen segmentation, every step, Dice per phase and averaged.")
+    else:
+        st.caption("Dice over all steps needs a reference on every step: the demo experiment's known truth.")
+
+# ------------------------------------------------------------------------------------------------ comparison
+st.subheader("Segmentations side by side")
+metric = st.columns([1, 3])[0].selectbox("Metric", list(METRICS), index=list(METRICS).index("dice"), key="ev_metric",
+                                         format_func=LABELS.get)
+at_step = {n: r[step] for n, r in reports.items() if step in r}
+cmp = comparison_rows(at_step, metric=metric)
+cmp_table = pd.DataFrame([{("Segmentation" if k == "model" else k): (_fmt(v) if k != "model" else v) for k, v in r.items()}
+                          for r in cmp])
+cmp_table.insert(1, "Model", [segs[n].get("model_name", "?") for n in at_step])
+st.dataframe(cmp_table, hide_index=True, width="stretch", key="ev_compare")
+st.caption(f"{LABELS[metric]} per phase and averaged over the phases, on {_step_label(step)} against the {reference}."
+           + (f" {DASH} : the phase is absent from both." if _has_nan(cmp) else ""))
+st.download_button("Download comparison (CSV)", report_csv(cmp), file_name=f"comparison_{metric}.csv", mime="text/csv",
+                   icon=":material/download:", key="ev_compare_csv")

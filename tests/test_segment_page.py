@@ -1,0 +1,265 @@
+"""The Segment and Evaluate pages: a background segmentation with the shipped model, QC viewer, scores and tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.jobs import list_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "models" / "demo-unet"
+
+
+@pytest.fixture
+def shipped_models(monkeypatch):
+    """The repo's own registry (models/demo-unet), as the app uses it without REACTOMO_MODELS."""
+    monkeypatch.delenv("REACTOMO_MODELS", raising=False)
+    return ROOT / "models"
+
+
+def _page(page: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.session_state["project_name"] = "demo"
+    return at
+
+
+def _start(at: AppTest) -> AppTest:
+    return next(b for b in at.button if b.label == "Start segmentation").click().run()
+
+
+def _wait(project, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = list_jobs(project.root, kind="segment")
+        if jobs and not jobs[0].is_active:
+            return jobs[0]
+        time.sleep(0.2)
+    pytest.fail("the segmentation job did not finish in time")
+
+
+def _table(at: AppTest, column: str):
+    """The first st.dataframe holding ``column`` (AppTest does not expose a dataframe's key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def _segment(project, name: str = "seg-a", steps=(1, 2)):
+    from core.segment import InferenceConfig
+    from core.series import segment_project
+
+    return segment_project(project, SHIPPED, name=name, steps=list(steps), inference=InferenceConfig(tile=64))
+
+
+# ------------------------------------------------------------------------------------------------ Segment page
+def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_models):
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="seg_model").value == "demo-unet"
+    assert any("mean validation Dice" in c.value and "gypsum" in c.value for c in at.caption)
+    assert at.text_input(key="seg_name").value.startswith("demo-unet-")
+    assert at.multiselect(key="seg_steps").value == [0, 1, 2, 3]
+    assert any("no segmentation yet" in i.value for i in at.info)
+
+    at.multiselect(key="seg_steps").set_value([1, 2])
+    at.number_input(key="seg_tile").set_value(64)
+    at.text_input(key="seg_name").set_value("qc-run")
+    _start(at)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    job = _wait(demo_project)
+    assert job.status == "done", job.error
+    assert job.params["steps"] == [1, 2] and job.params["inference"]["tile"] == 64
+    assert job.params["postprocess"]["enabled"] is True and job.params["postprocess"]["min_sizes"] == {"2": 100, "3": 8}
+
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Segmentation 'qc-run' finished: 2 step(s) segmented" in s.value for s in at.success)
+    steps = _table(at, "Status")
+    assert list(steps["Step"]) == [1, 2] and list(steps["Status"]) == ["done", "done"]
+    charts = _charts(at)
+    fractions = next(c for c in charts if c["layout"]["yaxis"]["title"]["text"] == "volume fraction (%)")
+    assert fractions["layout"]["xaxis"]["title"]["text"] == "time (min)"
+    assert [t["name"] for t in fractions["data"]] == list(demo_project.phases().names)
+    assert fractions["data"][0]["x"] == [5.0, 10.0]  # steps 1 and 2 at 300 s and 600 s
+    assert any(t["type"] == "image" for c in charts for t in c["data"])  # the slice with its labels
+    assert any(c["layout"]["barmode"] == "group" for c in charts if "barmode" in c["layout"])  # cleaning before/after
+    cleaning = _table(at, "Before (voxels)")
+    assert list(cleaning["Phase"]) == list(demo_project.phases().names)
+    assert at.select_slider(key="qc_step").value == 1
+    at.select_slider(key="qc_step").set_value(2)
+    at.slider(key="qc_opacity").set_value(0.8).run()
+    assert not at.exception and not at.error
+    assert any(b.label == "Download phase_volumes.csv" for b in at.get("download_button"))
+
+
+@pytest.mark.parametrize("what", ["empty name", "no step", "bad address"])
+def test_bad_input_is_one_sentence_and_starts_nothing(demo_project, shipped_models, what):
+    at = _page("pages/5_Segment.py").run()
+    if what == "empty name":
+        at.text_input(key="seg_name").set_value("  ")
+    elif what == "no step":
+        at.multiselect(key="seg_steps").set_value([])
+    else:
+        at.radio(key="seg_sched").set_value("address")
+        at.text_input(key="seg_address").set_value("localhost")
+    _start(at)
+    assert not at.exception, at.exception
+    assert len(at.error) == 1, [e.value for e in at.error]
+    sentence = at.error[0].value
+    assert "\n" not in sentence and sentence.endswith(".") and "Traceback" not in sentence
+    assert {"empty name": "Give the segmentation a name", "no step": "at least one step",
+            "bad address": "scheduler's address"}[what] in sentence
+    assert list_jobs(demo_project.root, kind="segment") == []
+
+
+def test_model_for_other_phases_is_refused(demo_project, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    shutil.copytree(SHIPPED, models / "other-phases")
+    card_path = models / "other-phases" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["name"] = "other-phases"
+    card["phases"][2]["name"] = "void"
+    card_path.write_text(json.dumps(card))
+    monkeypatch.setenv("REACTOMO_MODELS", str(models))
+    at = _page("pages/5_Segment.py").run()
+    assert any("will be refused" in w.value for w in at.warning)
+    at.multiselect(key="seg_steps").set_value([1])
+    _start(at)
+    assert not at.exception
+    assert len(at.error) == 1 and "trained for phases" in at.error[0].value
+    assert list_jobs(demo_project.root, kind="segment") == []
+
+
+def test_running_job_shows_progress_steps_and_stops(demo_project, shipped_models):
+    """A job already running (e.g. started before a reload) is found on disk: progress, ETA, step table, Stop."""
+    from core.jobs import JobCancelled, start_job
+
+    def work(ctx):
+        ctx.progress(0.25, "step 1 (t001.tif): slab 1 of 2")
+        while not ctx.cancelled():
+            time.sleep(0.05)
+        raise JobCancelled()
+
+    start_job(demo_project.root, "segment", work, params={"name": "live", "steps": [1, 2], "model_name": "demo-unet"},
+              title="Segment live")
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    assert any(s.value == "Segmentation in progress" for s in at.subheader)
+    assert any(m.label == "Steps finished" and m.value == "0 / 2" for m in at.metric)
+    assert list(_table(at, "Status")["Status"]) == ["pending", "pending"]
+    assert next(b for b in at.button if b.label == "Start segmentation").disabled
+    next(b for b in at.button if b.label == "Stop").click().run()
+    job = _wait(demo_project)
+    assert job.status == "cancelled"
+    at.run()
+    assert any("Segmentation 'live' was stopped; the steps done so far are kept." in w.value for w in at.warning)
+
+
+# ------------------------------------------------------------------------------------------------ Evaluate page
+def test_evaluate_without_segmentation_points_to_the_segment_page(demo_project):
+    at = _page("pages/6_Evaluate.py").run()
+    assert not at.exception
+    assert any("no finished segmentation" in i.value for i in at.info)
+    assert any('href="./segment"' in m.value for m in at.markdown)
+
+
+def test_evaluate_metrics_confusion_comparison_and_dice_per_step(demo_project, shipped_models):
+    from core.evaluate import evaluate_segmentation
+
+    _segment(demo_project, "seg-a")
+    _segment(demo_project, "seg-b", steps=(1,))
+    at = _page("pages/6_Evaluate.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.radio(key="ev_ref").value == "demo truth"
+    assert at.multiselect(key="ev_segs").value == ["seg-a", "seg-b"]
+    assert at.selectbox(key="ev_step").value == 1  # the step both segmented
+
+    expected = evaluate_segmentation(demo_project, "seg-a", reference="demo truth")
+    assert at.selectbox(key="ev_detail").value == "seg-a"
+    table = _table(at, "Kappa")
+    assert list(table["Phase"]) == [*demo_project.phases().names, "average"]
+    report = expected[1]
+    want = [f"{report.per_phase[c]['dice']:.3f}" if not math.isnan(report.per_phase[c]["dice"]) else "–" for c in report.codes]
+    assert list(table["Dice"]) == [*want, f"{report.average['dice']:.3f}"]
+    assert "IoU" in table.columns and "Kappa" in table.columns
+
+    cmp = _table(at, "Segmentation")
+    assert list(cmp["Segmentation"]) == ["seg-a", "seg-b"]
+    assert list(cmp.columns) == ["Segmentation", "Model", *demo_project.phases().names, "average"]
+    assert cmp["average"][0] == f"{report.average['dice']:.3f}"
+
+    charts = _charts(at)
+    confusion = next(c for c in charts if c["data"][0]["type"] == "heatmap")
+    assert confusion["layout"]["yaxis"]["title"]["text"] == "reference phase (truth)"
+    per_step = next(c for c in charts if c["layout"].get("yaxis", {}).get("title", {}).get("text") == "Dice (0-1)")
+    assert per_step["layout"]["xaxis"]["title"]["text"] == "time (min)"
+
+    at.selectbox(key="ev_metric").set_value("iou").run()
+    assert not at.exception
+    assert _table(at, "Segmentation")["average"][0] == f"{report.average['iou']:.3f}"
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Download metrics (CSV)", "Download comparison (CSV)", "Download Dice per step (CSV)"} <= labels
+
+
+# ------------------------------------------------------------------------------------------------ real browser
+@pytest.mark.browser
+def test_browser_segment_and_evaluate_screenshots(tmp_path, monkeypatch):
+    import threading
+
+    from conftest import SMALL_DEMO, browser_page, launch_streamlit, settle
+    from core.data import create_demo_project
+    from core.series import segment_project
+    from core.synthetic import DemoConfig
+
+    ws = tmp_path / "workspace"
+    ws.mkdir()
+    monkeypatch.setenv("REACTOMO_WORKSPACE", str(ws))
+    monkeypatch.delenv("REACTOMO_MODELS", raising=False)
+    project = create_demo_project("demo", workspace=ws, config=DemoConfig(**SMALL_DEMO))
+    shots = ROOT / "artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+
+    def segment() -> None:  # while the server starts
+        segment_project(project, SHIPPED, name="demo-unet-raw", steps=[0, 3], postprocess=None)  # no cleaning
+        segment_project(project, SHIPPED, name="demo-unet-qc")  # every step; one tile per slice is fastest here
+
+    worker = threading.Thread(target=segment)
+    worker.start()
+    with launch_streamlit(ws, data_root=tmp_path, log_path=tmp_path / "streamlit.log") as url, \
+            browser_page(height=1750) as pg:
+        pg.goto(f"{url}/?project=demo")  # a fresh server answers its first deep link with "page not found"
+        settle(pg)
+        worker.join(120)
+        assert not worker.is_alive()
+        pg.get_by_role("link", name="Segment", exact=True).first.click()
+        pg.get_by_text("Quality check").first.wait_for()
+        settle(pg)
+        pg.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
+        pg.get_by_text("New segmentation").first.click()  # the settings, as a user sees them before a run
+        pg.get_by_text("Start segmentation").first.wait_for()
+        pg.set_viewport_size({"width": 1500, "height": 2500})
+        pg.wait_for_timeout(800)
+        text = pg.inner_text("body")
+        assert "Traceback" not in text and "Phase volume fractions" in text and "mean validation Dice" in text
+        pg.screenshot(path=str(shots / "segment.png"), full_page=True)
+        pg.set_viewport_size({"width": 1500, "height": 1750})
+
+        pg.get_by_role("link", name="Evaluate", exact=True).first.click()
+        pg.get_by_text("Segmentations side by side").first.wait_for()
+        settle(pg)
+        pg.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
+        pg.wait_for_timeout(500)
+        text = pg.inner_text("body")
+        assert "Traceback" not in text and "Confusion matrix" in text
+        pg.screenshot(path=str(shots / "evaluate.png"), full_page=True)
