@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--skip-ablation", action="store_true", help="only RF vs ceiling")
+    ap.add_argument("--scarce", action="store_true",
+                    help="only the scarce-label ablation: RF ground truth of ONE scribbled slice, with and without augmentation")
     args = ap.parse_args()
 
     import torch
@@ -124,6 +126,19 @@ def main() -> int:
 
     gt_dice = {k: dice_per_phase(v, exp.truth[ls][zs], codes=CODES) for k, v in gts.items()}
 
+    if args.scarce:
+        z = zs[1]
+        one = apply_normalisation(scan[[z]], norm)  # one slice: validation is a held-out strip of it
+        print(f"## Scarce labels: RF ground truth of slice {z} of step {ls} only ({dt.date.today().isoformat()}, "
+              f"{os.cpu_count()} CPU cores, torch {torch.__version__})\n")
+        print("| augmentation | " + " | ".join(NAMES) + " | mean over 10 steps | best epoch | time (s) |\n|---|" + "---:|" * 7)
+        for aug in (False, True):
+            model, r = train(one, rf.labels[[z]], epochs=args.epochs, seed=args.seed, augment=aug, device=args.device)
+            s_ = score(model, exp, norms, args.device)
+            avg = lambda c: float(np.nanmean([d[c] for d in s_]))
+            print(f"| {'yes' if aug else 'no'} | " + " | ".join(f"{avg(c):.3f}" for c in CODES)
+                  + f" | {np.mean([mean(d) for d in s_]):.3f} | {r.best_epoch} | {r.seconds:.0f} |", flush=True)
+        return 0
     runs = [("RF", True), ("ceiling", True)]
     if not args.skip_ablation:
         runs += [("RF", False), ("Otsu", True), ("Otsu", False)]

@@ -524,6 +524,20 @@ def _inference_from(args):
     return cfg
 
 
+def _min_sizes(items: list[str]) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in items:
+        name, sep, px = item.partition("=")
+        try:
+            value = int(px)
+        except ValueError:
+            value = None
+        if not sep or not name.strip() or value is None:
+            raise ReactomoError(f"--min-size takes PHASE=PIXELS, e.g. bassanite=100; got '{item}'.")
+        out.append((name.strip(), value))
+    return tuple(out)
+
+
 def _scan_paths(source: str) -> list[str]:
     from core.io import discover_scans
 
@@ -542,7 +556,7 @@ def cmd_segment(args) -> int:
     """Segment every scan with a model bundle; label TIFFs and phase_volumes.csv in --out."""
     from core.bundle import read_card
     from core.phases import PhaseTable
-    from core.postprocess import default_postprocess
+    from core.postprocess import cleaning
     from core.series import segment_series
 
     card = read_card(args.model)
@@ -551,7 +565,7 @@ def cmd_segment(args) -> int:
     times = None
     if args.interval is not None:
         times = [i * float(args.interval) for i in range(len(scans))]
-    post = None if args.no_clean else default_postprocess(phases)
+    post = None if args.no_clean else cleaning(phases, _min_sizes(args.min_size), args.rim_px)
     steps = [int(v) for v in _floats(args.steps, "--steps")] if args.steps else None
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
@@ -595,6 +609,7 @@ def cmd_run(args) -> int:
     config = RunConfig(scans=args.scans, scribbles=args.scribbles, label_step=args.label_step, out=args.out,
                        epochs=args.epochs, device=args.device, seed=args.seed, voxel_size_um=args.voxel_size,
                        interval_s=args.interval, workers=args.workers, scheduler=args.scheduler, clean=not args.no_clean,
+                       min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px,
                        tile=args.tile, overlap=args.overlap)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
@@ -736,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--workers", type=int, default=1, help="Dask workers on this machine (>1 starts a LocalCluster)")
         sp.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786 (or 'local')")
         sp.add_argument("--no-clean", action="store_true", help="no island removal or celestite-rim cleaning")
+        sp.add_argument("--min-size", action="append", default=[], metavar="PHASE=PX",
+                        help="smallest island kept for a phase, e.g. bassanite=100 (the study's; 0 = keep all islands); repeatable")
+        sp.add_argument("--rim-px", type=int, default=None, help="width of the false bassanite rim removed around celestite (default 2)")
         sp.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (for volumes in mm³)")
         sp.add_argument("--interval", type=float, default=None, help="seconds between scans (for time_s)")
 

@@ -25,7 +25,7 @@ arrays and never modify their input.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "Connectivity",
     "PostprocessConfig",
     "default_postprocess",
+    "cleaning",
     "remove_islands",
     "clean_rim",
     "postprocess",
@@ -460,3 +461,28 @@ def postprocess(
         "config": config.to_dict(),
     }
     return (out[0] if flat else out), report
+
+
+def cleaning(phases: PhaseTable, min_sizes: Sequence[tuple[str, int]] = (), rim_px: int | None = None) -> PostprocessConfig:
+    """:func:`default_postprocess` with some island sizes (by phase name) and the rim width replaced.
+
+    ``min_sizes`` holds ``(phase name, pixels)`` pairs; 0 pixels removes the rule for that phase. Raises
+    :class:`ReactomoError` for a name that is not in the phase table.
+    """
+    base = default_postprocess(phases)
+    sizes = dict(base.min_sizes)
+    by_name = {p.name.lower(): p.code for p in phases}
+    for name, px in min_sizes:
+        code = by_name.get(str(name).strip().lower())
+        if code is None:
+            raise ReactomoError(f"There is no phase called '{name}' in the phase table ({', '.join(p.name for p in phases)}); check the spelling.")
+        if isinstance(px, bool) or not isinstance(px, (int, np.integer)) or not 0 <= int(px) <= 1_000_000:
+            raise ReactomoError(f"The island size of {name} must be a whole number of pixels from 0 to 1000000; got {px!r}.")
+        if int(px) == 0:
+            sizes.pop(code, None)
+        else:
+            sizes[code] = int(px)
+    changes: dict[str, Any] = {"min_sizes": sizes}
+    if rim_px is not None:
+        changes["rim_px"] = rim_px
+    return replace(base, **changes)

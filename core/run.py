@@ -48,6 +48,8 @@ class RunConfig:
     workers: int = 1
     scheduler: str | None = None
     clean: bool = True
+    min_sizes: tuple[tuple[str, int], ...] = ()  # (phase name, px) overriding the study's island sizes
+    rim_px: int | None = None
     tile: int = 256
     overlap: float = 0.25
     band: float = 0.02
@@ -87,7 +89,7 @@ def run_workflow(
     from core.io import open_volume, read_labels, write_labels
     from core.normalise import apply_normalisation, fit_normalisation
     from core.phases import DEFAULT_PHASES, Reaction
-    from core.postprocess import default_postprocess
+    from core.postprocess import cleaning
     from core.segment import InferenceConfig
     from core.series import segment_series, versions
     from core.stoichiometry import molar_evolution
@@ -115,6 +117,7 @@ def run_workflow(
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth)
     uc.validate()
     fc = ForestConfig(seed=config.seed)
+    post = cleaning(phases, config.min_sizes, config.rim_px) if config.clean else None
     timings: dict[str, float] = {}
     with open_volume(scans[config.label_step]) as vol:
         scribbles = read_labels(config.scribbles, shape=vol.shape, codes=phases.codes)
@@ -164,7 +167,7 @@ def run_workflow(
     t0 = time.perf_counter()
     times = [i * float(config.interval_s) for i in range(len(scans))] if config.interval_s is not None else None
     series = segment_series(model_dir, scans, out / "segmentations", phases=phases, times_s=times, voxel_size_um=voxel_size,
-                            inference=inference, postprocess=default_postprocess(phases) if config.clean else None,
+                            inference=inference, postprocess=post,
                             scheduler=config.scheduler, workers=config.workers,
                             on_progress=lambda f, m: progress(0.6 + 0.38 * f, f"segment: {m}"),
                             on_step=lambda o: say(f"   step {o.step:3d} {o.status} {o.error}".rstrip()))

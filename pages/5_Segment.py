@@ -397,8 +397,7 @@ with ui.user_errors():
             st.caption(f"Cleaning relabelled {int(cleaning.get('changed', 0)):,} voxels of this step.")
         else:
             st.caption("This segmentation was not cleaned, so there is no before/after comparison.")
-    if s.get("warnings"):
-        for w in s["warnings"]:
-            st.warning(w, icon=":material/warning:")
+    for w in s.get("warnings") or []:  # notes from segmenting this step (e.g. slices smaller than a tile)
+        st.caption(f":material/info: {w}")
 st.markdown('<a href="./evaluate" target="_self">Evaluate the segmentations against a reference</a>',
             unsafe_allow_html=True)

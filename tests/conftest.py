@@ -71,7 +71,7 @@ def launch_streamlit(workspace: Path, *, data_root: Path, log_path: Path):
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                 "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                 "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
             try:

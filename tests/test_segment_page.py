@@ -226,6 +226,8 @@ def test_browser_segment_and_evaluate_screenshots(tmp_path, monkeypatch):
     ws.mkdir()
     monkeypatch.setenv("REACTOMO_WORKSPACE", str(ws))
     monkeypatch.delenv("REACTOMO_MODELS", raising=False)
+    # no file watcher: files changing elsewhere in the repo (an overflowing inotify queue) must not reload the app
+    monkeypatch.setenv("STREAMLIT_SERVER_FILE_WATCHER_TYPE", "none")
     project = create_demo_project("demo", workspace=ws, config=DemoConfig(**SMALL_DEMO))
     shots = ROOT / "artifacts" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -242,7 +244,7 @@ def test_browser_segment_and_evaluate_screenshots(tmp_path, monkeypatch):
         settle(pg)
         worker.join(120)
         assert not worker.is_alive()
-        pg.get_by_role("link", name="Segment", exact=True).first.click()
+        pg.goto(f"{url}/segment?project=demo")
         pg.get_by_text("Quality check").first.wait_for()
         settle(pg)
         pg.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=60_000)
@@ -255,7 +257,7 @@ def test_browser_segment_and_evaluate_screenshots(tmp_path, monkeypatch):
         pg.screenshot(path=str(shots / "segment.png"), full_page=True)
         pg.set_viewport_size({"width": 1500, "height": 1750})
 
-        pg.get_by_role("link", name="Evaluate", exact=True).first.click()
+        pg.goto(f"{url}/evaluate?project=demo")
         pg.get_by_text("Segmentations side by side").first.wait_for()
         settle(pg)
         pg.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 2", timeout=60_000)
