@@ -364,6 +364,8 @@ def segment_series(
         scheduler = "local"
     if scheduler is not None and scheduler != "local" and "://" not in scheduler:
         raise ReactomoError(f"The scheduler must be 'local' or an address such as tcp://host:8786; got {scheduler!r}.")
+    if scheduler is not None and scheduler != "local":
+        _probe_scheduler(scheduler)  # before anything is written
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ReactomoError(f"The output {out_dir} is a file; give a folder for the label files.")
@@ -460,6 +462,19 @@ def segment_series(
                         scheduler=scheduler or "in-process", record=dict(record))
 
 
+def _connect(scheduler: str):
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="5s")
+    except (OSError, TimeoutError) as exc:
+        raise ReactomoError(f"No Dask scheduler answers at {scheduler} ({exc}); start the cluster or check the address.") from None
+
+
+def _probe_scheduler(scheduler: str) -> None:
+    _connect(scheduler).close()
+
+
 def _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report, stop, total, done_before) -> bool:
     """Run the pending steps as Dask tasks; returns True when cancelled."""
     import torch
@@ -473,10 +488,7 @@ def _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=False, dashboard_address=None)
             client = Client(cluster)
         else:
-            try:
-                client = Client(scheduler, timeout="10s")
-            except (OSError, TimeoutError) as exc:
-                raise ReactomoError(f"No Dask scheduler answers at {scheduler} ({exc}); start the cluster or check the address.") from None
+            client = _connect(scheduler)
         with client:
             futures = {}
             for i in pending:

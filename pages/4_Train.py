@@ -207,7 +207,10 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
         augment = c1.toggle("Augment", value=tdef.augment, key="tr_augment")
         transforms = c2.multiselect("Transforms", list(TRANSFORMS), default=list(tdef.transforms), key="tr_transforms",
                                     format_func=lambda t: {"flip": "flips", "rot90": "90° rotations", "shear": "shear",
-                                                           "scale": "scale"}[t])
+                                                           "scale": "scale", "intensity": "intensity (gain/offset)"}.get(t, t),
+                                    help="Geometry (flips, rotations, shear, scale) changes image and labels alike. Intensity "
+                                         "jitters the normalised grey values by ±2 % gain and ±0.005 offset; off by default "
+                                         "(it did not help on the demo).")
         factor = c3.slider("Factor (×)", 1, 8, tdef.augment_factor, key="tr_factor",
                            help="Each epoch sees every training patch this many times, the first time as is.")
         st.markdown("**Optimiser and network**")

@@ -325,14 +325,14 @@ def test_forest_ground_truth_beats_scikit_image_and_the_threshold_baseline(demo)
     theirs = dice_per_phase(_skimage_gallery(scan, scribbles, zs), true, codes=CODES)
     otsu = dice_per_phase(multi_otsu(scan[zs]).labels, true, codes=CODES)
     mean = lambda d: float(np.mean(list(d.values())))  # noqa: E731
-    # Measured here (numpy 2.4, scikit-learn 1.9.1, 2 cores): ours 0.853 (gypsum 0.859, bassanite 0.784,
-    # pore 0.906, celestite 0.862); scikit-image 0.754 (0.766, 0.660, 0.809, 0.779); multi-Otsu 0.732
-    # (0.534, 0.597, 0.913, 0.884). Floors leave a few hundredths for seed and platform noise.
+    # Measured here (numpy 2.4, scikit-learn 1.9.1, 2 cores, demo contrast 0.12 / noise 600): ours 0.884 (gypsum
+    # 0.899, bassanite 0.849, pore 0.917, celestite 0.872); scikit-image 0.806 (0.843, 0.764, 0.837, 0.781); multi-Otsu
+    # 0.797 (0.685, 0.683, 0.928, 0.891). Floors leave a few hundredths for seed and platform noise.
     assert mean(ours) >= 0.82
     assert mean(ours) >= mean(theirs) + 0.06
     assert ours[1] > theirs[1] + 0.04 and ours[2] > theirs[2] + 0.04  # the low-contrast pair
     assert mean(otsu) <= mean(ours) - 0.08
-    assert otsu[1] < 0.62 and otsu[2] < 0.65  # one threshold cannot split gypsum from bassanite
+    assert otsu[1] < 0.75 and otsu[2] < 0.75  # one threshold cannot split gypsum from bassanite
 
 
 # ------------------------------------------------------------------------------------------------ the CLI

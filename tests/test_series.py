@@ -138,3 +138,22 @@ def test_segment_project_records_the_segmentation(demo_project):
     assert any(s.key == "segmentation" and s.done for s in demo_project.status())
     saved = json.loads((Path(rec["path"]) / "segmentation.json").read_text())
     assert saved["extra"]["project"] == demo_project.name
+
+
+def test_an_existing_dask_scheduler_by_address(scans, tmp_path):
+    from distributed import LocalCluster
+
+    # a cluster started elsewhere (here: in this process, over TCP), reached only through its address
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        r = segment_series(MODEL, scans[:2], tmp_path / "seg", inference=FAST, scheduler=cluster.scheduler_address)
+    assert [o.status for o in r.steps] == ["done", "done"] and r.scheduler == cluster.scheduler_address
+    local = segment_series(MODEL, scans[:2], tmp_path / "one", inference=FAST)
+    for a, b in zip(r.steps, local.steps):
+        assert np.array_equal(read_labels(a.out_path), read_labels(b.out_path))
+
+
+def test_an_unreachable_scheduler_is_one_sentence(scans, tmp_path):
+    with pytest.raises(ReactomoError, match="No Dask scheduler answers at tcp://127.0.0.1:9"):
+        segment_series(MODEL, scans[:1], tmp_path / "seg", inference=FAST, scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "seg").exists()
