@@ -10,7 +10,8 @@ from core.project import create_project, delete_project, list_projects, workspac
 
 #: Workflow pages that exist so far, by checklist key (later steps get their page in later releases).
 PAGES = {"data": "pages/1_Data.py", "labels": "pages/2_Label.py", "ground_truth": "pages/3_Ground_Truth.py",
-         "model": "pages/4_Train.py", "segmentation": "pages/5_Segment.py", "evaluation": "pages/6_Evaluate.py"}
+         "model": "pages/4_Train.py", "segmentation": "pages/5_Segment.py", "evaluation": "pages/6_Evaluate.py",
+         "analysis": "pages/8_Analysis.py"}
 DONE, TODO = ":green[:material/check_circle:]", ":gray[:material/radio_button_unchecked:]"
 
 
@@ -100,6 +101,7 @@ navigation = st.navigation(
         st.Page("pages/4_Train.py", title="Train", icon=":material/model_training:", url_path="train"),
         st.Page("pages/5_Segment.py", title="Segment", icon=":material/layers:", url_path="segment"),
         st.Page("pages/6_Evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
+        st.Page("pages/8_Analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
     ]
 )
 navigation.run()

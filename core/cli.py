@@ -602,6 +602,25 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    """Internal standard, pore sizes and growth of a segmented series; CSVs, summary.json and report.html."""
+    from core.analysis import AnalysisConfig, analyze
+
+    phases = _phases_from(args.phases) if args.phases else None
+    config = AnalysisConfig(voxel_size_um=args.voxel_size, interval_s=args.interval, band=args.band / 100.0,
+                            pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed)
+    result = analyze(args.segmentations, args.out, config=config, phases=phases, on_progress=_progress_printer(args.quiet))
+    v = result["summary"]["verdict"]
+    print(v["sentence"])
+    jm = result["summary"].get("jmak") or {}
+    if jm.get("k") is not None:
+        print(f"JMAK: k = {jm['k'] * 3600:.4g} /h [{jm['k_ci'][0] * 3600:.4g}, {jm['k_ci'][1] * 3600:.4g}], "
+              f"n = {jm['n']:.3f} [{jm['n_ci'][0]:.3f}, {jm['n_ci'][1]:.3f}]")
+    print(f"Results in {args.out}: molar_evolution.csv, pore_check.csv, inert.csv, pore_sizes.csv, growth.csv, "
+          f"summary.json, report.html.")
+    return 0
+
+
 def cmd_run(args) -> int:
     """The whole workflow without a browser: scribbles -> random forest -> U-Net -> segment -> clean -> check."""
     from core.run import RunConfig, run_workflow
@@ -774,6 +793,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.set_defaults(func=cmd_evaluate)
+
+    an = sub.add_parser("analyze", help="internal standard, pore sizes, growth: CSVs and a self-contained HTML report")
+    an.add_argument("--segmentations", required=True, help="folder of label TIFFs written by `segment` or `run`")
+    an.add_argument("--out", required=True, help="results folder")
+    an.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (default: from the segmentation, else 2.75)")
+    an.add_argument("--interval", type=float, default=None, help="seconds between steps when the segmentation has no times")
+    an.add_argument("--band", type=float, default=2.0, help="internal-standard band in percent (default 2)")
+    an.add_argument("--pore-max-voxels", type=int, default=4_000_000, help="pore sizes on a central sub-volume of at most this many voxels")
+    an.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples of every interval")
+    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--phases", help="JSON file with the phase table (default: the segmentation's)")
+    an.set_defaults(func=cmd_analyze)
 
     ru = sub.add_parser("run", help="the whole workflow headless: scribbles -> forest -> U-Net -> segment -> check")
     ru.add_argument("--scans", required=True, help="folder or glob of the scans (one per time step)")

@@ -8,14 +8,14 @@ fingerprints of the input files:
 2. a U-Net trained on those slices (the shipped model's recipe, ``scripts/make_demo_model.sh``) -> ``RUNDIR/model/``;
 3. every scan segmented and cleaned (:func:`core.series.segment_series`) -> ``RUNDIR/segmentations/<scan>.tif``,
    ``RUNDIR/phase_volumes.csv``;
-4. the internal standard (:func:`core.stoichiometry.molar_evolution`) -> ``RUNDIR/molar_evolution.csv``.
+4. the analysis (:func:`core.analysis.analyze`): the internal standard, pore sizes, growth ->
+   ``RUNDIR/molar_evolution.csv``, ``pore_check.csv``, ``inert.csv``, ``pore_sizes.csv``, ``growth.csv``,
+   ``summary.json``, ``report.html``.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import shutil
 import time
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core.atomic import atomic_write_json, atomic_write_text
+from core.atomic import atomic_write_json
 from core.errors import ReactomoError
 
 __all__ = ["RunConfig", "run_workflow", "fingerprint"]
@@ -92,7 +92,7 @@ def run_workflow(
     from core.postprocess import cleaning
     from core.segment import InferenceConfig
     from core.series import segment_series, versions
-    from core.stoichiometry import molar_evolution
+    from core.analysis import AnalysisConfig, analyze
     from core.train import TrainConfig, train_unet
     from core.unet import UNetConfig, build_unet, select_device
 
@@ -176,21 +176,22 @@ def run_workflow(
     if series.failed:
         raise ReactomoError(f"{len(series.failed)} step(s) failed to segment ({', '.join(str(o.step) for o in series.failed)}); "
                             f"the first: {series.failed[0].error}")
-    # 4. internal standard
-    say("4/4 internal standard ...")
-    counts = [o.counts for o in sorted(series.steps, key=lambda o: o.step)]
+    # 4. analysis: the internal standard, pore sizes, growth (core.analysis), report.html
+    say("4/4 analysis: internal standard, pore sizes, growth ...")
+    t0 = time.perf_counter()
     check_error = ""
+    rows: list[dict] = []
+    verdict: dict = {}
     try:
-        rows = molar_evolution(counts, phases=phases, reaction=reaction, voxel_size_um=voxel_size, times_s=times, band=config.band)
+        result = analyze(out / "segmentations", out, config=AnalysisConfig(voxel_size_um=voxel_size, interval_s=config.interval_s,
+                                                                           band=config.band, seed=config.seed),
+                         phases=phases, reaction=reaction, on_progress=lambda f, m: progress(0.98 + 0.02 * f, f"analysis: {m}"),
+                         extra={"run": str(out)})
+        rows, verdict = result["rows"], result["summary"]["verdict"]
     except ReactomoError as exc:  # e.g. a model that finds no reactant: the run is kept, the check says why it failed
-        rows, check_error = [], str(exc)
-        say(f"   internal standard not computed: {check_error}")
-    if rows:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(out / "molar_evolution.csv", buf.getvalue())
+        check_error = str(exc)
+        say(f"   analysis not possible: {check_error}")
+    timings["analysis_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_all
     summary = {"steps_done": len(series.done), "inside_band": sum(r["inside_band"] for r in rows), "band_pct": 100 * config.band,
                "max_abs_deviation_pct": max((abs(r["deviation_pct"]) for r in rows), default=None),
@@ -202,7 +203,7 @@ def run_workflow(
         "random_forest": {"config": asdict(fc), "slices": zs, "fractions": {str(k): v for k, v in rf.fractions.items()}},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"]},
-        "segmentation": series.record, "internal_standard": rows, "summary": summary,
+        "segmentation": series.record, "internal_standard": rows, "verdict": verdict, "summary": summary,
     })
     progress(1.0, "done")
     return summary

@@ -6,6 +6,18 @@ For reaction R1 (CaSO4·2H2O -> CaSO4·0.5H2O + 1.5 H2O) one mole of gypsum give
 ``n_reactant(0)``: ``x = n_product / (r · n0)``, ``y = n_reactant / n0`` lie on ``y = 1 − x``. The deviation at step
 ``t`` is ``(n0 − n_reactant(t) − n_product(t) / r) / n0``; a step is inside the band when ``|deviation| <= band``
 (the study: every point inside ±2 %). Phases and the reaction come from configuration (:mod:`core.phases`).
+
+Further checks (SPEC.md, "The internal standard"):
+
+* :func:`fit_line` -- ordinary least squares of the measured points with t-distribution confidence intervals, shown
+  beside the theory line ``y = 1 − x``;
+* :func:`pore_check` -- with no compaction the new pore volume is ``(1 − r·Vm_product/Vm_reactant)`` × the reactant
+  volume consumed (0.287 for R1);
+* :func:`inert_constancy` -- the inert phases (celestite) keep their volume;
+* :func:`extent_two_ways` -- reaction extent from the reactant lost and from the product gained;
+* :func:`verdict` -- one sentence over all steps.
+
+Every result carries a ``method`` string that says how it was computed (the UI prints it under the chart).
 """
 
 from __future__ import annotations
@@ -13,10 +25,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import math
+
+import numpy as np
+from scipy import stats
+
 from core.errors import ReactomoError
 from core.phases import PhaseTable, Reaction
 
-__all__ = ["moles", "molar_evolution"]
+__all__ = ["moles", "molar_evolution", "fit_line", "pore_check", "inert_constancy", "extent_two_ways", "verdict"]
 
 
 def moles(voxels: int | float, phase, voxel_size_um: float) -> float:
@@ -74,3 +91,306 @@ def molar_evolution(
                      "n_reactant_mol": nr, "n_product_mol": npd, "x": npd / (r * n0), "y": nr / n0,
                      "deviation_pct": 100.0 * dev, "inside_band": bool(abs(dev) <= band)})
     return rows
+
+
+# -- fit of the measured points ---------------------------------------------------------------------------------
+def _check_level(level: float) -> float:
+    if not 0 < level < 1:
+        raise ReactomoError(f"The confidence level must be a fraction between 0 and 1 (0.95 = 95 %); got {level!r}.")
+    return float(level)
+
+
+def _check_band(band: float) -> float:
+    if not 0 < band < 1:
+        raise ReactomoError(f"The band must be a fraction between 0 and 1 (0.02 = ±2 %); got {band!r}.")
+    return float(band)
+
+
+def _inside(value: float, ci: tuple[float, float]) -> bool:
+    """``value`` inside ``ci`` allowing for floating-point round-off (a zero-width interval from exact data)."""
+    tol = 1e-9 * max(1.0, abs(value))
+    return bool(ci[0] - tol <= value <= ci[1] + tol)
+
+
+def fit_line(x: Sequence[float], y: Sequence[float], *, level: float = 0.95) -> dict[str, Any]:
+    """Ordinary least squares ``y = a + b·x`` with t-distribution confidence intervals.
+
+    Parameters
+    ----------
+    x, y : sequence of float
+        The points (e.g. the normalised moles ``x = n_product/(r·n0)``, ``y = n_reactant/n0``); all finite.
+    level : float
+        Confidence level of the intervals (0.95 = 95 %).
+
+    Returns
+    -------
+    dict
+        ``slope, intercept, slope_se, intercept_se, slope_ci (low, high), intercept_ci, r2, n, dof, residual_sd,
+        level, theory_inside_ci, note, method``. Standard errors are the textbook OLS ones
+        (``se_b = s/√Sxx``, ``se_a = s·√(1/n + x̄²/Sxx)``, ``s`` = residual SD with ``n − 2`` degrees of freedom);
+        intervals are estimate ± ``t(1 − (1−level)/2, n − 2)`` × SE. ``theory_inside_ci`` says whether the theory
+        line of the internal standard (slope −1, intercept 1) lies inside both intervals. With fewer than 3 points
+        the intervals are NaN, ``theory_inside_ci`` is ``None`` and ``note`` says why.
+
+    Raises
+    ------
+    ReactomoError
+        Mismatched lengths, non-finite values, fewer than 2 points or constant ``x``.
+    """
+    level = _check_level(level)
+    xa, ya = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if xa.size != ya.size:
+        raise ReactomoError(f"x and y must have the same length to fit a line; got {xa.size} and {ya.size} values.")
+    if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(ya))):
+        raise ReactomoError("The points to fit contain NaN or infinite values; remove those steps first.")
+    n = int(xa.size)
+    if n < 2:
+        raise ReactomoError(f"A line needs at least 2 points; got {n}.")
+    xm, ym = xa.mean(), ya.mean()
+    sxx = float(((xa - xm) ** 2).sum())
+    if sxx <= 1e-300 or np.ptp(xa) <= 1e-12 * max(1.0, float(np.abs(xa).max())):
+        raise ReactomoError(f"All x values are the same ({xa[0]:g}); a line needs at least two different x values.")
+    b = float(((xa - xm) * (ya - ym)).sum() / sxx)
+    a = float(ym - b * xm)
+    res = ya - (a + b * xa)
+    sst = float(((ya - ym) ** 2).sum())
+    r2 = 1.0 - float((res**2).sum()) / sst if sst > 0 else 1.0
+    dof = n - 2
+    note = ""
+    if dof >= 1:
+        s = math.sqrt(float((res**2).sum()) / dof)
+        se_b = s / math.sqrt(sxx)
+        se_a = s * math.sqrt(1.0 / n + xm**2 / sxx)
+        tq = float(stats.t.ppf(0.5 + level / 2, dof))
+        slope_ci = (b - tq * se_b, b + tq * se_b)
+        intercept_ci = (a - tq * se_a, a + tq * se_a)
+        theory = _inside(-1.0, slope_ci) and _inside(1.0, intercept_ci)
+    else:
+        s = se_a = se_b = float("nan")
+        slope_ci = intercept_ci = (float("nan"), float("nan"))
+        theory = None
+        note = "Only 2 points: the line passes through both, so there is no residual and no confidence interval."
+    pct = f"{100 * level:g} %"
+    method = (f"Ordinary least squares y = a + b·x on {n} points; {pct} confidence intervals are estimate ± t × standard "
+              f"error with the t-distribution on n − 2 = {dof} degrees of freedom; theory: slope −1, intercept 1.")
+    return {"slope": b, "intercept": a, "slope_se": se_b, "intercept_se": se_a,
+            "slope_ci": tuple(map(float, slope_ci)), "intercept_ci": tuple(map(float, intercept_ci)),
+            "r2": float(r2), "n": n, "dof": dof, "residual_sd": float(s), "level": level,
+            "theory_inside_ci": theory, "note": note, "method": method}
+
+
+# -- pore volume, inert phases ----------------------------------------------------------------------------------
+def _voxel_mm3(voxel_size_um: float) -> float:
+    if not voxel_size_um or voxel_size_um <= 0:
+        raise ReactomoError(f"The voxel size must be a positive number of micrometres; got {voxel_size_um!r}.")
+    return (float(voxel_size_um) * 1e-3) ** 3
+
+
+def _time(times_s: Sequence[float] | None, i: int, n: int) -> float | None:
+    if times_s is None:
+        return None
+    if len(times_s) != n:
+        raise ReactomoError(f"Give one time per step: {n} steps but {len(times_s)} times.")
+    return float(times_s[i])
+
+
+def pore_check(
+    counts: Sequence[Mapping[int, int]],
+    *,
+    phases: PhaseTable,
+    reaction: Reaction = Reaction(),
+    voxel_size_um: float,
+    band: float = 0.02,
+    times_s: Sequence[float] | None = None,
+) -> list[dict[str, Any]]:
+    """Second check: the new pore volume against the volume the reaction frees when nothing compacts.
+
+    For each step, ``consumed = V_reactant(0) − V_reactant(t)`` and the expected new pore volume is
+    ``(1 − r·Vm_product/Vm_reactant) × consumed`` (0.287 × consumed for R1: 1 − 53.15/74.53). The deviation is
+    ``(new pore − expected) / V_reactant(0)``; a step is inside the band when ``|deviation| <= band``.
+
+    Parameters
+    ----------
+    counts : sequence of mappings
+        Voxel counts per phase code, one mapping per step in time order (as for :func:`molar_evolution`).
+    phases, reaction, voxel_size_um, band
+        As for :func:`molar_evolution`.
+    times_s : sequence of float, optional
+        Time of each step, carried into the rows.
+
+    Returns
+    -------
+    list of dict
+        Keys ``step, time_s, consumed_mm3, new_pore_mm3, expected_new_pore_mm3, ratio`` (measured/expected; NaN while
+        nothing has been consumed)``, deviation`` (fraction of the initial reactant volume)``, deviation_pct,
+        inside_band, pore_volume_ratio, method``. Volumes are voxel counts × voxel volume; they carry no error
+        model of their own, the band is the tolerance.
+    """
+    if not counts:
+        raise ReactomoError("No steps to check the pore volume of; segment at least one step first.")
+    band = _check_band(band)
+    vox = _voxel_mm3(voxel_size_um)
+    f = reaction.pore_volume_ratio(phases)
+    rp = phases.by_code(reaction.reactant)
+    v0 = counts[0].get(reaction.reactant, 0) * vox
+    if v0 <= 0:
+        raise ReactomoError(f"The first step has no {rp.name}; the pore check needs the reactant at t = 0.")
+    p0 = counts[0].get(reaction.pore, 0) * vox
+    method = (f"Pore check: new pore volume (pore voxels minus those at the first step) against {f:.3f} × "
+              f"{rp.name} volume consumed (1 − r·Vm_product/Vm_reactant, no compaction); deviation as a fraction of "
+              f"the initial {rp.name} volume, band ±{100 * band:g} %; volumes are voxel counts × "
+              f"({voxel_size_um:g} µm)³ with no error model of their own.")
+    rows = []
+    for i, c in enumerate(counts):
+        consumed = v0 - c.get(reaction.reactant, 0) * vox
+        new_pore = c.get(reaction.pore, 0) * vox - p0
+        expected = f * consumed
+        dev = (new_pore - expected) / v0
+        ratio = new_pore / expected if abs(expected) > 1e-12 * v0 else float("nan")
+        rows.append({"step": i, "time_s": _time(times_s, i, len(counts)), "consumed_mm3": consumed,
+                     "new_pore_mm3": new_pore, "expected_new_pore_mm3": expected, "ratio": ratio,
+                     "deviation": dev, "deviation_pct": 100.0 * dev, "inside_band": bool(abs(dev) <= band + 1e-12),
+                     "pore_volume_ratio": f, "method": method})
+    return rows
+
+
+def inert_constancy(
+    counts: Sequence[Mapping[int, int]],
+    *,
+    phases: PhaseTable,
+    reaction: Reaction = Reaction(),
+    voxel_size_um: float,
+    band: float = 0.02,
+    times_s: Sequence[float] | None = None,
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Third check: every inert phase keeps its volume.
+
+    Parameters
+    ----------
+    counts : sequence of mappings
+        Voxel counts per phase code, one mapping per step in time order.
+    phases, reaction, voxel_size_um, band
+        As for :func:`molar_evolution`; the inert phases are ``reaction.inert``.
+    times_s : sequence of float, optional
+        Time of each step; with it (and at least 2 steps) the drift is fitted with :func:`fit_line`.
+    level : float
+        Confidence level of the drift interval.
+
+    Returns
+    -------
+    list of dict
+        One row per inert phase per step (phase-major), keys ``code, phase, step, time_s, volume_mm3,
+        change_vs_first, change_vs_mean`` (fractions)``, inside_band`` (``|change_vs_first| <= band``)``,
+        drift_pct_per_h, drift_pct_per_h_ci, drift_zero_inside_ci, method``. The drift is the OLS slope of the
+        volume over time in % of the first step's volume per hour, with its t interval (NaN without times or with
+        fewer than 3 steps); it is the same in every row of a phase. Empty when the reaction has no inert phase.
+    """
+    if not counts:
+        raise ReactomoError("No steps to check the inert phases of; segment at least one step first.")
+    band = _check_band(band)
+    level = _check_level(level)
+    vox = _voxel_mm3(voxel_size_um)
+    n = len(counts)
+    t = None if times_s is None else [_time(times_s, i, n) for i in range(n)]
+    rows = []
+    for code in reaction.inert:
+        ph = phases.by_code(code)
+        vol = np.array([c.get(code, 0) * vox for c in counts], dtype=float)
+        v_first, v_mean = float(vol[0]), float(vol.mean())
+        drift, drift_ci, zero_in = float("nan"), (float("nan"), float("nan")), None
+        how = "no times given, so no drift fit"
+        if t is not None and n >= 2 and v_first > 0 and np.ptp(t) > 0:
+            fit = fit_line(np.asarray(t) / 3600.0, 100.0 * vol / v_first, level=level)
+            drift, drift_ci = fit["slope"], fit["slope_ci"]
+            zero_in = None if fit["dof"] < 1 else _inside(0.0, drift_ci)
+            how = (f"drift = OLS slope of volume (% of the first step) over time in hours, {100 * level:g} % t interval "
+                   f"on n − 2 = {fit['dof']} degrees of freedom")
+        method = (f"Inert {ph.name}: volume = voxel count × ({voxel_size_um:g} µm)³; change relative to the first step "
+                  f"(band ±{100 * band:g} %) and to the mean of all steps; {how}.")
+        for i in range(n):
+            rows.append({"code": code, "phase": ph.name, "step": i, "time_s": None if t is None else t[i],
+                         "volume_mm3": float(vol[i]),
+                         "change_vs_first": (vol[i] - v_first) / v_first if v_first > 0 else float("nan"),
+                         "change_vs_mean": (vol[i] - v_mean) / v_mean if v_mean > 0 else float("nan"),
+                         "inside_band": bool(abs(vol[i] - v_first) <= (band + 1e-12) * v_first) if v_first > 0 else bool(vol[i] == 0),
+                         "drift_pct_per_h": drift, "drift_pct_per_h_ci": tuple(map(float, drift_ci)),
+                         "drift_zero_inside_ci": zero_in, "method": method})
+    return rows
+
+
+# -- extent and verdict -----------------------------------------------------------------------------------------
+def extent_two_ways(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Reaction extent measured twice: from the reactant lost (``1 − y``) and from the product gained (``x``).
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        Rows of :func:`molar_evolution` (keys ``step, time_s, x, y``).
+
+    Returns
+    -------
+    list of dict
+        Keys ``step, time_s, extent_from_reactant, extent_from_product, difference`` (reactant − product, equal to
+        the deviation of :func:`molar_evolution`)``, difference_pct, method``.
+    """
+    if not rows:
+        raise ReactomoError("No steps to compute the reaction extent of; run the internal standard first.")
+    method = ("Reaction extent two ways from the normalised moles: 1 − n_reactant/n0 (reactant lost) and "
+              "n_product/(r·n0) (product gained); their difference is the internal standard's deviation.")
+    out = []
+    for r in rows:
+        try:
+            er, ep = 1.0 - float(r["y"]), float(r["x"])
+        except KeyError as exc:
+            raise ReactomoError(f"The rows lack {exc.args[0]!r}; pass the rows of molar_evolution.") from None
+        out.append({"step": r.get("step"), "time_s": r.get("time_s"), "extent_from_reactant": er,
+                    "extent_from_product": ep, "difference": er - ep, "difference_pct": 100.0 * (er - ep),
+                    "method": method})
+    return out
+
+
+def verdict(rows: Sequence[Mapping[str, Any]], band: float = 0.02) -> dict[str, Any]:
+    """Overall verdict of a check: how many steps lie inside the band, and the largest deviation.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        Rows with ``deviation_pct`` and ``step`` (from :func:`molar_evolution` or :func:`pore_check`).
+    band : float
+        Half-width of the band as a fraction (0.02 = ±2 %); a step is inside when ``|deviation_pct| <= 100·band``.
+
+    Returns
+    -------
+    dict
+        ``n_steps, n_inside, all_inside, max_abs_deviation_pct, step_of_max, band, sentence, method``.
+    """
+    band = _check_band(band)
+    if not rows:
+        raise ReactomoError("No steps to judge; run the internal standard on at least one step first.")
+    try:
+        dev = np.array([float(r["deviation_pct"]) for r in rows], dtype=float)
+    except KeyError:
+        raise ReactomoError("The rows lack 'deviation_pct'; pass the rows of molar_evolution or pore_check.") from None
+    steps = [r.get("step", i) for i, r in enumerate(rows)]
+    finite = np.isfinite(dev)
+    inside = finite & (np.abs(dev) <= 100.0 * band + 1e-9)
+    n, k = len(rows), int(inside.sum())
+    bw = f"±{100 * band:g} %"
+    if finite.any():
+        j = int(np.nanargmax(np.abs(np.where(finite, dev, np.nan))))
+        mx, at = float(abs(dev[j])), steps[j]
+    else:
+        mx, at = float("nan"), None
+    word = "step" if n == 1 else "steps"
+    if k == n:
+        sentence = (f"The step lies inside the {bw} band (deviation {mx:.1f} %)." if n == 1 else
+                    f"All {n} steps lie inside the {bw} band (largest deviation {mx:.1f} % at step {at}).")
+    elif k == 0:
+        sentence = (f"No step lies inside the {bw} band" + ("." if at is None else
+                    f" (largest deviation {mx:.1f} % at step {at})."))
+    else:
+        sentence = f"{k} of {n} {word} lie inside the {bw} band (largest deviation {mx:.1f} % at step {at})."
+    return {"n_steps": n, "n_inside": k, "all_inside": k == n, "max_abs_deviation_pct": mx, "step_of_max": at,
+            "band": band, "sentence": sentence,
+            "method": f"A step is inside when |deviation| ≤ {100 * band:g} % of the initial reactant; NaN deviations count as outside."}

@@ -1,0 +1,483 @@
+"""The Analysis step: the internal standard, pore sizes, growth rate, with uncertainty, exports and a report.
+
+:func:`analyze` reads a segmentation folder (``<scan>.tif`` label files, with ``segmentation.json`` and
+``phase_volumes.csv`` when Reactomo wrote it) and writes to ``out_dir``:
+
+- ``molar_evolution.csv``: ``step, time_s, n_<reactant>_mol, n_<product>_mol, x, y, deviation_pct, inside_band``;
+- ``pore_check.csv``, ``inert.csv``: the second and third checks;
+- ``pore_sizes.csv``: porosity, connected porosity and pore sizes per step, with bootstrap intervals;
+- ``growth.csv``: product fraction, smoothed fraction and rate with its band per step; the JMAK fit in ``summary.json``;
+- ``summary.json``: every number above plus the fits, verdicts, settings and versions;
+- ``report.html``: one self-contained file (plotly.js inlined; opens offline) with every chart, its method, the
+  settings, the model card summary and the verdicts.
+
+Figures come from :mod:`core.analysis_charts`; the page draws the same ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.atomic import atomic_write_json, atomic_write_text
+from core.errors import ReactomoError
+from core.phases import DEFAULT_PHASES, PhaseTable, Reaction
+
+__all__ = ["AnalysisConfig", "SeriesData", "load_series", "analyze", "result_from_summary", "load_result", "figures",
+           "report_html", "csv_text"]
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Settings of :func:`analyze`.
+
+    Attributes
+    ----------
+    voxel_size_um : float or None
+        Voxel edge in µm (None: from the segmentation record, else 2.75).
+    interval_s : float or None
+        Seconds between steps when the record has no times.
+    band : float
+        Half-width of the internal-standard band (0.02 = ±2 %).
+    pore_max_voxels : int
+        Pore sizes are measured on a central sub-volume of at most this many voxels per step (local thickness
+        costs time and memory); porosity always uses every voxel.
+    n_boot : int
+        Bootstrap resamples of every interval.
+    seed : int
+    """
+
+    voxel_size_um: float | None = None
+    interval_s: float | None = None
+    band: float = 0.02
+    pore_max_voxels: int = 4_000_000
+    n_boot: int = 500
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.voxel_size_um is not None and not (0 < float(self.voxel_size_um) <= 1000):
+            raise ReactomoError(f"The voxel size must be between 0 and 1000 µm; got {self.voxel_size_um!r}.")
+        if self.interval_s is not None and not (0 < float(self.interval_s) <= 1e7):
+            raise ReactomoError(f"The interval must be a positive number of seconds; got {self.interval_s!r}.")
+        if not 0 < float(self.band) < 0.5:
+            raise ReactomoError(f"The band must be a fraction between 0 and 0.5 (0.02 = ±2 %); got {self.band!r}.")
+        if not 1000 <= int(self.pore_max_voxels) <= 10**10:
+            raise ReactomoError(f"pore_max_voxels must be from 1000 to 1e10; got {self.pore_max_voxels!r}.")
+        if not 50 <= int(self.n_boot) <= 100_000:
+            raise ReactomoError(f"n_boot must be from 50 to 100000; got {self.n_boot!r}.")
+
+
+@dataclass
+class SeriesData:
+    """A segmented series: per step its label file, time and voxel counts."""
+
+    folder: Path
+    steps: list[int]
+    paths: list[Path]
+    times_s: list[float | None]
+    counts: list[dict[int, int]]
+    phases: PhaseTable
+    voxel_size_um: float
+    record: dict[str, Any] | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+def load_series(folder: str | os.PathLike, *, phases: PhaseTable | None = None, voxel_size_um: float | None = None,
+                interval_s: float | None = None) -> SeriesData:
+    """Read a segmentation folder: Reactomo's record when present, else every ``*.tif`` in natural order.
+
+    Raises
+    ------
+    ReactomoError
+        Missing folder, no label file, or no time information at all for a kinetic analysis is NOT an error
+        (times stay None); a label file that is not uint8 is.
+    """
+    from core.io import natural_key, open_volume
+    from core.series import read_series_record
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReactomoError(f"The segmentation folder {folder} does not exist; give the --out folder of `segment` or `run`.")
+    rec = read_series_record(folder)
+    if rec is not None:
+        phases = phases or PhaseTable.from_dict(rec["phases"])
+        done = [s for s in rec["steps"] if s.get("status") == "done" and Path(s["out_path"]).is_file()]
+        if not done:
+            raise ReactomoError(f"No step of the segmentation in {folder} is done yet; segment the steps first.")
+        steps = [int(s["step"]) for s in done]
+        paths = [Path(s["out_path"]) for s in done]
+        times = [s.get("time_s") for s in done]
+        counts = [{int(k): int(v) for k, v in s["counts"].items()} for s in done]
+        vs = voxel_size_um or rec.get("voxel_size_um") or None
+        model = rec.get("model", {})
+    else:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith(".")),
+                       key=lambda p: natural_key(p.name))
+        if not files:
+            raise ReactomoError(f"The folder {folder} holds no label TIFF; give the folder `segment` wrote.")
+        phases = phases or DEFAULT_PHASES
+        steps, paths, times, counts = list(range(len(files))), files, [None] * len(files), []
+        vs = voxel_size_um
+        model = {}
+        for p in files:
+            with open_volume(p) as v:
+                if v.dtype != np.uint8:
+                    raise ReactomoError(f"{p.name} holds {v.dtype} values, not uint8 label codes; give label files.")
+                c = np.zeros(256, np.int64)
+                for z0 in range(0, v.shape[0], 16):
+                    c += np.bincount(v.slab(z0, min(z0 + 16, v.shape[0])).ravel(), minlength=256)
+                counts.append({code: int(c[code]) for code in phases.codes})
+                vs = vs or v.voxel_size_um
+    if all(t is None for t in times) and interval_s is not None:
+        times = [s * float(interval_s) for s in steps]
+    return SeriesData(folder=folder, steps=steps, paths=paths, times_s=[None if t is None else float(t) for t in times],
+                      counts=counts, phases=phases, voxel_size_um=float(vs or 2.75), record=rec, model=model)
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV of rows (floats with 6 significant digits; None as empty)."""
+    if not rows:
+        return ""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else (f"{v:.6g}" if isinstance(v, float) else v))
+                    for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _block_bootstrap_porosity(labels: np.ndarray, pore_code: int, codes, *, blocks: int = 4, n_boot: int = 500,
+                              seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """95 % interval of the porosity from a bootstrap over sub-volumes (``blocks`` along y and x, 2 along z).
+
+    Pores are spatially correlated, so voxels are not independent samples; blocks of the volume are closer to it.
+    The interval says how much the porosity would vary for another piece of the same rock of this size.
+    """
+    lut = np.zeros(256, bool)
+    lut[list(codes)] = True
+    pore_n, lab_n = [], []
+    nz = 2 if labels.ndim == 3 and labels.shape[0] >= 2 else 1
+    zs = np.array_split(np.arange(labels.shape[0]), nz) if labels.ndim == 3 else [None]
+    for zi in zs:
+        part = labels[zi[0]:zi[-1] + 1] if zi is not None else labels
+        for ys in np.array_split(np.arange(part.shape[-2]), blocks):
+            for xs in np.array_split(np.arange(part.shape[-1]), blocks):
+                blk = part[..., ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+                pore_n.append(int(np.count_nonzero(blk == pore_code)))
+                lab_n.append(int(np.count_nonzero(lut[blk])))
+    pore_n, lab_n = np.array(pore_n, float), np.array(lab_n, float)
+    if lab_n.sum() == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(pore_n), (n_boot, len(pore_n)))
+    est = pore_n[idx].sum(1) / np.maximum(lab_n[idx].sum(1), 1)
+    return float(np.quantile(est, 0.5 - level / 2)), float(np.quantile(est, 0.5 + level / 2))
+
+
+def _fit_band(x: np.ndarray, y: np.ndarray, fit: dict, level: float = 0.95) -> dict:
+    """Confidence band of the OLS mean line, for the chart."""
+    from scipy import stats
+
+    n = len(x)
+    if n < 3 or not np.isfinite(fit.get("residual_sd", np.nan)):
+        return {}
+    gx = np.linspace(x.min(), x.max(), 50)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    se = fit["residual_sd"] * np.sqrt(1 / n + (gx - x.mean()) ** 2 / sxx)
+    tq = stats.t.ppf(0.5 + level / 2, n - 2)
+    mid = fit["intercept"] + fit["slope"] * gx
+    return {"band_x": gx, "band_low": mid - tq * se, "band_high": mid + tq * se}
+
+
+def analyze(
+    seg_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    config: AnalysisConfig = AnalysisConfig(),
+    phases: PhaseTable | None = None,
+    reaction: Reaction | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run every analysis on a segmented series; write the files when ``out_dir`` is given. Returns the summary.
+
+    Raises
+    ------
+    ReactomoError
+        Bad folder, settings, or a series the internal standard cannot use (no reactant at the first step).
+    """
+    from core import kinetics, stoichiometry
+    from core.pores import pore_size_table
+    from core.io import read_labels
+
+    config.validate()
+    say = on_progress or (lambda f, m: None)
+    t0 = time.perf_counter()
+    data = load_series(seg_dir, phases=phases, voxel_size_um=config.voxel_size_um, interval_s=config.interval_s)
+    phases = data.phases
+    reaction = reaction or Reaction()
+    reaction.check_against(phases)
+    rp, pp = phases.by_code(reaction.reactant), phases.by_code(reaction.product)
+    vs = data.voxel_size_um
+    say(0.05, "internal standard")
+    rows = stoichiometry.molar_evolution(data.counts, phases=phases, reaction=reaction, voxel_size_um=vs,
+                                         times_s=data.times_s if all(t is not None for t in data.times_s) else None,
+                                         band=config.band)
+    for r, s in zip(rows, data.steps):
+        r["step"] = s
+    molar = [{"step": r["step"], "time_s": r["time_s"], f"n_{rp.name}_mol": r["n_reactant_mol"],
+              f"n_{pp.name}_mol": r["n_product_mol"], "x": r["x"], "y": r["y"], "deviation_pct": r["deviation_pct"],
+              "inside_band": r["inside_band"]} for r in rows]
+    x = np.array([r["x"] for r in rows])
+    y = np.array([r["y"] for r in rows])
+    fit = stoichiometry.fit_line(x, y) if len(rows) >= 3 and np.ptp(x) > 0 else None
+    if fit:
+        fit = {**fit, **_fit_band(x, y, fit)}
+    verdict = stoichiometry.verdict(rows, config.band)
+    extent = stoichiometry.extent_two_ways(rows)
+    times_ok = all(t is not None for t in data.times_s)
+    tkw = {"times_s": data.times_s} if times_ok else {}
+    pore_rows = stoichiometry.pore_check(data.counts, phases=phases, reaction=reaction, voxel_size_um=vs, band=config.band)
+    for r, s in zip(pore_rows, data.steps):
+        r["step"] = s
+    inert_rows = stoichiometry.inert_constancy(data.counts, phases=phases, reaction=reaction, voxel_size_um=vs,
+                                               band=config.band, **tkw)
+    # growth: product volume fraction of the labelled voxels
+    total = np.array([sum(c.get(code, 0) for code in phases.codes) for c in data.counts], float)
+    frac = np.array([c.get(reaction.product, 0) for c in data.counts], float) / np.maximum(total, 1)
+
+    jmak = rate = None
+    if times_ok and len(rows) >= 4:
+        t = np.asarray(data.times_s, float)
+        # the kinetic law describes the reaction extent: alpha = product fraction / its final plateau is not known,
+        # so fit the extent from the product gain (x), which runs from 0 to the extent reached
+        alpha = np.clip(x, 0, 1)
+        try:
+            jmak = kinetics.fit_jmak(t, alpha, level=0.95)
+        except ReactomoError as exc:
+            jmak = {"error": str(exc)}
+        try:
+            rate = kinetics.growth_rate(t, frac, n_boot=config.n_boot, seed=config.seed)
+        except ReactomoError as exc:
+            rate = {"error": str(exc)}
+    growth_rows = []
+    for i, s in enumerate(data.steps):
+        row = {"step": s, "time_s": data.times_s[i], f"{pp.name}_fraction": float(frac[i]), "extent_x": float(x[i])}
+        if rate and "error" not in rate:
+            row.update(smoothed_fraction=float(rate["smoothed"][i]), rate_per_h=float(rate["rate"][i]),
+                       rate_low_per_h=float(rate["rate_low"][i]), rate_high_per_h=float(rate["rate_high"][i]))
+        growth_rows.append(row)
+    say(0.3, "pore sizes")
+    pore_code = reaction.pore
+
+    porosity_ci: dict[int, tuple[float, float]] = {}
+
+    def labelled():
+        for i, (s, p) in enumerate(zip(data.steps, data.paths)):
+            say(0.3 + 0.6 * i / len(data.paths), f"pore sizes, step {s}")
+            lab = read_labels(p)
+            porosity_ci[s] = _block_bootstrap_porosity(lab, pore_code, phases.codes, n_boot=config.n_boot, seed=config.seed)
+            yield s, data.times_s[i], lab
+
+    pore_sizes = pore_size_table(labelled(), voxel_size_um=vs, pore_code=pore_code, max_voxels=config.pore_max_voxels,
+                                 n_boot=config.n_boot, seed=config.seed)
+    for r in pore_sizes:
+        r["porosity_ci_low"], r["porosity_ci_high"] = porosity_ci.get(r["step"], (float("nan"), float("nan")))
+    summary = {
+        "format": "reactomo.analysis", "format_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "segmentation": str(data.folder), "config": asdict(config), "voxel_size_um": vs, "phases": phases.to_dict(),
+        "reaction": asdict(reaction) if hasattr(reaction, "__dataclass_fields__") else str(reaction),
+        "model": data.model, "verdict": verdict, "fit": {k: v for k, v in (fit or {}).items() if not k.startswith("band_")},
+        "jmak": {k: v for k, v in (jmak or {}).items() if not k.startswith("curve")},
+        "rate_method": (rate or {}).get("method"), "molar_evolution": molar, "extent": extent, "pore_check": pore_rows,
+        "inert": inert_rows, "pore_sizes": pore_sizes, "growth": growth_rows, **({"extra": extra} if extra else {}),
+    }
+    from core.series import versions
+
+    summary["versions"] = versions()
+    summary["seconds"] = time.perf_counter() - t0
+    summary["rate"] = {k: v for k, v in (rate or {}).items() if k in ("method", "error")}
+    result = result_from_summary(_jsonable(summary))
+    if out_dir is not None:
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReactomoError(f"The output folder {out} cannot be created ({exc.strerror or exc}).") from None
+        say(0.92, "writing the files and the report")
+        atomic_write_text(out / "molar_evolution.csv", csv_text(molar))
+        atomic_write_text(out / "pore_check.csv", csv_text(pore_rows))
+        atomic_write_text(out / "inert.csv", csv_text(inert_rows))
+        atomic_write_text(out / "pore_sizes.csv", csv_text(pore_sizes))
+        atomic_write_text(out / "growth.csv", csv_text(growth_rows))
+        atomic_write_json(out / "summary.json", result["summary"])
+        atomic_write_text(out / "report.html", report_html(result))
+    say(1.0, "done")
+    return result
+
+
+def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """Everything the figures and the report need, rebuilt from a ``summary.json`` (no label file is read).
+
+    The page shows a saved analysis through this, and :func:`analyze` returns it, so both draw the same charts.
+    """
+    from core import kinetics
+
+    phases = PhaseTable.from_dict(summary["phases"])
+    reaction = Reaction()
+    rp, pp = phases.by_code(reaction.reactant), phases.by_code(reaction.product)
+    molar = summary["molar_evolution"]
+    rows = [{"step": r["step"], "time_s": r["time_s"], "n_reactant_mol": r.get(f"n_{rp.name}_mol"),
+             "n_product_mol": r.get(f"n_{pp.name}_mol"), "x": r["x"], "y": r["y"], "deviation_pct": r["deviation_pct"],
+             "inside_band": r["inside_band"]} for r in molar]
+    fit = dict(summary.get("fit") or {}) or None
+    if fit and len(rows) >= 3:
+        fit.update(_fit_band(np.array([r["x"] for r in rows], float), np.array([r["y"] for r in rows], float), fit))
+    jmak = dict(summary.get("jmak") or {}) or None
+    times = [r["time_s"] for r in molar]
+    if jmak and jmak.get("k") is not None and all(t is not None for t in times):
+        ct = np.linspace(0, max(times), 200)
+        t0 = jmak.get("t0") or 0.0
+        jmak["curve_t_s"], jmak["curve"] = ct, kinetics.jmak(ct, jmak["k"], jmak["n"], t0)
+        corners = [kinetics.jmak(ct, kk, nn, t0) for kk in (jmak.get("k_ci") or [None, None]) for nn in (jmak.get("n_ci") or [None, None])
+                   if kk is not None and nn is not None and kk > 0 and nn > 0]
+        if corners:
+            jmak["curve_low"], jmak["curve_high"] = np.min(corners, 0), np.max(corners, 0)
+    growth = summary.get("growth") or []
+    rate = None
+    if growth and all(g.get("rate_per_h") is not None for g in growth):
+        rate = {"t_s": [g["time_s"] for g in growth], "rate": [g["rate_per_h"] for g in growth],
+                "rate_low": [g["rate_low_per_h"] for g in growth], "rate_high": [g["rate_high_per_h"] for g in growth],
+                "method": (summary.get("rate") or {}).get("method", "")}
+    fraction = [g.get(f"{pp.name}_fraction") for g in growth]
+    return {"summary": summary, "rows": rows, "fit": fit, "jmak": jmak, "rate": rate, "phases": phases, "times_s": times,
+            "extent": summary.get("extent") or [], "pore_check": summary.get("pore_check") or [],
+            "inert": summary.get("inert") or [], "pore_sizes": summary.get("pore_sizes") or [], "fraction": fraction}
+
+
+def load_result(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The result of a saved analysis folder (its ``summary.json``), or None when there is none."""
+    p = Path(folder) / "summary.json"
+    try:
+        summary = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("format") != "reactomo.analysis":
+        return None
+    return result_from_summary(summary)
+
+
+def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(title, figure)`` of every chart of an :func:`analyze` result, in report order."""
+    from core import analysis_charts as ac
+
+    phases = result["phases"]
+    times = result["times_s"]
+    reaction = Reaction()
+    rp, pp = phases.by_code(reaction.reactant), phases.by_code(reaction.product)
+    band = result["summary"]["config"]["band"]
+    out = [("Molar evolution (internal standard)", ac.molar_evolution_figure(result["rows"], fit=result["fit"], band=band,
+                                                                              reactant=rp.name, product=pp.name)),
+           ("Reaction extent, two estimates", ac.extent_figure(result["rows"], reactant=rp.name, product=pp.name))]
+    ratio = 1 - pp.molar_volume_cm3_mol / rp.molar_volume_cm3_mol if pp.molar_volume_cm3_mol and rp.molar_volume_cm3_mol else 0.287
+    n0 = result["rows"][0].get("n_reactant_mol") if result["rows"] else None
+    v0 = float(n0) * rp.molar_volume_cm3_mol * 1000.0 if n0 and rp.molar_volume_cm3_mol else 0.0  # cm³ -> mm³
+    out.append(("Pore-volume check", ac.pore_check_figure(result["pore_check"], band=band, ratio=ratio, initial_reactant_mm3=v0)))
+    if result["inert"]:
+        out.append(("Inert phase constancy", ac.inert_figure(result["inert"], band=band, phases=phases)))
+    if result["pore_sizes"]:
+        out.append(("Pore sizes", ac.pore_size_figure(result["pore_sizes"])))
+        out.append(("Porosity", ac.porosity_figure(result["pore_sizes"])))
+    if times and all(t is not None for t in times):
+        jm = result["jmak"] if result["jmak"] and "error" not in result["jmak"] and result["jmak"].get("k") is not None else None
+        rt = result["rate"] if result["rate"] and "error" not in result["rate"] else None
+        out.append((f"{pp.name} growth", ac.growth_figure(times, result["fraction"], fit=jm, rate=rt, product=pp.name,
+                                                          extent=[r["x"] for r in result["rows"]],
+                                                          colour=pp.colour)))
+    return out
+
+
+def report_html(result: dict[str, Any]) -> str:
+    """One self-contained HTML page: every chart (plotly.js inlined once), its method, settings, model, verdicts."""
+    import plotly.offline
+
+    from core import analysis_charts as ac
+
+    s = result["summary"]
+    v = s["verdict"]
+    parts = []
+    for i, (title, fig) in enumerate(figures(result)):
+        body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}",
+                           config={"displaylogo": False, "toImageButtonOptions": {"format": "svg"}})
+        parts.append(f"<section><h2>{html.escape(title)}</h2>{body}<p class='method'>{html.escape(ac.method_of(fig))}</p></section>")
+    def minutes(t):
+        return "" if t is None else f"{t / 60:.1f}"
+
+    rows = "".join(f"<tr><td>{r['step']}</td><td>{minutes(r['time_s'])}</td>"
+                   f"<td>{r['x']:.4f}</td><td>{r['y']:.4f}</td><td>{r['deviation_pct']:+.2f}</td>"
+                   f"<td class='{'ok' if r['inside_band'] else 'bad'}'>{'inside' if r['inside_band'] else 'OUTSIDE'}</td></tr>"
+                   for r in result["rows"])
+    model = s.get("model") or {}
+    jm = s.get("jmak") or {}
+    fit = s.get("fit") or {}
+
+    def fmt_ci(ci):
+        return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and None not in ci else "(n/a)"
+    settings = html.escape(json.dumps(s["config"], indent=1))
+    kin = ""
+    if jm and "error" not in jm and jm.get("k") is not None:
+        kin = (f"<p>JMAK (Avrami) fit of the reaction extent: k = {jm['k'] * 3600:.4g} per hour "
+               f"{fmt_ci([c * 3600 if c is not None else None for c in jm['k_ci']])}, n = {jm['n']:.3f} {fmt_ci(jm['n_ci'])}"
+               + (f", half time {jm['half_time_s'] / 60:.1f} min" if jm.get("half_time_s") else "") + ".</p>")
+    elif jm.get("error"):
+        kin = f"<p>Kinetic fit not possible: {html.escape(jm['error'])}</p>"
+    fit_text = (f"<p>Fit of the measured points: slope {fit['slope']:.4f} {fmt_ci(fit.get('slope_ci'))}, intercept "
+                f"{fit['intercept']:.4f} {fmt_ci(fit.get('intercept_ci'))} (theory: −1 and 1).</p>") if fit.get("slope") is not None else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Reactomo analysis report</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
+h1{{margin-bottom:0}} .sub{{color:#666;margin-top:.2em}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ddd;padding:4px 10px;text-align:right}} th{{background:#f4f4f4}} .ok{{color:#2a7a2a}}
+.bad{{color:#c62828;font-weight:bold}} .verdict{{font-size:1.15em;padding:.6em 1em;border-radius:6px;
+background:{'#e8f5e9' if v.get('all_inside') else '#ffebee'}}} .method{{color:#555;font-size:.9em}} pre{{background:#f7f7f7;padding:1em}}
+section{{margin:2em 0}}</style>
+<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>
+<h1>Reactomo analysis report</h1>
+<p class="sub">{html.escape(s['segmentation'])} · {len(result['rows'])} steps · voxel {s['voxel_size_um']:g} µm · {html.escape(s['created'])}</p>
+<p class="verdict">{html.escape(v.get('sentence', ''))}</p>
+{fit_text}{kin}
+<table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * s['config']['band']:g} % band</th></tr>{rows}</table>
+{''.join(parts)}
+<section><h2>Model</h2><pre>{html.escape(json.dumps(model, indent=1))}</pre></section>
+<section><h2>Settings</h2><pre>{settings}</pre><p class="method">Versions: {html.escape(json.dumps(s.get('versions', {})))}</p></section>
+</body></html>"""
