@@ -183,11 +183,11 @@ def run_workflow(
     rows: list[dict] = []
     verdict: dict = {}
     try:
-        result = analyze(out / "segmentations", out, config=AnalysisConfig(voxel_size_um=voxel_size, interval_s=config.interval_s,
+        analysis = analyze(out / "segmentations", out, config=AnalysisConfig(voxel_size_um=voxel_size, interval_s=config.interval_s,
                                                                            band=config.band, seed=config.seed),
                          phases=phases, reaction=reaction, on_progress=lambda f, m: progress(0.98 + 0.02 * f, f"analysis: {m}"),
                          extra={"run": str(out)})
-        rows, verdict = result["rows"], result["summary"]["verdict"]
+        rows, verdict = analysis["rows"], analysis["summary"]["verdict"]
     except ReactomoError as exc:  # e.g. a model that finds no reactant: the run is kept, the check says why it failed
         check_error = str(exc)
         say(f"   analysis not possible: {check_error}")
