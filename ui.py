@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -180,3 +182,25 @@ def histograms(scans, bins: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Histograms of every step, cached on the scans' paths and file times."""
     key = tuple((json.dumps(s.to_dict(), sort_keys=True), _mtime(s.path)) for s in scans)
     return _histograms(key, bins)
+
+
+# ------------------------------------------------------------------------------------------- shared formatting
+def models_root() -> Path:
+    """The model registry: ``$REACTOMO_MODELS`` when set, else the repo's top-level ``models/``."""
+    return Path(os.environ.get("REACTOMO_MODELS") or Path(__file__).resolve().parent / "models")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"1 h 02 min"``; ``"estimating"`` for None."""
+    if seconds is None:
+        return "estimating"
+    s = int(round(seconds))
+    return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
+
+
+def fmt_date(text: str) -> str:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM`` (UTC); the text itself when it is not one."""
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (ValueError, AttributeError):
+        return str(text)

@@ -427,6 +427,11 @@ def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
+def _kv_table(rows) -> str:
+    return "<table>" + "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td style='text-align:left'>"
+                               f"{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+
+
 def report_html(result: dict[str, Any]) -> str:
     """One self-contained HTML page: every chart (plotly.js inlined once), its method, settings, model, verdicts."""
     import plotly.offline
@@ -453,7 +458,17 @@ def report_html(result: dict[str, Any]) -> str:
 
     def fmt_ci(ci):
         return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and None not in ci else "(n/a)"
-    settings = html.escape(json.dumps(s["config"], indent=1))
+    norm = model.get("normalisation") or {}
+    model_rows = [("name", model.get("name", "(unknown)")), ("path", model.get("path", "")),
+                  ("weights SHA-256", str(model.get("weights_sha256", ""))[:16] + "…"),
+                  ("class codes", ", ".join(str(c) for c in model.get("class_codes", []))),
+                  ("normalisation", f"{norm.get('method', '?')} (upper percentile {norm.get('upper', '?')})")] if model else \
+        [("model", "not recorded (label files without a Reactomo segmentation record)")]
+    cfg = s["config"]
+    settings_rows = [("voxel size", f"{s['voxel_size_um']:g} µm"), ("band", f"±{100 * cfg['band']:g} %"),
+                     ("pore sub-volume", f"at most {cfg['pore_max_voxels']:,} voxels per step"),
+                     ("bootstrap resamples", str(cfg["n_boot"])), ("seed", str(cfg["seed"])),
+                     ("interval", "from the segmentation" if cfg.get("interval_s") is None else f"{cfg['interval_s']:g} s")]
     kin = ""
     if jm and "error" not in jm and jm.get("k") is not None:
         kin = (f"<p>JMAK (Avrami) fit of the reaction extent: k = {jm['k'] * 3600:.4g} per hour "
@@ -478,6 +493,6 @@ section{{margin:2em 0}}</style>
 {fit_text}{kin}
 <table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * s['config']['band']:g} % band</th></tr>{rows}</table>
 {''.join(parts)}
-<section><h2>Model</h2><pre>{html.escape(json.dumps(model, indent=1))}</pre></section>
-<section><h2>Settings</h2><pre>{settings}</pre><p class="method">Versions: {html.escape(json.dumps(s.get('versions', {})))}</p></section>
+<section><h2>Model</h2>{_kv_table(model_rows)}</section>
+<section><h2>Settings</h2>{_kv_table(settings_rows)}<h3>Library versions</h3>{_kv_table(list((s.get('versions') or {}).items()))}</section>
 </body></html>"""

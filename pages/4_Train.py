@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -19,13 +17,9 @@ from core.jobs import list_jobs, read_events, request_cancel, start_job
 from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, train_project_model
 from core.unet import UNetConfig, device_summary, select_device
 
-ROOT = Path(__file__).resolve().parents[1]
 KIND = "train"
 
 
-def models_root() -> Path:
-    """The model registry: ``$REACTOMO_MODELS`` when set, else the repo's top-level ``models/``."""
-    return Path(os.environ.get("REACTOMO_MODELS") or ROOT / "models")
 
 
 def _clean(obj):
@@ -63,11 +57,6 @@ def _history(job) -> list[dict]:
     return [e for e in read_events(project.root, job.id) if "epoch" in e]
 
 
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating"
-    s = int(round(seconds))
-    return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
 
 
 def _curves(history: list[dict], key: str) -> None:
@@ -84,7 +73,7 @@ def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
     name = job.params.get("name", "?")
     n = len(history)
     epochs = f"{n} epoch{'s' if n != 1 else ''}"
-    saved = (Path(job.params.get("models_root", models_root())) / name / "card.json").exists()
+    saved = (Path(job.params.get("models_root", ui.models_root())) / name / "card.json").exists()
     if job.status == "done":
         best = min(history, key=lambda h: h["val_loss"] if h.get("val_loss") is not None else math.inf) if history else {}
         dice = [v for v in (best.get("val_dice") or {}).values() if v is not None]
@@ -118,7 +107,7 @@ device = select_device("auto")
 st.markdown(f":material/memory: **Device:** {device_summary(device)} · chosen automatically "
             f"({'mixed precision on' if device.type == 'cuda' else 'no GPU found, so the CPU'})")
 st.caption(f"Ground truth: {accepted.step_name}, {len(accepted.slices)} slices "
-           f"({', '.join(f'z {z}' for z in accepted.slices)}) · models are saved to `{models_root()}`")
+           f"({', '.join(f'z {z}' for z in accepted.slices)}) · models are saved to `{ui.models_root()}`")
 
 if msg := ss.pop("train_flash", None):
     st.success(msg, icon=":material/check_circle:")
@@ -144,7 +133,7 @@ def live_run(job_id: str) -> None:
     m1, m2, m3, m4 = st.columns([2, 1, 1, 1], vertical_alignment="center")
     m1.markdown(f"**{job.params.get('name', job.title)}** · started {(job.started or job.created or '')[:19].replace('T', ' ')} UTC")
     m2.metric("Epoch", f"{len(history)} / {epochs}")
-    m3.metric("Time left", _fmt_s(job.eta_s) if job.status == "running" else "waiting")
+    m3.metric("Time left", ui.fmt_duration(job.eta_s) if job.status == "running" else "waiting")
     with m4:
         if st.button("Stop", icon=":material/stop_circle:", key="train_stop", width="stretch",
                      help="Stops after the current batch; the best epoch so far is kept as the model."):
@@ -174,7 +163,7 @@ elif latest is not None:
 
 # ------------------------------------------------------------------------------------------------ settings
 def _default_name() -> str:
-    taken = {b.name for b in list_bundles(models_root())}
+    taken = {b.name for b in list_bundles(ui.models_root())}
     i = 1
     while f"{project.name}-unet-{i}" in taken:
         i += 1
@@ -230,8 +219,8 @@ if start:
     with ui.user_errors():
         name = (name or "").strip()
         check_bundle_name(name)
-        if (models_root() / name).exists():
-            raise ReactomoError(f"A model called '{name}' already exists in {models_root()}; choose another name.")
+        if (ui.models_root() / name).exists():
+            raise ReactomoError(f"A model called '{name}' already exists in {ui.models_root()}; choose another name.")
         if augment and not transforms and factor > 1:
             raise ReactomoError("Choose at least one augmentation transform, or switch augmentation off.")
         tcfg = TrainConfig(patch_size=int(patch), stride_ratio=float(stride), batch_size=int(batch),
@@ -241,7 +230,7 @@ if start:
                            lr=float(lr), seed=int(seed))
         ucfg = UNetConfig(width=int(width), depth=int(depth), n_classes=len(phases))
         _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(),
-                          "models_root": str(models_root()), "project": project.name})
+                          "models_root": str(ui.models_root()), "project": project.name})
         ss["train_flash"] = f"Started training '{name}'."
         st.rerun()
 
@@ -249,23 +238,18 @@ if start:
 st.subheader("Model registry")
 bundles = []
 with ui.user_errors():
-    bundles = list_bundles(models_root())
+    bundles = list_bundles(ui.models_root())
 if not bundles:
-    st.caption(f"No models in `{models_root()}` yet.")
+    st.caption(f"No models in `{ui.models_root()}` yet.")
 else:
     def _dice(b) -> float | None:
         d = [v for v in (b.metrics.get("val_dice") or {}).values() if v is not None]
         return sum(d) / len(d) if d else None
 
-    def _date(text: str) -> str:
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
-        except ValueError:
-            return text
 
     table = pd.DataFrame({
         "Model": [b.name for b in bundles],
-        "Created (UTC)": [_date(b.created) for b in bundles],
+        "Created (UTC)": [ui.fmt_date(b.created) for b in bundles],
         "Classes": [", ".join(b.phases) for b in bundles],
         "Mean val. Dice": [_dice(b) for b in bundles],
         "Epochs": [b.metrics.get("epochs") for b in bundles],
@@ -282,17 +266,17 @@ else:
         new = st.text_input("New name", key="reg_rename_new", max_chars=100)
         if st.form_submit_button("Rename"):
             with ui.user_errors():
-                rename_bundle(models_root(), old, (new or "").strip())
+                rename_bundle(ui.models_root(), old, (new or "").strip())
                 ss["train_flash"] = f"Renamed '{old}' to '{new.strip()}'."
                 st.rerun()
     with r2, st.container(border=True):
         st.markdown(":material/delete: **Delete**")
         victim = st.selectbox("Model", names, key="reg_delete_name")
-        st.caption(f"Moves the model to `{models_root() / '.trash'}`, where it can be recovered.")
+        st.caption(f"Moves the model to `{ui.models_root() / '.trash'}`, where it can be recovered.")
         sure = st.checkbox(f"Yes, delete '{victim}'", key="reg_delete_sure")
         if st.button("Delete model", disabled=not sure, key="reg_delete"):
             with ui.user_errors():
-                delete_bundle(models_root(), victim)
+                delete_bundle(ui.models_root(), victim)
                 ss["train_flash"] = f"Moved '{victim}' to the trash."
                 ss.pop("reg_delete_sure", None)
                 st.rerun()

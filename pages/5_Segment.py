@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -21,29 +20,15 @@ from core.seg_charts import cleaning_chart, fraction_over_time
 from core.segment import InferenceConfig
 from core.series import read_series_record
 
-ROOT = Path(__file__).resolve().parents[1]
 KIND = "segment"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SCHEDULERS = {"process": "In this process", "local": "Local cluster (Dask) with N workers", "address": "Existing Dask cluster (address)"}
 
 
-def models_root() -> Path:
-    """The model registry: ``$REACTOMO_MODELS`` when set, else the repo's top-level ``models/``."""
-    return Path(os.environ.get("REACTOMO_MODELS") or ROOT / "models")
 
 
-def _fmt_s(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating"
-    s = int(round(seconds))
-    return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
 
 
-def _date(text: str) -> str:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
-    except (ValueError, AttributeError):
-        return str(text)
 
 
 def _mean_dice(b) -> float | None:
@@ -111,7 +96,7 @@ def _status_sentence(job) -> tuple[str, str]:
         if failed and not done:
             return "error", f"Segmentation '{name}' failed on every step; the table below gives each step's reason."
         tail = f"; {len(failed)} step(s) failed, see the table below" if failed else ""
-        return ("warning" if failed else "success"), f"Segmentation '{name}' finished: {len(done)} step(s) segmented in {_fmt_s(res.get('seconds'))}{tail}."
+        return ("warning" if failed else "success"), f"Segmentation '{name}' finished: {len(done)} step(s) segmented in {ui.fmt_duration(res.get('seconds'))}{tail}."
     if job.status == "cancelled":
         return "warning", f"Segmentation '{name}' was stopped; the steps done so far are kept."
     if job.status == "interrupted":
@@ -169,7 +154,7 @@ def live_run(job_id: str) -> None:
     m1.markdown(f"**{name}** · model `{job.params.get('model_name', '?')}` · started "
                 f"{(job.started or job.created or '')[:19].replace('T', ' ')} UTC")
     m2.metric("Steps finished", f"{n_done} / {len(steps)}")
-    m3.metric("Time left", _fmt_s(job.eta_s) if job.status == "running" else "waiting")
+    m3.metric("Time left", ui.fmt_duration(job.eta_s) if job.status == "running" else "waiting")
     with m4:
         if st.button("Stop", icon=":material/stop_circle:", key="seg_stop", width="stretch",
                      help="Stops after the current slab; the steps already done are kept."):
@@ -201,18 +186,18 @@ elif latest is not None:
 # ------------------------------------------------------------------------------------------------ settings
 bundles = []
 with ui.user_errors():
-    bundles = list_bundles(models_root())
+    bundles = list_bundles(ui.models_root())
 with st.expander("New segmentation", expanded=not active and not project.manifest.get("segmentations"),
                  icon=":material/tune:"):
     if not bundles:
-        st.info(f"There is no model in the registry (`{models_root()}`) yet. Train one on the Train page first.")
+        st.info(f"There is no model in the registry (`{ui.models_root()}`) yet. Train one on the Train page first.")
         st.markdown('<a href="./train" target="_self">Go to the Train page</a>', unsafe_allow_html=True)
     else:
         names = [b.name for b in bundles]
-        model = st.selectbox("Model", names, key="seg_model", help=f"Models of the registry in `{models_root()}`.")
+        model = st.selectbox("Model", names, key="seg_model", help=f"Models of the registry in `{ui.models_root()}`.")
         b = next(x for x in bundles if x.name == model)
         dice = _mean_dice(b)
-        st.caption(f":material/deployed_code: **{b.name}** · created {_date(b.created)} UTC · phases: {', '.join(b.phases)}"
+        st.caption(f":material/deployed_code: **{b.name}** · created {ui.fmt_date(b.created)} UTC · phases: {', '.join(b.phases)}"
                    + (f" · mean validation Dice {dice:.3f}" if dice is not None else "")
                    + (f" · {b.metrics['epochs']} epochs" if b.metrics.get("epochs") else ""))
         if tuple(b.phases) != tuple(phases.names):
@@ -307,13 +292,13 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                     scheduler = (address or "").strip()
                     if "://" not in scheduler:
                         raise ReactomoError("Give the Dask scheduler's address, e.g. tcp://host:8786.")
-                load_model_cached(models_root() / model, phases=phases, device="cpu")  # refuses another phase table
+                load_model_cached(ui.models_root() / model, phases=phases, device="cpu")  # refuses another phase table
                 inference = InferenceConfig(tile=int(tile), overlap=float(overlap), batch_size=int(batch))
                 inference.validate()
                 post = PostprocessConfig(min_sizes={c: int(v) for c, v in min_sizes.items() if int(v) > 0},
                                          connectivity=connectivity, rim_phase=pdef.rim_phase, rim_around=pdef.rim_around,
                                          rim_px=int(rim_px) if pdef.rim_phase is not None else 0, enabled=bool(clean_on))
-                params = {"name": name, "model_dir": str(models_root() / model), "model_name": model,
+                params = {"name": name, "model_dir": str(ui.models_root() / model), "model_name": model,
                           "steps": sorted(int(s) for s in steps), "inference": inference.to_dict(),
                           "postprocess": post.to_dict() if clean_on else None, "use_roi": bool(use_roi and roi),
                           "z_range": [int(z0), int(z1)] if some_z and (z0, z1) != (0, depth) else None,
