@@ -92,6 +92,56 @@ def test_sampling_step_only_lowers_values():
     assert (coarse[mask] >= 2.0).all()
 
 
+def _opening_thickness(mask: np.ndarray) -> np.ndarray:
+    """PoreSpy's definition with whole-voxel radii, by morphological openings (its method='dt'): the largest integer r
+    such that the voxel lies within distance < r of a voxel whose distance transform is >= r (diameter 2r)."""
+    dt = ndi.distance_transform_edt(mask)
+    out = np.zeros(mask.shape)
+    for r in range(1, int(dt.max()) + 1):
+        seeds = dt >= r
+        covered = ndi.distance_transform_edt(~seeds) < r
+        out[covered & mask] = 2 * r
+    return out
+
+
+@pytest.mark.parametrize("shape,sigma", [((40, 44, 48), 2.5), ((90, 96), 3.0)])
+def test_whole_voxel_radii_equal_the_opening_definition(shape, sigma):
+    """sampling_step=1 is PoreSpy's local thickness (method 'bf' or 'dt'), computed here by openings: voxel for voxel."""
+    rng = np.random.default_rng(7)
+    mask = ndi.gaussian_filter(rng.standard_normal(shape), sigma) > 0.3
+    np.testing.assert_array_equal(local_thickness(mask, sampling_step=1.0), _opening_thickness(mask).astype(np.float32))
+
+
+def test_random_2d_structure_matches_brute_force():
+    rng = np.random.default_rng(3)
+    mask = ndi.gaussian_filter(rng.standard_normal((40, 46)), 1.5) > 0.0
+    np.testing.assert_allclose(local_thickness(mask), _brute_force(mask), atol=1e-4)
+
+
+def test_fast_distance_transform_equals_scipy():
+    from core.pores import _squared_edt
+
+    rng = np.random.default_rng(4)
+    for shape in [(30, 41, 23), (57, 64)]:
+        mask = ndi.gaussian_filter(rng.standard_normal(shape), 2) > 0.2
+        ref = np.rint(ndi.distance_transform_edt(mask) ** 2).astype(np.int32)
+        np.testing.assert_array_equal(_squared_edt(mask), ref)
+        np.testing.assert_array_equal(_squared_edt(mask, use_edt=False), ref)
+
+
+def test_concurrent_calls_from_threads_agree_with_serial():
+    """The analysis runs in background threads: two at once must neither crash nor mix results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    masks = [ndi.gaussian_filter(rng.standard_normal((32, 32, 32)), 2) > t for t in (0.0, 0.05, -0.05, 0.1)]
+    serial = [local_thickness(m) for m in masks]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(local_thickness, masks))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_equivalent_diameters_of_known_balls():
     vol = np.zeros((30, 30, 60), dtype=bool)
     b = _ball(6, pad=0)
