@@ -51,7 +51,8 @@ class AnalysisConfig:
         Half-width of the internal-standard band (0.02 = ±2 %).
     pore_max_voxels : int
         Pore sizes are measured on a central sub-volume of at most this many voxels per step (local thickness
-        costs time and memory); porosity always uses every voxel.
+        needs ~20 bytes per voxel: the default 32 M is ~650 MB and ~2 s per step on 2 cores); porosity always uses
+        every voxel.
     n_boot : int
         Bootstrap resamples of every interval.
     seed : int
@@ -60,7 +61,7 @@ class AnalysisConfig:
     voxel_size_um: float | None = None
     interval_s: float | None = None
     band: float = 0.02
-    pore_max_voxels: int = 4_000_000
+    pore_max_voxels: int = 32_000_000
     n_boot: int = 500
     seed: int = 0
 
@@ -279,11 +280,11 @@ def analyze(
     jmak = rate = None
     if times_ok and len(rows) >= 4:
         t = np.asarray(data.times_s, float)
-        # the kinetic law describes the reaction extent: alpha = product fraction / its final plateau is not known,
-        # so fit the extent from the product gain (x), which runs from 0 to the extent reached
+        # the kinetic law describes the reaction extent: fit the extent from the product gain (x), which runs from 0
+        # to the extent reached; a reaction that levels off below 1 gets a fitted plateau alpha_max (F-test, "auto")
         alpha = np.clip(x, 0, 1)
         try:
-            jmak = kinetics.fit_jmak(t, alpha, level=0.95)
+            jmak = kinetics.fit_jmak(t, alpha, level=0.95, alpha_max="auto")
         except ReactomoError as exc:
             jmak = {"error": str(exc)}
         try:
@@ -367,12 +368,13 @@ def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     times = [r["time_s"] for r in molar]
     if jmak and jmak.get("k") is not None and all(t is not None for t in times):
         ct = np.linspace(0, max(times), 200)
-        t0 = jmak.get("t0") or 0.0
-        jmak["curve_t_s"], jmak["curve"] = ct, kinetics.jmak(ct, jmak["k"], jmak["n"], t0)
-        corners = [kinetics.jmak(ct, kk, nn, t0) for kk in (jmak.get("k_ci") or [None, None]) for nn in (jmak.get("n_ci") or [None, None])
-                   if kk is not None and nn is not None and kk > 0 and nn > 0]
-        if corners:
-            jmak["curve_low"], jmak["curve_high"] = np.min(corners, 0), np.max(corners, 0)
+        if jmak.get("alpha_max") is None:  # summaries written before the plateau was fitted: classical JMAK
+            jmak["alpha_max"] = 1.0
+        # pointwise band by the delta method on the fit's covariance (NaN bounds when it is missing)
+        curve, low, high = kinetics.jmak_band(ct, jmak)
+        jmak["curve_t_s"], jmak["curve"] = ct, curve
+        if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
+            jmak["curve_low"], jmak["curve_high"] = low, high
     growth = summary.get("growth") or []
     rate = None
     if growth and all(g.get("rate_per_h") is not None for g in growth):
@@ -405,7 +407,7 @@ def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
     times = result["times_s"]
     reaction = Reaction()
     rp, pp = phases.by_code(reaction.reactant), phases.by_code(reaction.product)
-    band = result["summary"]["config"]["band"]
+    band = band_of(result)
     out = [("Molar evolution (internal standard)", ac.molar_evolution_figure(result["rows"], fit=result["fit"], band=band,
                                                                               reactant=rp.name, product=pp.name)),
            ("Reaction extent, two estimates", ac.extent_figure(result["rows"], reactant=rp.name, product=pp.name))]
@@ -465,7 +467,10 @@ def report_html(result: dict[str, Any]) -> str:
                   ("normalisation", f"{norm.get('method', '?')} (upper percentile {norm.get('upper', '?')})")] if model else \
         [("model", "not recorded (label files without a Reactomo segmentation record)")]
     cfg = s["config"]
-    settings_rows = [("voxel size", f"{s['voxel_size_um']:g} µm"), ("band", f"±{100 * cfg['band']:g} %"),
+    band = band_of(result)
+    band_text = f"±{100 * band:g} %" + ("" if abs(band - cfg["band"]) < 1e-12 else
+                                        f" (chosen after the run; the run and its CSV files used ±{100 * cfg['band']:g} %)")
+    settings_rows = [("voxel size", f"{s['voxel_size_um']:g} µm"), ("band", band_text),
                      ("pore sub-volume", f"at most {cfg['pore_max_voxels']:,} voxels per step"),
                      ("bootstrap resamples", str(cfg["n_boot"])), ("seed", str(cfg["seed"])),
                      ("interval", "from the segmentation" if cfg.get("interval_s") is None else f"{cfg['interval_s']:g} s")]
@@ -473,7 +478,10 @@ def report_html(result: dict[str, Any]) -> str:
     if jm and "error" not in jm and jm.get("k") is not None:
         kin = (f"<p>JMAK (Avrami) fit of the reaction extent: k = {jm['k'] * 3600:.4g} per hour "
                f"{fmt_ci([c * 3600 if c is not None else None for c in jm['k_ci']])}, n = {jm['n']:.3f} {fmt_ci(jm['n_ci'])}"
-               + (f", half time {jm['half_time_s'] / 60:.1f} min" if jm.get("half_time_s") else "") + ".</p>")
+               + (f", α_max = {jm['alpha_max']:.3f} {fmt_ci(jm.get('alpha_max_ci'))}" if jm.get("alpha_max_fitted")
+                  else f", α_max fixed at {jm.get('alpha_max') or 1.0:g}")
+               + (f", half time (half of the plateau) {jm['half_time_s'] / 60:.1f} min" if jm.get("half_time_s") else "")
+               + ". " + html.escape((jm.get("model_choice") or {}).get("reason") or "") + "</p>")
     elif jm.get("error"):
         kin = f"<p>Kinetic fit not possible: {html.escape(jm['error'])}</p>"
     fit_text = (f"<p>Fit of the measured points: slope {fit['slope']:.4f} {fmt_ci(fit.get('slope_ci'))}, intercept "
@@ -491,8 +499,79 @@ section{{margin:2em 0}}</style>
 <p class="sub">{html.escape(s['segmentation'])} · {len(result['rows'])} steps · voxel {s['voxel_size_um']:g} µm · {html.escape(s['created'])}</p>
 <p class="verdict">{html.escape(v.get('sentence', ''))}</p>
 {fit_text}{kin}
-<table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * s['config']['band']:g} % band</th></tr>{rows}</table>
+<table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * band:g} % band</th></tr>{rows}</table>
 {''.join(parts)}
 <section><h2>Model</h2>{_kv_table(model_rows)}</section>
 <section><h2>Settings</h2>{_kv_table(settings_rows)}<h3>Library versions</h3>{_kv_table(list((s.get('versions') or {}).items()))}</section>
 </body></html>"""
+
+
+def check_band(band: Any) -> float:
+    """``band`` as a float fraction strictly between 0 and 1, else a :class:`ReactomoError` in one sentence."""
+    try:
+        ok = not isinstance(band, (bool, str, bytes)) and 0.0 < float(band) < 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:  # NaN fails the comparison too
+        raise ReactomoError(f"The band must be a fraction between 0 and 1 (0.02 = ±2 %); got {band!r}.")
+    return float(band)
+
+
+def band_of(result: dict[str, Any]) -> float:
+    """The band a result is judged with: the one :func:`with_band` chose, else the analysis run's."""
+    s = result["summary"]
+    b = result.get("band") or (s.get("verdict") or {}).get("band") or s["config"]["band"]
+    return float(b)
+
+
+def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
+    """The same analysis judged with another band, from the stored numbers only (no label file is read).
+
+    Every band-dependent value is recomputed: each molar-evolution step's ``inside_band``
+    (``|deviation_pct| <= 100·band``), the verdict, the pore-check and inert-phase flags and the band named in their
+    method sentences. ``result["band"]`` (and ``summary["verdict"]["band"]``) record the band used, which
+    :func:`figures` and :func:`report_html` draw; ``summary["config"]["band"]`` stays the band of the run, i.e. of the
+    files written to disk. The input is not modified.
+
+    Raises
+    ------
+    ReactomoError
+        ``band`` is not a number strictly between 0 and 1.
+    """
+    import copy
+    import re
+
+    from core import stoichiometry
+
+    band = check_band(band)
+    tol = 1e-9  # percent; the verdict's own tolerance, so the flags and the count agree
+    s = copy.deepcopy(result["summary"])
+
+    def inside_pct(dev_pct: Any) -> bool:
+        return dev_pct is not None and bool(np.isfinite(float(dev_pct))) and abs(float(dev_pct)) <= 100.0 * band + tol
+
+    def retext(row: dict) -> None:
+        if isinstance(row.get("method"), str):
+            row["method"] = re.sub(r"band ±[0-9.eE+\-]+ %", f"band ±{100 * band:g} %", row["method"])
+
+    for r in s.get("molar_evolution") or []:
+        r["inside_band"] = inside_pct(r.get("deviation_pct"))
+    rows = [{**r, "inside_band": inside_pct(r.get("deviation_pct"))} for r in result["rows"]]
+    if rows:
+        nan = float("nan")  # a deviation saved as null (NaN) counts as outside, as in the verdict
+        s["verdict"] = _jsonable(stoichiometry.verdict(
+            [{**r, "deviation_pct": nan if r.get("deviation_pct") is None else r["deviation_pct"]} for r in rows], band))
+    for r in s.get("pore_check") or []:
+        dev = r.get("deviation")
+        r["inside_band"] = dev is not None and bool(np.isfinite(float(dev))) and abs(float(dev)) <= band + 1e-12
+        retext(r)
+    first: dict[Any, float] = {}
+    for r in s.get("inert") or []:
+        key = r.get("code", r.get("phase"))
+        vol = float(r["volume_mm3"]) if r.get("volume_mm3") is not None else float("nan")
+        v0 = first.setdefault(key, vol)
+        r["inside_band"] = (bool(abs(vol - v0) <= (band + 1e-12) * v0) if v0 > 0 else bool(vol == 0))
+        retext(r)
+    out = dict(result)
+    out.update(summary=s, rows=rows, pore_check=s.get("pore_check") or [], inert=s.get("inert") or [], band=band)
+    return out

@@ -230,13 +230,21 @@ def growth_figure(t_s: Sequence[float], fraction: Sequence[float], *, fit: dict 
                                  name=f"reaction extent α (from {product} gain)"), row=1, col=1)
     if fit and fit.get("curve_t_s") is not None:
         ct = np.asarray(fit["curve_t_s"]) / 60.0
+        pct = f"{100 * float(fit.get('level') or 0.95):g} %"
         if fit.get("curve_low") is not None:
             fig.add_trace(go.Scatter(x=np.r_[ct, ct[::-1]], y=np.r_[fit["curve_high"], np.asarray(fit["curve_low"])[::-1]],
                                      fill="toself", mode="lines", fillcolor="rgba(50,50,50,0.15)", line=dict(width=0),
-                                     hoverinfo="skip", name="JMAK fit: band of the parameters' 95 % intervals"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=ct, y=fit["curve"], mode="lines", line=dict(color="#333"),
-                                 name=f"JMAK fit: k = {fit['k'] * 3600:.3g} /h [{fit['k_ci'][0] * 3600:.3g}, {fit['k_ci'][1] * 3600:.3g}], "
-                                      f"n = {fit['n']:.2f} [{fit['n_ci'][0]:.2f}, {fit['n_ci'][1]:.2f}]"), row=1, col=1)
+                                     hoverinfo="skip", name=f"JMAK fit: {pct} confidence band (delta method)"), row=1, col=1)
+
+        def ci(c, f=1.0, fmt=".3g"):
+            return f"[{c[0] * f:{fmt}}, {c[1] * f:{fmt}}]" if c and None not in c[:2] and np.all(np.isfinite(c[:2])) else "[n/a]"
+        am = fit.get("alpha_max")
+        am_text = (f"α_max = {am:.3f} {ci(fit.get('alpha_max_ci'), fmt='.3f')}" if fit.get("alpha_max_fitted")
+                   else f"α_max fixed at {1.0 if am is None else am:g}")
+        label = (f"JMAK fit: k = {fit['k'] * 3600:.3g} /h {ci(fit['k_ci'], 3600)}, "
+                 f"n = {fit['n']:.2f} {ci(fit['n_ci'], fmt='.2f')}, {am_text}")
+        fig.add_trace(go.Scatter(x=ct, y=fit["curve"], mode="lines", line=dict(color="#333"), name=label,
+                                 hovertemplate=f"%{{x:.1f}} min: α = %{{y:.3f}}<br>{label}<extra></extra>"), row=1, col=1)
     if rate:
         rt = np.asarray(rate["t_s"]) / 60.0
         fig.add_trace(go.Scatter(x=np.r_[rt, rt[::-1]], y=np.r_[rate["rate_high"], np.asarray(rate["rate_low"])[::-1]],
@@ -251,6 +259,9 @@ def growth_figure(t_s: Sequence[float], fraction: Sequence[float], *, fit: dict 
     methods = []
     if fit:
         methods.append(fit.get("method", ""))
+        reason = (fit.get("model_choice") or {}).get("reason") or ""
+        if reason and reason not in methods[-1]:
+            methods.append(reason)
     if rate:
         methods.append(rate.get("method", ""))
     fig.update_layout(meta={"method": " ".join(m for m in methods if m)})

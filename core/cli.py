@@ -614,10 +614,33 @@ def cmd_analyze(args) -> int:
     print(v["sentence"])
     jm = result["summary"].get("jmak") or {}
     if jm.get("k") is not None:
+        am_ci = jm.get("alpha_max_ci") or [None, None]
+        am = (f"alpha_max fixed at {jm.get('alpha_max') or 1.0:g}" if not jm.get("alpha_max_fitted") else
+              f"alpha_max = {jm['alpha_max']:.3f}" + ("" if None in am_ci else f" [{am_ci[0]:.3f}, {am_ci[1]:.3f}]"))
         print(f"JMAK: k = {jm['k'] * 3600:.4g} /h [{jm['k_ci'][0] * 3600:.4g}, {jm['k_ci'][1] * 3600:.4g}], "
-              f"n = {jm['n']:.3f} [{jm['n_ci'][0]:.3f}, {jm['n_ci'][1]:.3f}]")
+              f"n = {jm['n']:.3f} [{jm['n_ci'][0]:.3f}, {jm['n_ci'][1]:.3f}], {am}")
+        if (jm.get("model_choice") or {}).get("reason"):
+            print(jm["model_choice"]["reason"])
     print(f"Results in {args.out}: molar_evolution.csv, pore_check.csv, inert.csv, pore_sizes.csv, growth.csv, "
           f"summary.json, report.html.")
+    if args.figures:
+        # the results above are written and valid; a failed image export is reported apart, with exit status 1
+        from core.analysis import figures
+        from core.export import figure_images
+
+        folder = Path(args.out) / "figures"
+        try:
+            images = figure_images(figures(result), args.figures, scale=args.figure_scale)
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in images.items():
+                (folder / f"{name}.{args.figures}").write_bytes(data)
+        except ReactomoError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"error: The images cannot be written to {folder} ({exc.strerror or exc}).", file=sys.stderr)
+            return 1
+        print(f"{len(images)} charts as {args.figures.upper()} in {folder}: {', '.join(images)}.")
     return 0
 
 
@@ -800,10 +823,16 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (default: from the segmentation, else 2.75)")
     an.add_argument("--interval", type=float, default=None, help="seconds between steps when the segmentation has no times")
     an.add_argument("--band", type=float, default=2.0, help="internal-standard band in percent (default 2)")
-    an.add_argument("--pore-max-voxels", type=int, default=4_000_000, help="pore sizes on a central sub-volume of at most this many voxels")
+    an.add_argument("--pore-max-voxels", type=int, default=32_000_000, help="pore sizes on a central sub-volume of at most this many voxels (local thickness needs ~20 bytes per voxel: 32 M is ~650 MB and ~2 s per step on 2 cores)")
     an.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples of every interval")
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--phases", help="JSON file with the phase table (default: the segmentation's)")
+    an.add_argument("--figures", choices=("png", "svg", "pdf"), default=None,
+                    help="also write every chart to OUT/figures/<chart>.<format> with its method under the plot "
+                         "(needs Chromium: Debian `apt install chromium`, or BROWSER_PATH). If only this export "
+                         "fails, the CSVs and the report stay written and the exit status is 1 (2: nothing done)")
+    an.add_argument("--figure-scale", type=float, default=2.0,
+                    help="pixel density of PNG figures: 2 gives 2000 px wide images (default 2)")
     an.set_defaults(func=cmd_analyze)
 
     ru = sub.add_parser("run", help="the whole workflow headless: scribbles -> forest -> U-Net -> segment -> check")

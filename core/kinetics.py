@@ -1,7 +1,9 @@
 """Reaction kinetics: the JMAK (Avrami) model fitted to the reacted fraction, and growth rates with bands.
 
 JMAK (Johnson-Mehl-Avrami-Kolmogorov): ``alpha(t) = 1 − exp(−(k·(t − t0))^n)`` for ``t > t0`` and 0 before, with
-rate constant ``k`` (1/s), Avrami exponent ``n`` and onset ``t0`` (s). :func:`fit_jmak` fits it by non-linear least
+rate constant ``k`` (1/s), Avrami exponent ``n`` and onset ``t0`` (s); a reaction that levels off below complete
+conversion gets a plateau, ``alpha_max · (1 − exp(…))``, kept when an F-test says it fits significantly better
+(:func:`jmak_band` draws the fitted curve with a delta-method band). :func:`fit_jmak` fits it by non-linear least
 squares (:func:`scipy.optimize.curve_fit`) from starting values read off the linearised Avrami plot
 ``ln(−ln(1 − alpha))`` against ``ln(t − t0)``; confidence intervals come from the covariance matrix with t quantiles,
 or from a residual bootstrap. :func:`growth_rate` differentiates a smoothed fraction (local polynomial /
@@ -22,7 +24,7 @@ from scipy import optimize, stats
 
 from core.errors import ReactomoError
 
-__all__ = ["jmak", "fit_jmak", "growth_rate", "N_BOUNDS"]
+__all__ = ["jmak", "jmak_band", "fit_jmak", "growth_rate", "N_BOUNDS", "ALPHA_SLACK"]
 
 #: Bounds of the Avrami exponent in the fit.
 N_BOUNDS = (0.3, 6.0)
@@ -97,9 +99,27 @@ def _avrami_start(t: np.ndarray, a: np.ndarray, t0: float) -> tuple[float, float
     return _LN2**0.5 / th, 2.0
 
 
-def _curve_fit(t, a, p0, lower, upper, sigma, absolute, fixed_t0):
-    def model(tt, k, n, *rest):
-        return jmak(tt, k, n, fixed_t0 if fixed_t0 is not None else rest[0])
+def _unpack(p, t0_fixed, a_fixed) -> tuple[float, float, float, float]:
+    """(k, n, t0, alpha_max) from a parameter vector ordered k, n[, t0][, alpha_max]."""
+    k, n = p[0], p[1]
+    i = 2
+    if t0_fixed is None:
+        t0v, i = p[i], i + 1
+    else:
+        t0v = t0_fixed
+    av = p[i] if a_fixed is None else a_fixed
+    return k, n, t0v, av
+
+
+def _model(t, k, n, t0, amax):
+    """``amax · JMAK(t)``; exactly :func:`jmak` when ``amax`` is 1."""
+    out = jmak(t, k, n, t0)
+    return out if amax == 1.0 else amax * out
+
+
+def _curve_fit(t, a, p0, lower, upper, sigma, absolute, fixed_t0, fixed_a=1.0):
+    def model(tt, *p):
+        return _model(tt, *_unpack(p, fixed_t0, fixed_a))
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -109,29 +129,39 @@ def _curve_fit(t, a, p0, lower, upper, sigma, absolute, fixed_t0):
     return popt, pcov
 
 
-def _fit_once(t, a, t0_fixed, sigma, absolute, starts):
-    """Best (lowest weighted SSE) curve_fit over several starting points; returns (popt, pcov) or (None, None)."""
+def _fit_once(t, a, t0_fixed, sigma, absolute, starts, a_fixed=1.0):
+    """Best (lowest weighted SSE) curve_fit over several starting points ``(k, n, t0, alpha_max)``.
+
+    Returns (popt, pcov, weighted SSE) or (None, None, inf). ``popt`` holds the fitted parameters only, in the order
+    k, n[, t0][, alpha_max].
+    """
     lower = [0.0, N_BOUNDS[0]] + ([] if t0_fixed is not None else [starts[0][2] - 10 * (np.ptp(t) or 1.0)])
     best = (None, None, np.inf)
-    for p in starts:
-        p = list(p[:2]) if t0_fixed is not None else list(p)
+    for s in starts:
+        p = list(s[:2]) if t0_fixed is not None else list(s[:3])
         up_t0 = [] if t0_fixed is not None else [_t0_upper(t, a)]
         upper = [np.inf, N_BOUNDS[1]] + up_t0
         if t0_fixed is None:
             lower[2] = min(lower[2], p[2] - 1.0)
             p[2] = min(p[2], upper[2] - 1e-9 * (abs(upper[2]) + 1))
         p[0] = max(p[0], 1e-300)
+        lo, up = list(lower), list(upper)
+        if a_fixed is None:
+            a_hi = 1.0 + ALPHA_SLACK
+            p.append(float(np.clip(s[3] if len(s) > 3 else 1.0, 1e-6, a_hi * (1 - 1e-9))))
+            lo.append(0.0)
+            up.append(a_hi)
         try:
-            popt, pcov = _curve_fit(t, a, p, lower, upper, sigma, absolute, t0_fixed)
+            popt, pcov = _curve_fit(t, a, p, lo, up, sigma, absolute, t0_fixed, a_fixed)
         except (RuntimeError, ValueError, optimize.OptimizeWarning):
             continue
-        r = (a - jmak(t, popt[0], popt[1], t0_fixed if t0_fixed is not None else popt[2]))
+        r = a - _model(t, *_unpack(popt, t0_fixed, a_fixed))
         if sigma is not None:
             r = r / sigma
         sse = float(r @ r)
         if sse < best[2]:
             best = (popt, pcov, sse)
-    return best[0], best[1]
+    return best
 
 
 def _t0_upper(t: np.ndarray, a: np.ndarray) -> float:
@@ -144,18 +174,121 @@ def _half_time(k: float, n: float, t0: float) -> float:
     return t0 + _LN2 ** (1.0 / n) / k
 
 
+def _starts(t: np.ndarray, a: np.ndarray, t0: float | None, a_starts: Sequence[float]) -> list[tuple]:
+    """Starting points (k, n, t0, alpha_max): the linearised Avrami plot of alpha / alpha_max per candidate."""
+    starts = []
+    for av in a_starts:
+        s = a / av
+        if t0 is not None:
+            k_s, n_s = _avrami_start(t, s, float(t0))
+            starts += [(k_s, n_s, float(t0), av), (k_s, 2.0, float(t0), av)]
+        else:
+            up = _t0_upper(t, a)
+            cands = {float(min(t[0], up)), float(min(0.0, up)) if t[0] >= 0 else float(t[0])}
+            zero = np.nonzero(a <= 0.01)[0]
+            if zero.size:
+                cands.add(float(min(t[zero[-1]], up)))
+            for c in sorted(cands):
+                c = min(c, up - 1e-6 * (abs(up) + 1))
+                starts.append((*_avrami_start(t, s, c), c, av))
+    return starts
+
+
+def _alpha_max_arg(alpha_max) -> float | str | None:
+    if alpha_max is None or (isinstance(alpha_max, str) and alpha_max == "auto"):
+        return alpha_max
+    ok = isinstance(alpha_max, (int, float, np.integer, np.floating)) and not isinstance(alpha_max, (bool, np.bool_))
+    if not ok:
+        raise ReactomoError(f"alpha_max must be 'auto', None (fitted) or a plateau between 0 and {1 + ALPHA_SLACK:g}; "
+                            f"got {alpha_max!r}.")
+    v = float(alpha_max)
+    if not (math.isfinite(v) and 0 < v <= 1 + ALPHA_SLACK):
+        raise ReactomoError(f"A fixed alpha_max must be a plateau above 0 and at most {1 + ALPHA_SLACK:g} "
+                            f"(1 = complete conversion); got {alpha_max!r}.")
+    return v
+
+
+def jmak_band(t, fit: dict[str, Any], level: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fitted JMAK curve ``alpha_max · (1 − exp(−(k(t − t0))^n))`` with a pointwise confidence band.
+
+    The band is the delta method: var(curve(t)) = g(t)ᵀ · cov · g(t) with g the analytic gradient of the curve with
+    respect to each fitted parameter (those in ``fit["param_names"]``; fixed ones contribute nothing), and the band
+    is curve ± t(1 − (1−level)/2, dof) × its standard error. Where the curve is pinned (t ≤ t0) the band has zero
+    width.
+
+    Parameters
+    ----------
+    t : array_like
+        Times in seconds.
+    fit : dict
+        A :func:`fit_jmak` result or its JSON form (``cov`` as nested lists, NaN as None): ``k, n, t0`` and optional
+        ``alpha_max`` (1 when absent), ``cov``, ``param_names``, ``dof``, ``level``.
+    level : float, optional
+        Coverage; default ``fit["level"]`` (0.95 when absent).
+
+    Returns
+    -------
+    (curve, low, high) : numpy.ndarray
+        NaN ``low``/``high`` when the covariance is missing or not finite, or there are no degrees of freedom.
+    """
+    level = _level((fit.get("level") or 0.95) if level is None else level)
+    ta = np.atleast_1d(np.asarray(t, dtype=float))
+    k, n_, t0v = float(fit["k"]), float(fit["n"]), float(fit.get("t0") or 0.0)
+    av = fit.get("alpha_max")
+    av = 1.0 if av is None else float(av)
+    tau = np.clip(k * (ta - t0v), 0.0, None)
+    base = -np.expm1(-(tau**n_))
+    curve = av * base
+    names = list(fit.get("param_names") or [])
+    raw = fit.get("cov")
+    try:
+        cov = np.array([[np.nan if c is None else c for c in row] for row in raw], dtype=float) if raw is not None else None
+    except TypeError:
+        cov = np.asarray(raw, dtype=float)
+    dof = fit.get("dof") or 0
+    nan = np.full(ta.shape, np.nan)
+    if cov is None or cov.shape != (len(names), len(names)) or not np.all(np.isfinite(cov)) or dof <= 0:
+        return curve, nan, nan.copy()
+    pos = tau > 0
+    e = np.exp(-(tau**n_))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ln_tau = np.where(pos, np.log(np.where(pos, tau, 1.0)), 0.0)
+        tn = np.where(pos, tau**n_, 0.0)
+        grads = {
+            "k": np.where(pos, av * e * n_ * tn / k, 0.0),
+            "n": np.where(pos, av * e * tn * ln_tau, 0.0),
+            # d/dt0 = −A e n k tau^(n−1) = −A e n tau^n / (t − t0)
+            "t0": np.where(pos, -av * e * n_ * tn / np.where(pos, ta - t0v, 1.0), 0.0),
+            "alpha_max": base,
+        }
+    unknown = [p for p in names if p not in grads]
+    if unknown:
+        raise ReactomoError(f"Unknown JMAK parameter(s) {unknown} in the fit; expected k, n, t0, alpha_max.")
+    J = np.column_stack([grads[p] for p in names])
+    var = np.einsum("ij,jk,ik->i", J, cov, J)
+    se = np.sqrt(np.clip(var, 0.0, None))
+    tq = float(stats.t.ppf(0.5 + level / 2, dof))
+    return curve, curve - tq * se, curve + tq * se
+
+
 def fit_jmak(
     t_s: Sequence[float],
     alpha: Sequence[float],
     *,
     t0: float | None = None,
+    alpha_max: float | str | None = "auto",
     level: float = 0.95,
     sigma: float | Sequence[float] | None = None,
     ci: str = "covariance",
     n_boot: int = 500,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Fit the JMAK model to a reacted fraction over time, with confidence intervals.
+    """Fit the JMAK model (with an optional plateau below 1) to a reacted fraction over time, with intervals.
+
+    The model is ``alpha(t) = alpha_max · (1 − exp(−(k (t − t0))^n))`` for t > t0 and 0 before. A reaction that stops
+    short of complete conversion (a plateau ``alpha_max < 1``) biases k and n when fitted with the classical
+    ``alpha_max = 1``, so by default both nested models are fitted and the plateau is kept only when an
+    extra-sum-of-squares F-test says it fits significantly better (5 % level).
 
     Parameters
     ----------
@@ -165,8 +298,13 @@ def fit_jmak(
         Reacted fraction at each time, in [0, 1]; noise may take values up to ``ALPHA_SLACK`` (0.1) outside.
         Pairs with a NaN are dropped.
     t0 : float, optional
-        Onset time in seconds, held fixed; ``None`` fits it as a third parameter (bounded above by the first time
+        Onset time in seconds, held fixed; ``None`` fits it as a parameter (bounded above by the first time
         with alpha > 0.05).
+    alpha_max : "auto", None or float
+        ``"auto"`` (default): fit alpha_max = 1 and alpha_max free, and keep the free plateau only when the F-test
+        ``F = (RSS₁ − RSS_free) / (RSS_free / dof_free)`` on (1, dof_free) degrees of freedom gives p < 0.05 (only
+        tested when dof_free ≥ 2; otherwise alpha_max = 1). ``None``: alpha_max fitted (0 < alpha_max ≤
+        1 + ALPHA_SLACK). A number in (0, 1 + ALPHA_SLACK]: alpha_max held fixed (1.0: the classical JMAK model).
     level : float
         Confidence level (0.95 = 95 %).
     sigma : float or sequence of float, optional
@@ -175,28 +313,34 @@ def fit_jmak(
     ci : {"covariance", "bootstrap"}
         ``"covariance"``: estimate ± t(1 − (1−level)/2, n_points − n_params) × √diag(cov), and the half-time
         interval by the delta method. ``"bootstrap"``: residual bootstrap (``n_boot`` resamples of the fitted curve
-        plus resampled residuals inflated by √(n/(n−p)), refitted; percentile intervals), seeded by ``seed``.
+        plus resampled residuals inflated by √(n/(n−p)), refitted with the chosen model; percentile intervals),
+        seeded by ``seed``.
     n_boot, seed : int
         Bootstrap resamples and random seed.
 
     Returns
     -------
     dict
-        ``k`` (1/s), ``n``, ``t0`` (s), ``k_ci``, ``n_ci``, ``t0_ci`` (NaN when t0 is fixed), ``k_se, n_se, t0_se``,
-        ``cov`` (covariance matrix in the order of ``param_names``), ``param_names``, ``half_time_s``,
-        ``half_time_ci``, ``residual_sd``, ``r2``, ``n_points``, ``dof``, ``level``, ``ci_method``, ``n_boot``
-        (resamples that converged; 0 for the covariance method), ``converged``, ``notes`` (list of str),
-        ``method`` (sentence).
+        ``k`` (1/s), ``n``, ``t0`` (s), ``alpha_max``, ``k_ci``, ``n_ci``, ``t0_ci`` (NaN when t0 is fixed),
+        ``alpha_max_ci`` (NaN when alpha_max is fixed), ``k_se, n_se, t0_se, alpha_max_se``, ``alpha_max_fitted``
+        (bool), ``cov`` (covariance matrix in the order of ``param_names``, a subset of k, n, t0, alpha_max),
+        ``param_names``, ``half_time_s`` (time to reach half of the plateau, ``t0 + ln2^(1/n) / k``, whatever
+        alpha_max is), ``half_time_ci``, ``residual_sd``, ``r2``, ``n_points``, ``dof``, ``level``, ``ci_method``,
+        ``n_boot`` (resamples that converged; 0 for the covariance method), ``converged``, ``notes`` (list of str),
+        ``model_choice`` (``"auto"`` only, else None: ``chosen`` ("plateau" or "complete"), ``rss_fixed``,
+        ``rss_free``, ``dof_fixed``, ``dof_free``, ``F``, ``p``, ``test_level``, ``reason`` (a sentence)), ``method``
+        (sentence).
 
     Raises
     ------
     ReactomoError
-        Fewer than 3 usable points (or fewer than the parameters + 1), alpha outside [0, 1], a bad ``ci``, level
-        or ``sigma``.
+        Fewer than 3 usable points (or fewer than the parameters + 1), alpha outside [0, 1], a bad ``ci``, level,
+        ``sigma`` or ``alpha_max``.
     """
     level = _level(level)
     if ci not in ("covariance", "bootstrap"):
         raise ReactomoError(f"ci must be 'covariance' or 'bootstrap'; got {ci!r}.")
+    mode = _alpha_max_arg(alpha_max)
     if sigma is None:
         t, a = _series(t_s, alpha, "reacted fractions")
         sig = None
@@ -209,44 +353,77 @@ def fit_jmak(
             raise ReactomoError("sigma must be positive standard deviations of alpha.")
     if t.size and (a.min() < -ALPHA_SLACK or a.max() > 1 + ALPHA_SLACK):
         raise ReactomoError(f"The reacted fraction must lie between 0 and 1; got values from {a.min():.3g} to {a.max():.3g}.")
-    n_par = 2 if t0 is not None else 3
+    n_base = 2 if t0 is not None else 3
+    n_par = n_base + (1 if mode is None else 0)
     if t.size < max(3, n_par + 1):
         raise ReactomoError(f"A JMAK fit needs at least {max(3, n_par + 1)} usable points (with {n_par} parameters); got {t.size}.")
     absolute = sig is not None
+    a_top = 1.0 + ALPHA_SLACK
+    a_guess = float(np.clip(max(float(a.max()), 0.05) * 1.02, 0.01, a_top * 0.999))
 
-    # starting values from the linearised Avrami plot
-    if t0 is not None:
-        k_s, n_s = _avrami_start(t, a, float(t0))
-        starts = [(k_s, n_s, float(t0)), (k_s, 2.0, float(t0))]
+    def fit_free(extra=()):
+        st = _starts(t, a, t0, sorted({a_guess, float(min(1.0, a_top * 0.999))})) + list(extra)
+        return _fit_once(t, a, t0, sig, absolute, st, None)
+
+    choice = None
+    if mode is None:
+        a_fixed = None
+        starts = _starts(t, a, t0, [a_guess, 1.0])
+        popt, pcov, _sse = fit_free()
     else:
-        up = _t0_upper(t, a)
-        cands = {float(min(t[0], up)), float(min(0.0, up)) if t[0] >= 0 else float(t[0])}
-        zero = np.nonzero(a <= 0.01)[0]
-        if zero.size:
-            cands.add(float(min(t[zero[-1]], up)))
-        starts = []
-        for c in sorted(cands):
-            c = min(c, up - 1e-6 * (abs(up) + 1))
-            starts.append((*_avrami_start(t, a, c), c))
-    popt, pcov = _fit_once(t, a, t0, sig, absolute, starts)
+        a_fixed = 1.0 if mode == "auto" else float(mode)
+        starts = _starts(t, a, t0, [a_fixed])
+        popt, pcov, sse1 = _fit_once(t, a, t0, sig, absolute, starts, a_fixed)
+    if mode == "auto":
+        n_free = n_base + 1
+        dof1, dof2 = int(t.size - n_base), int(t.size - n_free)
+        choice = {"chosen": "complete", "rss_fixed": float(sse1), "rss_free": float("nan"), "dof_fixed": dof1,
+                  "dof_free": dof2, "F": float("nan"), "p": float("nan"), "test_level": 0.05, "reason": ""}
+        if dof2 < 2:
+            choice["reason"] = (f"Complete conversion (α_max = 1) was kept: {t.size} points are too few to test a free "
+                                f"plateau (that needs at least {n_free + 2}).")
+        else:
+            extra = [(*_unpack(popt, t0, 1.0)[:3], 1.0)] if popt is not None else []
+            p2, c2, sse2 = fit_free(extra)
+            if p2 is None:
+                choice["reason"] = "Complete conversion (α_max = 1) was kept: the fit with a free plateau did not converge."
+            else:
+                choice["rss_free"] = float(sse2)
+                drop = sse1 - sse2 if np.isfinite(sse1) else np.inf
+                tiny = 1e-12 * max(float(a @ a), 1e-300)
+                if sse2 <= tiny:
+                    F = np.inf if drop > tiny else 0.0
+                else:
+                    F = max(drop, 0.0) / (sse2 / dof2) if drop > tiny else 0.0
+                pv = float(stats.f.sf(F, 1, dof2)) if np.isfinite(F) else 0.0
+                choice.update(F=float(F), p=pv)
+                if pv < 0.05:
+                    choice["chosen"] = "plateau"
+                    popt, pcov, a_fixed = p2, c2, None
+                    n_par = n_free
+                    starts = [(*_unpack(p2, t0, None),)]
+                else:
+                    choice["reason"] = ("Complete conversion (α_max = 1) was kept: a free plateau does not fit "
+                                        f"significantly better (F = {F:.3g}, p = {pv:.2g}).")
     notes: list[str] = []
-    names = ["k", "n"] + ([] if t0 is not None else ["t0"])
+    names = ["k", "n"] + ([] if t0 is not None else ["t0"]) + (["alpha_max"] if a_fixed is None else [])
     if popt is None:
-        k, n_, t0v = starts[0]
         converged = False
         notes.append("The least-squares fit did not converge; the values shown are the starting values.")
         pcov = np.full((n_par, n_par), np.nan)
-        popt = np.array([k, n_, t0v][:n_par])
+        s0 = starts[0]
+        popt = np.array([s0[0], s0[1]] + ([] if t0 is not None else [s0[2]]) + ([] if a_fixed is not None else [s0[3]]))
     else:
         converged = bool(np.all(np.isfinite(pcov)))
         if not converged:
             notes.append("The fit's covariance could not be estimated (the data do not constrain every parameter).")
-    k, n_ = float(popt[0]), float(popt[1])
-    t0v = float(t0) if t0 is not None else float(popt[2])
+    k, n_, t0v, av = (float(v) for v in _unpack(popt, t0, a_fixed))
     if n_ <= N_BOUNDS[0] * 1.001 or n_ >= N_BOUNDS[1] * 0.999:
         notes.append(f"The Avrami exponent sits at its bound {N_BOUNDS}; treat n and its interval with caution.")
+    if a_fixed is None and av >= a_top * 0.999:
+        notes.append(f"The plateau α_max sits at its upper bound {a_top:g}; the data do not show where the reaction levels off.")
 
-    fitted = jmak(t, k, n_, t0v)
+    fitted = _model(t, k, n_, t0v, av)
     res = a - fitted
     dof = int(t.size - n_par)
     rss = float(res @ res)
@@ -257,13 +434,15 @@ def fit_jmak(
     half = _half_time(k, n_, t0v)
     pct = f"{100 * level:g} %"
     nan2 = (float("nan"), float("nan"))
+    est = {"k": k, "n": n_, "t0": t0v, "alpha_max": av}
 
     if ci == "covariance":
         tq = float(stats.t.ppf(0.5 + level / 2, dof)) if dof > 0 else float("nan")
         cis = [(float(p - tq * s), float(p + tq * s)) for p, s in zip(popt, se)]
-        # delta method for t_half = t0 + ln2^(1/n)/k
+        # delta method for t_half = t0 + ln2^(1/n)/k (independent of alpha_max: zero derivative)
         c = _LN2 ** (1.0 / n_)
-        g = np.array([-c / k**2, -c * math.log(_LN2) / (n_**2 * k)] + ([] if t0 is not None else [1.0]))
+        g = np.array([-c / k**2, -c * math.log(_LN2) / (n_**2 * k)] + ([] if t0 is not None else [1.0])
+                     + ([] if a_fixed is not None else [0.0]))
         h_se = float(math.sqrt(max(g @ pcov @ g, 0.0))) if np.all(np.isfinite(pcov)) else float("nan")
         half_ci = (half - tq * h_se, half + tq * h_se)
         used_boot = 0
@@ -277,12 +456,12 @@ def fit_jmak(
         infl = math.sqrt(t.size / dof) if dof > 0 else 1.0
         r0 = (res - res.mean()) * infl
         draws = []
-        start = [(k, n_, t0v)]
+        start = [(k, n_, t0v, av)]
         for _ in range(int(n_boot)):
             yb = fitted + rng.choice(r0, size=r0.size, replace=True)
-            pb, _cv = _fit_once(t, yb, t0, sig, absolute, start)
+            pb, _cv, _s = _fit_once(t, yb, t0, sig, absolute, start, a_fixed)
             if pb is not None:
-                draws.append([pb[0], pb[1], t0v if t0 is not None else pb[2]])
+                draws.append(list(pb))
         used_boot = len(draws)
         if used_boot < 20:
             cis, half_ci = [nan2] * n_par, nan2
@@ -291,22 +470,46 @@ def fit_jmak(
             d = np.array(draws)
             lo, hi = 50 * (1 - level), 50 * (1 + level)
             cis = [(float(np.percentile(d[:, j], lo)), float(np.percentile(d[:, j], hi))) for j in range(n_par)]
-            hb = d[:, 2] + _LN2 ** (1.0 / d[:, 1]) / d[:, 0]
+            tb = d[:, 2] if t0 is None else t0v
+            hb = tb + _LN2 ** (1.0 / d[:, 1]) / d[:, 0]
             half_ci = (float(np.percentile(hb, lo)), float(np.percentile(hb, hi)))
         ci_text = (f"{pct} intervals by residual bootstrap: {used_boot} of {n_boot} resamples (fitted curve + centred "
                    f"residuals inflated by √(n/(n−p)), seed {seed}) refitted, percentile intervals, half-time too")
+    ci_of = dict(zip(names, cis))
+    se_of = dict(zip(names, (float(s) for s in se)))
+    if choice is not None and choice["chosen"] == "plateau":
+        lo_a, hi_a = ci_of["alpha_max"]
+        where = "below complete conversion" if av < 1 else "not below complete conversion (check the calibration)"
+        choice["reason"] = (f"The plateau was fitted (F = {choice['F']:.3g}, p = {choice['p']:.2g}): the reaction levels "
+                            f"off at α_max = {av:.3f} [{lo_a:.3f}, {hi_a:.3f}], {where}.")
     t0_text = f"t0 fixed at {t0v:g} s" if t0 is not None else "t0 fitted"
-    method = (f"JMAK α = 1 − exp(−(k(t − t0))^n) fitted to {t.size} points by non-linear least squares "
-              f"(scipy.optimize.curve_fit, trust-region, k > 0, {N_BOUNDS[0]} < n < {N_BOUNDS[1]}, {t0_text}; "
-              f"start from the linearised Avrami plot on 0.05 < α < 0.95); {ci_text}.")
+    if a_fixed is None:
+        model_text = "JMAK with a plateau, α = α_max·(1 − exp(−(k(t − t0))^n)) with α_max a free parameter,"
+        a_bounds = f", 0 < α_max ≤ {a_top:g}"
+    elif a_fixed == 1.0:
+        model_text = "JMAK α = 1 − exp(−(k(t − t0))^n) (complete conversion, α_max = 1)"
+        a_bounds = ""
+    else:
+        model_text = f"JMAK with a fixed plateau, α = α_max·(1 − exp(−(k(t − t0))^n)) with α_max = {a_fixed:g},"
+        a_bounds = ""
+    choice_text = ""
+    if choice is not None:
+        choice_text = (" Model choice: extra-sum-of-squares F-test of a free plateau α_max against α_max = 1 at the 5 % "
+                       "level. " + choice["reason"])
+    method = (f"{model_text} fitted to {t.size} points by non-linear least squares "
+              f"(scipy.optimize.curve_fit, trust-region, k > 0, {N_BOUNDS[0]} < n < {N_BOUNDS[1]}{a_bounds}, {t0_text}; "
+              f"start from the linearised Avrami plot on 0.05 < α/α_max < 0.95); half-time = time to reach half of the "
+              f"plateau, t0 + ln2^(1/n)/k; {ci_text}.{choice_text}")
     return {
-        "k": k, "n": n_, "t0": t0v,
-        "k_ci": cis[0], "n_ci": cis[1], "t0_ci": cis[2] if t0 is None else nan2,
-        "k_se": float(se[0]), "n_se": float(se[1]), "t0_se": float(se[2]) if t0 is None else float("nan"),
+        "k": k, "n": n_, "t0": t0v, "alpha_max": av, "alpha_max_fitted": a_fixed is None,
+        "k_ci": ci_of["k"], "n_ci": ci_of["n"], "t0_ci": ci_of.get("t0", nan2), "alpha_max_ci": ci_of.get("alpha_max", nan2),
+        "k_se": se_of["k"], "n_se": se_of["n"], "t0_se": se_of.get("t0", float("nan")),
+        "alpha_max_se": se_of.get("alpha_max", float("nan")),
         "cov": np.asarray(pcov, dtype=float), "param_names": names,
         "half_time_s": float(half), "half_time_ci": (float(half_ci[0]), float(half_ci[1])),
         "residual_sd": float(resid_sd), "r2": float(r2), "n_points": int(t.size), "dof": dof, "level": level,
-        "ci_method": ci, "n_boot": used_boot, "converged": converged, "notes": notes, "method": method,
+        "ci_method": ci, "n_boot": used_boot, "converged": converged, "notes": notes, "model_choice": choice,
+        "method": method,
     }
 
 

@@ -435,7 +435,7 @@ def pore_size_table(
     *,
     voxel_size_um: float = 2.75,
     pore_code: int = 3,
-    max_voxels: int | None = 128**3,
+    max_voxels: int | None = 32_000_000,
     n_boot: int = 200,
     level: float = 0.95,
     seed: int = 0,
@@ -480,7 +480,7 @@ def pore_size_table(
         if max_voxels is not None:
             arr, cropped = _central_crop(arr, int(max_voxels))
         pore = arr == pore_code
-        row: dict[str, Any] = {"step": step, "time_s": float(time_s), "shape": tuple(arr.shape), "subvolume": cropped,
+        row: dict[str, Any] = {"step": step, "time_s": None if time_s is None else float(time_s), "shape": tuple(arr.shape), "subvolume": cropped,
                                "porosity": porosity(arr, pore_code), "connected_porosity": connected_porosity(arr, pore_code)}
         lab, n = ndi.label(pore)
         row["n_pores"] = int(n)

@@ -11,9 +11,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.analysis import AnalysisConfig, analyze, figures, load_result
+from core.analysis import AnalysisConfig, analyze, csv_text, figures, load_result, report_html, with_band
 from core.analysis_charts import method_of
 from core.errors import ReactomoError
+from core.export import figure_images, zip_images
 from core.jobs import list_jobs, read_job, request_cancel, start_job
 from core.series import read_series_record
 
@@ -87,11 +88,13 @@ default = names.index(latest.params.get("name")) if latest is not None and lates
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
 name = c1.selectbox("Segmentation", names, index=default, key="an_seg",
                     help="A segmentation of this project (Segment page); its analysis is saved in the project.")
-band = c2.number_input("Band (± %)", min_value=0.1, max_value=20.0, value=2.0, step=0.5, key="an_band",
-                       help="Half-width of the internal-standard band; the study: all points inside ±2 %.")
+band = c2.number_input("Run band (± %)", min_value=0.1, max_value=20.0, value=2.0, step=0.5, key="an_band",
+                       help="Half-width of the internal-standard band the CSV files and the report are written with "
+                            "(the study: all points inside ±2 %). The results below can be judged with another band "
+                            "without running the analysis again.")
 n_boot = c3.number_input("Bootstrap resamples", min_value=50, max_value=20000, value=500, step=50, key="an_boot",
                          help="Resamples behind every bootstrap interval (pore sizes, growth rate).")
-sub_mvox = c4.number_input("Pore sub-volume (Mvoxel)", min_value=0.01, max_value=10000.0, value=4.0, step=1.0, key="an_sub",
+sub_mvox = c4.number_input("Pore sub-volume (Mvoxel)", min_value=0.01, max_value=10000.0, value=32.0, step=1.0, key="an_sub",
                            help="Pore sizes are measured on a central sub-volume of at most this many voxels per step.")
 st.caption(f"Voxel size {project.voxel_size_um():g} µm and step times from the project (Data page).")
 running = latest is not None and latest.is_active
@@ -113,6 +116,36 @@ if result is None:
     st.info(f"'{name}' has not been analysed yet: press **Run the analysis**.")
     st.stop()
 
+# the band is editable on the results: everything band-dependent is recomputed from summary.json (no label file)
+run_band_pct = 100.0 * float(result["summary"]["config"]["band"])
+stamp = (name, result["summary"].get("created"))
+if ss.get("an_band_for") != stamp:  # a new analysis (or another segmentation) starts from the band of its run
+    ss["an_band_for"] = stamp
+    ss["an_band_view"] = float(min(max(round(run_band_pct, 4), 0.1), 50.0))
+st.subheader("Results")
+cb, cn = st.columns([1, 4], vertical_alignment="bottom")
+band_pct = cb.number_input("Band (± %)", min_value=0.1, max_value=50.0, step=0.5, key="an_band_view",
+                           help="Judge the steps with another band: the verdict, the counts and the charts follow at "
+                                "once, from the saved numbers.")
+rebanded = abs(float(band_pct) - run_band_pct) > 1e-9
+if rebanded:
+    with ui.user_errors():
+        result = with_band(result, float(band_pct) / 100.0)
+    cn.caption(f"Judged here with ±{band_pct:g} %. The files on disk (CSV, report) were written with the band of the "
+               f"run, ±{run_band_pct:g} %; the downloads beside follow ±{band_pct:g} %.")
+    d1, d2 = cn.columns(2)
+    d1.download_button(f"molar_evolution.csv (±{band_pct:g} %)", csv_text(result["summary"]["molar_evolution"]),
+                       file_name=f"{name}-molar_evolution-band{band_pct:g}pct.csv", mime="text/csv",
+                       icon=":material/download:", key="an_dl_band_csv", width="stretch")
+    banded = result
+    d2.download_button(f"HTML report (±{band_pct:g} %)", lambda: report_html(banded),
+                       file_name=f"{name}-report-band{band_pct:g}pct.html", mime="text/html",
+                       icon=":material/description:", key="an_dl_band_report", width="stretch",
+                       help="Made when clicked: the same report as on disk, judged with the band chosen here.")
+else:
+    cn.caption(f"The band of the run, ±{run_band_pct:g} %. Change it to judge the steps with another band without "
+               "running again; the files on disk (CSV, report) keep the band of the run.")
+
 s = result["summary"]
 v = s["verdict"]
 (st.success if v.get("all_inside") else st.warning)(v.get("sentence", ""), icon=":material/science:")
@@ -126,10 +159,15 @@ if fit.get("slope") is not None:
               help=f"95 % CI [{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}]; intercept {fit['intercept']:.3f} "
                    f"[{fit['intercept_ci'][0]:.3f}, {fit['intercept_ci'][1]:.3f}] (theory 1).")
 if jm.get("k") is not None:
+    am_ci = jm.get("alpha_max_ci") or [None, None]
+    am_text = (f"α_max fixed at {jm.get('alpha_max') or 1.0:g}" if not jm.get("alpha_max_fitted") else
+               f"plateau α_max = {jm['alpha_max']:.3f}" + ("" if None in am_ci else f" [{am_ci[0]:.3f}, {am_ci[1]:.3f}]"))
     m4.metric("Avrami n", f"{jm['n']:.2f}", help=f"95 % CI [{jm['n_ci'][0]:.2f}, {jm['n_ci'][1]:.2f}]; "
-                                                 f"k = {jm['k'] * 3600:.3g} per hour.")
+                                                 f"k = {jm['k'] * 3600:.3g} per hour; {am_text}. "
+                                                 + ((jm.get("model_choice") or {}).get("reason") or ""))
 
-for i, (title, fig) in enumerate(figures(result)):
+figs = figures(result)
+for i, (title, fig) in enumerate(figs):
     st.plotly_chart(fig, width="stretch", key=f"an_fig_{i}", config=CHART_CONFIG)
     st.caption(method_of(fig))
 
@@ -137,9 +175,21 @@ st.subheader("Tables")
 tabs = st.tabs(["Molar evolution", "Pore-volume check", "Inert phases", "Pore sizes", "Growth"])
 files = {"molar_evolution.csv": 0, "pore_check.csv": 1, "inert.csv": 2, "pore_sizes.csv": 3, "growth.csv": 4}
 folder = project.root / "analysis" / name
+# tables whose inside_band column depends on the band: from the re-judged result when the band was changed
+banded_tables = {"molar_evolution.csv": "molar_evolution", "pore_check.csv": "pore_check", "inert.csv": "inert"}
 for fname, i in files.items():
     with tabs[i]:
         p = folder / fname
+        if rebanded and fname in banded_tables:
+            text = csv_text(s.get(banded_tables[fname]) or [])
+            if not text:
+                st.caption("No rows.")
+                continue
+            st.dataframe(pd.read_csv(io.StringIO(text)), width="stretch", hide_index=True)
+            st.download_button(f"Download {fname} (±{band_pct:g} %)", text,
+                               file_name=f"{name}-{fname.removesuffix('.csv')}-band{band_pct:g}pct.csv", mime="text/csv",
+                               icon=":material/download:", key=f"an_dl_{i}")
+            continue
         try:
             df = pd.read_csv(p)
         except (OSError, ValueError, pd.errors.EmptyDataError):
@@ -150,12 +200,28 @@ for fname, i in files.items():
                            icon=":material/download:", key=f"an_dl_{i}")
 
 st.subheader("Exports")
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 report = folder / "report.html"
 if report.is_file():
     c1.download_button("Download the HTML report", report.read_bytes(), file_name=f"{name}-report.html", mime="text/html",
                        icon=":material/description:", key="an_report",
-                       help="One self-contained file: interactive charts, settings, model, verdicts; opens offline.")
+                       help=f"One self-contained file: interactive charts, settings, model, verdicts; opens offline "
+                            f"(judged with the band of the run, ±{run_band_pct:g} %).")
+
+# PNG images of every chart: rendered on request (a browser session, a few seconds), kept for this band
+png_key = (name, s.get("created"), float(band_pct))
+if c3.button("Prepare PNG images", icon=":material/image:", key="an_png_prep",
+             help="Renders every chart as a PNG (2000 px wide) with its method written under the plot."):
+    ss.pop("an_png_zip", None)
+    try:
+        with st.spinner(f"Rendering {len(figs)} charts as PNG ..."):
+            ss["an_png_zip"] = (png_key, zip_images(figure_images(figs, "png", scale=2), "png"))
+    except ReactomoError as exc:
+        c3.error(str(exc), icon=":material/error:")
+png = ss.get("an_png_zip")
+if png is not None and png[0] == png_key:
+    c3.download_button("Download all charts (PNG, zip)", png[1], file_name=f"{name}-charts-png.zip",
+                       mime="application/zip", icon=":material/download:", key="an_png_dl")
 
 
 @st.cache_data(show_spinner="Packing the label TIFFs ...", max_entries=2)
@@ -179,4 +245,6 @@ if mt is not None and c2.toggle("Prepare the label TIFFs (zip)", key="an_zip_on"
                            icon=":material/folder_zip:", key="an_zip")
     except (OSError, ReactomoError) as exc:
         c2.error(f"The label files could not be packed: {exc}")
-st.caption("Any chart: the camera icon of its toolbar saves it as SVG (vector); the CSV files hold every number shown.")
+st.caption("Any chart: the camera icon of its toolbar saves it as SVG (vector); **Prepare PNG images** renders all of "
+           "them as PNG with their method under the plot (`python -m core analyze ... --figures png|svg|pdf` does the "
+           "same from the command line); the CSV files hold every number shown.")

@@ -133,6 +133,19 @@ def test_analyze_command_writes_the_results(truth_dir, tmp_path, capsys):
     assert [float(r["time_s"]) for r in _csv(tmp_path / "res" / "growth.csv")] == [0, 60, 120, 180]
 
 
+def test_analyze_without_times_keeps_the_internal_standard_and_pore_sizes(truth_dir, tmp_path, capsys):
+    """Plain label files and no --interval: no kinetics, but every time-free result is still written."""
+    code = main(["-q", "analyze", "--segmentations", str(truth_dir), "--out", str(tmp_path / "res"), "--n-boot", "50"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    molar = _csv(tmp_path / "res" / "molar_evolution.csv")
+    assert len(molar) == 4 and all(r["time_s"] == "" for r in molar)
+    assert all(abs(float(r["deviation_pct"])) < 0.5 for r in molar)
+    sizes = _csv(tmp_path / "res" / "pore_sizes.csv")
+    assert len(sizes) == 4 and all(float(r["lt_median_um"]) > 0 for r in sizes)
+    assert "<html" in (tmp_path / "res" / "report.html").read_text(encoding="utf-8")
+
+
 def test_a_label_file_that_is_not_uint8_is_refused(tmp_path):
     import numpy as np
 
