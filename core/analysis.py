@@ -51,7 +51,7 @@ class AnalysisConfig:
         Half-width of the internal-standard band (0.02 = ±2 %).
     pore_max_voxels : int
         Pore sizes are measured on a central sub-volume of at most this many voxels per step (local thickness
-        needs ~20 bytes per voxel: the default 32 M is ~650 MB and ~2 s per step on 2 cores); porosity always uses
+        needs ~8 bytes per voxel: the default 32 M is ~250 MB and ~1.5 s per step on 2 cores); porosity always uses
         every voxel.
     n_boot : int
         Bootstrap resamples of every interval.

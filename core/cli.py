@@ -823,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (default: from the segmentation, else 2.75)")
     an.add_argument("--interval", type=float, default=None, help="seconds between steps when the segmentation has no times")
     an.add_argument("--band", type=float, default=2.0, help="internal-standard band in percent (default 2)")
-    an.add_argument("--pore-max-voxels", type=int, default=32_000_000, help="pore sizes on a central sub-volume of at most this many voxels (local thickness needs ~20 bytes per voxel: 32 M is ~650 MB and ~2 s per step on 2 cores)")
+    an.add_argument("--pore-max-voxels", type=int, default=32_000_000, help="pore sizes on a central sub-volume of at most this many voxels (local thickness needs ~8 bytes per voxel: 32 M is ~250 MB and ~1.5 s per step on 2 cores)")
     an.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples of every interval")
     an.add_argument("--seed", type=int, default=0)
     an.add_argument("--phases", help="JSON file with the phase table (default: the segmentation's)")

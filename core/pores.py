@@ -141,14 +141,36 @@ def _neighbours(ndim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _prune_kernel(d2, table, lut, near, cls):  # pragma: no cover - compiled; covered through local_thickness
+def _histogram_kernel(d2, size):  # pragma: no cover - compiled; covered through local_thickness
+    """Counts of each squared distance (float32 holding integers) per z plane, summed: ``size`` bins."""
+    nz = d2.shape[0]
+    per = np.zeros((nz, size), dtype=np.int64)
+    for z in numba.prange(nz):
+        plane = d2[z].ravel()
+        for k in range(plane.size):
+            per[z, int(plane[k])] += 1
+    return per.sum(axis=0)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _map_kernel(a, lut):  # pragma: no cover - compiled
+    """In place: ``a = lut[int(a)]`` (float32 volume, float lut)."""
+    nz = a.shape[0]
+    for z in numba.prange(nz):
+        plane = a[z].ravel()
+        for k in range(plane.size):
+            plane[k] = lut[int(plane[k])]
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _prune_kernel(d2, table, lut, near, cls):  # pragma: no cover - compiled
     """Keep a pore voxel as a centre unless a neighbour's ball holds its whole ball (exact table test)."""
     nz, ny, nx = d2.shape
     keep = np.zeros(d2.shape, dtype=np.bool_)
     for z in numba.prange(nz):
         for y in range(ny):
             for x in range(nx):
-                v = d2[z, y, x]
+                v = int(d2[z, y, x])
                 if v == 0:
                     continue
                 row = lut[v]
@@ -157,7 +179,7 @@ def _prune_kernel(d2, table, lut, near, cls):  # pragma: no cover - compiled; co
                     zz = z + near[j, 0]
                     yy = y + near[j, 1]
                     xx = x + near[j, 2]
-                    if 0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx and d2[zz, yy, xx] > table[row, cls[j]]:
+                    if 0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx and int(d2[zz, yy, xx]) > table[row, cls[j]]:
                         contained = True
                         break
                 if not contained:
@@ -166,13 +188,55 @@ def _prune_kernel(d2, table, lut, near, cls):  # pragma: no cover - compiled; co
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _paint_kernel(nz, ny, nx, cz, cy, cx, cv, zstart, rmax, isq):  # pragma: no cover - compiled
-    """Per voxel, the largest squared radius ``v`` of a kept centre whose open ball ``|q|^2 < v`` holds it.
+def _cover_kernel(d2, keep, cz, cy, cx, near):  # pragma: no cover - compiled
+    """Per kept centre: a neighbour whose ball's value is sure to be painted wherever it overlaps this ball, or -1.
+
+    Neighbour ``c'`` of ``c`` qualifies when ``v' > v``, or ``v' == v`` and ``c'`` was pruned (its ball lies in a
+    strictly larger kept ball) or comes first in C order (so of two equal kept balls exactly one paints the overlap).
+    The chain of such neighbours strictly descends in (value, order), so every overlap is painted by someone.
+    Returns the neighbour index into ``near`` (the largest qualifying value) and that value.
+    """
+    nz, ny, nx = d2.shape
+    n = cz.size
+    cov = np.full(n, -1, dtype=np.int64)
+    cval = np.zeros(n, dtype=np.int64)
+    for i in numba.prange(n):
+        z, y, x = cz[i], cy[i], cx[i]
+        v = int(d2[z, y, x])
+        best = -1
+        bv = -1
+        for j in range(near.shape[0]):
+            zz = z + near[j, 0]
+            yy = y + near[j, 1]
+            xx = x + near[j, 2]
+            if 0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx:
+                w = int(d2[zz, yy, xx])
+                earlier = zz < z or (zz == z and (yy < y or (yy == y and xx < x)))
+                if (w > v or (w == v and (not keep[zz, yy, xx] or earlier))) and w > bv:
+                    bv = w
+                    best = j
+        cov[i] = best
+        cval[i] = bv
+    return cov, cval
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _raise_run(out, z, y, x0, x1, fv):  # pragma: no cover - compiled
+    for x in range(x0, x1 + 1):
+        if out[z, y, x] < fv:
+            out[z, y, x] = fv
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _paint_kernel(nz, ny, nx, cz, cy, cx, cv, cov, cval, near, zstart, rmax, isq):  # pragma: no cover - compiled
+    """Per voxel, the largest squared radius ``v`` of a kept centre whose open ball ``|q|^2 < v`` holds it (float32).
 
     Parallel over output planes (each thread writes its own planes: no races, result independent of order).
-    ``cz`` is sorted; ``zstart[k]`` is the first centre with ``cz >= k``; ``isq[m] = isqrt(m)``.
+    ``cz`` is sorted; ``zstart[k]`` is the first centre with ``cz >= k``; ``isq[m] = isqrt(m)``. On each scan line
+    the part inside the covering neighbour's ball (:func:`_cover_kernel`) is skipped: that neighbour's chain paints
+    it with at least ``v``.
     """
-    out = np.zeros((nz, ny, nx), dtype=np.int32)
+    out = np.zeros((nz, ny, nx), dtype=np.float32)
     for z in numba.prange(nz):
         lo = max(z - rmax, 0)
         hi = min(z + rmax + 1, nz)
@@ -182,29 +246,44 @@ def _paint_kernel(nz, ny, nx, cz, cy, cx, cv, zstart, rmax, isq):  # pragma: no 
             rz = v - 1 - dz * dz  # |q|^2 < v  <=>  |q|^2 <= v - 1 (integers)
             if rz < 0:
                 continue
+            fv = np.float32(v)
             wy = isq[rz]
-            for dy in range(-wy, wy + 1):
-                y = cy[i] + dy
-                if y < 0 or y >= ny:
-                    continue
+            y0 = max(cy[i] - wy, 0)
+            y1 = min(cy[i] + wy, ny - 1)
+            j = cov[i]
+            rzo = -1
+            oy = 0
+            ox = 0
+            if j >= 0:
+                oy = cy[i] + near[j, 1]
+                ox = cx[i] + near[j, 2]
+                dzo = z - cz[i] - near[j, 0]
+                rzo = cval[i] - 1 - dzo * dzo
+            for y in range(y0, y1 + 1):
+                dy = y - cy[i]
                 wx = isq[rz - dy * dy]
                 x0 = max(cx[i] - wx, 0)
                 x1 = min(cx[i] + wx, nx - 1)
-                for x in range(x0, x1 + 1):
-                    if out[z, y, x] < v:
-                        out[z, y, x] = v
+                ry = rzo - (y - oy) * (y - oy)
+                if ry >= 0:  # the neighbour's ball covers [ox - w, ox + w] on this line: paint around it
+                    w = isq[ry]
+                    _raise_run(out, z, y, x0, min(x1, ox - w - 1), fv)
+                    _raise_run(out, z, y, max(x0, ox + w + 1), x1, fv)
+                else:
+                    _raise_run(out, z, y, x0, x1, fv)
     return out
 
 
 def _squared_edt(arr: np.ndarray, use_edt: bool = True) -> np.ndarray:
-    """Squared Euclidean distance (voxels) from each pore voxel to the nearest solid voxel, int32; outside the array
-    is not solid. ``edt`` (seung-lab, multi-threaded) when installed, else scipy: identical integer results."""
+    """Squared Euclidean distance (voxels) from each pore voxel to the nearest solid voxel, as float32 holding exact
+    integers; outside the array is not solid. ``edt`` (seung-lab, multi-threaded) when installed, else scipy:
+    identical results."""
     if _edt is None or not use_edt:
         dt = ndi.distance_transform_edt(arr)
-        return np.rint(dt * dt).astype(np.int32)
+        return np.rint(dt * dt).astype(np.float32)
     threads = max(1, min(os.cpu_count() or 1, 16))
-    sq = _edt.edtsq(np.ascontiguousarray(arr), black_border=False, parallel=threads)
-    return np.rint(sq, out=sq).view(np.float32).astype(np.int32) if sq.dtype == np.float32 else np.rint(sq).astype(np.int32)
+    sq = np.asarray(_edt.edtsq(np.ascontiguousarray(arr), black_border=False, parallel=threads), dtype=np.float32)
+    return np.rint(sq, out=sq)
 
 
 def local_thickness(mask: np.ndarray, *, voxel_size_um: float = 1.0, sampling_step: float | None = None) -> np.ndarray:
@@ -233,45 +312,46 @@ def local_thickness(mask: np.ndarray, *, voxel_size_um: float = 1.0, sampling_st
         isinstance(sampling_step, (bool, np.bool_)) or not isinstance(sampling_step, (int, float, np.integer, np.floating)) or not sampling_step > 0
     ):
         raise ReactomoError(f"sampling_step must be a positive number of voxels or None; got {sampling_step!r}.")
-    out = np.zeros(arr.shape, dtype=np.float32)
     if not arr.any():
-        return out
+        return np.zeros(arr.shape, dtype=np.float32)
     if arr.all():
         raise ReactomoError("The mask is pore everywhere, so no ball is bounded by solid; crop to a region that contains solid voxels.")
     ndim = arr.ndim
     vol = arr if ndim == 3 else arr[None]
-    d2 = _squared_edt(vol)
-    if sampling_step is not None:
-        step = float(sampling_step)
-        dt = np.sqrt(d2, dtype=np.float64)
-        dt = np.where(vol, np.maximum(np.floor(dt / step + 1e-9) * step, 1.0), 0.0)
-        d2 = np.ceil(dt * dt - 1e-9).astype(np.int32)  # open ball |q| < r  <=>  |q|^2 < ceil(r^2) for integer |q|^2
-        radius_of = np.zeros(int(d2.max()) + 1, dtype=np.float64)
-        np.maximum.at(radius_of, d2[vol], dt[vol])  # equal balls paint the larger radius
-        del dt
-    else:
-        radius_of = np.sqrt(np.arange(int(d2.max()) + 1, dtype=np.float64))
-    # containment table over the distinct squared radii, one row per value
-    values = np.flatnonzero(np.bincount(d2.ravel()))
-    values = values[values > 0]
-    lut = np.zeros(int(values.max()) + 1, dtype=np.int64)
-    lut[values] = np.arange(values.size)
-    table = np.stack([_containment_row(int(v), ndim) for v in values])
-    near, cls = _neighbours(ndim)
     with _KERNEL_LOCK:  # numba's default "workqueue" threading layer must not be entered from two threads at once
+        d2 = _squared_edt(vol)  # float32 holding integers (exact below 2^24)
+        vmax = int(d2.max())
+        values = np.flatnonzero(_histogram_kernel(d2, vmax + 1))
+        values = values[values > 0]
+        if sampling_step is None:
+            radius_of = np.sqrt(np.arange(vmax + 1, dtype=np.float64))
+        else:  # each distinct squared distance maps to the squared radius of its rounded-down ball
+            step = float(sampling_step)
+            r = np.maximum(np.floor(np.sqrt(values) / step + 1e-9) * step, 1.0)
+            code = np.ceil(r * r - 1e-9).astype(np.int64)  # open ball |q| < r  <=>  |q|^2 < ceil(r^2)
+            remap = np.zeros(vmax + 1, dtype=np.float64)
+            remap[values] = code
+            _map_kernel(d2, remap)
+            radius_of = np.zeros(int(code.max()) + 1, dtype=np.float64)
+            np.maximum.at(radius_of, code, r)  # equal balls paint the larger radius
+            values = np.unique(code)
+            vmax = int(values.max())
+        # containment table over the distinct squared radii, one row per value
+        lut = np.zeros(vmax + 1, dtype=np.int64)
+        lut[values] = np.arange(values.size)
+        table = np.stack([_containment_row(int(v), ndim) for v in values])
+        near, cls = _neighbours(ndim)
         keep = _prune_kernel(d2, table, lut, near, cls)
         cz, cy, cx = (c.astype(np.int64) for c in np.nonzero(keep))  # C order: sorted by z
-        del keep
         cv = d2[cz, cy, cx].astype(np.int64)
-        vmax = int(d2.max())
-        del d2
+        cov, cval = _cover_kernel(d2, keep, cz, cy, cx, near)
+        del d2, keep
         zstart = np.searchsorted(cz, np.arange(vol.shape[0] + 1)).astype(np.int64)
-        rmax = math.isqrt(vmax - 1)
         isq = np.array([math.isqrt(m) for m in range(vmax)], dtype=np.int64)
-        painted = _paint_kernel(vol.shape[0], vol.shape[1], vol.shape[2], cz, cy, cx, cv, zstart, rmax, isq)
-    res = (2.0 * size * radius_of).astype(np.float32)[painted]
-    res[~vol] = 0.0
-    return res if ndim == 3 else res[0]
+        out = _paint_kernel(vol.shape[0], vol.shape[1], vol.shape[2], cz, cy, cx, cv, cov, cval, near, zstart,
+                            math.isqrt(vmax - 1), isq)
+        _map_kernel(out, 2.0 * size * radius_of)  # squared radius -> diameter in µm (0 stays 0: solid voxels)
+    return out if ndim == 3 else out[0]
 
 
 # -------------------------------------------------------------------------------------------- sizes and porosity
