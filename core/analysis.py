@@ -325,7 +325,15 @@ def analyze(
     }
     from core.series import versions
 
-    summary["versions"] = versions()
+    import importlib.metadata
+
+    import numba
+
+    try:
+        edt_version = importlib.metadata.version("edt")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - edt is pinned; scipy's EDT stands in
+        edt_version = "not installed (scipy EDT)"
+    summary["versions"] = {**versions(), "numba": numba.__version__, "edt": edt_version}
     summary["seconds"] = time.perf_counter() - t0
     summary["rate"] = {k: v for k, v in (rate or {}).items() if k in ("method", "error")}
     result = result_from_summary(_jsonable(summary))

@@ -138,6 +138,8 @@ def pore_check_figure(rows: Sequence[dict], *, band: float = 0.02, ratio: float 
                       xaxis_title="reactant volume consumed since the first step (mm³)", yaxis_title="new pore volume (mm³)",
                       meta={"method": f"With no compaction every mole reacted leaves (1 − V_product/V_reactant) = {ratio:.3f} of "
                                       "the consumed volume as new pores. Band: a fraction of the initial reactant volume."})
+    fig.update_xaxes(exponentformat="power")  # 4×10⁻⁴ mm³, not plotly's SI "400µ" next to a unit
+    fig.update_yaxes(exponentformat="power")
     return fig
 
 
@@ -164,6 +166,7 @@ def inert_figure(rows: Sequence[dict], *, band: float = 0.02, phases=None) -> go
                       xaxis_title="time (min)", yaxis_title="volume (mm³)",
                       meta={"method": "An inert phase takes no part in the reaction: a drift outside the band is a "
                                       "segmentation warning (e.g. a halo that grows into the product)."})
+    fig.update_yaxes(exponentformat="power")
     return fig
 
 

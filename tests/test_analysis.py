@@ -70,7 +70,7 @@ def test_every_file_and_the_report_are_written_and_self_contained(analysed):
     assert html.count('class="plotly-graph-div"') == len(figures(result)) >= 6
     assert result["summary"]["verdict"]["sentence"] in html and "Library versions" in html
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["n_boot"] == 100 and summary["versions"]["numpy"]
+    assert summary["config"]["n_boot"] == 100 and summary["versions"]["numpy"] and summary["versions"]["numba"] and summary["versions"]["edt"]
 
 
 def test_a_saved_analysis_draws_the_same_figures(analysed):
