@@ -563,8 +563,16 @@ def cmd_segment(args) -> int:
     phases = _phases_from(args.phases) if args.phases else PhaseTable.from_dict(card["phases"])
     scans = _scan_paths(args.scans)
     times = None
-    if args.interval is not None:
-        times = [i * float(args.interval) for i in range(len(scans))]
+    interval = args.interval
+    if interval is None:
+        from core.data import dataset_interval
+
+        found = dataset_interval(args.scans)
+        if found:
+            interval = found[0]
+            print(f"step times: every {interval:g} s (from {found[1]})", flush=True)
+    if interval is not None:
+        times = [i * float(interval) for i in range(len(scans))]
     post = None if args.no_clean else cleaning(phases, _min_sizes(args.min_size), args.rim_px)
     steps = [int(v) for v in _floats(args.steps, "--steps")] if args.steps else None
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
@@ -608,7 +616,7 @@ def cmd_analyze(args) -> int:
 
     phases = _phases_from(args.phases) if args.phases else None
     config = AnalysisConfig(voxel_size_um=args.voxel_size, interval_s=args.interval, band=args.band / 100.0,
-                            pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed)
+                            pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed, onset=args.onset)
     result = analyze(args.segmentations, args.out, config=config, phases=phases, on_progress=_progress_printer(args.quiet))
     v = result["summary"]["verdict"]
     print(v["sentence"])
@@ -797,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="smallest island kept for a phase, e.g. bassanite=100 (the study's; 0 = keep all islands); repeatable")
         sp.add_argument("--rim-px", type=int, default=None, help="width of the false bassanite rim removed around celestite (default 2)")
         sp.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (for volumes in mm³)")
-        sp.add_argument("--interval", type=float, default=None, help="seconds between scans (for time_s)")
+        sp.add_argument("--interval", type=float, default=None, help="seconds between scans (for time_s; default: interval_s of a dataset.json beside the scans, as the demo writes)")
 
     se = sub.add_parser("segment", help="segment every scan with a model; label TIFFs and phase_volumes.csv")
     se.add_argument("--model", required=True, help="model bundle folder, e.g. models/demo-unet")
@@ -826,6 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--pore-max-voxels", type=int, default=32_000_000, help="pore sizes on a central sub-volume of at most this many voxels (local thickness needs ~8 bytes per voxel: 32 M is ~250 MB and ~1.5 s per step on 2 cores)")
     an.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples of every interval")
     an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--onset", choices=("first-step", "fitted"), default="first-step", help="JMAK onset t0: the first step's time (default) or fitted")
     an.add_argument("--phases", help="JSON file with the phase table (default: the segmentation's)")
     an.add_argument("--figures", choices=("png", "svg", "pdf"), default=None,
                     help="also write every chart to OUT/figures/<chart>.<format> with its method under the plot "

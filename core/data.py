@@ -17,7 +17,7 @@ import numpy as np
 from core.atomic import move_to_trash
 from core.errors import ReactomoError
 
-__all__ = ["register_scans", "generate_demo_into", "create_demo_project", "step_histograms", "DEMO_DIR"]
+__all__ = ["register_scans", "generate_demo_into", "create_demo_project", "step_histograms", "dataset_interval", "DEMO_DIR"]
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
@@ -28,6 +28,32 @@ DEMO_DIR = "demo"
 
 def _noop(fraction: float, message: str) -> None:  # pragma: no cover - trivial
     pass
+
+
+def dataset_interval(scans: str | Path) -> tuple[float, str] | None:
+    """Seconds between steps from a Reactomo ``dataset.json`` beside the scans (``python -m core demo`` writes one).
+
+    Looks in the scans folder (or a glob's folder) and its parent. Returns ``(interval_s, path)``, or None when there
+    is no such file or it holds no positive ``interval_s`` (a file that cannot be read counts as none: the caller
+    then says that no step times are known).
+    """
+    import json
+    import os
+
+    src = str(scans)
+    folder = Path(src) if Path(src).is_dir() else Path(os.path.dirname(src) or ".")
+    for d in (folder, folder.parent):
+        f = d / "dataset.json"
+        if not f.is_file():
+            continue
+        try:
+            iv = json.loads(f.read_text(encoding="utf-8")).get("interval_s")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if isinstance(iv, (int, float)) and not isinstance(iv, bool) and 0 < iv <= 1e7:
+            return float(iv), str(f)
+        return None
+    return None
 
 
 def register_scans(

@@ -119,6 +119,17 @@ def run_workflow(
     fc = ForestConfig(seed=config.seed)
     post = cleaning(phases, config.min_sizes, config.rim_px) if config.clean else None
     timings: dict[str, float] = {}
+    interval, interval_source = config.interval_s, "--interval"
+    if interval is None:
+        from core.data import dataset_interval
+
+        found = dataset_interval(config.scans)
+        interval, interval_source = (found[0], found[1]) if found else (None, None)
+    if interval is None:
+        say("   no step times (no --interval, no dataset.json beside the scans): the kinetics (JMAK fit, growth rate) "
+            "are left out; the internal standard and pore sizes do not need times")
+    else:
+        say(f"   step times: every {interval:g} s (from {interval_source})")
     with open_volume(scans[config.label_step]) as vol:
         scribbles = read_labels(config.scribbles, shape=vol.shape, codes=phases.codes)
         voxel_size = config.voxel_size_um or vol.voxel_size_um or 2.75
@@ -165,7 +176,7 @@ def run_workflow(
     # 3. segment every step
     say(f"3/4 segmenting {len(scans)} steps ...")
     t0 = time.perf_counter()
-    times = [i * float(config.interval_s) for i in range(len(scans))] if config.interval_s is not None else None
+    times = [i * interval for i in range(len(scans))] if interval is not None else None
     series = segment_series(model_dir, scans, out / "segmentations", phases=phases, times_s=times, voxel_size_um=voxel_size,
                             inference=inference, postprocess=post,
                             scheduler=config.scheduler, workers=config.workers,
@@ -183,7 +194,7 @@ def run_workflow(
     rows: list[dict] = []
     verdict: dict = {}
     try:
-        analysis = analyze(out / "segmentations", out, config=AnalysisConfig(voxel_size_um=voxel_size, interval_s=config.interval_s,
+        analysis = analyze(out / "segmentations", out, config=AnalysisConfig(voxel_size_um=voxel_size, interval_s=interval,
                                                                            band=config.band, seed=config.seed),
                          phases=phases, reaction=reaction, on_progress=lambda f, m: progress(0.98 + 0.02 * f, f"analysis: {m}"),
                          extra={"run": str(out)})
@@ -198,6 +209,7 @@ def run_workflow(
                "internal_standard_error": check_error, "seconds": timings["total_s"]}
     atomic_write_json(out / "run.json", {
         "format": "reactomo.run", "format_version": 1, "config": asdict(config), "voxel_size_um": voxel_size,
+        "interval_s": interval, "interval_source": interval_source,
         "versions": versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "inputs": {"scans": [fingerprint(s) for s in scans], "scribbles": fingerprint(config.scribbles)},
         "random_forest": {"config": asdict(fc), "slices": zs, "fractions": {str(k): v for k, v in rf.fractions.items()}},

@@ -85,7 +85,7 @@ elif latest is not None and latest.status in ("failed", "interrupted"):
 
 names = sorted(done)
 default = names.index(latest.params.get("name")) if latest is not None and latest.params.get("name") in names else 0
-c1, c2, c3, c4 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1], vertical_alignment="bottom")
 name = c1.selectbox("Segmentation", names, index=default, key="an_seg",
                     help="A segmentation of this project (Segment page); its analysis is saved in the project.")
 band = c2.number_input("Run band (± %)", min_value=0.1, max_value=20.0, value=2.0, step=0.5, key="an_band",
@@ -96,12 +96,16 @@ n_boot = c3.number_input("Bootstrap resamples", min_value=50, max_value=20000, v
                          help="Resamples behind every bootstrap interval (pore sizes, growth rate).")
 sub_mvox = c4.number_input("Pore sub-volume (Mvoxel)", min_value=0.01, max_value=10000.0, value=32.0, step=1.0, key="an_sub",
                            help="Pore sizes are measured on a central sub-volume of at most this many voxels per step.")
+onset = c5.selectbox("JMAK onset", ["first-step", "fitted"], key="an_onset",
+                     format_func=lambda v: {"first-step": "first scan", "fitted": "fitted"}[v],
+                     help="t0 of α = α_max·(1 − exp(−(k(t − t0))^n)): the first scan starts the reaction (default), or a "
+                          "fitted onset. A little false product at the first step reads as an earlier onset when fitted.")
 st.caption(f"Voxel size {project.voxel_size_um():g} µm and step times from the project (Data page).")
 running = latest is not None and latest.is_active
 if st.button("Run the analysis", icon=":material/analytics:", type="primary", disabled=running, key="an_run"):
     with ui.user_errors():
         config = AnalysisConfig(voxel_size_um=project.voxel_size_um(), band=float(band) / 100.0, n_boot=int(n_boot),
-                                pore_max_voxels=int(float(sub_mvox) * 1e6))
+                                pore_max_voxels=int(float(sub_mvox) * 1e6), onset=onset)
         config.validate()
         times = project.times_s()
         params = {"name": name, "segmentation": segs[name]["path"], "config": {**config.__dict__, "interval_s": None},

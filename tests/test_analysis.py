@@ -146,6 +146,18 @@ def test_analyze_without_times_keeps_the_internal_standard_and_pore_sizes(truth_
     assert "<html" in (tmp_path / "res" / "report.html").read_text(encoding="utf-8")
 
 
+def test_jmak_onset_is_the_first_step_by_default_or_fitted(truth_dir, analysed):
+    from core.analysis import AnalysisConfig as AC
+
+    result, _ = analysed
+    jm = result["summary"]["jmak"]
+    assert jm["t0"] == 0 and "t0" not in jm["param_names"] and "t0 fixed at 0 s" in jm["method"]
+    fitted = analyze(truth_dir, None, config=AC(n_boot=100, interval_s=300.0, onset="fitted"))["summary"]["jmak"]
+    assert "t0" in fitted["param_names"] and "t0 fitted" in fitted["method"]
+    with pytest.raises(ReactomoError, match="onset must be 'first-step' or 'fitted'"):
+        analyze(truth_dir, None, config=AC(onset="sometime"))
+
+
 def test_a_label_file_that_is_not_uint8_is_refused(tmp_path):
     import numpy as np
 

@@ -40,6 +40,30 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     assert lab.shape == (16, 64, 72) and int(rows[2]["bassanite_voxels"]) == int((lab == 2).sum())
 
 
+def test_segment_without_interval_takes_the_times_from_dataset_json(small_demo_dir, tmp_path, capsys):
+    interval = json.loads((small_demo_dir / "dataset.json").read_text())["interval_s"]
+    out = tmp_path / "seg"
+    code, text, err = _run(capsys, "-q", "segment", "--model", str(MODEL), "--scans", str(small_demo_dir / "scans" / "t00[01].tif"),
+                           "--out", str(out), "--tile", "64")
+    assert code == 0, err
+    assert f"step times: every {interval:g} s (from {small_demo_dir / 'dataset.json'})" in text
+    assert [float(r["time_s"]) for r in csv.DictReader(open(out / "phase_volumes.csv"))] == [0, interval]
+
+
+def test_dataset_interval_finds_the_file_beside_the_scans_and_ignores_bad_ones(small_demo_dir, tmp_path):
+    from core.data import dataset_interval
+
+    interval = json.loads((small_demo_dir / "dataset.json").read_text())["interval_s"]
+    for src in (small_demo_dir / "scans", small_demo_dir / "scans" / "*.tif", small_demo_dir):
+        assert dataset_interval(src) == (interval, str(small_demo_dir / "dataset.json")), src
+    plain = tmp_path / "plain" / "scans"
+    plain.mkdir(parents=True)
+    assert dataset_interval(plain) is None
+    for bad in ("{not json", '{"interval_s": -5}', '{"interval_s": "300"}', '[1, 2]', '{"interval_s": true}'):
+        (plain.parent / "dataset.json").write_text(bad)
+        assert dataset_interval(plain) is None, bad
+
+
 def test_evaluate_command_table_and_json_match_core(small_demo_dir, tmp_path, capsys):
     truth = small_demo_dir / "truth" / "t002.tif"
     t = read_labels(truth)
