@@ -6,6 +6,8 @@
 - ``molar_evolution.csv``: ``step, time_s, n_<reactant>_mol, n_<product>_mol, x, y, deviation_pct, inside_band``;
 - ``pore_check.csv``, ``inert.csv``: the second and third checks;
 - ``pore_sizes.csv``: porosity, connected porosity and pore sizes per step, with bootstrap intervals;
+- ``pore_size_distribution.csv``: per step and local thickness, the share of the pore volume at most that thick,
+  with its bootstrap interval over pores;
 - ``growth.csv``: product fraction, smoothed fraction and rate with its band per step; the JMAK fit in ``summary.json``;
 - ``summary.json``: every number above plus the fits, verdicts, settings and versions;
 - ``report.html``: one self-contained file (plotly.js inlined; opens offline) with every chart, its method, the
@@ -357,12 +359,25 @@ def analyze(
         atomic_write_text(out / "molar_evolution.csv", csv_text(molar))
         atomic_write_text(out / "pore_check.csv", csv_text(pore_rows))
         atomic_write_text(out / "inert.csv", csv_text(inert_rows))
-        atomic_write_text(out / "pore_sizes.csv", csv_text(pore_sizes))
+        atomic_write_text(out / "pore_sizes.csv", csv_text([{k: v for k, v in r.items() if k != "lt_distribution"}
+                                                             for r in pore_sizes]))
+        atomic_write_text(out / "pore_size_distribution.csv", csv_text(distribution_rows(pore_sizes)))
         atomic_write_text(out / "growth.csv", csv_text(growth_rows))
         atomic_write_json(out / "summary.json", result["summary"])
         atomic_write_text(out / "report.html", report_html(result))
     say(1.0, "done")
     return result
+
+
+def distribution_rows(pore_sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long table of the pore size distributions: one row per step and distinct local thickness."""
+    out = []
+    for r in pore_sizes:
+        d = r.get("lt_distribution") or {}
+        for dia, c, lo, hi in zip(d.get("diameter_um", []), d.get("cdf", []), d.get("cdf_low", []), d.get("cdf_high", [])):
+            out.append({"step": r["step"], "time_s": r.get("time_s"), "local_thickness_um": dia, "cumulative_volume_fraction": c,
+                        "ci_low": lo, "ci_high": hi})
+    return out
 
 
 def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -437,6 +452,8 @@ def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
         out.append(("Inert phase constancy", ac.inert_figure(result["inert"], band=band, phases=phases)))
     if result["pore_sizes"]:
         out.append(("Pore sizes", ac.pore_size_figure(result["pore_sizes"])))
+        if any(r.get("lt_distribution") for r in result["pore_sizes"]):
+            out.append(("Pore size distribution", ac.pore_distribution_figure(result["pore_sizes"])))
         out.append(("Porosity", ac.porosity_figure(result["pore_sizes"])))
     if times and all(t is not None for t in times):
         jm = result["jmak"] if result["jmak"] and "error" not in result["jmak"] and result["jmak"].get("k") is not None else None

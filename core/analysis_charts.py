@@ -194,6 +194,51 @@ def pore_size_figure(rows: Sequence[dict]) -> go.Figure:
     return fig
 
 
+def _steps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Polyline of the right-continuous step function that is 0 before ``x[0]`` and ``y[i]`` on ``[x[i], x[i+1])``."""
+    xs, ys = [x[0]], [0.0]
+    for i in range(x.size):
+        xs.append(x[i])
+        ys.append(y[i])
+        if i + 1 < x.size:
+            xs.append(x[i + 1])
+            ys.append(y[i])
+    return np.asarray(xs, float), np.asarray(ys, float)
+
+
+def pore_distribution_figure(rows: Sequence[dict]) -> go.Figure:
+    """Cumulative pore-volume distribution of the local thickness, one curve per step coloured by time, each with
+    its bootstrap band over pores."""
+    from plotly.colors import sample_colorscale
+
+    steps = [r for r in rows if r.get("lt_distribution")]
+    t = _minutes(steps)
+    timed = bool(t) and all(v is not None for v in t)
+    span = (max(t) - min(t)) if timed and len(t) > 1 else 0.0
+    fig = go.Figure()
+    for i, r in enumerate(steps):
+        d = r["lt_distribution"]
+        frac = ((t[i] - min(t)) / span) if span else (i / max(len(steps) - 1, 1))
+        colour = sample_colorscale("Viridis", [frac])[0]
+        label = f"step {r['step']}" + (f" ({t[i]:g} min)" if timed else "")
+        x = np.asarray(d["diameter_um"], float)
+        sx, sy = _steps(x, 100 * np.asarray(d["cdf"], float))
+        _, lo = _steps(x, 100 * np.asarray(d["cdf_low"], float))
+        _, hi = _steps(x, 100 * np.asarray(d["cdf_high"], float))
+        fig.add_trace(go.Scatter(x=np.r_[sx, sx[::-1]], y=np.r_[hi, lo[::-1]], fill="toself", mode="lines",
+                                 line=dict(width=0), fillcolor=colour.replace("rgb", "rgba").replace(")", ",0.12)"),
+                                 hoverinfo="skip", showlegend=False, legendgroup=label))
+        fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line=dict(color=colour, width=2), name=label, legendgroup=label,
+                                 hovertemplate=f"{label}<br>%{{y:.1f}} % of the pore volume is at most %{{x:.1f}} µm thick<extra></extra>"))
+    fig.update_layout(**_LAYOUT, title="Pore size distribution per step (local thickness)",
+                      xaxis_title="local thickness (µm)", yaxis_title="pore volume at most this thick (%)",
+                      meta={"method": "Cumulative share of the pore volume whose local thickness (diameter of the largest "
+                                      "inscribed ball covering the voxel) is at most the given diameter, per step (colour: "
+                                      "time). Bands: pointwise 95 % bootstrap interval, resampling whole pores."})
+    fig.update_yaxes(range=[0, 100.5])
+    return fig
+
+
 def porosity_figure(rows: Sequence[dict]) -> go.Figure:
     """Porosity and connected porosity over time (percent)."""
     t = _minutes(rows)

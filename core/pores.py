@@ -477,12 +477,14 @@ def bootstrap_ci(values: Any, stat: Callable[..., Any] = np.median, *, n_boot: i
     return (float(lo), float(hi))
 
 
-def _cluster_bootstrap_median(values: np.ndarray, cluster: np.ndarray, n_clusters: int, *, n_boot: int, level: float, seed: int) -> tuple[float, float]:
-    """CI of the voxel-weighted median, resampling whole pores (clusters) with replacement.
+def _cluster_bootstrap(values: np.ndarray, cluster: np.ndarray, n_clusters: int, *, n_boot: int, level: float,
+                       seed: int) -> dict[str, Any]:
+    """Bootstrap over whole pores (clusters) of the voxel-weighted median and of the cumulative distribution.
 
     Voxels of one pore are correlated, so pores are the independent units: each resample draws ``n_clusters`` pores
-    and takes the median of all their voxels (a pore drawn k times counts k times). Vectorised through a histogram
-    of the (discrete) values per pore.
+    and pools all their voxels (a pore drawn k times counts k times). Vectorised through a histogram of the
+    (discrete) values per pore. Returns ``median_ci`` (low, high), ``values`` (the distinct values, ascending),
+    ``cdf`` (share of the voxels with a value <= each), and its pointwise interval ``cdf_low``, ``cdf_high``.
     """
     uniq, inv = np.unique(values, return_inverse=True)
     hist = np.zeros((n_clusters, uniq.size), dtype=np.float64)
@@ -494,7 +496,15 @@ def _cluster_bootstrap_median(values: np.ndarray, cluster: np.ndarray, n_cluster
     meds = uniq[np.minimum((cum < half).sum(1), uniq.size - 1)]
     alpha = (1.0 - float(level)) / 2.0
     lo, hi = np.quantile(meds, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
+    cdf_draws = cum / np.maximum(cum[:, -1:], 1.0)
+    c_lo, c_hi = np.quantile(cdf_draws, [alpha, 1.0 - alpha], axis=0)
+    total = np.cumsum(hist.sum(0))
+    return {"median_ci": (float(lo), float(hi)), "values": uniq, "cdf": total / total[-1], "cdf_low": c_lo, "cdf_high": c_hi}
+
+
+def _cluster_bootstrap_median(values: np.ndarray, cluster: np.ndarray, n_clusters: int, *, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    """CI of the voxel-weighted median, resampling whole pores (see :func:`_cluster_bootstrap`)."""
+    return _cluster_bootstrap(values, cluster, n_clusters, n_boot=n_boot, level=level, seed=seed)["median_ci"]
 
 
 # ----------------------------------------------------------------------------------------------- table per step
@@ -539,8 +549,10 @@ def pore_size_table(
     -------
     list of dict
         Keys ``step, time_s, shape, subvolume, porosity, connected_porosity, n_pores, lt_median_um, lt_q1_um,
-        lt_q3_um, lt_mean_um, lt_median_ci_low, lt_median_ci_high, eqd_median_um, eqd_mean_um``. Local-thickness
-        statistics are over pore voxels. The confidence interval of the median resamples whole pores
+        lt_q3_um, lt_mean_um, lt_median_ci_low, lt_median_ci_high, eqd_median_um, eqd_mean_um`` and
+        ``lt_distribution`` (``diameter_um``: the distinct local thicknesses; ``cdf``: share of the pore volume with
+        a local thickness at most each; ``cdf_low``/``cdf_high``: its pointwise bootstrap interval over pores; absent
+        when the step has no pore). Local-thickness statistics are over pore voxels. The confidence interval of the median resamples whole pores
         (face-connected clusters; voxels of a pore are correlated, so resampling voxels would be too narrow), each
         drawn pore contributing all its voxels. A step without pore voxels gives porosity 0, ``n_pores`` 0 and
         ``nan`` sizes instead of an error; a step without labelled voxels gives ``nan`` porosities.
@@ -571,10 +583,15 @@ def pore_size_table(
             continue
         lt = local_thickness(pore, voxel_size_um=size)[pore]
         q1, med, q3 = np.percentile(lt, [25, 50, 75])
-        lo, hi = _cluster_bootstrap_median(lt, lab[pore] - 1, n, n_boot=n_boot, level=level, seed=seed)
+        boot = _cluster_bootstrap(lt, lab[pore] - 1, n, n_boot=n_boot, level=level, seed=seed)
+        lo, hi = boot["median_ci"]
         eqd = equivalent_diameters(pore, voxel_size_um=size)
         row.update({"lt_median_um": float(med), "lt_q1_um": float(q1), "lt_q3_um": float(q3), "lt_mean_um": float(lt.mean()),
                     "lt_median_ci_low": lo, "lt_median_ci_high": hi,
-                    "eqd_median_um": float(np.median(eqd)), "eqd_mean_um": float(eqd.mean())})
+                    "eqd_median_um": float(np.median(eqd)), "eqd_mean_um": float(eqd.mean()),
+                    "lt_distribution": {"diameter_um": [float(v) for v in boot["values"]],
+                                        "cdf": [float(v) for v in boot["cdf"]],
+                                        "cdf_low": [float(v) for v in boot["cdf_low"]],
+                                        "cdf_high": [float(v) for v in boot["cdf_high"]]}})
         rows.append(row)
     return rows

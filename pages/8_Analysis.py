@@ -176,8 +176,9 @@ for i, (title, fig) in enumerate(figs):
     st.caption(method_of(fig))
 
 st.subheader("Tables")
-tabs = st.tabs(["Molar evolution", "Pore-volume check", "Inert phases", "Pore sizes", "Growth"])
-files = {"molar_evolution.csv": 0, "pore_check.csv": 1, "inert.csv": 2, "pore_sizes.csv": 3, "growth.csv": 4}
+tabs = st.tabs(["Molar evolution", "Pore-volume check", "Inert phases", "Pore sizes", "Pore size distribution", "Growth"])
+files = {"molar_evolution.csv": 0, "pore_check.csv": 1, "inert.csv": 2, "pore_sizes.csv": 3, "pore_size_distribution.csv": 4,
+         "growth.csv": 5}
 folder = project.root / "analysis" / name
 # tables whose inside_band column depends on the band: from the re-judged result when the band was changed
 banded_tables = {"molar_evolution.csv": "molar_evolution", "pore_check.csv": "pore_check", "inert.csv": "inert"}

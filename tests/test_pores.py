@@ -203,6 +203,23 @@ def test_pore_size_table_rows_crop_and_all_solid():
     assert r1["porosity"] == 0 and r1["n_pores"] == 0 and np.isnan(r1["lt_median_um"])
 
 
+def test_pore_size_distribution_of_known_balls_and_its_band():
+    """Balls of radius 4 and 7 voxels (and more of each, so the bootstrap has pores to draw): the cumulative volume
+    steps to exactly the small balls' share at 8 voxels and to 1 at 14; the bootstrap band brackets it."""
+    vol = np.ones((20, 20, 100), dtype=np.uint8)
+    small, big = _ball(4, pad=0), _ball(7, pad=0)
+    for i, x in enumerate(range(2, 90, 18)):
+        b = small if i % 2 == 0 else big
+        n = b.shape[0]
+        vol[2:2 + n, 2:2 + n, x:x + n][b] = 3
+    row = pore_size_table([(0, 0.0, vol)], voxel_size_um=2.0, n_boot=200, max_voxels=None)[0]
+    d = row["lt_distribution"]
+    assert d["diameter_um"] == [16.0, 28.0]  # 2R x 2 µm
+    share_small = 3 * small.sum() / (3 * small.sum() + 2 * big.sum())
+    assert d["cdf"] == pytest.approx([share_small, 1.0])
+    assert d["cdf_low"][0] < share_small < d["cdf_high"][0] and d["cdf_low"][1] == d["cdf_high"][1] == 1.0
+
+
 @pytest.mark.parametrize(
     "call",
     [
