@@ -434,7 +434,6 @@ def fit_jmak(
     half = _half_time(k, n_, t0v)
     pct = f"{100 * level:g} %"
     nan2 = (float("nan"), float("nan"))
-    est = {"k": k, "n": n_, "t0": t0v, "alpha_max": av}
 
     if ci == "covariance":
         tq = float(stats.t.ppf(0.5 + level / 2, dof)) if dof > 0 else float("nan")

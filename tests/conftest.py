@@ -36,6 +36,27 @@ def small_demo_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def truth_dir(small_demo_dir, tmp_path_factory):
+    """The small demo's known truth as a 'segmentation' folder (no record: plain label TIFFs)."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("truth-seg")
+    for p in sorted((small_demo_dir / "truth").glob("*.tif")):
+        shutil.copy(p, d / p.name)
+    return d
+
+
+@pytest.fixture(scope="session")
+def analysed(truth_dir, tmp_path_factory):
+    """The small demo's truth analysed (100 bootstrap resamples, 300 s between steps): (result, output folder).
+    Shared by the analysis tests; nothing may change it (with_band returns copies)."""
+    from core.analysis import AnalysisConfig, analyze
+
+    out = tmp_path_factory.mktemp("analysis")
+    return analyze(truth_dir, out, config=AnalysisConfig(n_boot=100, interval_s=300.0)), out
+
+
 @pytest.fixture
 def demo_project(workspace):
     """A project holding a small demo experiment, in the test's own workspace."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -21,21 +20,6 @@ from core.jobs import list_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = AnalysisConfig(n_boot=100, interval_s=300.0)
-
-
-@pytest.fixture(scope="module")
-def truth_dir(small_demo_dir, tmp_path_factory):
-    """The small demo's known truth as a 'segmentation' folder (no record: plain label TIFFs)."""
-    d = tmp_path_factory.mktemp("truth-seg")
-    for p in sorted((small_demo_dir / "truth").glob("*.tif")):
-        shutil.copy(p, d / p.name)
-    return d
-
-
-@pytest.fixture(scope="module")
-def analysed(truth_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("analysis")
-    return analyze(truth_dir, out, config=FAST), out
 
 
 def _csv(path: Path) -> list[dict]:

@@ -15,28 +15,13 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.analysis import AnalysisConfig, analyze, band_of, figures, report_html, result_from_summary, with_band
+from core.analysis import AnalysisConfig, band_of, figures, report_html, result_from_summary, with_band
 from core.analysis_charts import method_of
 from core.errors import ReactomoError
 from core.export import figure_images, slugify
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = AnalysisConfig(n_boot=100, interval_s=300.0)
-
-
-@pytest.fixture(scope="module")
-def truth_dir(small_demo_dir, tmp_path_factory):
-    """The small demo's known truth as a plain folder of label TIFFs."""
-    d = tmp_path_factory.mktemp("truth-seg")
-    for p in sorted((small_demo_dir / "truth").glob("*.tif")):
-        shutil.copy(p, d / p.name)
-    return d
-
-
-@pytest.fixture(scope="module")
-def analysed(truth_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("analysis")
-    return analyze(truth_dir, out, config=FAST), out
 
 
 def _band_between(devs_pct) -> float:
