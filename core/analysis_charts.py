@@ -300,7 +300,7 @@ def growth_figure(t_s: Sequence[float], fraction: Sequence[float], *, fit: dict 
                                  name="rate 95 % band"), row=1, col=2)
         fig.add_trace(go.Scatter(x=rt, y=rate["rate"], mode="lines+markers", line=dict(color="black"), name="smoothed rate"),
                       row=1, col=2)
-    fig.update_layout(**{**_LAYOUT, "height": 500}, title=f"{product} growth and kinetics")
+    fig.update_layout(**{**_LAYOUT, "height": 520, "margin": {**_LAYOUT["margin"], "t": 90}}, title=f"{product} growth and kinetics")
     fig.update_xaxes(title_text="time (min)")
     fig.update_yaxes(title_text="fraction", row=1, col=1)
     fig.update_yaxes(title_text="rate (fraction per hour)", row=1, col=2)

@@ -629,8 +629,8 @@ def cmd_analyze(args) -> int:
               f"n = {jm['n']:.3f} [{jm['n_ci'][0]:.3f}, {jm['n_ci'][1]:.3f}], {am}")
         if (jm.get("model_choice") or {}).get("reason"):
             print(jm["model_choice"]["reason"])
-    print(f"Results in {args.out}: molar_evolution.csv, pore_check.csv, inert.csv, pore_sizes.csv, growth.csv, "
-          f"summary.json, report.html.")
+    print(f"Results in {args.out}: molar_evolution.csv, pore_check.csv, inert.csv, pore_sizes.csv, pore_size_distribution.csv, "
+          f"growth.csv, summary.json, report.html.")
     if args.figures:
         # the results above are written and valid; a failed image export is reported apart, with exit status 1
         from core.analysis import figures

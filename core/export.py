@@ -74,14 +74,36 @@ def with_method_note(fig: go.Figure, *, width: float | None = None, height: floa
         return out
     m = fig.layout.margin
     left, right, bottom = (m.l if m.l is not None else 80), (m.r if m.r is not None else 80), (m.b if m.b is not None else 80)
+    top = m.t if m.t is not None else 100
     chars = max(40, int((w - left - right) / (0.55 * _NOTE_FONT)))  # average glyph ≈ 0.55 em
     lines = textwrap.wrap(method, chars)
     extra = _NOTE_LINE_PX * len(lines) + 14
-    out.update_layout(height=float(height or base_h + extra), margin_b=bottom + extra)
+    # a horizontal legend under the plot (the charts' layout) can wrap onto more rows than the bottom margin holds:
+    # the note goes under the legend's estimated last row, and the margin grows by the overflow too
+    plot_h = base_h - top - bottom
+    below = bottom
+    leg = fig.layout.legend
+    if leg.orientation == "h" and leg.y is not None and leg.y < 0:
+        below = max(bottom, -float(leg.y) * plot_h + _legend_height(fig, w) + 8)
+    out.update_layout(height=float(height or base_h + extra + below - bottom), margin_b=below + extra)
     out.add_annotation(text="<br>".join(html.escape(line, quote=False) for line in lines), xref="paper", yref="paper",
-                       x=0, y=0, xanchor="left", yanchor="top", yshift=-bottom, showarrow=False, align="left",
+                       x=0, y=0, xanchor="left", yanchor="top", yshift=-below, showarrow=False, align="left",
                        font=dict(size=_NOTE_FONT, color="#555555"), name="method")
     return out
+
+
+def _legend_height(fig: go.Figure, width: float) -> float:
+    """Estimated pixel height of a horizontal legend: items (symbol + text at ~0.6 em a glyph) in equal columns."""
+    size = float((fig.layout.legend.font.size if fig.layout.legend.font and fig.layout.legend.font.size else None)
+                 or (fig.layout.font.size if fig.layout.font and fig.layout.font.size else None) or 12)
+    items = [str(t.name or "") for t in fig.data if t.showlegend is not False and t.name]
+    if not items:
+        return 0.0
+    # plotly lays a horizontal legend out in columns as wide as its widest item
+    widest = max(40 + 0.6 * size * len(name) + 10 for name in items)
+    per_row = max(1, int(width // widest))
+    rows = -(-len(items) // per_row)
+    return rows * (size + 8)
 
 
 def _check_format(fmt: Any) -> str:
