@@ -76,13 +76,28 @@ def test_bootstrap_intervals_cover_the_truth():
     hits = 0
     for seed in range(5):
         f = fit_jmak(*_noisy(20, seed), t0=0.0, ci="bootstrap", n_boot=150, seed=seed)
-        assert f["ci_method"] == "bootstrap" and f["n_boot"] == 150
+        assert f["ci_method"] == "bootstrap" and 140 <= f["n_boot"] <= 150  # refits without a finite SE are left out
         hits += (f["k_ci"][0] <= K <= f["k_ci"][1]) and (f["n_ci"][0] <= N <= f["n_ci"][1])
         assert f["half_time_ci"][0] < f["half_time_s"] < f["half_time_ci"][1]
     assert hits >= 4
-    assert "residual bootstrap" in f["method"] and "percentile" in f["method"]
+    assert "studentized residual bootstrap (bootstrap-t)" in f["method"]
     again = fit_jmak(*_noisy(20, 4), t0=0.0, ci="bootstrap", n_boot=150, seed=4)
     assert again["k_ci"] == f["k_ci"]  # seeded
+
+
+def test_studentized_bootstrap_covers_a_plateau_curve():
+    """10 points, k, n and alpha_max free (the demo's shape): bootstrap-t intervals cover each truth in ~90-95 % of
+    seeds (measured over 300 seeds: k 0.95, n 0.90, alpha_max 0.94; percentile intervals gave 0.90, 0.88, 0.86)."""
+    k, n, amax = 6.85e-4, 2.0, 0.85
+    t = np.arange(10) * 300.0
+    hits = {"k": 0, "n": 0, "alpha_max": 0}
+    seeds = range(30)
+    for seed in seeds:
+        a = amax * jmak(t, k, n) + np.random.default_rng(seed).normal(0, 0.01, t.size)
+        f = fit_jmak(t, a, t0=0.0, alpha_max=None, ci="bootstrap", n_boot=60, seed=seed)
+        for name, true in (("k", k), ("n", n), ("alpha_max", amax)):
+            hits[name] += f[name + "_ci"][0] <= true <= f[name + "_ci"][1]
+    assert all(h >= 0.75 * len(seeds) for h in hits.values()), hits
 
 
 def test_sigma_weights_and_absolute_covariance():
