@@ -45,7 +45,8 @@ import numpy as np
 
 from core.errors import ReactomoError
 
-__all__ = ["METRICS", "MetricsReport", "confusion_matrix", "confusion_table", "dice_per_phase", "metrics_from_table", "phase_metrics"]
+__all__ = ["METRICS", "MetricsReport", "confusion_matrix", "confusion_table", "dice_per_phase", "metrics_from_table", "phase_metrics",
+           "pool_reports"]
 
 _CHUNK = 1 << 24  # voxels per chunk: bounded memory on whole volumes
 
@@ -384,3 +385,24 @@ def metrics_from_table(full: np.ndarray, *, codes: Sequence[int], names: Sequenc
         average=average,
         absent=absent,
     )
+
+
+def pool_reports(reports: Sequence[MetricsReport]) -> MetricsReport:
+    """One report over all the voxels of several (e.g. every time step): the count tables are summed, then scored.
+
+    Pooling weighs each step by its voxels (unlike a mean of per-step scores), so a phase absent early still gets one
+    score over the steps where it occurs. Every report must have the same codes in the same order.
+    """
+    reports = list(reports)
+    if not reports:
+        raise ReactomoError("There is no report to pool; evaluate at least one step first.")
+    codes = list(reports[0].codes)
+    if any(list(r.codes) != codes for r in reports):
+        raise ReactomoError("The reports to pool score different phase codes; evaluate them with the same phase table.")
+    k = len(codes)
+    full = np.zeros((k, k + 1), dtype=np.int64)
+    for r in reports:
+        full[:, :k] += r.confusion
+        # truth voxels predicted as a code outside the table (the last column of the count table)
+        full[:, k] += [r.counts[c]["n_true"] - int(r.confusion[i].sum()) for i, c in enumerate(codes)]
+    return metrics_from_table(full, codes=codes, names=reports[0].names)

@@ -10,7 +10,7 @@ import streamlit as st
 
 import ui
 from core.evaluate import comparison_rows, evaluate_segmentation, references, report_csv
-from core.metrics import METRICS
+from core.metrics import METRICS, pool_reports
 from core.seg_charts import confusion_heatmap, dice_per_step_chart
 from core.series import read_series_record
 
@@ -139,15 +139,25 @@ with right:
 
 # ------------------------------------------------------------------------------------------------ comparison
 st.subheader("Segmentations side by side")
-metric = st.columns([1, 3])[0].selectbox("Metric", list(METRICS), index=list(METRICS).index("dice"), key="ev_metric",
-                                         format_func=LABELS.get)
-at_step = {n: r[step] for n, r in reports.items() if step in r}
+mc1, mc2 = st.columns([1, 3], vertical_alignment="bottom")
+metric = mc1.selectbox("Metric", list(METRICS), index=list(METRICS).index("dice"), key="ev_metric", format_func=LABELS.get)
+scope_options = ["step"] + (["pooled"] if len(common) > 1 else [])
+scope = mc2.radio("Over", scope_options, horizontal=True, key="ev_scope",
+                  format_func=lambda v: _step_label(step) if v == "step" else f"all {len(common)} steps (pooled)",
+                  help="Pooled: the voxels of every step the segmentations share are counted together, so each step "
+                       "weighs by its voxels and a phase absent at some steps is scored over the others.")
+if scope == "pooled":
+    at_step = {n: pool_reports([r[s] for s in common if s in r]) for n, r in reports.items()}
+    where = f"over all {len(common)} shared steps pooled ({', '.join(str(s) for s in common)})"
+else:
+    at_step = {n: r[step] for n, r in reports.items() if step in r}
+    where = f"on {_step_label(step)}"
 cmp = comparison_rows(at_step, metric=metric)
 cmp_table = pd.DataFrame([{("Segmentation" if k == "model" else k): (_fmt(v) if k != "model" else v) for k, v in r.items()}
                           for r in cmp])
 cmp_table.insert(1, "Model", [segs[n].get("model_name", "?") for n in at_step])
 st.dataframe(cmp_table, hide_index=True, width="stretch", key="ev_compare")
-st.caption(f"{LABELS[metric]} per phase and averaged over the phases, on {_step_label(step)} against the {reference}."
+st.caption(f"{LABELS[metric]} per phase and averaged over the phases, {where}, against the {reference}."
            + (f" {DASH} : the phase is absent from both." if _has_nan(cmp) else ""))
-st.download_button("Download comparison (CSV)", report_csv(cmp), file_name=f"comparison_{metric}.csv", mime="text/csv",
+st.download_button("Download comparison (CSV)", report_csv(cmp), file_name=f"comparison_{metric}_{scope}.csv", mime="text/csv",
                    icon=":material/download:", key="ev_compare_csv")

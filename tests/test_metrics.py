@@ -266,3 +266,27 @@ def test_phase_metrics_bad_inputs_raise_one_sentence_errors(pred, truth, kwargs,
         phase_metrics(pred, truth, **kwargs)
     msg = str(err.value)
     assert msg.endswith(".") and "\n" not in msg
+
+
+def test_pooled_report_equals_scoring_all_steps_at_once():
+    """Pooling per-step reports = scoring the concatenated volumes (a phase absent at one step, and a prediction
+    outside the codes, included)."""
+    from core.metrics import pool_reports
+
+    rng = np.random.default_rng(11)
+    codes = [1, 2, 3]
+    truths = [rng.choice([1, 3], size=(3, 9, 9)), rng.choice([1, 2, 3], size=(3, 9, 9)), rng.choice([1, 2, 3], size=(2, 9, 9))]
+    preds = [np.where(rng.random(t.shape) < 0.8, t, rng.choice([1, 2, 3, 7], size=t.shape)) for t in truths]
+    per_step = [phase_metrics(p, t, codes=codes, names=["a", "b", "c"]) for p, t in zip(preds, truths)]
+    pooled = pool_reports(per_step)
+    whole = phase_metrics(np.concatenate(preds), np.concatenate(truths), codes=codes, names=["a", "b", "c"])
+    np.testing.assert_array_equal(pooled.confusion, whole.confusion)
+    assert pooled.counts == whole.counts and pooled.names == ["a", "b", "c"]
+    for c in codes:
+        for m, v in whole.per_phase[c].items():
+            assert pooled.per_phase[c][m] == pytest.approx(v, nan_ok=True)
+    with pytest.raises(ReactomoError, match="no report to pool"):
+        pool_reports([])
+    other = phase_metrics(preds[0], truths[0], codes=[1, 3])
+    with pytest.raises(ReactomoError, match="different phase codes"):
+        pool_reports([per_step[0], other])

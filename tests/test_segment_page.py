@@ -212,6 +212,19 @@ def test_evaluate_metrics_confusion_comparison_and_dice_per_step(demo_project, s
     labels = {b.label for b in at.get("download_button")}
     assert {"Download metrics (CSV)", "Download comparison (CSV)", "Download Dice per step (CSV)"} <= labels
 
+    # pooled over the steps: only offered when more than one step is shared, and equal to core's pooled report
+    from core.metrics import pool_reports
+
+    assert len(at.radio(key="ev_scope").options) == 1  # seg-b segmented step 1 only
+    at.multiselect(key="ev_segs").set_value(["seg-a"]).run()
+    assert len(at.radio(key="ev_scope").options) == 2
+    at.radio(key="ev_scope").set_value("pooled").run()
+    assert not at.exception, at.exception
+    pooled = pool_reports([expected[s] for s in sorted(expected)])
+    assert _table(at, "Segmentation")["average"][0] == f"{pooled.average['iou']:.3f}"
+    assert pooled.average["iou"] != report.average["iou"]
+    assert any(f"over all {len(expected)} shared steps pooled" in c.value for c in at.caption)
+
 
 # ------------------------------------------------------------------------------------------------ real browser
 @pytest.mark.browser
