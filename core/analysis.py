@@ -330,7 +330,8 @@ def analyze(
         "format": "reactomo.analysis", "format_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "segmentation": str(data.folder), "config": asdict(config), "voxel_size_um": vs, "phases": phases.to_dict(),
         "reaction": asdict(reaction) if hasattr(reaction, "__dataclass_fields__") else str(reaction),
-        "model": data.model, "verdict": verdict, "fit": {k: v for k, v in (fit or {}).items() if not k.startswith("band_")},
+        "model": data.model, "model_card": _card_summary(data.model), "segmentation_settings": _segmentation_settings(data.record),
+        "verdict": verdict, "fit": {k: v for k, v in (fit or {}).items() if not k.startswith("band_")},
         "jmak": {k: v for k, v in (jmak or {}).items() if not k.startswith("curve")},
         "rate_method": (rate or {}).get("method"), "molar_evolution": molar, "extent": extent, "pore_check": pore_rows,
         "inert": inert_rows, "pore_sizes": pore_sizes, "growth": growth_rows, **({"extra": extra} if extra else {}),
@@ -378,6 +379,38 @@ def distribution_rows(pore_sizes: Sequence[dict[str, Any]]) -> list[dict[str, An
             out.append({"step": r["step"], "time_s": r.get("time_s"), "local_thickness_um": dia, "cumulative_volume_fraction": c,
                         "ci_low": lo, "ci_high": hi})
     return out
+
+
+def _card_summary(model: dict[str, Any]) -> dict[str, Any]:
+    """What the report shows of the model bundle's card (training, validation scores), or {} when unreadable."""
+    if not model or not model.get("path"):
+        return {}
+    from core.bundle import read_card
+
+    try:
+        card = read_card(model["path"])
+    except (ReactomoError, OSError, ValueError):
+        return {}
+    tr = card.get("training") or {}
+    cfg = tr.get("config") or {}
+    met = card.get("metrics") or {}
+    unet = card.get("unet") or {}
+    return {"name": card.get("name"), "created": card.get("created"), "seed": card.get("seed"),
+            "architecture": f"2D U-Net, width {unet.get('width')}, depth {unet.get('depth')}, {unet.get('norm')} norm",
+            "training": {k: cfg.get(k) for k in ("patch_size", "max_epochs", "loss", "class_weights", "optimizer", "lr",
+                                                  "augment", "transforms") if k in cfg},
+            "device": tr.get("device"), "epochs": met.get("epochs"), "best_epoch": met.get("best_epoch"),
+            "val_dice": met.get("val_dice") or {}, "seconds": met.get("seconds"),
+            "provenance": card.get("provenance") or {}}
+
+
+def _segmentation_settings(record: dict[str, Any] | None) -> dict[str, Any]:
+    """Inference and cleaning settings of the segmentation record (what shaped the labels), or {}."""
+    if not record:
+        return {}
+    st = record.get("settings") or {}
+    return {"inference": st.get("inference") or {}, "postprocess": st.get("postprocess") or {},
+            "device": record.get("device")}
 
 
 def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -501,6 +534,30 @@ def report_html(result: dict[str, Any]) -> str:
                   ("class codes", ", ".join(str(c) for c in model.get("class_codes", []))),
                   ("normalisation", f"{norm.get('method', '?')} (upper percentile {norm.get('upper', '?')})")] if model else \
         [("model", "not recorded (label files without a Reactomo segmentation record)")]
+    card = s.get("model_card") or {}
+    card_html = ""
+    if card:
+        val = card.get("val_dice") or {}
+        card_rows = [("created", card.get("created")), ("architecture", card.get("architecture")),
+                     ("training", ", ".join(f"{k} {'/'.join(map(str, v)) if isinstance(v, list) else v}"
+                                            for k, v in (card.get("training") or {}).items())),
+                     ("epochs", f"{card.get('epochs')} (best {card.get('best_epoch')}), {card.get('device')}, "
+                                f"{(card.get('seconds') or 0):.0f} s"),
+                     ("seed", card.get("seed")),
+                     ("validation Dice", ", ".join(f"{k} {v:.3f}" for k, v in val.items() if isinstance(v, (int, float)))
+                      or "(not recorded)")]
+        card_html = f"<h3>Model card</h3>{_kv_table(card_rows)}"
+    seg = s.get("segmentation_settings") or {}
+    if seg:
+        inf, post = seg.get("inference") or {}, seg.get("postprocess") or {}
+        ph = {str(p.code): p.name for p in result["phases"]}
+        sizes = ", ".join(f"{ph.get(str(c), c)} < {v} px" for c, v in (post.get("min_sizes") or {}).items()) or "none"
+        seg_rows = [("inference", f"tile {inf.get('tile')}, overlap {inf.get('overlap')}, {inf.get('blend')} blending, "
+                                  f"batch {inf.get('batch_size')}, device {seg.get('device')}"),
+                    ("cleaning", ("off" if not post.get("enabled", bool(post)) else
+                                  f"islands removed ({post.get('connectivity')}): {sizes}; {ph.get(str(post.get('rim_phase')), '?')} "
+                                  f"within {post.get('rim_px')} px of {ph.get(str(post.get('rim_around')), '?')} relabelled"))]
+        card_html += f"<h3>Segmentation</h3>{_kv_table(seg_rows)}"
     cfg = s["config"]
     band = band_of(result)
     band_text = f"±{100 * band:g} %" + ("" if abs(band - cfg["band"]) < 1e-12 else
@@ -537,7 +594,7 @@ section{{margin:2em 0}}</style>
 {fit_text}{kin}
 <table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * band:g} % band</th></tr>{rows}</table>
 {''.join(parts)}
-<section><h2>Model</h2>{_kv_table(model_rows)}</section>
+<section><h2>Model</h2>{_kv_table(model_rows)}{card_html}</section>
 <section><h2>Settings</h2>{_kv_table(settings_rows)}<h3>Library versions</h3>{_kv_table(list((s.get('versions') or {}).items()))}</section>
 </body></html>"""
 

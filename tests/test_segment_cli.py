@@ -38,6 +38,15 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     assert [float(r["time_s"]) for r in rows] == [0, 60, 120, 180]
     lab = read_labels(out / "t002.tif")
     assert lab.shape == (16, 64, 72) and int(rows[2]["bassanite_voxels"]) == int((lab == 2).sum())
+    # its analysis report carries the model card (training, validation Dice) and the segmentation's settings
+    from core.analysis import AnalysisConfig, analyze
+
+    analyze(out, tmp_path / "an", config=AnalysisConfig(n_boot=50))
+    report = (tmp_path / "an" / "report.html").read_text(encoding="utf-8")
+    card = json.loads((MODEL / "card.json").read_text())
+    assert "<h3>Model card</h3>" in report and f"{card['metrics']['epochs']} (best {card['metrics']['best_epoch']})" in report
+    assert all(f"{name} {v:.3f}" in report for name, v in card["metrics"]["val_dice"].items())
+    assert "tile 64, overlap 0.25" in report and "within 2 px of celestite relabelled" in report
 
 
 def test_segment_without_interval_takes_the_times_from_dataset_json(small_demo_dir, tmp_path, capsys):
