@@ -188,32 +188,62 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _block_bootstrap_porosity(labels: np.ndarray, pore_code: int, codes, *, blocks: int = 4, n_boot: int = 500,
+def _block_counts(vol, pore_code: int, codes, *, blocks: int = 4, slab: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Pore and labelled voxel counts per sub-volume (2 along z, ``blocks`` along y and x), read slab by slab.
+
+    ``vol`` is an open :class:`core.io.Volume` (or an ndarray): memory is one slab, whatever the volume's size.
+    """
+    lut = np.zeros(256, bool)
+    lut[list(codes)] = True
+    arr = vol if isinstance(vol, np.ndarray) else None
+    nz, ny, nx = (arr.shape if arr is not None else vol.shape)
+    zb = np.array_split(np.arange(nz), 2 if nz >= 2 else 1)
+    ys, xs = np.array_split(np.arange(ny), blocks), np.array_split(np.arange(nx), blocks)
+    pore_n = np.zeros((len(zb), blocks, blocks), np.int64)
+    lab_n = np.zeros_like(pore_n)
+    z_block = np.concatenate([np.full(b.size, i) for i, b in enumerate(zb)])
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
+        part = arr[z0:z1] if arr is not None else vol.slab(z0, z1)
+        for b in np.unique(z_block[z0:z1]):
+            rows = part[z_block[z0:z1] == b]
+            for i, yy in enumerate(ys):
+                for j, xx in enumerate(xs):
+                    blk = rows[:, yy[0]:yy[-1] + 1, xx[0]:xx[-1] + 1]
+                    pore_n[b, i, j] += int(np.count_nonzero(blk == pore_code))
+                    lab_n[b, i, j] += int(np.count_nonzero(lut[blk]))
+    return pore_n.ravel().astype(float), lab_n.ravel().astype(float)
+
+
+def _block_bootstrap_porosity(labels, pore_code: int, codes, *, blocks: int = 4, n_boot: int = 500,
                               seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """95 % interval of the porosity from a bootstrap over sub-volumes (``blocks`` along y and x, 2 along z).
 
     Pores are spatially correlated, so voxels are not independent samples; blocks of the volume are closer to it.
-    The interval says how much the porosity would vary for another piece of the same rock of this size.
+    The interval says how much the porosity would vary for another piece of the same rock of this size. ``labels``
+    is a 3D array or an open volume (read slab by slab).
     """
-    lut = np.zeros(256, bool)
-    lut[list(codes)] = True
-    pore_n, lab_n = [], []
-    nz = 2 if labels.ndim == 3 and labels.shape[0] >= 2 else 1
-    zs = np.array_split(np.arange(labels.shape[0]), nz) if labels.ndim == 3 else [None]
-    for zi in zs:
-        part = labels[zi[0]:zi[-1] + 1] if zi is not None else labels
-        for ys in np.array_split(np.arange(part.shape[-2]), blocks):
-            for xs in np.array_split(np.arange(part.shape[-1]), blocks):
-                blk = part[..., ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
-                pore_n.append(int(np.count_nonzero(blk == pore_code)))
-                lab_n.append(int(np.count_nonzero(lut[blk])))
-    pore_n, lab_n = np.array(pore_n, float), np.array(lab_n, float)
+    pore_n, lab_n = _block_counts(labels, pore_code, codes, blocks=blocks)
     if lab_n.sum() == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(pore_n), (n_boot, len(pore_n)))
     est = pore_n[idx].sum(1) / np.maximum(lab_n[idx].sum(1), 1)
     return float(np.quantile(est, 0.5 - level / 2)), float(np.quantile(est, 0.5 + level / 2))
+
+
+def _central_region(vol, max_voxels: int | None) -> tuple[np.ndarray, bool]:
+    """The central sub-volume of about ``max_voxels`` (same proportions) of an open volume, reading only its slices."""
+    nz, ny, nx = vol.shape
+    if max_voxels is None or nz * ny * nx <= max_voxels:
+        return vol.slab(0, nz), False
+    factor = (max_voxels / (nz * ny * nx)) ** (1.0 / 3.0)
+    sl = []
+    for n in (nz, ny, nx):
+        m = max(1, min(n, int(n * factor)))
+        start = (n - m) // 2
+        sl.append(slice(start, start + m))
+    return vol.slab(sl[0].start, sl[0].stop)[:, sl[1], sl[2]].copy(), True
 
 
 def _fit_band(x: np.ndarray, y: np.ndarray, fit: dict, level: float = 0.95) -> dict:
@@ -250,7 +280,7 @@ def analyze(
     """
     from core import kinetics, stoichiometry
     from core.pores import pore_size_table
-    from core.io import read_labels
+    from core.io import open_volume
 
     config.validate()
     say = on_progress or (lambda f, m: None)
@@ -315,17 +345,28 @@ def analyze(
 
     porosity_ci: dict[int, tuple[float, float]] = {}
 
+    cropped: dict[int, bool] = {}
+
     def labelled():
+        # bounded memory on any volume size: the porosity blocks are counted slab by slab, and only the central
+        # sub-volume of the pore sizes is held in memory
         for i, (s, p) in enumerate(zip(data.steps, data.paths)):
             say(0.3 + 0.6 * i / len(data.paths), f"pore sizes, step {s}")
-            lab = read_labels(p)
-            porosity_ci[s] = _block_bootstrap_porosity(lab, pore_code, phases.codes, n_boot=config.n_boot, seed=config.seed)
+            with open_volume(p) as vol:
+                if vol.dtype != np.uint8:
+                    raise ReactomoError(f"{Path(p).name} holds {vol.dtype} values, not uint8 label codes; give label files.")
+                porosity_ci[s] = _block_bootstrap_porosity(vol, pore_code, phases.codes, n_boot=config.n_boot, seed=config.seed)
+                lab, cropped[s] = _central_region(vol, config.pore_max_voxels)
             yield s, data.times_s[i], lab
 
-    pore_sizes = pore_size_table(labelled(), voxel_size_um=vs, pore_code=pore_code, max_voxels=config.pore_max_voxels,
+    pore_sizes = pore_size_table(labelled(), voxel_size_um=vs, pore_code=pore_code, max_voxels=None,
                                  n_boot=config.n_boot, seed=config.seed)
-    for r in pore_sizes:
+    for r, counts in zip(pore_sizes, data.counts):
         r["porosity_ci_low"], r["porosity_ci_high"] = porosity_ci.get(r["step"], (float("nan"), float("nan")))
+        r["subvolume"] = cropped.get(r["step"], False)
+        labelled_n = sum(counts.get(c, 0) for c in phases.codes)
+        if labelled_n:  # the porosity of every voxel of the step (pore sizes and connected porosity: the sub-volume)
+            r["porosity"] = counts.get(pore_code, 0) / labelled_n
     summary = {
         "format": "reactomo.analysis", "format_version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "segmentation": str(data.folder), "config": asdict(config), "voxel_size_um": vs, "phases": phases.to_dict(),

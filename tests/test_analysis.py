@@ -148,6 +148,23 @@ def test_jmak_onset_is_the_first_step_by_default_or_fitted(truth_dir, analysed):
         analyze(truth_dir, None, config=AC(onset="sometime"))
 
 
+def test_large_volumes_are_read_slab_by_slab_and_cropped_only_for_pore_sizes(truth_dir, analysed):
+    """A sub-volume cap changes the pore sizes' volume, never the porosity (every voxel, read slab by slab)."""
+    from core.analysis import _block_bootstrap_porosity
+    from core.io import open_volume, read_labels
+
+    full = analysed[0]["summary"]["pore_sizes"]
+    small = analyze(truth_dir, None, config=AnalysisConfig(n_boot=100, interval_s=300.0, pore_max_voxels=20_000))
+    rows = small["summary"]["pore_sizes"]
+    assert all(r["subvolume"] for r in rows) and not any(r["subvolume"] for r in full)
+    assert all(np.prod(r["shape"]) <= 20_000 for r in rows)
+    assert [r["porosity"] for r in rows] == [r["porosity"] for r in full]
+    assert [r["porosity_ci_low"] for r in rows] == [r["porosity_ci_low"] for r in full]
+    path = sorted(truth_dir.glob("*.tif"))[-1]
+    with open_volume(path) as vol:
+        assert _block_bootstrap_porosity(vol, 3, [1, 2, 3, 4], n_boot=200) == _block_bootstrap_porosity(read_labels(path), 3, [1, 2, 3, 4], n_boot=200)
+
+
 def test_a_label_file_that_is_not_uint8_is_refused(tmp_path):
     import numpy as np
 
