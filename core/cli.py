@@ -589,25 +589,69 @@ def cmd_segment(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    """Score a label TIFF against a reference label TIFF: 8 metrics per phase and averaged."""
+    """Score a label TIFF (or a folder of steps) against a reference: 8 metrics per phase and averaged (and pooled)."""
     from core.evaluate import evaluate_files
-    from core.metrics import METRICS
 
     phases = _phases_from(args.phases)
     slices = [int(v) for v in _floats(args.slices, "--slices")] if args.slices else None
+    pred_dir, truth_dir = Path(args.pred).is_dir(), Path(args.truth).is_dir()
+    if pred_dir != truth_dir:
+        raise ReactomoError("Give --pred and --truth both as label files or both as folders of label files (one per step).")
+    if pred_dir:
+        return _evaluate_folders(args, phases, slices)
     report = evaluate_files(args.pred, args.truth, codes=phases.codes, names=phases.names, slices=slices)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
         return 0
+    _print_report(report)
+    return 0
+
+
+def _evaluate_folders(args, phases, slices) -> int:
+    """Every step whose file name is in both folders, then all of them pooled (counts summed over the steps)."""
+    from core.evaluate import evaluate_files
+    from core.io import natural_key
+    from core.metrics import pool_reports
+
+    def tiffs(folder):
+        return {p.name: p for p in Path(folder).iterdir() if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith(".")}
+
+    pred, truth = tiffs(args.pred), tiffs(args.truth)
+    names = sorted(set(pred) & set(truth), key=natural_key)
+    if not names:
+        raise ReactomoError(f"No label file name is in both {args.pred} and {args.truth}; name the steps alike (e.g. t000.tif).")
+    reports = {n: evaluate_files(pred[n], truth[n], codes=phases.codes, names=phases.names, slices=slices) for n in names}
+    pooled = pool_reports(list(reports.values()))
+    if args.json:
+        print(json.dumps({"steps": {n: r.to_dict() for n, r in reports.items()}, "pooled": pooled.to_dict()}, indent=2,
+                         allow_nan=False))
+        return 0
+    left_out = sorted((set(pred) ^ set(truth)), key=natural_key)
+    print(f"Dice per step ({len(names)} files in both folders" + (f"; {len(left_out)} in one only, left out" if left_out else "") + ")")
+    print(f"{'step':<16}" + "".join(f"{n[:10]:>11}" for n in phases.names) + f"{'average':>11}")
+    for n, r in reports.items():
+        cells = "".join(_cell(r.per_phase[c]["dice"], 11) for c in r.codes)
+        print(f"{n[:16]:<16}{cells}{_cell(r.average['dice'], 11)}")
+    print(f"\nAll {len(names)} steps pooled (voxel counts summed):")
+    _print_report(pooled)
+    return 0
+
+
+def _cell(v, width: int) -> str:
+    return f"{v:>{width}.4f}" if isinstance(v, float) and not math.isnan(v) else f"{'-':>{width}}"
+
+
+def _print_report(report) -> None:
+    from core.metrics import METRICS
+
     short = {"volumetric_similarity": "vol.sim", "specificity": "specif.", "precision": "precis."}
     head = f"{'phase':<12}" + "".join(f"{short.get(m, m):>9}" for m in METRICS)
     print(head)
     for row in report.rows():
-        cells = "".join(f"{row[m]:>9.4f}" if isinstance(row[m], float) and not math.isnan(row[m]) else f"{'-':>9}" for m in METRICS)
+        cells = "".join(_cell(row[m], 9) for m in METRICS)
         print(f"{row['phase']:<12}{cells}")
     if report.absent:
         print(f"absent from both: {', '.join(report.names[report.codes.index(c)] for c in report.absent)} (left out of the average)")
-    return 0
 
 
 def cmd_analyze(args) -> int:
@@ -817,9 +861,10 @@ def build_parser() -> argparse.ArgumentParser:
     inference_options(se)
     se.set_defaults(func=cmd_segment)
 
-    ev = sub.add_parser("evaluate", help="score a label TIFF against a reference: 8 metrics per phase and averaged")
-    ev.add_argument("--pred", required=True, help="predicted label TIFF (uint8 codes)")
-    ev.add_argument("--truth", required=True, help="reference label TIFF of the same shape (0 = not scored)")
+    ev = sub.add_parser("evaluate", help="score a label TIFF (or a folder of steps) against a reference: 8 metrics per phase and averaged")
+    ev.add_argument("--pred", required=True, help="predicted label TIFF (uint8 codes), or a folder of them (one per step)")
+    ev.add_argument("--truth", required=True, help="reference label TIFF of the same shape (0 = not scored), or a folder "
+                                                   "with the same file names: then Dice per step and all steps pooled")
     ev.add_argument("--slices", help="only these z slices, e.g. 4,12,20")
     ev.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")

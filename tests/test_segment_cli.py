@@ -93,11 +93,34 @@ def test_evaluate_command_table_and_json_match_core(small_demo_dir, tmp_path, ca
     assert np.array_equal(sub.confusion, phase_metrics(pred[[1, 5]], t[[1, 5]], codes=[1, 2, 3, 4]).confusion)
 
 
+def test_evaluate_folders_scores_every_step_and_pools_them(small_demo_dir, tmp_path, capsys):
+    from core.metrics import pool_reports
+
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for name in ("t001.tif", "t002.tif", "t003.tif"):  # t000 only in the truth: left out
+        lab = read_labels(small_demo_dir / "truth" / name)
+        lab[:, :8] = 3
+        write_labels(pred / name, lab)
+    code, text, err = _run(capsys, "evaluate", "--pred", str(pred), "--truth", str(small_demo_dir / "truth"), "--json")
+    assert code == 0, err
+    got = json.loads(text)
+    assert list(got["steps"]) == ["t001.tif", "t002.tif", "t003.tif"]
+    reps = [evaluate_files(pred / n, small_demo_dir / "truth" / n, codes=[1, 2, 3, 4]) for n in got["steps"]]
+    assert got["pooled"]["confusion"] == pool_reports(reps).confusion.tolist()
+    assert got["pooled"]["average"]["dice"] == pytest.approx(pool_reports(reps).average["dice"])
+    code, text, _ = _run(capsys, "evaluate", "--pred", str(pred), "--truth", str(small_demo_dir / "truth"))
+    assert code == 0 and "3 files in both folders; 1 in one only, left out" in text and "All 3 steps pooled" in text
+    assert sum(line.startswith("t00") for line in text.splitlines()) == 3
+
+
 @pytest.mark.parametrize(
     "argv, sentence",
     [
         (["evaluate", "--pred", "{truth}", "--truth", "{scan}"], "not uint8 label codes"),
         (["evaluate", "--pred", "{truth}", "--truth", "{other}"], "has shape"),
+        (["evaluate", "--pred", "{truthdir}", "--truth", "{truth}"], "both as label files or both as folders"),
+        (["evaluate", "--pred", "{truthdir}", "--truth", "{tmp}"], "No label file name is in both"),
         (["segment", "--model", "{tmp}/nomodel", "--scans", "{scans}", "--out", "{tmp}/o"], "nomodel"),
         (["segment", "--model", str(MODEL), "--scans", "{scans}", "--out", "{tmp}/o", "--tile", "3"], "tile"),
         (["segment", "--model", str(MODEL), "--scans", "{scans}", "--out", "{tmp}/o", "--scheduler", "nowhere"], "scheduler"),
@@ -108,7 +131,7 @@ def test_evaluate_command_table_and_json_match_core(small_demo_dir, tmp_path, ca
 def test_bad_input_exits_2_with_one_sentence_and_writes_nothing(small_demo_dir, tmp_path, capsys, argv, sentence):
     other = tmp_path / "other.tif"
     write_labels(other, np.ones((2, 8, 8), np.uint8))
-    subs = {"{truth}": str(small_demo_dir / "truth" / "t001.tif"), "{scan}": str(small_demo_dir / "scans" / "t001.tif"),
+    subs = {"{truthdir}": str(small_demo_dir / "truth"), "{truth}": str(small_demo_dir / "truth" / "t001.tif"), "{scan}": str(small_demo_dir / "scans" / "t001.tif"),
             "{other}": str(other), "{tmp}": str(tmp_path), "{scans}": str(small_demo_dir / "scans"),
             "{scribbles}": str(small_demo_dir / "scribbles.tif")}
     args = []
