@@ -197,4 +197,14 @@ def test_page_band_input_rejudges_the_saved_analysis(demo_project, analysed, tmp
     assert {"an_dl_band_csv", "an_dl_band_report"} <= keys
     at.number_input(key="an_band_view").set_value(1.0).run()
     assert "1 of 4 steps lie inside the ±1 % band" in at.warning[0].value and at.metric[0].value == "1 / 4"
-    assert at.button(key="an_png_prep") is not None
+    # the PNG export from the page: one zip of every chart drawn at the chosen band
+    assert not [b for b in at.get("download_button") if b.key == "an_png_dl"]
+    at.button(key="an_png_prep").click().run(timeout=120)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [b for b in at.get("download_button") if b.key == "an_png_dl"]
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(at.session_state["an_png_zip"][1])) as zf:
+        names = zf.namelist()
+        assert len(names) == len(figures(with_band(result_from_summary(summary), 0.01))) and all(n.endswith(".png") for n in names)
+        assert all(zf.read(n).startswith(b"\x89PNG") for n in names)
