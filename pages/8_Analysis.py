@@ -43,6 +43,19 @@ def _job_fn(project, params: dict):
     return run
 
 
+def _small_number_columns(df: pd.DataFrame) -> dict:
+    """Scientific notation for numeric columns whose values are all tiny (moles and mm³ of a small sample), which
+    the default fixed-point display would round to a single digit."""
+    config = {}
+    for col in df.columns:
+        if pd.api.types.is_float_dtype(df[col]):
+            vals = df[col].abs().dropna()
+            vals = vals[vals > 0]
+            if len(vals) and vals.max() < 1e-2:
+                config[col] = st.column_config.NumberColumn(format="%.4e")
+    return config
+
+
 ui.page_setup("Analysis")
 project = ui.require_project()
 ui.sidebar_project(project)
@@ -190,7 +203,8 @@ for fname, i in files.items():
             if not text:
                 st.caption("No rows.")
                 continue
-            st.dataframe(pd.read_csv(io.StringIO(text)), width="stretch", hide_index=True)
+            df = pd.read_csv(io.StringIO(text))
+            st.dataframe(df, width="stretch", hide_index=True, column_config=_small_number_columns(df))
             st.download_button(f"Download {fname} (±{band_pct:g} %)", text,
                                file_name=f"{name}-{fname.removesuffix('.csv')}-band{band_pct:g}pct.csv", mime="text/csv",
                                icon=":material/download:", key=f"an_dl_{i}")
@@ -200,7 +214,7 @@ for fname, i in files.items():
         except (OSError, ValueError, pd.errors.EmptyDataError):
             st.caption("No rows.")
             continue
-        st.dataframe(df, width="stretch", hide_index=True)
+        st.dataframe(df, width="stretch", hide_index=True, column_config=_small_number_columns(df))
         st.download_button(f"Download {fname}", p.read_bytes(), file_name=f"{name}-{fname}", mime="text/csv",
                            icon=":material/download:", key=f"an_dl_{i}")
 
