@@ -208,3 +208,21 @@ def test_page_band_input_rejudges_the_saved_analysis(demo_project, analysed, tmp
         names = zf.namelist()
         assert len(names) == len(figures(with_band(result_from_summary(summary), 0.01))) and all(n.endswith(".png") for n in names)
         assert all(zf.read(n).startswith(b"\x89PNG") for n in names)
+
+
+def test_method_note_sits_under_a_tall_legend():
+    """Long legend entries wrap one per row under the plot: the exported method note must start below the last row."""
+    import plotly.graph_objects as go
+
+    from core.analysis_charts import _LAYOUT
+    from core.export import with_method_note
+
+    fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], name=f"a long legend entry number {i} " + "x" * 60) for i in range(6)])
+    fig.update_layout(**_LAYOUT, meta={"method": "The method sentence."})
+    short = go.Figure(fig)
+    short.data = short.data[:1]
+    tall, one = with_method_note(fig, width=1000), with_method_note(short, width=1000)
+    note = next(a for a in tall.layout.annotations if a.name == "method")
+    plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    assert -note.yshift >= 0.16 * plot_h + 6 * 20  # six rows of legend between the plot and the note
+    assert tall.layout.height > one.layout.height and tall.layout.margin.b > one.layout.margin.b
