@@ -6,8 +6,8 @@
 - ``molar_evolution.csv``: ``step, time_s, n_<reactant>_mol, n_<product>_mol, x, y, deviation_pct, inside_band``;
 - ``pore_check.csv``, ``inert.csv``: the second and third checks;
 - ``pore_sizes.csv``: porosity, connected porosity and pore sizes per step, with bootstrap intervals;
-- ``pore_size_distribution.csv``: per step and local thickness, the share of the pore volume at most that thick,
-  with its bootstrap interval over pores;
+- ``pore_size_distribution.csv``: per step and diameter, the share of the pore volume at most that thick (local
+  thickness) and the share of the pores at most that large (equivalent diameters), with bootstrap intervals;
 - ``growth.csv``: product fraction, smoothed fraction and rate with its band per step; the JMAK fit in ``summary.json``;
 - ``summary.json``: every number above plus the fits, verdicts, settings and versions;
 - ``report.html``: one self-contained file (plotly.js inlined; opens offline) with every chart, its method, the
@@ -401,7 +401,7 @@ def analyze(
         atomic_write_text(out / "molar_evolution.csv", csv_text(molar))
         atomic_write_text(out / "pore_check.csv", csv_text(pore_rows))
         atomic_write_text(out / "inert.csv", csv_text(inert_rows))
-        atomic_write_text(out / "pore_sizes.csv", csv_text([{k: v for k, v in r.items() if k != "lt_distribution"}
+        atomic_write_text(out / "pore_sizes.csv", csv_text([{k: v for k, v in r.items() if k not in DISTRIBUTIONS}
                                                              for r in pore_sizes]))
         atomic_write_text(out / "pore_size_distribution.csv", csv_text(distribution_rows(pore_sizes)))
         atomic_write_text(out / "growth.csv", csv_text(growth_rows))
@@ -411,14 +411,21 @@ def analyze(
     return result
 
 
+#: The distributions of ``pore_size_distribution.csv``: summary key -> (measure, what the fraction counts).
+DISTRIBUTIONS = {"lt_distribution": ("local thickness", "pore volume"),
+                 "eqd_distribution": ("equivalent diameter of connected pores", "pores")}
+
+
 def distribution_rows(pore_sizes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Long table of the pore size distributions: one row per step and distinct local thickness."""
+    """Long table of the pore size distributions: one row per measure, step and diameter, with the cumulative share
+    (of the pore volume for local thickness, of the pores for equivalent diameters) and its bootstrap interval."""
     out = []
-    for r in pore_sizes:
-        d = r.get("lt_distribution") or {}
-        for dia, c, lo, hi in zip(d.get("diameter_um", []), d.get("cdf", []), d.get("cdf_low", []), d.get("cdf_high", [])):
-            out.append({"step": r["step"], "time_s": r.get("time_s"), "local_thickness_um": dia, "cumulative_volume_fraction": c,
-                        "ci_low": lo, "ci_high": hi})
+    for key, (measure, weight) in DISTRIBUTIONS.items():
+        for r in pore_sizes:
+            d = r.get(key) or {}
+            for dia, c, lo, hi in zip(d.get("diameter_um", []), d.get("cdf", []), d.get("cdf_low", []), d.get("cdf_high", [])):
+                out.append({"measure": measure, "weighted_by": weight, "step": r["step"], "time_s": r.get("time_s"),
+                            "diameter_um": dia, "cumulative_fraction": c, "ci_low": lo, "ci_high": hi})
     return out
 
 
@@ -528,6 +535,8 @@ def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
         out.append(("Pore sizes", ac.pore_size_figure(result["pore_sizes"])))
         if any(r.get("lt_distribution") for r in result["pore_sizes"]):
             out.append(("Pore size distribution", ac.pore_distribution_figure(result["pore_sizes"])))
+        if any(r.get("eqd_distribution") for r in result["pore_sizes"]):
+            out.append(("Connected pore diameters", ac.pore_distribution_figure(result["pore_sizes"], key="eqd_distribution")))
         out.append(("Porosity", ac.porosity_figure(result["pore_sizes"])))
     if times and all(t is not None for t in times):
         jm = result["jmak"] if result["jmak"] and "error" not in result["jmak"] and result["jmak"].get("k") is not None else None

@@ -206,18 +206,20 @@ def _steps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs, float), np.asarray(ys, float)
 
 
-def pore_distribution_figure(rows: Sequence[dict]) -> go.Figure:
-    """Cumulative pore-volume distribution of the local thickness, one curve per step coloured by time, each with
-    its bootstrap band over pores."""
+def pore_distribution_figure(rows: Sequence[dict], *, key: str = "lt_distribution") -> go.Figure:
+    """Cumulative distribution per step, coloured by time, each with its bootstrap band over pores: of the pore volume
+    over local thickness (``key="lt_distribution"``), or of the pores over their equivalent diameter
+    (``key="eqd_distribution"``)."""
     from plotly.colors import sample_colorscale
 
-    steps = [r for r in rows if r.get("lt_distribution")]
+    steps = [r for r in rows if r.get(key)]
+    eqd = key == "eqd_distribution"
     t = _minutes(steps)
     timed = bool(t) and all(v is not None for v in t)
     span = (max(t) - min(t)) if timed and len(t) > 1 else 0.0
     fig = go.Figure()
     for i, r in enumerate(steps):
-        d = r["lt_distribution"]
+        d = r[key]
         frac = ((t[i] - min(t)) / span) if span else (i / max(len(steps) - 1, 1))
         colour = sample_colorscale("Viridis", [frac])[0]
         label = f"step {r['step']}" + (f" ({t[i]:g} min)" if timed else "")
@@ -229,12 +231,24 @@ def pore_distribution_figure(rows: Sequence[dict]) -> go.Figure:
                                  line=dict(width=0), fillcolor=colour.replace("rgb", "rgba").replace(")", ",0.12)"),
                                  hoverinfo="skip", showlegend=False, legendgroup=label))
         fig.add_trace(go.Scatter(x=sx, y=sy, mode="lines", line=dict(color=colour, width=2), name=label, legendgroup=label,
-                                 hovertemplate=f"{label}<br>%{{y:.1f}} % of the pore volume is at most %{{x:.1f}} µm thick<extra></extra>"))
-    fig.update_layout(**_LAYOUT, title="Pore size distribution per step (local thickness)",
-                      xaxis_title="local thickness (µm)", yaxis_title="pore volume at most this thick (%)",
-                      meta={"method": "Cumulative share of the pore volume whose local thickness (diameter of the largest "
-                                      "inscribed ball covering the voxel) is at most the given diameter, per step (colour: "
-                                      "time). Bands: pointwise 95 % bootstrap interval, resampling whole pores."})
+                                 hovertemplate=f"{label}<br>%{{y:.1f}} % of the "
+                                               + ("pores are at most %{x:.1f} µm across" if eqd else "pore volume is at most %{x:.1f} µm thick")
+                                               + "<extra></extra>"))
+    if eqd:
+        fig.update_layout(**_LAYOUT, title="Connected pores: equivalent diameters per step",
+                          xaxis_title="equivalent diameter (µm)", yaxis_title="pores at most this large (%)",
+                          meta={"method": "Cumulative share of the connected pores (face connectivity) whose equivalent "
+                                          "diameter (the sphere of the same volume) is at most the given diameter, per step "
+                                          "(colour: time); every pore counts once. Bands: pointwise 95 % bootstrap "
+                                          "interval, resampling the pores."})
+        fig.update_xaxes(type="log")
+    else:
+        fig.update_layout(**_LAYOUT, title="Pore size distribution per step (local thickness)",
+                          xaxis_title="local thickness (µm)", yaxis_title="pore volume at most this thick (%)",
+                          meta={"method": "Cumulative share of the pore volume whose local thickness (diameter of the "
+                                          "largest inscribed ball covering the voxel) is at most the given diameter, per "
+                                          "step (colour: time). Bands: pointwise 95 % bootstrap interval, resampling whole "
+                                          "pores."})
     fig.update_yaxes(range=[0, 100.5])
     return fig
 

@@ -502,6 +502,32 @@ def _cluster_bootstrap(values: np.ndarray, cluster: np.ndarray, n_clusters: int,
     return {"median_ci": (float(lo), float(hi)), "values": uniq, "cdf": total / total[-1], "cdf_low": c_lo, "cdf_high": c_hi}
 
 
+def _count_distribution(values: np.ndarray, *, n_boot: int, level: float, seed: int, max_points: int = 400) -> dict[str, Any]:
+    """Number-weighted cumulative distribution of independent values (one per pore) with a pointwise bootstrap band.
+
+    Equal values are merged (pores of the same voxel count share a diameter); beyond ``max_points`` distinct values
+    they are binned on quantiles so the stored curve stays small. Each resample redraws as many pores with
+    replacement (multinomial over the distinct values).
+    """
+    vals = np.sort(np.asarray(values, dtype=np.float64))
+    uniq, counts = np.unique(vals, return_counts=True)
+    if uniq.size > max_points:
+        edges = np.unique(np.quantile(vals, np.linspace(0, 1, max_points + 1)))
+        idx = np.clip(np.searchsorted(edges, vals, side="right") - 1, 0, edges.size - 2)
+        counts = np.bincount(idx, minlength=edges.size - 1)
+        uniq = np.array([vals[idx == i].max() if counts[i] else edges[i + 1] for i in range(edges.size - 1)])
+        keep = counts > 0
+        uniq, counts = uniq[keep], counts[keep]
+    n = int(counts.sum())
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, counts / n, size=int(n_boot)).astype(np.float64)
+    cdf_draws = np.cumsum(draws, axis=1) / n
+    alpha = (1.0 - float(level)) / 2.0
+    lo, hi = np.quantile(cdf_draws, [alpha, 1.0 - alpha], axis=0)
+    return {"diameter_um": [float(v) for v in uniq], "cdf": [float(v) for v in np.cumsum(counts) / n],
+            "cdf_low": [float(v) for v in lo], "cdf_high": [float(v) for v in hi]}
+
+
 def _cluster_bootstrap_median(values: np.ndarray, cluster: np.ndarray, n_clusters: int, *, n_boot: int, level: float, seed: int) -> tuple[float, float]:
     """CI of the voxel-weighted median, resampling whole pores (see :func:`_cluster_bootstrap`)."""
     return _cluster_bootstrap(values, cluster, n_clusters, n_boot=n_boot, level=level, seed=seed)["median_ci"]
@@ -552,7 +578,8 @@ def pore_size_table(
         lt_q3_um, lt_mean_um, lt_median_ci_low, lt_median_ci_high, eqd_median_um, eqd_mean_um`` and
         ``lt_distribution`` (``diameter_um``: the distinct local thicknesses; ``cdf``: share of the pore volume with
         a local thickness at most each; ``cdf_low``/``cdf_high``: its pointwise bootstrap interval over pores; absent
-        when the step has no pore). Local-thickness statistics are over pore voxels. The confidence interval of the median resamples whole pores
+        when the step has no pore) and ``eqd_distribution`` (the same for the equivalent diameters of the connected
+        pores, weighted by number of pores). Local-thickness statistics are over pore voxels. The confidence interval of the median resamples whole pores
         (face-connected clusters; voxels of a pore are correlated, so resampling voxels would be too narrow), each
         drawn pore contributing all its voxels. A step without pore voxels gives porosity 0, ``n_pores`` 0 and
         ``nan`` sizes instead of an error; a step without labelled voxels gives ``nan`` porosities.
@@ -592,6 +619,7 @@ def pore_size_table(
                     "lt_distribution": {"diameter_um": [float(v) for v in boot["values"]],
                                         "cdf": [float(v) for v in boot["cdf"]],
                                         "cdf_low": [float(v) for v in boot["cdf_low"]],
-                                        "cdf_high": [float(v) for v in boot["cdf_high"]]}})
+                                        "cdf_high": [float(v) for v in boot["cdf_high"]]},
+                    "eqd_distribution": _count_distribution(eqd, n_boot=n_boot, level=level, seed=seed)})
         rows.append(row)
     return rows

@@ -48,10 +48,12 @@ def test_every_file_and_the_report_are_written_and_self_contained(analysed):
     for name in ("molar_evolution.csv", "pore_check.csv", "inert.csv", "pore_sizes.csv", "growth.csv", "summary.json", "report.html"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     dist = _csv(out / "pore_size_distribution.csv")
-    for step in {r["step"] for r in dist}:
-        cdf = [float(r["cumulative_volume_fraction"]) for r in dist if r["step"] == step]
-        assert np.all(np.diff(cdf) > 0) and cdf[-1] == pytest.approx(1.0)
-    assert "lt_distribution" not in _csv(out / "pore_sizes.csv")[0]
+    assert {r["measure"] for r in dist} == {"local thickness", "equivalent diameter of connected pores"}
+    for measure in {r["measure"] for r in dist}:
+        for step in {r["step"] for r in dist}:
+            cdf = [float(r["cumulative_fraction"]) for r in dist if r["step"] == step and r["measure"] == measure]
+            assert np.all(np.diff(cdf) > 0) and cdf[-1] == pytest.approx(1.0)
+    assert not {"lt_distribution", "eqd_distribution"} & set(_csv(out / "pore_sizes.csv")[0])
     ps = _csv(out / "pore_sizes.csv")
     assert len(ps) == 4 and float(ps[-1]["porosity"]) > float(ps[0]["porosity"])  # pores grow with the reaction
     html = (out / "report.html").read_text()

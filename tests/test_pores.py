@@ -218,6 +218,10 @@ def test_pore_size_distribution_of_known_balls_and_its_band():
     share_small = 3 * small.sum() / (3 * small.sum() + 2 * big.sum())
     assert d["cdf"] == pytest.approx([share_small, 1.0])
     assert d["cdf_low"][0] < share_small < d["cdf_high"][0] and d["cdf_low"][1] == d["cdf_high"][1] == 1.0
+    # equivalent diameters, by number of pores: 3 small and 2 big balls -> 60 % at the small diameter
+    e = row["eqd_distribution"]
+    assert e["diameter_um"] == pytest.approx([2 * 2.0 * np.cbrt(3 * small.sum() / (4 * np.pi)), 2 * 2.0 * np.cbrt(3 * big.sum() / (4 * np.pi))])
+    assert e["cdf"] == pytest.approx([0.6, 1.0]) and e["cdf_low"][0] < 0.6 < e["cdf_high"][0]
 
 
 @pytest.mark.parametrize(
@@ -247,3 +251,14 @@ def test_bad_inputs_raise_one_sentence(call):
 def test_no_pore_gives_zeros():
     assert (local_thickness(np.zeros((5, 5, 5), dtype=bool)) == 0).all()
     assert equivalent_diameters(np.zeros((5, 5), dtype=bool)).size == 0
+
+
+def test_count_distribution_bins_many_values_without_bias():
+    from core.pores import _count_distribution
+
+    vals = np.random.default_rng(9).lognormal(2.0, 0.6, 10_000)
+    d = _count_distribution(vals, n_boot=100, level=0.95, seed=0, max_points=400)
+    x, cdf = np.array(d["diameter_um"]), np.array(d["cdf"])
+    assert 100 < x.size <= 400 and np.all(np.diff(x) > 0) and cdf[-1] == pytest.approx(1.0)
+    np.testing.assert_allclose(cdf, [(vals <= v).mean() for v in x])  # exact at every stored diameter
+    assert np.all(np.array(d["cdf_low"]) <= cdf + 1e-12) and np.all(cdf <= np.array(d["cdf_high"]) + 1e-12)
