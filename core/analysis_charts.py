@@ -206,6 +206,21 @@ def _steps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs, float), np.asarray(ys, float)
 
 
+#: Per distribution key: title, x-axis title, y-axis title, method sentence.
+_DISTRIBUTION_TEXT = {
+    "lt_distribution": (
+        "Pore size distribution per step (local thickness)", "local thickness (µm)", "pore volume at most this thick (%)",
+        "Cumulative share of the pore volume whose local thickness (diameter of the largest inscribed ball covering the "
+        "voxel) is at most the given diameter, per step (colour: time). Bands: pointwise 95 % bootstrap interval, "
+        "resampling whole pores."),
+    "eqd_distribution": (
+        "Connected pores: equivalent diameters per step", "equivalent diameter (µm)", "pores at most this large (%)",
+        "Cumulative share of the connected pores (face connectivity) whose equivalent diameter (the sphere of the same "
+        "volume) is at most the given diameter, per step (colour: time); every pore counts once. Bands: pointwise 95 % "
+        "bootstrap interval, resampling the pores."),
+}
+
+
 def pore_distribution_figure(rows: Sequence[dict], *, key: str = "lt_distribution") -> go.Figure:
     """Cumulative distribution per step, coloured by time, each with its bootstrap band over pores: of the pore volume
     over local thickness (``key="lt_distribution"``), or of the pores over their equivalent diameter
@@ -234,21 +249,11 @@ def pore_distribution_figure(rows: Sequence[dict], *, key: str = "lt_distributio
                                  hovertemplate=f"{label}<br>%{{y:.1f}} % of the "
                                                + ("pores are at most %{x:.1f} µm across" if eqd else "pore volume is at most %{x:.1f} µm thick")
                                                + "<extra></extra>"))
+    title, x_title, y_title, method = _DISTRIBUTION_TEXT[key]
+    fig.update_layout(**_LAYOUT, title=title, xaxis_title=x_title, yaxis_title=y_title, meta={"method": method})
     if eqd:
-        fig.update_layout(**_LAYOUT, title="Connected pores: equivalent diameters per step",
-                          xaxis_title="equivalent diameter (µm)", yaxis_title="pores at most this large (%)",
-                          meta={"method": "Cumulative share of the connected pores (face connectivity) whose equivalent "
-                                          "diameter (the sphere of the same volume) is at most the given diameter, per step "
-                                          "(colour: time); every pore counts once. Bands: pointwise 95 % bootstrap "
-                                          "interval, resampling the pores."})
         fig.update_xaxes(type="log")
-    else:
-        fig.update_layout(**_LAYOUT, title="Pore size distribution per step (local thickness)",
-                          xaxis_title="local thickness (µm)", yaxis_title="pore volume at most this thick (%)",
-                          meta={"method": "Cumulative share of the pore volume whose local thickness (diameter of the "
-                                          "largest inscribed ball covering the voxel) is at most the given diameter, per "
-                                          "step (colour: time). Bands: pointwise 95 % bootstrap interval, resampling whole "
-                                          "pores."})
+        fig.update_layout(legend_y=-0.22, margin_b=140)  # log ticks take two lines: keep the legend clear of the title
     fig.update_yaxes(range=[0, 100.5])
     return fig
 
