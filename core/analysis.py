@@ -36,7 +36,7 @@ from core.errors import ReactomoError
 from core.phases import DEFAULT_PHASES, PhaseTable, Reaction
 
 __all__ = ["AnalysisConfig", "SeriesData", "load_series", "analyze", "result_from_summary", "load_result", "figures",
-           "report_html", "csv_text"]
+           "report_html", "csv_text", "verdict_rows"]
 
 
 @dataclass(frozen=True)
@@ -305,7 +305,6 @@ def analyze(
     fit = stoichiometry.fit_line(x, y) if len(rows) >= 3 and np.ptp(x) > 0 else None
     if fit:
         fit = {**fit, **_fit_band(x, y, fit)}
-    verdict = stoichiometry.verdict(rows, config.band)
     extent = stoichiometry.extent_two_ways(rows)
     times_ok = all(t is not None for t in data.times_s)
     tkw = {"times_s": data.times_s} if times_ok else {}
@@ -314,6 +313,10 @@ def analyze(
         r["step"] = s
     inert_rows = stoichiometry.inert_constancy(data.counts, phases=phases, reaction=reaction, voxel_size_um=vs,
                                                band=config.band, **tkw)
+    for r in inert_rows:  # the step numbers of the segmentation, as in the other tables (rows are phase-major)
+        r["step"] = data.steps[r["step"]]
+    # one verdict over every check (the internal standard alone stays in verdict["internal_standard"])
+    verdict = stoichiometry.overall_verdict(rows, pore_rows, inert_rows, band=config.band)
     # growth: product volume fraction of the labelled voxels
     total = np.array([sum(c.get(code, 0) for code in phases.codes) for c in data.counts], float)
     frac = np.array([c.get(reaction.product, 0) for c in data.counts], float) / np.maximum(total, 1)
@@ -464,7 +467,9 @@ def _segmentation_settings(record: dict[str, Any] | None) -> dict[str, Any]:
 def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """Everything the figures and the report need, rebuilt from a ``summary.json`` (no label file is read).
 
-    The page shows a saved analysis through this, and :func:`analyze` returns it, so both draw the same charts.
+    The page shows a saved analysis through this, and :func:`analyze` returns it, so both draw the same charts. A
+    summary written before the verdict over every check (``summary["verdict"]`` without ``checks``) gets it here,
+    judged from its stored rows with its band; the file is not changed.
     """
     from core import kinetics
 
@@ -475,6 +480,13 @@ def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     rows = [{"step": r["step"], "time_s": r["time_s"], "n_reactant_mol": r.get(f"n_{rp.name}_mol"),
              "n_product_mol": r.get(f"n_{pp.name}_mol"), "x": r["x"], "y": r["y"], "deviation_pct": r["deviation_pct"],
              "inside_band": r["inside_band"]} for r in molar]
+    old = summary.get("verdict") or {}
+    if rows and "checks" not in old:  # written before the verdict over every check: judge it from the stored numbers
+        from core import stoichiometry
+
+        band = float(old.get("band") or (summary.get("config") or {}).get("band") or 0.02)
+        summary = {**summary, "verdict": _jsonable(stoichiometry.overall_verdict(
+            rows, summary.get("pore_check") or [], summary.get("inert") or [], band=band))}
     fit = dict(summary.get("fit") or {}) or None
     if fit and len(rows) >= 3:
         fit.update(_fit_band(np.array([r["x"] for r in rows], float), np.array([r["y"] for r in rows], float), fit))
@@ -550,6 +562,34 @@ def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
 def _kv_table(rows) -> str:
     return "<table>" + "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td style='text-align:left'>"
                                f"{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+
+
+def verdict_rows(verdict: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per check of a verdict (:func:`core.stoichiometry.overall_verdict`), for the page's and the report's
+    table: ``check`` (label), ``name``, ``result`` ("pass", "FAIL" or "not evaluated"), ``value_pct``, ``limit_pct``,
+    ``sentence``."""
+    out = []
+    for c in verdict.get("checks") or []:
+        ok = c.get("passed")
+        out.append({"check": c.get("label") or c.get("name"), "name": c.get("name"),
+                    "result": "pass" if ok is True else ("FAIL" if ok is False else "not evaluated"),
+                    "value_pct": c.get("value"), "limit_pct": c.get("limit"), "sentence": c.get("sentence", "")})
+    return out
+
+
+def _checks_table(verdict: dict[str, Any]) -> str:
+    """The checks of a verdict as an HTML table (check, value, limit, result, sentence)."""
+    def num(x: Any, prefix: str = "") -> str:
+        return "–" if x is None else f"{prefix}{float(x):.2f}"
+
+    css = {"pass": "ok", "FAIL": "bad"}
+    body = "".join(f"<tr><td style='text-align:left'>{html.escape(r['check'])} <code>{html.escape(str(r['name']))}</code></td>"
+                   f"<td>{num(r['value_pct'])}</td><td>{num(r['limit_pct'], '≤ ')}</td>"
+                   f"<td class='{css.get(r['result'], '')}'>{html.escape(r['result'])}</td>"
+                   f"<td style='text-align:left'>{html.escape(r['sentence'])}</td></tr>" for r in verdict_rows(verdict))
+    return ("<table class='checks'><tr><th style='text-align:left'>check</th><th>value (%)</th><th>limit (%)</th>"
+            "<th>result</th><th style='text-align:left'>why</th></tr>"
+            f"{body}</table><p class='method'>{html.escape(verdict.get('method', ''))}</p>") if body else ""
 
 
 def report_html(result: dict[str, Any]) -> str:
@@ -629,19 +669,22 @@ def report_html(result: dict[str, Any]) -> str:
         kin = f"<p>Kinetic fit not possible: {html.escape(jm['error'])}</p>"
     fit_text = (f"<p>Fit of the measured points: slope {fit['slope']:.4f} {fmt_ci(fit.get('slope_ci'))}, intercept "
                 f"{fit['intercept']:.4f} {fmt_ci(fit.get('intercept_ci'))} (theory: −1 and 1).</p>") if fit.get("slope") is not None else ""
+    failed = [c for c in v.get("checks") or [] if c.get("passed") is False]
+    lead = f"<strong>{len(failed)} of {len(v['checks'])} checks fail.</strong> " if failed else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Reactomo analysis report</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 h1{{margin-bottom:0}} .sub{{color:#666;margin-top:.2em}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ddd;padding:4px 10px;text-align:right}} th{{background:#f4f4f4}} .ok{{color:#2a7a2a}}
-.bad{{color:#c62828;font-weight:bold}} .verdict{{font-size:1.15em;padding:.6em 1em;border-radius:6px;
-background:{'#e8f5e9' if v.get('all_inside') else '#ffebee'}}} .method{{color:#555;font-size:.9em}} pre{{background:#f7f7f7;padding:1em}}
+.bad{{color:#c62828;font-weight:bold}} .verdict{{font-size:1.15em;padding:.6em 1em;border-radius:6px}}
+.verdict.pass{{background:#e8f5e9;border-left:6px solid #2a7a2a}} .verdict.fail{{background:#ffebee;border-left:6px solid #c62828}}
+.method{{color:#555;font-size:.9em}} pre{{background:#f7f7f7;padding:1em}}
 section{{margin:2em 0}}</style>
 <script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>
 <h1>Reactomo analysis report</h1>
 <p class="sub">{html.escape(s['segmentation'])} · {len(result['rows'])} steps · voxel {s['voxel_size_um']:g} µm · {html.escape(s['created'])}</p>
-<p class="verdict">{html.escape(v.get('sentence', ''))}</p>
-{fit_text}{kin}
+<p class="verdict {'pass' if v.get('passed') is True else 'fail'}">{lead}{html.escape(v.get('sentence', ''))}</p>
+{_checks_table(v)}{fit_text}{kin}
 <table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * band:g} % band</th></tr>{rows}</table>
 {''.join(parts)}
 <section><h2>Model</h2>{_kv_table(model_rows)}{card_html}</section>
@@ -671,10 +714,11 @@ def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
     """The same analysis judged with another band, from the stored numbers only (no label file is read).
 
     Every band-dependent value is recomputed: each molar-evolution step's ``inside_band``
-    (``|deviation_pct| <= 100·band``), the verdict, the pore-check and inert-phase flags and the band named in their
-    method sentences. ``result["band"]`` (and ``summary["verdict"]["band"]``) record the band used, which
-    :func:`figures` and :func:`report_html` draw; ``summary["config"]["band"]`` stays the band of the run, i.e. of the
-    files written to disk. The input is not modified.
+    (``|deviation_pct| <= 100·band``), the pore-check and inert-phase flags and the band named in their method
+    sentences, and the verdict over every check (:func:`core.stoichiometry.overall_verdict`, with the internal
+    standard alone in ``verdict["internal_standard"]``). ``result["band"]`` (and ``summary["verdict"]["band"]``)
+    record the band used, which :func:`figures` and :func:`report_html` draw; ``summary["config"]["band"]`` stays
+    the band of the run, i.e. of the files written to disk. The input is not modified.
 
     Raises
     ------
@@ -700,10 +744,6 @@ def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
     for r in s.get("molar_evolution") or []:
         r["inside_band"] = inside_pct(r.get("deviation_pct"))
     rows = [{**r, "inside_band": inside_pct(r.get("deviation_pct"))} for r in result["rows"]]
-    if rows:
-        nan = float("nan")  # a deviation saved as null (NaN) counts as outside, as in the verdict
-        s["verdict"] = _jsonable(stoichiometry.verdict(
-            [{**r, "deviation_pct": nan if r.get("deviation_pct") is None else r["deviation_pct"]} for r in rows], band))
     for r in s.get("pore_check") or []:
         dev = r.get("deviation")
         r["inside_band"] = dev is not None and bool(np.isfinite(float(dev))) and abs(float(dev)) <= band + 1e-12
@@ -715,6 +755,9 @@ def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
         v0 = first.setdefault(key, vol)
         r["inside_band"] = (bool(abs(vol - v0) <= (band + 1e-12) * v0) if v0 > 0 else bool(vol == 0))
         retext(r)
+    if rows:  # every check judged again (a deviation saved as null, i.e. NaN, counts as outside)
+        s["verdict"] = _jsonable(stoichiometry.overall_verdict(rows, s.get("pore_check") or [], s.get("inert") or [],
+                                                               band=band))
     out = dict(result)
     out.update(summary=s, rows=rows, pore_check=s.get("pore_check") or [], inert=s.get("inert") or [], band=band)
     return out

@@ -206,7 +206,10 @@ def run_workflow(
     timings["total_s"] = time.perf_counter() - t_all
     summary = {"steps_done": len(series.done), "inside_band": sum(r["inside_band"] for r in rows), "band_pct": 100 * config.band,
                "max_abs_deviation_pct": max((abs(r["deviation_pct"]) for r in rows), default=None),
-               "internal_standard_error": check_error, "seconds": timings["total_s"]}
+               "internal_standard_error": check_error, "seconds": timings["total_s"],
+               # the verdict over every check (None when the analysis was not possible)
+               "verdict_passed": verdict.get("passed"), "failed_checks": list(verdict.get("failed") or []),
+               "verdict_sentence": verdict.get("sentence", "")}
     atomic_write_json(out / "run.json", {
         "format": "reactomo.run", "format_version": 1, "config": asdict(config), "voxel_size_um": voxel_size,
         "interval_s": interval, "interval_source": interval_source,

@@ -15,7 +15,9 @@ Further checks (SPEC.md, "The internal standard"):
   volume consumed (0.287 for R1);
 * :func:`inert_constancy` -- the inert phases (celestite) keep their volume;
 * :func:`extent_two_ways` -- reaction extent from the reactant lost and from the product gained;
-* :func:`verdict` -- one sentence over all steps.
+* :func:`verdict` -- one sentence over all steps of one check (the internal standard, or the pore check);
+* :func:`overall_verdict` -- one verdict over every check (internal standard, pore volume, inert phases, fit against
+  the theory, trend over time): passed only when every check that can be evaluated passes.
 
 Every result carries a ``method`` string that says how it was computed (the UI prints it under the chart).
 """
@@ -33,7 +35,8 @@ from scipy import stats
 from core.errors import ReactomoError
 from core.phases import PhaseTable, Reaction
 
-__all__ = ["moles", "molar_evolution", "fit_line", "pore_check", "inert_constancy", "extent_two_ways", "verdict"]
+__all__ = ["moles", "molar_evolution", "fit_line", "pore_check", "inert_constancy", "extent_two_ways", "verdict",
+           "overall_verdict", "CHECKS"]
 
 
 def moles(voxels: int | float, phase, voxel_size_um: float) -> float:
@@ -394,3 +397,255 @@ def verdict(rows: Sequence[Mapping[str, Any]], band: float = 0.02) -> dict[str, 
     return {"n_steps": n, "n_inside": k, "all_inside": k == n, "max_abs_deviation_pct": mx, "step_of_max": at,
             "band": band, "sentence": sentence,
             "method": f"A step is inside when |deviation| ≤ {100 * band:g} % of the initial reactant; NaN deviations count as outside."}
+
+
+# -- one verdict over every check -------------------------------------------------------------------------------
+#: The checks of :func:`overall_verdict`, in their order: name -> the label shown to the user.
+CHECKS = {"internal_standard": "Internal standard", "pore_volume": "Pore volume", "inert_constancy": "Inert phases",
+          "fit_vs_theory": "Fit against the theory", "trend": "Trend over time"}
+
+
+def _num(v: Any) -> float:
+    """A stored number as a float; None (a NaN written to JSON as null) or anything unreadable as NaN."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _check(name: str, passed: bool | None, value: float | None, limit: float, sentence: str,
+           **details: Any) -> dict[str, Any]:
+    value = None if value is None or not np.isfinite(value) else float(value)
+    return {"name": name, "label": CHECKS[name], "passed": passed, "value": value, "limit": float(limit), "unit": "%",
+            "sentence": sentence, **({"details": details} if details else {})}
+
+
+def _internal_standard_check(rows: Sequence[Mapping[str, Any]], band: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    iv = verdict(rows, band)
+    sentence = f"{CHECKS['internal_standard']}: {_lower_first(iv['sentence'])}"
+    return _check("internal_standard", bool(iv["all_inside"]), iv["max_abs_deviation_pct"], 100 * band, sentence), iv
+
+
+def _pore_volume_check(pore_rows: Sequence[Mapping[str, Any]], band: float) -> dict[str, Any]:
+    label = CHECKS["pore_volume"]
+    if not pore_rows:
+        return _check("pore_volume", None, None, 100 * band, f"{label}: not evaluated, no pore-check rows were given.")
+    pv = verdict([{"step": r.get("step", i), "deviation_pct": _num(r.get("deviation_pct"))}
+                  for i, r in enumerate(pore_rows)], band)
+    f = _num(pore_rows[0].get("pore_volume_ratio"))
+    what = f"new pores against {f:.3f} × the reactant consumed" if np.isfinite(f) else "new pores against the volume freed"
+    sentence = f"{label} ({what}, in % of the initial reactant): {_lower_first(pv['sentence'])}"
+    return _check("pore_volume", bool(pv["all_inside"]), pv["max_abs_deviation_pct"], 100 * band, sentence)
+
+
+def _inert_check(inert_rows: Sequence[Mapping[str, Any]], band: float) -> dict[str, Any]:
+    label, bw = CHECKS["inert_constancy"], f"±{100 * band:g} %"
+    if not inert_rows:
+        return _check("inert_constancy", None, None, 100 * band, f"{label}: not evaluated, the reaction has no inert phase.")
+    by_phase: dict[Any, list[Mapping[str, Any]]] = {}
+    for r in inert_rows:
+        by_phase.setdefault(r.get("phase", r.get("code")), []).append(r)
+    ok_parts, bad_parts, worst = [], [], 0.0
+    for phase, rs in by_phase.items():
+        vol = np.array([_num(r.get("volume_mm3")) for r in rs], dtype=float)
+        steps = [r.get("step", i) for i, r in enumerate(rs)]
+        v0 = vol[0]
+        n = len(vol)
+        if not np.isfinite(v0):
+            worst = float("inf")
+            bad_parts.append(f"{phase} has no readable volume at the first step")
+            continue
+        if v0 == 0:  # absent at the first step: constant only while it stays absent
+            k = int((vol == 0).sum())
+            if k < n:
+                worst = float("inf")
+                bad_parts.append(f"{phase} is absent at the first step but not at {n - k} of {n} steps")
+            else:
+                ok_parts.append(f"{phase} stays absent at every step")
+            continue
+        # the rule of inert_constancy and with_band: |V(t) − V(first)| ≤ band × V(first)
+        change = 100.0 * (vol - v0) / v0
+        k = int((np.abs(vol - v0) <= (band + 1e-12) * v0).sum())
+        finite = np.isfinite(change)
+        j = int(np.nanargmax(np.abs(np.where(finite, change, np.nan))))
+        worst = max(worst, float(abs(change[j])))
+        if k == n:
+            ok_parts.append(f"{phase} stays within {bw} of its first step at every step (" +
+                            ("no change)" if change[j] == 0 else f"largest change {change[j]:+.1f} % at step {steps[j]})"))
+        else:
+            bad_parts.append(f"{phase} changes by up to {change[j]:+.1f} % from its first step (step {steps[j]}), "
+                             f"outside the {bw} band at {n - k} of {n} steps")
+    passed = not bad_parts
+    sentence = f"{label}: {'; '.join(ok_parts if passed else bad_parts)}."
+    return _check("inert_constancy", passed, worst, 100 * band, sentence)
+
+
+def _fit_check(rows: Sequence[Mapping[str, Any]], band: float, level: float) -> dict[str, Any]:
+    label, bw, pct = CHECKS["fit_vs_theory"], f"±{100 * band:g} %", f"{100 * level:g} %"
+    pts = [(_num(r.get("x")), _num(r.get("y"))) for r in rows]
+    pts = [(x, y) for x, y in pts if np.isfinite(x) and np.isfinite(y)]
+    if len(pts) < 3:
+        return _check("fit_vs_theory", None, None, 100 * band,
+                      f"{label}: not evaluated, a line with confidence intervals needs at least 3 steps (got {len(pts)}).")
+    try:
+        fit = fit_line([p[0] for p in pts], [p[1] for p in pts], level=level)
+    except ReactomoError:
+        return _check("fit_vs_theory", None, None, 100 * band,
+                      f"{label}: not evaluated, every step has the same extent, so there is no line to fit.")
+    b, a, sci, ici = fit["slope"], fit["intercept"], fit["slope_ci"], fit["intercept_ci"]
+    diff = max(abs(b + 1.0), abs(a - 1.0))
+    consistent = bool(fit["theory_inside_ci"])
+    small = abs(b + 1.0) < band and abs(a - 1.0) < band
+    nums = (f"slope {b:.3f} [{sci[0]:.3f}, {sci[1]:.3f}] and intercept {a:.3f} [{ici[0]:.3f}, {ici[1]:.3f}] "
+            f"({pct} intervals)")
+    if consistent:
+        sentence = f"{label}: {nums} contain the theory (-1 and 1); they differ from it by {100 * diff:.1f} %."
+    elif small:
+        sentence = (f"{label}: {nums} exclude the theory (-1 and 1) but differ from it by only {100 * diff:.1f} %, "
+                    f"less than the {bw} band.")
+    else:
+        sentence = (f"{label}: {nums} exclude the theory (-1 and 1) and differ from it by {100 * diff:.1f} %, "
+                    f"more than the {bw} band.")
+    return _check("fit_vs_theory", consistent or small, 100 * diff, 100 * band, sentence,
+                  slope=b, slope_ci=list(sci), intercept=a, intercept_ci=list(ici), theory_inside_ci=consistent)
+
+
+def _trend_check(rows: Sequence[Mapping[str, Any]], band: float, level: float) -> dict[str, Any]:
+    label, pct, half = CHECKS["trend"], f"{100 * level:g} %", 50.0 * band
+    times = [_num(r.get("time_s")) for r in rows]
+    if all(np.isfinite(times)) and np.ptp(times) > 0:
+        t, unit = [x / 3600.0 for x in times], "per hour"
+    else:  # no times: the step index stands in for time
+        t, unit = [float(r["step"]) if r.get("step") is not None else float(i) for i, r in enumerate(rows)], "per step"
+    pts = [(ti, _num(r.get("deviation_pct"))) for ti, r in zip(t, rows)]
+    pts = [(ti, d) for ti, d in pts if np.isfinite(ti) and np.isfinite(d)]
+    if len(pts) < 3:
+        return _check("trend", None, None, half,
+                      f"{label}: not evaluated, a drift with its interval needs at least 3 steps (got {len(pts)}).")
+    tt = np.array([p[0] for p in pts])
+    try:
+        fit = fit_line(tt, [p[1] for p in pts], level=level)
+    except ReactomoError:
+        return _check("trend", None, None, half, f"{label}: not evaluated, every step has the same time.")
+    slope, ci = fit["slope"], fit["slope_ci"]
+    change = slope * float(np.ptp(tt))
+    steady = not _inside(0.0, ci)
+    big = abs(change) > half + 1e-12
+    nums = f"{slope:+.3g} % {unit} [{ci[0]:+.3g}, {ci[1]:+.3g}]"
+    if steady and big:
+        sentence = (f"{label}: the deviation drifts steadily by {nums} (the {pct} interval excludes 0), "
+                    f"{change:+.2f} % over the experiment, more than half the band ({half:g} %).")
+    elif steady:
+        sentence = (f"{label}: the deviation drifts by {nums}, but only {change:+.2f} % over the experiment, within "
+                    f"half the band ({half:g} %).")
+    else:
+        sentence = (f"{label}: no steady drift of the deviation ({nums}, the {pct} interval contains 0; "
+                    f"{change:+.2f} % over the experiment).")
+    return _check("trend", not (steady and big), abs(change), half, sentence,
+                  slope_pct=slope, slope_ci=list(ci), unit=unit, change_pct=change)
+
+
+def overall_verdict(
+    rows: Sequence[Mapping[str, Any]],
+    pore_rows: Sequence[Mapping[str, Any]],
+    inert_rows: Sequence[Mapping[str, Any]],
+    *,
+    band: float = 0.02,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """One verdict over every check of the segmentation, each explained in one sentence that names its number.
+
+    ============================ ======================================================================================
+    check (``name``)             passes when
+    ============================ ======================================================================================
+    ``internal_standard``        every step's ``|deviation|`` ≤ band (value: largest ``|deviation|`` %, limit: band %)
+    ``pore_volume``              every step of :func:`pore_check` has ``|deviation|`` ≤ band (same value and limit)
+    ``inert_constancy``          every inert phase's volume lies within the band of its first step's at every step
+                                 (value: largest ``|change|`` %, limit: band %)
+    ``fit_vs_theory``            the ``level`` intervals of the OLS slope and intercept of (x, y) contain −1 and 1, OR
+                                 ``|slope + 1|`` and ``|intercept − 1|`` are both below the band (a difference too
+                                 small to matter); value: the larger difference in %, limit: band %
+    ``trend``                    NOT (the ``level`` t interval of the OLS slope of ``deviation_pct`` against time
+                                 (hours; the step index without times) excludes 0 AND the fitted change over the whole
+                                 experiment, slope × time span, exceeds half the band); value: ``|change|`` %,
+                                 limit: half the band %
+    ============================ ======================================================================================
+
+    A check that cannot be evaluated (fewer than 3 steps for the fit or the trend, no inert phase, no pore rows) has
+    ``passed = None``: it neither passes nor fails. The verdict ``passed`` is True when no evaluated check fails (the
+    internal standard is always evaluated); a check left out is named in the sentence ("2 could not be evaluated:
+    ..."), so it never reads as a pass.
+
+    Parameters
+    ----------
+    rows : sequence of mappings
+        Rows of :func:`molar_evolution` (``step, time_s, x, y, deviation_pct``); ``None`` counts as NaN (outside).
+    pore_rows : sequence of mappings
+        Rows of :func:`pore_check` (``step, deviation_pct, pore_volume_ratio``).
+    inert_rows : sequence of mappings
+        Rows of :func:`inert_constancy` (``phase`` or ``code``, ``step, volume_mm3``); empty when nothing is inert.
+    band : float
+        Half-width of the band as a fraction (0.02 = ±2 %).
+    level : float
+        Confidence level of the fit and trend intervals.
+
+    Returns
+    -------
+    dict
+        ``passed`` (bool), ``checks`` (list of dicts ``name, label, passed`` (True, False or None)``, value, limit,
+        unit`` ("%")``, sentence`` and, for the fit and the trend, ``details``), ``sentence`` (all pass: one sentence
+        naming every check; else the sentences of the failing checks, joined), ``band, level, n_checks, n_passed,
+        failed`` (names)``, not_evaluated`` (names)``, internal_standard`` (the dict of :func:`verdict` on ``rows``)
+        and ``method``.
+
+    Raises
+    ------
+    ReactomoError
+        No rows, or a band or level that is not a fraction.
+
+    Examples
+    --------
+    >>> rows = [{"step": i, "time_s": 60.0 * i, "x": x, "y": 1 - x, "deviation_pct": 0.0}
+    ...         for i, x in enumerate([0.0, 0.2, 0.5, 0.8])]
+    >>> overall_verdict(rows, [], [])["passed"]
+    True
+    """
+    band, level = _check_band(band), _check_level(level)
+    if not rows:
+        raise ReactomoError("No steps to judge; run the internal standard on at least one step first.")
+    rows = [{**r, "deviation_pct": _num(r.get("deviation_pct"))} for r in rows]
+    is_check, iv = _internal_standard_check(rows, band)
+    checks = [is_check, _pore_volume_check(pore_rows, band), _inert_check(inert_rows, band),
+              _fit_check(rows, band, level), _trend_check(rows, band, level)]
+    failed = [c for c in checks if c["passed"] is False]
+    left = [c for c in checks if c["passed"] is None]
+    done = [c for c in checks if c["passed"] is not None]
+    bw = f"±{100 * band:g} %"
+
+    def names(cs: list[dict[str, Any]]) -> str:
+        return ", ".join(_lower_first(c["label"]) for c in cs)
+
+    left_text = (f"{len(left)} could not be evaluated: {names(left)}" if len(left) != 1 else
+                 f"1 could not be evaluated: {names(left)}")
+    if not failed:
+        sentence = (f"All {len(checks)} checks pass ({bw} band): {names(done)}." if not left else
+                    f"All {len(done)} checks that could be evaluated pass ({bw} band): {names(done)}; {left_text}.")
+    else:
+        sentence = " ".join(c["sentence"] for c in failed) + (f" Of the other checks, {left_text}." if left else "")
+    method = (f"One verdict over {len(checks)} checks, band {bw}: internal standard, every step's |deviation| ≤ band; "
+              f"pore volume, every step's new pore volume within the band of the volume the reaction frees (in % of the "
+              f"initial reactant); inert phases, every inert phase's volume within the band of its first step's at every "
+              f"step; fit against the theory, the {100 * level:g} % intervals of the fitted slope and intercept contain "
+              f"−1 and 1, or both differ from them by less than the band; trend over time, ordinary least squares of the "
+              f"deviation against time (hours; the step index without times) with a {100 * level:g} % t interval, "
+              f"failing when the interval excludes 0 and the fitted change over the experiment exceeds half the band. "
+              f"Passed only when no check fails; a check that cannot be evaluated (too few steps, no inert phase) "
+              f"neither passes nor fails and is named.")
+    return {"passed": not failed, "checks": checks, "sentence": sentence, "band": band, "level": level,
+            "n_checks": len(checks), "n_passed": sum(c["passed"] is True for c in checks),
+            "failed": [c["name"] for c in failed], "not_evaluated": [c["name"] for c in left],
+            "internal_standard": iv, "method": method}

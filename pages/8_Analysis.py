@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.analysis import AnalysisConfig, analyze, csv_text, figures, load_result, report_html, with_band
+from core.analysis import AnalysisConfig, analyze, csv_text, figures, load_result, report_html, verdict_rows, with_band
 from core.analysis_charts import method_of
 from core.errors import ReactomoError
 from core.export import figure_images, zip_images
@@ -31,11 +31,14 @@ def _job_fn(project, params: dict):
         result = analyze(params["segmentation"], out, config=config, phases=project.phases(), reaction=project.reaction(),
                          on_progress=ctx.progress, extra={"project": project.name, "segmentation_name": params["name"]})
         v = result["summary"]["verdict"]
+        iv = v.get("internal_standard") or {}
 
         def record(m: dict) -> None:
             m["analysis"][params["name"]] = {"name": params["name"], "path": str(out), "segmentation": params["segmentation"],
                                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                             "all_inside": v.get("all_inside"), "max_abs_deviation_pct": v.get("max_abs_deviation_pct")}
+                                             "verdict_passed": v.get("passed"), "failed_checks": v.get("failed") or [],
+                                             "all_inside": iv.get("all_inside"),
+                                             "max_abs_deviation_pct": iv.get("max_abs_deviation_pct")}
 
         project.update(record)
         return {"name": params["name"], "sentence": v.get("sentence", "")}
@@ -164,13 +167,29 @@ else:
                "running again; the files on disk (CSV, report) keep the band of the run.")
 
 s = result["summary"]
-v = s["verdict"]
-(st.success if v.get("all_inside") else st.warning)(v.get("sentence", ""), icon=":material/science:")
+v = s["verdict"]  # the verdict over every check; green only when none fails
+checks = v.get("checks") or []
+failing = [c for c in checks if c.get("passed") is False]
+skipped = [c for c in checks if c.get("passed") is None]
+if v.get("passed") is True and not failing:
+    st.success(v.get("sentence", ""), icon=":material/verified:")
+else:
+    st.error((f"{len(failing)} of {len(checks)} checks fail.\n\n" + "\n\n".join(c["sentence"] for c in failing)
+              if failing else v.get("sentence", "The checks could not be judged."))
+             + (f"\n\nNot evaluated: {', '.join(c['label'] for c in skipped)}." if skipped else ""), icon=":material/error:")
+if checks:
+    st.dataframe(pd.DataFrame(verdict_rows(v)).drop(columns="name"), width="stretch", hide_index=True, key="an_checks",
+                 column_config={"value_pct": st.column_config.NumberColumn("value (%)", format="%.2f"),
+                                "limit_pct": st.column_config.NumberColumn("limit (%)", format="≤ %.2f"),
+                                "sentence": st.column_config.TextColumn("why", width="large")})
+    st.caption(v.get("method", ""))
+iv = v.get("internal_standard") or {}
 fit = result["fit"] or {}
 jm = s.get("jmak") or {}
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Steps inside the band", f"{v.get('n_inside', '?')} / {v.get('n_steps', '?')}")
-m2.metric("Largest |deviation|", f"{v.get('max_abs_deviation_pct', float('nan')):.2f} %")
+m1.metric("Steps inside the band", f"{iv.get('n_inside', '?')} / {iv.get('n_steps', '?')}")
+mx = iv.get("max_abs_deviation_pct")
+m2.metric("Largest |deviation|", "–" if mx is None else f"{mx:.2f} %")
 if fit.get("slope") is not None:
     m3.metric("Fitted slope (theory −1)", f"{fit['slope']:.3f}",
               help=f"95 % CI [{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}]; intercept {fit['intercept']:.3f} "

@@ -33,7 +33,9 @@ def test_internal_standard_holds_on_the_demo_truth(analysed):
     assert list(rows[0]) == ["step", "time_s", "n_gypsum_mol", "n_bassanite_mol", "x", "y", "deviation_pct", "inside_band"]
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3] and [float(r["time_s"]) for r in rows] == [0, 300, 600, 900]
     assert all(abs(float(r["deviation_pct"])) < 0.5 for r in rows)  # the truth is exact to the rounding of voxels
-    assert result["summary"]["verdict"]["all_inside"] is True
+    v = result["summary"]["verdict"]
+    assert v["internal_standard"]["all_inside"] is True
+    assert v["passed"] is True and [c["passed"] for c in v["checks"]] == [True] * 5  # the truth passes every check
     fit = result["fit"]
     assert fit["slope"] == pytest.approx(-1, abs=0.02) and fit["intercept"] == pytest.approx(1, abs=0.01)
     # the second check: new pores = 0.287 x gypsum consumed (exact in the generator up to rounding)
@@ -122,6 +124,8 @@ def test_analyze_command_writes_the_results(truth_dir, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "inside the ±2 % band" in out and (tmp_path / "res" / "report.html").is_file()
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    assert f"Verdict: PASSED. {summary['verdict']['sentence']}" in out and "All 5 checks pass" in out
     assert [float(r["time_s"]) for r in _csv(tmp_path / "res" / "growth.csv")] == [0, 60, 120, 180]
 
 
@@ -180,6 +184,96 @@ def test_a_label_file_that_is_not_uint8_is_refused(tmp_path):
         analyze(d, None, config=FAST)
 
 
+# ------------------------------------------------------------------------------------ one verdict over every check
+GROWS_STEPS = [0, 2_000, 5_000, 9_000, 12_000, 14_000]  # gypsum voxels consumed per step
+
+
+@pytest.fixture(scope="module")
+def celestite_grows(tmp_path_factory):
+    """A stoichiometric segmentation (label files) whose celestite grows by 5 % at the expense of the pores: the
+    internal standard and the pore check hold, the inert phase does not. Returns (result, seg folder, out folder)."""
+    seg = tmp_path_factory.mktemp("grows-seg")
+    n0, pore0, cel = 20_000, 2_000, 2_000
+    for i, c in enumerate(GROWS_STEPS):
+        bas = round(c * 53.15 / 74.53)
+        grown = round(cel * 0.05 * i / (len(GROWS_STEPS) - 1))
+        n = [n0 - c, bas, pore0 + (c - bas) - grown, cel + grown]
+        labels = np.repeat(np.array([1, 2, 3, 4], np.uint8), n).reshape(8, 50, 60)
+        write_labels(seg / f"t{i:03d}.tif", labels)
+    out = tmp_path_factory.mktemp("grows-analysis")
+    return analyze(seg, out, config=AnalysisConfig(n_boot=50, interval_s=600.0)), seg, out
+
+
+def test_a_growing_inert_phase_fails_the_verdict_while_the_internal_standard_holds(celestite_grows):
+    from core.analysis import report_html, result_from_summary, with_band
+
+    result, _, out = celestite_grows
+    v = json.loads((out / "summary.json").read_text())["verdict"]
+    assert v == result["summary"]["verdict"]
+    assert v["passed"] is False and v["failed"] == ["inert_constancy"]
+    assert [(c["name"], c["passed"]) for c in v["checks"]] == [
+        ("internal_standard", True), ("pore_volume", True), ("inert_constancy", False), ("fit_vs_theory", True),
+        ("trend", True)]
+    assert all({"name", "passed", "value", "limit", "sentence"} <= set(c) for c in v["checks"])
+    assert v["internal_standard"]["all_inside"] is True  # the internal standard alone would have read green
+    inert = v["checks"][2]
+    assert inert["value"] == pytest.approx(5.0) and inert["limit"] == 2.0
+    assert inert["sentence"] == ("Inert phases: celestite changes by up to +5.0 % from its first step (step 5), outside "
+                                 "the ±2 % band at 3 of 6 steps.") == v["sentence"]
+    html = (out / "report.html").read_text()
+    assert 'class="verdict fail"><strong>1 of 5 checks fail.</strong> ' in html and 'class="verdict pass"' not in html
+    assert v["sentence"] in html and "<td class='bad'>FAIL</td>" in html and html.count("<td class='ok'>pass</td>") == 4
+    # judged with ±6 %, the same numbers pass every check: green, in the summary and in the report
+    wide = with_band(result, 0.06)
+    assert wide["summary"]["verdict"]["passed"] is True and wide["summary"]["verdict"]["failed"] == []
+    assert wide["summary"]["verdict"]["sentence"].startswith("All 5 checks pass (±6 % band)")
+    assert 'class="verdict pass"' in report_html(wide)
+    assert with_band(wide, 0.02)["summary"]["verdict"] == v and result["summary"]["verdict"] == v  # input untouched
+    # a summary written before the verdict over every check (the internal standard's dict alone) still loads, judged
+    old = json.loads((out / "summary.json").read_text())
+    old["verdict"] = old["verdict"]["internal_standard"]
+    assert "checks" not in old["verdict"] and result_from_summary(old)["summary"]["verdict"] == v
+
+
+def test_analyze_command_prints_the_verdict_over_every_check(celestite_grows, tmp_path, capsys):
+    _, seg, _ = celestite_grows
+    code = main(["-q", "analyze", "--segmentations", str(seg), "--interval", "600", "--out", str(tmp_path / "res"),
+                 "--n-boot", "50"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Verdict: FAILED. Inert phases: celestite changes by up to +5.0 %" in out
+    assert "FAIL  Inert phases" in out and "pass  Internal standard: all 6 steps lie inside the ±2 % band" in out
+
+
+def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_project, celestite_grows, tmp_path):
+    import shutil
+
+    from core.series import FORMAT, RECORD
+
+    _, _, out = celestite_grows
+    dest = demo_project.root / "analysis" / "s1"
+    shutil.copytree(out, dest)
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    (seg / RECORD).write_text(json.dumps({"format": FORMAT, "steps": [{"step": 0}]}))
+    demo_project.update(lambda m: (m["segmentations"].__setitem__("s1", {"name": "s1", "path": str(seg)}),
+                                   m["analysis"].__setitem__("s1", {"name": "s1", "path": str(dest)})))
+    at = _page(demo_project)
+    at.run()
+    assert not at.exception
+    assert not at.success  # the internal standard holds, but celestite does not: never green
+    err = at.error[0].value
+    assert err.startswith("1 of 5 checks fail.") and "Inert phases: celestite changes by up to +5.0 %" in err
+    checks = at.dataframe[0].value
+    assert list(checks["result"]) == ["pass", "pass", "FAIL", "pass", "pass"]
+    assert checks["value_pct"][2] == pytest.approx(5.0) and checks["limit_pct"][2] == 2.0
+    assert at.metric[0].value == "6 / 6"  # the internal standard alone, as before
+    at.number_input(key="an_band_view").set_value(6.0).run()
+    assert not at.exception and not at.error
+    assert at.success[0].value.startswith("All 5 checks pass (±6 % band)")
+    assert list(at.dataframe[0].value["result"]) == ["pass"] * 5
+
+
 # ------------------------------------------------------------------------------------------------------ the page
 def _page(workspace) -> AppTest:
     at = AppTest.from_file(str(ROOT / "pages" / "8_Analysis.py"), default_timeout=60)
@@ -216,8 +310,13 @@ def test_page_runs_the_analysis_in_the_background_and_shows_it(demo_project):
     at.run()
     assert not at.exception
     assert len(at.get("plotly_chart")) >= 6
-    verdict = (at.success or at.warning)[0].value
-    assert "band" in verdict
+    v = load_result(demo_project.root / "analysis" / "s1")["summary"]["verdict"]
+    if v["passed"]:  # green only when every check passes; otherwise red, naming each failing check
+        assert at.success[0].value == v["sentence"] and not at.error
+    else:
+        assert not at.success and all(c["sentence"] in at.error[0].value for c in v["checks"] if c["passed"] is False)
+    checks = at.dataframe[0].value
+    assert list(checks["check"]) == [c["label"] for c in v["checks"]]
     assert demo_project.manifest["analysis"]["s1"]["path"].endswith("analysis/s1")
     assert any(s.key == "analysis" and s.done for s in demo_project.status())
 

@@ -42,9 +42,12 @@ def test_with_band_rejudges_every_flag_and_the_verdict_from_the_stored_numbers(a
     assert True in expected and False in expected
     assert [r["inside_band"] for r in nb["rows"]] == expected
     assert [r["inside_band"] for r in nb["summary"]["molar_evolution"]] == expected
-    v = nb["summary"]["verdict"]
-    assert v["band"] == band and v["n_inside"] == sum(expected) and v["all_inside"] is False
-    assert f"{sum(expected)} of {len(devs)} steps" in v["sentence"]
+    v = nb["summary"]["verdict"]  # the verdict over every check, judged again
+    iv = v["internal_standard"]
+    assert iv["band"] == band and iv["n_inside"] == sum(expected) and iv["all_inside"] is False
+    assert v["band"] == band and v["passed"] is False and "internal_standard" in v["failed"]
+    assert v["checks"][0]["passed"] is False and v["checks"][0]["limit"] == pytest.approx(100 * band)
+    assert f"{sum(expected)} of {len(devs)} steps" in v["checks"][0]["sentence"] and v["checks"][0]["sentence"] in v["sentence"]
     assert nb["band"] == band_of(nb) == band
     assert nb["summary"]["config"]["band"] == FAST.band  # the band of the run (and of the files) is kept
     assert [r["inside_band"] for r in nb["pore_check"]] == [abs(r["deviation"]) <= band + 1e-12 for r in result["pore_check"]]
@@ -187,20 +190,25 @@ def test_page_band_input_rejudges_the_saved_analysis(demo_project, analysed, tmp
     at.run()
     assert not at.exception
     assert at.number_input(key="an_band_view").value == 2.0
-    assert "2 of 4 steps lie inside the ±2 % band" in at.warning[0].value
+    assert "Internal standard: 2 of 4 steps lie inside the ±2 % band" in at.error[0].value and not at.success
     assert at.metric[0].value == "2 / 4"
     at.number_input(key="an_band_view").set_value(6.0).run()
     assert not at.exception
-    assert "All 4 steps lie inside the ±6 % band" in at.success[0].value and at.metric[0].value == "4 / 4"
+    # every step inside ±6 %, but the deviation rises steadily by 5 %, more than half the band: still red
+    assert at.metric[0].value == "4 / 4" and not at.success
+    checks = at.dataframe[0].value
+    assert "all 4 steps lie inside the ±6 % band" in checks["sentence"][0] and checks["result"][0] == "pass"
+    assert "Trend over time: the deviation drifts steadily" in at.error[0].value and "Internal standard" not in at.error[0].value
     assert any("written with the band of the run, ±2 %" in c.value for c in at.caption)
     keys = {b.key for b in at.get("download_button")}
     assert {"an_dl_band_csv", "an_dl_band_report"} <= keys
     at.number_input(key="an_band_view").set_value(1.0).run()
-    assert "1 of 4 steps lie inside the ±1 % band" in at.warning[0].value and at.metric[0].value == "1 / 4"
+    assert "1 of 4 steps lie inside the ±1 % band" in at.error[0].value and at.metric[0].value == "1 / 4"
     # the PNG export from the page: one zip of every chart drawn at the chosen band
     assert not [b for b in at.get("download_button") if b.key == "an_png_dl"]
     at.button(key="an_png_prep").click().run(timeout=120)
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    other = [e.value for e in at.error if " checks fail." not in e.value]  # the verdict's red box aside: no error
+    assert not at.exception and not other, other
     assert [b for b in at.get("download_button") if b.key == "an_png_dl"]
     import zipfile
 

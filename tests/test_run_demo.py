@@ -80,7 +80,7 @@ def test_run_on_the_demo_holds_the_internal_standard_on_every_step(demo_run):
     assert x[0] < 0.015 and x[-1] > 0.6 and np.all(np.diff(x) > 0)  # the reaction advances at every step
     for name in ("report.html", "summary.json", "pore_sizes.csv", "growth.csv", "pore_check.csv", "inert.csv"):
         assert (out / name).is_file(), name  # the analysis ran at the end of the run
-    assert "inside the ±2 % band" in json.loads((out / "summary.json").read_text())["verdict"]["sentence"]
+    assert "inside the ±2 % band" in json.loads((out / "summary.json").read_text())["verdict"]["internal_standard"]["sentence"]
     run = json.loads((out / "run.json").read_text())
     assert run["summary"]["steps_done"] == 10 and run["unet"]["epochs"] <= 40
     assert run["voxel_size_um"] == pytest.approx(2.75)

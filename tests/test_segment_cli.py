@@ -158,6 +158,15 @@ def test_run_command_end_to_end_on_a_small_demo(small_demo_dir, tmp_path, capsys
     assert set(run["timings_s"]) >= {"random_forest_s", "train_s", "segment_s", "total_s"}
     assert len(run["inputs"]["scans"]) == 4 and len(run["inputs"]["scans"][0]["sha256_first_mib"]) == 64
     assert run["segmentation"]["settings"]["inference"]["tile"] == 64
+    # the verdict over every check, in run.json's summary and printed
+    summary, verdict = run["summary"], run["verdict"]
+    if summary["internal_standard_error"]:  # 2 epochs may find no reactant: no verdict, and the run says why
+        assert verdict == {} and summary["verdict_passed"] is None and summary["failed_checks"] == []
+        assert "internal standard not computed" in text and "Verdict:" not in text
+    else:
+        assert len(verdict["checks"]) == 5 and summary["verdict_passed"] is verdict["passed"]
+        assert summary["failed_checks"] == verdict["failed"] == [c["name"] for c in verdict["checks"] if c["passed"] is False]
+        assert f"Verdict: {'PASSED' if verdict['passed'] else 'FAILED'}. {verdict['sentence']}" in text
     gt = read_labels(out / "ground_truth.tif")
     assert sorted(np.flatnonzero(gt.reshape(16, -1).any(1)).tolist()) == run["random_forest"]["slices"]
 

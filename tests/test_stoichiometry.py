@@ -10,8 +10,8 @@ from scipy import stats
 
 from core.errors import ReactomoError
 from core.phases import BASSANITE, CELESTITE, DEFAULT_PHASES, GYPSUM, PORE, Reaction
-from core.stoichiometry import (extent_two_ways, fit_line, inert_constancy, molar_evolution, pore_check,
-                                verdict)
+from core.stoichiometry import (CHECKS, extent_two_ways, fit_line, inert_constancy, molar_evolution, overall_verdict,
+                                pore_check, verdict)
 
 VOX = 2.75
 VM_RATIO = 53.15 / 74.53
@@ -163,3 +163,165 @@ def test_verdict_sentences():
         verdict([], 0.02)
     with pytest.raises(ReactomoError, match="band"):
         verdict(rows, 2)
+
+
+# -- one verdict over every check -------------------------------------------------------------------------------
+GYP_PER_BAS = DEFAULT_PHASES.by_code(GYPSUM).mol_per_m3 / DEFAULT_PHASES.by_code(BASSANITE).mol_per_m3
+CONSUMED10 = [0, 10_000, 30_000, 60_000, 90_000, 110_000, 125_000, 135_000, 140_000, 142_000]
+TIMES10 = [600.0 * i for i in range(10)]
+
+
+def _series(consumed, *, n0=200_000, pore0=3_000, cel=5_000, cel_growth=0.0, pore_factor=1.0, deviation_pct=None):
+    """Voxel counts per step of a stoichiometric segmentation, with one fault at a time.
+
+    ``cel_growth``: celestite grows linearly to this fraction at the last step, taking the voxels from the pores;
+    ``pore_factor``: the share of the freed volume that shows as new pores (compaction below 1);
+    ``deviation_pct``: per step, the internal-standard deviation to build in (bassanite voxels taken away)."""
+    n = len(consumed)
+    out = []
+    for i, c in enumerate(consumed):
+        bas = round(c * VM_RATIO)
+        new_pore = round((c - bas) * pore_factor)
+        grown = round(cel * cel_growth * i / max(n - 1, 1))
+        missing = 0 if deviation_pct is None else round(deviation_pct[i] / 100 * n0 * GYP_PER_BAS)
+        out.append({GYPSUM: n0 - c, BASSANITE: bas - missing, PORE: pore0 + new_pore - grown, CELESTITE: cel + grown})
+    return out
+
+
+def _judge(counts, *, times=TIMES10, band=0.02):
+    kw = dict(phases=DEFAULT_PHASES, voxel_size_um=VOX, times_s=times)
+    return overall_verdict(molar_evolution(counts, **kw), pore_check(counts, **kw), inert_constancy(counts, **kw), band=band)
+
+
+def _passed(v) -> dict:
+    return {c["name"]: c["passed"] for c in v["checks"]}
+
+
+ALL_PASS = {"internal_standard": True, "pore_volume": True, "inert_constancy": True, "fit_vs_theory": True, "trend": True}
+
+
+def test_overall_verdict_shape_and_all_checks_passing_is_green():
+    v = _judge(_series(CONSUMED10))
+    assert v["passed"] is True and v["failed"] == [] and v["not_evaluated"] == [] and _passed(v) == ALL_PASS
+    assert [c["name"] for c in v["checks"]] == list(CHECKS)
+    for c in v["checks"]:
+        assert {"name", "passed", "value", "limit", "sentence"} <= set(c) and c["sentence"].startswith(CHECKS[c["name"]])
+    assert v["sentence"] == ("All 5 checks pass (±2 % band): internal standard, pore volume, inert phases, fit against "
+                             "the theory, trend over time.")
+    limits = {c["name"]: c["limit"] for c in v["checks"]}
+    assert limits == {"internal_standard": 2.0, "pore_volume": 2.0, "inert_constancy": 2.0, "fit_vs_theory": 2.0, "trend": 1.0}
+    # the internal standard alone is kept, as verdict() gives it
+    rows = molar_evolution(_series(CONSUMED10), phases=DEFAULT_PHASES, voxel_size_um=VOX, times_s=TIMES10)
+    assert v["internal_standard"] == verdict(rows, 0.02) and v["internal_standard"]["all_inside"] is True
+    assert "exceeds half the band" in v["method"] and "excludes 0" in v["method"]
+
+
+def test_celestite_growing_at_the_expense_of_pores_fails_the_verdict_while_the_internal_standard_passes():
+    counts = _series(CONSUMED10, cel_growth=0.05)
+    assert counts[-1][CELESTITE] == 5_250 and counts[-1][PORE] == _series(CONSUMED10)[-1][PORE] - 250
+    v = _judge(counts)
+    assert v["passed"] is False and v["failed"] == ["inert_constancy"]
+    assert _passed(v) == {**ALL_PASS, "inert_constancy": False}
+    assert v["internal_standard"]["all_inside"] is True  # the old green: the internal standard alone
+    inert = v["checks"][2]
+    assert inert["value"] == pytest.approx(5.0, abs=0.01) and inert["limit"] == 2.0
+    # +0 % ... +5 % in 9 equal steps: steps 4 to 9 lie beyond +2 %
+    assert inert["sentence"] == ("Inert phases: celestite changes by up to +5.0 % from its first step (step 9), outside "
+                                 "the ±2 % band at 6 of 10 steps.")
+    assert v["sentence"] == inert["sentence"]
+    assert _judge(counts, band=0.06)["passed"] is True  # within ±6 %: the same series passes
+
+
+def test_compaction_fails_the_pore_volume_check_alone():
+    v = _judge(_series(CONSUMED10, pore_factor=0.8))
+    assert v["failed"] == ["pore_volume"] and _passed(v) == {**ALL_PASS, "pore_volume": False} and v["passed"] is False
+    pv = v["checks"][1]
+    # 20 % of 0.287 × 142 000 voxels missing from the pores: 4.07 % of the initial gypsum
+    assert pv["value"] == pytest.approx(100 * 0.2 * (1 - VM_RATIO) * 142_000 / 200_000, abs=0.01)
+    assert "0.287 × the reactant consumed" in pv["sentence"] and "4 of 10 steps lie inside the ±2 % band" in pv["sentence"]
+    assert v["sentence"] == pv["sentence"]
+
+
+def test_a_fit_that_excludes_the_theory_by_more_than_the_band_fails_alone():
+    # a reaction followed to 30 % whose product is undercounted by 2.5 % of the extent: slope −1/(1 − 0.025), a drift
+    # too small for the trend (0.84 % over the experiment, below half the band) and every step inside ±2 %
+    consumed = [0, 6_000, 15_000, 27_000, 40_000, 50_000, 56_000, 59_000, 60_000, 60_000]
+    dev = [2.5 * c / 200_000 for c in consumed]
+    v = _judge(_series(consumed, deviation_pct=dev))
+    assert v["failed"] == ["fit_vs_theory"] and _passed(v) == {**ALL_PASS, "fit_vs_theory": False}
+    fit = v["checks"][3]
+    d = fit["details"]
+    assert d["slope"] == pytest.approx(-1 / 0.975, abs=1e-3) and not d["slope_ci"][0] <= -1 <= d["slope_ci"][1]
+    assert d["intercept"] == pytest.approx(1, abs=1e-3) and fit["value"] == pytest.approx(2.56, abs=0.02)
+    assert fit["limit"] == 2.0
+    assert fit["sentence"].startswith(f"Fit against the theory: slope {d['slope']:.3f} [{d['slope_ci'][0]:.3f}, ")
+    assert "exclude the theory (-1 and 1) and differ from it by 2.6 %, more than the ±2 % band." in fit["sentence"]
+    assert v["sentence"] == fit["sentence"]
+    # with a ±4 % band the same difference is too small to matter: the fit passes
+    wide = _judge(_series(consumed, deviation_pct=dev), band=0.04)
+    assert wide["passed"] is True and "differ from it by only 2.6 %" in wide["checks"][3]["sentence"]
+
+
+def test_a_fit_whose_intervals_hold_the_theory_passes_even_when_far_from_it():
+    rng = np.random.default_rng(1)
+    x = np.array([0.0, 0.1, 0.2, 0.3])
+    y = 1 - x + rng.normal(0, 0.03, 4)
+    rows = [{"step": i, "time_s": None, "x": xi, "y": yi, "deviation_pct": 100 * (1 - yi - xi)} for i, (xi, yi) in enumerate(zip(x, y))]
+    fit = overall_verdict(rows, [], [], band=0.2)["checks"][3]
+    lo, hi = fit["details"]["slope_ci"]
+    assert lo < -1 < hi and fit["passed"] is True and "contain the theory" in fit["sentence"]
+
+
+def test_a_steady_drift_of_the_deviation_fails_the_trend_alone():
+    dev = list(np.linspace(-0.6, 0.6, 10))  # every step inside ±2 %, but a steady rise of 1.2 % in 90 minutes
+    v = _judge(_series(CONSUMED10, deviation_pct=dev))
+    assert v["failed"] == ["trend"] and _passed(v) == {**ALL_PASS, "trend": False}
+    tr = v["checks"][4]
+    assert tr["details"]["unit"] == "per hour" and tr["details"]["slope_pct"] == pytest.approx(0.8, abs=0.01)
+    assert tr["value"] == pytest.approx(1.2, abs=0.01) and tr["limit"] == 1.0
+    assert tr["sentence"].startswith("Trend over time: the deviation drifts steadily by +0.797 % per hour [+0.797, +0.798]")
+    assert "+1.20 % over the experiment, more than half the band (1 %)." in tr["sentence"]
+    # the same drift at half the size stays within half the band
+    assert _judge(_series(CONSUMED10, deviation_pct=[d / 2 for d in dev]))["passed"] is True
+    # without times the step index stands in for time
+    nt = _judge(_series(CONSUMED10, deviation_pct=dev), times=None)
+    assert nt["failed"] == ["trend"] and nt["checks"][4]["details"]["unit"] == "per step"
+
+
+def test_noise_without_a_drift_passes_the_trend():
+    rng = np.random.default_rng(7)
+    dev = list(rng.normal(0, 0.6, 10))
+    v = _judge(_series(CONSUMED10, deviation_pct=dev))
+    tr = v["checks"][4]
+    lo, hi = tr["details"]["slope_ci"]
+    assert lo < 0 < hi and tr["passed"] is True and "interval contains 0" in tr["sentence"]
+
+
+def test_checks_that_cannot_be_evaluated_are_named_and_never_hide_a_failure():
+    two = _series([0, 40_000])
+    v = _judge(two, times=[0.0, 600.0])
+    assert v["not_evaluated"] == ["fit_vs_theory", "trend"] and v["failed"] == []
+    assert _passed(v)["fit_vs_theory"] is None and _passed(v)["trend"] is None
+    assert v["passed"] is True and v["n_passed"] == 3
+    assert v["sentence"] == ("All 3 checks that could be evaluated pass (±2 % band): internal standard, pore volume, "
+                             "inert phases; 2 could not be evaluated: fit against the theory, trend over time.")
+    assert "needs at least 3 steps (got 2)" in v["checks"][3]["sentence"]
+    bad = _judge(_series([0, 40_000], pore_factor=0.5), times=[0.0, 600.0])
+    assert bad["passed"] is False and bad["failed"] == ["pore_volume"]
+    assert bad["sentence"].endswith("Of the other checks, 2 could not be evaluated: fit against the theory, trend over time.")
+    # no inert phase in the reaction: that check is not evaluated either
+    kw = dict(phases=DEFAULT_PHASES, voxel_size_um=VOX, reaction=Reaction(inert=()))
+    c = _series(CONSUMED10)
+    ni = overall_verdict(molar_evolution(c, **kw), pore_check(c, **kw), inert_constancy(c, **kw))
+    assert ni["not_evaluated"] == ["inert_constancy"] and "no inert phase" in ni["checks"][2]["sentence"]
+
+
+def test_overall_verdict_reads_stored_nulls_as_outside_and_checks_its_input():
+    rows = [{"step": i, "time_s": 60.0 * i, "x": x, "y": 1 - x, "deviation_pct": 0.0} for i, x in enumerate([0, 0.2, 0.5, 0.8])]
+    rows[2]["deviation_pct"] = None  # a NaN saved to JSON as null
+    v = overall_verdict(rows, [], [])
+    assert v["passed"] is False and v["failed"] == ["internal_standard"] and v["internal_standard"]["n_inside"] == 3
+    with pytest.raises(ReactomoError, match="No steps"):
+        overall_verdict([], [], [])
+    with pytest.raises(ReactomoError, match="band"):
+        overall_verdict(rows, [], [], band=2)
