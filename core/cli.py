@@ -417,7 +417,7 @@ def cmd_labels(args) -> int:
 
 def cmd_ground_truth(args) -> int:
     """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
-    from core.ground_truth import accept_candidate, load_candidate, threshold_comparison, train_candidate
+    from core.ground_truth import accept_candidate, held_out_forest, load_candidate, threshold_comparison, train_candidate
     from core.project import open_project
 
     project = open_project(args.project)
@@ -426,15 +426,20 @@ def cmd_ground_truth(args) -> int:
         cand = train_candidate(project, step=_step_index(project, args.step), feature_config=fcfg,
                                forest_config=rcfg, on_progress=_progress_printer(args.quiet))
         print(f"Random forest on {len(cand.slices)} slices of {cand.step_name} in {cand.meta['seconds']['total']:.1f} s.")
-        cmp = threshold_comparison(project, cand, method="otsu")
+        held = held_out_forest(project, cand)
+        cmp = threshold_comparison(project, cand, method="otsu", held_out=held)
         names = {p.code: p.name for p in project.phases()}
-        if "dice_truth" in cmp:
-            for method, dice in cmp["dice_truth"].items():
+        for key, where in (("dice_truth", "vs the demo truth"), ("dice_held_out", "on the held-out scribbles")):
+            for method, dice in (cmp.get(key) or {}).items():
                 text = ", ".join(f"{names[c]} {v:.3f}" for c, v in dice.items() if v == v)
-                print(f"Dice vs the demo truth, {method}: {text}")
-        else:
+                print(f"Dice {where}, {method}: {text}")
+        if not cmp.get("dice_truth") and not cmp.get("dice_held_out"):
             text = ", ".join(f"{names[c]} {v:.3f}" for c, v in cmp["dice_vs_forest"].items() if v == v)
-            print(f"Dice of multi-Otsu vs the forest: {text}")
+            print(f"Dice of multi-Otsu vs the forest (agreement, not quality): {text}")
+        if held.by == "none" and held.note:
+            print(held.note)
+        if cmp["verdict"]["sentence"]:
+            print(cmp["verdict"]["sentence"])
     elif load_candidate(project) is None:
         raise ReactomoError("There is no random-forest result to accept yet; run `python -m core ground-truth PROJECT` first.")
     if args.accept or args.accept_only:
@@ -452,7 +457,7 @@ def cmd_train(args) -> int:
     from core.bundle import check_bundle_name, save_bundle
     from core.io import open_volume, read_labels
     from core.normalise import apply_normalisation, fit_normalisation
-    from core.train import TrainConfig, train_unet
+    from core.train import TrainConfig, quality_warning, train_unet
     from core.unet import UNetConfig, build_unet, select_device
 
     phases = _phases_from(args.phases)
@@ -492,6 +497,8 @@ def cmd_train(args) -> int:
                 seed=args.seed)
     print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
           f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device}.")
+    if poor := quality_warning(best["val_dice"]):  # saved all the same (exit 0), but not called a success
+        print(f"warning: {poor}", file=sys.stderr)
     return 0
 
 
@@ -632,6 +639,7 @@ def _evaluate_folders(args, phases, slices) -> int:
     for n, r in reports.items():
         cells = "".join(_cell(r.per_phase[c]["dice"], 11) for c in r.codes)
         print(f"{n[:16]:<16}{cells}{_cell(r.average['dice'], 11)}")
+    print("(average: over the phases present in that step's reference)")
     print(f"\nAll {len(names)} steps pooled (voxel counts summed):")
     _print_report(pooled)
     return 0
@@ -651,7 +659,8 @@ def _print_report(report) -> None:
         cells = "".join(_cell(row[m], 9) for m in METRICS)
         print(f"{row['phase']:<12}{cells}")
     if report.absent:
-        print(f"absent from both: {', '.join(report.names[report.codes.index(c)] for c in report.absent)} (left out of the average)")
+        print(f"absent from both: {', '.join(report.names[report.codes.index(c)] for c in report.absent)}")
+    print(report.average_note())
 
 
 def cmd_analyze(args) -> int:
@@ -662,8 +671,11 @@ def cmd_analyze(args) -> int:
     config = AnalysisConfig(voxel_size_um=args.voxel_size, interval_s=args.interval, band=args.band / 100.0,
                             pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed, onset=args.onset)
     result = analyze(args.segmentations, args.out, config=config, phases=phases, on_progress=_progress_printer(args.quiet))
-    v = result["summary"]["verdict"]
-    print(v["sentence"])
+    v = result["summary"]["verdict"]  # the verdict over every check, then each check in one line
+    print(f"Verdict: {'PASSED' if v.get('passed') else 'FAILED'}. {v['sentence']}")
+    for c in v.get("checks") or []:
+        mark = {True: "pass", False: "FAIL"}.get(c.get("passed"), "n/a")
+        print(f"  {mark:<4}  {c['sentence']}")
     jm = result["summary"].get("jmak") or {}
     if jm.get("k") is not None:
         am_ci = jm.get("alpha_max_ci") or [None, None]
@@ -713,6 +725,8 @@ def cmd_run(args) -> int:
         check = (f"internal standard {summary['inside_band']} of {summary['steps_done']} steps inside ±{summary['band_pct']:g} % "
                  f"(largest deviation {summary['max_abs_deviation_pct']:.2f} %)")
     print(f"Run written to {args.out}: {summary['steps_done']} steps segmented, {check}, {summary['seconds']:.0f} s in all.")
+    if summary.get("verdict_sentence"):
+        print(f"Verdict: {'PASSED' if summary.get('verdict_passed') else 'FAILED'}. {summary['verdict_sentence']}")
     return 0
 
 

@@ -28,10 +28,14 @@ Edge cases, decided once:
 - A phase absent from both the truth and the prediction gets ``nan`` for every score except accuracy (its
   TNs are real), is listed in :attr:`MetricsReport.absent` and is left out of the averages.
 - A phase absent from the truth but predicted: recall ``nan``; precision, Dice, IoU and volumetric similarity 0
-  (every prediction of it is wrong); AUC ``nan`` (its miss rate is undefined).
+  (every prediction of it is wrong); AUC ``nan`` (its miss rate is undefined). Its row keeps these scores (its false
+  detections are real), but it is left out of the averages: there is nothing of it in the reference to find.
 - A phase in the truth but never predicted: precision ``nan``; recall, Dice, IoU and volumetric similarity 0.
 - AUC uses both rates or none: when one of them is undefined it is ``nan``, not the other rate alone.
-- "Average" is the mean over the phases where the score is defined (a nan-mean), absent phases excluded.
+- "Average" is the mean over the phases present in the reference (``n_true > 0``, listed in
+  :attr:`MetricsReport.averaged`) where the score is defined (a nan-mean). A phase absent from the reference (e.g.
+  bassanite before the reaction starts) would otherwise add a Dice of 0 (or nothing at all) and move the mean for a
+  reason that has nothing to do with how well the present phases are found.
 """
 
 from __future__ import annotations
@@ -253,9 +257,11 @@ class MetricsReport:
     per_phase : dict
         ``{code: {metric: value}}`` with the keys of :data:`METRICS`; ``nan`` where undefined.
     average : dict
-        ``{metric: mean over the phases where it is defined}``, absent phases excluded.
+        ``{metric: mean over the phases of averaged where it is defined}``.
     absent : list of int
         Codes absent from both the truth and the prediction.
+    averaged : list of int
+        Codes present in the truth (``n_true > 0``): the phases the average is taken over.
     """
 
     codes: list[int]
@@ -265,6 +271,18 @@ class MetricsReport:
     per_phase: dict[int, dict[str, float]]
     average: dict[str, float]
     absent: list[int]
+    averaged: list[int]
+
+    def averaged_names(self) -> list[str]:
+        """Names of the phases the average is taken over (those present in the reference), in table order."""
+        return [n for c, n in zip(self.codes, self.names) if c in self.averaged]
+
+    def average_note(self) -> str:
+        """One sentence saying which phases the average is over, e.g. for a caption or the CLI."""
+        names = self.averaged_names()
+        left_out = [n for c, n in zip(self.codes, self.names) if c not in self.averaged]
+        tail = f" ({', '.join(left_out)} absent from it, not averaged)" if left_out else ""
+        return f"Average over the phases present in the reference: {', '.join(names)}{tail}."
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per phase then an ``"average"`` row (``code`` None): keys ``phase``, ``code``, then METRICS."""
@@ -285,6 +303,7 @@ class MetricsReport:
             "per_phase": {str(c): {k: _json_float(x) for k, x in v.items()} for c, v in self.per_phase.items()},
             "average": {k: _json_float(x) for k, x in self.average.items()},
             "absent": list(self.absent),
+            "averaged": list(self.averaged),
         }
 
 
@@ -374,7 +393,8 @@ def metrics_from_table(full: np.ndarray, *, codes: Sequence[int], names: Sequenc
             absent.append(c)
             scores = {k: (v if k == "accuracy" else _NAN) for k, v in scores.items()}
         per_phase[c] = scores
-    present = [c for c in codes if c not in absent]
+    # only the phases the reference holds: an absent phase's 0 (or nan) says nothing about the phases present
+    present = [c for c in codes if counts[c]["n_true"] > 0]
     average = {m: _nanmean([per_phase[c][m] for c in present]) for m in METRICS}
     return MetricsReport(
         codes=codes,
@@ -384,6 +404,7 @@ def metrics_from_table(full: np.ndarray, *, codes: Sequence[int], names: Sequenc
         per_phase=per_phase,
         average=average,
         absent=absent,
+        averaged=present,
     )
 
 

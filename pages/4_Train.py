@@ -14,7 +14,8 @@ from core.charts import training_curves, validation_dice_curves
 from core.errors import ReactomoError
 from core.ground_truth import load_accepted
 from core.jobs import list_jobs, read_events, request_cancel, start_job
-from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, train_project_model
+from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, quality_warning, train_project_model
+from core.train import MIN_MEAN_DICE, MIN_PHASE_DICE
 from core.unet import UNetConfig, device_summary, select_device
 
 KIND = "train"
@@ -57,6 +58,21 @@ def _history(job) -> list[dict]:
     return [e for e in read_events(project.root, job.id) if "epoch" in e]
 
 
+def _poor(val_dice) -> str | None:
+    """core's quality sentence for a card's validation Dice (a damaged card reads as its error sentence)."""
+    try:
+        return quality_warning(val_dice if isinstance(val_dice, dict) else {})
+    except ReactomoError as exc:
+        return str(exc)
+
+
+def _bundles(root) -> list:
+    try:
+        return list_bundles(root)
+    except ReactomoError:
+        return []  # the registry's own section below says what is wrong with it
+
+
 
 
 def _curves(history: list[dict], key: str) -> None:
@@ -76,8 +92,14 @@ def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
     saved = (Path(job.params.get("models_root", ui.models_root())) / name / "card.json").exists()
     if job.status == "done":
         best = min(history, key=lambda h: h["val_loss"] if h.get("val_loss") is not None else math.inf) if history else {}
-        dice = [v for v in (best.get("val_dice") or {}).values() if v is not None]
-        extra = f", best epoch {best['epoch']} with mean validation Dice {sum(dice) / len(dice):.3f}" if dice else ""
+        # the saved model's own card when it is in the registry (what Segment will use), else the best epoch seen
+        card = next((b.metrics for b in _bundles(job.params.get("models_root", ui.models_root())) if b.name == name), None)
+        val_dice = (card or {}).get("val_dice") or best.get("val_dice") or {}
+        dice = [v for v in val_dice.values() if v is not None and v == v]
+        at = (card or {}).get("best_epoch") or best.get("epoch")
+        extra = f", best epoch {at} with mean validation Dice {sum(dice) / len(dice):.3f}" if dice else ""
+        if poor := _poor(val_dice):
+            return "warning", f"Training finished after {epochs}{extra}; the model '{name}' is in the registry below. {poor}"
         return "success", f"Training finished after {epochs}{extra}; the model '{name}' is in the registry below."
     if job.status == "cancelled":
         tail = f"the best epoch so far was saved as '{name}'." if saved else "no model was saved."
@@ -150,8 +172,9 @@ elif latest is not None:
     history = _history(latest)
     st.subheader("Last run")
     kind, sentence = _status_sentence(latest, history)
-    getattr(st, kind)(sentence, icon={"success": ":material/check_circle:", "warning": ":material/pause_circle:",
-                                      "error": ":material/error:"}[kind])
+    icon = ":material/warning:" if kind == "warning" and latest.status == "done" else {
+        "success": ":material/check_circle:", "warning": ":material/pause_circle:", "error": ":material/error:"}[kind]
+    getattr(st, kind)(sentence, icon=icon)
     if latest.status == "interrupted" and not (Path(latest.params.get("models_root", "")) / latest.params.get("name", "") / "card.json").exists():
         if st.button("Resume", icon=":material/play_arrow:", type="primary", help="Continue from the last saved epoch."):
             with ui.user_errors():
@@ -252,11 +275,15 @@ else:
         "Created (UTC)": [ui.fmt_date(b.created) for b in bundles],
         "Classes": [", ".join(b.phases) for b in bundles],
         "Mean val. Dice": [_dice(b) for b in bundles],
+        "Validation": [("unknown" if _dice(b) is None else "poor") if _poor(b.metrics.get("val_dice")) else "good"
+                       for b in bundles],
         "Epochs": [b.metrics.get("epochs") for b in bundles],
         "Size (MB)": [b.size_bytes / 1e6 for b in bundles],
     })
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         "Mean val. Dice": st.column_config.NumberColumn(format="%.3f"),
+        "Validation": st.column_config.TextColumn(help=f"poor: a phase's best validation Dice under {MIN_PHASE_DICE:g} "
+                                                       f"or their mean under {MIN_MEAN_DICE:g}"),
         "Size (MB)": st.column_config.NumberColumn(format="%.2f")})
     names = [b.name for b in bundles]
     r1, r2 = st.columns(2, gap="large")

@@ -90,34 +90,59 @@ for name in chosen:
 if not reports:
     st.stop()
 
-# ------------------------------------------------------------------------------------------------ one step, one segmentation
+# ------------------------------------------------------------------------------------------------ one view, one segmentation
 all_steps = sorted({s for r in reports.values() for s in r})
 common = [s for s in all_steps if all(s in r for r in reports.values())] or all_steps
+POOLED = "pooled"
 
 
 def _step_label(i: int) -> str:
     return f"{scans[i].name} · {times[i] / 60:.1f} min" if i < len(scans) else f"step {i}"
 
 
-c1, c2 = st.columns([2, 3])
-step = c1.selectbox("Step", common, key="ev_step", format_func=_step_label,
-                    help="Steps segmented by every chosen segmentation and present in the reference.")
-detail_names = [n for n in reports if step in reports[n]]
-detail = c2.selectbox("Segmentation shown in detail", detail_names, key="ev_detail")
-report = reports[detail][step]
+def _view_label(v) -> str:
+    return f"all {len(common)} shared steps (pooled)" if v == POOLED else _step_label(v)
 
-st.subheader(f"Metrics of '{detail}' on {_step_label(step)}")
+
+# pooled over every shared step is the default view: one step alone can lack a phase (bassanite at t = 0)
+views = ([POOLED] if len(common) > 1 else []) + common
+if POOLED in views and not st.session_state.get("ev_pooled_offered"):
+    st.session_state["ev_step"] = POOLED  # pooling just became possible (e.g. another choice of segmentations)
+st.session_state["ev_pooled_offered"] = POOLED in views
+c1, c2 = st.columns([2, 3])
+view = c1.selectbox("Scored over", views, key="ev_step", format_func=_view_label,
+                    help="Pooled: the voxels of every step the chosen segmentations share are counted together, so "
+                         "each step weighs by its voxels and a phase absent at some steps is scored over the others. "
+                         "Or one step alone.")
+
+
+def _at_view(r: dict):
+    """The report of one segmentation for the chosen view (None when it lacks the view's steps)."""
+    if view == POOLED:
+        have = [r[s] for s in common if s in r]
+        return pool_reports(have) if have else None
+    return r.get(view)
+
+
+at_view = {n: rep for n, rep in ((n, _at_view(r)) for n, r in reports.items()) if rep is not None}
+detail = c2.selectbox("Segmentation shown in detail", list(at_view), key="ev_detail")
+report = at_view[detail]
+where = (f"over all {len(common)} shared steps pooled ({', '.join(str(s) for s in common)})" if view == POOLED
+         else f"on {_step_label(view)}")
+
+st.subheader(f"Metrics of '{detail}' {'pooled over all shared steps' if view == POOLED else 'on ' + _step_label(view)}")
 rows = report.rows()
-table = pd.DataFrame([{"Phase": r["phase"], **{LABELS[m]: _fmt(r[m]) for m in METRICS}} for r in rows])
+table = pd.DataFrame([{"Phase": r["phase"] + (" (absent from the reference)" if r["code"] not in (None, *report.averaged) else ""),
+                       **{LABELS[m]: _fmt(r[m]) for m in METRICS}} for r in rows])
 st.dataframe(table, hide_index=True, width="stretch", key="ev_metrics")
-notes = ["Average: mean over the phases where the metric is defined."]
+notes = [report.average_note()]
 if _has_nan(rows):
-    absent = [phases.by_code(c).name for c in report.absent]
-    notes.insert(0, f"{DASH} : undefined, the phase is absent from both the reference and the segmentation"
-                    + (f" ({', '.join(absent)})" if absent else "") + ".")
+    notes.append(f"{DASH} : undefined (e.g. the recall of a phase absent from the reference, or every score but "
+                 "accuracy of a phase absent from both the reference and the segmentation).")
 c1, c2 = st.columns([4, 1], vertical_alignment="center")
 c1.caption(" ".join(notes))
-c2.download_button("Download metrics (CSV)", report_csv(rows), file_name=f"{detail}_{_step_label(step).split(' ')[0]}_metrics.csv",
+c2.download_button("Download metrics (CSV)", report_csv(rows),
+                   file_name=f"{detail}_{'pooled' if view == POOLED else _step_label(view).split(' ')[0]}_metrics.csv",
                    mime="text/csv", icon=":material/download:", key="ev_metrics_csv", width="stretch")
 left, right = st.columns([2, 3])
 left.plotly_chart(confusion_heatmap(report.confusion, report.names,
@@ -141,23 +166,14 @@ with right:
 st.subheader("Segmentations side by side")
 mc1, mc2 = st.columns([1, 3], vertical_alignment="bottom")
 metric = mc1.selectbox("Metric", list(METRICS), index=list(METRICS).index("dice"), key="ev_metric", format_func=LABELS.get)
-scope_options = ["step"] + (["pooled"] if len(common) > 1 else [])
-scope = mc2.radio("Over", scope_options, horizontal=True, key="ev_scope",
-                  format_func=lambda v: _step_label(step) if v == "step" else f"all {len(common)} steps (pooled)",
-                  help="Pooled: the voxels of every step the segmentations share are counted together, so each step "
-                       "weighs by its voxels and a phase absent at some steps is scored over the others.")
-if scope == "pooled":
-    at_step = {n: pool_reports([r[s] for s in common if s in r]) for n, r in reports.items()}
-    where = f"over all {len(common)} shared steps pooled ({', '.join(str(s) for s in common)})"
-else:
-    at_step = {n: r[step] for n, r in reports.items() if step in r}
-    where = f"on {_step_label(step)}"
-cmp = comparison_rows(at_step, metric=metric)
+mc2.caption(f"Scored {where} (the view chosen above).")
+cmp = comparison_rows(at_view, metric=metric)
 cmp_table = pd.DataFrame([{("Segmentation" if k == "model" else k): (_fmt(v) if k != "model" else v) for k, v in r.items()}
                           for r in cmp])
-cmp_table.insert(1, "Model", [segs[n].get("model_name", "?") for n in at_step])
+cmp_table.insert(1, "Model", [segs[n].get("model_name", "?") for n in at_view])
 st.dataframe(cmp_table, hide_index=True, width="stretch", key="ev_compare")
-st.caption(f"{LABELS[metric]} per phase and averaged over the phases, {where}, against the {reference}."
-           + (f" {DASH} : the phase is absent from both." if _has_nan(cmp) else ""))
-st.download_button("Download comparison (CSV)", report_csv(cmp), file_name=f"comparison_{metric}_{scope}.csv", mime="text/csv",
+st.caption(f"{LABELS[metric]} per phase and averaged, {where}, against the {reference}. {report.average_note()}"
+           + (f" {DASH} : undefined for that phase." if _has_nan(cmp) else ""))
+st.download_button("Download comparison (CSV)", report_csv(cmp),
+                   file_name=f"comparison_{metric}_{'pooled' if view == POOLED else 'step'}.csv", mime="text/csv",
                    icon=":material/download:", key="ev_compare_csv")

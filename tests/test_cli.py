@@ -136,6 +136,7 @@ def test_labels_and_ground_truth_commands_drive_a_project(demo_project, workspac
     rc, out, err = _run(capsys, "-q", "ground-truth", "demo", "--trees", "3", "--accept")
     assert rc == 0, err
     assert "Dice vs the demo truth, random forest" in out and "Accepted" in out
+    assert "Dice on the held-out scribbles, random forest" in out  # the forest scored on scribbles it did not see
     assert open_project("demo", workspace=workspace).manifest["ground_truth"]["slices"]
     rc, _, err = _run(capsys, "ground-truth", "demo", "--features", "colour")
     assert rc == 2 and "not known" in err

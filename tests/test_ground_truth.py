@@ -10,15 +10,20 @@ from streamlit.testing.v1 import AppTest
 
 from core.errors import ReactomoError
 from core.ground_truth import (
+    HeldOutForest,
     accept_candidate,
     ground_truth_volume,
+    held_out_forest,
+    held_out_labels,
     labelled_steps,
     load_accepted,
     load_candidate,
     most_uncertain_window,
     threshold_comparison,
+    threshold_wins,
     train_candidate,
 )
+from core.phases import DEFAULT_PHASES
 from core.labels import LabelStore, import_demo_scribbles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +95,127 @@ def test_forest_beats_thresholds_against_the_demo_truth(labelled_demo):
         threshold_comparison(labelled_demo, cand, method="kmeans")
 
 
+# ------------------------------------------------------------------------------------------------ threshold vs forest
+HELD = "on the held-out scribbles"
+
+
+def test_threshold_wins_on_one_phase_names_it_with_both_values():
+    forest = {1: 0.97, 2: 0.90, 3: 0.91, 4: 0.80}
+    thresh = {1: 0.85, 2: 0.60, 3: 0.93, 4: 0.40}
+    wins, sentence = threshold_wins(forest, thresh, phases=DEFAULT_PHASES, reference=HELD)
+    assert wins == [3]
+    assert sentence == ("The threshold beats the forest on pore (Dice 0.93 vs 0.91) on the held-out scribbles: brush more "
+                        "pore pixels near its edges, or check the forest's features.")
+
+
+def test_threshold_wins_nowhere_ties_and_undefined_phases_included():
+    forest = {1: 0.97, 2: 0.90, 3: 0.93, 4: float("nan")}
+    thresh = {1: 0.85, 2: 0.60, 3: 0.93, 4: 0.99}  # a tie is no win; a phase the forest was not scored on neither
+    assert threshold_wins(forest, thresh, phases=DEFAULT_PHASES, reference=HELD) == ([], None)
+    assert threshold_wins({3: 0.9}, {3: None}, phases=DEFAULT_PHASES, reference=HELD) == ([], None)
+
+
+def test_threshold_wins_on_several_phases_skips_unjudged_ones_and_shows_close_values():
+    forest = {1: 0.911, 2: 0.50, 3: 0.70, 4: 0.10}
+    thresh = {1: 0.913, 2: 0.55, 3: 0.90, 4: 0.90}
+    wins, sentence = threshold_wins(forest, thresh, phases=DEFAULT_PHASES, reference="against the demo's known truth",
+                                    skip=[4])
+    assert wins == [1, 2, 3]
+    assert sentence.startswith("The threshold beats the forest on gypsum (Dice 0.913 vs 0.911), bassanite (0.55 vs 0.50) "
+                               "and pore (0.90 vs 0.70) against the demo's known truth: brush more pixels of these phases")
+    assert "celestite" not in sentence
+    assert threshold_wins(forest, thresh, phases=DEFAULT_PHASES, reference=HELD, margin=0.1)[0] == [3, 4]
+    with pytest.raises(ReactomoError, match="margin"):
+        threshold_wins(forest, thresh, phases=DEFAULT_PHASES, reference=HELD, margin=-1)
+
+
+def _two_phase_scan(n=16, size=40, seed=0):
+    """Dark (code 3) left half, bright (code 1) right half, with noise; (z, y, x) float32."""
+    rng = np.random.default_rng(seed)
+    scan = np.where(np.arange(size) < size // 2, 0.2, 0.8)[None, None, :] + rng.normal(0, 0.05, (n, size, size))
+    return scan.astype(np.float32)
+
+
+def _strokes(size=40, *, dark=3, bright=1):
+    s = np.zeros((size, size), np.uint8)
+    s[5:8, 3:15] = dark
+    s[30:33, 3:15] = dark
+    s[5:8, 25:37] = bright
+    s[30:33, 25:37] = bright
+    return s
+
+
+def test_held_out_labels_never_use_a_pixels_own_scribble():
+    """Slice 9's scribbles swap the phases: a forest that saw them could copy them; the held-out one cannot."""
+    scan = _two_phase_scan()
+    zs = [3, 6, 9, 12]
+    scribbles = np.stack([_strokes() if z != 9 else _strokes(dark=1, bright=3) for z in zs])
+    held = held_out_labels(scan, scribbles, zs, phases=DEFAULT_PHASES, folds=4, n_jobs=1)
+    assert isinstance(held, HeldOutForest) and held.by == "slice" and held.folds == 4 and held.unjudged == ()
+    np.testing.assert_array_equal(held.scribbles, scribbles)  # every scribbled pixel got a held-out label
+    assert not held.forest[scribbles == 0].any()
+    i = zs.index(9)
+    right = scribbles[i] > 0
+    assert np.mean(held.forest[i][right] == scribbles[i][right]) < 0.05  # it follows the other slices' rule
+    others = scribbles.copy()
+    others[i] = 0
+    assert np.mean(held.forest[others > 0] == others[others > 0]) > 0.75  # two of three training slices agree
+    dice = held.dice(codes=[1, 3])
+    assert 0.5 < dice[1] < 0.9 and 0.5 < dice[3] < 0.9
+    assert "trained again 4 times" in held.describe() and "labelled slices" in held.describe()
+
+
+def test_held_out_by_stroke_on_one_slice_and_when_nothing_can_be_held_out():
+    scan = _two_phase_scan(n=4)
+    one = _strokes()[None]
+    held = held_out_labels(scan, one, [2], phases=DEFAULT_PHASES, n_jobs=1)
+    assert held.by == "stroke" and held.folds == 2 and held.unjudged == ()
+    assert np.mean(held.forest[one > 0] == one[one > 0]) > 0.95 and "brushed strokes" in held.describe()
+    # one stroke per phase: nothing to hold out, so no score and a sentence that says what to do
+    single = np.zeros_like(one)
+    single[0, 5:8, 3:15], single[0, 5:8, 25:37] = 3, 1
+    none = held_out_labels(scan, single, [2], phases=DEFAULT_PHASES, n_jobs=1)
+    assert none.by == "none" and not none.scribbles.any() and "brush a second slice" in none.describe()
+    # a phase brushed on one slice only cannot be judged by a forest that never saw it
+    zs = [1, 2]
+    two = np.stack([_strokes(), np.where(_strokes() == 1, 1, 0).astype(np.uint8)])
+    two[0][two[0] == 3] = 4  # celestite (code 4) only on the first slice, gypsum on both
+    part = held_out_labels(scan, two, zs, phases=DEFAULT_PHASES, n_jobs=1)
+    assert part.by == "slice" and part.unjudged == (4,)
+    with pytest.raises(ReactomoError, match="folds"):
+        held_out_labels(scan, one, [2], folds=1)
+    with pytest.raises(ReactomoError, match="do not fit"):
+        held_out_labels(scan, one, [7])
+
+
+def test_threshold_comparison_judges_on_an_honest_reference(labelled_demo, monkeypatch):
+    cand = train_candidate(labelled_demo)
+    held = held_out_forest(labelled_demo, cand)
+    assert held.by == "slice" and held.scribbles.shape == cand.labels.shape
+    codes = list(labelled_demo.phases().codes)
+    resub = HeldOutForest("slice", 1, held.scribbles, np.where(held.scribbles > 0, cand.labels, 0).astype(np.uint8))
+    # the stored forest on its own training scribbles is near perfect: that is why it is not the reference
+    assert sum(resub.dice(codes=codes).values()) > sum(held.dice(codes=codes).values())
+    cmp = threshold_comparison(labelled_demo, cand, method="otsu", held_out=held)
+    assert set(cmp["dice_held_out"]) == {"random forest", "threshold"}
+    # on the demo the known truth is the reference of the verdict
+    f, t = cmp["dice_truth"]["random forest"], cmp["dice_truth"]["threshold"]
+    assert cmp["verdict"]["reference"] == "against the demo's known truth"
+    assert cmp["verdict"]["phases"] == [c for c in codes if t[c] > f[c]]
+    assert (cmp["verdict"]["sentence"] is None) == (not cmp["verdict"]["phases"])
+    # without a known truth, the held-out scribbles are
+    monkeypatch.setattr(type(labelled_demo), "demo", lambda self: None)
+    cmp = threshold_comparison(labelled_demo, cand, method="otsu", held_out=held)
+    assert "dice_truth" not in cmp and cmp["verdict"]["reference"] == "on the held-out scribbles"
+    f, t = cmp["dice_held_out"]["random forest"], cmp["dice_held_out"]["threshold"]
+    assert cmp["verdict"]["phases"] == [c for c in codes if t[c] > f[c]]
+    # and without either, no verdict
+    bare = threshold_comparison(labelled_demo, cand, method="otsu")
+    assert bare["verdict"] == {"reference": None, "phases": [], "sentence": None}
+    with pytest.raises(ReactomoError, match="HeldOutForest"):
+        threshold_comparison(labelled_demo, cand, method="otsu", held_out={"not": "it"})
+
+
 def test_most_uncertain_window_finds_the_unsure_patch():
     u = np.zeros((100, 120), np.float32)
     u[60:80, 10:30] = 0.9
@@ -121,6 +247,16 @@ def test_page_train_inspect_compare_accept(labelled_demo):
     assert load_candidate(labelled_demo) is not None
     assert len(at.get("plotly_chart")) >= 6  # overlay, uncertainty, fractions, importance, histogram, threshold, dice
     assert any("mean Dice" in c.value for c in at.caption)
+    # the verdict: judged against the demo's truth, the held-out scribbles explained, as core says
+    cand = load_candidate(labelled_demo)
+    verdict = threshold_comparison(labelled_demo, cand, method="otsu", held_out=held_out_forest(labelled_demo, cand))["verdict"]
+    if verdict["sentence"]:
+        assert [w.value for w in at.warning if "beats the forest" in w.value] == [verdict["sentence"]]
+    else:
+        assert any("at least as well as the threshold" in c.value for c in at.caption)
+    assert any("Held-out scribbles: the forest was trained again" in c.value for c in at.caption)
+    assert any("held out" in t.get("name", "") for c in at.get("plotly_chart")
+               for t in __import__("json").loads(c.proto.spec)["data"])
     at.radio(key="gt_thr_method").set_value("ranges").run()
     assert not at.exception
     assert at.slider(key="gt_range_1")

@@ -290,3 +290,53 @@ def test_pooled_report_equals_scoring_all_steps_at_once():
     other = phase_metrics(preds[0], truths[0], codes=[1, 3])
     with pytest.raises(ReactomoError, match="different phase codes"):
         pool_reports([per_step[0], other])
+
+
+def test_average_is_over_the_phases_present_in_the_reference_only():
+    """A step without bassanite (t = 0): its row keeps its real scores (the false detections give Dice 0), but the
+    average is the mean of the phases the reference holds, and the report says which those are."""
+    names = ["gypsum", "bassanite", "pore", "celestite"]
+    truth = np.array([1, 1, 1, 1, 3, 3, 4, 4], np.uint8)  # no bassanite in the reference
+    pred = np.array([1, 1, 2, 1, 3, 1, 4, 4], np.uint8)  # but one voxel predicted as bassanite
+    r = phase_metrics(pred, truth, codes=[1, 2, 3, 4], names=names)
+    assert r.per_phase[2]["dice"] == 0.0 and math.isnan(r.per_phase[2]["recall"])  # the row: its real scores
+    assert r.averaged == [1, 3, 4] and r.absent == []
+    for m in METRICS:
+        want = [r.per_phase[c][m] for c in (1, 3, 4) if not math.isnan(r.per_phase[c][m])]
+        assert r.average[m] == pytest.approx(sum(want) / len(want)), m
+    assert r.average["dice"] == pytest.approx((0.75 + 2 / 3 + 1.0) / 3)  # gypsum 6/8, pore 2/3, celestite 1
+    assert r.averaged_names() == ["gypsum", "pore", "celestite"]
+    assert r.average_note() == ("Average over the phases present in the reference: gypsum, pore, celestite "
+                                "(bassanite absent from it, not averaged).")
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))  # valid JSON: nan written as null
+    assert d["averaged"] == [1, 3, 4] and d["per_phase"]["2"]["recall"] is None
+    assert d["average"]["dice"] == pytest.approx(r.average["dice"])
+    # pooled with a step that has bassanite: then it is present in the pooled reference and averaged
+    later = phase_metrics(np.array([2, 2, 1], np.uint8), np.array([2, 2, 1], np.uint8), codes=[1, 2, 3, 4], names=names)
+    assert later.averaged == [1, 2]
+    pooled = metrics.pool_reports([r, later])
+    assert pooled.averaged == [1, 2, 3, 4]
+    assert pooled.average["dice"] == pytest.approx(np.mean([pooled.per_phase[c]["dice"] for c in (1, 2, 3, 4)]))
+    full = phase_metrics(truth, truth, codes=[1, 3, 4])
+    assert full.average_note() == "Average over the phases present in the reference: phase 1, phase 3, phase 4."
+
+
+def test_evaluate_command_says_which_phases_are_averaged(tmp_path, capsys):
+    from core.cli import main
+    from core.io import write_labels
+
+    truth = np.ones((2, 6, 6), np.uint8)
+    truth[:, :3] = 3  # gypsum and pore only
+    pred = truth.copy()
+    pred[0, 0, :] = 2  # a few voxels called bassanite
+    write_labels(tmp_path / "t.tif", truth)
+    write_labels(tmp_path / "p.tif", pred)
+    assert main(["evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif"), "--json"]) == 0
+    out = capsys.readouterr().out
+    d = json.loads(out)
+    assert d["averaged"] == [1, 3] and "NaN" not in out
+    ref = phase_metrics(pred, truth, codes=[1, 2, 3, 4])
+    assert d["average"]["dice"] == pytest.approx((ref.per_phase[1]["dice"] + ref.per_phase[3]["dice"]) / 2)
+    assert main(["evaluate", "--pred", str(tmp_path / "p.tif"), "--truth", str(tmp_path / "t.tif")]) == 0
+    text = capsys.readouterr().out
+    assert "Average over the phases present in the reference: gypsum, pore (bassanite, celestite absent from it" in text

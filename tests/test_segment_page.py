@@ -212,18 +212,46 @@ def test_evaluate_metrics_confusion_comparison_and_dice_per_step(demo_project, s
     labels = {b.label for b in at.get("download_button")}
     assert {"Download metrics (CSV)", "Download comparison (CSV)", "Download Dice per step (CSV)"} <= labels
 
-    # pooled over the steps: only offered when more than one step is shared, and equal to core's pooled report
+    # pooled over the steps: offered when more than one step is shared, then the default view, equal to core's
     from core.metrics import pool_reports
 
-    assert len(at.radio(key="ev_scope").options) == 1  # seg-b segmented step 1 only
+    assert len(at.selectbox(key="ev_step").options) == 1  # seg-b segmented step 1 only: no pooling
     at.multiselect(key="ev_segs").set_value(["seg-a"]).run()
-    assert len(at.radio(key="ev_scope").options) == 2
-    at.radio(key="ev_scope").set_value("pooled").run()
     assert not at.exception, at.exception
+    assert at.selectbox(key="ev_step").value == "pooled" and len(at.selectbox(key="ev_step").options) == 3
     pooled = pool_reports([expected[s] for s in sorted(expected)])
     assert _table(at, "Segmentation")["average"][0] == f"{pooled.average['iou']:.3f}"
+    assert list(_table(at, "Kappa")["IoU"])[-1] == f"{pooled.average['iou']:.3f}"
     assert pooled.average["iou"] != report.average["iou"]
     assert any(f"over all {len(expected)} shared steps pooled" in c.value for c in at.caption)
+    assert any("Average over the phases present in the reference: " in c.value for c in at.caption)
+    at.selectbox(key="ev_step").set_value(2).run()  # one step stays selectable
+    assert not at.exception, at.exception
+    assert _table(at, "Segmentation")["average"][0] == f"{expected[2].average['iou']:.3f}"
+
+
+def test_evaluate_averages_only_the_phases_the_reference_holds(demo_project, shipped_models):
+    """Step 0 of the demo has no bassanite yet: the page says so and averages the other phases only."""
+    from core.evaluate import evaluate_segmentation
+
+    _segment(demo_project, "seg-0", steps=(0, 1))
+    expected = evaluate_segmentation(demo_project, "seg-0", reference="demo truth")
+    code = demo_project.phases().by_name("bassanite").code
+    first = expected[0]
+    assert code not in first.averaged and first.counts[code]["n_true"] == 0
+    others = [first.per_phase[c]["dice"] for c in first.averaged if not math.isnan(first.per_phase[c]["dice"])]
+    assert first.average["dice"] == pytest.approx(sum(others) / len(others))
+
+    at = _page("pages/6_Evaluate.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="ev_step").value == "pooled"  # the default view
+    at.selectbox(key="ev_step").set_value(0).run()
+    assert not at.exception, at.exception
+    table = _table(at, "Kappa")
+    assert "bassanite (absent from the reference)" in list(table["Phase"])
+    assert list(table["Dice"])[-1] == f"{first.average['dice']:.3f}"
+    assert any("Average over the phases present in the reference:" in c.value and "bassanite absent from it" in c.value
+               for c in at.caption)
 
 
 # ------------------------------------------------------------------------------------------------ real browser

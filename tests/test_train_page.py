@@ -85,11 +85,18 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
 
     at.run()
     assert not at.exception, at.exception
-    assert any("Training finished after 2 epochs" in s.value for s in at.success)
+    from core.bundle import read_card
+    from core.train import quality_warning
+
+    poor = quality_warning(read_card(models / "tiny")["metrics"]["val_dice"])  # a 2-epoch, 4-channel net: likely poor
+    finished = [a.value for a in (at.warning if poor else at.success) if "Training finished after 2 epochs" in a.value]
+    assert len(finished) == 1 and (poor is None or poor in finished[0]), (poor, finished)
+    assert not any("Training finished" in a.value for a in (at.success if poor else at.warning))
     assert len(at.get("plotly_chart")) == 2
     table = at.dataframe[0].value
     assert list(table["Model"]) == ["tiny"] and table["Classes"][0].count(",") == len(gt_project.phases()) - 1
     assert 0 <= table["Mean val. Dice"][0] <= 1 and table["Size (MB)"][0] > 0
+    assert table["Validation"][0] == ("poor" if poor else "good")
 
     # rename, then a taken or bad new name is one sentence
     at.selectbox(key="reg_rename_old").set_value("tiny")
@@ -118,6 +125,57 @@ def test_bad_model_name_is_one_sentence_and_starts_nothing(gt_project, models, n
     assert not at.exception
     assert len(at.error) == 1 and "Model name" in at.error[0].value
     assert list_jobs(gt_project.root, kind="train") == []
+
+
+def _finished_run(project, models, name: str, val_dice: dict) -> None:
+    """A done training job and its saved model whose card holds ``val_dice`` as the best epoch's Dice."""
+    import json
+
+    from core.bundle import save_bundle
+    from core.jobs import _new_job_id
+    from core.train import TrainConfig
+    from core.unet import UNetConfig, build_unet
+
+    phases = project.phases()
+    ucfg = UNetConfig(width=4, depth=2, n_classes=len(phases))
+    save_bundle(models / name, build_unet(ucfg), config=ucfg, phases=phases, normalisation={"offset": 0.0, "scale": 1.0},
+                training={}, provenance={"project": project.name},
+                metrics={"best_epoch": 2, "val_loss": 0.9, "val_dice": val_dice, "epochs": 2}, seed=0)
+    job_id = _new_job_id()
+    folder = project.root / "jobs" / job_id
+    folder.mkdir(parents=True)
+    params = {"name": name, "unet": ucfg.to_dict(), "train": TrainConfig(max_epochs=2).to_dict(),
+              "models_root": str(models), "project": project.name}
+    (folder / "job.json").write_text(json.dumps({"id": job_id, "kind": "train", "title": f"Train {name}", "params": params,
+                                                 "status": "done", "progress": 1.0,
+                                                 "result": {"model": name, "path": str(models / name)}}))
+    (folder / "events.jsonl").write_text("".join(
+        json.dumps({"epoch": e, "train_loss": 1.0, "val_loss": 1.0 - 0.05 * e, "val_dice": val_dice}) + "\n" for e in (1, 2)))
+
+
+def test_a_poor_model_is_a_warning_not_a_success(gt_project, models):
+    from core.train import quality_warning
+
+    poor = {"gypsum": 0.93, "bassanite": 0.61, "pore": 0.72, "celestite": 0.12}
+    _finished_run(gt_project, models, "weak", poor)
+    at = _page().run()
+    assert not at.exception, at.exception
+    assert not any("Training finished" in s.value for s in at.success)
+    (finished,) = [w.value for w in at.warning if "Training finished after 2 epochs" in w.value]
+    assert "the model 'weak' is in the registry below" in finished and quality_warning(poor) in finished
+    assert "celestite 0.12 is under 0.5" in finished and "the mean 0.59 is under 0.8" in finished
+    table = at.dataframe[0].value
+    assert list(table["Model"]) == ["weak"] and list(table["Validation"]) == ["poor"]
+
+
+def test_a_good_model_is_a_success(gt_project, models):
+    good = {"gypsum": 0.98, "bassanite": 0.92, "pore": 0.92, "celestite": None}  # no celestite in validation: ignored
+    _finished_run(gt_project, models, "fine", good)
+    at = _page().run()
+    assert not at.exception, at.exception
+    assert any("Training finished after 2 epochs, best epoch 2 with mean validation Dice 0.940" in s.value for s in at.success)
+    assert not any("Training finished" in w.value for w in at.warning)
+    assert list(at.dataframe[0].value["Validation"]) == ["good"]
 
 
 # ------------------------------------------------------------------------------------------------ real browser
