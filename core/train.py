@@ -42,6 +42,9 @@ __all__ = [
     "train_unet",
     "train_project_model",
     "TRANSFORMS",
+    "quality_warning",
+    "MIN_PHASE_DICE",
+    "MIN_MEAN_DICE",
 ]
 
 log = logging.getLogger(__name__)
@@ -213,6 +216,21 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------------------- data
+def _check_pairs(images: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` ``(n, y, x)`` or ``(n, c, y, x)`` (c channels, e.g. neighbouring slices) and ``labels`` ``(n, y, x)``."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim == 2 and labels.ndim == 2:
+        images, labels = images[None], labels[None]
+    ok = labels.ndim == 3 and (
+        (images.ndim == 3 and images.shape == labels.shape)
+        or (images.ndim == 4 and images.shape[0] == labels.shape[0] and images.shape[2:] == labels.shape[1:])
+    )
+    if not ok:
+        raise ReactomoError(f"Images {images.shape} and labels {labels.shape} must be (n, y, x) of the same shape, or "
+                            "images (n, channels, y, x) with labels (n, y, x).")
+    return images, labels
+
+
 def _starts(n: int, patch: int, stride: int) -> list[int]:
     if n <= patch:
         return [0]
@@ -252,21 +270,19 @@ def make_patches(
     >>> x.shape, y.shape
     ((18, 1, 32, 32), (18, 32, 32))
     """
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim == 2:
-        images, labels = images[None], labels[None]
-    if images.ndim != 3 or images.shape != labels.shape:
-        raise ReactomoError(f"Images {images.shape} and labels {labels.shape} must be (n, y, x) of the same shape.")
+    images, labels = _check_pairs(images, labels)
     if labels.dtype.kind not in "ui":
         raise ReactomoError(f"Labels must be integer phase codes; got {labels.dtype}.")
     p = int(patch_size)
     if p < 1 or not 0 < stride_ratio <= 1:
         raise ReactomoError(f"patch_size must be positive and stride_ratio in (0, 1]; got {patch_size}, {stride_ratio}.")
     stride = max(1, int(round(p * float(stride_ratio))))
-    n, h, w = images.shape
+    if images.ndim == 3:
+        images = images[:, None]
+    n, c, h, w = images.shape
     ph, pw = max(0, p - h), max(0, p - w)
     if ph or pw:
-        images = np.pad(images, ((0, 0), (0, ph), (0, pw)), mode="reflect" if ph < h and pw < w else "edge")
+        images = np.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect" if ph < h and pw < w else "edge")
         labels = np.pad(labels, ((0, 0), (0, ph), (0, pw)))
         h, w = h + ph, w + pw
     xs, ys = [], []
@@ -275,11 +291,11 @@ def make_patches(
             for x0 in _starts(w, p, stride):
                 lab = labels[i, y0:y0 + p, x0:x0 + p]
                 if keep_empty or lab.any():
-                    xs.append(images[i, y0:y0 + p, x0:x0 + p])
+                    xs.append(images[i, :, y0:y0 + p, x0:x0 + p])
                     ys.append(lab)
     if not xs:
-        return np.zeros((0, 1, p, p), np.float32), np.zeros((0, p, p), labels.dtype)
-    return np.stack(xs)[:, None].astype(np.float32), np.stack(ys)
+        return np.zeros((0, c, p, p), np.float32), np.zeros((0, p, p), labels.dtype)
+    return np.stack(xs).astype(np.float32), np.stack(ys)
 
 
 def augment_batch(
@@ -360,9 +376,9 @@ def _split(images: np.ndarray, labels: np.ndarray, config: TrainConfig):
         tr, va = split_slices(n, val_fraction=config.val_fraction, seed=config.seed)
         return images[tr], labels[tr], images[va], labels[va], {"by": "slice", "train": tr, "val": va}
     # one slice: the right-hand strip (val_fraction of the columns) is validation, the rest training
-    w = images.shape[2]
+    w = images.shape[-1]
     cut = w - max(1, int(round(w * config.val_fraction)))
-    return (images[:, :, :cut], labels[:, :, :cut], images[:, :, cut:], labels[:, :, cut:],
+    return (images[..., :cut], labels[..., :cut], images[..., cut:], labels[..., cut:],
             {"by": "region", "train_columns": [0, cut], "val_columns": [cut, w]})
 
 
@@ -513,11 +529,7 @@ def train_unet(
     t_start = time.perf_counter()
     if not isinstance(config, TrainConfig):
         raise ReactomoError(f"train_unet needs a TrainConfig; got {type(config).__name__}.")
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim == 2:
-        images, labels = images[None], labels[None]
-    if images.ndim != 3 or images.shape != labels.shape:
-        raise ReactomoError(f"Images {images.shape} and labels {labels.shape} must both be (n, y, x) of the same shape.")
+    images, labels = _check_pairs(images, labels)
     if labels.dtype.kind not in "ui" or (labels.size and (labels.min() < 0 or labels.max() > 255)):
         raise ReactomoError(f"Labels must be uint8 phase codes; got {labels.dtype}.")
     bad = sorted(set(np.unique(labels).tolist()) - {0, *phases.codes})
@@ -760,3 +772,76 @@ def train_project_model(
               "step": stored.step, "slices": list(stored.slices), "val_loss": best["val_loss"], "val_dice": best["val_dice"]}
     project.update(lambda m: m.setdefault("models", []).append(record))
     return path
+
+
+# ------------------------------------------------------------------------------------------------------- quality
+#: A model whose best validation Dice is under either bound is not called a success (pages, CLI, workflow).
+MIN_PHASE_DICE = 0.5
+MIN_MEAN_DICE = 0.8
+
+
+def quality_warning(val_dice: Any, *, min_phase: float = MIN_PHASE_DICE, min_mean: float = MIN_MEAN_DICE) -> str | None:
+    """One sentence when a model's validation Dice is poor, ``None`` when it is fine.
+
+    Poor means: some phase under ``min_phase`` (default 0.5), or the mean over the phases under ``min_mean``
+    (default 0.8). A phase whose Dice is ``None`` or NaN (absent from the validation patches) is left out of both
+    checks; when every phase is, the sentence says that the quality is unknown.
+
+    Parameters
+    ----------
+    val_dice : mapping of str to float or None
+        Validation Dice per phase name, e.g. the ``val_dice`` of the best epoch (a model card's ``metrics``).
+    min_phase, min_mean : float
+        The bounds, 0-1.
+
+    Returns
+    -------
+    str or None
+
+    Raises
+    ------
+    ReactomoError
+        If ``val_dice`` is not a mapping of phase names to numbers (or None), or a bound is outside 0-1.
+
+    Examples
+    --------
+    >>> quality_warning({"gypsum": 0.97, "bassanite": 0.92, "pore": 0.93, "celestite": 0.85}) is None
+    True
+    >>> print(quality_warning({"gypsum": 0.97, "bassanite": 0.9, "pore": 0.93, "celestite": 0.41}))
+    The best validation Dice is poor: celestite 0.41 is under 0.5; brush more celestite, train longer or check the ground truth before using this model.
+    """
+    if not isinstance(val_dice, dict):
+        raise ReactomoError(f"val_dice must map phase names to Dice values; got {type(val_dice).__name__}.")
+    for name, bound in (("min_phase", min_phase), ("min_mean", min_mean)):
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 <= bound <= 1:
+            raise ReactomoError(f"{name} must be a number from 0 to 1; got {bound!r}.")
+    known: dict[str, float] = {}
+    for name, v in val_dice.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise ReactomoError(f"The validation Dice of {name} must be a number or None; got {v!r}.")
+        if not math.isnan(float(v)):
+            known[str(name)] = float(v)
+    if not known:
+        return ("No phase was in the validation patches, so the model's quality is unknown; label more slices or raise "
+                "the validation share before using this model.")
+    mean = sum(known.values()) / len(known)
+    weak = sorted(((n, v) for n, v in known.items() if v < min_phase), key=lambda nv: nv[1])
+    if not weak and mean >= min_mean:
+        return None
+    def _and(items: list[str]) -> str:
+        return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+    def _f(v: float) -> str:  # rounded down: 0.499 reads 0.49, never "0.50 is under 0.5"
+        return f"{math.floor(v * 100 + 1e-9) / 100:.2f}"
+
+    parts = []
+    if weak:
+        parts.append(f"{_and([f'{n} {_f(v)}' for n, v in weak])} {'is' if len(weak) == 1 else 'are'} under {min_phase:g}")
+    if mean < min_mean:
+        low = min(known.items(), key=lambda nv: nv[1])
+        parts.append(f"the mean {_f(mean)} is under {min_mean:g}" + ("" if weak else f" (lowest: {low[0]} {_f(low[1])})"))
+    what = f"brush more {_and([n for n, _ in weak])}" if weak else "brush more labels"
+    return (f"The best validation Dice is poor: {', and '.join(parts)}; {what}, train longer or check the ground truth "
+            "before using this model.")
