@@ -54,6 +54,8 @@ __all__ = ["DemoConfig", "DemoExperiment", "make_demo", "write_demo", "step_name
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 
+#: How the scans are made from the truth (see :class:`DemoConfig`).
+IMAGING = ("fast", "tomography")
 #: Largest number of voxels in one step (about 0.5 GB per float32 working array).
 MAX_VOXELS = 2**27
 # weights of (distance to the needle axis, smooth random field) in the bassanite-or-pore score of a consumed voxel
@@ -127,6 +129,25 @@ class DemoConfig:
         Relative gain drift over the whole experiment.
     drift_offset_grey : float
         Offset drift over the whole experiment, in grey values.
+    pore_size : float
+        Size of the old pores relative to the default (radii of 1.0-2.8 voxels times this factor).
+    imaging : {"fast", "tomography"}
+        How the scans are made from the truth. ``"fast"``: the truth blurred, plus noise with the spectrum of
+        filtered back projection and a precomputed ring image (a few seconds). ``"tomography"``: a simulated
+        synchrotron scan of every step (:mod:`core.tomography`): the attenuation map is forward projected over
+        180°, photon (Poisson) noise with a vertical beam profile, miscalibrated detector columns (half-rings),
+        detector blur and optional propagation phase contrast are applied to the projections, and every slice is
+        reconstructed by filtered back projection. ``noise_grey``, ``noise_gradient``, ``ring_grey``,
+        ``blur_sigma_vox`` and ``cupping`` then set the photon count, the beam profile, the columns' gain errors,
+        the detector blur and the beam hardening so that the scan has about that noise, rings and blur.
+    n_angles : int
+        Projections over 180° with ``imaging="tomography"`` (0 = as many as the slice is wide).
+    phase_contrast : float
+        Propagation phase-contrast strength with ``imaging="tomography"`` (bright/dark fringes at interfaces; 0 =
+        pure absorption).
+    label_step : int
+        The step that carries the scribbles; -1 (default) = the mid-reaction step (extent nearest
+        ``alpha_max / 2``).
     n_label_slices : int
         Number of XY slices of the label step that carry scribbles.
     scribble_fraction : float
@@ -166,7 +187,12 @@ class DemoConfig:
     cupping: float = 0.01
     drift_gain: float = -0.03
     drift_offset_grey: float = -400.0
+    pore_size: float = 1.0
+    imaging: str = "fast"
+    n_angles: int = 0
+    phase_contrast: float = 0.0
     # the scribbles
+    label_step: int = -1
     n_label_slices: int = 4
     scribble_fraction: float = 0.02
 
@@ -238,6 +264,14 @@ class DemoConfig:
         _num("cupping", 0.0, 0.5)
         _num("drift_gain", -0.5, 0.5)
         _num("drift_offset_grey", -20000.0, 20000.0)
+        _num("pore_size", 0.3, 5.0)
+        if self.imaging not in IMAGING:
+            raise ReactomoError(f"Demo imaging is {self.imaging!r}; use one of {list(IMAGING)}.")
+        _int("n_angles", 0, 8192)
+        if self.n_angles and self.n_angles < 16:
+            raise ReactomoError(f"Demo n_angles is {self.n_angles}; use 0 (as many as the slice is wide) or at least 16.")
+        _num("phase_contrast", 0.0, 5.0)
+        _int("label_step", -1, self.steps - 1)
         _int("n_label_slices", 1, 64)
         if self.n_label_slices > self.shape[0]:
             raise ReactomoError(
@@ -493,7 +527,7 @@ def _old_pores(cfg: DemoConfig, boundary: np.ndarray, base: np.ndarray, rng: np.
         else:
             centre = rng.uniform(0, shape)
         u, v, w = (f[0] for f in _random_frames(rng, 1))
-        radii = rng.uniform(1.0, 2.8, 3) * np.array([1.6, 1.0, 0.8])
+        radii = rng.uniform(1.0, 2.8, 3) * np.array([1.6, 1.0, 0.8]) * cfg.pore_size
         filled += _stamp_ellipsoid(mask, centre, np.stack([u, v, w]), radii, gyp)
     return mask
 
@@ -839,7 +873,7 @@ def _make_optics(cfg: DemoConfig, rock: _Rock) -> _Optics:
         t = offsets[g] + np.float32(cfg.texture_grey) * np.sin(arg)
         t[g == 0] = 0.0
         texture[z] = t.reshape(ny, nx)
-    ring, radii = _ring_image(ny, nx, cfg.n_rings, cfg.seed)
+    ring, radii = _ring_image(ny, nx, cfg.n_rings if cfg.imaging == "fast" else 0, cfg.seed)
     ring_per_slice = (cfg.ring_grey * rng.uniform(0.75, 1.25, nz)).astype(np.float32)
     # beam hardening: the centre of each slice is darker than its rim
     ry = np.arange(ny) - (ny - 1) / 2
@@ -870,22 +904,84 @@ def _make_optics(cfg: DemoConfig, rock: _Rock) -> _Optics:
     )
 
 
+@lru_cache(maxsize=4)
+def _tomograph(ny: int, nx: int, n_angles: int, detector_sigma: float) -> tuple[Any, float, float]:
+    """A :class:`core.tomography.Tomograph` and its calibration for slices of ``(ny, nx)``.
+
+    Returns ``(tomograph, noise, ring)``: the reconstructed noise standard deviation (attenuation per pixel) of a
+    uniform gypsum slice scanned with 10^4 photons per bin, and the peak of the half-ring that a gain error of 1 in
+    one detector column a third of the way out leaves. Both scale exactly (1/sqrt(photons) and linearly), so the
+    photon count and the gain errors for a wanted noise and ring amplitude follow.
+    """
+    from core.tomography import ScanPhysics, Tomograph, scan_volume
+
+    tomo = Tomograph((ny, nx), n_angles=n_angles)
+    mu = 1.0 / nx
+    flat = np.full((4, ny, nx), mu, dtype=np.float32)
+    rec = scan_volume(flat, tomo, ScanPhysics(photons=1e4, beam_profile=1.0, detector_sigma=detector_sigma),
+                      rng=np.random.default_rng(0))
+    cy, cx = ny // 2, nx // 2
+    noise = float(rec[:, cy - ny // 4 : cy + ny // 4, cx - nx // 4 : cx + nx // 4].std())
+    sino = np.zeros((1, tomo.n_angles, tomo.n_det), dtype=np.float32)
+    sino[0, :, (tomo.n_det - 1) // 2 + max(ny, nx) // 3] = 1.0
+    ring = float(np.abs(tomo.fbp(sino)).max())
+    return tomo, noise, ring
+
+
+def _tomography_step(cfg: DemoConfig, optics: _Optics, truth: np.ndarray, step: int) -> np.ndarray:
+    """Grey values (float32) of one step scanned by the simulated tomograph (``imaging="tomography"``).
+
+    Attenuation is linear in the demo's grey values with pores as empty space: a ray across the whole slice of
+    gypsum loses ``1 - 1/e`` of its photons, celestite and bassanite attenuate in proportion to their grey values.
+    """
+    from core.tomography import ScanPhysics, scan_volume
+
+    nz, ny, nx = truth.shape
+    n_angles = cfg.n_angles or max(ny, nx)
+    tomo, noise1, ring1 = _tomograph(ny, nx, n_angles, float(cfg.blur_sigma_vox))
+    grey_per_mu = (cfg.grey_gypsum - cfg.grey_pore) * nx  # grey value of one unit of attenuation per pixel
+    mu_lut = (optics.lut - np.float32(cfg.grey_pore)) / np.float32(grey_per_mu)
+    mu_lut[0] = 0.0
+    att = mu_lut[truth]
+    np.add(att, optics.gypsum_texture / np.float32(grey_per_mu), out=att, where=truth == GYPSUM)
+    # photons for the wanted noise at the quietest height; the beam profile gives noise_gradient at top and bottom
+    target = max(cfg.noise_grey, 1e-3) / grey_per_mu
+    photons = min(1e4 * (noise1 / target) ** 2, 1e12)
+    rng = _rng(cfg.seed, 22)
+    columns = []
+    if cfg.n_rings and cfg.ring_grey > 0:
+        r_max = 0.5 * math.hypot(ny, nx)
+        for r in rng.uniform(0.12 * r_max, 0.8 * r_max, cfg.n_rings):
+            gain = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * cfg.ring_grey / grey_per_mu / ring1
+            side = int(rng.choice([-1, 1]))
+            for k in range(int(rng.integers(1, 4))):  # a defect spans 1-3 adjacent columns (a scintillator blemish)
+                columns.append((side * int(round(r)) + k, float(gain)))
+    physics = ScanPhysics(photons=photons, beam_profile=1.0 / cfg.noise_gradient**2, detector_sigma=float(cfg.blur_sigma_vox),
+                          phase_contrast=float(cfg.phase_contrast), bad_columns=tuple(columns))
+    rec = scan_volume(att, tomo, physics, rng=_rng(cfg.seed, 30, step))
+    return rec * np.float32(grey_per_mu) + np.float32(cfg.grey_pore)
+
+
 def _image_step(cfg: DemoConfig, optics: _Optics, truth: np.ndarray, step: int) -> np.ndarray:
     """The uint16 scan of one step: what the tomograph reconstructs from ``truth``."""
     from scipy import fft as sfft
 
-    img = optics.lut[truth]
-    np.add(img, optics.gypsum_texture, out=img, where=truth == GYPSUM)
-    if cfg.blur_sigma_vox > 0:
-        img = ndi.gaussian_filter(img, cfg.blur_sigma_vox, truncate=3.5)
-    img *= optics.cupping
-    white = _rng(cfg.seed, 30, step).standard_normal(truth.shape, dtype=np.float32)
-    spec = sfft.rfft2(white, axes=(1, 2), workers=-1)
-    spec *= optics.noise_filter
-    noise = sfft.irfft2(spec, s=truth.shape[1:], axes=(1, 2), workers=-1)
-    noise *= optics.noise_per_slice[:, None, None]
-    img += noise
-    img += optics.ring[None] * optics.ring_per_slice[:, None, None]
+    if cfg.imaging == "tomography":
+        img = _tomography_step(cfg, optics, truth, step)
+        img *= optics.cupping
+    else:
+        img = optics.lut[truth]
+        np.add(img, optics.gypsum_texture, out=img, where=truth == GYPSUM)
+        if cfg.blur_sigma_vox > 0:
+            img = ndi.gaussian_filter(img, cfg.blur_sigma_vox, truncate=3.5)
+        img *= optics.cupping
+        white = _rng(cfg.seed, 30, step).standard_normal(truth.shape, dtype=np.float32)
+        spec = sfft.rfft2(white, axes=(1, 2), workers=-1)
+        spec *= optics.noise_filter
+        noise = sfft.irfft2(spec, s=truth.shape[1:], axes=(1, 2), workers=-1)
+        noise *= optics.noise_per_slice[:, None, None]
+        img += noise
+        img += optics.ring[None] * optics.ring_per_slice[:, None, None]
     img *= np.float32(optics.gain[step])
     img += np.float32(optics.offset[step] + 0.5)  # + 0.5: round to nearest on the cast below
     np.clip(img, 0, 65535, out=img)
@@ -988,7 +1084,7 @@ def _plan(cfg: DemoConfig, progress: Progress) -> tuple[_Rock, _Optics, int, lis
     cfg.validate()
     rock = _make_rock(cfg, lambda f, m: progress(f, m))
     optics = _make_optics(cfg, rock)
-    label_step = int(np.argmin(np.abs(rock.extent - rock.extent_max / 2.0)))
+    label_step = cfg.label_step if cfg.label_step >= 0 else int(np.argmin(np.abs(rock.extent - rock.extent_max / 2.0)))
     nz, n = cfg.shape[0], cfg.n_label_slices
     label_slices = sorted({min(nz - 1, int((i + 0.5) * nz / n)) for i in range(n)})
     progress(0.35, "Imaging")

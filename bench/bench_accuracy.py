@@ -1,0 +1,189 @@
+"""Accuracy of the whole workflow on data it was not tuned on: ``python -m core run`` on every variant of the family.
+
+Run: .venv/bin/python bench/bench_accuracy.py [--split test|tuning|all] [--only v03 ...] [--out bench/results/NAME.json]
+     [--label NAME] [-- EXTRA RUN ARGS]
+
+For each variant of :mod:`bench.family` (written on demand and cached in ``bench/.family``) this runs
+``python -m core run --scans V/scans --scribbles V/scribbles.tif --label-step K --out RUNDIR`` as its own process
+with the defaults (plus any extra arguments after ``--``, for ablations), times the whole process, and scores the
+result against the variant's known truth:
+
+- **worst step mean Dice**: per step, the Dice of every phase present in that step's truth, averaged; the worst step;
+- **worst phase**: per phase, its Dice averaged over the steps where it is present; the worst phase;
+- **internal standard**: the largest |deviation| of ``molar_evolution.csv`` (the run's own check);
+- **pore-volume check**: the largest |deviation| of the new pore volume against 0.287 × gypsum consumed;
+- **celestite drift**: the largest |change| of the celestite volume against the first step, in %;
+- **reaction extent error**: the largest |x_run − x_truth| over the steps, in percentage points, where x is the
+  product's moles over the initial reactant's (the extent the kinetics are fitted to), x_truth from the truth's
+  voxel counts;
+- **verdict**: whether the run's own verdict over every check passed (``summary.json``), and which checks failed;
+- **wall time** of the whole ``core run`` process.
+
+Targets (issue 11, on every test variant): worst step mean Dice ≥ 0.85, every phase ≥ 0.83, internal standard
+≤ 2 %, celestite drift ≤ 2 %, extent error ≤ 5 points, ≤ 5 min. Prints a Markdown table; ``--out`` keeps every
+number as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.family import VARIANTS, ensure, split, variant  # noqa: E402
+
+CODES = (1, 2, 3, 4)
+NAMES = {1: "gypsum", 2: "bassanite", 3: "pore", 4: "celestite"}
+TARGETS = {"worst_step_dice": 0.85, "worst_phase_dice": 0.83, "internal_standard_pct": 2.0, "celestite_drift_pct": 2.0,
+           "extent_error_pct": 5.0, "seconds": 300.0}
+
+
+def score_run(dataset_dir: Path, run_dir: Path) -> dict[str, Any]:
+    """Every number of the table for one finished run (see the module docstring)."""
+    import numpy as np
+
+    from core.evaluate import evaluate_files
+    from core.phases import DEFAULT_PHASES, Reaction
+    from core.stoichiometry import molar_evolution
+
+    ds = json.loads((dataset_dir / "dataset.json").read_text())
+    steps = ds["steps"]
+    per_step, per_phase = [], {c: [] for c in CODES}
+    for s in steps:
+        rep = evaluate_files(run_dir / "segmentations" / f"{s['name']}.tif", dataset_dir / s["truth"], codes=list(CODES))
+        present = [c for c in CODES if rep.counts[c]["n_true"] > 0]
+        dice = {c: float(rep.per_phase[c]["dice"]) for c in present}
+        for c in present:
+            per_phase[c].append(dice[c])
+        per_step.append({"step": s["name"], "mean": float(np.mean(list(dice.values()))),
+                         **{NAMES[c]: dice.get(c) for c in CODES},
+                         "bassanite_found": int(rep.counts[2]["n_pred"]), "bassanite_true": int(rep.counts[2]["n_true"])})
+    phase_mean = {NAMES[c]: float(np.mean(v)) for c, v in per_phase.items() if v}
+    worst_phase = min(phase_mean, key=phase_mean.get)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    molar = summary["molar_evolution"]
+    truth_counts = [{p.code: s["counts"][p.name] for p in DEFAULT_PHASES} for s in steps]
+    truth = molar_evolution(truth_counts, phases=DEFAULT_PHASES, reaction=Reaction(), voxel_size_um=ds["voxel_size_um"])
+    extent_err = max(abs(float(r["x"]) - t["x"]) for r, t in zip(molar, truth))
+    inert = [r for r in summary.get("inert") or [] if r.get("phase") == "celestite"]
+    verdict = summary.get("verdict") or {}
+    checks = verdict.get("checks") or []
+    return {
+        "worst_step_dice": min(r["mean"] for r in per_step),
+        "worst_step": min(per_step, key=lambda r: r["mean"])["step"],
+        "worst_phase_dice": phase_mean[worst_phase], "worst_phase": worst_phase, "phase_dice": phase_mean,
+        "internal_standard_pct": max(abs(float(r["deviation_pct"])) for r in molar),
+        "pore_check_pct": max(abs(float(r["deviation_pct"])) for r in summary["pore_check"]),
+        "celestite_drift_pct": max((abs(float(r["change_vs_first"])) * 100 for r in inert), default=float("nan")),
+        "extent_error_pct": 100 * extent_err,
+        "verdict_passed": verdict.get("passed"),
+        "failed_checks": list(verdict.get("failed") or [c["name"] for c in checks if c.get("passed") is False]),
+        "per_step": per_step,
+    }
+
+
+def run_variant(name: str, *, family_root: Path, runs_root: Path, extra: list[str]) -> dict[str, Any]:
+    v = variant(name)
+    data = ensure(v, family_root)
+    ds = json.loads((data / "dataset.json").read_text())
+    out = runs_root / v.name
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "core", "-q", "run", "--scans", str(data / "scans"), "--scribbles",
+           str(data / "scribbles.tif"), "--label-step", str(ds["label_step"]), "--out", str(out), *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"variant": v.name, "error": (proc.stderr or proc.stdout).strip().splitlines()[-1:], "seconds": seconds}
+    row = {"variant": v.name, "seconds": seconds, "label_step": ds["label_step"], "label_slices": len(ds["label_slices"]),
+           **score_run(data, out)}
+    run = json.loads((out / "run.json").read_text())
+    row["cleaning"] = (run.get("cleaning") or {})
+    return row
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| variant | split | worst step mean Dice | worst phase (mean over steps) | internal standard max % | "
+            "pore check max % | celestite drift max % | extent error max (points) | verdict | wall s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    parts = split()
+    lines = []
+    for r in rows:
+        which = "test" if r["variant"] in parts["test"] else "tuning"
+        if "error" in r:
+            lines.append(f"| {r['variant']} | {which} | failed: {' '.join(r['error'])} | | | | | | | {r['seconds']:.0f} |")
+            continue
+        verdict = "pass" if r["verdict_passed"] else ("fail: " + ", ".join(r["failed_checks"]) if r["failed_checks"] else "–")
+        lines.append(
+            f"| {r['variant']} | {which} | {r['worst_step_dice']:.3f} ({r['worst_step']}) | "
+            f"{r['worst_phase_dice']:.3f} ({r['worst_phase']}) | {r['internal_standard_pct']:.2f} | "
+            f"{r['pore_check_pct']:.2f} | {_fmt(r['celestite_drift_pct'], '.2f')} | {r['extent_error_pct']:.1f} | "
+            f"{verdict} | {r['seconds']:.0f} |")
+    return head + "\n".join(lines)
+
+
+def targets_met(r: dict[str, Any]) -> bool:
+    return ("error" not in r and r["worst_step_dice"] >= TARGETS["worst_step_dice"]
+            and r["worst_phase_dice"] >= TARGETS["worst_phase_dice"]
+            and r["internal_standard_pct"] <= TARGETS["internal_standard_pct"]
+            and r["celestite_drift_pct"] <= TARGETS["celestite_drift_pct"]
+            and r["extent_error_pct"] <= TARGETS["extent_error_pct"] and r["seconds"] <= TARGETS["seconds"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", choices=("test", "tuning", "all"), default="test")
+    ap.add_argument("--only", action="append", default=[], help="variant name or prefix (repeatable; overrides --split)")
+    ap.add_argument("--family-root", default=str(ROOT / "bench" / ".family"))
+    ap.add_argument("--runs-root", default=str(ROOT / "bench" / ".runs"))
+    ap.add_argument("--out", help="JSON file for every number")
+    ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
+    a = ap.parse_args(argv)
+    if a.only:
+        names = [variant(n).name for n in a.only]
+    elif a.split == "all":
+        names = [v.name for v in VARIANTS]
+    else:
+        names = split()[a.split]
+    rows = []
+    for name in names:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        row = run_variant(name, family_root=Path(a.family_root), runs_root=Path(a.runs_root) / a.label, extra=extra)
+        rows.append(row)
+        print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps({"label": a.label, "extra_args": extra, "date": dt.date.today().isoformat(),
+                                               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                                               "rows": rows}, indent=1, default=float))
+    print(table(rows))
+    met = sum(targets_met(r) for r in rows)
+    print(f"\n{met} of {len(rows)} variants meet every target ({', '.join(f'{k} {v:g}' for k, v in TARGETS.items())}).")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
