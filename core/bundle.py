@@ -143,6 +143,9 @@ class BundleSummary:
         Validation metrics as the trainer stored them.
     size_bytes : int
         Total size of the bundle's files.
+    cleaning : dict
+        The cleaning chosen for the model from its ground truth (``card["cleaning"]``), or {} for a model saved
+        without one.
     """
 
     name: str
@@ -151,6 +154,7 @@ class BundleSummary:
     phases: tuple[str, ...]
     metrics: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     size_bytes: int = 0
+    cleaning: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 def save_bundle(
@@ -165,6 +169,7 @@ def save_bundle(
     metrics: dict[str, Any],
     seed: int,
     overwrite: bool = False,
+    cleaning: dict[str, Any] | None = None,
 ) -> Path:
     """Save ``model`` and its card as the bundle folder ``folder`` (e.g. ``models/demo``).
 
@@ -184,6 +189,9 @@ def save_bundle(
         Seed the training run used.
     overwrite : bool
         Replace an existing bundle of that name (default: refuse).
+    cleaning : dict, optional
+        The cleaning chosen for this model from its own ground truth (:meth:`core.postprocess.CleaningChoice.to_dict`),
+        stored as ``card["cleaning"]``; segmentation with the automatic cleaning uses it.
 
     Returns
     -------
@@ -237,6 +245,10 @@ def save_bundle(
         },
         "seed": int(seed),
     }
+    if cleaning is not None:
+        if not isinstance(cleaning, dict):
+            raise ReactomoError(f"The bundle's cleaning must be a dict; got {type(cleaning).__name__}.")
+        card["cleaning"] = cleaning
     try:
         json.dumps(card, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -392,6 +404,7 @@ def list_bundles(root: str | os.PathLike) -> list[BundleSummary]:
                 phases=names,
                 metrics=dict(card.get("metrics") or {}),
                 size_bytes=_size(sub),
+                cleaning=dict(card.get("cleaning") or {}),
             )
         )
     return out

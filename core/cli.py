@@ -68,7 +68,7 @@ def cmd_demo(args) -> int:
 
 
 def _demo_config(args):
-    from core.synthetic import DemoConfig
+    from core.synthetic import demo_config
 
     kwargs = {}
     if args.steps is not None:
@@ -81,9 +81,9 @@ def _demo_config(args):
         kwargs["voxel_size_um"] = args.voxel_size
     if getattr(args, "interval", None) is not None:
         kwargs["interval_s"] = args.interval
-    config = DemoConfig(**kwargs)
-    config.validate()
-    return config
+    if getattr(args, "imaging", None) is not None:
+        kwargs["imaging"] = args.imaging
+    return demo_config(**kwargs)
 
 
 def cmd_demo_project(args) -> int:
@@ -468,7 +468,9 @@ def cmd_train(args) -> int:
     tc = TrainConfig(patch_size=args.patch, stride_ratio=args.stride_ratio, batch_size=args.batch,
                      max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
                      augment=not args.no_augment, loss=args.loss, optimizer=args.optimizer, lr=args.lr, seed=args.seed)
-    uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth)
+    if not 0 <= args.context <= 3:
+        raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
+    uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
     uc.validate()
     device = select_device(args.device)
     with open_volume(args.scan) as scan:
@@ -477,7 +479,9 @@ def cmd_train(args) -> int:
         if not zs:
             raise ReactomoError(f"The ground truth {args.ground_truth} labels no slice (every value is 0); give labels on some slices.")
         norm = fit_normalisation(scan, seed=args.seed)
-        images = apply_normalisation(np.stack([scan.slice(0, z) for z in zs]), norm)
+        from core.segment import context_slices
+
+        images = apply_normalisation(context_slices(scan, zs, uc.in_channels), norm)
         scan_path = str(Path(args.scan).resolve())
     torch.manual_seed(args.seed)
     model = build_unet(uc)
@@ -489,7 +493,11 @@ def cmd_train(args) -> int:
 
     result = train_unet(model, images, labels[zs], config=tc, phases=phases, device=device, on_epoch=on_epoch)
     best = result.best
-    save_bundle(out, model, config=uc, phases=phases, normalisation=norm,
+    from core.segment import choose_model_cleaning
+
+    choice = choose_model_cleaning(model, images, labels[zs], phases=phases, class_codes=phases.codes, device=device)
+    print(f"cleaning for this model: {choice.method}", flush=True)
+    save_bundle(out, model, config=uc, phases=phases, normalisation=norm, cleaning=choice.to_dict(phases),
                 training={"config": tc.to_dict(), "device": result.device, "history": result.history},
                 provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
                 metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
@@ -526,14 +534,34 @@ def _inference_from(args):
     from core.segment import InferenceConfig
 
     cfg = InferenceConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
-                          cpu_amp=bool(getattr(args, "bf16", False)))
+                          cpu_amp=_precision(args))
     cfg.validate()
     return cfg
+
+
+def _precision(args) -> bool | None:
+    """``--precision``: None (bfloat16 where the CPU has it natively), True (bfloat16) or False (float32)."""
+    choice = getattr(args, "precision", "auto")
+    if getattr(args, "bf16", False):
+        choice = "bfloat16"
+    return {"auto": None, "bfloat16": True, "float32": False}[choice]
+
+
+def _cleaning_mode(items: list[str], no_clean: bool) -> str:
+    """``--min-size auto|study`` (the mode; auto by default) or ``off`` with ``--no-clean``."""
+    if no_clean:
+        return "off"
+    modes = [i.strip().lower() for i in items if "=" not in i]
+    if len(set(modes)) > 1 or (modes and modes[0] not in ("auto", "study")):
+        raise ReactomoError(f"--min-size takes 'auto', 'study' or PHASE=PIXELS, e.g. bassanite=100; got {', '.join(modes)}.")
+    return modes[0] if modes else "auto"
 
 
 def _min_sizes(items: list[str]) -> tuple[tuple[str, int], ...]:
     out = []
     for item in items:
+        if item.strip().lower() in ("auto", "study"):
+            continue
         name, sep, px = item.partition("=")
         try:
             value = int(px)
@@ -563,7 +591,7 @@ def cmd_segment(args) -> int:
     """Segment every scan with a model bundle; label TIFFs and phase_volumes.csv in --out."""
     from core.bundle import read_card
     from core.phases import PhaseTable
-    from core.postprocess import cleaning
+    from core.postprocess import cleaning_for
     from core.series import segment_series
 
     card = read_card(args.model)
@@ -580,7 +608,9 @@ def cmd_segment(args) -> int:
             print(f"step times: every {interval:g} s (from {found[1]})", flush=True)
     if interval is not None:
         times = [i * float(interval) for i in range(len(scans))]
-    post = None if args.no_clean else cleaning(phases, _min_sizes(args.min_size), args.rim_px)
+    post, why = cleaning_for(_cleaning_mode(args.min_size, args.no_clean), phases, card, min_sizes=_min_sizes(args.min_size),
+                             rim_px=args.rim_px)
+    print(why, flush=True)
     steps = [int(v) for v in _floats(args.steps, "--steps")] if args.steps else None
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
@@ -715,8 +745,9 @@ def cmd_run(args) -> int:
     config = RunConfig(scans=args.scans, scribbles=args.scribbles, label_step=args.label_step, out=args.out,
                        epochs=args.epochs, device=args.device, seed=args.seed, voxel_size_um=args.voxel_size,
                        interval_s=args.interval, workers=args.workers, scheduler=args.scheduler, clean=not args.no_clean,
-                       min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px,
-                       tile=args.tile, overlap=args.overlap)
+                       cleaning=_cleaning_mode(args.min_size, args.no_clean),
+                       min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px, context=args.context,
+                       tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -744,6 +775,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, help="random seed (default 0)")
         sp.add_argument("--voxel-size", type=float, help="voxel size in µm (default 2.75)")
         sp.add_argument("--interval", type=float, help="seconds between steps (default 300)")
+        sp.add_argument("--imaging", choices=("tomography", "fast"),
+                        help="tomography (default): a simulated synchrotron scan of every step (forward projection, "
+                             "photon noise, bad detector columns, filtered back projection); fast: noise and rings added "
+                             "to the blurred truth (a few seconds)")
 
     d = sub.add_parser("demo", help="write the demo experiment (scans, truth, scribbles, dataset.json) to a folder")
     d.add_argument("out", help="output folder (new or empty)")
@@ -845,23 +880,31 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--width", type=int, default=16, help="channels of the first level")
     tr.add_argument("--depth", type=int, default=4, help="levels of the U-Net")
+    tr.add_argument("--context", type=int, default=1,
+                    help="neighbouring slices on each side given to the U-Net with each slice (default 1: three slices, "
+                         "2.5D; 0: the slice alone)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
     tr.set_defaults(func=cmd_train)
 
     def inference_options(sp):
-        sp.add_argument("--tile", type=int, default=256, help="tile side in pixels (default 256)")
+        sp.add_argument("--tile", type=int, default=1024, help="tile side in pixels (default 1024: slices up to 1024 x 1024 whole)")
         sp.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction (default 0.25)")
-        sp.add_argument("--batch", type=int, default=8, help="tiles per forward pass (default 8)")
+        sp.add_argument("--batch", type=int, default=2, help="tiles per forward pass (default 2)")
         sp.add_argument("--device", default="auto", help="auto, cpu or cuda")
-        sp.add_argument("--bf16", action="store_true", help="bfloat16 inference on the CPU (~1.5x faster; ~2 %% of labels differ)")
+        sp.add_argument("--precision", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="CPU arithmetic: auto (default) = bfloat16 where the CPU has it natively (AVX-512 BF16/AMX), else float32")
+        sp.add_argument("--bf16", action="store_true", help="same as --precision bfloat16")
         sp.add_argument("--workers", type=int, default=1, help="Dask workers on this machine (>1 starts a LocalCluster)")
         sp.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786 (or 'local')")
         sp.add_argument("--no-clean", action="store_true", help="no island removal or celestite-rim cleaning")
-        sp.add_argument("--min-size", action="append", default=[], metavar="PHASE=PX",
-                        help="smallest island kept for a phase, e.g. bassanite=100 (the study's; 0 = keep all islands); repeatable")
-        sp.add_argument("--rim-px", type=int, default=None, help="width of the false bassanite rim removed around celestite (default 2)")
+        sp.add_argument("--min-size", action="append", default=[], metavar="auto|study|PHASE=PX",
+                        help="how the cleaning is chosen: auto (default: the model's own, chosen when it was trained by "
+                             "agreement with its ground-truth slices, never by the internal standard), study (bassanite "
+                             "100 px, pore 8 px, rim 2 px), and/or PHASE=PX to set one phase's smallest island by hand "
+                             "(0 = keep all); repeatable")
+        sp.add_argument("--rim-px", type=int, default=None, help="width of the false bassanite rim removed around celestite (default: as chosen)")
         sp.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (for volumes in mm³)")
         sp.add_argument("--interval", type=float, default=None, help="seconds between scans (for time_s; default: interval_s of a dataset.json beside the scans, as the demo writes)")
 
@@ -910,6 +953,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--out", required=True, help="new output folder")
     ru.add_argument("--epochs", type=int, default=40, help="maximum U-Net epochs (default 40)")
     ru.add_argument("--seed", type=int, default=0)
+    ru.add_argument("--context", type=int, default=1,
+                    help="neighbouring slices on each side given to the U-Net (default 1: three slices; 0: one)")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

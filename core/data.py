@@ -122,9 +122,9 @@ def generate_demo_into(project, config=None, *, on_progress: Progress | None = N
         The demo's ``dataset.json`` content.
     """
     from core.io import discover_scans
-    from core.synthetic import DemoConfig, write_demo
+    from core.synthetic import DEMO, write_demo
 
-    config = config or DemoConfig()
+    config = config or DEMO
     config.validate()
     progress = on_progress or _noop
     root = Path(project.root)

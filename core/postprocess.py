@@ -37,8 +37,10 @@ from core.phases import PhaseTable
 __all__ = [
     "Connectivity",
     "PostprocessConfig",
+    "CleaningChoice",
     "default_postprocess",
     "cleaning",
+    "choose_cleaning",
     "remove_islands",
     "clean_rim",
     "postprocess",
@@ -486,3 +488,215 @@ def cleaning(phases: PhaseTable, min_sizes: Sequence[tuple[str, int]] = (), rim_
     if rim_px is not None:
         changes["rim_px"] = rim_px
     return replace(base, **changes)
+
+
+# -- choosing the cleaning without looking at the answer ---------------------------------------------------------
+#: The island sizes (pixels, per XY slice) and rim widths :func:`choose_cleaning` tries by default. Bassanite sizes
+#: are squares of 0-10 px sides (a 2.75 µm voxel: up to 27 µm), the study's 100 px included; pores up to the study's 8.
+CANDIDATE_SIZES = {"bassanite": (0, 4, 9, 16, 25, 49, 100), "pore": (0, 4, 8, 16)}
+CANDIDATE_RIMS = (0, 1, 2, 3)
+
+
+@dataclass(frozen=True)
+class CleaningChoice:
+    """The cleaning :func:`choose_cleaning` picked, with the evidence.
+
+    Attributes
+    ----------
+    config : PostprocessConfig
+        The chosen cleaning (``"2d"`` connectivity, the study's rim rule between the same phases).
+    agreement : float
+        Mean Dice of the cleaned prediction with the reference over the reference's phases, at the chosen cleaning.
+    uncleaned : float
+        The same agreement without any cleaning.
+    table : list of dict
+        Every candidate tried: ``min_sizes`` (by phase name), ``rim_px``, ``agreement``.
+    method : str
+        One sentence: how the choice was made and on what.
+    """
+
+    config: PostprocessConfig
+    agreement: float
+    uncleaned: float
+    table: list[dict[str, Any]]
+    method: str
+
+    def to_dict(self, phases: PhaseTable | None = None) -> dict[str, Any]:
+        names = {p.code: p.name for p in phases} if phases is not None else {}
+        return {"config": self.config.to_dict(),
+                "min_sizes": {names.get(c, str(c)): s for c, s in self.config.min_sizes.items()},
+                "rim_px": self.config.rim_px, "agreement": self.agreement, "uncleaned_agreement": self.uncleaned,
+                "method": self.method, "candidates": self.table}
+
+
+def _agreement(pred: np.ndarray, ref: np.ndarray, codes: Sequence[int]) -> float:
+    """Mean Dice over the codes present in ``ref`` (pixels where ``ref`` is 0 are not scored)."""
+    scored = ref != 0
+    p, r = pred[scored], ref[scored]
+    dice = []
+    for c in codes:
+        t = r == c
+        if not t.any():
+            continue
+        q = p == c
+        dice.append(2.0 * np.count_nonzero(t & q) / (np.count_nonzero(t) + np.count_nonzero(q)))
+    return float(np.mean(dice)) if dice else float("nan")
+
+
+def choose_cleaning(
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    *,
+    phases: PhaseTable,
+    sizes: Mapping[str, Sequence[int]] | None = None,
+    rims: Sequence[int] = CANDIDATE_RIMS,
+    tolerance: float = 1e-3,
+) -> CleaningChoice:
+    """Pick island sizes and the rim width from agreement with a reference on labelled slices -- never from a check.
+
+    Every combination of the candidate sizes and rim widths cleans ``prediction`` slice by slice (``"2d"``, as
+    :func:`postprocess`) and is scored by its mean Dice with ``reference`` over the phases the reference holds
+    (pixels where the reference is 0 are not scored). The least cleaning whose agreement is within ``tolerance``
+    of the best wins: cleaning has to earn its place. Nothing here looks at the internal standard, the pore-volume
+    check or any other check of the reaction, so those stay independent checks of the result.
+
+    Parameters
+    ----------
+    prediction : ndarray of uint8, (n, y, x)
+        The network's uncleaned labels of the labelled slices.
+    reference : ndarray of uint8, (n, y, x)
+        What to agree with, e.g. the random forest's ground truth of the same slices where it is confident (0 =
+        not scored).
+    phases : PhaseTable
+        Finds bassanite, pore and celestite by name (the study's rules); phases without a rule are not cleaned.
+    sizes : mapping of phase name to sizes, optional
+        Candidate island sizes per phase name (default :data:`CANDIDATE_SIZES`).
+    rims : sequence of int
+        Candidate rim widths in pixels (0 = no rim rule).
+    tolerance : float
+        Agreement within this of the best counts as equal (the least cleaning is taken).
+
+    Returns
+    -------
+    CleaningChoice
+
+    Raises
+    ------
+    ReactomoError
+        Arrays of other shapes or types, or a reference with nothing to score.
+    """
+    pred, _ = _as_volume(prediction, "2d")
+    ref, _ = _as_volume(reference, "2d")
+    if pred.shape != ref.shape:
+        raise ReactomoError(f"The prediction {pred.shape} and the reference {ref.shape} must have the same shape.")
+    if not ref.any():
+        raise ReactomoError("The reference labels no pixel, so the cleaning cannot be chosen from it; label some slices first.")
+    base = default_postprocess(phases)
+    by_name = {p.name.strip().lower(): p.code for p in phases}
+    grid = {by_name[n]: tuple(v) for n, v in (sizes or CANDIDATE_SIZES).items() if n.strip().lower() in by_name}
+    rims = tuple(rims) if base.rim_phase is not None else (0,)
+    codes = [p.code for p in phases]
+    names = {p.code: p.name for p in phases}
+    import itertools
+
+    rows = []
+    keys = sorted(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        min_sizes = {k: v for k, v in zip(keys, combo) if v > 0}
+        for rim in rims:
+            cfg = replace(base, min_sizes=min_sizes, rim_px=int(rim), connectivity="2d")
+            cleaned, _ = postprocess(pred, cfg, codes=codes)
+            rows.append({"min_sizes": {names[k]: int(v) for k, v in zip(keys, combo)}, "rim_px": int(rim),
+                         "agreement": _agreement(cleaned, ref, codes), "_cfg": cfg,
+                         "_amount": sum(combo) + 10 * int(rim)})
+    uncleaned = _agreement(pred, ref, codes)
+    best = max(r["agreement"] for r in rows)
+    pick = min((r for r in rows if r["agreement"] >= best - tolerance), key=lambda r: (r["_amount"], -r["agreement"]))
+    sizes_text = ", ".join(f"{n} < {v} px" for n, v in pick["min_sizes"].items() if v) or "no island removal"
+    method = (f"Cleaning chosen by agreement with the ground truth of the labelled slices (mean Dice over its phases, "
+              f"{len(rows)} candidates, the least cleaning within {tolerance:g} of the best): {sizes_text}, rim "
+              f"{pick['rim_px']} px; agreement {pick['agreement']:.4f} against {uncleaned:.4f} uncleaned. The internal "
+              f"standard and the other checks were not looked at.")
+    table = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    return CleaningChoice(config=pick["_cfg"], agreement=float(pick["agreement"]), uncleaned=uncleaned, table=table,
+                          method=method)
+
+
+#: How a segmentation's cleaning is chosen: ``"auto"`` (the cleaning stored with the model, chosen when it was
+#: trained by agreement with its ground truth; the study's rules for a model saved without one), ``"study"`` (bassanite
+#: < 100 px, pore < 8 px, a 2 px rim), ``"off"``.
+CLEANING_MODES = ("auto", "study", "off")
+
+
+def cleaning_for(
+    mode: str,
+    phases: PhaseTable,
+    card: Mapping[str, Any] | None = None,
+    *,
+    min_sizes: Sequence[tuple[str, int]] = (),
+    rim_px: int | None = None,
+) -> tuple[PostprocessConfig | None, str]:
+    """The cleaning a segmentation uses, and one sentence saying where it comes from.
+
+    Parameters
+    ----------
+    mode : {"auto", "study", "off"}
+        See :data:`CLEANING_MODES`.
+    phases : PhaseTable
+    card : dict, optional
+        The model card; ``"auto"`` takes ``card["cleaning"]`` when present.
+    min_sizes, rim_px
+        Explicit island sizes by phase name and rim width, applied on top of the mode's (as :func:`cleaning`).
+
+    Returns
+    -------
+    (PostprocessConfig or None, str)
+        None with ``"off"``.
+
+    Raises
+    ------
+    ReactomoError
+        An unknown mode, a phase name not in the table, or a stored cleaning that does not fit the phase table.
+    """
+    if mode not in CLEANING_MODES:
+        raise ReactomoError(f"The cleaning mode is {mode!r}; use one of {', '.join(CLEANING_MODES)}.")
+    if mode == "off":
+        return None, "No cleaning (the network's labels as they are)."
+    stored = (card or {}).get("cleaning") if mode == "auto" else None
+    if stored:
+        try:
+            base = PostprocessConfig.from_dict(stored["config"])
+        except (KeyError, TypeError) as exc:
+            raise ReactomoError(f"The model's stored cleaning cannot be read ({exc}); retrain the model or choose the study's cleaning.") from None
+        codes = set(phases.codes)
+        named = set(base.min_sizes) | {c for c in (base.rim_phase, base.rim_around) if c is not None}
+        if not named <= codes:
+            raise ReactomoError(f"The model's stored cleaning names phase codes {sorted(named - codes)} that are not in this phase table; choose the study's cleaning.")
+        why = ("Cleaning stored with the model, chosen when it was trained by agreement with its ground-truth slices "
+               "(never by the internal standard)")
+    else:
+        base = default_postprocess(phases)
+        why = ("The study's cleaning" if mode == "study" else
+               "The study's cleaning (this model was saved without a cleaning of its own; retrain it to get one)")
+    names = {p.name.lower(): p.code for p in phases}
+    sizes = dict(base.min_sizes)
+    for name, px in min_sizes:
+        code = names.get(str(name).strip().lower())
+        if code is None:
+            raise ReactomoError(f"There is no phase called '{name}' in the phase table ({', '.join(p.name for p in phases)}); check the spelling.")
+        if isinstance(px, bool) or not isinstance(px, (int, np.integer)) or not 0 <= int(px) <= 1_000_000:
+            raise ReactomoError(f"The island size of {name} must be a whole number of pixels from 0 to 1000000; got {px!r}.")
+        if int(px) == 0:
+            sizes.pop(code, None)
+        else:
+            sizes[code] = int(px)
+    changes: dict[str, Any] = {"min_sizes": sizes}
+    if rim_px is not None:
+        changes["rim_px"] = rim_px
+    post = replace(base, **changes)
+    if min_sizes or rim_px is not None:
+        why += ", with the sizes given by hand"
+    by_code = {p.code: p.name for p in phases}
+    text = ", ".join(f"{by_code.get(c, c)} < {v} px" for c, v in post.min_sizes.items()) or "no island removal"
+    rim = f"rim {post.rim_px} px" if post.rim_phase is not None else "no rim rule"
+    return post, f"{why}: {text}, {rim} ({post.connectivity})."

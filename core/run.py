@@ -48,13 +48,17 @@ class RunConfig:
     workers: int = 1
     scheduler: str | None = None
     clean: bool = True
-    min_sizes: tuple[tuple[str, int], ...] = ()  # (phase name, px) overriding the study's island sizes
+    cleaning: str = "auto"  # "auto" (chosen from the ground truth of the labelled slices), "study" or "off"
+    min_sizes: tuple[tuple[str, int], ...] = ()  # (phase name, px) overriding the chosen island sizes
     rim_px: int | None = None
-    tile: int = 256
+    tile: int = 1024
     overlap: float = 0.25
+    batch_size: int = 2
+    cpu_amp: bool | None = None
     band: float = 0.02
     width: int = 16
     depth: int = 4
+    context: int = 1  # neighbouring slices on each side fed to the U-Net (0 = one slice; 1 = 2.5D, three slices)
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def run_workflow(
     from core.normalise import apply_normalisation, fit_normalisation
     from core.phases import DEFAULT_PHASES, Reaction
     from core.postprocess import cleaning
-    from core.segment import InferenceConfig
+    from core.segment import InferenceConfig, context_slices
     from core.series import segment_series, versions
     from core.analysis import AnalysisConfig, analyze
     from core.train import TrainConfig, train_unet
@@ -110,14 +114,22 @@ def run_workflow(
     if not 1 <= config.epochs <= 100:
         raise ReactomoError(f"epochs must be from 1 to 100; got {config.epochs}.")
     phases, reaction = DEFAULT_PHASES, Reaction()
-    inference = InferenceConfig(tile=config.tile, overlap=config.overlap, device=config.device)
+    inference = InferenceConfig(tile=config.tile, overlap=config.overlap, batch_size=config.batch_size, device=config.device,
+                                cpu_amp=config.cpu_amp)
     inference.validate()
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
                      val_fraction=0.25, loss="ce+dice", optimizer="adam", lr=2e-3, seed=config.seed)
-    uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth)
+    if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
+        raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
+    uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
     uc.validate()
     fc = ForestConfig(seed=config.seed)
-    post = cleaning(phases, config.min_sizes, config.rim_px) if config.clean else None
+    from core.postprocess import CLEANING_MODES
+
+    mode = config.cleaning if config.clean else "off"
+    if mode not in CLEANING_MODES:
+        raise ReactomoError(f"The cleaning is {mode!r}; use one of {', '.join(CLEANING_MODES)}.")
+    cleaning(phases, config.min_sizes, config.rim_px)  # checks the names and sizes before anything is written
     timings: dict[str, float] = {}
     interval, interval_source = config.interval_s, "--interval"
     if interval is None:
@@ -153,7 +165,7 @@ def run_workflow(
         say(f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
         t0 = time.perf_counter()
         norm = fit_normalisation(vol, seed=config.seed)
-        images = apply_normalisation(scan[zs], norm)
+        images = apply_normalisation(context_slices(scan, zs, uc.in_channels), norm)
         del scan
     torch.manual_seed(config.seed)
     model = build_unet(uc)
@@ -165,6 +177,15 @@ def run_workflow(
                         on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
     timings["train_s"] = time.perf_counter() - t0
     best = result.best
+    # the cleaning, chosen from the ground truth of the labelled slices only (never from the internal standard)
+    from core.postprocess import cleaning_for
+    from core.segment import choose_model_cleaning
+
+    choice = choose_model_cleaning(model, images, rf.labels[zs], phases=phases, class_codes=phases.codes,
+                                   device=config.device)
+    post, cleaning_why = cleaning_for(mode, phases, {"cleaning": choice.to_dict(phases)}, min_sizes=config.min_sizes,
+                                      rim_px=config.rim_px)
+    say(f"   cleaning: {cleaning_why}")
     model_dir = save_bundle(out / "model", model, config=uc, phases=phases, normalisation=norm,
                             training={"config": tc.to_dict(), "device": result.device, "history": result.history},
                             provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
@@ -172,7 +193,7 @@ def run_workflow(
                             metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                                      "epochs": len(result.history), "stopped_early": result.stopped_early,
                                      "seconds": result.seconds},
-                            seed=config.seed)
+                            seed=config.seed, cleaning=choice.to_dict(phases))
     # 3. segment every step
     say(f"3/4 segmenting {len(scans)} steps ...")
     t0 = time.perf_counter()
@@ -218,6 +239,9 @@ def run_workflow(
         "random_forest": {"config": asdict(fc), "slices": zs, "fractions": {str(k): v for k, v in rf.fractions.items()}},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"]},
+        "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
+                     "chosen_from_ground_truth": choice.to_dict(phases),
+                     "independent_of": "the internal standard and every other check of the reaction (not looked at)"},
         "segmentation": series.record, "internal_standard": rows, "verdict": verdict, "summary": summary,
     })
     progress(1.0, "done")

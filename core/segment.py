@@ -52,6 +52,11 @@ __all__ = [
     "segment_volume",
     "load_model_cached",
     "clear_model_cache",
+    "native_bfloat16",
+    "precision_of",
+    "choose_model_cleaning",
+    "context_slices",
+    "input_channels",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,20 +95,25 @@ class InferenceConfig:
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`core.unet.select_device`).
     amp : bool
         Mixed precision (float16 autocast) on CUDA; ignored on the CPU.
-    cpu_amp : bool
-        bfloat16 autocast on the CPU (off by default): about 1.5x faster on CPUs with native bfloat16 (AVX-512
-        BF16 or AMX), slower elsewhere; labels differ from float32 on a small fraction of voxels (see
-        bench/bench_segment.py).
+    cpu_amp : bool or None
+        bfloat16 autocast on the CPU. ``None`` (the default) = on where the CPU computes bfloat16 natively
+        (AVX-512 BF16 or AMX, :func:`native_bfloat16`), off elsewhere (where emulated bfloat16 is slower than
+        float32). About 1.5x faster; labels differ from float32 on under 1 % of voxels, and Dice against the known
+        truth of the benchmark family is unchanged (see bench/bench_segment.py and bench/bench_accuracy.py).
+
+    The defaults are the fastest settings that keep accuracy on the benchmark family: whole slices (a slice of up
+    to 1024 x 1024 is one tile, so no overlap is computed twice; larger slices are tiled), 2 slices per forward
+    pass, bfloat16 where it is native.
     """
 
-    tile: int = 256
+    tile: int = 1024
     overlap: float = 0.25
-    batch_size: int = 8
+    batch_size: int = 2
     blend: Literal["gaussian", "constant"] = "gaussian"
     slab: int = 8
     device: str = "auto"
     amp: bool = True
-    cpu_amp: bool = False
+    cpu_amp: bool | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -121,9 +131,10 @@ class InferenceConfig:
             raise ReactomoError(f"Inference blend is {self.blend!r}; use 'gaussian' or 'constant'.")
         if not isinstance(self.device, str) or not self.device.strip():
             raise ReactomoError(f"Inference device is {self.device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'.")
-        for name in ("amp", "cpu_amp"):
-            if not isinstance(getattr(self, name), bool):
-                raise ReactomoError(f"Inference {name} is {getattr(self, name)!r}; use True or False.")
+        if not isinstance(self.amp, bool):
+            raise ReactomoError(f"Inference amp is {self.amp!r}; use True or False.")
+        if self.cpu_amp is not None and not isinstance(self.cpu_amp, bool):
+            raise ReactomoError(f"Inference cpu_amp is {self.cpu_amp!r}; use True, False or None (where native).")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the fields."""
@@ -199,7 +210,26 @@ class _Prepared:
     amp: bool
 
 
-def _prepare(model: torch.nn.Module, device: torch.device, *, amp: bool, cpu_amp: bool = False) -> _Prepared:
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where bfloat16 inference is the faster."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except Exception:  # pragma: no cover - private torch helpers moved: fall back to float32
+        return False
+
+
+def precision_of(config: "InferenceConfig", device: torch.device | str) -> str:
+    """The arithmetic :func:`segment_volume` uses with ``config`` on ``device``: float16, bfloat16 or float32."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "float16" if config.amp else "float32"
+    if dev.type == "cpu":
+        bf16 = native_bfloat16() if config.cpu_amp is None else config.cpu_amp
+        return "bfloat16" if bf16 else "float32"
+    return "float32"
+
+
+def _prepare(model: torch.nn.Module, device: torch.device, *, amp: bool, cpu_amp: bool | None = False) -> _Prepared:
     if not isinstance(model, torch.nn.Module):
         raise ReactomoError(f"The model must be a torch.nn.Module such as a UNet; got {type(model).__name__}.")
     # A copy, so the caller's model keeps its device, mode, memory format and layers.
@@ -212,6 +242,8 @@ def _prepare(model: torch.nn.Module, device: torch.device, *, amp: bool, cpu_amp
         module = module.to(memory_format=torch.channels_last)
     cfg = getattr(model, "config", None)
     n_classes = int(getattr(cfg, "n_classes", 0) or 0)
+    if cpu_amp is None:
+        cpu_amp = native_bfloat16()
     use_amp = bool(amp and device.type == "cuda") or bool(cpu_amp and device.type == "cpu")
     return _Prepared(module, device, n_classes, _multiple(model), use_amp)
 
@@ -251,10 +283,12 @@ def _blend_slab(
     Divided by the summed weights when ``normalise_weights`` (the blended probabilities); the argmax does not need
     it (the weight sum is positive and the same for every class).
     """
-    n, h, w = images.shape
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     th, tw = _tile_shape((h, w), config.tile, prep.multiple)
     dev = prep.device
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(dev)[:, None]
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(dev)
+    if x.ndim == 3:
+        x = x[:, None]
     x = _pad_to(x, th, tw)
     ys, xs = tile_starts(x.shape[-2], th, config.overlap), tile_starts(x.shape[-1], tw, config.overlap)
     single = len(ys) == 1 and len(xs) == 1
@@ -276,7 +310,7 @@ def _blend_slab(
         if logits.ndim != 4 or logits.shape[0] != len(chunk) or logits.shape[-2:] != batch.shape[-2:]:
             raise ReactomoError(
                 f"The model returned shape {tuple(logits.shape)} for tiles of shape {tuple(batch.shape)}; it must "
-                "return (N, classes, H, W) scores for (N, 1, H, W) images."
+                "return (N, classes, H, W) scores for (N, channels, H, W) images."
             )
         if prep.n_classes and logits.shape[1] != prep.n_classes:
             raise ReactomoError(
@@ -318,11 +352,48 @@ def _codes_lut(class_codes: Sequence[int], n_classes: int | None) -> np.ndarray:
     return np.asarray(codes, dtype=np.uint8)
 
 
-def _check_images(images: Any) -> np.ndarray:
-    if not isinstance(images, np.ndarray) or images.ndim != 3 or images.size == 0 or images.dtype.kind not in "uif":
+def _check_images(images: Any, channels: int = 1) -> np.ndarray:
+    """``(n, y, x)`` for a one-channel network, ``(n, channels, y, x)`` for a network fed neighbouring slices."""
+    ok = isinstance(images, np.ndarray) and images.size > 0 and images.dtype.kind in "uif"
+    ok = ok and (images.ndim == 3 and channels == 1 or images.ndim == 4 and images.shape[1] == channels)
+    if not ok:
         got = f"shape {images.shape} {images.dtype}" if isinstance(images, np.ndarray) else type(images).__name__
-        raise ReactomoError(f"Images must be a non-empty numeric array of shape (n, y, x); got {got}.")
+        want = "(n, y, x)" if channels == 1 else f"(n, {channels}, y, x) (each slice with its neighbours)"
+        raise ReactomoError(f"Images must be a non-empty numeric array of shape {want}; got {got}.")
     return images
+
+
+def input_channels(model: torch.nn.Module) -> int:
+    """Input channels of a network: 1 for one slice, ``2k + 1`` for a slice and ``k`` neighbours on each side."""
+    cfg = getattr(model, "config", None)
+    return int(getattr(cfg, "in_channels", 1) or 1)
+
+
+def context_slices(volume: Any, zs: Sequence[int], channels: int) -> np.ndarray:
+    """Slices ``zs`` of a volume with their neighbours as channels, ``(n, channels, y, x)`` (``(n, y, x)`` for 1).
+
+    Channel ``j`` of slice ``z`` is slice ``z - k + j`` (``k = channels // 2``), clamped to the volume: the first and
+    last slices repeat themselves. ``volume`` is an array ``(z, y, x)`` or a :class:`core.io.Volume`.
+    """
+    nz = int(volume.shape[0])
+    k = channels // 2
+    if channels < 1 or channels % 2 == 0:
+        raise ReactomoError(f"A network fed neighbouring slices needs an odd number of input channels; got {channels}.")
+    if channels == 1:
+        return np.stack([_read_slice(volume, int(z)) for z in zs])
+    cache: dict[int, np.ndarray] = {}
+
+    def get(z: int) -> np.ndarray:
+        z = min(max(z, 0), nz - 1)
+        if z not in cache:
+            cache[z] = _read_slice(volume, z)
+        return cache[z]
+
+    return np.stack([np.stack([get(int(z) - k + j) for j in range(channels)]) for z in zs])
+
+
+def _read_slice(volume: Any, z: int) -> np.ndarray:
+    return np.asarray(volume[z]) if isinstance(volume, np.ndarray) else np.asarray(volume.slice(0, z))
 
 
 def _labels(prep: _Prepared, images: np.ndarray, config: InferenceConfig, lut: np.ndarray) -> np.ndarray:
@@ -357,8 +428,9 @@ def predict_slices(
     model : torch.nn.Module
         E.g. a :class:`core.unet.UNet`; ``(N, 1, H, W) -> (N, C, H, W)`` class scores. It is not modified (a copy
         is put in eval mode on the device).
-    images : ndarray, shape (n, y, x), float32
-        Already normalised (:func:`core.normalise.apply_normalisation`).
+    images : ndarray, shape (n, y, x) or (n, channels, y, x), float32
+        Already normalised (:func:`core.normalise.apply_normalisation`); with the neighbouring slices as channels
+        for a network that takes them (:func:`context_slices`).
     config : InferenceConfig
         Tiles, overlap, batch, blend; its ``device`` is used unless ``device`` is given.
     class_codes : sequence of int
@@ -380,7 +452,7 @@ def predict_slices(
     """
     if not isinstance(config, InferenceConfig):
         raise ReactomoError(f"config must be an InferenceConfig; got {type(config).__name__}.")
-    images = _check_images(images)
+    images = _check_images(images, input_channels(model) if isinstance(model, torch.nn.Module) else 1)
     dev = device if isinstance(device, torch.device) else select_device(device or config.device)
     prep = _prepare(model, dev, amp=config.amp, cpu_amp=config.cpu_amp)
     lut = _codes_lut(class_codes, prep.n_classes or None)
@@ -435,6 +507,7 @@ class SegmentResult:
     device: str
     z_range: tuple[int, int] = (0, 0)
     region: tuple[int, int, int, int] = (0, 0, 0, 0)
+    precision: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary without the labels (count keys become strings, as JSON needs)."""
@@ -450,6 +523,7 @@ class SegmentResult:
             "device": self.device,
             "z_range": list(self.z_range),
             "region": list(self.region),
+            "precision": self.precision,
         }
 
 
@@ -616,10 +690,12 @@ def _segment(
     prep = _prepare(model, dev, amp=config.amp, cpu_amp=config.cpu_amp)
     lut = _codes_lut(card["class_codes"], prep.n_classes or None)
     t = -(-config.tile // prep.multiple) * prep.multiple
-    if shape[1] < t or shape[2] < t:
-        _note(warnings, f"The slices ({shape[1]} x {shape[2]}) are smaller than a {t}-pixel tile, so they are predicted "
-                        f"whole (reflect-padded to the network's size multiple {prep.multiple}).")
+    if shape[1] < t or shape[2] < t:  # the usual case with the default tile: slices are predicted whole
+        log.debug("slices %d x %d are smaller than a %d-pixel tile: predicted whole (padded to a multiple of %d)",
+                  shape[1], shape[2], t, prep.multiple)
 
+    channels = input_channels(model)
+    reach = channels // 2  # neighbouring slices read on each side
     counts = np.zeros(256, dtype=np.int64)
     labels_out = None if target is not None else np.empty(shape, np.uint8)
     steps = list(range(z0, z1, config.slab))
@@ -630,17 +706,26 @@ def _segment(
                 log.info("segmentation stopped at slice %d of %d", s0 - z0, shape[0])
                 raise JobCancelled()
             s1 = min(s0 + config.slab, z1)
-            raw = vol[s0:s1, y0:y1, x0:x1] if isinstance(vol, np.ndarray) else vol.slab(s0, s1)[:, y0:y1, x0:x1]
-            images = apply_normalisation(raw, normalisation)
+            # a network fed neighbouring slices reads them too (clamped to the scan, not to z_range)
+            h0, h1 = max(s0 - reach, 0), min(s1 + reach, nz)
+            raw = vol[h0:h1, y0:y1, x0:x1] if isinstance(vol, np.ndarray) else vol.slab(h0, h1)[:, y0:y1, x0:x1]
+            norm = apply_normalisation(raw, normalisation)
             del raw
+            if channels == 1:
+                images = norm
+            else:
+                idx = np.clip(np.arange(s0, s1)[:, None] + np.arange(-reach, reach + 1)[None], 0, nz - 1) - h0
+                images = norm[idx]
+            del norm
             with torch.inference_mode():
                 lab = _labels(prep, images, config, lut)
             if postprocess is not None:
+                want = (s1 - s0, y1 - y0, x1 - x0)
                 lab = postprocess(lab)
-                if not isinstance(lab, np.ndarray) or lab.shape != images.shape or lab.dtype != np.uint8:
+                if not isinstance(lab, np.ndarray) or lab.shape != want or lab.dtype != np.uint8:
                     got = f"{lab.dtype} {lab.shape}" if isinstance(lab, np.ndarray) else type(lab).__name__
                     raise ReactomoError(
-                        f"postprocess returned {got} for a {images.shape} uint8 slab; it must return uint8 labels of "
+                        f"postprocess returned {got} for a {want} uint8 slab; it must return uint8 labels of "
                         "the same shape."
                     )
             counts[:] += np.bincount(lab.ravel(), minlength=256)
@@ -672,6 +757,7 @@ def _segment(
         device=str(dev),
         z_range=(z0, z1),
         region=(y0, y1, x0, x1),
+        precision=precision_of(config, dev),
     )
     log.info("segmented %s voxels in %.1f s (%.2f Mvoxel/s) on %s", shape, seconds, result.mvoxel_per_s, dev)
     return result
@@ -736,3 +822,41 @@ def clear_model_cache() -> None:
     """Forget every cached model (frees their memory once no one else holds them)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+
+
+def choose_model_cleaning(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    reference: np.ndarray,
+    *,
+    phases: Any,
+    class_codes: Sequence[int],
+    device: str | torch.device = "cpu",
+):
+    """The cleaning for a freshly trained network, chosen from its ground truth alone.
+
+    The network labels its ground-truth slices (whole slices, uncleaned) and
+    :func:`core.postprocess.choose_cleaning` picks the island sizes and rim width whose cleaned labels agree best
+    with the ground truth (the least cleaning within a hair of the best). Trainers store the result in the model
+    card (``card["cleaning"]``); segmenting with the automatic cleaning uses it. No check of the reaction is looked at.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    images : ndarray (n, y, x) or (n, channels, y, x), float32
+        The ground-truth slices, normalised as for training (with their neighbours for a network that takes them).
+    reference : ndarray (n, y, x), uint8
+        Their ground-truth labels (0 = not scored).
+    phases : PhaseTable
+    class_codes : sequence of int
+    device : str or torch.device
+
+    Returns
+    -------
+    core.postprocess.CleaningChoice
+    """
+    from core.postprocess import choose_cleaning
+
+    pred = predict_slices(model, np.ascontiguousarray(images, dtype=np.float32), config=InferenceConfig(device=str(device)),
+                          class_codes=class_codes)
+    return choose_cleaning(pred, np.asarray(reference, dtype=np.uint8), phases=phases)

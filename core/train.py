@@ -745,10 +745,12 @@ def train_project_model(
         raise ReactomoError("This project has no accepted ground truth yet; accept one on the Ground truth page first.")
     phases = project.phases()
     train_config = train_config or TrainConfig()
-    unet_config = replace(unet_config or UNetConfig(), n_classes=len(phases), in_channels=1)
+    unet_config = replace(unet_config or UNetConfig(), n_classes=len(phases))
+    from core.segment import context_slices
+
     with project.open_step(stored.step) as vol:
         norm = fit_normalisation(vol, seed=train_config.seed)
-        raw = np.stack([vol.slice(0, z) for z in stored.slices])
+        raw = context_slices(vol, stored.slices, unet_config.in_channels)
     images = apply_normalisation(raw, norm)
     torch.manual_seed(train_config.seed)
     model = build_unet(unet_config)
@@ -766,8 +768,11 @@ def train_project_model(
     provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
                   "slices": list(stored.slices), "ground_truth": stored.meta.get("kind", "random forest"),
                   "scan": _fingerprint(str(project.scan_path(stored.step))), "scan_shape": list(scan.shape)}
+    from core.segment import choose_model_cleaning
+
+    choice = choose_model_cleaning(model, images, stored.labels, phases=phases, class_codes=phases.codes, device=device)
     path = save_bundle(folder, model, config=unet_config, phases=phases, normalisation=norm, training=training,
-                       provenance=provenance, metrics=metrics, seed=train_config.seed)
+                       provenance=provenance, metrics=metrics, seed=train_config.seed, cleaning=choice.to_dict(phases))
     record = {"name": name, "path": str(Path(path).resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "step": stored.step, "slices": list(stored.slices), "val_loss": best["val_loss"], "val_dice": best["val_dice"]}
     project.update(lambda m: m.setdefault("models", []).append(record))

@@ -11,7 +11,7 @@ from core.data import generate_demo_into, register_scans
 from core.errors import ReactomoError
 from core.phases import PhaseTable
 from core.project import data_roots
-from core.synthetic import DemoConfig
+from core.synthetic import DEMO, demo_config
 
 ui.page_setup("Data")
 project = ui.require_project()
@@ -83,8 +83,10 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                 st.rerun()
     with tab_demo:
         st.caption("A generated dehydrating-gypsum rock with known truth: gypsum grains, bassanite laths growing "
-                   "with new pores, inert celestite, imaged with noise, ring artefacts and drift.")
-        d = DemoConfig()
+                   "with new pores, inert celestite, scanned by a simulated synchrotron tomograph (projections with "
+                   "photon noise and bad detector columns, filtered back projection) with drift between steps. As hard "
+                   "as the study's data: bassanite is only slightly brighter than gypsum.")
+        d = DEMO
         with st.form("demo_form", border=False):
             c1, c2, c3 = st.columns(3)
             steps = c1.number_input("Time steps", 2, 500, d.steps)
@@ -101,7 +103,7 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                 else:
                     bar = st.progress(0.0, text="Generating the demo experiment")
                     with ui.user_errors():
-                        cfg = DemoConfig(steps=int(steps), shape=(int(nz), int(ny), int(nx)), seed=int(seed), interval_s=float(interval))
+                        cfg = demo_config(steps=int(steps), shape=(int(nz), int(ny), int(nx)), seed=int(seed), interval_s=float(interval))
                         generate_demo_into(project, cfg, on_progress=ui.progress_callback(bar))
                         st.session_state["data_flash"] = f"Generated the demo experiment ({cfg.steps} steps)."
                         st.rerun()

@@ -15,7 +15,7 @@ from core.bundle import list_bundles
 from core.charts import slice_figure
 from core.errors import ReactomoError
 from core.jobs import list_jobs, read_job, request_cancel, start_job
-from core.postprocess import PostprocessConfig, cleaning, default_postprocess
+from core.postprocess import PostprocessConfig, cleaning_for
 from core.seg_charts import cleaning_chart, fraction_over_time
 from core.segment import InferenceConfig
 from core.series import read_series_record
@@ -212,10 +212,15 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
             ss["seg_name"] = default
             ss["seg_name_model"] = model
 
-        idef, pdef = InferenceConfig(), default_postprocess(phases)
-        demo_keep = bool(project.demo()) and any(p.name == "bassanite" for p in phases)
-        if demo_keep:  # the demo's thin laths are real bassanite under 100 px (README: the internal standard shows it)
-            pdef = cleaning(phases, [("bassanite", 0)])
+        idef = InferenceConfig()
+        # the cleaning this model carries (chosen when it was trained, from its ground truth alone), else the study's
+        with ui.user_errors():
+            pdef, clean_why = cleaning_for("auto", phases, {"cleaning": b.cleaning})
+        if ss.get("seg_clean_model") != model:  # the cleaning inputs follow the chosen model
+            ss["seg_clean"], ss["seg_conn"], ss["seg_rim"] = pdef.enabled, pdef.connectivity, int(pdef.rim_px)
+            for p in phases:
+                ss[f"seg_min_{p.code}"] = int(pdef.min_sizes.get(p.code, 0))
+            ss["seg_clean_model"] = model
         depth = scans[0].shape[0]
         roi = project.roi()
         with st.form("seg_settings", border=False):
@@ -241,24 +246,22 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                 batch = c3.number_input("Batch (tiles per pass)", 1, 1024, idef.batch_size, key="seg_batch")
 
             with st.expander("Post-processing (cleaning)", icon=":material/auto_fix_high:"):
-                clean_on = st.toggle("Clean the segmentation", value=pdef.enabled, key="seg_clean")
+                st.caption(clean_why + " The internal standard is a check of the result, never a tuning target: "
+                           "choose the cleaning before looking at it.")
+                clean_on = st.toggle("Clean the segmentation", key="seg_clean")
                 c1, c2 = st.columns(2)
-                connectivity = c1.radio("Connectivity", ["2d", "3d"], index=["2d", "3d"].index(pdef.connectivity),
-                                        horizontal=True, key="seg_conn",
+                connectivity = c1.radio("Connectivity", ["2d", "3d"], horizontal=True, key="seg_conn",
                                         format_func=lambda k: {"2d": "2D (per XY slice, 8-connected)", "3d": "3D (26-connected)"}[k])
-                rim_px = c2.number_input("Rim width (px)", 0, 20, int(pdef.rim_px), key="seg_rim",
+                rim_px = c2.number_input("Rim width (px)", 0, 20, key="seg_rim",
                                          disabled=pdef.rim_phase is None,
                                          help=(f"False {phases.by_code(pdef.rim_phase).name} rim around "
                                                f"{phases.by_code(pdef.rim_around).name} removed within this many pixels; 0 = off."
                                                if pdef.rim_phase is not None else "This phase table has no rim rule."))
                 st.markdown("Minimum island size per phase (px in 2D, voxels in 3D; 0 = keep every island)")
-                st.caption("The study's values: bassanite 100 px, pore 8 px." + (
-                    " On the demo experiment bassanite islands are kept (0): its thin laths are real bassanite smaller "
-                    "than 100 px, and removing them pushes the internal standard out of the ±2 % band (3.0 % instead "
-                    "of 1.2 %)." if demo_keep else " Check the internal standard on the Analysis page after changing them."))
+                st.caption("The study's values: bassanite 100 px, pore 8 px, rim 2 px. They delete thin laths of real "
+                           "bassanite; a model trained here carries sizes chosen by agreement with its ground truth.")
                 cols = st.columns(len(phases))
-                min_sizes = {p.code: col.number_input(p.name, 0, 1_000_000, int(pdef.min_sizes.get(p.code, 0)),
-                                                      key=f"seg_min_{p.code}")
+                min_sizes = {p.code: col.number_input(p.name, 0, 1_000_000, key=f"seg_min_{p.code}")
                              for col, p in zip(cols, phases)}
 
             with st.expander("Dask scheduler", icon=":material/hub:"):

@@ -183,6 +183,10 @@ if checks:
                                 "limit_pct": st.column_config.NumberColumn("limit (%)", format="≤ %.2f"),
                                 "sentence": st.column_config.TextColumn("why", width="large")})
     st.caption(v.get("method", ""))
+st.caption(":material/balance: The internal standard and the other checks judge the segmentation; they are never a "
+           "tuning target. Choose the model, the cleaning and the island sizes before looking at them (Reactomo chooses "
+           "its cleaning from the ground-truth slices alone): a setting picked to make a check pass leaves that check "
+           "proving nothing.")
 iv = v.get("internal_standard") or {}
 fit = result["fit"] or {}
 jm = s.get("jmak") or {}

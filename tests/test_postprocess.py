@@ -238,3 +238,78 @@ def test_bad_configs_raise_one_sentence_errors(kwargs, match):
 def test_bad_inputs_raise_one_sentence_errors(call, match):
     with pytest.raises(ReactomoError, match=match):
         call()
+
+
+# -- the cleaning chosen without looking at the answer -------------------------------------------------------------
+def _slices_with_specks(seed: int = 0):
+    """Reference: gypsum with bassanite laths 3 px thick and pores; prediction: the same plus 1-3 px specks."""
+    rng = np.random.default_rng(seed)
+    ref = np.ones((3, 64, 64), np.uint8)
+    ref[:, 10:13, 5:40] = 2
+    ref[:, 30:33, 20:60] = 2
+    ref[:, 50:56, 50:56] = 3
+    ref[:, 40:44, 5:9] = 4
+    pred = ref.copy()
+    for z in range(3):
+        for _ in range(12):  # false bassanite specks in gypsum
+            y, x = rng.integers(16, 28), rng.integers(2, 62)
+            pred[z, y, x:x + rng.integers(1, 3)] = 2
+    return pred, ref
+
+
+def test_choose_cleaning_removes_specks_and_keeps_thin_laths():
+    from core.postprocess import choose_cleaning
+
+    pred, ref = _slices_with_specks()
+    choice = choose_cleaning(pred, ref, phases=DEFAULT_PHASES)
+    cleaned, _ = postprocess(pred, choice.config, codes=DEFAULT_PHASES.codes)
+    assert choice.agreement > choice.uncleaned
+    assert np.array_equal(cleaned, ref)  # every speck gone, every lath (3 x 35 px and 3 x 40 px) kept
+    assert 0 < choice.config.min_sizes[2] <= 100 and choice.config.min_sizes[2] <= 3 * 35
+    # the least cleaning that reaches the best agreement: no pore rule (there are no pore specks), no rim
+    assert 3 not in choice.config.min_sizes and choice.config.rim_px == 0
+    assert "internal standard" in choice.method and "not looked at" in choice.method
+    d = choice.to_dict(DEFAULT_PHASES)
+    assert d["min_sizes"]["bassanite"] == choice.config.min_sizes[2] and len(d["candidates"]) == len(choice.table) > 20
+
+
+def test_choose_cleaning_keeps_everything_when_cleaning_does_not_help():
+    from core.postprocess import choose_cleaning
+
+    _, ref = _slices_with_specks()
+    choice = choose_cleaning(ref.copy(), ref, phases=DEFAULT_PHASES)
+    assert choice.config.min_sizes == {} and choice.config.rim_px == 0 and choice.agreement == 1.0
+
+
+def test_choose_cleaning_depends_only_on_the_labelled_slices():
+    """Nothing but the prediction and the reference of the labelled slices enters the choice: no volume, no step,
+    no check of the reaction. The same slices give the same choice, whatever the rest of the experiment does."""
+    import inspect
+
+    from core.postprocess import choose_cleaning
+
+    params = set(inspect.signature(choose_cleaning).parameters)
+    assert params == {"prediction", "reference", "phases", "sizes", "rims", "tolerance"}
+    pred, ref = _slices_with_specks(1)
+    a = choose_cleaning(pred, ref, phases=DEFAULT_PHASES)
+    b = choose_cleaning(pred.copy(), ref.copy(), phases=DEFAULT_PHASES)
+    assert a.config == b.config and a.table == b.table
+
+
+def test_cleaning_for_takes_the_models_own_cleaning_and_says_so():
+    from core.postprocess import cleaning_for
+
+    stored = {"config": PostprocessConfig(min_sizes={2: 9}, rim_px=1).to_dict()}
+    post, why = cleaning_for("auto", DEFAULT_PHASES, {"cleaning": stored})
+    assert post.min_sizes == {2: 9} and post.rim_px == 1 and "chosen when it was trained" in why
+    post, why = cleaning_for("auto", DEFAULT_PHASES, {})  # an older model without one: the study's, said plainly
+    assert post.min_sizes == {2: 100, 3: 8} and "saved without a cleaning" in why
+    post, _ = cleaning_for("study", DEFAULT_PHASES, {"cleaning": stored}, min_sizes=[("bassanite", 0)], rim_px=3)
+    assert post.min_sizes == {3: 8} and post.rim_px == 3
+    assert cleaning_for("off", DEFAULT_PHASES)[0] is None
+    with pytest.raises(ReactomoError, match="cleaning mode"):
+        cleaning_for("best", DEFAULT_PHASES)
+    with pytest.raises(ReactomoError, match="no phase called"):
+        cleaning_for("auto", DEFAULT_PHASES, min_sizes=[("anhydrite", 3)])
+    with pytest.raises(ReactomoError, match="not in this phase table"):
+        cleaning_for("auto", DEFAULT_PHASES, {"cleaning": {"config": PostprocessConfig(min_sizes={9: 3}, rim_phase=None, rim_around=None).to_dict()}})

@@ -169,6 +169,38 @@ def test_run_command_end_to_end_on_a_small_demo(small_demo_dir, tmp_path, capsys
         assert f"Verdict: {'PASSED' if verdict['passed'] else 'FAILED'}. {verdict['sentence']}" in text
     gt = read_labels(out / "ground_truth.tif")
     assert sorted(np.flatnonzero(gt.reshape(16, -1).any(1)).tolist()) == run["random_forest"]["slices"]
+    # the cleaning: chosen from the ground truth of the labelled slices, stored with the model, recorded with how
+    cl = run["cleaning"]
+    assert cl["mode"] == "auto" and "never by the internal standard" in cl["sentence"]
+    assert "not looked at" in cl["chosen_from_ground_truth"]["method"] and len(cl["chosen_from_ground_truth"]["candidates"]) > 20
+    assert run["segmentation"]["settings"]["postprocess"] == cl["used"]
+    card = json.loads((out / "model" / "card.json").read_text())
+    assert card["cleaning"]["config"] == cl["used"]
+    assert "cleaning:" in text
+
+
+def test_the_runs_cleaning_does_not_depend_on_the_steps_that_the_internal_standard_judges(small_demo_dir, tmp_path, capsys):
+    """Two runs with the same label step and scribbles but different other steps: their internal standards differ,
+    the cleaning they choose does not (it sees only the labelled slices)."""
+    import shutil
+
+    runs = []
+    for k, swap in enumerate((False, True)):
+        scans = tmp_path / f"scans{k}"
+        shutil.copytree(small_demo_dir / "scans", scans)
+        if swap:  # the last step replaced by the first: no reaction at the end, so a very different internal standard
+            shutil.copyfile(small_demo_dir / "scans" / "t000.tif", scans / "t003.tif")
+        out = tmp_path / f"run{k}"
+        code, _, err = _run(capsys, "-q", "run", "--scans", str(scans), "--scribbles", str(small_demo_dir / "scribbles.tif"),
+                            "--label-step", "1", "--out", str(out), "--epochs", "2", "--interval", "60", "--device", "cpu")
+        assert code == 0, err
+        runs.append(json.loads((out / "run.json").read_text()))
+    a, b = runs
+    assert a["cleaning"]["used"] == b["cleaning"]["used"]
+    assert a["cleaning"]["chosen_from_ground_truth"]["candidates"] == b["cleaning"]["chosen_from_ground_truth"]["candidates"]
+    # ... although the step the internal standard judges last is another scan
+    assert a["inputs"]["scans"][3]["sha256_first_mib"] != b["inputs"]["scans"][3]["sha256_first_mib"]
+    assert a["inputs"]["scans"][1]["sha256_first_mib"] == b["inputs"]["scans"][1]["sha256_first_mib"]
 
 
 def test_internal_standard_holds_on_the_demo_truth_and_flags_a_biased_segmentation(small_demo_dir):

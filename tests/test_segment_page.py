@@ -79,8 +79,16 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
     job = _wait(demo_project)
     assert job.status == "done", job.error
     assert job.params["steps"] == [1, 2] and job.params["inference"]["tile"] == 64
-    # the demo keeps its thin bassanite islands (0 = no rule); pores keep the study's 8 px
-    assert job.params["postprocess"]["enabled"] is True and job.params["postprocess"]["min_sizes"] == {"3": 8}
+    # the cleaning the model carries (chosen from its ground truth when it was trained), never one tuned on the
+    # internal standard; the page says where it comes from
+    from core.bundle import read_card
+    from core.postprocess import cleaning_for
+
+    expected, why = cleaning_for("auto", demo_project.phases(), read_card(shipped_models / "demo-unet"))
+    assert job.params["postprocess"]["enabled"] is True
+    assert job.params["postprocess"]["min_sizes"] == {str(c): v for c, v in expected.min_sizes.items()}
+    assert job.params["postprocess"]["rim_px"] == expected.rim_px
+    assert any(why in c.value and "never a tuning target" in c.value for c in at.caption)
 
     at.run()
     assert not at.exception, at.exception
