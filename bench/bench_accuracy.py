@@ -161,7 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-root", default=str(ROOT / "bench" / ".runs"))
     ap.add_argument("--out", help="JSON file for every number")
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
+    ap.add_argument("--from", dest="saved", nargs="+", help="print the tables of saved JSON files instead of running")
     a = ap.parse_args(argv)
+    if a.saved:
+        for path in a.saved:
+            saved = json.loads(Path(path).read_text())
+            rows = saved["rows"]
+            print(f"**{saved['label']}** ({saved['date']}, {saved['machine']}; extra arguments: "
+                  f"`{' '.join(saved['extra_args']) or 'none'}`)\n")
+            print(table(rows))
+            print(f"\n{sum(targets_met(r) for r in rows)} of {len(rows)} variants meet every target.\n")
+        return 0
     if a.only:
         names = [variant(n).name for n in a.only]
     elif a.split == "all":

@@ -465,13 +465,14 @@ def postprocess(
     return (out[0] if flat else out), report
 
 
-def cleaning(phases: PhaseTable, min_sizes: Sequence[tuple[str, int]] = (), rim_px: int | None = None) -> PostprocessConfig:
-    """:func:`default_postprocess` with some island sizes (by phase name) and the rim width replaced.
+def cleaning(phases: PhaseTable, min_sizes: Sequence[tuple[str, int]] = (), rim_px: int | None = None, *,
+             base: PostprocessConfig | None = None) -> PostprocessConfig:
+    """``base`` (default: :func:`default_postprocess`) with some island sizes (by phase name) and the rim width replaced.
 
     ``min_sizes`` holds ``(phase name, pixels)`` pairs; 0 pixels removes the rule for that phase. Raises
     :class:`ReactomoError` for a name that is not in the phase table.
     """
-    base = default_postprocess(phases)
+    base = base if base is not None else default_postprocess(phases)
     sizes = dict(base.min_sizes)
     by_name = {p.name.lower(): p.code for p in phases}
     for name, px in min_sizes:
@@ -678,22 +679,7 @@ def cleaning_for(
         base = default_postprocess(phases)
         why = ("The study's cleaning" if mode == "study" else
                "The study's cleaning (this model was saved without a cleaning of its own; retrain it to get one)")
-    names = {p.name.lower(): p.code for p in phases}
-    sizes = dict(base.min_sizes)
-    for name, px in min_sizes:
-        code = names.get(str(name).strip().lower())
-        if code is None:
-            raise ReactomoError(f"There is no phase called '{name}' in the phase table ({', '.join(p.name for p in phases)}); check the spelling.")
-        if isinstance(px, bool) or not isinstance(px, (int, np.integer)) or not 0 <= int(px) <= 1_000_000:
-            raise ReactomoError(f"The island size of {name} must be a whole number of pixels from 0 to 1000000; got {px!r}.")
-        if int(px) == 0:
-            sizes.pop(code, None)
-        else:
-            sizes[code] = int(px)
-    changes: dict[str, Any] = {"min_sizes": sizes}
-    if rim_px is not None:
-        changes["rim_px"] = rim_px
-    post = replace(base, **changes)
+    post = cleaning(phases, min_sizes, rim_px, base=base)
     if min_sizes or rim_px is not None:
         why += ", with the sizes given by hand"
     by_code = {p.code: p.name for p in phases}

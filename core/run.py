@@ -5,8 +5,10 @@ fingerprints of the input files:
 
 1. random-forest ground truth of the scribbled slices of the label step (:func:`core.forest.ground_truth_from_scribbles`)
    -> ``RUNDIR/ground_truth.tif``;
-2. a U-Net trained on those slices (the shipped model's recipe, ``scripts/make_demo_model.sh``) -> ``RUNDIR/model/``;
-3. every scan segmented and cleaned (:func:`core.series.segment_series`) -> ``RUNDIR/segmentations/<scan>.tif``,
+2. a U-Net trained on those slices (the shipped model's recipe, ``scripts/make_demo_model.sh``; each slice with its
+   neighbours as input channels) -> ``RUNDIR/model/``; right after training, the cleaning is chosen from the ground
+   truth of the labelled slices alone (:func:`core.segment.choose_model_cleaning`) and stored in the model card;
+3. every scan segmented and cleaned with it (:func:`core.series.segment_series`) -> ``RUNDIR/segmentations/<scan>.tif``,
    ``RUNDIR/phase_volumes.csv``;
 4. the analysis (:func:`core.analysis.analyze`): the internal standard, pore sizes, growth ->
    ``RUNDIR/molar_evolution.csv``, ``pore_check.csv``, ``inert.csv``, ``pore_sizes.csv``, ``growth.csv``,
