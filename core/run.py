@@ -179,6 +179,11 @@ def run_workflow(
                         on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
     timings["train_s"] = time.perf_counter() - t0
     best = result.best
+    from core.train import quality_warning
+
+    poor = quality_warning(best["val_dice"])  # never called a success: said here, kept in run.json
+    if poor:
+        say(f"   warning: {poor}")
     # the cleaning, chosen from the ground truth of the labelled slices only (never from the internal standard)
     from core.postprocess import cleaning_for
     from core.segment import choose_model_cleaning
@@ -240,7 +245,7 @@ def run_workflow(
         "inputs": {"scans": [fingerprint(s) for s in scans], "scribbles": fingerprint(config.scribbles)},
         "random_forest": {"config": asdict(fc), "slices": zs, "fractions": {str(k): v for k, v in rf.fractions.items()}},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
-                 "epochs": len(result.history), "val_dice": best["val_dice"]},
+                 "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
                      "chosen_from_ground_truth": choice.to_dict(phases),
                      "independent_of": "the internal standard and every other check of the reaction (not looked at)"},

@@ -287,3 +287,16 @@ def test_cli_train_refuses_bad_input_and_writes_nothing(cli_files, capsys):
         rc, _, err = _cli(capsys, *base[:-2], "--ground-truth", str(g), "--epochs", extra[1] if extra else "1")
         assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert not (tmp / "models").exists()
+
+
+def test_class_weights_balanced_sqrt_and_none():
+    from core.train import _weights
+
+    y = np.array([0] * 80 + [1] * 16 + [2] * 4)  # 80 %, 16 %, 4 %; class 3 absent
+    assert _weights(y, 4, "none") is None
+    bal, sq = _weights(y, 4, "balanced").numpy(), _weights(y, 4, "sqrt").numpy()
+    # balanced: inverse frequency (a rare class counts more), sqrt: half-way, both ordered by rarity
+    assert bal[2] > bal[1] > bal[0] and sq[2] > sq[1] > sq[0]
+    assert bal[2] / bal[0] == pytest.approx(20.0, rel=1e-5)  # inverse frequency: 80 % / 4 %
+    assert sq[2] / sq[0] == pytest.approx(np.sqrt(20.0), rel=1e-5)
+    assert TrainConfig(class_weights="sqrt").class_weights == "sqrt"
