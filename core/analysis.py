@@ -600,6 +600,15 @@ def report_html(result: dict[str, Any]) -> str:
 
     s = result["summary"]
     v = s["verdict"]
+    # judged with a band chosen after the run: the run's own verdict stays on top, and a failed run is never green
+    rv = s.get("run_verdict") or {}
+    run_failed = [c for c in rv.get("checks") or [] if c.get("passed") is False]
+    run_note = ""
+    if run_failed:
+        run_note = (f"<p class='verdict fail'>At the band of the run (±{100 * float(rv.get('band', s['config']['band'])):g} %), "
+                    f"{len(run_failed)} of {len(rv.get('checks') or [])} checks fail: "
+                    f"{html.escape(', '.join(c.get('label', c['name']) for c in run_failed))}. The verdict below uses a band "
+                    f"chosen after the run.</p>")
     parts = []
     for i, (title, fig) in enumerate(figures(result)):
         body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"fig{i}",
@@ -683,7 +692,7 @@ section{{margin:2em 0}}</style>
 <script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>
 <h1>Reactomo analysis report</h1>
 <p class="sub">{html.escape(s['segmentation'])} · {len(result['rows'])} steps · voxel {s['voxel_size_um']:g} µm · {html.escape(s['created'])}</p>
-<p class="verdict {'pass' if v.get('passed') is True else 'fail'}">{lead}{html.escape(v.get('sentence', ''))}</p>
+{run_note}<p class="verdict {'pass' if v.get('passed') is True and not run_failed else 'fail'}">{lead}{html.escape(v.get('sentence', ''))}</p>
 {_checks_table(v)}{fit_text}{kin}
 <table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * band:g} % band</th></tr>{rows}</table>
 {''.join(parts)}
@@ -756,6 +765,10 @@ def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
         r["inside_band"] = (bool(abs(vol - v0) <= (band + 1e-12) * v0) if v0 > 0 else bool(vol == 0))
         retext(r)
     if rows:  # every check judged again (a deviation saved as null, i.e. NaN, counts as outside)
+        if abs(band - float(s["config"]["band"])) > 1e-12:  # keep the verdict of record, at the run's band
+            s.setdefault("run_verdict", copy.deepcopy(result["summary"].get("verdict")))
+        else:
+            s.pop("run_verdict", None)
         s["verdict"] = _jsonable(stoichiometry.overall_verdict(rows, s.get("pore_check") or [], s.get("inert") or [],
                                                                band=band))
     out = dict(result)

@@ -102,9 +102,9 @@ def extent_figure(rows: Sequence[dict], *, reactant: str = "gypsum", product: st
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x_axis, y=loss, mode="lines+markers", name=f"from {reactant} loss (1 − y)"))
     fig.add_trace(go.Scatter(x=x_axis, y=gain, mode="lines+markers", name=f"from {product} gain (x)"))
-    diff = np.abs(np.array(loss) - np.array(gain))
-    fig.add_trace(go.Scatter(x=list(x_axis) + list(x_axis)[::-1],
-                             y=list(np.array(loss) + diff) + list((np.array(loss) - diff)[::-1]),
+    # the band spans exactly the two estimates at each step (their disagreement), no wider
+    hi, lo = np.maximum(loss, gain), np.minimum(loss, gain)
+    fig.add_trace(go.Scatter(x=list(x_axis) + list(x_axis)[::-1], y=list(hi) + list(lo[::-1]),
                              fill="toself", mode="lines", fillcolor=_BAND_FILL, line=dict(width=0), hoverinfo="skip",
                              name="disagreement of the two estimates"))
     fig.update_layout(**_LAYOUT, title="Reaction extent over time, two independent estimates",

@@ -1,4 +1,4 @@
-"""Train: a 2D U-Net learns the project's accepted ground truth, in the background, with live curves; the model registry."""
+"""Train: a U-Net learns the project's accepted ground truth, in the background, with live curves; the model registry."""
 
 from __future__ import annotations
 
@@ -116,8 +116,10 @@ ui.sidebar_project(project)
 ss = st.session_state
 
 st.title("Train")
-st.caption("A 2D U-Net learns every phase from the accepted ground truth (the random forest's labelling of the brushed "
-           "slices). Training runs in the background: you can leave this page or reload it, the run goes on.")
+st.caption("A U-Net learns every phase from the accepted ground truth (the random forest's labelling of the brushed "
+           "slices), each slice seen with the slice above and below (2.5D) unless you choose the slice alone. When it "
+           "is done, the cleaning it will use is chosen from the same ground truth and saved with it. Training runs in "
+           "the background: you can leave this page or reload it, the run goes on.")
 
 accepted = load_accepted(project)
 if accepted is None:
@@ -234,7 +236,7 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
                                 help="Channels of the first level; each deeper level doubles it.")
         depth = c4.number_input("Depth (levels)", 2, 8, udef.depth, key="tr_depth")
         context = c5.selectbox("Input slices", [3, 1], key="tr_context",
-                               format_func=lambda n: "3 · with its neighbours (2.5D)" if n == 3 else "1 · the slice alone",
+                               format_func=lambda n: "3 (2.5D)" if n == 3 else "1 (2D)",
                                help="Each labelled slice goes in with the slice above and below: CT noise differs from "
                                     "slice to slice while the rock is continuous, so the network sees thin laths and "
                                     "celestite edges more steadily (chosen on the benchmark family's tuning half).")

@@ -112,9 +112,9 @@ ui.sidebar_project(project)
 ss = st.session_state
 
 st.title("Segment")
-st.caption("A trained U-Net labels every time step, slab by slab, then the study's cleaning removes small islands and "
-           "the false bassanite rim around celestite. Segmenting runs in the background: you can leave this page or "
-           "reload it, the run goes on.")
+st.caption("A trained U-Net labels every time step, slab by slab; then the cleaning the model carries (small islands "
+           "and the false bassanite rim around celestite, chosen from its ground truth when it was trained) is applied. "
+           "Segmenting runs in the background: you can leave this page or reload it, the run goes on.")
 scans = project.scans()
 if not scans:
     st.info("This project has no scans yet. Open them (or generate the demo) on the Data page first.")
@@ -200,6 +200,12 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
         st.caption(f":material/deployed_code: **{b.name}** · created {ui.fmt_date(b.created)} UTC · phases: {', '.join(b.phases)}"
                    + (f" · mean validation Dice {dice:.3f}" if dice is not None else "")
                    + (f" · {b.metrics['epochs']} epochs" if b.metrics.get("epochs") else ""))
+        with ui.user_errors():
+            from core.train import quality_warning
+
+            if poor := quality_warning(b.metrics.get("val_dice") or {}):  # never segment with a poor model unawares
+                st.warning(f"{poor} Segmenting with it is allowed, but check its labels before trusting the volumes.",
+                           icon=":material/warning:")
         if tuple(b.phases) != tuple(phases.names):
             st.warning(f"This model was trained for the phases {', '.join(b.phases)}, but the project has "
                        f"{', '.join(phases.names)}; it will be refused.", icon=":material/warning:")

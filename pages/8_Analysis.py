@@ -141,13 +141,14 @@ run_band_pct = 100.0 * float(result["summary"]["config"]["band"])
 stamp = (name, result["summary"].get("created"))
 if ss.get("an_band_for") != stamp:  # a new analysis (or another segmentation) starts from the band of its run
     ss["an_band_for"] = stamp
-    ss["an_band_view"] = float(min(max(round(run_band_pct, 4), 0.1), 50.0))
+    ss["an_band_view"] = float(min(max(round(run_band_pct, 4), 0.1), 20.0))
 st.subheader("Results")
 cb, cn = st.columns([1, 4], vertical_alignment="bottom")
-band_pct = cb.number_input("Band (± %)", min_value=0.1, max_value=50.0, step=0.5, key="an_band_view",
+band_pct = cb.number_input("Band (± %)", min_value=0.1, max_value=20.0, step=0.5, key="an_band_view",
                            help="Judge the steps with another band: the verdict, the counts and the charts follow at "
-                                "once, from the saved numbers.")
+                                "once, from the saved numbers. The run's own band stays the verdict of record.")
 rebanded = abs(float(band_pct) - run_band_pct) > 1e-9
+run_verdict = result["summary"]["verdict"]  # the verdict of record: at the band the analysis was run with
 if rebanded:
     with ui.user_errors():
         result = with_band(result, float(band_pct) / 100.0)
@@ -171,8 +172,16 @@ v = s["verdict"]  # the verdict over every check; green only when none fails
 checks = v.get("checks") or []
 failing = [c for c in checks if c.get("passed") is False]
 skipped = [c for c in checks if c.get("passed") is None]
-if v.get("passed") is True and not failing:
+run_failing = [c for c in run_verdict.get("checks") or [] if c.get("passed") is False]
+if rebanded and run_failing:  # a wider band chosen after the run never turns a failed run green
+    st.warning(f"At the run's ±{run_band_pct:g} % band, {len(run_failing)} of {len(run_verdict.get('checks') or [])} "
+               f"checks fail ({', '.join(c.get('label', c['name']) for c in run_failing)}). The verdict below uses "
+               f"±{band_pct:g} %, chosen after the run: a band widened until the checks pass proves nothing.",
+               icon=":material/warning:")
+if v.get("passed") is True and not failing and not (rebanded and run_failing):
     st.success(v.get("sentence", ""), icon=":material/verified:")
+elif v.get("passed") is True and not failing:
+    st.info(v.get("sentence", ""), icon=":material/info:")
 else:
     st.error((f"{len(failing)} of {len(checks)} checks fail.\n\n" + "\n\n".join(c["sentence"] for c in failing)
               if failing else v.get("sentence", "The checks could not be judged."))

@@ -100,3 +100,15 @@ def test_ground_truth_charts():
     assert list(comp.data[0].x) == ["gypsum"] and list(comp.data[1].y) == [0.5, 0.4]
     with pytest.raises(ReactomoError, match="names"):
         feature_importance_chart(["a"], [0.5, 0.5])
+
+
+def test_extent_band_spans_exactly_the_two_estimates():
+    from core.analysis_charts import extent_figure
+
+    rows = [{"step": i, "time_s": 60.0 * i, "x": x, "y": y} for i, (x, y) in enumerate([(0.0, 1.0), (0.2, 0.75), (0.5, 0.52)])]
+    fig = extent_figure(rows)
+    band = next(t for t in fig.data if t.fill == "toself")
+    loss, gain = 1 - np.array([1.0, 0.75, 0.52]), np.array([0.0, 0.2, 0.5])
+    n = len(rows)
+    np.testing.assert_allclose(band.y[:n], np.maximum(loss, gain))
+    np.testing.assert_allclose(band.y[n:], np.minimum(loss, gain)[::-1])

@@ -315,3 +315,25 @@ def test_browser_segment_and_evaluate_screenshots(tmp_path, monkeypatch):
         text = pg.inner_text("body")
         assert "Traceback" not in text and "Confusion matrix" in text
         pg.screenshot(path=str(shots / "evaluate.png"), full_page=True)
+
+
+def test_a_poor_model_is_flagged_before_it_segments(demo_project, tmp_path, monkeypatch):
+    from core.bundle import save_bundle
+    from core.unet import UNetConfig, build_unet
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("REACTOMO_MODELS", str(models))
+    phases = demo_project.phases()
+    ucfg = UNetConfig(width=4, depth=2, n_classes=len(phases))
+    for name, dice in (("good", {"gypsum": 0.95, "bassanite": 0.9, "pore": 0.93, "celestite": 0.9}),
+                       ("poor", {"gypsum": 0.9, "bassanite": 0.3, "pore": 0.9, "celestite": 0.9})):
+        save_bundle(models / name, build_unet(ucfg), config=ucfg, phases=phases, normalisation={"method": "bright-tail",
+                    "centre": 0.0, "scale": 1.0, "upper": 99.0}, training={}, provenance={},
+                    metrics={"val_dice": dice}, seed=0)
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="seg_model").set_value("good").run()
+    assert not any("poor" in w.value for w in at.warning)
+    at.selectbox(key="seg_model").set_value("poor").run()
+    assert any("bassanite 0.30 is under 0.5" in w.value and "check its labels" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
