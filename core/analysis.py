@@ -650,12 +650,15 @@ def report_html(result: dict[str, Any]) -> str:
     if seg:
         inf, post = seg.get("inference") or {}, seg.get("postprocess") or {}
         ph = {str(p.code): p.name for p in result["phases"]}
-        sizes = ", ".join(f"{ph.get(str(c), c)} < {v} px" for c, v in (post.get("min_sizes") or {}).items()) or "none"
+        sizes = ", ".join(f"{ph.get(str(c), c)} < {v} px" for c, v in (post.get("min_sizes") or {}).items())
+        rim = (f"{ph.get(str(post.get('rim_phase')), '?')} within {post.get('rim_px')} px of "
+               f"{ph.get(str(post.get('rim_around')), '?')} relabelled"
+               if post.get("rim_phase") is not None and post.get("rim_px") else "no rim relabelling")
         seg_rows = [("inference", f"tile {inf.get('tile')}, overlap {inf.get('overlap')}, {inf.get('blend')} blending, "
                                   f"batch {inf.get('batch_size')}, device {seg.get('device')}"),
                     ("cleaning", ("off" if not post.get("enabled", bool(post)) else
-                                  f"islands removed ({post.get('connectivity')}): {sizes}; {ph.get(str(post.get('rim_phase')), '?')} "
-                                  f"within {post.get('rim_px')} px of {ph.get(str(post.get('rim_around')), '?')} relabelled"))]
+                                  (f"islands removed ({post.get('connectivity')}): {sizes}" if sizes else "no island removal")
+                                  + f"; {rim}"))]
         card_html += f"<h3>Segmentation</h3>{_kv_table(seg_rows)}"
     cfg = s["config"]
     band = band_of(result)

@@ -234,3 +234,21 @@ def test_method_note_sits_under_a_tall_legend():
     plot_h = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
     assert -note.yshift >= 0.16 * plot_h + 6 * 20  # six rows of legend between the plot and the note
     assert tall.layout.height > one.layout.height and tall.layout.margin.b > one.layout.margin.b
+
+
+@pytest.mark.parametrize("post, expect", [
+    ({"min_sizes": {"2": 9, "3": 4}, "connectivity": "2d", "rim_phase": 2, "rim_around": 4, "rim_px": 2, "enabled": True},
+     ["islands removed (2d): bassanite &lt; 9 px, pore &lt; 4 px", "bassanite within 2 px of celestite relabelled"]),
+    ({"min_sizes": {}, "connectivity": "2d", "rim_phase": 2, "rim_around": 4, "rim_px": 0, "enabled": True},
+     ["no island removal; no rim relabelling"]),
+    ({}, ["<td style='text-align:left'>off</td>"]),
+])
+def test_report_says_in_words_how_the_labels_were_cleaned(analysed, post, expect):
+    result = copy.deepcopy(analysed[0])
+    result["summary"]["segmentation_settings"] = {"inference": {"tile": 1024, "overlap": 0.25, "blend": "gaussian", "batch_size": 2},
+                                                  "postprocess": post, "device": "cpu"}
+    html = report_html(result)
+    assert "<h3>Segmentation</h3>" in html and "tile 1024, overlap 0.25, gaussian blending, batch 2, device cpu" in html
+    for text in expect:
+        assert text in html, text
+    assert "within 0 px" not in html

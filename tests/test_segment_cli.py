@@ -46,7 +46,14 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     card = json.loads((MODEL / "card.json").read_text())
     assert "<h3>Model card</h3>" in report and f"{card['metrics']['epochs']} (best {card['metrics']['best_epoch']})" in report
     assert all(f"{name} {v:.3f}" in report for name, v in card["metrics"]["val_dice"].items())
-    assert "tile 64, overlap 0.25" in report and "within 2 px of celestite relabelled" in report
+    assert "tile 64, overlap 0.25" in report
+    # the cleaning the model's card chose from its ground truth (--min-size auto), described in words
+    stored = card["cleaning"]["config"]
+    if stored["min_sizes"]:
+        assert "islands removed" in report
+    else:
+        assert "no island removal" in report
+    assert ("no rim relabelling" in report) == (not stored["rim_px"])
 
 
 def test_segment_without_interval_takes_the_times_from_dataset_json(small_demo_dir, tmp_path, capsys):
