@@ -1,7 +1,8 @@
 """Accuracy of the whole workflow on data it was not tuned on: ``python -m core run`` on every variant of the family.
 
 Run: .venv/bin/python bench/bench_accuracy.py [--split test|tuning|all] [--only v03 ...] [--out bench/results/NAME.json]
-     [--label NAME] [-- EXTRA RUN ARGS]
+     [--append] [--label NAME] [-- EXTRA RUN ARGS]
+     .venv/bin/python bench/bench_accuracy.py --from bench/results/*.json [--ablation]
 
 For each variant of :mod:`bench.family` (written on demand and cached in ``bench/.family``) this runs
 ``python -m core run --scans V/scans --scribbles V/scribbles.tif --label-step K --out RUNDIR`` as its own process
@@ -116,6 +117,11 @@ def run_variant(name: str, *, family_root: Path, runs_root: Path, extra: list[st
     return row
 
 
+def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {v.name: i for i, v in enumerate(VARIANTS)}
+    return sorted(rows, key=lambda r: rank.get(r["variant"], len(rank)))
+
+
 def _fmt(x: float | None, spec: str) -> str:
     return "–" if x is None else format(x, spec)
 
@@ -144,8 +150,31 @@ def targets_met(r: dict[str, Any]) -> bool:
     return ("error" not in r and r["worst_step_dice"] >= TARGETS["worst_step_dice"]
             and r["worst_phase_dice"] >= TARGETS["worst_phase_dice"]
             and r["internal_standard_pct"] <= TARGETS["internal_standard_pct"]
-            and r["celestite_drift_pct"] <= TARGETS["celestite_drift_pct"]
+            and (r["celestite_drift_pct"] or 0.0) <= TARGETS["celestite_drift_pct"]
             and r["extent_error_pct"] <= TARGETS["extent_error_pct"] and r["seconds"] <= TARGETS["seconds"])
+
+
+def ablation_table(saved: list[dict[str, Any]]) -> str:
+    """One line per configuration: means over the variants that every configuration ran (failed runs excluded)."""
+    import statistics
+
+    common = set.intersection(*({r["variant"] for r in s["rows"] if "error" not in r} for s in saved))
+    order = [v.name for v in VARIANTS if v.name in common]
+    head = (f"Means over the {len(order)} variants every configuration ran ({', '.join(n.split('-')[0] for n in order)}).\n\n"
+            "| configuration | extra arguments | mean worst step Dice | mean worst phase Dice | internal standard max % "
+            "(mean / worst) | celestite drift max % (mean) | extent error max, points (mean) | meet every target | median wall s |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for s in saved:
+        rows = [r for n in order for r in s["rows"] if r["variant"] == n]
+        mean = lambda k: statistics.fmean(r[k] for r in rows)  # noqa: E731
+        lines.append(
+            f"| {s['label']} | `{' '.join(s['extra_args']) or 'none'}` | {mean('worst_step_dice'):.3f} | "
+            f"{mean('worst_phase_dice'):.3f} | {mean('internal_standard_pct'):.2f} / "
+            f"{max(r['internal_standard_pct'] for r in rows):.2f} | "
+            f"{statistics.fmean(r['celestite_drift_pct'] or 0.0 for r in rows):.2f} | {mean('extent_error_pct'):.1f} | "
+            f"{sum(targets_met(r) for r in rows)} of {len(rows)} | {statistics.median(r['seconds'] for r in rows):.0f} |")
+    return head + "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="JSON file for every number")
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
     ap.add_argument("--from", dest="saved", nargs="+", help="print the tables of saved JSON files instead of running")
+    ap.add_argument("--ablation", action="store_true", help="with --from: one line of means per saved file")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows of --out for the variants not run now (same label and arguments only)")
     a = ap.parse_args(argv)
+    if a.saved and a.ablation:
+        print(ablation_table([json.loads(Path(p).read_text()) for p in a.saved]))
+        return 0
     if a.saved:
         for path in a.saved:
             saved = json.loads(Path(path).read_text())
@@ -178,7 +213,15 @@ def main(argv: list[str] | None = None) -> int:
         names = [v.name for v in VARIANTS]
     else:
         names = split()[a.split]
-    rows = []
+    kept: list[dict[str, Any]] = []
+    if a.append and a.out and Path(a.out).is_file():
+        old = json.loads(Path(a.out).read_text())
+        if old.get("label") != a.label or old.get("extra_args") != extra:
+            print(f"{a.out} holds another configuration ({old.get('label')!r}, {old.get('extra_args')}); not appending.",
+                  file=sys.stderr)
+            return 2
+        kept = [r for r in old["rows"] if r["variant"] not in names]
+    rows: list[dict[str, Any]] = []
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
         row = run_variant(name, family_root=Path(a.family_root), runs_root=Path(a.runs_root) / a.label, extra=extra)
@@ -188,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps({"label": a.label, "extra_args": extra, "date": dt.date.today().isoformat(),
                                                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                                               "rows": rows}, indent=1, default=float))
+                                               "rows": _ordered(kept + rows)}, indent=1, default=float))
     print(table(rows))
     met = sum(targets_met(r) for r in rows)
     print(f"\n{met} of {len(rows)} variants meet every target ({', '.join(f'{k} {v:g}' for k, v in TARGETS.items())}).")

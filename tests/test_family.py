@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from bench.bench_accuracy import score_run, targets_met
+from bench.bench_accuracy import ablation_table, score_run, targets_met
 from bench.family import BASE, SPLIT_SEED, VARIANTS, split, variant
 from core.io import read_labels, write_labels
 from core.synthetic import DEMO
@@ -78,3 +78,19 @@ def test_scoring_sees_lost_bassanite(small_demo_dir, analysed, tmp_path):
     assert row["phase_dice"]["celestite"] == 1.0
     # the summary is the truth's, so only the Dice sees the loss; the extent error uses the run's own molar evolution
     assert row["extent_error_pct"] < 1e-6
+
+
+def test_ablation_table_averages_only_the_variants_every_configuration_ran():
+    def row(name, dice, is_pct):
+        return {"variant": name, "worst_step_dice": dice, "worst_phase_dice": dice - 0.01, "internal_standard_pct": is_pct,
+                "celestite_drift_pct": None, "extent_error_pct": 1.0, "seconds": 60.0}
+
+    a, b, c = (v.name for v in VARIANTS[:3])
+    full = {"label": "full", "extra_args": [], "rows": [row(a, 0.9, 1.0), row(b, 0.8, 3.0), row(c, 0.1, 99.0)]}
+    part = {"label": "part", "extra_args": ["--context", "0"],
+            "rows": [row(a, 0.7, 2.0), row(b, 0.6, 4.0), {"variant": c, "error": ["boom"], "seconds": 1.0}]}
+    text = ablation_table([full, part])
+    assert f"Means over the 2 variants every configuration ran ({a.split('-')[0]}, {b.split('-')[0]})" in text
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| full") or ln.startswith("| part")}
+    assert "| 0.850 | 0.840 | 2.00 / 3.00 | 0.00 | 1.0 | 1 of 2 | 60 |" in lines["full"]
+    assert "`--context 0` | 0.650 | 0.640 | 3.00 / 4.00 |" in lines["part"] and "0 of 2" in lines["part"]
