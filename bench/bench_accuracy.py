@@ -122,8 +122,13 @@ def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: rank.get(r["variant"], len(rank)))
 
 
+def _known(x: Any) -> bool:
+    """A number that was measured (not None, not NaN: e.g. no celestite found, so no drift)."""
+    return x is not None and x == x
+
+
 def _fmt(x: float | None, spec: str) -> str:
-    return "–" if x is None else format(x, spec)
+    return format(x, spec) if _known(x) else "–"
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -150,7 +155,7 @@ def targets_met(r: dict[str, Any]) -> bool:
     return ("error" not in r and r["worst_step_dice"] >= TARGETS["worst_step_dice"]
             and r["worst_phase_dice"] >= TARGETS["worst_phase_dice"]
             and r["internal_standard_pct"] <= TARGETS["internal_standard_pct"]
-            and (r["celestite_drift_pct"] or 0.0) <= TARGETS["celestite_drift_pct"]
+            and _known(r["celestite_drift_pct"]) and r["celestite_drift_pct"] <= TARGETS["celestite_drift_pct"]
             and r["extent_error_pct"] <= TARGETS["extent_error_pct"] and r["seconds"] <= TARGETS["seconds"])
 
 
@@ -160,6 +165,8 @@ def ablation_table(saved: list[dict[str, Any]]) -> str:
 
     common = set.intersection(*({r["variant"] for r in s["rows"] if "error" not in r} for s in saved))
     order = [v.name for v in VARIANTS if v.name in common]
+    if not order:
+        return "No variant ran without failing in every configuration: nothing to compare."
     head = (f"Means over the {len(order)} variants every configuration ran ({', '.join(n.split('-')[0] for n in order)}).\n\n"
             "| configuration | extra arguments | mean worst step Dice | mean worst phase Dice | internal standard max % "
             "(mean / worst) | celestite drift max % (mean) | extent error max, points (mean) | meet every target | median wall s |\n"
@@ -168,11 +175,12 @@ def ablation_table(saved: list[dict[str, Any]]) -> str:
     for s in saved:
         rows = [r for n in order for r in s["rows"] if r["variant"] == n]
         mean = lambda k: statistics.fmean(r[k] for r in rows)  # noqa: E731
+        drifts = [r["celestite_drift_pct"] for r in rows if _known(r["celestite_drift_pct"])]
         lines.append(
             f"| {s['label']} | `{' '.join(s['extra_args']) or 'none'}` | {mean('worst_step_dice'):.3f} | "
             f"{mean('worst_phase_dice'):.3f} | {mean('internal_standard_pct'):.2f} / "
             f"{max(r['internal_standard_pct'] for r in rows):.2f} | "
-            f"{statistics.fmean(r['celestite_drift_pct'] or 0.0 for r in rows):.2f} | {mean('extent_error_pct'):.1f} | "
+            f"{_fmt(statistics.fmean(drifts) if drifts else None, '.2f')} | {mean('extent_error_pct'):.1f} | "
             f"{sum(targets_met(r) for r in rows)} of {len(rows)} | {statistics.median(r['seconds'] for r in rows):.0f} |")
     return head + "\n".join(lines)
 

@@ -81,8 +81,7 @@ class AnalysisConfig:
             raise ReactomoError(f"The voxel size must be between 0 and 1000 µm; got {self.voxel_size_um!r}.")
         if self.interval_s is not None and not (0 < float(self.interval_s) <= 1e7):
             raise ReactomoError(f"The interval must be a positive number of seconds; got {self.interval_s!r}.")
-        if not 0 < float(self.band) < 0.5:
-            raise ReactomoError(f"The band must be a fraction between 0 and 0.5 (0.02 = ±2 %); got {self.band!r}.")
+        check_band(self.band)
         if not 1000 <= int(self.pore_max_voxels) <= 10**10:
             raise ReactomoError(f"pore_max_voxels must be from 1000 to 1e10; got {self.pore_max_voxels!r}.")
         if not 50 <= int(self.n_boot) <= 100_000:
@@ -481,7 +480,8 @@ def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
              "n_product_mol": r.get(f"n_{pp.name}_mol"), "x": r["x"], "y": r["y"], "deviation_pct": r["deviation_pct"],
              "inside_band": r["inside_band"]} for r in molar]
     old = summary.get("verdict") or {}
-    if rows and "checks" not in old:  # written before the verdict over every check: judge it from the stored numbers
+    upgraded = bool(rows and "checks" not in old)
+    if upgraded:  # written before the verdict over every check: judge it from the stored numbers
         from core import stoichiometry
 
         band = float(old.get("band") or (summary.get("config") or {}).get("band") or 0.02)
@@ -510,7 +510,23 @@ def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     fraction = [g.get(f"{pp.name}_fraction") for g in growth]
     return {"summary": summary, "rows": rows, "fit": fit, "jmak": jmak, "rate": rate, "phases": phases, "times_s": times,
             "extent": summary.get("extent") or [], "pore_check": summary.get("pore_check") or [],
-            "inert": summary.get("inert") or [], "pore_sizes": summary.get("pore_sizes") or [], "fraction": fraction}
+            "inert": summary.get("inert") or [], "pore_sizes": summary.get("pore_sizes") or [], "fraction": fraction,
+            "verdict_upgraded": upgraded}
+
+
+def report_bytes(folder: str | os.PathLike, result: dict[str, Any]) -> bytes | None:
+    """The HTML report of a saved analysis to hand to a user, or None when there is none.
+
+    The file on disk when it carries the verdict over every check; for an analysis written before that verdict (its
+    report could be green while a check fails) the report is rendered again from ``result``, whose verdict
+    :func:`result_from_summary` judged over every check. The file is not changed.
+    """
+    if result.get("verdict_upgraded"):
+        return report_html(result).encode("utf-8")
+    try:
+        return (Path(folder) / "report.html").read_bytes()
+    except OSError:
+        return None
 
 
 def load_result(folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -567,13 +583,25 @@ def _kv_table(rows) -> str:
 def verdict_rows(verdict: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per check of a verdict (:func:`core.stoichiometry.overall_verdict`), for the page's and the report's
     table: ``check`` (label), ``name``, ``result`` ("pass", "FAIL" or "not evaluated"), ``value_pct``, ``limit_pct``,
-    ``sentence``."""
+    ``rule`` (the limit in words: the fit and the trend also pass on their intervals, so a value above the limit can
+    pass), ``sentence``."""
+    def rule(c: dict[str, Any]) -> str:
+        lim = c.get("limit")
+        if lim is None:
+            return ""
+        if c.get("name") == "fit_vs_theory":
+            return f"≤ {lim:.2f} %, or the intervals contain −1 and 1"
+        if c.get("name") == "trend":
+            return f"≤ {lim:.2f} % over the run, or the slope's interval contains 0"
+        return f"≤ {lim:.2f} %"
+
     out = []
     for c in verdict.get("checks") or []:
         ok = c.get("passed")
         out.append({"check": c.get("label") or c.get("name"), "name": c.get("name"),
                     "result": "pass" if ok is True else ("FAIL" if ok is False else "not evaluated"),
-                    "value_pct": c.get("value"), "limit_pct": c.get("limit"), "sentence": c.get("sentence", "")})
+                    "value_pct": c.get("value"), "limit_pct": c.get("limit"), "rule": rule(c),
+                    "sentence": c.get("sentence", "")})
     return out
 
 
@@ -584,10 +612,10 @@ def _checks_table(verdict: dict[str, Any]) -> str:
 
     css = {"pass": "ok", "FAIL": "bad"}
     body = "".join(f"<tr><td style='text-align:left'>{html.escape(r['check'])} <code>{html.escape(str(r['name']))}</code></td>"
-                   f"<td>{num(r['value_pct'])}</td><td>{num(r['limit_pct'], '≤ ')}</td>"
+                   f"<td>{num(r['value_pct'])}</td><td>{html.escape(r['rule']) or '–'}</td>"
                    f"<td class='{css.get(r['result'], '')}'>{html.escape(r['result'])}</td>"
                    f"<td style='text-align:left'>{html.escape(r['sentence'])}</td></tr>" for r in verdict_rows(verdict))
-    return ("<table class='checks'><tr><th style='text-align:left'>check</th><th>value (%)</th><th>limit (%)</th>"
+    return ("<table class='checks'><tr><th style='text-align:left'>check</th><th>value (%)</th><th>passes when</th>"
             "<th>result</th><th style='text-align:left'>why</th></tr>"
             f"{body}</table><p class='method'>{html.escape(verdict.get('method', ''))}</p>") if body else ""
 
@@ -704,14 +732,19 @@ section{{margin:2em 0}}</style>
 </body></html>"""
 
 
+MAX_BAND = 0.20
+"""The widest band anything is judged with (±20 %, ten times the study's): the CLI, the API and the page alike."""
+
+
 def check_band(band: Any) -> float:
-    """``band`` as a float fraction strictly between 0 and 1, else a :class:`ReactomoError` in one sentence."""
+    """``band`` as a float fraction in (0, :data:`MAX_BAND`], else a :class:`ReactomoError` in one sentence."""
     try:
-        ok = not isinstance(band, (bool, str, bytes)) and 0.0 < float(band) < 1.0
+        ok = not isinstance(band, (bool, str, bytes)) and 0.0 < float(band) <= MAX_BAND + 1e-12
     except (TypeError, ValueError):
         ok = False
     if not ok:  # NaN fails the comparison too
-        raise ReactomoError(f"The band must be a fraction between 0 and 1 (0.02 = ±2 %); got {band!r}.")
+        raise ReactomoError(f"The band must be a fraction above 0 and at most {MAX_BAND:g} (0.02 = ±2 %, the study's); "
+                            f"got {band!r}.")
     return float(band)
 
 
@@ -735,7 +768,7 @@ def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
     Raises
     ------
     ReactomoError
-        ``band`` is not a number strictly between 0 and 1.
+        ``band`` is not a number above 0 and at most :data:`MAX_BAND`.
     """
     import copy
     import re

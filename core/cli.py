@@ -701,11 +701,7 @@ def cmd_analyze(args) -> int:
     config = AnalysisConfig(voxel_size_um=args.voxel_size, interval_s=args.interval, band=args.band / 100.0,
                             pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed, onset=args.onset)
     result = analyze(args.segmentations, args.out, config=config, phases=phases, on_progress=_progress_printer(args.quiet))
-    v = result["summary"]["verdict"]  # the verdict over every check, then each check in one line
-    print(f"Verdict: {'PASSED' if v.get('passed') else 'FAILED'}. {v['sentence']}")
-    for c in v.get("checks") or []:
-        mark = {True: "pass", False: "FAIL"}.get(c.get("passed"), "n/a")
-        print(f"  {mark:<4}  {c['sentence']}")
+    _print_verdict(result["summary"]["verdict"])
     jm = result["summary"].get("jmak") or {}
     if jm.get("k") is not None:
         am_ci = jm.get("alpha_max_ci") or [None, None]
@@ -738,6 +734,17 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _print_verdict(v: dict, reason: str = "") -> None:
+    """The verdict over every check, then each check in one line (the same words as the page and the report)."""
+    if not v:
+        print(f"Verdict: NOT JUDGED. {reason or 'The analysis was not possible.'}")
+        return
+    print(f"Verdict: {'PASSED' if v.get('passed') else 'FAILED'}. {v['sentence']}")
+    for c in v.get("checks") or []:
+        mark = {True: "pass", False: "FAIL"}.get(c.get("passed"), "not evaluated")
+        print(f"  {mark:<4}  {c['sentence']}")
+
+
 def cmd_run(args) -> int:
     """The whole workflow without a browser: scribbles -> random forest -> U-Net -> segment -> clean -> check."""
     from core.run import RunConfig, run_workflow
@@ -756,8 +763,8 @@ def cmd_run(args) -> int:
         check = (f"internal standard {summary['inside_band']} of {summary['steps_done']} steps inside ±{summary['band_pct']:g} % "
                  f"(largest deviation {summary['max_abs_deviation_pct']:.2f} %)")
     print(f"Run written to {args.out}: {summary['steps_done']} steps segmented, {check}, {summary['seconds']:.0f} s in all.")
-    if summary.get("verdict_sentence"):
-        print(f"Verdict: {'PASSED' if summary.get('verdict_passed') else 'FAILED'}. {summary['verdict_sentence']}")
+    _print_verdict(summary.get("verdict") or {},
+                   f"The analysis was not possible: {summary['internal_standard_error']}" if summary["internal_standard_error"] else "")
     return 0
 
 

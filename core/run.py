@@ -252,4 +252,4 @@ def run_workflow(
         "segmentation": series.record, "internal_standard": rows, "verdict": verdict, "summary": summary,
     })
     progress(1.0, "done")
-    return summary
+    return {**summary, "verdict": verdict}  # the caller prints every check; run.json keeps the verdict once

@@ -449,7 +449,7 @@ def _inert_check(inert_rows: Sequence[Mapping[str, Any]], band: float) -> dict[s
     by_phase: dict[Any, list[Mapping[str, Any]]] = {}
     for r in inert_rows:
         by_phase.setdefault(r.get("phase", r.get("code")), []).append(r)
-    ok_parts, bad_parts, worst = [], [], 0.0
+    ok_parts, bad_parts, absent, worst = [], [], [], 0.0
     for phase, rs in by_phase.items():
         vol = np.array([_num(r.get("volume_mm3")) for r in rs], dtype=float)
         steps = [r.get("step", i) for i, r in enumerate(rs)]
@@ -464,8 +464,8 @@ def _inert_check(inert_rows: Sequence[Mapping[str, Any]], band: float) -> dict[s
             if k < n:
                 worst = float("inf")
                 bad_parts.append(f"{phase} is absent at the first step but not at {n - k} of {n} steps")
-            else:
-                ok_parts.append(f"{phase} stays absent at every step")
+            else:  # nothing to hold constant: a segmentation that never finds the phase must not pass for it
+                absent.append(str(phase))
             continue
         # the rule of inert_constancy and with_band: |V(t) − V(first)| ≤ band × V(first)
         change = 100.0 * (vol - v0) / v0
@@ -479,8 +479,12 @@ def _inert_check(inert_rows: Sequence[Mapping[str, Any]], band: float) -> dict[s
         else:
             bad_parts.append(f"{phase} changes by up to {change[j]:+.1f} % from its first step (step {steps[j]}), "
                              f"outside the {bw} band at {n - k} of {n} steps")
+    gone = (f"{' and '.join(absent)} {'is' if len(absent) == 1 else 'are'} absent at every step, so "
+            f"{'its' if len(absent) == 1 else 'their'} constancy cannot be judged (was it found at all?)") if absent else ""
+    if not ok_parts and not bad_parts:
+        return _check("inert_constancy", None, None, 100 * band, f"{label}: not evaluated, {gone}.")
     passed = not bad_parts
-    sentence = f"{label}: {'; '.join(ok_parts if passed else bad_parts)}."
+    sentence = f"{label}: {'; '.join((ok_parts if passed else bad_parts) + ([gone] if gone else []))}."
     return _check("inert_constancy", passed, worst, 100 * band, sentence)
 
 
@@ -575,7 +579,8 @@ def overall_verdict(
                                  limit: half the band %
     ============================ ======================================================================================
 
-    A check that cannot be evaluated (fewer than 3 steps for the fit or the trend, no inert phase, no pore rows) has
+    A check that cannot be evaluated (fewer than 3 steps for the fit or the trend, no inert phase or one absent at every
+    step, no pore rows) has
     ``passed = None``: it neither passes nor fails. The verdict ``passed`` is True when no evaluated check fails (the
     internal standard is always evaluated); a check left out is named in the sentence ("2 could not be evaluated:
     ..."), so it never reads as a pass.

@@ -203,14 +203,17 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
         with ui.user_errors():
             from core.train import quality_warning
 
-            if poor := quality_warning(b.metrics.get("val_dice") or {}):  # never segment with a poor model unawares
+            if not b.metrics.get("val_dice"):
+                st.warning("This model carries no validation Dice, so its quality is unknown; check its labels before "
+                           "trusting the volumes.", icon=":material/warning:")
+            elif poor := quality_warning(b.metrics["val_dice"]):  # never segment with a poor model unawares
                 st.warning(f"{poor} Segmenting with it is allowed, but check its labels before trusting the volumes.",
                            icon=":material/warning:")
         if tuple(b.phases) != tuple(phases.names):
             st.warning(f"This model was trained for the phases {', '.join(b.phases)}, but the project has "
                        f"{', '.join(phases.names)}; it will be refused.", icon=":material/warning:")
         # the default name follows the chosen model (set before the text box is drawn)
-        if ss.get("seg_name_model") != model:
+        if ss.get("seg_name_model") != model or "seg_name" not in ss:
             base, taken, i = f"{model}-{datetime.now():%Y%m%d}", set(project.manifest.get("segmentations") or {}), 2
             default = base
             while default in taken:
@@ -220,9 +223,13 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
 
         idef = InferenceConfig()
         # the cleaning this model carries (chosen when it was trained, from its ground truth alone), else the study's
-        with ui.user_errors():
+        try:
             pdef, clean_why = cleaning_for("auto", phases, {"cleaning": b.cleaning})
-        if ss.get("seg_clean_model") != model:  # the cleaning inputs follow the chosen model
+        except ReactomoError as exc:  # a stored cleaning that does not fit this project's phases: the study's instead
+            pdef, clean_why = cleaning_for("study", phases)
+            st.warning(f"{exc} The study's cleaning is filled in below instead.", icon=":material/warning:")
+        # the cleaning inputs follow the chosen model; widget values do not survive a page switch, so refill then too
+        if ss.get("seg_clean_model") != model or "seg_clean" not in ss:
             ss["seg_clean"], ss["seg_conn"], ss["seg_rim"] = pdef.enabled, pdef.connectivity, int(pdef.rim_px)
             for p in phases:
                 ss[f"seg_min_{p.code}"] = int(pdef.min_sizes.get(p.code, 0))

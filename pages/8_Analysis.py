@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.analysis import AnalysisConfig, analyze, csv_text, figures, load_result, report_html, verdict_rows, with_band
+from core.analysis import AnalysisConfig, analyze, csv_text, figures, load_result, report_bytes, report_html, verdict_rows, with_band
 from core.analysis_charts import method_of
 from core.errors import ReactomoError
 from core.export import figure_images, zip_images
@@ -139,7 +139,7 @@ if result is None:
 # the band is editable on the results: everything band-dependent is recomputed from summary.json (no label file)
 run_band_pct = 100.0 * float(result["summary"]["config"]["band"])
 stamp = (name, result["summary"].get("created"))
-if ss.get("an_band_for") != stamp:  # a new analysis (or another segmentation) starts from the band of its run
+if ss.get("an_band_for") != stamp or "an_band_view" not in ss:  # widget values do not survive a page switch  # a new analysis (or another segmentation) starts from the band of its run
     ss["an_band_for"] = stamp
     ss["an_band_view"] = float(min(max(round(run_band_pct, 4), 0.1), 20.0))
 st.subheader("Results")
@@ -149,6 +149,7 @@ band_pct = cb.number_input("Band (± %)", min_value=0.1, max_value=20.0, step=0.
                                 "once, from the saved numbers. The run's own band stays the verdict of record.")
 rebanded = abs(float(band_pct) - run_band_pct) > 1e-9
 run_verdict = result["summary"]["verdict"]  # the verdict of record: at the band the analysis was run with
+run_result = result
 if rebanded:
     with ui.user_errors():
         result = with_band(result, float(band_pct) / 100.0)
@@ -187,9 +188,10 @@ else:
               if failing else v.get("sentence", "The checks could not be judged."))
              + (f"\n\nNot evaluated: {', '.join(c['label'] for c in skipped)}." if skipped else ""), icon=":material/error:")
 if checks:
-    st.dataframe(pd.DataFrame(verdict_rows(v)).drop(columns="name"), width="stretch", hide_index=True, key="an_checks",
+    st.dataframe(pd.DataFrame(verdict_rows(v)).drop(columns=["name", "limit_pct"]), width="stretch", hide_index=True,
+                 key="an_checks",
                  column_config={"value_pct": st.column_config.NumberColumn("value (%)", format="%.2f"),
-                                "limit_pct": st.column_config.NumberColumn("limit (%)", format="≤ %.2f"),
+                                "rule": st.column_config.TextColumn("passes when"),
                                 "sentence": st.column_config.TextColumn("why", width="large")})
     st.caption(v.get("method", ""))
 st.caption(":material/balance: The internal standard and the other checks judge the segmentation; they are never a "
@@ -252,9 +254,9 @@ for fname, i in files.items():
 
 st.subheader("Exports")
 c1, c2, c3 = st.columns(3)
-report = folder / "report.html"
-if report.is_file():
-    c1.download_button("Download the HTML report", report.read_bytes(), file_name=f"{name}-report.html", mime="text/html",
+report = report_bytes(folder, run_result)
+if report is not None:
+    c1.download_button("Download the HTML report", report, file_name=f"{name}-report.html", mime="text/html",
                        icon=":material/description:", key="an_report",
                        help=f"One self-contained file: interactive charts, settings, model, verdicts; opens offline "
                             f"(judged with the band of the run, ±{run_band_pct:g} %).")

@@ -104,6 +104,7 @@ def test_load_series_reads_a_reactomo_record_with_times(small_demo_dir, tmp_path
         (["--segmentations", "{tmp}/missing"], "does not exist"),
         (["--segmentations", "{scans}"], "not uint8 label codes"),
         (["--segmentations", "{truth}", "--band", "80"], "band"),
+        (["--segmentations", "{truth}", "--band", "25"], "at most 0.2"),
         (["--segmentations", "{empty}"], "holds no label TIFF"),
     ],
 )
@@ -270,7 +271,8 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     assert err.startswith("1 of 5 checks fail.") and "Inert phases: celestite changes by up to +5.0 %" in err
     checks = at.dataframe[0].value
     assert list(checks["result"]) == ["pass", "pass", "FAIL", "pass", "pass"]
-    assert checks["value_pct"][2] == pytest.approx(5.0) and checks["limit_pct"][2] == 2.0
+    assert checks["value_pct"][2] == pytest.approx(5.0) and checks["rule"][2] == "≤ 2.00 %"
+    assert checks["rule"][3] == "≤ 2.00 %, or the intervals contain −1 and 1"
     assert at.metric[0].value == "6 / 6"  # the internal standard alone, as before
     at.number_input(key="an_band_view").set_value(6.0).run()
     assert not at.exception and not at.error

@@ -63,10 +63,12 @@ def test_with_band_rejudges_every_flag_and_the_verdict_from_the_stored_numbers(a
     assert same["pore_check"] == result["pore_check"] and same["inert"] == result["inert"]
 
 
-@pytest.mark.parametrize("bad", [0, -0.01, 1, 1.5, float("nan"), float("inf"), "0.02", None, True])
+@pytest.mark.parametrize("bad", [0, -0.01, 0.21, 0.3, 1, 1.5, float("nan"), float("inf"), "0.02", None, True])
 def test_with_band_refuses_a_bad_band_in_one_sentence(analysed, bad):
-    with pytest.raises(ReactomoError, match=r"^The band must be a fraction between 0 and 1 .*got .*\.$"):
+    with pytest.raises(ReactomoError, match=r"^The band must be a fraction above 0 and at most 0.2 .*got .*\.$"):
         with_band(analysed[0], bad)
+    with pytest.raises(ReactomoError, match="at most 0.2"):
+        AnalysisConfig(band=bad).validate()
 
 
 def test_figures_and_report_draw_the_band_chosen(analysed):

@@ -92,5 +92,10 @@ def test_ablation_table_averages_only_the_variants_every_configuration_ran():
     text = ablation_table([full, part])
     assert f"Means over the 2 variants every configuration ran ({a.split('-')[0]}, {b.split('-')[0]})" in text
     lines = {ln.split(" | ")[0].strip("| "): ln for ln in text.splitlines() if ln.startswith("| full") or ln.startswith("| part")}
-    assert "| 0.850 | 0.840 | 2.00 / 3.00 | 0.00 | 1.0 | 1 of 2 | 60 |" in lines["full"]
-    assert "`--context 0` | 0.650 | 0.640 | 3.00 / 4.00 |" in lines["part"] and "0 of 2" in lines["part"]
+    assert "| 0.850 | 0.840 | 2.00 / 3.00 | – | 1.0 | 0 of 2 | 60 |" in lines["full"]
+    assert "`--context 0` | 0.650 | 0.640 | 3.00 / 4.00 | – |" in lines["part"] and "0 of 2" in lines["part"]
+    # an unknown drift (None, or NaN when no celestite was found) never meets the target
+    ok = {**row(a, 0.9, 1.0), "celestite_drift_pct": 0.5}
+    assert targets_met(ok) and not targets_met({**ok, "celestite_drift_pct": None})
+    assert not targets_met({**ok, "celestite_drift_pct": float("nan")})
+    assert "nothing to compare" in ablation_table([full, {**part, "rows": [{"variant": a, "error": ["x"], "seconds": 1.0}]}])

@@ -171,11 +171,14 @@ def test_run_command_end_to_end_on_a_small_demo(small_demo_dir, tmp_path, capsys
     summary, verdict = run["summary"], run["verdict"]
     if summary["internal_standard_error"]:  # 2 epochs may find no reactant: no verdict, and the run says why
         assert verdict == {} and summary["verdict_passed"] is None and summary["failed_checks"] == []
-        assert "internal standard not computed" in text and "Verdict:" not in text
+        assert "internal standard not computed" in text
+        assert f"Verdict: NOT JUDGED. The analysis was not possible: {summary['internal_standard_error']}" in text
     else:
         assert len(verdict["checks"]) == 5 and summary["verdict_passed"] is verdict["passed"]
         assert summary["failed_checks"] == verdict["failed"] == [c["name"] for c in verdict["checks"] if c["passed"] is False]
         assert f"Verdict: {'PASSED' if verdict['passed'] else 'FAILED'}. {verdict['sentence']}" in text
+        marks = {True: "pass", False: "FAIL", None: "not evaluated"}
+        assert all(f"  {marks[c['passed']]:<4}  {c['sentence']}" in text for c in verdict["checks"])  # every check, one line
     gt = read_labels(out / "ground_truth.tif")
     assert sorted(np.flatnonzero(gt.reshape(16, -1).any(1)).tolist()) == run["random_forest"]["slices"]
     # the cleaning: chosen from the ground truth of the labelled slices, stored with the model, recorded with how

@@ -326,10 +326,10 @@ def test_a_poor_model_is_flagged_before_it_segments(demo_project, tmp_path, monk
     phases = demo_project.phases()
     ucfg = UNetConfig(width=4, depth=2, n_classes=len(phases))
     for name, dice in (("good", {"gypsum": 0.95, "bassanite": 0.9, "pore": 0.93, "celestite": 0.9}),
-                       ("poor", {"gypsum": 0.9, "bassanite": 0.3, "pore": 0.9, "celestite": 0.9})):
+                       ("poor", {"gypsum": 0.9, "bassanite": 0.3, "pore": 0.9, "celestite": 0.9}), ("unscored", None)):
         save_bundle(models / name, build_unet(ucfg), config=ucfg, phases=phases, normalisation={"method": "bright-tail",
                     "centre": 0.0, "scale": 1.0, "upper": 99.0}, training={}, provenance={},
-                    metrics={"val_dice": dice}, seed=0)
+                    metrics={"val_dice": dice} if dice else {}, seed=0)
     at = _page("pages/5_Segment.py").run()
     assert not at.exception, at.exception
     at.selectbox(key="seg_model").set_value("good").run()
@@ -337,3 +337,36 @@ def test_a_poor_model_is_flagged_before_it_segments(demo_project, tmp_path, monk
     at.selectbox(key="seg_model").set_value("poor").run()
     assert any("bassanite 0.30 is under 0.5" in w.value and "check its labels" in w.value for w in at.warning), \
         [w.value for w in at.warning]
+    # a model that carries no validation Dice: its quality is unknown, said as such (not a false reason)
+    at.selectbox(key="seg_model").set_value("unscored").run()
+    assert not at.exception
+    assert any("carries no validation Dice" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not any("No phase was in the validation" in w.value for w in at.warning)
+
+
+def test_a_stored_cleaning_that_cannot_be_used_falls_back_to_the_study_with_a_warning(demo_project, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    shutil.copytree(SHIPPED, models / "broken-cleaning")
+    card_path = models / "broken-cleaning" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["name"], card["cleaning"] = "broken-cleaning", {"method": "lost its config"}
+    card_path.write_text(json.dumps(card))
+    monkeypatch.setenv("REACTOMO_MODELS", str(models))
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    assert any("stored cleaning cannot be read" in w.value and "study's cleaning is filled in" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    # the study's cleaning fills the inputs: bassanite islands under 100 px, rim 2 px
+    assert at.session_state["seg_clean"] is True and at.session_state["seg_min_2"] == 100 and at.session_state["seg_rim"] == 2
+
+
+def test_the_cleaning_and_the_name_are_filled_again_after_a_page_switch(demo_project, shipped_models):
+    card = json.loads((SHIPPED / "card.json").read_text())
+    at = _page("pages/5_Segment.py").run()
+    assert at.session_state["seg_clean"] is True and at.session_state["seg_name"].startswith("demo-unet-")
+    # in a browser a page switch drops the widgets' values but keeps plain session keys such as the guard
+    at.switch_page("6_Evaluate.py").run()
+    at.switch_page("5_Segment.py").run()
+    assert not at.exception
+    assert at.session_state["seg_clean"] is True and at.session_state["seg_rim"] == card["cleaning"]["rim_px"]
+    assert at.session_state["seg_name"].startswith("demo-unet-")

@@ -325,3 +325,14 @@ def test_overall_verdict_reads_stored_nulls_as_outside_and_checks_its_input():
         overall_verdict([], [], [])
     with pytest.raises(ReactomoError, match="band"):
         overall_verdict(rows, [], [], band=2)
+
+
+def test_an_inert_phase_never_found_is_not_evaluated_rather_than_constant():
+    lost = [{**c, CELESTITE: 0} for c in _series(CONSUMED10)]  # a model that never finds celestite
+    v = _judge(lost)
+    assert _passed(v)["inert_constancy"] is None and "inert_constancy" in v["not_evaluated"]
+    assert "celestite is absent at every step, so its constancy cannot be judged" in v["checks"][2]["sentence"]
+    assert "could not be evaluated: inert phases" in v["sentence"]
+    # absent at the first step but found later: a failure, as before
+    late = [{**c, CELESTITE: 0 if i == 0 else 500} for i, c in enumerate(_series(CONSUMED10))]
+    assert _passed(_judge(late))["inert_constancy"] is False
