@@ -887,9 +887,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--width", type=int, default=16, help="channels of the first level")
     tr.add_argument("--depth", type=int, default=4, help="levels of the U-Net")
-    tr.add_argument("--context", type=int, default=1,
-                    help="neighbouring slices on each side given to the U-Net with each slice (default 1: three slices, "
-                         "2.5D; 0: the slice alone)")
+    tr.add_argument("--context", type=int, default=0,
+                    help="neighbouring slices on each side given to the U-Net with each slice (default 0: the slice "
+                         "alone; 1: three slices, 2.5D)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
@@ -960,8 +960,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--out", required=True, help="new output folder")
     ru.add_argument("--epochs", type=int, default=40, help="maximum U-Net epochs (default 40)")
     ru.add_argument("--seed", type=int, default=0)
-    ru.add_argument("--context", type=int, default=1,
-                    help="neighbouring slices on each side given to the U-Net (default 1: three slices; 0: one)")
+    ru.add_argument("--context", type=int, default=0,
+                    help="neighbouring slices on each side given to the U-Net (default 0: one; 1: three slices, 2.5D)")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

@@ -60,7 +60,7 @@ class RunConfig:
     band: float = 0.02
     width: int = 16
     depth: int = 4
-    context: int = 1  # neighbouring slices on each side fed to the U-Net (0 = one slice; 1 = 2.5D, three slices)
+    context: int = 0  # neighbouring slices on each side fed to the U-Net (0 = one slice; 1 = 2.5D, three slices)
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 #
 # 1. generate the default demo experiment (python -m core demo: 10 steps of 40x256x256, seed 0) in a temp folder;
 # 2. random-forest ground truth of the demo scribbles on the label step (python -m core rf, default settings);
-# 3. train a small U-Net (width 16, depth 4, ~1.9 MB float32) on those ground-truth slices, seed 0, on the CPU.
+# 3. train a small U-Net (width 16, depth 4, ~1.9 MB float32, 2.5D: each slice with its two neighbours, --context 1)
+#    on those ground-truth slices, seed 0, on the CPU.
 # Takes about 2-3 minutes on a 2-core CPU. The bundle's card records the settings, seed and provenance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ STEP=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["steps
 "$PY" -m core -q rf --scan "$TMP/demo/$STEP" --scribbles "$TMP/demo/scribbles.tif" --out "$TMP/rf" --seed 0
 "$PY" -m core -q train --scan "$TMP/demo/$STEP" --ground-truth "$TMP/rf/ground_truth.tif" --out "$OUT" \
   --device cpu --seed 0 --width 16 --depth 4 --patch 64 --stride-ratio 0.5 --batch 16 --epochs 40 --patience 8 \
-  --val-fraction 0.25 --loss ce+dice --optimizer adam --lr 0.002
+  --val-fraction 0.25 --loss ce+dice --optimizer adam --lr 0.002 --context 1
 # record the recipe in the card (the CLI stores only the temp paths): generator config, step, command
 "$PY" - "$TMP/demo/dataset.json" "$OUT/card.json" <<'PYEOF'
 import json, sys
