@@ -1,15 +1,16 @@
 """`python -m core run` on the demo experiment with its defaults, from the scribbles alone: Dice per step and phase held
 to floors, and the run's own checks reported honestly.
 
-The slowest test of the suite (~2-3 min on 2 cores: random forest, 40-epoch 2.5D U-Net, 10 steps segmented).
+The slowest test of the suite (~1.5-3 min on 2 cores: random forest, U-Net of up to 40 epochs, 10 steps segmented).
 Since 2026-12-05 the demo is scanned by the simulated tomograph at the study's difficulty (``core.synthetic.DEMO``:
 contrast 0.08, noise 850) and the run uses its defaults: the cleaning is chosen from the ground truth of the
 labelled slices (here: none), never from the internal standard.
 
-Measured on 2026-12-05 (2-core AMD EPYC): the internal standard misses the ±2 % band from step 4 on (largest
-deviation 5.9 % at the last step: late bassanite is under-found, the reaction extent reads 0.71 instead of 0.85) and
-the run's verdict fails (internal standard, pore volume, fit against the theory, trend); celestite stays within
-0.8 % of its first step. That is the known gap issue 11 tracks with bench/bench_accuracy.py; these tests hold the
+Measured on 2026-12-05 (2-core AMD EPYC, defaults: one input slice, cleaning chosen from the ground truth): the
+internal standard misses the ±2 % band from step 4 on (largest deviation 5.65 % at the last step: late bassanite is
+under-found, the reaction extent reads 0.685 instead of 0.85) and the run's verdict fails (internal standard, pore
+volume, fit against the theory, trend); celestite stays within 1.4 % of its first step.
+That is the known gap issue 11 tracks with bench/bench_accuracy.py; these tests hold the
 measured level so that it can only get better, and check that the run says so.
 
 Floors: the Dice measured on 2026-12-05 minus 0.05 for run-to-run differences between CPUs.
@@ -30,20 +31,20 @@ from core.synthetic import DEMO, write_demo
 
 # step: (gypsum, bassanite, pore, celestite) measured Dice against the truth
 MEASURED = {
-    0: (0.987, None, 0.794, 0.837),
-    1: (0.978, 0.455, 0.830, 0.835),
-    2: (0.959, 0.687, 0.864, 0.830),
-    3: (0.932, 0.762, 0.879, 0.825),
-    4: (0.895, 0.793, 0.886, 0.821),
-    5: (0.842, 0.810, 0.890, 0.816),
-    6: (0.782, 0.822, 0.891, 0.814),
-    7: (0.719, 0.836, 0.894, 0.811),
-    8: (0.670, 0.842, 0.895, 0.811),
-    9: (0.634, 0.847, 0.896, 0.810),
+    0: (0.989, None, 0.820, 0.849),
+    1: (0.979, 0.426, 0.852, 0.848),
+    2: (0.960, 0.670, 0.883, 0.842),
+    3: (0.933, 0.752, 0.896, 0.836),
+    4: (0.897, 0.787, 0.903, 0.832),
+    5: (0.846, 0.806, 0.906, 0.827),
+    6: (0.785, 0.816, 0.906, 0.823),
+    7: (0.725, 0.832, 0.908, 0.820),
+    8: (0.674, 0.836, 0.909, 0.819),
+    9: (0.636, 0.840, 0.910, 0.818),
 }
 MARGIN = 0.05
 # largest |deviation| of the internal standard measured on 2026-12-05, and the margin a rerun may add
-MEASURED_MAX_DEVIATION_PCT = 5.88
+MEASURED_MAX_DEVIATION_PCT = 5.65
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -80,7 +81,7 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured: -1.60 -1.02 -0.07 +0.98 +2.43 +3.32 +4.46 +4.76 +5.55 +5.88 % (target: all within 2 %, not met yet)
+    # measured: -1.30 -0.68 +0.28 +1.27 +2.58 +3.37 +4.44 +4.62 +5.34 +5.65 % (target: all within 2 %, not met yet)
     assert max(abs(d) for d in devs) <= MEASURED_MAX_DEVIATION_PCT + DEVIATION_MARGIN_PCT, devs
     assert all((r["inside_band"] == "True") == (abs(float(r["deviation_pct"])) <= 2.0) for r in rows)
     x = [float(r["x"]) for r in rows]
@@ -100,10 +101,10 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert run["voxel_size_um"] == pytest.approx(2.75)
     assert run["cleaning"]["mode"] == "auto" and "not looked at" in run["cleaning"]["chosen_from_ground_truth"]["method"]
     card = json.loads((out / "model" / "card.json").read_text())
-    assert card["unet"]["in_channels"] == 3
+    assert card["unet"]["in_channels"] == 1  # one slice: the default since the tuning half's ablation
     truth = json.loads((demo / "dataset.json").read_text())
     volumes = list(csv.DictReader(open(out / "phase_volumes.csv")))
-    # celestite is inert: measured within 0.8 % of its first step at every step (band 2 %)
+    # celestite is inert: measured within 1.4 % of its first step at every step (band 2 %)
     cel = np.array([int(v["celestite_voxels"]) for v in volumes], float)
     assert np.abs(cel / cel[0] - 1).max() < 0.02
     assert truth["steps"][0]["counts"]["celestite"] > 0
@@ -112,7 +113,7 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
 def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_run):
     """No --interval: the times come from the demo's dataset.json, and the JMAK fit of the segmented extent finds the
     demo's law (alpha_max = 0.85, n = 2, k = ln2^(1/n) / (0.45 x duration)). Measured on 2026-12-05: plateau chosen,
-    k = 2.51 /h (truth 2.47), n = 2.02, alpha_max = 0.730: the rate and the exponent are right, the plateau is low by
+    k = 2.48 /h (truth 2.47), n = 2.08, alpha_max = 0.706: the rate and the exponent are right, the plateau is low by
     the run's extent error (late bassanite under-found, see the module docstring). The CIs are statistical only: the
     segmentation's own bias is not in them, hence tolerances here."""
     demo, out = demo_run
@@ -123,7 +124,7 @@ def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_r
     k_true = math.log(2) ** (1 / cfg["avrami_n"]) / (cfg["half_time_fraction"] * cfg["interval_s"] * (cfg["steps"] - 1))
     jm = json.loads((out / "summary.json").read_text())["jmak"]
     assert jm["model_choice"]["chosen"] == "plateau" and jm["t0"] == 0
-    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.15  # measured 0.12 low: the extent error of this run
+    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.20  # measured 0.144 low: the extent error of this run
     assert abs(jm["n"] - cfg["avrami_n"]) < 0.25
     assert abs(jm["k"] / k_true - 1) < 0.1
     assert jm["n_ci"][0] < jm["n"] < jm["n_ci"][1] and jm["alpha_max_ci"][0] < jm["alpha_max"] < jm["alpha_max_ci"][1]
