@@ -460,7 +460,7 @@ def _segmentation_settings(record: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     st = record.get("settings") or {}
     return {"inference": st.get("inference") or {}, "postprocess": st.get("postprocess") or {},
-            "device": record.get("device")}
+            "device": record.get("device"), "cleaning_source": record.get("cleaning_source")}
 
 
 def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -686,7 +686,8 @@ def report_html(result: dict[str, Any]) -> str:
                                   f"batch {inf.get('batch_size')}, device {seg.get('device')}"),
                     ("cleaning", ("off" if not post.get("enabled", bool(post)) else
                                   (f"islands removed ({post.get('connectivity')}): {sizes}" if sizes else "no island removal")
-                                  + f"; {rim}"))]
+                                  + f"; {rim}")),
+                    ("cleaning chosen by", seg.get("cleaning_source") or "(not recorded)")]
         card_html += f"<h3>Segmentation</h3>{_kv_table(seg_rows)}"
     cfg = s["config"]
     band = band_of(result)

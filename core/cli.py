@@ -614,7 +614,7 @@ def cmd_segment(args) -> int:
     steps = [int(v) for v in _floats(args.steps, "--steps")] if args.steps else None
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
-                            workers=args.workers, resume=not args.no_resume, on_step=_print_step,
+                            workers=args.workers, resume=not args.no_resume, on_step=_print_step, cleaning_source=why,
                             on_progress=_progress_printer(args.quiet or args.scheduler is not None or args.workers > 1))
     n_done, n_fail = len(result.done), len(result.failed)
     print(f"{n_done} of {len(result.steps)} steps segmented into {args.out} in {result.seconds:.1f} s "

@@ -276,6 +276,7 @@ def segment_series(
     on_step: Callable[[StepOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     extra: dict[str, Any] | None = None,
+    cleaning_source: str | None = None,
 ) -> SeriesResult:
     """Segment the scans with one model bundle and write ``out_dir/<scan>.tif``, ``phase_volumes.csv`` and the record.
 
@@ -297,6 +298,9 @@ def segment_series(
     postprocess : core.postprocess.PostprocessConfig, "default" or None
         ``"default"``: the study's cleaning for the phase table (:func:`core.postprocess.default_postprocess`);
         None: no cleaning.
+    cleaning_source : str, optional
+        One sentence saying where the cleaning comes from (the model's stored choice, the study's, set by hand),
+        kept in the record as ``cleaning_source`` and shown in the analysis report.
     z_range, region : optional
         Segment only slices ``z0:z1`` / the rectangle ``(y0, y1, x0, x1)`` of every scan.
     steps : sequence of int, optional
@@ -409,7 +413,8 @@ def segment_series(
                            "phases": phases.to_dict(), "voxel_size_um": voxel_size_um, "device": device,
                            "scheduler": scheduler or "in-process", "workers": workers, "versions": versions(),
                            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "steps": [o.to_dict() for o in outcomes], **({"extra": extra} if extra else {})})
+                           "steps": [o.to_dict() for o in outcomes], **({"extra": extra} if extra else {}),
+                           **({"cleaning_source": cleaning_source} if cleaning_source else {})})
             atomic_write_json(out_dir / RECORD, record)
             atomic_write_text(out_dir / VOLUMES, _csv_text(phase_volumes_rows(outcomes, phases, voxel_size_um), phases))
 
@@ -536,6 +541,7 @@ def segment_project(
     on_progress: Callable[[float, str], None] | None = None,
     on_step: Callable[[StepOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    cleaning_source: str | None = None,
 ) -> SeriesResult:
     """Segment a project's steps into ``<project>/segmentations/<name>/`` and record it in the manifest.
 
@@ -577,7 +583,7 @@ def segment_project(
                                 voxel_size_um=project.voxel_size_um(), inference=inference, postprocess=postprocess,
                                 z_range=z_range, region=region, steps=steps, scheduler=scheduler, workers=workers,
                                 on_progress=on_progress, on_step=on_step, should_stop=should_stop,
-                                extra={"project": project.name})
+                                extra={"project": project.name}, cleaning_source=cleaning_source)
     except JobCancelled:
         mark("cancelled")
         raise

@@ -48,6 +48,7 @@ def _job_fn(project, params: dict):
             z_range=tuple(params["z_range"]) if params.get("z_range") else None, scheduler=params.get("scheduler"),
             workers=int(params.get("workers", 1)), on_progress=ctx.progress,
             on_step=lambda o: ctx.event({"step": o.step, "status": o.status, "error": o.error}), should_stop=ctx.cancelled,
+            cleaning_source=params.get("cleaning_source"),
         )
         return {"name": params["name"], "done": [o.step for o in result.done], "failed": [o.step for o in result.failed],
                 "seconds": round(result.seconds, 2)}
@@ -314,7 +315,16 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                 post = PostprocessConfig(min_sizes={c: int(v) for c, v in min_sizes.items() if int(v) > 0},
                                          connectivity=connectivity, rim_phase=pdef.rim_phase, rim_around=pdef.rim_around,
                                          rim_px=int(rim_px) if pdef.rim_phase is not None else 0, enabled=bool(clean_on))
+                if not clean_on:
+                    source = "No cleaning: switched off on the Segment page."
+                elif (post.min_sizes, post.connectivity, post.rim_px) == (
+                        {c: v for c, v in pdef.min_sizes.items() if v > 0}, pdef.connectivity,
+                        pdef.rim_px if pdef.rim_phase is not None else 0):
+                    source = clean_why
+                else:
+                    source = f"Set by hand on the Segment page, starting from: {clean_why}"
                 params = {"name": name, "model_dir": str(ui.models_root() / model), "model_name": model,
+                          "cleaning_source": source,
                           "steps": sorted(int(s) for s in steps), "inference": inference.to_dict(),
                           "postprocess": post.to_dict() if clean_on else None, "use_roi": bool(use_roi and roi),
                           "z_range": [int(z0), int(z1)] if some_z and (z0, z1) != (0, depth) else None,

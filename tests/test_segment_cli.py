@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 from pathlib import Path
 
@@ -54,6 +55,9 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     else:
         assert "no island removal" in report
     assert ("no rim relabelling" in report) == (not stored["rim_px"])
+    # and where that cleaning came from, as `segment` printed it
+    why = next(line for line in text.splitlines() if line.startswith("Cleaning stored with the model"))
+    assert f"cleaning chosen by</th><td style='text-align:left'>{html.escape(why)}" in report
 
 
 def test_segment_without_interval_takes_the_times_from_dataset_json(small_demo_dir, tmp_path, capsys):
@@ -186,6 +190,7 @@ def test_run_command_end_to_end_on_a_small_demo(small_demo_dir, tmp_path, capsys
     assert cl["mode"] == "auto" and "never by the internal standard" in cl["sentence"]
     assert "not looked at" in cl["chosen_from_ground_truth"]["method"] and len(cl["chosen_from_ground_truth"]["candidates"]) > 20
     assert run["segmentation"]["settings"]["postprocess"] == cl["used"]
+    assert run["segmentation"]["cleaning_source"] == cl["sentence"]
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["cleaning"]["config"] == cl["used"]
     assert "cleaning:" in text

@@ -89,6 +89,11 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
     assert job.params["postprocess"]["min_sizes"] == {str(c): v for c, v in expected.min_sizes.items()}
     assert job.params["postprocess"]["rim_px"] == expected.rim_px
     assert any(why in c.value and "never a tuning target" in c.value for c in at.caption)
+    # where the cleaning came from is kept with the segmentation (untouched inputs: the model's own choice)
+    from core.series import read_series_record
+
+    record = read_series_record(demo_project.root / "segmentations" / "qc-run")
+    assert job.params["cleaning_source"] == why and record["cleaning_source"] == why
 
     at.run()
     assert not at.exception, at.exception
@@ -109,6 +114,20 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
     at.slider(key="qc_opacity").set_value(0.8).run()
     assert not at.exception and not at.error
     assert any(b.label == "Download phase_volumes.csv" for b in at.get("download_button"))
+
+
+def test_a_cleaning_edited_on_the_page_is_recorded_as_set_by_hand(demo_project, shipped_models):
+    at = _page("pages/5_Segment.py").run()
+    at.multiselect(key="seg_steps").set_value([1])
+    at.number_input(key="seg_tile").set_value(64)
+    at.text_input(key="seg_name").set_value("by-hand")
+    at.number_input(key="seg_min_2").set_value(37)
+    _start(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = _wait(demo_project)
+    assert job.status == "done", job.error
+    assert job.params["postprocess"]["min_sizes"]["2"] == 37
+    assert job.params["cleaning_source"].startswith("Set by hand on the Segment page, starting from: ")
 
 
 @pytest.mark.parametrize("what", ["empty name", "no step", "bad address"])
