@@ -446,7 +446,9 @@ def _card_summary(model: dict[str, Any]) -> dict[str, Any]:
     met = card.get("metrics") or {}
     unet = card.get("unet") or {}
     return {"name": card.get("name"), "created": card.get("created"), "seed": card.get("seed"),
-            "architecture": f"2D U-Net, width {unet.get('width')}, depth {unet.get('depth')}, {unet.get('norm')} norm",
+            "architecture": f"2D U-Net, width {unet.get('width')}, depth {unet.get('depth')}, {unet.get('norm')} norm, "
+                            + ("one slice in" if int(unet.get("in_channels") or 1) == 1 else
+                               f"{unet.get('in_channels')} neighbouring slices in (2.5D)"),
             "training": {k: cfg.get(k) for k in ("patch_size", "max_epochs", "loss", "class_weights", "optimizer", "lr",
                                                   "augment", "transforms") if k in cfg},
             "device": tr.get("device"), "epochs": met.get("epochs"), "best_epoch": met.get("best_epoch"),

@@ -48,6 +48,7 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     assert "<h3>Model card</h3>" in report and f"{card['metrics']['epochs']} (best {card['metrics']['best_epoch']})" in report
     assert all(f"{name} {v:.3f}" in report for name, v in card["metrics"]["val_dice"].items())
     assert "tile 64, overlap 0.25" in report
+    assert f"depth {card['unet']['depth']}, batch norm, {card['unet']['in_channels']} neighbouring slices in (2.5D)" in report
     # the cleaning the model's card chose from its ground truth (--min-size auto), described in words
     stored = card["cleaning"]["config"]
     if stored["min_sizes"]:
