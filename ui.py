@@ -102,6 +102,11 @@ def user_errors(prefix: str = ""):
         yield
     except ReactomoError as exc:
         st.error(f"{prefix}{exc}", icon=":material/error:")
+    except OSError as exc:  # a full disk, a read-only or vanished folder: the same sentence as the CLI
+        from core.errors import filesystem_sentence
+
+        log.warning("file-system fault: %s", exc)
+        st.error(f"{prefix}{filesystem_sentence(exc)}", icon=":material/error:")
     except Exception as exc:  # noqa: BLE001 - the page must stay usable; the log keeps the traceback
         log.exception("unexpected error")
         st.error(f"{prefix}Something went wrong ({type(exc).__name__}: {exc}). The project was not changed; the server log has details.", icon=":material/error:")

@@ -140,10 +140,15 @@ def load_series(folder: str | os.PathLike, *, phases: PhaseTable | None = None, 
         steps, paths, times, counts = list(range(len(files))), files, [None] * len(files), []
         vs = voxel_size_um
         model = {}
+        first_shape = None
         for p in files:
             with open_volume(p) as v:
                 if v.dtype != np.uint8:
                     raise ReactomoError(f"{p.name} holds {v.dtype} values, not uint8 label codes; give label files.")
+                first_shape = first_shape or (files[0].name, v.shape)
+                if v.shape != first_shape[1]:  # steps of one experiment are one sample volume: same shape
+                    raise ReactomoError(f"{p.name} has shape {v.shape} but {first_shape[0]} has {first_shape[1]}; the "
+                                        "steps of one experiment must be label volumes of the same shape.")
                 c = np.zeros(256, np.int64)
                 for z0 in range(0, v.shape[0], 16):
                     c += np.bincount(v.slab(z0, min(z0 + 16, v.shape[0])).ravel(), minlength=256)

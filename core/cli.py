@@ -54,6 +54,23 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------- commands
+def _preflight(folder: Path, what: str, *, created_ok: bool = False) -> None:
+    """Before long work: ``folder`` can be written (a read-only, vanished or full disk is one sentence, exit 2).
+
+    A folder this check had to create is removed again (``created_ok``: the command creates it itself later), so
+    a refused command changes nothing.
+    """
+    from core.errors import check_writable
+
+    existed = folder.exists()
+    check_writable(folder, what=what)
+    if created_ok and not existed:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
 def cmd_demo(args) -> int:
     from core.synthetic import write_demo
 
@@ -61,6 +78,7 @@ def cmd_demo(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReactomoError(f"The output folder {out} already exists and is not empty; choose a new folder.")
     config = _demo_config(args)
+    _preflight(out, "the output folder", created_ok=True)
     dataset = write_demo(out, config, on_progress=_progress_printer(args.quiet))
     print(f"Demo experiment written to {out}: {len(dataset['steps'])} steps of {'×'.join(map(str, config.shape))} voxels, "
           f"label step {dataset['label_step']} (slices {dataset['label_slices']}).")
@@ -287,6 +305,7 @@ def cmd_rf(args) -> int:
         raise ReactomoError(f"The output {out} is a file; give a folder for the ground truth.")
     _check_outputs([out / name for name in _RF_OUTPUTS], args.overwrite)
     feature_config, forest_config = _forest_settings(args)
+    _preflight(out, "the output folder", created_ok=True)  # before the forest is trained, not after
     with open_volume(args.scan) as scan:
         scribbles = read_labels(args.scribbles, shape=scan.shape, codes=phases.codes)
         result = ground_truth_from_scribbles(scan, scribbles, feature_config=feature_config, forest_config=forest_config,
@@ -294,9 +313,18 @@ def cmd_rf(args) -> int:
         voxel = scan.voxel_size_um
     # everything is computed: only now is anything written (each file atomically)
     out.mkdir(parents=True, exist_ok=True)
-    write_labels(out / "ground_truth.tif", result.labels, voxel_size_um=voxel)
-    write_volume(out / "uncertainty.tif", result.uncertainty_volume(), voxel_size_um=voxel, compression="zlib")
-    save_forest(out / "classifier.skops", result.forest)
+    written = []
+    try:  # all three files or none: a full disk at the second never leaves the first behind
+        for name, write in (("ground_truth.tif", lambda p: write_labels(p, result.labels, voxel_size_um=voxel)),
+                            ("uncertainty.tif", lambda p: write_volume(p, result.uncertainty_volume(), voxel_size_um=voxel,
+                                                                       compression="zlib")),
+                            ("classifier.skops", lambda p: save_forest(p, result.forest))):
+            write(out / name)
+            written.append(out / name)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
     print(f"Ground truth of {len(result.slices)} slice(s) {list(result.slices)} written to {out} "
           f"in {result.seconds['total']:.1f} s.")
     print(f"Phases: {_fractions_text(result.fractions, phases)}.")
@@ -465,9 +493,11 @@ def cmd_train(args) -> int:
     check_bundle_name(out.name)
     if out.exists():
         raise ReactomoError(f"The model folder {out} already exists; choose another --out.")
+    _preflight(out.parent, "the models folder", created_ok=True)  # before the epochs, not after them
     tc = TrainConfig(patch_size=args.patch, stride_ratio=args.stride_ratio, batch_size=args.batch,
                      max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
-                     augment=not args.no_augment, loss=args.loss, optimizer=args.optimizer, lr=args.lr, seed=args.seed)
+                     augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
+                     optimizer=args.optimizer, lr=args.lr, seed=args.seed)
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -494,8 +524,10 @@ def cmd_train(args) -> int:
     result = train_unet(model, images, labels[zs], config=tc, phases=phases, device=device, on_epoch=on_epoch)
     best = result.best
     from core.segment import choose_model_cleaning
+    from core.train import held_out
 
-    choice = choose_model_cleaning(model, images, labels[zs], phases=phases, class_codes=phases.codes, device=device)
+    xv, yv, where = held_out(images, labels[zs], tc)  # scored where the network never trained
+    choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=device, where=where)
     print(f"cleaning for this model: {choice.method}", flush=True)
     save_bundle(out, model, config=uc, phases=phases, normalisation=norm, cleaning=choice.to_dict(phases),
                 training={"config": tc.to_dict(), "device": result.device, "history": result.history},
@@ -596,7 +628,9 @@ def cmd_segment(args) -> int:
 
     card = read_card(args.model)
     phases = _phases_from(args.phases) if args.phases else PhaseTable.from_dict(card["phases"])
-    scans = _scan_paths(args.scans)
+    from core.io import series_scan_paths
+
+    scans = series_scan_paths(args.scans)  # a scan that cannot be read fails alone; the others are segmented
     times = None
     interval = args.interval
     if interval is None:
@@ -612,6 +646,7 @@ def cmd_segment(args) -> int:
                              rim_px=args.rim_px)
     print(why, flush=True)
     steps = [int(v) for v in _floats(args.steps, "--steps")] if args.steps else None
+    _preflight(Path(args.out), "the segmentation folder", created_ok=True)
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
                             workers=args.workers, resume=not args.no_resume, on_step=_print_step, cleaning_source=why,
@@ -700,6 +735,7 @@ def cmd_analyze(args) -> int:
     phases = _phases_from(args.phases) if args.phases else None
     config = AnalysisConfig(voxel_size_um=args.voxel_size, interval_s=args.interval, band=args.band / 100.0,
                             pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed, onset=args.onset)
+    _preflight(Path(args.out), "the results folder", created_ok=True)
     result = analyze(args.segmentations, args.out, config=config, phases=phases, on_progress=_progress_printer(args.quiet))
     _print_verdict(result["summary"]["verdict"])
     jm = result["summary"].get("jmak") or {}
@@ -745,6 +781,23 @@ def _print_verdict(v: dict, reason: str = "") -> None:
         print(f"  {mark:<4}  {c['sentence']}")
 
 
+def cmd_worker(args) -> int:
+    """The worker process: claims the dashboard's queued jobs in every project of the workspace and runs them.
+
+    Stopping it (Ctrl+C, SIGTERM, even kill -9) leaves a running job "interrupted"; the next worker resumes it."""
+    from core.project import workspace_dir
+    from core.worker import run_worker
+
+    if not 0.05 <= args.poll <= 60:
+        raise ReactomoError(f"--poll must be from 0.05 to 60 seconds; got {args.poll}.")
+    if args.idle_exit is not None and not args.idle_exit >= 0:
+        raise ReactomoError(f"--idle-exit must be 0 or more seconds; got {args.idle_exit}.")
+    n = run_worker(workspace_dir(), once=args.once, poll_s=args.poll, idle_exit_s=args.idle_exit,
+                   say=lambda m: print(m, flush=True))
+    print(f"worker stopped after {n} job{'s' if n != 1 else ''}.", flush=True)
+    return 0
+
+
 def cmd_run(args) -> int:
     """The whole workflow without a browser: scribbles -> random forest -> U-Net -> segment -> clean -> check."""
     from core.run import RunConfig, run_workflow
@@ -754,7 +807,8 @@ def cmd_run(args) -> int:
                        interval_s=args.interval, workers=args.workers, scheduler=args.scheduler, clean=not args.no_clean,
                        cleaning=_cleaning_mode(args.min_size, args.no_clean),
                        min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px, context=args.context,
-                       tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args))
+                       tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
+                       loss=args.loss, class_weights=args.class_weights)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -883,6 +937,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-fraction", type=float, default=0.2)
     tr.add_argument("--no-augment", action="store_true", help="no flips, rotations, shear or scale")
     tr.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice")
+    tr.add_argument("--class-weights", default="balanced",
+                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default balanced)")
     tr.add_argument("--optimizer", default="adam", help="adam, adamw or sgd")
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--width", type=int, default=16, help="channels of the first level")
@@ -962,8 +1018,19 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--seed", type=int, default=0)
     ru.add_argument("--context", type=int, default=0,
                     help="neighbouring slices on each side given to the U-Net (default 0: one; 1: three slices, 2.5D)")
+    ru.add_argument("--loss", default="ce+dice", help="the U-Net's loss: ce, dice or ce+dice (default ce+dice)")
+    ru.add_argument("--class-weights", default="balanced",
+                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default balanced)")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
+
+    wk = sub.add_parser("worker", help="run the dashboard's queued jobs (training, segmentation, analysis) beside the "
+                                       "web server; scripts/app.sh starts it")
+    wk.add_argument("--once", action="store_true", help="run what is queued, then exit (default: keep watching)")
+    wk.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the queue (default 1)")
+    wk.add_argument("--idle-exit", type=float, default=None,
+                    help="exit after this many seconds with nothing queued (default: keep running)")
+    wk.set_defaults(func=cmd_worker)
 
     mo = sub.add_parser("models", help="list the model registry")
     mo.add_argument("--root", default="models", help="registry folder (default: models)")
@@ -977,6 +1044,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if not args.verbose:  # tifffile logs its own ERROR lines for a file we then refuse with one sentence:
+            tl = logging.getLogger("tifffile")  # they still reach core.io's capture (a handler on this logger),
+            tl.propagate = False                # never the terminal
+            if not any(isinstance(h, logging.NullHandler) for h in tl.handlers):
+                tl.addHandler(logging.NullHandler())
         if args.workspace:
             os.environ["REACTOMO_WORKSPACE"] = str(Path(args.workspace).resolve())
         if not getattr(args, "command", None):
@@ -985,6 +1057,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ReactomoError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a full disk, a read-only or vanished folder: one sentence, never a traceback
+        from core.errors import filesystem_sentence
+
+        print(f"error: {filesystem_sentence(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)

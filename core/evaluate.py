@@ -47,15 +47,31 @@ def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike, *, codes: 
         if p.shape != t.shape:
             raise ReactomoError(f"The prediction {p.path.name} has shape {p.shape} but the reference {t.path.name} has {t.shape}; "
                                 "compare label volumes of the same scan.")
+        seen = {"prediction": np.zeros(256, np.int64), "reference": np.zeros(256, np.int64)}
+
+        def add(a: np.ndarray, b: np.ndarray) -> None:
+            nonlocal table
+            seen["prediction"] += np.bincount(a.ravel(), minlength=256)
+            seen["reference"] += np.bincount(b.ravel(), minlength=256)
+            table += confusion_table(a, b, codes=codes)
+
         if slices is not None:
             for z in slices:
                 if not 0 <= int(z) < p.shape[0]:
                     raise ReactomoError(f"Slice {z} is not in the volume of {p.shape[0]} slices.")
-                table += confusion_table(p.slice(0, int(z)), t.slice(0, int(z)), codes=codes)
+                add(p.slice(0, int(z)), t.slice(0, int(z)))
         else:
             for z0 in range(0, p.shape[0], _SLAB):
                 z1 = min(z0 + _SLAB, p.shape[0])
-                table += confusion_table(p.slab(z0, z1), t.slab(z0, z1), codes=codes)
+                add(p.slab(z0, z1), t.slab(z0, z1))
+        known = set(codes) | {0}
+        for what, v in (("prediction", p), ("reference", t)):
+            foreign = [int(c) for c in np.flatnonzero(seen[what]) if int(c) not in known]
+            if foreign:
+                table_text = ", ".join(f"{c} {n}" for c, n in zip(codes, names)) if names else ", ".join(map(str, codes))
+                raise ReactomoError(f"The {what} {v.path.name} holds label code{'s' if len(foreign) != 1 else ''} "
+                                    f"{', '.join(map(str, foreign))}, not in the phase table ({table_text}); compare labels "
+                                    "made with the same phase table (give it with --phases).")
     return metrics_from_table(table, codes=codes, names=names)
 
 

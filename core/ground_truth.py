@@ -111,32 +111,38 @@ def _write_stack(path: Path, stack: np.ndarray) -> None:
 
 def _store(folder: Path, *, step: int, step_name: str, slices: Sequence[int], labels: np.ndarray,
            uncertainty: np.ndarray, meta: dict, forest=None, copy_classifier_from: Path | None = None) -> Path:
-    """Write a complete result folder next to ``folder`` and swap it in."""
+    """Write a complete result folder next to ``folder`` and swap it in, one writer at a time."""
     from core.forest import save_forest
+    import os
+    import uuid
+
+    from core.atomic import remove_orphan_temporaries, writer_lock
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}-{time.strftime('%Y%m%d%H%M%S')}-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        _write_stack(tmp / "labels.tif", labels)
-        _write_stack(tmp / "uncertainty.tif", uncertainty.astype(np.float32))
-        if forest is not None:
-            save_forest(tmp / "classifier.skops", forest)
-        elif copy_classifier_from is not None:
-            for p in copy_classifier_from.parent.glob("classifier.*"):
-                shutil.copy2(p, tmp / p.name)
-        atomic_write_json(tmp / "meta.json", {**meta, "step": int(step), "step_name": step_name,
-                                               "slices": [int(z) for z in slices]})
-        old = folder.parent / f".{folder.name}-old"
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # one writer at a time (a second one waits for the first, then writes whole); what a crashed writer left goes
+    with writer_lock(folder, what=f"the ground truth ({folder.name})", wait_s=120.0):
+        remove_orphan_temporaries(folder.parent, (f".{folder.name}-*-tmp", f".{folder.name}-old"))
+        tmp = folder.parent / f".{folder.name}-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}-tmp"
+        tmp.mkdir()
+        try:
+            _write_stack(tmp / "labels.tif", labels)
+            _write_stack(tmp / "uncertainty.tif", uncertainty.astype(np.float32))
+            if forest is not None:
+                save_forest(tmp / "classifier.skops", forest)
+            elif copy_classifier_from is not None:
+                for p in copy_classifier_from.parent.glob("classifier.*"):
+                    shutil.copy2(p, tmp / p.name)
+            atomic_write_json(tmp / "meta.json", {**meta, "step": int(step), "step_name": step_name,
+                                                   "slices": [int(z) for z in slices]})
+            old = folder.parent / f".{folder.name}-old"
+            shutil.rmtree(old, ignore_errors=True)
+            if folder.exists():
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return folder
 
 
@@ -235,13 +241,19 @@ def load_accepted(project) -> StoredGroundTruth | None:
 
 def accept_candidate(project) -> StoredGroundTruth:
     """Make the candidate the project's ground truth (manifest section ``ground_truth``)."""
-    cand = load_candidate(project)
-    if cand is None:
-        raise ReactomoError("There is no random-forest result to accept yet; train the forest first.")
-    folder = Path(project.root) / GT_DIR / "accepted"
-    _store(folder, step=cand.step, step_name=cand.step_name, slices=cand.slices, labels=cand.labels,
-           uncertainty=cand.uncertainty, meta={**cand.meta, "accepted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-           copy_classifier_from=cand.folder / "classifier.skops")
+    from core.atomic import writer_lock
+
+    # the candidate stays locked while it is copied: labels and classifier come from the same training, never
+    # from one training and the one that another process swapped in meanwhile (locks always taken in this order)
+    with writer_lock(Path(project.root) / GT_DIR / "candidate", what="the forest's result", wait_s=120.0):
+        cand = load_candidate(project)
+        if cand is None:
+            raise ReactomoError("There is no random-forest result to accept yet; train the forest first.")
+        folder = Path(project.root) / GT_DIR / "accepted"
+        _store(folder, step=cand.step, step_name=cand.step_name, slices=cand.slices, labels=cand.labels,
+               uncertainty=cand.uncertainty,
+               meta={**cand.meta, "accepted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+               copy_classifier_from=cand.folder / "classifier.skops")
     info = {
         "folder": f"{GT_DIR}/accepted",
         "step": cand.step,

@@ -40,6 +40,7 @@ __all__ = [
     "Volume",
     "open_volume",
     "discover_scans",
+    "series_scan_paths",
     "check_inside_roots",
     "check_volume_values",
     "read_tiff_volume",
@@ -987,6 +988,36 @@ def _folder_steps(given: Path, real: Path, allowed_roots: Sequence | None) -> li
             "folder that holds the scans."
         )
     return [_slices_step(d, check_inside_roots(d, allowed_roots), fs, allowed_roots) for d, fs in subdirs]
+
+
+def series_scan_paths(source: str | os.PathLike, *, allowed_roots: Sequence[str | os.PathLike] | None = None) -> list[str]:
+    """The steps of a series to segment, where a scan that cannot be read fails alone instead of refusing the series.
+
+    Like :func:`discover_scans`, except for a folder of multi-page TIFFs in which some files cannot be read (a
+    truncated header, a file still being copied): then every TIFF of the folder is a step, so the readable ones are
+    segmented and each unreadable one fails with its own sentence. Every other problem (and a folder in which no
+    file, or every file, reads) is refused as :func:`discover_scans` refuses it.
+    """
+    try:
+        return [s.path for s in discover_scans(source, allowed_roots=allowed_roots)]
+    except ReactomoError as refused:
+        text = os.path.expanduser(os.fspath(source).strip() if isinstance(source, str) else os.fspath(source))
+        if _GLOB_CHARS.search(text) and not os.path.lexists(text):
+            raise
+        folder = Path(os.path.abspath(text))
+        if not folder.is_dir():
+            raise
+        real = check_inside_roots(folder, allowed_roots)
+        files = _tiff_files(real)
+        shapes = []
+        for f in files:
+            try:
+                shapes.append(_probe(check_inside_roots(f, allowed_roots))[0])
+            except ReactomoError:
+                continue
+        if not shapes or len(shapes) == len(files) or any(len(sh) != 3 or sh != shapes[0] for sh in shapes):
+            raise refused from None
+        return [str(f) for f in files]
 
 
 def _glob_steps(pattern: str, allowed_roots: Sequence | None) -> list[ScanInfo]:

@@ -59,6 +59,10 @@ __all__ = [
     "request_cancel",
     "running_job",
     "start_job",
+    "queue_job",
+    "claim_job",
+    "run_claimed",
+    "requeue_interrupted",
 ]
 
 log = logging.getLogger(__name__)
@@ -134,6 +138,11 @@ class JobRecord:
         Process running the job.
     heartbeat : str or None
         ISO time the runner last proved it was alive.
+    runner : {"thread", "worker"}
+        Where it runs: a thread of the process that started it, or the worker process (``python -m core worker``)
+        that claims it from the queue (:func:`queue_job`).
+    attempts : int
+        How many times a worker has started it (a job interrupted by a killed worker is started again, resuming).
     """
 
     id: str
@@ -152,6 +161,8 @@ class JobRecord:
     error: str | None = None
     pid: int | None = None
     heartbeat: str | None = None
+    runner: str = "thread"
+    attempts: int = 0
 
     @property
     def is_active(self) -> bool:
@@ -237,6 +248,8 @@ def _orphan_reason(folder: Path, rec: JobRecord, stale_after_s: float) -> str | 
     """Why an active record no longer has a runner behind it, or None if it may still be running."""
     if not rec.is_active:
         return None
+    if rec.runner == "worker" and rec.status == "queued":
+        return None  # waiting in the queue for a worker, which may not be running yet
     if rec.pid == os.getpid():
         with _REGISTRY_LOCK:
             runner = _RUNNERS.get(folder.resolve())
@@ -520,6 +533,12 @@ class _Runner:
             except ReactomoError as exc:
                 self._finish("failed", error=str(exc))
                 return
+            except OSError as exc:  # a full disk, a read-only or vanished folder: its sentence, as the CLI says it
+                from core.errors import filesystem_sentence
+
+                log.warning("Job %s (%s): file-system fault: %s", rec.id, rec.kind, exc)
+                self._finish("failed", error=filesystem_sentence(exc))
+                return
             except Exception as exc:  # noqa: BLE001 - the job must end with a record, whatever happened
                 log.exception("Job %s (%s) failed unexpectedly.", rec.id, rec.kind)
                 self._finish("failed", error=f"Unexpected error ({type(exc).__name__}: {exc}); see the server log.")
@@ -661,3 +680,101 @@ def start_job(
             raise
         runner.thread.start()
     return JobHandle(root, job_id, _thread=runner.thread)
+
+
+# ------------------------------------------------------------------------------------------------ the queue
+#: A job interrupted this many times (its worker killed each time) is not started again.
+MAX_ATTEMPTS = 3
+
+
+def queue_job(root: str | os.PathLike, kind: str, *, params: dict[str, Any] | None = None, title: str = "") -> JobHandle:
+    """Put a job in the project's queue for the worker process (``python -m core worker``); nothing runs here.
+
+    The record is written "queued" with ``runner="worker"``; a worker claims it (:func:`claim_job`), runs the work
+    function registered for ``kind`` (:mod:`core.worker`) and writes its progress and outcome to the same record,
+    so a page reads a queued job exactly as a thread's.
+
+    Raises
+    ------
+    ReactomoError
+        If ``kind`` is empty, ``params`` is not a JSON-able dict, or a job of this kind is already queued or running
+        in this project (one writer per project step: the second is refused with a sentence and writes nothing).
+    """
+    if not isinstance(kind, str) or not kind.strip():
+        raise ReactomoError(f"A job kind must be a non-empty string such as 'train'; got {kind!r}.")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise ReactomoError(f"Job params must be a dict; got {type(params).__name__}.")
+    _check_json(params, "job params")
+    from core.atomic import writer_lock
+
+    base = _jobs_dir(root)
+    base.mkdir(parents=True, exist_ok=True)
+    # across processes (two servers, a server and a CLI): the check and the write are one step
+    with _START_LOCK, writer_lock(base / f"queue-{kind}", what=f"the {kind} queue", wait_s=10.0):
+        busy = running_job(root, kind)
+        if busy is not None:
+            name = f"'{busy.title}' " if busy.title else ""
+            raise ReactomoError(f"A {kind} job {name}({busy.id}) is already {busy.status}; wait for it or cancel it first.")
+        job_id = _new_job_id()
+        folder = _job_folder(root, job_id)
+        folder.mkdir(parents=True)
+        now = _iso(_now())
+        rec = JobRecord(id=job_id, kind=kind, title=str(title), params=params, status="queued", created=now,
+                        updated=now, heartbeat=now, pid=None, runner="worker")
+        _write_record(folder, rec)
+    return JobHandle(root, job_id)
+
+
+def claim_job(root: str | os.PathLike, job_id: str) -> JobRecord | None:
+    """Take a queued worker job for this process: its record becomes "running" with our pid. None if another
+    worker took it first, or it is no longer queued (cancelled meanwhile)."""
+    from core.atomic import BusyError, writer_lock
+
+    folder = _job_folder(root, job_id)
+    try:
+        with writer_lock(folder / RECORD_NAME, what=f"job {job_id}"):
+            rec = _load_record(folder)
+            if rec.runner != "worker" or rec.status != "queued":
+                return None
+            now = _iso(_now())
+            rec = replace(rec, status="running", pid=os.getpid(), updated=now, heartbeat=now, attempts=rec.attempts + 1)
+            _write_record(folder, rec)
+            return rec
+    except BusyError:
+        return None
+
+
+def run_claimed(root: str | os.PathLike, rec: JobRecord, fn: Callable[[JobContext], dict[str, Any] | None]) -> JobRecord:
+    """Run a claimed job's work function here, in this thread, with its heartbeat; return the final record."""
+    folder = _job_folder(root, rec.id)
+    runner = _Runner(folder, rec, fn)
+    with _REGISTRY_LOCK:
+        _RUNNERS[folder.resolve()] = runner
+    runner.run()
+    return _load_record(folder)
+
+
+def requeue_interrupted(root: str | os.PathLike) -> list[str]:
+    """Put back in the queue the worker jobs of ``root`` that a killed worker left (running under a dead process,
+    or already marked "interrupted"), so that a restarted worker resumes them; a job interrupted
+    :data:`MAX_ATTEMPTS` times stays interrupted. Returns the ids put back."""
+    from core.atomic import BusyError, writer_lock
+
+    back = []
+    for rec in list_jobs(root):  # reading marks a running job under a dead process "interrupted"
+        if rec.runner != "worker" or rec.status != "interrupted" or rec.attempts >= MAX_ATTEMPTS:
+            continue
+        folder = _job_folder(root, rec.id)
+        if (folder / CANCEL_NAME).exists():
+            continue
+        try:
+            with writer_lock(folder / RECORD_NAME, what=f"job {rec.id}"):
+                now = _iso(_now())
+                again = replace(_load_record(folder), status="queued", pid=None, error=None, finished=None, updated=now,
+                                heartbeat=now, message="waiting to resume after the worker stopped")
+                _write_record(folder, again)
+                back.append(rec.id)
+        except BusyError:
+            continue
+    return back

@@ -151,10 +151,23 @@ def apply_normalisation(array: np.ndarray, params: dict[str, Any]) -> np.ndarray
     Returns
     -------
     ndarray, float32, same shape
+
+    Raises
+    ------
+    ReactomoError
+        When the values hold NaN or infinity: a network fed them trains on NaN losses or labels garbage, so the
+        training and segmentation paths (which all come through here) refuse them, as the Data page does.
     """
     centre, scale = _check(params)
     out = np.asarray(array, dtype=np.float32) - np.float32(centre)
     out /= np.float32(scale)
+    if not np.isfinite(out).all():
+        arr = np.asarray(array)
+        n_nan = int(np.count_nonzero(np.isnan(arr))) if np.issubdtype(arr.dtype, np.floating) else 0
+        n_bad = int(np.count_nonzero(~np.isfinite(out)))
+        what = f"{n_nan} NaN value{'s' if n_nan != 1 else ''}" if n_nan else f"{n_bad} infinite value{'s' if n_bad != 1 else ''}"
+        raise ReactomoError(f"The scan holds {what} in the slices read; replace them with a number when reconstructing "
+                            "or exporting, and open it again.")
     return out
 
 

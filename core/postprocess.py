@@ -552,6 +552,7 @@ def choose_cleaning(
     sizes: Mapping[str, Sequence[int]] | None = None,
     rims: Sequence[int] = CANDIDATE_RIMS,
     tolerance: float = 1e-3,
+    where: str = "the labelled slices",
 ) -> CleaningChoice:
     """Pick island sizes and the rim width from agreement with a reference on labelled slices -- never from a check.
 
@@ -576,6 +577,8 @@ def choose_cleaning(
         Candidate rim widths in pixels (0 = no rim rule).
     tolerance : float
         Agreement within this of the best counts as equal (the least cleaning is taken).
+    where : str
+        A few words naming the scored slices, for the sentence in ``method``.
 
     Returns
     -------
@@ -614,7 +617,7 @@ def choose_cleaning(
     best = max(r["agreement"] for r in rows)
     pick = min((r for r in rows if r["agreement"] >= best - tolerance), key=lambda r: (r["_amount"], -r["agreement"]))
     sizes_text = ", ".join(f"{n} < {v} px" for n, v in pick["min_sizes"].items() if v) or "no island removal"
-    method = (f"Cleaning chosen by agreement with the ground truth of the labelled slices (mean Dice over its phases, "
+    method = (f"Cleaning chosen by agreement with the ground truth of {where} (mean Dice over its phases, "
               f"{len(rows)} candidates, the least cleaning within {tolerance:g} of the best): {sizes_text}, rim "
               f"{pick['rim_px']} px; agreement {pick['agreement']:.4f} against {uncleaned:.4f} uncleaned. The internal "
               f"standard and the other checks were not looked at.")

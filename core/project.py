@@ -1137,6 +1137,10 @@ def create_project(
         root.mkdir()
     except FileExistsError:
         raise ReactomoError(f"A project (or folder) called '{safe}' already exists in {ws}; choose another name or open it.") from None
+    except OSError as exc:  # a read-only, full or vanished workspace: one sentence for the page and the CLI
+        from core.errors import filesystem_sentence
+
+        raise ReactomoError(f"The project cannot be created: {filesystem_sentence(exc)}") from None
     now = _now()
     manifest: dict[str, Any] = {
         "schema": SCHEMA,
@@ -1157,10 +1161,14 @@ def create_project(
     try:
         (root / LOCK).touch()
         _write(root, manifest)
-    except BaseException:
+    except BaseException as exc:
         for leftover in root.iterdir():
             leftover.unlink()
         root.rmdir()
+        if isinstance(exc, OSError):
+            from core.errors import filesystem_sentence
+
+            raise ReactomoError(f"The project cannot be created: {filesystem_sentence(exc)}") from None
         raise
     log.info("Created project '%s' in %s.", safe, ws)
     return Project(root, safe)

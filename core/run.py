@@ -61,6 +61,8 @@ class RunConfig:
     width: int = 16
     depth: int = 4
     context: int = 0  # neighbouring slices on each side fed to the U-Net (0 = one slice; 1 = 2.5D, three slices)
+    loss: str = "ce+dice"  # the U-Net's loss: "ce", "dice" or "ce+dice"
+    class_weights: str = "balanced"  # cross-entropy weights by phase frequency: "none", "sqrt" or "balanced"
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -108,9 +110,15 @@ def run_workflow(
     out = Path(config.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ReactomoError(f"The output folder {out} already exists and is not empty; choose a new folder.")
-    from core.cli import _scan_paths  # same discovery as `segment`
+    from core.errors import check_writable
 
-    scans = _scan_paths(config.scans)
+    existed = out.exists()
+    check_writable(out, what="the output folder")  # a read-only or vanished disk is said now, not after training
+    if not existed:
+        out.rmdir()
+    from core.io import discover_scans  # same discovery as `segment`
+
+    scans = [s.path for s in discover_scans(config.scans)]
     if not 0 <= config.label_step < len(scans):
         raise ReactomoError(f"--label-step {config.label_step} is not a step of these {len(scans)} scans; give 0 to {len(scans) - 1}.")
     if not 1 <= config.epochs <= 100:
@@ -120,7 +128,8 @@ def run_workflow(
                                 cpu_amp=config.cpu_amp)
     inference.validate()
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
-                     val_fraction=0.25, loss="ce+dice", optimizer="adam", lr=2e-3, seed=config.seed)
+                     val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
+                     seed=config.seed)
     if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
         raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
@@ -184,12 +193,14 @@ def run_workflow(
     poor = quality_warning(best["val_dice"])  # never called a success: said here, kept in run.json
     if poor:
         say(f"   warning: {poor}")
-    # the cleaning, chosen from the ground truth of the labelled slices only (never from the internal standard)
+    # the cleaning, chosen from the ground truth of the held-out labelled slices only (never from the internal standard)
     from core.postprocess import cleaning_for
     from core.segment import choose_model_cleaning
+    from core.train import held_out
 
-    choice = choose_model_cleaning(model, images, rf.labels[zs], phases=phases, class_codes=phases.codes,
-                                   device=config.device)
+    xv, yv, where = held_out(images, rf.labels[zs], tc)  # scored where the network never trained
+    choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=config.device,
+                                   where=where)
     post, cleaning_why = cleaning_for(mode, phases, {"cleaning": choice.to_dict(phases)}, min_sizes=config.min_sizes,
                                       rim_px=config.rim_px)
     say(f"   cleaning: {cleaning_why}")

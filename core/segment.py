@@ -832,10 +832,13 @@ def choose_model_cleaning(
     phases: Any,
     class_codes: Sequence[int],
     device: str | torch.device = "cpu",
+    where: str = "the labelled slices",
 ):
     """The cleaning for a freshly trained network, chosen from its ground truth alone.
 
-    The network labels its ground-truth slices (whole slices, uncleaned) and
+    Give it the ground truth the network did not train on (:func:`core.train.held_out`): on its own training
+    pixels a network reproduces the forest's small islands, which would make every cleaning look harmful.
+    The network labels these slices (whole slices, uncleaned) and
     :func:`core.postprocess.choose_cleaning` picks the island sizes and rim width whose cleaned labels agree best
     with the ground truth (the least cleaning within a hair of the best). Trainers store the result in the model
     card (``card["cleaning"]``); segmenting with the automatic cleaning uses it. No check of the reaction is looked at.
@@ -850,6 +853,8 @@ def choose_model_cleaning(
     phases : PhaseTable
     class_codes : sequence of int
     device : str or torch.device
+    where : str
+        A few words naming the slices, for the choice's sentence (e.g. ``"2 held-out slices of 7"``).
 
     Returns
     -------
@@ -859,4 +864,4 @@ def choose_model_cleaning(
 
     pred = predict_slices(model, np.ascontiguousarray(images, dtype=np.float32), config=InferenceConfig(device=str(device)),
                           class_codes=class_codes)
-    return choose_cleaning(pred, np.asarray(reference, dtype=np.uint8), phases=phases)
+    return choose_cleaning(pred, np.asarray(reference, dtype=np.uint8), phases=phases, where=where)

@@ -44,7 +44,7 @@ from core.errors import ReactomoError
 from core.phases import PhaseTable
 
 __all__ = ["StepOutcome", "SeriesResult", "segment_series", "segment_project", "read_series_record",
-           "phase_volumes_rows", "versions"]
+           "phase_volumes_rows", "versions", "configured_schedulers", "check_offered_scheduler", "ENV_SCHEDULERS"]
 
 log = logging.getLogger(__name__)
 
@@ -378,93 +378,99 @@ def segment_series(
     except OSError as exc:
         raise ReactomoError(f"The output folder {out_dir} cannot be created ({exc.strerror or exc}).") from None
 
-    settings = {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
-                "postprocess": postprocess.to_dict() if postprocess is not None else None,
-                "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
-                "voxel_size_um": voxel_size_um}
-    model_info = {"path": str(model_dir), "name": card.get("name", model_dir.name), "weights_sha256": card["weights_sha256"],
-                  "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
-    outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),
-                            time_s=float(times_s[i]) if times_s is not None else None) for i, p in enumerate(paths)]
-    old = read_series_record(out_dir) if resume else None
-    if old and old.get("model", {}).get("weights_sha256") == model_info["weights_sha256"] and old.get("settings") == settings:
-        for d in old.get("steps", []):
-            try:
-                prev = StepOutcome.from_dict(d)
-            except (KeyError, TypeError, ValueError):
-                continue
-            if 0 <= prev.step < n and prev.status == "done" and prev.scan == str(paths[prev.step]) and Path(prev.out_path).is_file():
-                prev.time_s, prev.resumed = outcomes[prev.step].time_s, True
-                outcomes[prev.step] = prev
-    pending = [i for i in todo if outcomes[i].status != "done"]
-    device = inference.device
-    if device == "auto":
-        from core.unet import select_device
+    from core.atomic import remove_orphan_temporaries, writer_lock
 
-        device = str(select_device("auto"))
+    # one writer per folder: a second segmentation into it is refused with a sentence and never mixes its files
+    # with the first one's; label files a killed writer left half-written go first
+    with writer_lock(out_dir, what=f"the segmentation folder {out_dir}"):
+        remove_orphan_temporaries(out_dir)
+        settings = {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
+                    "postprocess": postprocess.to_dict() if postprocess is not None else None,
+                    "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
+                    "voxel_size_um": voxel_size_um}
+        model_info = {"path": str(model_dir), "name": card.get("name", model_dir.name), "weights_sha256": card["weights_sha256"],
+                      "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
+        outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),
+                                time_s=float(times_s[i]) if times_s is not None else None) for i, p in enumerate(paths)]
+        old = read_series_record(out_dir) if resume else None
+        if old and old.get("model", {}).get("weights_sha256") == model_info["weights_sha256"] and old.get("settings") == settings:
+            for d in old.get("steps", []):
+                try:
+                    prev = StepOutcome.from_dict(d)
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if 0 <= prev.step < n and prev.status == "done" and prev.scan == str(paths[prev.step]) and Path(prev.out_path).is_file():
+                    prev.time_s, prev.resumed = outcomes[prev.step].time_s, True
+                    outcomes[prev.step] = prev
+        pending = [i for i in todo if outcomes[i].status != "done"]
+        device = inference.device
+        if device == "auto":
+            from core.unet import select_device
 
-    lock = threading.Lock()
-    record: dict[str, Any] = {}
+            device = str(select_device("auto"))
 
-    def save() -> None:
-        with lock:
-            record.clear()
-            record.update({"format": FORMAT, "format_version": 1, "model": model_info, "settings": settings,
-                           "phases": phases.to_dict(), "voxel_size_um": voxel_size_um, "device": device,
-                           "scheduler": scheduler or "in-process", "workers": workers, "versions": versions(),
-                           "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "steps": [o.to_dict() for o in outcomes], **({"extra": extra} if extra else {}),
-                           **({"cleaning_source": cleaning_source} if cleaning_source else {})})
-            atomic_write_json(out_dir / RECORD, record)
-            atomic_write_text(out_dir / VOLUMES, _csv_text(phase_volumes_rows(outcomes, phases, voxel_size_um), phases))
+        lock = threading.Lock()
+        record: dict[str, Any] = {}
 
-    def finish(i: int, result: dict[str, Any] | None, exc: BaseException | None) -> None:
-        o = outcomes[i]
-        if exc is None and result is not None:
-            o.status, o.counts, o.seconds = "done", result["counts"], result["seconds"]
-            o.mvoxel_per_s, o.warnings, o.cleaning, o.error = result["mvoxel_per_s"], result["warnings"], result["cleaning"], ""
+        def save() -> None:
+            with lock:
+                record.clear()
+                record.update({"format": FORMAT, "format_version": 1, "model": model_info, "settings": settings,
+                               "phases": phases.to_dict(), "voxel_size_um": voxel_size_um, "device": device,
+                               "scheduler": scheduler or "in-process", "workers": workers, "versions": versions(),
+                               "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "steps": [o.to_dict() for o in outcomes], **({"extra": extra} if extra else {}),
+                               **({"cleaning_source": cleaning_source} if cleaning_source else {})})
+                atomic_write_json(out_dir / RECORD, record)
+                atomic_write_text(out_dir / VOLUMES, _csv_text(phase_volumes_rows(outcomes, phases, voxel_size_um), phases))
+
+        def finish(i: int, result: dict[str, Any] | None, exc: BaseException | None) -> None:
+            o = outcomes[i]
+            if exc is None and result is not None:
+                o.status, o.counts, o.seconds = "done", result["counts"], result["seconds"]
+                o.mvoxel_per_s, o.warnings, o.cleaning, o.error = result["mvoxel_per_s"], result["warnings"], result["cleaning"], ""
+            else:
+                o.status, o.error = "failed", _sentence(exc)
+                log.info("step %d (%s) failed: %s", i, o.scan, o.error)  # the caller says it (on_step, the record)
+            save()
+            if on_step is not None:
+                on_step(o)
+
+        save()
+        report = on_progress or (lambda f, m: None)
+        stop = should_stop or (lambda: False)
+        done_before = len(todo) - len(pending)
+        cancelled = False
+        if scheduler is None:
+            for k, i in enumerate(pending):
+                if stop():
+                    cancelled = True
+                    break
+                base = (done_before + k) / len(todo)
+                name = Path(outcomes[i].scan).name
+
+                def step_progress(f: float, m: str, base=base, name=name, i=i) -> None:
+                    report(min(1.0, base + f / len(todo)), f"step {i} ({name}): {m}")
+
+                report(base, f"step {i} ({name})")
+                try:
+                    res = _segment_one(str(model_dir), outcomes[i].scan, outcomes[i].out_path, settings, device, step_progress, stop)
+                except JobCancelled:
+                    cancelled = True
+                    break
+                except Exception as exc:  # one failing step does not stop the others
+                    finish(i, None, exc)
+                    continue
+                finish(i, res, None)
         else:
-            o.status, o.error = "failed", _sentence(exc)
-            log.warning("step %d (%s) failed: %s", i, o.scan, o.error)
-        save()
-        if on_step is not None:
-            on_step(o)
-
-    save()
-    report = on_progress or (lambda f, m: None)
-    stop = should_stop or (lambda: False)
-    done_before = len(todo) - len(pending)
-    cancelled = False
-    if scheduler is None:
-        for k, i in enumerate(pending):
-            if stop():
-                cancelled = True
-                break
-            base = (done_before + k) / len(todo)
-            name = Path(outcomes[i].scan).name
-
-            def step_progress(f: float, m: str, base=base, name=name, i=i) -> None:
-                report(min(1.0, base + f / len(todo)), f"step {i} ({name}): {m}")
-
-            report(base, f"step {i} ({name})")
-            try:
-                res = _segment_one(str(model_dir), outcomes[i].scan, outcomes[i].out_path, settings, device, step_progress, stop)
-            except JobCancelled:
-                cancelled = True
-                break
-            except Exception as exc:  # one failing step does not stop the others
-                finish(i, None, exc)
-                continue
-            finish(i, res, None)
-    else:
-        cancelled = _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report,
-                              stop, len(todo), done_before)
-    if cancelled:
-        save()
-        raise JobCancelled(f"Segmentation stopped; {sum(o.status == 'done' for o in outcomes)} of {n} steps are done and kept.")
-    report(1.0, f"{sum(outcomes[i].status == 'done' for i in todo)} of {len(todo)} steps segmented")
-    return SeriesResult(out_dir=out_dir, steps=[outcomes[i] for i in todo], seconds=time.perf_counter() - t_start,
-                        scheduler=scheduler or "in-process", record=dict(record))
+            cancelled = _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report,
+                                  stop, len(todo), done_before)
+        if cancelled:
+            save()
+            raise JobCancelled(f"Segmentation stopped; {sum(o.status == 'done' for o in outcomes)} of {n} steps are done and kept.")
+        report(1.0, f"{sum(outcomes[i].status == 'done' for i in todo)} of {len(todo)} steps segmented")
+        return SeriesResult(out_dir=out_dir, steps=[outcomes[i] for i in todo], seconds=time.perf_counter() - t_start,
+                            scheduler=scheduler or "in-process", record=dict(record))
 
 
 def _connect(scheduler: str):
@@ -526,6 +532,33 @@ def _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device
 
 
 # ----------------------------------------------------------------------------------------------- a project
+#: Environment variable where the administrator lists the Dask schedulers the dashboard may use (comma-separated
+#: addresses such as ``tls://cluster:8786``). Nothing else reaches a page.
+ENV_SCHEDULERS = "REACTOMO_DASK_SCHEDULERS"
+
+
+def configured_schedulers() -> list[str]:
+    """The Dask scheduler addresses the server's administrator offers to every user (``REACTOMO_DASK_SCHEDULERS``)."""
+    raw = os.environ.get(ENV_SCHEDULERS, "")
+    return [a.strip() for a in raw.split(",") if a.strip() and "://" in a.strip()]
+
+
+def check_offered_scheduler(scheduler: str | None) -> None:
+    """Refuse a scheduler address the administrator did not offer (the project-level path, used by the pages).
+
+    The CLI's ``--scheduler`` stays free: there the user runs code as themselves. A page runs as the server, so an
+    address typed by anyone with the URL would let a hostile scheduler's workers run code as the server.
+    """
+    if scheduler is None or scheduler == "local":
+        return
+    offered = configured_schedulers()
+    if scheduler not in offered:
+        where = (f"the offered ones are {', '.join(offered)}" if offered else
+                 f"none is offered; the administrator lists them in {ENV_SCHEDULERS}")
+        raise ReactomoError(f"The Dask scheduler {scheduler} is not one the server's administrator offers ({where}); "
+                            "use this process or a local cluster, or ask for the cluster to be added.")
+
+
 def segment_project(
     project,
     model_dir: str | os.PathLike,
@@ -549,10 +582,15 @@ def segment_project(
     ``segmentations[name]`` holds the folder, the model, the settings and the steps done; it is written when the
     run starts (status ``running``) and when it ends (``done``, ``failed`` or ``cancelled``), so a crash leaves a
     record whose folder tells which steps finished.
+
+    ``scheduler`` is None (this process), ``"local"`` (a local Dask cluster) or one of the addresses the
+    administrator offers (:func:`configured_schedulers`); any other address is refused, since Dask unpickles what a
+    scheduler's workers send back and a hostile scheduler could run code in this process.
     """
     from core.jobs import JobCancelled
     from core.project import sanitize_name
 
+    check_offered_scheduler(scheduler)
     clean = sanitize_name(name)
     scans = project.scans()
     if not scans:

@@ -39,6 +39,10 @@ __all__ = [
     "make_patches",
     "augment_batch",
     "split_slices",
+    "held_out",
+    "estimate_training_memory",
+    "check_training_memory",
+    "memory_budget_bytes",
     "train_unet",
     "train_project_model",
     "TRANSFORMS",
@@ -369,6 +373,30 @@ def split_slices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int], 
     return [i for i in range(n) if i not in val], val
 
 
+def held_out(images: np.ndarray, labels: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    """The part of the training pairs that :func:`train_unet` kept for validation and never trained on.
+
+    Same split as training (same ``val_fraction`` and ``seed``): whole slices when there are two or more, else the
+    right-hand strip of columns. Choices made after training (the cleaning) are scored here, so that a network that
+    memorised its training pixels does not make them look right.
+
+    Returns
+    -------
+    (images, labels, description)
+        The held-out images and labels, and a few words naming them (e.g. ``"2 held-out slices of 7"``); all
+        of them, said so, when the held-out part labels no pixel.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    _, _, xv, yv, split = _split(images, labels, config)
+    if not np.any(yv):  # nothing labelled was held out: the training pixels are all there is
+        return images, labels, "the labelled slices (the held-out part labels no pixel)"
+    if split["by"] == "slice":
+        n = len(split["val"])
+        return xv, yv, f"{n} held-out slice{'s' if n != 1 else ''} of {images.shape[0]}"
+    a, b = split["val_columns"]
+    return xv, yv, f"the held-out columns {a}-{b} of the one labelled slice"
+
+
 def _split(images: np.ndarray, labels: np.ndarray, config: TrainConfig):
     """(train images, train labels, val images, val labels, description)."""
     n = images.shape[0]
@@ -477,6 +505,64 @@ def _dice_per_class(pred: np.ndarray, target: np.ndarray, k: int) -> list[float 
     return out
 
 
+#: Environment variable with the memory budget of one training, in GB (default :data:`DEFAULT_MEMORY_BUDGET_GB`).
+ENV_MEMORY_BUDGET = "REACTOMO_MEMORY_BUDGET_GB"
+DEFAULT_MEMORY_BUDGET_GB = 4.0
+#: Bytes per (pixel x first-level channel) of one batch in a training step: the activations kept for the backward
+#: pass and their gradients over every level of the U-Net (float32). Peak resident memory of ``python -m core train``
+#: on the demo (one epoch, width 16, depth 4, CPU, 2026-12-05) less the 0.39 GB of a tiny run: 50 B at patch 512 ×
+#: 6 patches (1.25 GB), 88 B at patch 128 × batch 16 (0.37 GB); rounded up to 100 B so the check errs on the safe side.
+_BYTES_PER_PIXEL_CHANNEL = 100.0
+
+
+def memory_budget_bytes() -> float:
+    """The configured budget of one training (``REACTOMO_MEMORY_BUDGET_GB``, default 4 GB), in bytes."""
+    raw = os.environ.get(ENV_MEMORY_BUDGET, "").strip()
+    try:
+        gb = float(raw) if raw else DEFAULT_MEMORY_BUDGET_GB
+    except ValueError:
+        raise ReactomoError(f"{ENV_MEMORY_BUDGET} is {raw!r}; give a number of GB such as 4.") from None
+    if not gb > 0:
+        raise ReactomoError(f"{ENV_MEMORY_BUDGET} is {raw!r}; give a positive number of GB such as 4.")
+    return gb * 1e9
+
+
+def estimate_training_memory(config: TrainConfig, *, width: int, in_channels: int = 1, data_bytes: int = 0,
+                             n_patches: int | None = None) -> float:
+    """Peak memory of one training in bytes, estimated before it starts.
+
+    ``patch² × batch × width × 100 B`` for the network (the activations of every level kept for the backward pass,
+    and their gradients; a U-Net's levels halve the side and double the channels, so the first level dominates),
+    plus the patches (``data_bytes`` of images and labels, times the augmentation copies) and 0.5 GB for the
+    libraries. The factor was measured as peak resident memory of ``python -m core train`` on this machine; it is
+    meant to refuse settings that cannot fit, not to predict to the megabyte. ``n_patches`` (when known) caps the
+    batch: a batch never holds more patches than there are.
+    """
+    p, b = int(config.patch_size), int(config.batch_size)
+    if n_patches is not None:
+        b = max(1, min(b, int(n_patches)))
+    network = float(p) * p * b * int(width) * _BYTES_PER_PIXEL_CHANNEL
+    inputs = float(p) * p * b * int(in_channels) * 4 * 4
+    return network + inputs + 2.0 * float(data_bytes) * max(1, int(config.augment_factor)) + 0.5e9
+
+
+def check_training_memory(config: TrainConfig, *, width: int, in_channels: int = 1, data_bytes: int = 0,
+                          n_patches: int | None = None) -> float:
+    """Refuse, with the estimate in the sentence, a training whose memory estimate exceeds the budget.
+
+    Returns the estimate in bytes. Called by every trainer (CLI, pages, ``run``) before the first epoch.
+    """
+    need = estimate_training_memory(config, width=width, in_channels=in_channels, data_bytes=data_bytes,
+                                    n_patches=n_patches)
+    budget = memory_budget_bytes()
+    if need > budget:
+        raise ReactomoError(
+            f"This training would need about {need / 1e9:.1f} GB of memory (patch {config.patch_size} × batch "
+            f"{config.batch_size} × width {width}), more than the {budget / 1e9:g} GB budget of this server; use a "
+            f"smaller patch or batch, or ask the administrator to raise {ENV_MEMORY_BUDGET}.")
+    return need
+
+
 def train_unet(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -543,6 +629,14 @@ def train_unet(
     dev = select_device(str(device)) if not isinstance(device, torch.device) else device
     use_amp = bool(config.amp and dev.type == "cuda")
 
+    unet_config = getattr(model, "config", None)
+    if hasattr(unet_config, "width"):  # refused before any patch is made, with the estimate in the sentence
+        n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+        p = config.patch_size
+        chans = images.shape[1] if images.ndim == 4 else 1
+        pixels = n * max(h, p) * max(w, p) / config.stride_ratio ** 2
+        check_training_memory(config, width=unet_config.width, in_channels=chans,
+                              data_bytes=int(pixels * (4 * chans + 1 + 8)), n_patches=math.ceil(pixels / p ** 2))
     tr_img, tr_lab, va_img, va_lab, split = _split(images, labels, config)
     x_tr, y_tr = make_patches(tr_img, tr_lab, patch_size=config.patch_size, stride_ratio=config.stride_ratio)
     x_va, y_va = make_patches(va_img, va_lab, patch_size=config.patch_size, stride_ratio=1.0)
@@ -772,7 +866,8 @@ def train_project_model(
                   "scan": _fingerprint(str(project.scan_path(stored.step))), "scan_shape": list(scan.shape)}
     from core.segment import choose_model_cleaning
 
-    choice = choose_model_cleaning(model, images, stored.labels, phases=phases, class_codes=phases.codes, device=device)
+    xv, yv, where = held_out(images, stored.labels, train_config)
+    choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=device, where=where)
     path = save_bundle(folder, model, config=unet_config, phases=phases, normalisation=norm, training=training,
                        provenance=provenance, metrics=metrics, seed=train_config.seed, cleaning=choice.to_dict(phases))
     record = {"name": name, "path": str(Path(path).resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -13,8 +13,9 @@ from core.bundle import check_bundle_name, delete_bundle, list_bundles, rename_b
 from core.charts import training_curves, validation_dice_curves
 from core.errors import ReactomoError
 from core.ground_truth import load_accepted
-from core.jobs import list_jobs, read_events, request_cancel, start_job
-from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, quality_warning, train_project_model
+from core.jobs import list_jobs, read_events, request_cancel
+from core.worker import submit_job
+from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, check_training_memory, quality_warning
 from core.train import MIN_MEAN_DICE, MIN_PHASE_DICE
 from core.unet import UNetConfig, device_summary, select_device
 
@@ -23,35 +24,8 @@ KIND = "train"
 
 
 
-def _clean(obj):
-    """JSON-safe copy of an epoch record (NaN/inf become None)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _job_fn(project, params: dict):
-    """The background work of one training job (no Streamlit calls: it runs in a thread)."""
-
-    def run(ctx) -> dict:
-        ckpt = Path(params["checkpoint_dir"]) if params.get("checkpoint_dir") else ctx.folder / "checkpoints"
-        path = train_project_model(
-            project, name=params["name"], unet_config=UNetConfig.from_dict(params["unet"]),
-            train_config=TrainConfig.from_dict(params["train"]), device="auto", models_root=params["models_root"],
-            on_epoch=lambda rec: ctx.event(_clean(rec)), on_progress=ctx.progress, should_stop=ctx.cancelled,
-            checkpoint_dir=ckpt, resume=bool(params.get("resume")),
-        )
-        return {"model": params["name"], "path": str(path)}
-
-    return run
-
-
 def _launch(project, params: dict) -> None:
-    start_job(project.root, KIND, _job_fn(project, params), params=params, title=f"Train {params['name']}")
+    submit_job(project, KIND, params, title=f"Train {params['name']}")
 
 
 def _history(job) -> list[dict]:
@@ -259,6 +233,7 @@ if start:
                            loss=loss, class_weights="balanced" if balanced else "none", optimizer=optimiser,
                            lr=float(lr), seed=int(seed))
         ucfg = UNetConfig(width=int(width), depth=int(depth), n_classes=len(phases), in_channels=int(context))
+        check_training_memory(tcfg, width=ucfg.width, in_channels=ucfg.in_channels)  # refused here, not in the job
         _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(),
                           "models_root": str(ui.models_root()), "project": project.name})
         ss["train_flash"] = f"Started training '{name}'."

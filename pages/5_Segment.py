@@ -14,7 +14,8 @@ import ui
 from core.bundle import list_bundles
 from core.charts import slice_figure
 from core.errors import ReactomoError
-from core.jobs import list_jobs, read_job, request_cancel, start_job
+from core.jobs import list_jobs, read_job, request_cancel
+from core.worker import submit_job
 from core.postprocess import PostprocessConfig, cleaning_for
 from core.seg_charts import cleaning_chart, fraction_over_time
 from core.segment import InferenceConfig
@@ -22,7 +23,8 @@ from core.series import read_series_record
 
 KIND = "segment"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SCHEDULERS = {"process": "In this process", "local": "Local cluster (Dask) with N workers", "address": "Existing Dask cluster (address)"}
+SCHEDULERS = {"process": "In this process", "local": "Local cluster (Dask) with N workers",
+              "address": "A Dask cluster the administrator offers"}
 
 
 
@@ -34,26 +36,6 @@ SCHEDULERS = {"process": "In this process", "local": "Local cluster (Dask) with 
 def _mean_dice(b) -> float | None:
     d = [v for v in (b.metrics.get("val_dice") or {}).values() if v is not None]
     return sum(d) / len(d) if d else None
-
-
-def _job_fn(project, params: dict):
-    """The background work of one segmentation job (no Streamlit calls: it runs in a thread)."""
-    from core.series import segment_project
-
-    def run(ctx) -> dict:
-        post = PostprocessConfig.from_dict(params["postprocess"]) if params.get("postprocess") else None
-        result = segment_project(
-            project, params["model_dir"], name=params["name"], steps=params["steps"],
-            inference=InferenceConfig.from_dict(params["inference"]), postprocess=post, use_roi=params["use_roi"],
-            z_range=tuple(params["z_range"]) if params.get("z_range") else None, scheduler=params.get("scheduler"),
-            workers=int(params.get("workers", 1)), on_progress=ctx.progress,
-            on_step=lambda o: ctx.event({"step": o.step, "status": o.status, "error": o.error}), should_stop=ctx.cancelled,
-            cleaning_source=params.get("cleaning_source"),
-        )
-        return {"name": params["name"], "done": [o.step for o in result.done], "failed": [o.step for o in result.failed],
-                "seconds": round(result.seconds, 2)}
-
-    return run
 
 
 def _step_table(record: dict | None, steps: list[int]) -> pd.DataFrame:
@@ -279,11 +261,20 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                              for col, p in zip(cols, phases)}
 
             with st.expander("Dask scheduler", icon=":material/hub:"):
+                from core.series import ENV_SCHEDULERS, configured_schedulers
+
+                offered = configured_schedulers()  # only the administrator's list: never an address typed here
                 c1, c2, c3 = st.columns([2, 1, 2])
-                sched = c1.radio("Run the steps", list(SCHEDULERS), format_func=SCHEDULERS.get, key="seg_sched")
+                sched = c1.radio("Run the steps", [k for k in SCHEDULERS if k != "address" or offered],
+                                 format_func=SCHEDULERS.get, key="seg_sched")
                 workers = c2.number_input("Workers (N)", 1, 256, 2, key="seg_workers", help="For the local cluster.")
-                address = c3.text_input("Scheduler address", placeholder="tcp://host:8786", key="seg_address",
-                                        help="Every worker must see the model, the scans and the project at the same paths.")
+                if offered:
+                    address = c3.selectbox("Cluster", offered, key="seg_address",
+                                           help="Every worker must see the model, the scans and the project at the same paths.")
+                else:
+                    address = None
+                    c3.caption(f"No Dask cluster is offered on this server. An administrator lists them in "
+                               f"`{ENV_SCHEDULERS}` (e.g. `tls://cluster:8786`); see the README.")
             start = st.form_submit_button("Start segmentation", type="primary", icon=":material/layers:", disabled=active)
 
         if start:
@@ -306,9 +297,10 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                     raise ReactomoError("The z range holds no slice; widen it.")
                 scheduler = {"process": None, "local": "local"}.get(sched)
                 if sched == "address":
-                    scheduler = (address or "").strip()
-                    if "://" not in scheduler:
-                        raise ReactomoError("Give the Dask scheduler's address, e.g. tcp://host:8786.")
+                    from core.series import check_offered_scheduler
+
+                    scheduler = address or ""
+                    check_offered_scheduler(scheduler)  # and again in the job: only an offered cluster is used
                 load_model_cached(ui.models_root() / model, phases=phases, device="cpu")  # refuses another phase table
                 inference = InferenceConfig(tile=int(tile), overlap=float(overlap), batch_size=int(batch))
                 inference.validate()
@@ -330,7 +322,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                           "z_range": [int(z0), int(z1)] if some_z and (z0, z1) != (0, depth) else None,
                           "scheduler": scheduler, "workers": int(workers) if sched == "local" else 1,
                           "project": project.name}
-                start_job(project.root, KIND, _job_fn(project, params), params=params, title=f"Segment {name}")
+                submit_job(project, KIND, params, title=f"Segment {name}")
                 ss["seg_flash"] = f"Started segmenting {len(steps)} step(s) as '{name}'."
                 ss["qc_seg"] = name
                 st.rerun()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from pathlib import Path
 
@@ -11,39 +10,16 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.analysis import AnalysisConfig, analyze, csv_text, figures, load_result, report_bytes, report_html, verdict_rows, with_band
+from core.analysis import AnalysisConfig, csv_text, figures, load_result, report_bytes, report_html, verdict_rows, with_band
 from core.analysis_charts import method_of
 from core.errors import ReactomoError
 from core.export import figure_images, zip_images
-from core.jobs import list_jobs, read_job, request_cancel, start_job
+from core.jobs import list_jobs, read_job, request_cancel
+from core.worker import submit_job
 from core.series import read_series_record
 
 KIND = "analysis"
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
-
-
-def _job_fn(project, params: dict):
-    """The background work (no Streamlit calls: it runs in a thread)."""
-
-    def run(ctx) -> dict:
-        out = project.root / "analysis" / params["name"]
-        config = AnalysisConfig(**params["config"])
-        result = analyze(params["segmentation"], out, config=config, phases=project.phases(), reaction=project.reaction(),
-                         on_progress=ctx.progress, extra={"project": project.name, "segmentation_name": params["name"]})
-        v = result["summary"]["verdict"]
-        iv = v.get("internal_standard") or {}
-
-        def record(m: dict) -> None:
-            m["analysis"][params["name"]] = {"name": params["name"], "path": str(out), "segmentation": params["segmentation"],
-                                             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                             "verdict_passed": v.get("passed"), "failed_checks": v.get("failed") or [],
-                                             "all_inside": iv.get("all_inside"),
-                                             "max_abs_deviation_pct": iv.get("max_abs_deviation_pct")}
-
-        project.update(record)
-        return {"name": params["name"], "sentence": v.get("sentence", "")}
-
-    return run
 
 
 def _small_number_columns(df: pd.DataFrame) -> dict:
@@ -126,7 +102,7 @@ if st.button("Run the analysis", icon=":material/analytics:", type="primary", di
         times = project.times_s()
         params = {"name": name, "segmentation": segs[name]["path"], "config": {**config.__dict__, "interval_s": None},
                   "times": len(times)}
-        start_job(project.root, KIND, _job_fn(project, params), params=params, title=f"Analyse {name}")
+        submit_job(project, KIND, params, title=f"Analyse {name}")
         st.rerun()
 
 result = None

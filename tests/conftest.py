@@ -23,6 +23,9 @@ def workspace(tmp_path, tmp_path_factory, monkeypatch):
     ws.mkdir()
     monkeypatch.setenv("REACTOMO_WORKSPACE", str(ws))
     monkeypatch.setenv("REACTOMO_DATA_ROOT", os.pathsep.join([str(tmp_path), str(tmp_path_factory.getbasetemp())]))
+    # page tests run their jobs as threads (a worker process per test would only add start-up time); the worker
+    # process itself, the default, is tested in test_worker.py
+    monkeypatch.setenv("REACTOMO_JOB_RUNNER", "thread")
     return ws
 
 
@@ -113,8 +116,21 @@ def launch_streamlit(workspace: Path, *, data_root: Path, log_path: Path):
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                stop_worker(workspace)  # a job started in the browser started a worker, which outlives the server
 
     return run()
+
+
+def stop_worker(workspace: Path) -> None:
+    """Kill the worker process of ``workspace``, if one runs (it is its own session: nothing else stops it)."""
+    import json
+    import signal
+
+    try:
+        pid = json.loads((Path(workspace) / ".worker.json").read_text())["pid"]
+        os.kill(int(pid), signal.SIGKILL)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
 
 
 def settle(pg) -> None:

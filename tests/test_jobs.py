@@ -147,6 +147,17 @@ def test_unexpected_exception_fails_with_a_plain_sentence(tmp_path, caplog):
     assert any(r.exc_info for r in caplog.records if r.name == "core.jobs")
 
 
+def test_a_full_disk_in_a_job_fails_with_the_cli_sentence(tmp_path):
+    import errno
+
+    def work(ctx):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/seg/t003.tif")
+
+    rec = start_job(tmp_path, "segment", work).wait(3)
+    assert rec.status == "failed"
+    assert rec.error.startswith("The disk is full: /data/seg/t003.tif could not be written; free some space")
+
+
 def test_bad_result_fails(tmp_path):
     rec = start_job(tmp_path, "train", lambda ctx: [1, 2]).wait(3)
     assert rec.status == "failed" and "must return a dict" in rec.error

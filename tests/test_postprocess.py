@@ -289,7 +289,7 @@ def test_choose_cleaning_depends_only_on_the_labelled_slices():
     from core.postprocess import choose_cleaning
 
     params = set(inspect.signature(choose_cleaning).parameters)
-    assert params == {"prediction", "reference", "phases", "sizes", "rims", "tolerance"}
+    assert params == {"prediction", "reference", "phases", "sizes", "rims", "tolerance", "where"}
     pred, ref = _slices_with_specks(1)
     a = choose_cleaning(pred, ref, phases=DEFAULT_PHASES)
     b = choose_cleaning(pred.copy(), ref.copy(), phases=DEFAULT_PHASES)

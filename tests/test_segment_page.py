@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.errors import ReactomoError
 from core.jobs import list_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,24 +131,45 @@ def test_a_cleaning_edited_on_the_page_is_recorded_as_set_by_hand(demo_project, 
     assert job.params["cleaning_source"].startswith("Set by hand on the Segment page, starting from: ")
 
 
-@pytest.mark.parametrize("what", ["empty name", "no step", "bad address"])
+@pytest.mark.parametrize("what", ["empty name", "no step"])
 def test_bad_input_is_one_sentence_and_starts_nothing(demo_project, shipped_models, what):
     at = _page("pages/5_Segment.py").run()
     if what == "empty name":
         at.text_input(key="seg_name").set_value("  ")
-    elif what == "no step":
-        at.multiselect(key="seg_steps").set_value([])
     else:
-        at.radio(key="seg_sched").set_value("address")
-        at.text_input(key="seg_address").set_value("localhost")
+        at.multiselect(key="seg_steps").set_value([])
     _start(at)
     assert not at.exception, at.exception
     assert len(at.error) == 1, [e.value for e in at.error]
     sentence = at.error[0].value
     assert "\n" not in sentence and sentence.endswith(".") and "Traceback" not in sentence
-    assert {"empty name": "Give the segmentation a name", "no step": "at least one step",
-            "bad address": "scheduler's address"}[what] in sentence
+    assert {"empty name": "Give the segmentation a name", "no step": "at least one step"}[what] in sentence
     assert list_jobs(demo_project.root, kind="segment") == []
+
+
+def test_the_page_offers_only_the_administrators_dask_schedulers(demo_project, shipped_models, monkeypatch):
+    """Issue 12: a scheduler address typed in the page ran code in the server (Dask unpickles its workers' results).
+    Now a page can only pick among the addresses the administrator set; the core refuses any other."""
+    from core.series import check_offered_scheduler, segment_project
+
+    monkeypatch.delenv("REACTOMO_DASK_SCHEDULERS", raising=False)
+    at = _page("pages/5_Segment.py").run()
+    assert at.radio(key="seg_sched").options == ["In this process", "Local cluster (Dask) with N workers"]
+    assert not [t for t in at.text_input if t.key == "seg_address"] and not [s for s in at.selectbox if s.key == "seg_address"]
+    assert any("REACTOMO_DASK_SCHEDULERS" in c.value for c in at.caption)
+    # the project-level path (what the page's job calls) refuses an address nobody offered, before writing anything
+    with pytest.raises(ReactomoError, match=r"^The Dask scheduler tcp://evil:8786 is not one the server's administrator offers"):
+        segment_project(demo_project, SHIPPED, name="evil", steps=[0], scheduler="tcp://evil:8786")
+    assert "evil" not in (demo_project.manifest.get("segmentations") or {})
+    assert not (demo_project.root / "segmentations" / "evil").exists()
+
+    monkeypatch.setenv("REACTOMO_DASK_SCHEDULERS", "tls://cluster-a:8786, not-an-address, tcp://cluster-b:8786")
+    at = _page("pages/5_Segment.py").run()
+    at.radio(key="seg_sched").set_value("address").run()
+    assert at.selectbox(key="seg_address").options == ["tls://cluster-a:8786", "tcp://cluster-b:8786"]
+    check_offered_scheduler("tls://cluster-a:8786")  # offered: accepted
+    with pytest.raises(ReactomoError, match="the offered ones are tls://cluster-a:8786, tcp://cluster-b:8786"):
+        check_offered_scheduler("tcp://cluster-c:8786")
 
 
 def test_model_for_other_phases_is_refused(demo_project, tmp_path, monkeypatch):

@@ -300,3 +300,23 @@ def test_class_weights_balanced_sqrt_and_none():
     assert bal[2] / bal[0] == pytest.approx(20.0, rel=1e-5)  # inverse frequency: 80 % / 4 %
     assert sq[2] / sq[0] == pytest.approx(np.sqrt(20.0), rel=1e-5)
     assert TrainConfig(class_weights="sqrt").class_weights == "sqrt"
+
+
+def test_held_out_is_exactly_what_training_validated_on():
+    """The cleaning is chosen on the held-out part: the slices (or the strip) train_unet never trained on."""
+    from core.train import _split, held_out
+
+    img, lab = _tiny_problem(n=5)
+    cfg = TrainConfig(**FAST)
+    _, _, va_img, va_lab, info = _split(img, lab, cfg)
+    xv, yv, where = held_out(img, lab, cfg)
+    assert np.array_equal(xv, va_img) and np.array_equal(yv, va_lab)
+    assert xv.shape[0] == len(info["val"]) < 5 and where == f"{len(info['val'])} held-out slice of 5"
+    one_img, one_lab = _tiny_problem(n=1, size=40)
+    xv, yv, where = held_out(one_img, one_lab, cfg)
+    assert xv.shape[-1] == 8 and "held-out columns 32-40" in where
+    # a held-out part that labels nothing gives every slice back, and says so
+    lab2 = lab.copy()
+    lab2[info["val"]] = 0
+    xv, yv, where = held_out(img, lab2, cfg)
+    assert xv.shape[0] == 5 and "labels no pixel" in where

@@ -127,6 +127,41 @@ def test_bad_model_name_is_one_sentence_and_starts_nothing(gt_project, models, n
     assert list_jobs(gt_project.root, kind="train") == []
 
 
+def test_an_oversized_training_is_refused_with_its_memory_estimate(gt_project, models, monkeypatch):
+    """Issue 12: `train --patch 1000` peaked at 9.2 GB and one oversized form could take the server down for all.
+    Now the page refuses settings over the budget (default 4 GB), says the estimate, and starts nothing."""
+    monkeypatch.delenv("REACTOMO_MEMORY_BUDGET_GB", raising=False)
+    at = _tiny(_page().run(), "huge")
+    at.number_input(key="tr_patch").set_value(1000)
+    at.number_input(key="tr_batch").set_value(64)
+    _start(at)
+    assert not at.exception
+    assert len(at.error) == 1
+    text = at.error[0].value
+    assert text.startswith("This training would need about ") and "GB of memory (patch 1000 × batch 64" in text
+    assert "more than the 4 GB budget of this server" in text and "REACTOMO_MEMORY_BUDGET_GB" in text
+    assert list_jobs(gt_project.root, kind="train") == []
+
+
+def test_the_memory_estimate_grows_with_the_settings_and_the_budget_is_configurable(monkeypatch):
+    from core.errors import ReactomoError
+    from core.train import TrainConfig, check_training_memory, estimate_training_memory, memory_budget_bytes
+
+    small = estimate_training_memory(TrainConfig(patch_size=64, batch_size=16), width=16)
+    assert 0.5e9 < small < 1e9  # the defaults fit any laptop
+    assert estimate_training_memory(TrainConfig(patch_size=128, batch_size=16), width=16) - 0.5e9 == pytest.approx(
+        4 * (small - 0.5e9), rel=1e-6)  # quadratic in the patch side
+    assert estimate_training_memory(TrainConfig(patch_size=64, batch_size=16), width=32) > small
+    monkeypatch.setenv("REACTOMO_MEMORY_BUDGET_GB", "64")
+    assert memory_budget_bytes() == 64e9
+    check_training_memory(TrainConfig(patch_size=512, batch_size=16), width=16)  # 7 GB: inside 64 GB
+    assert estimate_training_memory(TrainConfig(patch_size=512, batch_size=16), width=16, n_patches=2) < small * 3
+    for bad in ("lots", "-1"):
+        monkeypatch.setenv("REACTOMO_MEMORY_BUDGET_GB", bad)
+        with pytest.raises(ReactomoError, match="REACTOMO_MEMORY_BUDGET_GB is"):
+            memory_budget_bytes()
+
+
 def _finished_run(project, models, name: str, val_dice: dict) -> None:
     """A done training job and its saved model whose card holds ``val_dice`` as the best epoch's Dice."""
     import json

@@ -1,0 +1,299 @@
+"""The worker: a process beside the web server that runs the dashboard's long jobs from a queue on disk.
+
+Training, segmenting and analysing used to run as threads of the Streamlit server, so one oversized job could take
+the dashboard down for every user, and a server restart stopped every job. Now a page only *queues* a job
+(:func:`submit_job`: a JSON record ``<project>/jobs/<id>/job.json``, status "queued"), and the worker
+(``python -m core worker``, started beside Streamlit by ``scripts/app.sh``, or by the page when none runs) claims
+and runs it, writing progress, events and the outcome to the same record the page reads.
+
+- **Killing the web server** leaves the worker and its jobs running (it is its own session, not a child the
+  server's Ctrl+C reaches).
+- **Killing the worker** leaves its job "interrupted"; the next worker puts it back in the queue and runs it again,
+  and the job resumes without redoing finished work (a segmentation skips the steps its record says are done, a
+  training continues from its last checkpoint). A job interrupted :data:`core.jobs.MAX_ATTEMPTS` times stays
+  interrupted.
+- **One writer per project step**: one queued or running job per project and kind; a second is refused with a
+  sentence (:func:`core.jobs.queue_job`).
+- **One worker per workspace**: a second ``core worker`` on the same workspace exits at once with a sentence.
+  It runs one job at a time, oldest first, so memory stays that of one job (bounded by the training's memory
+  check).
+
+Why not a queue library: the job records, events, progress, cancel markers and heartbeats already live on disk,
+tested, and the pages read them; huey's ``SqliteHuey`` would be a second source of truth for a job's state, pickles
+its task payloads by default and brings its own consumer and retry semantics; a Dask scheduler keeps its queue in
+memory, so a killed scheduler loses the jobs. What is hand-written here is small: claim a record under a file lock,
+run it, put interrupted ones back.
+
+``REACTOMO_JOB_RUNNER=thread`` runs jobs as threads of the calling process instead (the page tests use it, where a
+worker per test would only add start-up time); the default is the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.errors import ReactomoError
+
+__all__ = ["JOB_KINDS", "submit_job", "job_function", "run_worker", "worker_status", "ensure_worker", "ENV_RUNNER"]
+
+log = logging.getLogger(__name__)
+
+ENV_RUNNER = "REACTOMO_JOB_RUNNER"
+STATE_NAME = ".worker.json"
+LOCK_TARGET = ".worker"
+#: Seconds between the worker's heartbeats in ``<workspace>/.worker.json``.
+BEAT_S = 2.0
+#: A worker whose heartbeat is older than this is taken for dead (and a page starts another).
+DEAD_AFTER_S = 20.0
+#: A worker a page (or scripts/app.sh) started exits after this many seconds with nothing queued; the next job
+#: starts another. So a stopped dashboard leaves no process behind for long, and a job it was running finishes.
+IDLE_EXIT_S = 1800
+
+
+# ------------------------------------------------------------------------------------------------ job kinds
+def _train(project, params: dict, ctx) -> dict:
+    import math
+
+    from core.train import TrainConfig, train_project_model
+    from core.unet import UNetConfig
+
+    def clean(obj):  # JSON-safe epoch record (NaN/inf become None)
+        if isinstance(obj, dict):
+            return {str(k): clean(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [clean(v) for v in obj]
+        return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+    ckpt = Path(params["checkpoint_dir"]) if params.get("checkpoint_dir") else ctx.folder / "checkpoints"
+    resume = bool(params.get("resume")) or (ckpt / "last.json").exists()  # a worker restarted mid-training resumes
+    path = train_project_model(
+        project, name=params["name"], unet_config=UNetConfig.from_dict(params["unet"]),
+        train_config=TrainConfig.from_dict(params["train"]), device="auto", models_root=params["models_root"],
+        on_epoch=lambda rec: ctx.event(clean(rec)), on_progress=ctx.progress, should_stop=ctx.cancelled,
+        checkpoint_dir=ckpt, resume=resume,
+    )
+    return {"model": params["name"], "path": str(path)}
+
+
+def _segment(project, params: dict, ctx) -> dict:
+    from core.postprocess import PostprocessConfig
+    from core.segment import InferenceConfig
+    from core.series import segment_project
+
+    post = PostprocessConfig.from_dict(params["postprocess"]) if params.get("postprocess") else None
+    result = segment_project(
+        project, params["model_dir"], name=params["name"], steps=params["steps"],
+        inference=InferenceConfig.from_dict(params["inference"]), postprocess=post, use_roi=params["use_roi"],
+        z_range=tuple(params["z_range"]) if params.get("z_range") else None, scheduler=params.get("scheduler"),
+        workers=int(params.get("workers", 1)), on_progress=ctx.progress,
+        on_step=lambda o: ctx.event({"step": o.step, "status": o.status, "error": o.error}), should_stop=ctx.cancelled,
+        cleaning_source=params.get("cleaning_source"),
+    )
+    return {"name": params["name"], "done": [o.step for o in result.done], "failed": [o.step for o in result.failed],
+            "seconds": round(result.seconds, 2)}
+
+
+def _analysis(project, params: dict, ctx) -> dict:
+    from core.analysis import AnalysisConfig, analyze
+
+    out = project.root / "analysis" / params["name"]
+    result = analyze(params["segmentation"], out, config=AnalysisConfig(**params["config"]), phases=project.phases(),
+                     reaction=project.reaction(), on_progress=ctx.progress,
+                     extra={"project": project.name, "segmentation_name": params["name"]})
+    v = result["summary"]["verdict"]
+    iv = v.get("internal_standard") or {}
+
+    def record(m: dict) -> None:
+        m["analysis"][params["name"]] = {"name": params["name"], "path": str(out), "segmentation": params["segmentation"],
+                                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                         "verdict_passed": v.get("passed"), "failed_checks": v.get("failed") or [],
+                                         "all_inside": iv.get("all_inside"),
+                                         "max_abs_deviation_pct": iv.get("max_abs_deviation_pct")}
+
+    project.update(record)
+    return {"name": params["name"], "sentence": v.get("sentence", "")}
+
+
+#: The work of each job kind: ``fn(project, params, ctx) -> dict``. Only these run in the worker; a record of any
+#: other kind is refused, so a job record never names code to import.
+JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segment, "analysis": _analysis}
+
+
+def job_function(project, kind: str, params: dict) -> Callable:
+    """``fn(ctx)`` for :func:`core.jobs.start_job` / :func:`core.jobs.run_claimed`: the registered work of ``kind``."""
+    if kind not in JOB_KINDS:
+        raise ReactomoError(f"Unknown job kind {kind!r}; the worker runs {', '.join(sorted(JOB_KINDS))}.")
+    work = JOB_KINDS[kind]
+    return lambda ctx: work(project, params, ctx)
+
+
+# ------------------------------------------------------------------------------------------------ submitting
+def submit_job(project, kind: str, params: dict, *, title: str = ""):
+    """Start a job the way the server is configured: queued for the worker (default; a worker is started when
+    none runs), or a thread of this process with ``REACTOMO_JOB_RUNNER=thread``. Returns a :class:`JobHandle`."""
+    from core.jobs import queue_job, start_job
+
+    mode = os.environ.get(ENV_RUNNER, "worker").strip().lower() or "worker"
+    if mode not in ("worker", "thread"):
+        raise ReactomoError(f"{ENV_RUNNER} is {mode!r}; use 'worker' or 'thread'.")
+    fn = job_function(project, kind, params)  # refuses an unknown kind before anything is written
+    if mode == "thread":
+        return start_job(project.root, kind, fn, params=params, title=title)
+    handle = queue_job(project.root, kind, params=params, title=title)
+    ensure_worker(Path(project.root).parent)
+    return handle
+
+
+# ------------------------------------------------------------------------------------------------ the worker
+def worker_status(workspace: str | os.PathLike) -> dict[str, Any] | None:
+    """The workspace's worker (``pid``, ``started``, ``heartbeat``, ``job``) when it is alive, else None."""
+    from core.jobs import _parse_iso, _now, _pid_alive
+
+    path = Path(workspace) / STATE_NAME
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid, beat = state.get("pid"), _parse_iso(state.get("heartbeat"))
+    if not isinstance(pid, int) or not _pid_alive(pid) or beat is None:
+        return None
+    if (_now() - beat).total_seconds() > DEAD_AFTER_S:
+        return None
+    return state
+
+
+def ensure_worker(workspace: str | os.PathLike) -> bool:
+    """Start a worker for ``workspace`` when none is alive; True if one was started.
+
+    It runs as its own session (``start_new_session``), so stopping the web server does not stop it, with its log
+    in ``<workspace>/worker.log``.
+    """
+    workspace = Path(workspace)
+    if worker_status(workspace) is not None:
+        return False
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "REACTOMO_WORKSPACE": str(workspace)}
+    with open(workspace / "worker.log", "ab") as logf:
+        subprocess.Popen([sys.executable, "-m", "core", "--workspace", str(workspace), "worker", "--idle-exit", str(IDLE_EXIT_S)], cwd=root, env=env,
+                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+    return True
+
+
+def _projects(workspace: Path) -> list[Path]:
+    from core.project import MANIFEST
+
+    if not workspace.is_dir():
+        return []
+    return sorted(p for p in workspace.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).exists())
+
+
+def _next_queued(workspace: Path) -> tuple[Path, str] | None:
+    """The oldest queued worker job of any project in the workspace."""
+    from core.jobs import list_jobs
+
+    found = []
+    for root in _projects(workspace):
+        for rec in list_jobs(root):
+            if rec.runner == "worker" and rec.status == "queued":
+                found.append((rec.id, root))
+    if not found:
+        return None
+    job_id, root = min(found)
+    return root, job_id
+
+
+def run_worker(workspace: str | os.PathLike, *, once: bool = False, poll_s: float = 1.0,
+               idle_exit_s: float | None = None, should_stop: Callable[[], bool] | None = None,
+               say: Callable[[str], None] = print) -> int:
+    """Run queued jobs of every project in ``workspace``, one at a time, until stopped (with ``once``, until the
+    queue is empty; with ``idle_exit_s``, after that many seconds with nothing queued). Returns the number of jobs
+    run.
+
+    Raises
+    ------
+    ReactomoError
+        If another worker already serves this workspace.
+    """
+    import threading
+
+    from core.atomic import BusyError, atomic_write_json, writer_lock
+    from core.jobs import _iso, _now, claim_job, requeue_interrupted, run_claimed
+    from core.project import open_project
+
+    workspace = Path(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    stop = should_stop or (lambda: False)
+    try:
+        lock = writer_lock(workspace / LOCK_TARGET, what=f"the worker of the workspace {workspace}")
+        lock.__enter__()
+    except BusyError:
+        raise ReactomoError(f"A worker already runs for the workspace {workspace}; one is enough.") from None
+    state: dict[str, Any] = {"pid": os.getpid(), "started": _iso(_now()), "heartbeat": _iso(_now()), "job": None}
+    beat_stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            state["heartbeat"] = _iso(_now())
+            try:
+                atomic_write_json(workspace / STATE_NAME, state)
+            except OSError as exc:
+                log.warning("worker heartbeat failed: %s", exc)
+            if beat_stop.wait(BEAT_S):
+                return
+
+    beater = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
+    beater.start()
+    n = 0
+    try:
+        say(f"Reactomo worker {os.getpid()} serving {workspace}.")
+        for root in _projects(workspace):
+            for job_id in requeue_interrupted(root):
+                say(f"job {job_id} in {root.name}: put back in the queue to resume")
+        idle_since = time.monotonic()
+        while not stop():
+            nxt = _next_queued(workspace)
+            if nxt is None:
+                if once or (idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s):
+                    break
+                time.sleep(poll_s)
+                continue
+            root, job_id = nxt
+            rec = claim_job(root, job_id)
+            if rec is None:
+                continue
+            state["job"] = {"project": root.name, "id": rec.id, "kind": rec.kind}
+            say(f"job {rec.id} ({rec.kind}, {root.name}) started (attempt {rec.attempts})")
+            try:
+                project = open_project(root.name, workspace=workspace)
+                fn = job_function(project, rec.kind, rec.params)
+            except ReactomoError as exc:
+                fn = _fail_with(str(exc))
+            final = run_claimed(root, rec, fn)
+            say(f"job {rec.id} {final.status}" + (f": {final.error}" if final.error else ""))
+            state["job"] = None
+            n += 1
+            idle_since = time.monotonic()
+    finally:
+        beat_stop.set()
+        beater.join(timeout=5)
+        try:
+            (workspace / STATE_NAME).unlink()
+        except OSError:
+            pass
+        lock.__exit__(None, None, None)
+    return n
+
+
+def _fail_with(sentence: str) -> Callable:
+    def fn(ctx):
+        raise ReactomoError(sentence)
+
+    return fn
