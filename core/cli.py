@@ -1039,6 +1039,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The options that name data to read; with ``REACTOMO_DATA_ROOT`` set, each must lie inside a data root.
+_DATA_ARGS = ("scan", "scans", "scribbles", "ground_truth", "pred", "truth", "segmentations")
+
+
+def _check_data_roots(args) -> None:
+    """On a server whose administrator set ``REACTOMO_DATA_ROOT``, the CLI reads data only from there, as the pages
+    do (symbolic links and ``..`` resolved; for a glob, the folder before its first wildcard)."""
+    from core.project import ENV_DATA_ROOT, data_roots
+
+    if not os.environ.get(ENV_DATA_ROOT, "").strip():
+        return
+    from core.io import check_inside_roots
+
+    roots = data_roots()
+    for name in _DATA_ARGS:
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        text = os.path.expanduser(str(value))
+        cut = min((i for i, ch in enumerate(text) if ch in "*?["), default=None)
+        if cut is not None:
+            text = os.path.dirname(text[:cut]) or "."
+        check_inside_roots(text, roots)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -1054,6 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return EXIT_USER_ERROR
+        _check_data_roots(args)
         return int(args.func(args) or 0)
     except ReactomoError as exc:
         print(f"error: {exc}", file=sys.stderr)

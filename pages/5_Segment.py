@@ -23,7 +23,7 @@ from core.series import read_series_record
 
 KIND = "segment"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SCHEDULERS = {"process": "In this process", "local": "Local cluster (Dask) with N workers",
+SCHEDULERS = {"process": "In the worker, one step after another", "local": "Local cluster (Dask) with N workers",
               "address": "A Dask cluster the administrator offers"}
 
 

@@ -129,3 +129,21 @@ def test_run_refuses_an_unknown_loss_or_class_weights_before_writing(argv, words
     _fails(capsys, ["-q", "run", "--scans", str(small_demo_dir / "scans"), "--scribbles", str(small_demo_dir / "scribbles.tif"),
                     "--label-step", "1", "--out", str(out), *argv], words)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["rf", "--scan", "{outside}/scan.tif", "--scribbles", "{inside}/s.tif", "--out", "{inside}/gt"],
+    ["train", "--scan", "{inside}/scan.tif", "--ground-truth", "{outside}/gt.tif", "--out", "{inside}/m"],
+    ["segment", "--model", str(MODEL), "--scans", "{outside}/*.tif", "--out", "{inside}/seg"],
+    ["evaluate", "--pred", "{inside}/p.tif", "--truth", "{inside}/../outside/t.tif"],
+    ["analyze", "--segmentations", "{outside}", "--out", "{inside}/res"],
+])
+def test_cli_data_arguments_stay_inside_the_data_roots(argv, tmp_path, capsys, monkeypatch):
+    """Issue 12: with REACTOMO_DATA_ROOT set, the CLI reads data only from the data roots, as the pages do."""
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    monkeypatch.setenv("REACTOMO_DATA_ROOT", str(inside))
+    args = [a.replace("{inside}", str(inside)).replace("{outside}", str(outside)) for a in argv]
+    _fails(capsys, args, "is outside the allowed data root(s)")
+    assert sorted(p.name for p in inside.iterdir()) == []  # refused before anything was read or written

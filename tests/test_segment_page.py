@@ -154,7 +154,7 @@ def test_the_page_offers_only_the_administrators_dask_schedulers(demo_project, s
 
     monkeypatch.delenv("REACTOMO_DASK_SCHEDULERS", raising=False)
     at = _page("pages/5_Segment.py").run()
-    assert at.radio(key="seg_sched").options == ["In this process", "Local cluster (Dask) with N workers"]
+    assert at.radio(key="seg_sched").options == ["In the worker, one step after another", "Local cluster (Dask) with N workers"]
     assert not [t for t in at.text_input if t.key == "seg_address"] and not [s for s in at.selectbox if s.key == "seg_address"]
     assert any("REACTOMO_DASK_SCHEDULERS" in c.value for c in at.caption)
     # the project-level path (what the page's job calls) refuses an address nobody offered, before writing anything
