@@ -480,7 +480,10 @@ def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     from core import kinetics
 
     phases = PhaseTable.from_dict(summary["phases"])
-    reaction = Reaction()
+    stored = summary.get("reaction")
+    # the reaction the summary was written for (a summary of another reaction must not read back as gypsum ->
+    # bassanite); summaries without one were written for the default reaction
+    reaction = Reaction.from_dict(stored) if isinstance(stored, dict) else Reaction()
     rp, pp = phases.by_code(reaction.reactant), phases.by_code(reaction.product)
     molar = summary["molar_evolution"]
     rows = [{"step": r["step"], "time_s": r["time_s"], "n_reactant_mol": r.get(f"n_{rp.name}_mol"),

@@ -367,3 +367,26 @@ def test_browser_analysis_page_and_report_screenshots(tmp_path, monkeypatch):
         pg.wait_for_timeout(800)
         assert "Reactomo analysis report" in pg.inner_text("body")
         pg.screenshot(path=str(shots / "report.png"), full_page=True)
+
+
+def test_a_saved_summary_reads_back_with_its_own_reaction(tmp_path):
+    """Issue 12: result_from_summary rebuilt every summary with the default reaction, so a summary written for
+    another reaction (here the rehydration bassanite -> gypsum) read back the wrong phase's moles."""
+    from core.analysis import result_from_summary
+    from core.phases import Reaction
+
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    for i in range(4):  # bassanite turning into gypsum, celestite constant
+        bas = 12000 - 2500 * i
+        n = [24000 - 12000 + 4000 * i, bas, 500, 1000]
+        n[0] = 8 * 50 * 60 - sum(n[1:])
+        write_labels(seg / f"t{i:03d}.tif", np.repeat(np.array([1, 2, 3, 4], np.uint8), n).reshape(8, 50, 60))
+    rehydration = Reaction(name="CaSO4·0.5H2O + 1.5 H2O → CaSO4·2H2O", reactant=2, product=1)
+    result = analyze(seg, tmp_path / "rehydration", config=AnalysisConfig(n_boot=50, interval_s=600.0), reaction=rehydration)
+    summary = json.loads((tmp_path / "rehydration" / "summary.json").read_text())
+    back = result_from_summary(summary)
+    assert [r["n_reactant_mol"] for r in back["rows"]] == [r["n_bassanite_mol"] for r in summary["molar_evolution"]]
+    assert [r["n_product_mol"] for r in back["rows"]] == [r["n_gypsum_mol"] for r in summary["molar_evolution"]]
+    assert [r["n_reactant_mol"] for r in back["rows"]] == [r["n_reactant_mol"] for r in result["rows"]]
+    assert back["rows"][0]["n_reactant_mol"] != back["rows"][0]["n_product_mol"]
