@@ -757,12 +757,18 @@ def run_claimed(root: str | os.PathLike, rec: JobRecord, fn: Callable[[JobContex
 
 def requeue_interrupted(root: str | os.PathLike) -> list[str]:
     """Put back in the queue the worker jobs of ``root`` that a killed worker left (running under a dead process,
-    or already marked "interrupted"), so that a restarted worker resumes them; a job interrupted
+    or already marked "interrupted"), so that a restarted worker resumes them. Only the newest job of each kind is
+    put back (a later one, such as a Resume pressed on the page, supersedes it), and a job interrupted
     :data:`MAX_ATTEMPTS` times stays interrupted. Returns the ids put back."""
     from core.atomic import BusyError, writer_lock
 
     back = []
-    for rec in list_jobs(root):  # reading marks a running job under a dead process "interrupted"
+    newest: set[str] = set()
+    for rec in list_jobs(root):  # newest first; reading marks a running job under a dead process "interrupted"
+        first_of_kind = rec.kind not in newest
+        newest.add(rec.kind)
+        if not first_of_kind:  # a later job of the same kind (e.g. a Resume pressed on the page) supersedes it
+            continue
         if rec.runner != "worker" or rec.status != "interrupted" or rec.attempts >= MAX_ATTEMPTS:
             continue
         folder = _job_folder(root, rec.id)

@@ -103,8 +103,9 @@ def _segment(project, params: dict, ctx) -> dict:
 
 def _analysis(project, params: dict, ctx) -> dict:
     from core.analysis import AnalysisConfig, analyze
+    from core.workflow import analysis_folder
 
-    out = project.root / "analysis" / params["name"]
+    out = analysis_folder(project, params["name"])
     result = analyze(params["segmentation"], out, config=AnalysisConfig(**params["config"]), phases=project.phases(),
                      reaction=project.reaction(), on_progress=ctx.progress,
                      extra={"project": project.name, "segmentation_name": params["name"]})

@@ -12,6 +12,7 @@ from core.errors import ReactomoError
 from core.phases import PhaseTable
 from core.project import data_roots
 from core.synthetic import DEMO, demo_config
+from core.workflow import upload_folder
 
 ui.page_setup("Data")
 project = ui.require_project()
@@ -63,7 +64,7 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                                  key=f"uploads_{st.session_state.get('upload_round', 0)}")
         if st.button("Add uploaded files as steps", disabled=not files):
             with ui.user_errors():
-                upload_dir = project.root / "scans"
+                upload_dir = upload_folder(project)
                 existing = {p.name for p in upload_dir.glob("*")} if upload_dir.exists() else set()
                 clash = [f.name for f in files if f.name in existing]
                 if clash:

@@ -14,10 +14,11 @@ from core.charts import training_curves, validation_dice_curves
 from core.errors import ReactomoError
 from core.ground_truth import load_accepted
 from core.jobs import list_jobs, read_events, request_cancel
-from core.worker import submit_job
 from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, check_training_memory, quality_warning
 from core.train import MIN_MEAN_DICE, MIN_PHASE_DICE
 from core.unet import UNetConfig, device_summary, select_device
+from core.worker import submit_job
+from core.workflow import training_checkpoints
 
 KIND = "train"
 
@@ -154,7 +155,7 @@ elif latest is not None:
     if latest.status == "interrupted" and not (Path(latest.params.get("models_root", "")) / latest.params.get("name", "") / "card.json").exists():
         if st.button("Resume", icon=":material/play_arrow:", type="primary", help="Continue from the last saved epoch."):
             with ui.user_errors():
-                ckpt = latest.params.get("checkpoint_dir") or str(project.root / "jobs" / latest.id / "checkpoints")
+                ckpt = latest.params.get("checkpoint_dir") or str(training_checkpoints(project, latest.id))
                 _launch(project, {**latest.params, "checkpoint_dir": ckpt, "resume": True})
                 st.rerun()
     _curves(history, "last")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -15,11 +14,11 @@ from core.bundle import list_bundles
 from core.charts import slice_figure
 from core.errors import ReactomoError
 from core.jobs import list_jobs, read_job, request_cancel
-from core.worker import submit_job
 from core.postprocess import PostprocessConfig, cleaning_for
 from core.seg_charts import cleaning_chart, fraction_over_time
 from core.segment import InferenceConfig
-from core.series import read_series_record
+from core.worker import submit_job
+from core.workflow import phase_volume_rows, phase_volumes_csv, segmentation_record
 
 KIND = "segment"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -60,15 +59,6 @@ def _show_steps(record: dict | None, steps: list[int], key: str) -> None:
     st.dataframe(_step_table(record, steps), hide_index=True, width="stretch", key=key, column_config={
         "Time (min)": st.column_config.NumberColumn(format="%.1f"),
         "Detail": st.column_config.TextColumn(width="large")})
-
-
-def _volume_rows(folder: str) -> list[dict]:
-    p = Path(folder) / "phase_volumes.csv"
-    try:
-        df = pd.read_csv(p)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return []
-    return df.to_dict("records")
 
 
 def _status_sentence(job) -> tuple[str, str]:
@@ -129,7 +119,7 @@ def live_run(job_id: str) -> None:
     if not job.is_active:
         st.rerun()  # the whole page switches to the final state
     name = job.params.get("name", "?")
-    record = read_series_record(project.root / "segmentations" / name)
+    record = segmentation_record(project, name)
     steps = _job_steps(job)
     n_done = sum(1 for s in (record or {}).get("steps", []) if s.get("step") in steps and s.get("status") in ("done", "failed"))
     st.subheader("Segmentation in progress")
@@ -148,7 +138,7 @@ def live_run(job_id: str) -> None:
     left, right = st.columns([2, 3])
     with left:
         _show_steps(record, steps, "seg_live_steps")
-    rows = _volume_rows(str(project.root / "segmentations" / name))
+    rows = phase_volume_rows(project, name)
     if rows:
         right.plotly_chart(fraction_over_time(rows, phases, title=f"Phase volume fractions of '{name}' so far"),
                            width="stretch", key="seg_live_fractions")
@@ -163,7 +153,7 @@ elif latest is not None:
     kind, sentence = _status_sentence(latest)
     getattr(st, kind)(sentence, icon=ICONS[kind])
     with st.expander("Steps of the last run", expanded=kind != "success", icon=":material/list:"):
-        _show_steps(read_series_record(project.root / "segmentations" / latest.params.get("name", "?")),
+        _show_steps(segmentation_record(project, latest.params.get("name", "?")),
                     _job_steps(latest), "seg_last_steps")
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -340,7 +330,7 @@ c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
 seg_name = c1.selectbox("Segmentation", seg_names, key="qc_seg",
                         format_func=lambda n: f"{n} · {segs[n].get('model_name', '?')} · {segs[n].get('status', '?')}")
 seg = segs[seg_name]
-record = read_series_record(seg["path"])
+record = segmentation_record(project, seg_name)
 if record is None:
     st.warning(f"The segmentation '{seg_name}' has no readable record in `{seg['path']}` yet.", icon=":material/warning:")
     st.stop()
@@ -351,13 +341,12 @@ c2.caption(f"Model `{record.get('model', {}).get('name', '?')}` · {len(done)} o
            f"{'on' if settings.get('postprocess') and settings['postprocess'].get('enabled', True) else 'off'} · "
            f"{record.get('device', '?')}, {record.get('scheduler', '?')}")
 
-rows = _volume_rows(seg["path"])
+rows = phase_volume_rows(project, seg_name)
 f1, f2 = st.columns([3, 1], vertical_alignment="bottom")
 if rows:
     f1.plotly_chart(fraction_over_time(rows, phases, title=f"Phase volume fractions of '{seg_name}'"),
                     width="stretch", key="qc_fractions")
-    csv_text = (Path(seg["path"]) / "phase_volumes.csv").read_bytes()
-    f2.download_button("Download phase_volumes.csv", csv_text, file_name=f"{seg_name}_phase_volumes.csv",
+    f2.download_button("Download phase_volumes.csv", phase_volumes_csv(project, seg_name) or b"", file_name=f"{seg_name}_phase_volumes.csv",
                        mime="text/csv", icon=":material/download:", width="stretch", key="qc_csv")
     f2.caption("Per step: voxels, volume (mm³) and fraction of the segmented voxels of every phase.")
 if not done:

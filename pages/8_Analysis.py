@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 import ui
-from core.analysis import AnalysisConfig, csv_text, figures, load_result, report_bytes, report_html, verdict_rows, with_band
+from core.analysis import AnalysisConfig, csv_text, figures, report_bytes, report_html, verdict_rows, with_band
 from core.analysis_charts import method_of
 from core.errors import ReactomoError
 from core.export import figure_images, zip_images
 from core.jobs import list_jobs, read_job, request_cancel
 from core.worker import submit_job
-from core.series import read_series_record
+from core.workflow import ANALYSIS_FILES, analysis_folder, analysis_table, saved_analysis, segmentation_label_files
+from core.workflow import segmentation_record
 
 KIND = "analysis"
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
@@ -45,7 +45,7 @@ st.caption("The reaction's chemistry checks the segmentation (the internal stand
            "of the product over time. Every number carries its interval; the method is written under each chart.")
 
 segs = {k: v for k, v in (project.manifest.get("segmentations") or {}).items() if isinstance(v, dict)}
-done = {k: v for k, v in segs.items() if (read_series_record(v.get("path", "")) or {}).get("steps")}
+done = {k: v for k, v in segs.items() if (segmentation_record(project, k) or {}).get("steps")}
 if not done:
     st.info("This project has no segmentation yet. Segment the time steps first; the analysis runs on a segmentation.")
     st.markdown('<a href="./segment" target="_self">Go to the Segment page</a>', unsafe_allow_html=True)
@@ -107,7 +107,7 @@ if st.button("Run the analysis", icon=":material/analytics:", type="primary", di
 
 result = None
 with ui.user_errors():
-    result = load_result(project.root / "analysis" / name)
+    result = saved_analysis(project, name)
 if result is None:
     st.info(f"'{name}' has not been analysed yet: press **Run the analysis**.")
     st.stop()
@@ -200,14 +200,12 @@ for i, (title, fig) in enumerate(figs):
 
 st.subheader("Tables")
 tabs = st.tabs(["Molar evolution", "Pore-volume check", "Inert phases", "Pore sizes", "Pore size distribution", "Growth"])
-files = {"molar_evolution.csv": 0, "pore_check.csv": 1, "inert.csv": 2, "pore_sizes.csv": 3, "pore_size_distribution.csv": 4,
-         "growth.csv": 5}
-folder = project.root / "analysis" / name
+files = {fname: i for i, fname in enumerate(ANALYSIS_FILES)}
+folder = analysis_folder(project, name)
 # tables whose inside_band column depends on the band: from the re-judged result when the band was changed
 banded_tables = {"molar_evolution.csv": "molar_evolution", "pore_check.csv": "pore_check", "inert.csv": "inert"}
 for fname, i in files.items():
     with tabs[i]:
-        p = folder / fname
         if rebanded and fname in banded_tables:
             text = csv_text(s.get(banded_tables[fname]) or [])
             if not text:
@@ -219,13 +217,16 @@ for fname, i in files.items():
                                file_name=f"{name}-{fname.removesuffix('.csv')}-band{band_pct:g}pct.csv", mime="text/csv",
                                icon=":material/download:", key=f"an_dl_{i}")
             continue
+        data = analysis_table(project, name, fname)
         try:
-            df = pd.read_csv(p)
-        except (OSError, ValueError, pd.errors.EmptyDataError):
+            df = pd.read_csv(io.BytesIO(data)) if data else None
+        except (ValueError, pd.errors.EmptyDataError):
+            df = None
+        if df is None:
             st.caption("No rows.")
             continue
         st.dataframe(df, width="stretch", hide_index=True, column_config=_small_number_columns(df))
-        st.download_button(f"Download {fname}", p.read_bytes(), file_name=f"{name}-{fname}", mime="text/csv",
+        st.download_button(f"Download {fname}", data, file_name=f"{name}-{fname}", mime="text/csv",
                            icon=":material/download:", key=f"an_dl_{i}")
 
 st.subheader("Exports")
@@ -254,22 +255,24 @@ if png is not None and png[0] == png_key:
 
 
 @st.cache_data(show_spinner="Packing the label TIFFs ...", max_entries=2)
-def _labels_zip(path: str, mtime: float) -> bytes:
+def _labels_zip(project_name: str, seg_name: str, mtime: float) -> bytes:
+    from core.project import open_project
+
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
-        for f in sorted(Path(path).glob("*.tif")):
+        for f in segmentation_label_files(open_project(project_name), seg_name):
             z.write(f, arcname=f.name)
     return buf.getvalue()
 
 
-seg_dir = Path(segs[name]["path"])
+label_files = segmentation_label_files(project, name)
 try:
-    mt = max(f.stat().st_mtime for f in seg_dir.glob("*.tif"))
+    mt = max(f.stat().st_mtime for f in label_files)
 except (OSError, ValueError):
     mt = None
 if mt is not None and c2.toggle("Prepare the label TIFFs (zip)", key="an_zip_on"):
     try:
-        data = _labels_zip(str(seg_dir), mt)
+        data = _labels_zip(project.name, name, mt)
         c2.download_button("Download the label TIFFs", data, file_name=f"{name}-labels.zip", mime="application/zip",
                            icon=":material/folder_zip:", key="an_zip")
     except (OSError, ReactomoError) as exc:

@@ -166,3 +166,24 @@ def test_a_worker_killed_mid_training_is_resumed_by_the_next_without_redoing_epo
     assert resumed and resumed[0] > 1 and resumed[-1] == 8  # the second run started after the first's checkpoint
     card = json.loads((workspace.parent / "models" / "resumed" / "card.json").read_text())
     assert card["metrics"]["epochs"] == 8  # one history of 8 epochs: nothing was trained twice into the model
+
+
+def test_only_the_newest_interrupted_job_of_a_kind_is_put_back(tmp_path):
+    """A Resume pressed on the page queues a new job; the interrupted one it replaces must not run a second time."""
+    from dataclasses import replace
+
+    from core.jobs import _job_folder, _load_record, _write_record, requeue_interrupted
+
+    def interrupt(job_id, attempts=1):
+        folder = _job_folder(tmp_path, job_id)
+        _write_record(folder, replace(_load_record(folder), status="interrupted", attempts=attempts))
+
+    old = queue_job(tmp_path, "train", params={"name": "m"}).id
+    interrupt(old)
+    new = queue_job(tmp_path, "train", params={"name": "m", "resume": True}).id
+    interrupt(new)
+    seg = queue_job(tmp_path, "segment", params={}).id
+    interrupt(seg, attempts=3)  # interrupted three times: left alone
+    assert requeue_interrupted(tmp_path) == [new]
+    assert read_job(tmp_path, new).status == "queued" and read_job(tmp_path, old).status == "interrupted"
+    assert read_job(tmp_path, seg).status == "interrupted"

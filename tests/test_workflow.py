@@ -1,0 +1,83 @@
+"""core.workflow: the one place that knows where a project's steps keep their files and reads their results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ReactomoError
+from core.workflow import (
+    ANALYSIS_FILES,
+    analysis_folder,
+    analysis_table,
+    phase_volume_rows,
+    phase_volumes_csv,
+    saved_analysis,
+    segmentation_folder,
+    segmentation_label_files,
+    segmentation_record,
+    training_checkpoints,
+    upload_folder,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = sorted((ROOT / "pages").glob("*.py"))
+
+
+def test_folders_follow_the_manifest_and_refuse_names_that_escape(demo_project):
+    assert segmentation_folder(demo_project, "s1") == demo_project.root / "segmentations" / "s1"
+    elsewhere = demo_project.root / "moved" / "s2"
+    demo_project.update(lambda m: m.setdefault("segmentations", {}).__setitem__("s2", {"name": "s2", "path": str(elsewhere)}))
+    assert segmentation_folder(demo_project, "s2") == elsewhere  # the record's folder wins
+    assert analysis_folder(demo_project, "s1") == demo_project.root / "analysis" / "s1"
+    assert upload_folder(demo_project) == demo_project.root / "scans"
+    assert training_checkpoints(demo_project, "20261205T000000Z-abc") == demo_project.root / "jobs" / "20261205T000000Z-abc" / "checkpoints"
+    for bad in ("../x", "a/b", ".hidden"):
+        with pytest.raises(ReactomoError, match=r"^Segmentation name .* is not allowed"):
+            segmentation_folder(demo_project, bad)
+        with pytest.raises(ReactomoError, match=r"is not allowed"):
+            analysis_folder(demo_project, bad)
+
+
+def test_results_read_back_as_numbers_or_nothing(demo_project):
+    assert segmentation_record(demo_project, "none") is None and phase_volume_rows(demo_project, "none") == []
+    assert phase_volumes_csv(demo_project, "none") is None and segmentation_label_files(demo_project, "none") == []
+    folder = segmentation_folder(demo_project, "s1")
+    folder.mkdir(parents=True)
+    (folder / "phase_volumes.csv").write_text("step,time_s,scan,gypsum_voxels,gypsum_fraction\n0,,t000.tif,120,0.25\n"
+                                              "1,300.0,t001.tif,100,0.2\n")
+    (folder / "t001.tif").write_bytes(b"")
+    (folder / "t000.tif").write_bytes(b"")
+    (folder / ".t002.tif.x.tmp.tif").write_bytes(b"")
+    rows = phase_volume_rows(demo_project, "s1")
+    assert rows == [{"step": 0, "time_s": None, "scan": "t000.tif", "gypsum_voxels": 120, "gypsum_fraction": 0.25},
+                    {"step": 1, "time_s": 300.0, "scan": "t001.tif", "gypsum_voxels": 100, "gypsum_fraction": 0.2}]
+    assert phase_volume_rows(folder=folder) == rows
+    assert phase_volumes_csv(demo_project, "s1").startswith(b"step,time_s")
+    assert [p.name for p in segmentation_label_files(demo_project, "s1")] == ["t000.tif", "t001.tif"]  # no temporaries
+    with pytest.raises(ReactomoError, match="Give a project and a segmentation name, or the segmentation's folder"):
+        phase_volumes_csv()
+
+
+def test_a_saved_analysis_and_its_tables(demo_project):
+    assert saved_analysis(demo_project, "s1") is None and analysis_table(demo_project, "s1", "growth.csv") is None
+    with pytest.raises(ReactomoError, match=r"'summary\.json' is not a table of an analysis; use one of molar_evolution\.csv"):
+        analysis_table(demo_project, "s1", "summary.json")
+    with pytest.raises(ReactomoError):
+        analysis_table(demo_project, "s1", "../../project.json")
+    out = analysis_folder(demo_project, "s1")
+    out.mkdir(parents=True)
+    (out / "growth.csv").write_text("step,time_s\n0,0\n")
+    assert analysis_table(demo_project, "s1", "growth.csv") == b"step,time_s\n0,0\n"
+    assert set(ANALYSIS_FILES) >= {"molar_evolution.csv", "growth.csv"}
+    (out / "summary.json").write_text("{not json")
+    assert saved_analysis(demo_project, "s1") is None  # an unreadable summary is no analysis, not a crash
+
+
+def test_pages_never_build_a_step_folder_or_read_a_result_file():
+    """Issue 12: pages built `project.root / "segmentations" / name` and read phase_volumes.csv themselves."""
+    for page in PAGES:
+        text = page.read_text()
+        for pattern in ('/ "segmentations"', '/ "analysis"', '/ "jobs"', "phase_volumes.csv\").read", "pd.read_csv(p)"):
+            assert pattern not in text, f"{page.name} builds or reads {pattern!r}"
