@@ -131,7 +131,10 @@ def test_ground_truth_page_trains_and_sends_back_to_label(server, page):
     page.get_by_role("button", name="Train random forest").click()
     page.get_by_role("button", name="Accept as the project's ground truth").wait_for(timeout=180_000)
     settle(page)
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6", timeout=60_000)
+    # the threshold comparison (held-out forests) renders last, seconds after the forest's own charts: wait for it
+    page.get_by_text("mean Dice").first.wait_for(timeout=180_000)
+    settle(page)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 7", timeout=60_000)
     text = page.inner_text("body")
     assert "Random-forest labelling" in text and "mean Dice" in text and "Traceback" not in text
     page.screenshot(path=str(SHOTS / "ground_truth.png"), full_page=True)
