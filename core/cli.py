@@ -732,11 +732,29 @@ def cmd_analyze(args) -> int:
     """Internal standard, pore sizes and growth of a segmented series; CSVs, summary.json and report.html."""
     from core.analysis import AnalysisConfig, analyze
 
-    phases = _phases_from(args.phases) if args.phases else None
+    by_project = args.project is not None or args.name is not None
+    if by_project and (args.segmentations or args.out or args.phases):
+        raise ReactomoError("Give either --project and --name, or --segmentations and --out (not both); a project "
+                            "brings its own phase table.")
+    if by_project and not (args.project and args.name):
+        raise ReactomoError("Give both --project and --name (the project's segmentation to analyse).")
+    if not by_project and not (args.segmentations and args.out):
+        raise ReactomoError("Give --segmentations and --out, or --project and --name.")
     config = AnalysisConfig(voxel_size_um=args.voxel_size, interval_s=args.interval, band=args.band / 100.0,
                             pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed, onset=args.onset)
-    _preflight(Path(args.out), "the results folder", created_ok=True)
-    result = analyze(args.segmentations, args.out, config=config, phases=phases, on_progress=_progress_printer(args.quiet))
+    if by_project:
+        from core.project import open_project
+        from core.workflow import analyse_segmentation, analysis_folder
+
+        project = open_project(args.project)
+        args.out = str(analysis_folder(project, args.name))
+        _preflight(Path(args.out), "the results folder", created_ok=True)
+        result = analyse_segmentation(project, args.name, config=config, on_progress=_progress_printer(args.quiet))
+    else:
+        phases = _phases_from(args.phases) if args.phases else None
+        _preflight(Path(args.out), "the results folder", created_ok=True)
+        result = analyze(args.segmentations, args.out, config=config, phases=phases,
+                         on_progress=_progress_printer(args.quiet))
     _print_verdict(result["summary"]["verdict"])
     jm = result["summary"].get("jmak") or {}
     if jm.get("k") is not None:
@@ -991,8 +1009,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     an = sub.add_parser("analyze", help="internal standard, pore sizes, growth: CSVs and a self-contained HTML report")
-    an.add_argument("--segmentations", required=True, help="folder of label TIFFs written by `segment` or `run`")
-    an.add_argument("--out", required=True, help="results folder")
+    an.add_argument("--segmentations", help="folder of label TIFFs written by `segment` or `run` (with --out)")
+    an.add_argument("--out", help="results folder (with --segmentations)")
+    an.add_argument("--project", help="or: a project of the workspace, with --name; the analysis goes in the project "
+                                      "(analysis/NAME) and is recorded there, as on the Analysis page")
+    an.add_argument("--name", help="the project's segmentation to analyse (with --project)")
     an.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (default: from the segmentation, else 2.75)")
     an.add_argument("--interval", type=float, default=None, help="seconds between steps when the segmentation has no times")
     an.add_argument("--band", type=float, default=2.0, help="internal-standard band in percent (default 2)")

@@ -102,25 +102,12 @@ def _segment(project, params: dict, ctx) -> dict:
 
 
 def _analysis(project, params: dict, ctx) -> dict:
-    from core.analysis import AnalysisConfig, analyze
-    from core.workflow import analysis_folder
+    from core.analysis import AnalysisConfig
+    from core.workflow import analyse_segmentation
 
-    out = analysis_folder(project, params["name"])
-    result = analyze(params["segmentation"], out, config=AnalysisConfig(**params["config"]), phases=project.phases(),
-                     reaction=project.reaction(), on_progress=ctx.progress,
-                     extra={"project": project.name, "segmentation_name": params["name"]})
-    v = result["summary"]["verdict"]
-    iv = v.get("internal_standard") or {}
-
-    def record(m: dict) -> None:
-        m["analysis"][params["name"]] = {"name": params["name"], "path": str(out), "segmentation": params["segmentation"],
-                                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                         "verdict_passed": v.get("passed"), "failed_checks": v.get("failed") or [],
-                                         "all_inside": iv.get("all_inside"),
-                                         "max_abs_deviation_pct": iv.get("max_abs_deviation_pct")}
-
-    project.update(record)
-    return {"name": params["name"], "sentence": v.get("sentence", "")}
+    result = analyse_segmentation(project, params["name"], config=AnalysisConfig(**params["config"]),
+                                  on_progress=ctx.progress)
+    return {"name": params["name"], "sentence": result["summary"]["verdict"].get("sentence", "")}
 
 
 #: The work of each job kind: ``fn(project, params, ctx) -> dict``. Only these run in the worker; a record of any

@@ -81,3 +81,30 @@ def test_pages_never_build_a_step_folder_or_read_a_result_file():
         text = page.read_text()
         for pattern in ('/ "segmentations"', '/ "analysis"', '/ "jobs"', "phase_volumes.csv\").read", "pd.read_csv(p)"):
             assert pattern not in text, f"{page.name} builds or reads {pattern!r}"
+
+
+def test_the_cli_analyses_a_projects_segmentation_and_records_it_like_the_page(demo_project, capsys):
+    """Issue 12: the analysis was recorded in the manifest only by the Analysis page; the CLI could not record one."""
+    from core.cli import main
+    from core.series import segment_project
+
+    segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[0, 1, 2, 3])
+    code = main(["-q", "analyze", "--project", "demo", "--name", "s1", "--n-boot", "50"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rec = demo_project.manifest["analysis"]["s1"]
+    assert rec["path"] == str(analysis_folder(demo_project, "s1")) and rec["verdict_passed"] in (True, False)
+    assert saved_analysis(demo_project, "s1")["summary"]["verdict"]["sentence"] in out
+    assert analysis_table(demo_project, "s1", "molar_evolution.csv").startswith(b"step,")
+
+    for argv, words in (
+        (["--project", "demo"], "Give both --project and --name"),
+        (["--project", "demo", "--name", "s1", "--segmentations", str(demo_project.root / "x"), "--out", "y"],
+         "Give either --project and --name, or"),
+        ([], "Give --segmentations and --out, or --project and --name."),
+        (["--project", "demo", "--name", "nope"], "Project 'demo' has no segmentation called 'nope' (it has: s1)"),
+    ):
+        code = main(["-q", "analyze", *argv])
+        _, err = capsys.readouterr()
+        assert code == 2 and words in err and "Traceback" not in err
+    assert list(demo_project.manifest["analysis"]) == ["s1"]
