@@ -36,6 +36,7 @@ __all__ = [
     "training_checkpoints",
     "upload_folder",
     "analyse_segmentation",
+    "segmentation_stamp",
 ]
 
 #: The tables an analysis writes, in the order the page shows them.
@@ -59,6 +60,21 @@ def segmentation_folder(project, name: str) -> Path:
     if rec.get("path"):
         return Path(rec["path"])
     return Path(project.root) / "segmentations" / _name(name)
+
+
+def segmentation_stamp(project, name: str) -> tuple[int, int]:
+    """When segmentation ``name``'s record and the project's manifest last changed (nanoseconds; 0 when missing):
+    a cache key for anything computed from them, so a re-run or a new reference is never served stale."""
+    from core.project import MANIFEST
+    from core.series import RECORD
+
+    out = []
+    for f in (segmentation_folder(project, name) / RECORD, Path(project.root) / MANIFEST):
+        try:
+            out.append(f.stat().st_mtime_ns)
+        except OSError:
+            out.append(0)
+    return out[0], out[1]
 
 
 def segmentation_record(project, name: str) -> dict[str, Any] | None:

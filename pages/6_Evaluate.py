@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -12,7 +11,7 @@ import ui
 from core.evaluate import comparison_rows, evaluate_segmentation, references, report_csv
 from core.metrics import METRICS, pool_reports
 from core.seg_charts import confusion_heatmap, dice_per_step_chart
-from core.series import read_series_record
+from core.workflow import segmentation_record, segmentation_stamp
 
 DASH = "–"
 LABELS = {"accuracy": "Accuracy", "recall": "Recall", "specificity": "Specificity", "precision": "Precision",
@@ -39,16 +38,6 @@ def _evaluate(project_name: str, name: str, reference: str, stamp: tuple):
     return evaluate_segmentation(open_project(project_name), name, reference=reference)
 
 
-def _stamp(path: str) -> tuple:
-    out = []
-    for f in (Path(path) / "segmentation.json", project.root / "project.json"):
-        try:
-            out.append(f.stat().st_mtime_ns)
-        except OSError:
-            out.append(0)
-    return tuple(out)
-
-
 ui.page_setup("Evaluate")
 project = ui.require_project()
 ui.sidebar_project(project)
@@ -58,7 +47,7 @@ st.caption("Every segmented step is scored against a reference, voxel by voxel: 
            "or on the demo experiment its known truth. Voxels without a reference label are not scored.")
 
 segs = {n: s for n, s in (project.manifest.get("segmentations") or {}).items()
-        if any(x.get("status") == "done" for x in ((read_series_record(s["path"]) or {}).get("steps") or []))}
+        if any(x.get("status") == "done" for x in ((segmentation_record(project, n) or {}).get("steps") or []))}
 if not segs:
     st.info("This project has no finished segmentation yet. Segment the time steps on the Segment page first.")
     st.markdown('<a href="./segment" target="_self">Go to the Segment page</a>', unsafe_allow_html=True)
@@ -86,7 +75,7 @@ if not chosen:
 reports: dict[str, dict] = {}
 for name in chosen:
     with ui.user_errors(prefix=f"{name}: "):
-        reports[name] = _evaluate(project.name, name, reference, _stamp(segs[name]["path"]))
+        reports[name] = _evaluate(project.name, name, reference, segmentation_stamp(project, name))
 if not reports:
     st.stop()
 

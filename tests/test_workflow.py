@@ -60,6 +60,22 @@ def test_results_read_back_as_numbers_or_nothing(demo_project):
         phase_volumes_csv()
 
 
+def test_the_stamp_moves_when_the_record_or_the_manifest_changes(demo_project):
+    import os
+
+    from core.workflow import segmentation_stamp
+
+    rec_t, man_t = segmentation_stamp(demo_project, "s1")
+    assert rec_t == 0 and man_t > 0  # no record yet
+    folder = segmentation_folder(demo_project, "s1")
+    folder.mkdir(parents=True)
+    (folder / "segmentation.json").write_text("{}")
+    os.utime(folder / "segmentation.json", ns=(10**18, 10**18))
+    assert segmentation_stamp(demo_project, "s1") == (10**18, man_t)
+    demo_project.set_voxel_size(1.5)
+    assert segmentation_stamp(demo_project, "s1")[1] != man_t
+
+
 def test_a_saved_analysis_and_its_tables(demo_project):
     assert saved_analysis(demo_project, "s1") is None and analysis_table(demo_project, "s1", "growth.csv") is None
     with pytest.raises(ReactomoError, match=r"'summary\.json' is not a table of an analysis; use one of molar_evolution\.csv"):
@@ -79,7 +95,8 @@ def test_pages_never_build_a_step_folder_or_read_a_result_file():
     """Issue 12: pages built `project.root / "segmentations" / name` and read phase_volumes.csv themselves."""
     for page in PAGES:
         text = page.read_text()
-        for pattern in ('/ "segmentations"', '/ "analysis"', '/ "jobs"', "phase_volumes.csv\").read", "pd.read_csv(p)"):
+        for pattern in ('/ "segmentations"', '/ "analysis"', '/ "jobs"', "phase_volumes.csv\").read", "pd.read_csv(p)",
+                        '"segmentation.json"', 'read_series_record(s["path"]'):
             assert pattern not in text, f"{page.name} builds or reads {pattern!r}"
 
 
