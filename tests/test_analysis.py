@@ -274,6 +274,11 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     assert checks["value_pct"][2] == pytest.approx(5.0) and checks["rule"][2] == "≤ 2.00 %"
     assert checks["rule"][3] == "≤ 2.00 %, or the intervals contain −1 and 1"
     assert at.metric[0].value == "6 / 6"  # the internal standard alone, as before
+    # every table of the analysis folder is shown and offered, read through core.workflow
+    tables = [d.value for d in at.dataframe[1:]]
+    assert len(tables) == 6 and len(tables[0]) == 6 and "deviation_pct" in tables[0].columns
+    labels = {b.label for b in at.get("download_button")}
+    assert {"Download growth.csv", "Download pore_sizes.csv"} <= labels
     at.number_input(key="an_band_view").set_value(6.0).run()
     assert not at.exception and not at.error
     # every check passes at ±6 %, but that band was chosen after the run and the run failed at its own: never green,
