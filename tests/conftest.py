@@ -78,6 +78,15 @@ CHROMIUM_ARGS = [
 ]
 
 
+class _ServerUrl(str):
+    """The server's URL (a str, as the tests use it), with its process as ``.proc`` for tests that kill it."""
+
+    def __new__(cls, url: str, proc):
+        obj = super().__new__(cls, url)
+        obj.proc = proc
+        return obj
+
+
 def launch_streamlit(workspace: Path, *, data_root: Path, log_path: Path):
     """Start ``streamlit run app.py`` on a free local port for ``workspace``; a context manager yielding its URL."""
     import contextlib
@@ -109,7 +118,7 @@ def launch_streamlit(workspace: Path, *, data_root: Path, log_path: Path):
                         if time.time() > deadline or proc.poll() is not None:
                             pytest.fail(f"streamlit did not start: {Path(log_path).read_text()[-2000:]}")
                         time.sleep(0.3)
-                yield url
+                yield _ServerUrl(url, proc)
             finally:
                 proc.terminate()
                 try:
