@@ -56,7 +56,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.atomic import atomic_write_text, move_to_trash
+from core.atomic import _try_lock, _unlock, atomic_write_text, move_to_trash  # the lock primitives: one copy
 from core.errors import ReactomoError
 from core.phases import DEFAULT_PHASES, DEFAULT_REACTION, PhaseTable, Reaction
 
@@ -503,35 +503,6 @@ def _locked(root: Path, *, timeout_s: float | None = None) -> Iterator[None]:
             _unlock(fd)
     finally:
         os.close(fd)
-
-
-try:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-except ImportError:  # pragma: no cover - Windows
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            os.lseek(fd, 0, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

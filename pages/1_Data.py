@@ -58,7 +58,7 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                 bar.empty()
     with tab_upload:
         st.caption("Upload one multi-page TIFF per time step (uint8, uint16 or float32). Files are added to the "
-                   "project's `scans/` folder in name order. Up to 512 MB per file: larger scans are opened by "
+                   "project's `scans/` folder in name order. Up to 500 MB per file: larger scans are opened by "
                    "server path (first tab).")
         # A new key after each successful upload empties the uploader, so files are never added twice.
         files = st.file_uploader("TIFF files", type=["tif", "tiff"], accept_multiple_files=True,

@@ -115,7 +115,7 @@ def test_rf_on_a_full_disk_leaves_no_ground_truth_behind(small_demo_dir, tmp_pat
     out = tmp_path / "gt"
     _fails(capsys, ["-q", "rf", "--scan", str(scan), "--scribbles", str(small_demo_dir / "scribbles.tif"), "--out", str(out),
                     "--trees", "4"], "The disk is full")
-    assert sorted(p.name for p in out.iterdir()) == [] if out.exists() else True
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------ read-only and vanished
