@@ -17,6 +17,12 @@ End to end = features + training + prediction of all 8 slices. Both methods are 
 thread pools), then ``--repeats`` times, interleaved; the median is reported. "Interactive": one stroke is added
 to the scribbles of one slice, then the forest is retrained on all scribbles (features cached, as on the page) and
 that 736 x 800 slice is predicted again. Prints a Markdown table for the README.
+
+Whole process (``--whole-process``): what a CLI user waits for. The demo's label step of 8 slices of 512 x 512 with 6
+scribbled slices is written as TIFFs; then ``python -m core rf --scan --scribbles --out`` and the gallery recipe as
+a script (``bench_forest.py --peer-process SCAN SCRIBBLES OUT``: read both TIFFs with tifffile, the recipe above on
+the scribbled slices, write the labels TIFF) run as fresh processes, interleaved, each once to warm the file cache
+and then ``--repeats`` times. Wall time, peak resident memory (``wait4``) and Dice on the scribbled slices.
 """
 
 from __future__ import annotations
@@ -100,6 +106,79 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> dict[int, float]:
     return dice_per_phase(pred, truth, codes=CODES)
 
 
+def peer_process(scan_path: str, scribbles_path: str, out_path: str, seed: int) -> None:
+    """The gallery recipe as a user would run it as a script: read the TIFFs, label the scribbled slices, write."""
+    import tifffile
+
+    scan, scribbles = tifffile.imread(scan_path), tifffile.imread(scribbles_path)
+    zs = [z for z in range(scribbles.shape[0]) if scribbles[z].any()]
+    labels, _ = skimage_gallery(scan, scribbles, zs, seed)
+    out = np.zeros(scan.shape, np.uint8)
+    out[zs] = labels
+    tifffile.imwrite(out_path, out)
+
+
+def _timed_process(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one fresh process (fails loudly if it fails)."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def whole_process(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import sklearn
+    import skimage
+    import tifffile
+
+    from core.synthetic import DemoConfig, make_demo
+
+    exp = make_demo(DemoConfig(steps=3, shape=(8, 512, 512), n_label_slices=6, seed=args.seed))
+    t = exp.label_step
+    zs = list(exp.label_slices)
+    with tempfile.TemporaryDirectory() as tmp:
+        scan, scrib = Path(tmp) / "scan.tif", Path(tmp) / "scribbles.tif"
+        tifffile.imwrite(scan, exp.scans[t])
+        tifffile.imwrite(scrib, exp.scribbles.astype(np.uint8))
+        peer_out, our_out = Path(tmp) / "peer.tif", Path(tmp) / "rf"
+        cmds = {
+            "scikit-image gallery as a script": [sys.executable, str(Path(__file__).resolve()), "--peer-process",
+                                                 str(scan), str(scrib), str(peer_out), "--seed", str(args.seed)],
+            "`python -m core rf` (defaults)": [sys.executable, "-m", "core", "rf", "--scan", str(scan), "--scribbles",
+                                               str(scrib), "--out", str(our_out), "--seed", str(args.seed),
+                                               "--overwrite"],
+        }
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in cmds}
+        for i in range(args.repeats + 1):
+            for name, cmd in cmds.items():
+                result = _timed_process(cmd)
+                if i:  # the first round warms the file cache
+                    runs[name].append(result)
+        truth = exp.truth[t][zs]
+        outputs = {name: tifffile.imread(path)[zs]
+                   for name, path in zip(cmds, (peer_out, our_out / "ground_truth.tif"))}
+    print(f"Demo label step, 8 XY slices of 512×512 px, {len(zs)} scribbled; whole processes; {machine()}; "
+          f"{time.strftime('%Y-%m-%d')}; scikit-learn {sklearn.__version__}, scikit-image {skimage.__version__}; "
+          f"median of {args.repeats} interleaved runs")
+    print()
+    print("| process | wall s | speed-up | peak RSS MB | gypsum | bassanite | pore | celestite | mean Dice |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    peer_wall = statistics.median(w for w, _ in runs[next(iter(cmds))])
+    for name in cmds:
+        wall = statistics.median(w for w, _ in runs[name])
+        rss = max(m for _, m in runs[name])
+        d = dice(outputs[name], truth)
+        print(f"| {name} | {wall:.2f} | {peer_wall / wall:.2f}× | {rss:.0f} | "
+              + " | ".join(f"{d[c]:.3f}" for c in CODES) + f" | {float(np.nanmean(list(d.values()))):.3f} |")
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -118,7 +197,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the demo and of both forests")
     ap.add_argument("--shape", type=int, nargs=3, default=(16, 736, 800), metavar=("Z", "Y", "X"))
     ap.add_argument("--slices", type=int, default=8, help="number of scribbled slices")
+    ap.add_argument("--whole-process", action="store_true",
+                    help="time `python -m core rf` and the gallery recipe as whole processes, as a CLI user waits")
+    ap.add_argument("--peer-process", nargs=3, metavar=("SCAN", "SCRIBBLES", "OUT"),
+                    help="(internal) run the gallery recipe as a script on two TIFFs")
     args = ap.parse_args()
+    if args.peer_process:
+        peer_process(*args.peer_process, seed=args.seed)
+        return
+    if args.whole_process:
+        whole_process(args)
+        return
 
     import sklearn
     import skimage

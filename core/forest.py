@@ -390,6 +390,33 @@ def _data(f: FeatureStack | np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------------------------
+#: Sub-packages of scikit-learn's vendored array-API shims that import a whole array library when merely imported
+#: (torch alone is about 1.3 s). skops builds its list of trusted estimator names at import time with
+#: ``sklearn.utils.all_estimators()``, whose ``pkgutil.walk_packages`` imports every package to look inside it, even
+#: the ``externals`` it then ignores. Hiding these shims during that one import leaves the trusted list unchanged
+#: (``externals`` is never searched for estimators; tests/test_forest.py compares the lists) and spares a CLI user
+#: the torch import on every ``rf``.
+_HEAVY_SHIMS = tuple(f"sklearn.externals.array_api_compat.{name}" for name in ("torch", "cupy", "dask", "jax", "paddle"))
+
+
+def _skops_io():
+    """``skops.io``, imported without the array libraries that scikit-learn's package walk would drag in."""
+    import sys
+
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    hidden = [name for name in _HEAVY_SHIMS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # importing it raises ImportError, which walk_packages skips
+    try:
+        import skops.io as sio
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+    return sio
+
+
 def _versions() -> dict[str, str]:
     import sklearn
     import skops
@@ -689,7 +716,7 @@ def save_forest(path: str | os.PathLike, forest: TrainedForest) -> Path:
     Path
         ``path``.
     """
-    import skops.io as sio
+    sio = _skops_io()
 
     p = Path(path)
     if p.suffix != ".skops":
@@ -734,7 +761,7 @@ def load_forest(path: str | os.PathLike, *, phases: PhaseTable | None = None) ->
         Missing file or sidecar, a file changed since it was saved (checksum), a file holding types other than
         :data:`TRUSTED_TYPES` (skops refuses to load them), a corrupt file, or another phase table.
     """
-    import skops.io as sio
+    sio = _skops_io()
 
     p = Path(path)
     side = sidecar_path(p)

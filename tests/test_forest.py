@@ -233,6 +233,32 @@ def test_a_tampered_or_corrupt_file_is_refused(scene, tmp_path):
         load_forest(tmp_path / "missing.skops")
 
 
+_TRUSTED_NAMES = ("import json, sys; {imp}; from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as names; "
+                  "print(json.dumps({{'names': sorted(names), 'torch': 'torch' in sys.modules, "
+                  "'hidden_left': [n for n, m in sys.modules.items() if m is None and 'array_api_compat' in n]}}))")
+
+
+def _trusted_names(imp: str) -> dict:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _TRUSTED_NAMES.format(imp=imp)], cwd=root, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_skops_is_imported_without_torch_and_trusts_exactly_the_same_types():
+    """The fast import of skops.io (a CLI user's `rf` no longer pays for torch) must not change what skops trusts."""
+    fast = _trusted_names("import core.forest as f; f._skops_io()")
+    plain = _trusted_names("import skops.io")
+    assert not fast["torch"], "skops.io pulled in torch through scikit-learn's package walk"
+    assert plain["torch"], "the plain import no longer imports torch: the workaround in core.forest can go"
+    assert fast["names"] == plain["names"] and len(fast["names"]) > 100
+    assert fast["hidden_left"] == [], "the hidden shims must be importable again afterwards"
+
+
 def test_a_classifier_from_another_phase_table_is_refused(scene, tmp_path):
     _, _, scrib, fs = scene
     path = save_forest(tmp_path / "c.skops", train_forest(fs, scrib, config=FAST))
