@@ -95,6 +95,29 @@ def sidebar_project(project) -> None:
                 st.caption(f"{len(scans)} steps · {'×'.join(map(str, scans[0].shape))} voxels · {project.manifest['voxel_size_um']} µm")
 
 
+def release_uploads(files) -> int:
+    """Drop uploaded files from Streamlit's in-memory store once they are saved in the project; returns how many.
+
+    Streamlit keeps every upload in server memory until the browser session ends (``MemoryUploadedFileManager``);
+    its chat input frees files the same way after use. Without this a team's uploads would pile up in the server's
+    memory. Files that the store no longer knows, or a Streamlit without ``remove_file``, are left alone.
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    manager = getattr(ctx, "uploaded_file_mgr", None) if ctx is not None else None
+    remove = getattr(manager, "remove_file", None)
+    if remove is None:
+        return 0
+    n = 0
+    for f in files or ():
+        file_id = getattr(f, "file_id", None)
+        if file_id:
+            remove(session_id=ctx.session_id, file_id=file_id)
+            n += 1
+    return n
+
+
 @contextmanager
 def user_errors(prefix: str = ""):
     """Show a :class:`ReactomoError` as one sentence (no traceback); log anything unexpected and say so plainly."""

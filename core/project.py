@@ -54,7 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from core.atomic import _try_lock, _unlock, atomic_write_text, move_to_trash  # the lock primitives: one copy
 from core.errors import ReactomoError
@@ -86,6 +86,8 @@ MANIFEST = "project.json"
 BACKUP = "project.json.bak"
 LOCK = "project.lock"
 TRASH = ".trash"
+#: Bytes read at a time when an upload is streamed to disk.
+UPLOAD_CHUNK = 8 * 1024 * 1024
 SCANS_DIR = "scans"
 
 ENV_WORKSPACE = "REACTOMO_WORKSPACE"
@@ -940,11 +942,12 @@ class Project:
         self.update(lambda m: m.__setitem__("demo", value))
 
     # -- uploads -----------------------------------------------------------------------------------------------
-    def import_upload(self, filename: str, data: bytes) -> Path:
+    def import_upload(self, filename: str, data: bytes | BinaryIO) -> Path:
         """Save an uploaded TIFF into ``<project>/scans/`` after checking that it opens as a volume.
 
-        The bytes go to a temporary file, which is opened with :func:`core.io.open_volume` and one slice read;
-        only then is it moved into place. On failure the temporary file is removed, the error from
+        The upload is streamed to a temporary file in the project in chunks of :data:`UPLOAD_CHUNK` bytes (a
+        file object is never read whole into memory), which is opened with :func:`core.io.open_volume` and one slice
+        read; only then is it moved into place. On failure the temporary file is removed, the error from
         :mod:`core.io` is raised, and nothing in the project changes. Uploading identical bytes under the same
         name again returns the existing file; different bytes under a taken name get ``<stem>-1.tif``, ...
 
@@ -952,8 +955,9 @@ class Project:
         ----------
         filename : str
             The uploaded file's name (only its last component is used, made safe); must end in .tif or .tiff.
-        data : bytes
-            The file's contents.
+        data : bytes or binary file object
+            The file's contents, or a readable binary file (Streamlit's ``UploadedFile``, an open file), read from
+            its current position in chunks.
 
         Returns
         -------
@@ -963,20 +967,31 @@ class Project:
         Raises
         ------
         ReactomoError
-            If the name is not a TIFF name, the data is empty, or the file does not open as a volume.
+            If the name is not a TIFF name, the data is empty or unreadable, or the file does not open as a volume.
         """
         from core.io import open_volume
 
         safe = _sanitize_filename(filename)
-        if not isinstance(data, (bytes, bytearray, memoryview)) or not len(data):
-            raise ReactomoError(f"Upload '{safe}' is empty; upload a multi-page TIFF volume.")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            chunks: Iterator[bytes] = iter([data])
+        elif hasattr(data, "read"):
+            chunks = iter(lambda: data.read(UPLOAD_CHUNK), b"")
+        else:
+            raise ReactomoError(f"Upload '{safe}' must be bytes or a binary file; got {type(data).__name__}.")
         fd, tmp_name = tempfile.mkstemp(prefix=".upload-", suffix=Path(safe).suffix, dir=self.root)
         tmp = Path(tmp_name)
         try:
+            size = 0
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                for chunk in chunks:
+                    if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                        raise ReactomoError(f"Upload '{safe}' is not binary data; upload a multi-page TIFF volume.")
+                    fh.write(chunk)
+                    size += len(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
+            if not size:
+                raise ReactomoError(f"Upload '{safe}' is empty; upload a multi-page TIFF volume.")
             try:
                 with open_volume(tmp, kind="stack") as vol:
                     vol.slice(0, vol.shape[0] // 2)
@@ -988,7 +1003,7 @@ class Project:
                     f"Upload '{safe}' does not open as a TIFF volume ({type(exc).__name__}: {exc}); upload a multi-page TIFF."
                 ) from None
             with _locked(self.root):
-                target = self._free_upload_name(safe, data)
+                target = self._free_upload_name(safe, tmp)
                 if target.exists():  # identical bytes already there
                     tmp.unlink()
                 else:
@@ -997,17 +1012,20 @@ class Project:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        log.info("Project '%s': saved upload %s.", self.name, target.relative_to(self.root))
+        log.info("Project '%s': saved upload %s (%d bytes).", self.name, target.relative_to(self.root), size)
         return target
 
-    def _free_upload_name(self, safe: str, data: bytes) -> Path:
+    def _free_upload_name(self, safe: str, saved: Path) -> Path:
+        """The first free ``<stem>[-k]<suffix>`` in scans/, or an existing file with the same bytes as ``saved``."""
+        import filecmp
+
         folder = self.root / SCANS_DIR
         stem, suffix = Path(safe).stem, Path(safe).suffix
         for k in range(10_000):
             target = folder / (safe if k == 0 else f"{stem}-{k}{suffix}")
             if not target.exists():
                 return target
-            if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == bytes(data):
+            if target.is_file() and filecmp.cmp(target, saved, shallow=False):  # compares in chunks, not whole
                 return target
         raise ReactomoError(f"There are too many uploads called '{safe}'; rename the file and upload it again.")
 

@@ -73,13 +73,15 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                 added = []
                 try:
                     for f in files:
-                        added.append(project.import_upload(f.name, f.getvalue()))
+                        f.seek(0)
+                        added.append(project.import_upload(f.name, f))  # streamed in chunks
                     with project.transaction():
                         register_scans(project, upload_dir)
                 except BaseException:
                     for p in added:
                         p.unlink(missing_ok=True)
                     raise
+                ui.release_uploads(files)  # the project has them on disk: free Streamlit's copy in server memory
                 st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
                 st.session_state["data_flash"] = f"Added {len(added)} uploaded file(s)."
                 st.rerun()

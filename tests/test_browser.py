@@ -26,6 +26,11 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(server):
     with browser_page(height=2000) as pg:
+        # Streamlit runs the first session after a server start in its old pages/-folder mode until app.py's
+        # st.navigation has run once, so a first visit straight to /data shows a "Page not found" dialog (the page
+        # itself loads under it). Open the home page first, as every later visitor effectively does.
+        pg.goto(server["url"])
+        settle(pg)
         yield pg
 
 

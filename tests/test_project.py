@@ -484,6 +484,41 @@ def test_import_upload_of_a_good_tiff(proj, tmp_path):
     assert proj.manifest["scans"][0]["path"] == "scans/my_scan_1.tif"
 
 
+def test_an_upload_is_streamed_to_disk_not_read_whole_into_memory(proj, tmp_path):
+    """A 64 MB upload given as a file object is copied in chunks: Python's peak allocation stays near one chunk."""
+    import tracemalloc
+
+    big = tmp_path / "big.tif"
+    tifffile.imwrite(big, np.arange(16 * 1024 * 2048, dtype=np.uint16).reshape(16, 1024, 2048))
+    size = big.stat().st_size
+    assert size > 8 * project_module.UPLOAD_CHUNK
+    tracemalloc.start()
+    try:
+        with big.open("rb") as fh:
+            saved = proj.import_upload("big.tif", fh)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * project_module.UPLOAD_CHUNK, f"peak {peak / 2**20:.0f} MB for a {size / 2**20:.0f} MB upload"
+    assert saved.stat().st_size == size and saved.read_bytes() == big.read_bytes()
+    with big.open("rb") as fh:  # the same bytes again, streamed: the existing file, compared on disk
+        assert proj.import_upload("big.tif", fh) == saved
+    assert not list(proj.root.glob(".upload-*"))
+
+
+def test_an_empty_or_text_stream_is_refused_and_leaves_nothing(proj):
+    import io
+
+    before = snapshot(proj)
+    with pytest.raises(ReactomoError, match="is empty"):
+        proj.import_upload("scan.tif", io.BytesIO(b""))
+    with pytest.raises(ReactomoError, match="not binary data"):
+        proj.import_upload("scan.tif", io.StringIO("II*"))
+    with pytest.raises(ReactomoError, match="must be bytes or a binary file"):
+        proj.import_upload("scan.tif", 42)
+    assert snapshot(proj) == before and not list(proj.root.glob(".upload-*"))
+
+
 @pytest.mark.parametrize(
     "filename, data, match",
     [
