@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core.data import create_demo_project
-from core.project import create_project, delete_project, list_projects, workspace_dir
+from core.workflow.data import create_demo_project
+from core.workflow.project import create_project, delete_project, list_projects, workspace_dir
 
 #: Workflow pages that exist so far, by checklist key (later steps get their page in later releases).
 PAGES = {"data": "pages/1_Data.py", "labels": "pages/2_Label.py", "ground_truth": "pages/3_Ground_Truth.py",

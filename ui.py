@@ -30,7 +30,7 @@ def page_setup(title: str) -> None:
 
 
 def _state_file() -> Path:
-    from core.project import workspace_dir
+    from core.workflow.project import workspace_dir
 
     return Path(workspace_dir()) / ".reactomo-ui.json"
 
@@ -56,8 +56,8 @@ def set_current_project(name: str | None) -> None:
 
 
 def current_project():
-    """The open :class:`core.project.Project`, or ``None`` (a deleted or broken project is forgotten)."""
-    from core.project import open_project
+    """The open :class:`core.workflow.project.Project`, or ``None`` (a deleted or broken project is forgotten)."""
+    from core.workflow.project import open_project
 
     name = st.session_state.get("project_name") or st.query_params.get("project") or _last_project()
     if not name:
@@ -163,7 +163,7 @@ def _mtime(path: str) -> float:
 
 @st.cache_data(max_entries=48, show_spinner=False)
 def _read_slice(path: str, kind: str, axis: int, index: int, mtime: float) -> np.ndarray:
-    from core.io import open_volume
+    from core.imaging.io import open_volume
 
     with open_volume(path, kind=kind) as vol:
         return np.array(vol.slice(axis, index))
@@ -181,7 +181,7 @@ def read_file_slice(path, axis: int, index: int) -> np.ndarray:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _display_range(path: str, kind: str, mtime: float) -> tuple[float, float, float, float]:
-    from core.io import open_volume
+    from core.imaging.io import open_volume
 
     with open_volume(path, kind=kind) as vol:
         sample = vol.sample(max_voxels=400_000, max_slices=16)
@@ -199,8 +199,8 @@ def display_range(scan) -> tuple[float, float, float, float]:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _histograms(key: tuple, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    from core.data import step_histograms
-    from core.io import ScanInfo
+    from core.workflow.data import step_histograms
+    from core.imaging.io import ScanInfo
 
     scans = [ScanInfo.from_dict(json.loads(k[0])) for k in key]
     return step_histograms(scans, bins=bins)

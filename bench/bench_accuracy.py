@@ -54,9 +54,9 @@ def score_run(dataset_dir: Path, run_dir: Path) -> dict[str, Any]:
     """Every number of the table for one finished run (see the module docstring)."""
     import numpy as np
 
-    from core.evaluate import evaluate_files
+    from core.workflow.evaluate import evaluate_files
     from core.phases import DEFAULT_PHASES, Reaction
-    from core.stoichiometry import molar_evolution
+    from core.analysis.stoichiometry import molar_evolution
 
     ds = json.loads((dataset_dir / "dataset.json").read_text())
     steps = ds["steps"]

@@ -10,8 +10,8 @@ scribbles and label the same 8 slices; Dice is against the demo's known truth on
   ``multiscale_basic_features(img, intensity=True, edges=False, texture=True, sigma_min=1, sigma_max=16)`` per slice,
   ``RandomForestClassifier(n_estimators=50, n_jobs=-1, max_depth=10, max_samples=0.05)``, ``fit_segmenter`` /
   ``predict_segmenter`` (plus ``random_state`` so that runs repeat).
-- Reactomo: :func:`core.forest.ground_truth_from_scribbles` with the default FeatureConfig and ForestConfig.
-- Threshold baseline: multi-Otsu on the same slices (:func:`core.threshold.multi_otsu`).
+- Reactomo: :func:`core.labelling.forest.ground_truth_from_scribbles` with the default FeatureConfig and ForestConfig.
+- Threshold baseline: multi-Otsu on the same slices (:func:`core.labelling.threshold.multi_otsu`).
 
 End to end = features + training + prediction of all 8 slices. Both methods are run once to warm up (imports,
 thread pools), then ``--repeats`` times, interleaved; the median is reported. "Interactive": one stroke is added
@@ -62,7 +62,7 @@ def skimage_gallery(scan: np.ndarray, scribbles: np.ndarray, zs: list[int], seed
 
 
 def reactomo(scan: np.ndarray, scribbles: np.ndarray, zs: list[int], seed: int):
-    from core.forest import ForestConfig, ground_truth_from_scribbles
+    from core.labelling.forest import ForestConfig, ground_truth_from_scribbles
 
     r = ground_truth_from_scribbles(scan, scribbles, forest_config=ForestConfig(seed=seed))
     assert list(r.slices) == zs
@@ -70,7 +70,7 @@ def reactomo(scan: np.ndarray, scribbles: np.ndarray, zs: list[int], seed: int):
 
 
 def threshold(scan: np.ndarray, zs: list[int]):
-    from core.threshold import multi_otsu
+    from core.labelling.threshold import multi_otsu
 
     t0 = time.perf_counter()
     labels = multi_otsu(scan[zs]).labels
@@ -79,8 +79,8 @@ def threshold(scan: np.ndarray, zs: list[int]):
 
 def interactive(scan: np.ndarray, scribbles: np.ndarray, truth: np.ndarray, zs: list[int], seed: int, repeats: int) -> float:
     """Seconds to retrain on all scribbles and re-predict one slice after a new stroke (features cached)."""
-    from core.features import FeatureConfig, intensity_reference, volume_features
-    from core.forest import ForestConfig, predict_forest, train_forest
+    from core.labelling.features import FeatureConfig, intensity_reference, volume_features
+    from core.labelling.forest import ForestConfig, predict_forest, train_forest
 
     fc = FeatureConfig()
     stacks = volume_features(scan, zs, config=fc, reference=intensity_reference(scan))
@@ -101,7 +101,7 @@ def interactive(scan: np.ndarray, scribbles: np.ndarray, truth: np.ndarray, zs: 
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> dict[int, float]:
-    from core.metrics import dice_per_phase
+    from core.segmentation.metrics import dice_per_phase
 
     return dice_per_phase(pred, truth, codes=CODES)
 
@@ -138,7 +138,7 @@ def whole_process(args: argparse.Namespace) -> None:
     import skimage
     import tifffile
 
-    from core.synthetic import DemoConfig, make_demo
+    from core.imaging.synthetic import DemoConfig, make_demo
 
     exp = make_demo(DemoConfig(steps=3, shape=(8, 512, 512), n_label_slices=6, seed=args.seed))
     t = exp.label_step
@@ -212,7 +212,7 @@ def main() -> None:
     import sklearn
     import skimage
 
-    from core.synthetic import DemoConfig, make_demo
+    from core.imaging.synthetic import DemoConfig, make_demo
 
     cfg = DemoConfig(steps=3, shape=tuple(args.shape), n_label_slices=args.slices, seed=args.seed)
     exp = make_demo(cfg)

@@ -28,7 +28,7 @@ import json, sys, time, tracemalloc
 sys.path.insert(0, {root!r})
 import numpy as np
 import tifffile
-from core.io import open_volume
+from core.imaging.io import open_volume
 method, path, compressed = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 tracemalloc.start()
 t0 = time.perf_counter()
@@ -56,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-gb", type=float, default=1.0)
     args = ap.parse_args()
-    from core.io import write_volume
+    from core.imaging.io import write_volume
 
     ny, nx = 1024, 1024
     nz = max(8, int(args.size_gb * 2**30 / (ny * nx * 2)))

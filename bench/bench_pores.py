@@ -52,7 +52,7 @@ def _rss_mb() -> float:
 def child(method: str, mask_file: str, repeats: int, out: str) -> None:
     im = np.load(mask_file)  # made by the parent: the child's memory peak is the method's, not the mask maker's
     if method.startswith("ours"):
-        from core.pores import local_thickness
+        from core.analysis.pores import local_thickness
 
         step = 1.0 if method == "ours_step1" else None
         fn = lambda m: local_thickness(m, sampling_step=step)  # noqa: E731

@@ -1,13 +1,13 @@
-"""Segmenting whole scans with core.segment: throughput, peak memory, and MONAI's sliding window side by side.
+"""Segmenting whole scans with core.network.inference: throughput, peak memory, and MONAI's sliding window side by side.
 
 Run: .venv/bin/python bench/bench_segment.py [--slices 16] [--memory-slices 128 512] [--device cpu] [--skip-memory]
 
 Scan: a synthetic 736 x 800 uint16 scan (the study's slice size) made from the demo's texture: step 1 of
 ``make_demo(DemoConfig(steps=2, shape=(16, 256, 256), seed=0))``, each slice mirror-tiled to 736 x 800, slice ``z``
 taken from demo slice ``z % 16`` and rolled by ``7 z`` pixels so no two slices are equal. Written uncompressed (so
-core.io memory-maps it) into a temporary folder.
+core.imaging.io memory-maps it) into a temporary folder.
 
-1. Throughput: :func:`core.segment.segment_volume` of the shipped model (models/demo-unet) on ``--slices`` slices,
+1. Throughput: :func:`core.network.inference.segment_volume` of the shipped model (models/demo-unet) on ``--slices`` slices,
    writing the labels TIFF, wall time of the whole call (normalisation fit, reading, inference, writing) ->
    Mvoxel/s, for a few settings (tile, overlap, batch, channels-last, batch-norm folding, bfloat16 autocast),
    torch threads = CPU cores unless a row says otherwise.
@@ -45,7 +45,7 @@ BUNDLE = ROOT / "models" / "demo-unet"
 
 def demo_slices() -> np.ndarray:
     """16 demo slices mirror-tiled to 736 x 800, uint16."""
-    from core.synthetic import DemoConfig, make_demo
+    from core.imaging.synthetic import DemoConfig, make_demo
 
     s = make_demo(DemoConfig(steps=2, shape=(16, 256, 256), seed=0)).scans[1]
     block = np.concatenate([np.concatenate([s, s[:, :, ::-1]], 2), np.concatenate([s[:, ::-1], s[:, ::-1, ::-1]], 2)], 1)
@@ -76,10 +76,10 @@ def machine() -> str:
 def throughput(scan: Path, out_dir: Path, device: str) -> list[tuple[str, float, float, float]]:
     import torch
 
-    import core.segment as seg
-    from core.bundle import load_bundle
-    from core.io import read_labels
-    from core.segment import InferenceConfig, segment_volume
+    import core.network.inference as seg
+    from core.network.bundle import load_bundle
+    from core.imaging.io import read_labels
+    from core.network.inference import InferenceConfig, segment_volume
 
     model, card = load_bundle(BUNDLE)
     cores = os.cpu_count() or 1
@@ -124,8 +124,8 @@ CHILD = r"""
 import json, sys, threading, time
 sys.path.insert(0, {root!r})
 import torch
-from core.segment import InferenceConfig, segment_volume
-from core.unet import UNetConfig, build_unet
+from core.network.inference import InferenceConfig, segment_volume
+from core.network.unet import UNetConfig, build_unet
 peak = [0]
 def rss_anon():
     with open("/proc/self/status") as fh:
@@ -170,12 +170,12 @@ def versus_monai(scan: Path, device: str, n: int, tile: int, batch: int) -> dict
     import torch
     from monai.inferers import sliding_window_inference
 
-    from core.bundle import load_bundle
-    from core.io import open_volume
-    from core.normalise import apply_normalisation, fit_normalisation
-    from core.segment import InferenceConfig, predict_slices
+    from core.network.bundle import load_bundle
+    from core.imaging.io import open_volume
+    from core.imaging.normalise import apply_normalisation, fit_normalisation
+    from core.network.inference import InferenceConfig, predict_slices
 
-    from core.segment import context_slices
+    from core.network.inference import context_slices
 
     model, card = load_bundle(BUNDLE, device=device)
     channels = card["unet"].get("in_channels", 1)
@@ -248,8 +248,8 @@ def main() -> int:
         print("| inferer | seconds | Mvoxel/s |")
         print("|---|---|---|")
         print(f"| monai.inferers.sliding_window_inference | {m['monai_s']:.2f} | {m['monai_mvs']:.3f} |")
-        print(f"| core.segment.predict_slices, same settings (float32) | {m['ours_s']:.2f} | {m['ours_mvs']:.3f} |")
-        print(f"| core.segment.predict_slices, its defaults (whole slice, batch 2, bfloat16 where native) | {m['default_s']:.2f} | {m['default_mvs']:.3f} |")
+        print(f"| core.network.inference.predict_slices, same settings (float32) | {m['ours_s']:.2f} | {m['ours_mvs']:.3f} |")
+        print(f"| core.network.inference.predict_slices, its defaults (whole slice, batch 2, bfloat16 where native) | {m['default_s']:.2f} | {m['default_mvs']:.3f} |")
         print(f"\nSame settings: ours / MONAI {m['ours_mvs'] / m['monai_mvs']:.2f}x, identical labels {m['agree']:.3f} %. "
               f"Defaults: ours / MONAI {m['default_mvs'] / m['monai_mvs']:.2f}x, labels as MONAI's {m['default_agree']:.3f} %.\n")
 

@@ -8,15 +8,15 @@ scribbled slices). Every model is the shipped model's network and settings (``sc
 validation slices, seed 0), trained on the label step's scribbled slices, normalised with the default bright-tail
 normalisation of the label step. Only the training labels differ:
 
-- ``RF``: the random-forest ground truth of the demo scribbles (:func:`core.forest.ground_truth_from_scribbles`,
+- ``RF``: the random-forest ground truth of the demo scribbles (:func:`core.labelling.forest.ground_truth_from_scribbles`,
   default settings; what a user gets) -- the shipped model;
 - ``ceiling``: the demo's full truth of the same slices (what a perfect ground truth would give);
-- ``Otsu``: multi-Otsu thresholds of the same slices (:func:`core.threshold.multi_otsu`);
+- ``Otsu``: multi-Otsu thresholds of the same slices (:func:`core.labelling.threshold.multi_otsu`);
 - each with and without augmentation (flips, 90 degree rotations, shear, scale; 2x).
 
 Scoring: every step of the experiment, all 40 slices, is normalised with the bright-tail normalisation fitted to
 that step (the card's method), predicted slice by slice (argmax -> phase codes) and compared with the demo truth
-(:func:`core.metrics.dice_per_phase`). Training time is the wall time of :func:`core.train.train_unet` (to the end
+(:func:`core.segmentation.metrics.dice_per_phase`). Training time is the wall time of :func:`core.network.train.train_unet` (to the end
 of early stopping; the best epoch's weights are kept). Prints Markdown tables for the README.
 """
 
@@ -40,7 +40,7 @@ NAMES = ["gypsum", "bassanite", "pore", "celestite"]
 
 
 def settings(epochs: int, seed: int, augment: bool):
-    from core.train import TrainConfig
+    from core.network.train import TrainConfig
 
     return TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=epochs, patience=8,
                        val_fraction=0.25, augment=augment, loss="ce+dice", class_weights="balanced",
@@ -51,8 +51,8 @@ def train(images, labels, *, epochs: int, seed: int, augment: bool, device: str)
     import torch
 
     from core.phases import DEFAULT_PHASES
-    from core.train import train_unet
-    from core.unet import UNetConfig, build_unet
+    from core.network.train import train_unet
+    from core.network.unet import UNetConfig, build_unet
 
     torch.manual_seed(seed)
     model = build_unet(UNetConfig(n_classes=4, width=16, depth=4))
@@ -68,7 +68,7 @@ def predict_volume(model, scan: np.ndarray, norm: dict, *, codes=CODES, batch: i
     """Phase codes of every slice of ``scan`` (z, y, x), slice by slice in batches, without gradients."""
     import torch
 
-    from core.normalise import apply_normalisation
+    from core.imaging.normalise import apply_normalisation
 
     lut = np.asarray(codes, dtype=np.uint8)
     out = np.zeros(scan.shape, np.uint8)
@@ -81,7 +81,7 @@ def predict_volume(model, scan: np.ndarray, norm: dict, *, codes=CODES, batch: i
 
 
 def score(model, exp, norms, device: str) -> list[dict[int, float]]:
-    from core.metrics import dice_per_phase
+    from core.segmentation.metrics import dice_per_phase
 
     return [dice_per_phase(predict_volume(model, scan, n, device=device), truth, codes=CODES)
             for scan, truth, n in zip(exp.scans, exp.truth, norms)]
@@ -103,10 +103,10 @@ def main() -> int:
 
     import torch
 
-    from core.forest import ground_truth_from_scribbles
-    from core.normalise import apply_normalisation, fit_normalisation
-    from core.synthetic import DemoConfig, make_demo
-    from core.threshold import multi_otsu
+    from core.labelling.forest import ground_truth_from_scribbles
+    from core.imaging.normalise import apply_normalisation, fit_normalisation
+    from core.imaging.synthetic import DemoConfig, make_demo
+    from core.labelling.threshold import multi_otsu
 
     t0 = time.perf_counter()
     exp = make_demo(DemoConfig())
@@ -122,7 +122,7 @@ def main() -> int:
     images = apply_normalisation(scan[zs], norm)
     gts = {"RF": rf.labels[zs], "ceiling": exp.truth[ls][zs], "Otsu": multi_otsu(scan[zs]).labels}
     norms = [fit_normalisation(s, seed=args.seed) for s in exp.scans]
-    from core.metrics import dice_per_phase
+    from core.segmentation.metrics import dice_per_phase
 
     gt_dice = {k: dice_per_phase(v, exp.truth[ls][zs], codes=CODES) for k, v in gts.items()}
 

@@ -1,7 +1,7 @@
 """The benchmark family: twelve simulated 4D experiments that differ from the demo in physics and in look.
 
 Why a family: a workflow tuned on one demo learns that demo. These variants are scanned by a simulated synchrotron
-tomograph (``imaging="tomography"``, :mod:`core.tomography`: forward projection over 180°, photon noise with a
+tomograph (``imaging="tomography"``, :mod:`core.imaging.tomography`: forward projection over 180°, photon noise with a
 vertical beam profile, miscalibrated detector columns that leave half-rings, detector blur, filtered back projection,
 optional propagation phase contrast, gain/offset drift between steps), and they vary what the rock and the reaction
 look like and how the user labelled them:
@@ -53,8 +53,8 @@ class Variant:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def config(self):
-        """The :class:`core.synthetic.DemoConfig` of this variant."""
-        from core.synthetic import DemoConfig
+        """The :class:`core.imaging.synthetic.DemoConfig` of this variant."""
+        from core.imaging.synthetic import DemoConfig
 
         return DemoConfig.from_dict({**BASE, **self.settings})
 
@@ -125,7 +125,7 @@ def variant(name: str) -> Variant:
 
 def ensure(v: Variant, root: Path) -> Path:
     """Write variant ``v`` under ``root`` unless an identical one is there already; returns its folder."""
-    from core.synthetic import write_demo
+    from core.imaging.synthetic import write_demo
 
     folder = root / v.name
     stamp = folder / ".digest"

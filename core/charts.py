@@ -343,7 +343,7 @@ def threshold_histogram(values: np.ndarray, ranges: Sequence[dict], phases, *, b
                         title: str = "Grey values of the labelled slices and the threshold ranges") -> go.Figure:
     """Histogram of grey values with each phase's threshold range shaded in its colour.
 
-    ``ranges`` are dicts ``{"code", "low", "high"}`` (half-open grey ranges, as :mod:`core.threshold` returns).
+    ``ranges`` are dicts ``{"code", "low", "high"}`` (half-open grey ranges, as :mod:`core.labelling.threshold` returns).
     """
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]

@@ -72,7 +72,7 @@ def _preflight(folder: Path, what: str, *, created_ok: bool = False) -> None:
 
 
 def cmd_demo(args) -> int:
-    from core.synthetic import write_demo
+    from core.imaging.synthetic import write_demo
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -86,7 +86,7 @@ def cmd_demo(args) -> int:
 
 
 def _demo_config(args):
-    from core.synthetic import demo_config
+    from core.imaging.synthetic import demo_config
 
     kwargs = {}
     if args.steps is not None:
@@ -105,7 +105,7 @@ def _demo_config(args):
 
 
 def cmd_demo_project(args) -> int:
-    from core.data import create_demo_project
+    from core.workflow.data import create_demo_project
 
     config = _demo_config(args)
     project = create_demo_project(args.name, config=config, if_missing=args.if_missing, on_progress=_progress_printer(args.quiet))
@@ -114,7 +114,7 @@ def cmd_demo_project(args) -> int:
 
 
 def cmd_project(args) -> int:
-    from core.project import create_project, delete_project, list_projects, open_project
+    from core.workflow.project import create_project, delete_project, list_projects, open_project
 
     if args.action == "list":
         rows = list_projects()
@@ -166,9 +166,9 @@ def _status_dict(s) -> dict:
 
 def cmd_data(args) -> int:
     """Set a project's scans and acquisition settings (the Data page, headless)."""
-    from core.data import register_scans
+    from core.workflow.data import register_scans
     from core.phases import PhaseTable
-    from core.project import data_roots, open_project
+    from core.workflow.project import data_roots, open_project
 
     project = open_project(args.project)
     # Parse everything before touching the project, so bad input changes nothing.
@@ -214,8 +214,8 @@ def cmd_histograms(args) -> int:
     import numpy as np
 
     from core.atomic import atomic_write_text
-    from core.data import step_histograms
-    from core.project import open_project
+    from core.workflow.data import step_histograms
+    from core.workflow.project import open_project
 
     project = open_project(args.project)
     scans = project.scans()
@@ -269,8 +269,8 @@ def _fractions_text(fractions: dict[int, float], phases) -> str:
 
 def _forest_settings(args):
     """FeatureConfig and ForestConfig from the options shared by `rf` and `ground-truth` (validated)."""
-    from core.features import FeatureConfig
-    from core.forest import ForestConfig
+    from core.labelling.features import FeatureConfig
+    from core.labelling.forest import ForestConfig
 
     fkw: dict = {}
     if args.sigmas:
@@ -296,8 +296,8 @@ def cmd_rf(args) -> int:
     """Random-forest ground truth of every scribbled slice of a scan (the Ground truth page, headless)."""
     import numpy as np
 
-    from core.forest import ground_truth_from_scribbles, save_forest
-    from core.io import open_volume, read_labels, write_labels, write_volume
+    from core.labelling.forest import ground_truth_from_scribbles, save_forest
+    from core.imaging.io import open_volume, read_labels, write_labels, write_volume
 
     phases = _phases_from(args.phases)
     out = Path(args.out)
@@ -335,7 +335,7 @@ def cmd_rf(args) -> int:
 
 
 def _ranges_from_args(items, phases):
-    from core.threshold import check_ranges
+    from core.labelling.threshold import check_ranges
 
     triples = []
     for code, low, high in items:
@@ -354,8 +354,8 @@ def cmd_threshold(args) -> int:
     """The threshold baseline: manual grey ranges or multi-Otsu, on every slice or on the scribbled slices."""
     import numpy as np
 
-    from core.io import open_volume, read_labels, write_labels
-    from core.threshold import BRIGHTNESS_ORDER, otsu_ranges, threshold_ranges
+    from core.imaging.io import open_volume, read_labels, write_labels
+    from core.labelling.threshold import BRIGHTNESS_ORDER, otsu_ranges, threshold_ranges
 
     phases = _phases_from(args.phases)
     out = Path(args.out)
@@ -418,8 +418,8 @@ def _step_index(project, text: str | None) -> int | None:
 
 def cmd_labels(args) -> int:
     """The Label page, headless: counts, import/export of label TIFFs, the demo's scribbles."""
-    from core.labels import LabelStore, import_demo_scribbles
-    from core.project import open_project
+    from core.workflow.labels import LabelStore, import_demo_scribbles
+    from core.workflow.project import open_project
 
     project = open_project(args.project)
     store = LabelStore(project)
@@ -445,8 +445,8 @@ def cmd_labels(args) -> int:
 
 def cmd_ground_truth(args) -> int:
     """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
-    from core.ground_truth import accept_candidate, held_out_forest, load_candidate, threshold_comparison, train_candidate
-    from core.project import open_project
+    from core.workflow.ground_truth import accept_candidate, held_out_forest, load_candidate, threshold_comparison, train_candidate
+    from core.workflow.project import open_project
 
     project = open_project(args.project)
     if not args.accept_only:
@@ -482,11 +482,11 @@ def cmd_train(args) -> int:
     import numpy as np
     import torch
 
-    from core.bundle import check_bundle_name, save_bundle
-    from core.io import open_volume, read_labels
-    from core.normalise import apply_normalisation, fit_normalisation
-    from core.train import TrainConfig, quality_warning, train_unet
-    from core.unet import UNetConfig, build_unet, select_device
+    from core.network.bundle import check_bundle_name, save_bundle
+    from core.imaging.io import open_volume, read_labels
+    from core.imaging.normalise import apply_normalisation, fit_normalisation
+    from core.network.train import TrainConfig, quality_warning, train_unet
+    from core.network.unet import UNetConfig, build_unet, select_device
 
     phases = _phases_from(args.phases)
     out = Path(args.out)
@@ -509,7 +509,7 @@ def cmd_train(args) -> int:
         if not zs:
             raise ReactomoError(f"The ground truth {args.ground_truth} labels no slice (every value is 0); give labels on some slices.")
         norm = fit_normalisation(scan, seed=args.seed)
-        from core.segment import context_slices
+        from core.network.inference import context_slices
 
         images = apply_normalisation(context_slices(scan, zs, uc.in_channels), norm)
         scan_path = str(Path(args.scan).resolve())
@@ -523,8 +523,8 @@ def cmd_train(args) -> int:
 
     result = train_unet(model, images, labels[zs], config=tc, phases=phases, device=device, on_epoch=on_epoch)
     best = result.best
-    from core.segment import choose_model_cleaning
-    from core.train import held_out
+    from core.network.inference import choose_model_cleaning
+    from core.network.train import held_out
 
     xv, yv, where = held_out(images, labels[zs], tc)  # scored where the network never trained
     choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=device, where=where)
@@ -544,7 +544,7 @@ def cmd_train(args) -> int:
 
 def cmd_models(args) -> int:
     """List the model registry."""
-    from core.bundle import list_bundles
+    from core.network.bundle import list_bundles
 
     rows = list_bundles(args.root)
     if args.json:
@@ -563,7 +563,7 @@ def cmd_models(args) -> int:
 
 # ------------------------------------------------------------------------------------------- segment / run
 def _inference_from(args):
-    from core.segment import InferenceConfig
+    from core.network.inference import InferenceConfig
 
     cfg = InferenceConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
                           cpu_amp=_precision(args))
@@ -606,7 +606,7 @@ def _min_sizes(items: list[str]) -> tuple[tuple[str, int], ...]:
 
 
 def _scan_paths(source: str) -> list[str]:
-    from core.io import discover_scans
+    from core.imaging.io import discover_scans
 
     return [s.path for s in discover_scans(source)]
 
@@ -621,20 +621,20 @@ def _print_step(o) -> None:
 
 def cmd_segment(args) -> int:
     """Segment every scan with a model bundle; label TIFFs and phase_volumes.csv in --out."""
-    from core.bundle import read_card
+    from core.network.bundle import read_card
     from core.phases import PhaseTable
-    from core.postprocess import cleaning_for
-    from core.series import segment_series
+    from core.segmentation.postprocess import cleaning_for
+    from core.segmentation.series import segment_series
 
     card = read_card(args.model)
     phases = _phases_from(args.phases) if args.phases else PhaseTable.from_dict(card["phases"])
-    from core.io import series_scan_paths
+    from core.imaging.io import series_scan_paths
 
     scans = series_scan_paths(args.scans)  # a scan that cannot be read fails alone; the others are segmented
     times = None
     interval = args.interval
     if interval is None:
-        from core.data import dataset_interval
+        from core.workflow.data import dataset_interval
 
         found = dataset_interval(args.scans)
         if found:
@@ -662,7 +662,7 @@ def cmd_segment(args) -> int:
 
 def cmd_evaluate(args) -> int:
     """Score a label TIFF (or a folder of steps) against a reference: 8 metrics per phase and averaged (and pooled)."""
-    from core.evaluate import evaluate_files
+    from core.workflow.evaluate import evaluate_files
 
     phases = _phases_from(args.phases)
     slices = [int(v) for v in _floats(args.slices, "--slices")] if args.slices else None
@@ -681,9 +681,9 @@ def cmd_evaluate(args) -> int:
 
 def _evaluate_folders(args, phases, slices) -> int:
     """Every step whose file name is in both folders, then all of them pooled (counts summed over the steps)."""
-    from core.evaluate import evaluate_files
-    from core.io import natural_key
-    from core.metrics import pool_reports
+    from core.workflow.evaluate import evaluate_files
+    from core.imaging.io import natural_key
+    from core.segmentation.metrics import pool_reports
 
     def tiffs(folder):
         return {p.name: p for p in Path(folder).iterdir() if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith(".")}
@@ -715,7 +715,7 @@ def _cell(v, width: int) -> str:
 
 
 def _print_report(report) -> None:
-    from core.metrics import METRICS
+    from core.segmentation.metrics import METRICS
 
     short = {"volumetric_similarity": "vol.sim", "specificity": "specif.", "precision": "precis."}
     head = f"{'phase':<12}" + "".join(f"{short.get(m, m):>9}" for m in METRICS)
@@ -730,7 +730,7 @@ def _print_report(report) -> None:
 
 def cmd_analyze(args) -> int:
     """Internal standard, pore sizes and growth of a segmented series; CSVs, summary.json and report.html."""
-    from core.analysis import AnalysisConfig, analyze
+    from core.analysis.results import AnalysisConfig, analyze
 
     by_project = args.project is not None or args.name is not None
     if by_project and (args.segmentations or args.out or args.phases):
@@ -743,8 +743,9 @@ def cmd_analyze(args) -> int:
     config = AnalysisConfig(voxel_size_um=args.voxel_size, interval_s=args.interval, band=args.band / 100.0,
                             pore_max_voxels=args.pore_max_voxels, n_boot=args.n_boot, seed=args.seed, onset=args.onset)
     if by_project:
-        from core.project import open_project
-        from core.workflow import analyse_segmentation, analysis_folder
+        from core.workflow.project import open_project
+        from core.workflow.analysis import analyse_segmentation
+        from core.workflow.paths import analysis_folder
 
         project = open_project(args.project)
         args.out = str(analysis_folder(project, args.name))
@@ -769,8 +770,8 @@ def cmd_analyze(args) -> int:
           f"growth.csv, summary.json, report.html.")
     if args.figures:
         # the results above are written and valid; a failed image export is reported apart, with exit status 1
-        from core.analysis import figures
-        from core.export import figure_images
+        from core.analysis.results import figures
+        from core.analysis.export import figure_images
 
         folder = Path(args.out) / "figures"
         try:
@@ -803,8 +804,8 @@ def cmd_worker(args) -> int:
     """The worker process: claims the dashboard's queued jobs in every project of the workspace and runs them.
 
     Stopping it (Ctrl+C, SIGTERM, even kill -9) leaves a running job "interrupted"; the next worker resumes it."""
-    from core.project import workspace_dir
-    from core.worker import run_worker
+    from core.workflow.project import workspace_dir
+    from core.workflow.worker import run_worker
 
     if not 0.05 <= args.poll <= 60:
         raise ReactomoError(f"--poll must be from 0.05 to 60 seconds; got {args.poll}.")
@@ -818,7 +819,7 @@ def cmd_worker(args) -> int:
 
 def cmd_run(args) -> int:
     """The whole workflow without a browser: scribbles -> random forest -> U-Net -> segment -> clean -> check."""
-    from core.run import RunConfig, run_workflow
+    from core.workflow.run import RunConfig, run_workflow
 
     config = RunConfig(scans=args.scans, scribbles=args.scribbles, label_step=args.label_step, out=args.out,
                        epochs=args.epochs, device=args.device, seed=args.seed, voxel_size_um=args.voxel_size,
@@ -1067,11 +1068,11 @@ _DATA_ARGS = ("scan", "scans", "scribbles", "ground_truth", "pred", "truth", "se
 def _check_data_roots(args) -> None:
     """On a server whose administrator set ``REACTOMO_DATA_ROOT``, the CLI reads data only from there, as the pages
     do (symbolic links and ``..`` resolved; for a glob, the folder before its first wildcard)."""
-    from core.project import ENV_DATA_ROOT, data_roots
+    from core.workflow.project import ENV_DATA_ROOT, data_roots
 
     if not os.environ.get(ENV_DATA_ROOT, "").strip():
         return
-    from core.io import check_inside_roots
+    from core.imaging.io import check_inside_roots
 
     roots = data_roots()
     for name in _DATA_ARGS:
@@ -1091,7 +1092,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         if not args.verbose:  # tifffile logs its own ERROR lines for a file we then refuse with one sentence:
-            tl = logging.getLogger("tifffile")  # they still reach core.io's capture (a handler on this logger),
+            tl = logging.getLogger("tifffile")  # they still reach core.imaging.io's capture (a handler on this logger),
             tl.propagate = False                # never the terminal
             if not any(isinstance(h, logging.NullHandler) for h in tl.handlers):
                 tl.addHandler(logging.NullHandler())

@@ -66,3 +66,8 @@ def check_writable(folder, *, what: str = "the output folder", need_bytes: int =
                     pass
             raise ReactomoError(f"{what.capitalize()} {folder} has {free / 1e6:.0f} MB free and this needs about "
                                 f"{need_bytes / 1e6:.0f} MB; free some space or write elsewhere.")
+
+
+class JobCancelled(Exception):
+    """Raised by long work (a training, a segmentation, a job's function or :meth:`core.workflow.jobs.JobContext.check_cancelled`)
+    to stop after a cancel request. Not a :class:`ReactomoError`: a cancel is not a failure."""

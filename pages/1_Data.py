@@ -7,12 +7,12 @@ import streamlit as st
 
 import ui
 from core.charts import AXIS_NAMES, histogram_lines, histogram_over_time, slice_figure
-from core.data import generate_demo_into, register_scans
+from core.workflow.data import generate_demo_into, register_scans
 from core.errors import ReactomoError
 from core.phases import PhaseTable
-from core.project import data_roots
-from core.synthetic import DEMO, demo_config
-from core.workflow import upload_folder
+from core.workflow.project import data_roots
+from core.imaging.synthetic import DEMO, demo_config
+from core.workflow.paths import upload_folder
 
 ui.page_setup("Data")
 project = ui.require_project()

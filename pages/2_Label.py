@@ -16,7 +16,7 @@ import streamlit as st
 import ui
 from core.charts import overlay_labels, png_data_uri, window_to_uint8
 from core.errors import ReactomoError
-from core.labels import (
+from core.workflow.labels import (
     LabelStore,
     eraser_colour,
     import_demo_scribbles,

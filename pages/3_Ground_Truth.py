@@ -14,9 +14,9 @@ from core.charts import (
     threshold_histogram,
     uncertainty_figure,
 )
-from core.features import FEATURE_GROUPS, FeatureConfig
-from core.forest import ForestConfig
-from core.ground_truth import (
+from core.labelling.features import FEATURE_GROUPS, FeatureConfig
+from core.labelling.forest import ForestConfig
+from core.workflow.ground_truth import (
     accept_candidate,
     held_out_forest,
     labelled_steps,
@@ -52,7 +52,7 @@ vs = project.voxel_size_um()
 @st.cache_data(max_entries=4, show_spinner="Training the forest again without each group of scribbles, to score it fairly")
 def _held_out(project_name: str, created: str):
     """The candidate forest's held-out labels of its scribbles (cross-validation), cached on its creation time."""
-    from core.project import open_project
+    from core.workflow.project import open_project
 
     proj = open_project(project_name)
     return held_out_forest(proj, load_candidate(proj))
@@ -61,7 +61,7 @@ def _held_out(project_name: str, created: str):
 @st.cache_data(max_entries=8, show_spinner="Comparing with the threshold baseline")
 def _compare(project_name: str, created: str, method: str, ranges: tuple | None) -> dict:
     """Threshold labels and Dice for the candidate, cached on its creation time (reruns cost nothing)."""
-    from core.project import open_project
+    from core.workflow.project import open_project
 
     proj = open_project(project_name)
     stored = load_candidate(proj)

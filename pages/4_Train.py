@@ -9,16 +9,16 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.bundle import check_bundle_name, delete_bundle, list_bundles, rename_bundle
+from core.network.bundle import check_bundle_name, delete_bundle, list_bundles, rename_bundle
 from core.charts import training_curves, validation_dice_curves
 from core.errors import ReactomoError
-from core.ground_truth import load_accepted
-from core.jobs import list_jobs, read_events, request_cancel
-from core.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, check_training_memory, quality_warning
-from core.train import MIN_MEAN_DICE, MIN_PHASE_DICE
-from core.unet import UNetConfig, device_summary, select_device
-from core.worker import submit_job
-from core.workflow import training_checkpoints
+from core.workflow.ground_truth import load_accepted
+from core.workflow.jobs import list_jobs, read_events, request_cancel
+from core.network.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, check_training_memory, quality_warning
+from core.network.train import MIN_MEAN_DICE, MIN_PHASE_DICE
+from core.network.unet import UNetConfig, device_summary, select_device
+from core.workflow.worker import submit_job
+from core.workflow.paths import training_checkpoints
 
 KIND = "train"
 
@@ -121,7 +121,7 @@ active = latest is not None and latest.is_active
 # ------------------------------------------------------------------------------------------------ live run
 @st.fragment(run_every=2)
 def live_run(job_id: str) -> None:
-    from core.jobs import read_job
+    from core.workflow.jobs import read_job
 
     job = read_job(project.root, job_id)
     if not job.is_active:

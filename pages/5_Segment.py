@@ -10,15 +10,15 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.bundle import list_bundles
+from core.network.bundle import list_bundles
 from core.charts import slice_figure
 from core.errors import ReactomoError
-from core.jobs import list_jobs, read_job, request_cancel
-from core.postprocess import PostprocessConfig, cleaning_for
-from core.seg_charts import cleaning_chart, fraction_over_time
-from core.segment import InferenceConfig
-from core.worker import submit_job
-from core.workflow import phase_volume_rows, phase_volumes_csv, segmentation_record
+from core.workflow.jobs import list_jobs, read_job, request_cancel
+from core.segmentation.postprocess import PostprocessConfig, cleaning_for
+from core.segmentation.seg_charts import cleaning_chart, fraction_over_time
+from core.network.inference import InferenceConfig
+from core.workflow.worker import submit_job
+from core.workflow.paths import phase_volume_rows, phase_volumes_csv, segmentation_record
 
 KIND = "segment"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -174,7 +174,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                    + (f" · mean validation Dice {dice:.3f}" if dice is not None else "")
                    + (f" · {b.metrics['epochs']} epochs" if b.metrics.get("epochs") else ""))
         with ui.user_errors():
-            from core.train import quality_warning
+            from core.network.train import quality_warning
 
             if not b.metrics.get("val_dice"):
                 st.warning("This model carries no validation Dice, so its quality is unknown; check its labels before "
@@ -251,7 +251,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                              for col, p in zip(cols, phases)}
 
             with st.expander("Dask scheduler", icon=":material/hub:"):
-                from core.series import ENV_SCHEDULERS, configured_schedulers
+                from core.segmentation.series import ENV_SCHEDULERS, configured_schedulers
 
                 offered = configured_schedulers()  # only the administrator's list: never an address typed here
                 c1, c2, c3 = st.columns([2, 1, 2])
@@ -269,7 +269,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
 
         if start:
             with ui.user_errors():
-                from core.segment import load_model_cached
+                from core.network.inference import load_model_cached
 
                 name = (name or "").strip()
                 if not name:
@@ -287,7 +287,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                     raise ReactomoError("The z range holds no slice; widen it.")
                 scheduler = {"process": None, "local": "local"}.get(sched)
                 if sched == "address":
-                    from core.series import check_offered_scheduler
+                    from core.segmentation.series import check_offered_scheduler
 
                     scheduler = address or ""
                     check_offered_scheduler(scheduler)  # and again in the job: only an offered cluster is used
@@ -360,7 +360,7 @@ step = c1.select_slider("Step", steps_done, key="qc_step",
 s = done[step]
 with ui.user_errors():
     label_path = s["out_path"]
-    from core.io import open_volume
+    from core.imaging.io import open_volume
 
     with open_volume(label_path) as lv:
         nz = lv.shape[0]

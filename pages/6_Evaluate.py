@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.evaluate import comparison_rows, evaluate_segmentation, references, report_csv
-from core.metrics import METRICS, pool_reports
-from core.seg_charts import confusion_heatmap, dice_per_step_chart
-from core.workflow import segmentation_record, segmentation_stamp
+from core.workflow.evaluate import comparison_rows, evaluate_segmentation, references, report_csv
+from core.segmentation.metrics import METRICS, pool_reports
+from core.segmentation.seg_charts import confusion_heatmap, dice_per_step_chart
+from core.workflow.paths import segmentation_record, segmentation_stamp
 
 DASH = "–"
 LABELS = {"accuracy": "Accuracy", "recall": "Recall", "specificity": "Specificity", "precision": "Precision",
@@ -33,7 +33,7 @@ def _has_nan(rows: list[dict]) -> bool:
 @st.cache_data(max_entries=32, show_spinner="Scoring the segmentation against the reference")
 def _evaluate(project_name: str, name: str, reference: str, stamp: tuple):
     """``{step: MetricsReport}``, cached on the segmentation record's and the manifest's time (a re-run re-scores)."""
-    from core.project import open_project
+    from core.workflow.project import open_project
 
     return evaluate_segmentation(open_project(project_name), name, reference=reference)
 

@@ -9,14 +9,14 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.analysis import AnalysisConfig, csv_text, figures, report_bytes, report_html, verdict_rows, with_band
-from core.analysis_charts import method_of
+from core.analysis.results import AnalysisConfig, csv_text, figures, report_bytes, report_html, verdict_rows, with_band
+from core.analysis.analysis_charts import method_of
 from core.errors import ReactomoError
-from core.export import figure_images, zip_images
-from core.jobs import list_jobs, read_job, request_cancel
-from core.worker import submit_job
-from core.workflow import ANALYSIS_FILES, analysis_folder, analysis_table, saved_analysis, segmentation_label_files
-from core.workflow import segmentation_record
+from core.analysis.export import figure_images, zip_images
+from core.workflow.jobs import list_jobs, read_job, request_cancel
+from core.workflow.worker import submit_job
+from core.workflow.paths import ANALYSIS_FILES, analysis_folder, analysis_table, saved_analysis, segmentation_label_files
+from core.workflow.paths import segmentation_record
 
 KIND = "analysis"
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
@@ -256,7 +256,7 @@ if png is not None and png[0] == png_key:
 
 @st.cache_data(show_spinner="Packing the label TIFFs ...", max_entries=2)
 def _labels_zip(project_name: str, seg_name: str, mtime: float) -> bytes:
-    from core.project import open_project
+    from core.workflow.project import open_project
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:

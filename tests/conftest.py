@@ -32,7 +32,7 @@ def workspace(tmp_path, tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def small_demo_dir(tmp_path_factory):
     """A small demo experiment on disk (scans/, truth/, scribbles.tif, dataset.json), made once per session."""
-    from core.synthetic import DemoConfig, write_demo
+    from core.imaging.synthetic import DemoConfig, write_demo
 
     out = tmp_path_factory.mktemp("demo") / "exp"
     write_demo(out, DemoConfig(**SMALL_DEMO))
@@ -54,7 +54,7 @@ def truth_dir(small_demo_dir, tmp_path_factory):
 def analysed(truth_dir, tmp_path_factory):
     """The small demo's truth analysed (100 bootstrap resamples, 300 s between steps): (result, output folder).
     Shared by the analysis tests; nothing may change it (with_band returns copies)."""
-    from core.analysis import AnalysisConfig, analyze
+    from core.analysis.results import AnalysisConfig, analyze
 
     out = tmp_path_factory.mktemp("analysis")
     return analyze(truth_dir, out, config=AnalysisConfig(n_boot=100, interval_s=300.0)), out
@@ -63,8 +63,8 @@ def analysed(truth_dir, tmp_path_factory):
 @pytest.fixture
 def demo_project(workspace):
     """A project holding a small demo experiment, in the test's own workspace."""
-    from core.data import create_demo_project
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.imaging.synthetic import DemoConfig
 
     return create_demo_project("demo", workspace=workspace, config=DemoConfig(**SMALL_DEMO))
 

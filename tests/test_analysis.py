@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.analysis import AnalysisConfig, analyze, figures, load_result, load_series
+from core.analysis.results import AnalysisConfig, analyze, figures, load_result, load_series
 from core.cli import main
 from core.errors import ReactomoError
-from core.io import write_labels
-from core.jobs import list_jobs
+from core.imaging.io import write_labels
+from core.workflow.jobs import list_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = AnalysisConfig(n_boot=100, interval_s=300.0)
@@ -79,7 +79,7 @@ def test_a_saved_analysis_draws_the_same_figures(analysed):
 
 
 def test_every_chart_states_its_method_and_draws_its_uncertainty(analysed):
-    from core.analysis_charts import method_of
+    from core.analysis.analysis_charts import method_of
 
     for title, fig in figures(analysed[0]):
         assert len(method_of(fig)) > 30, title
@@ -87,8 +87,8 @@ def test_every_chart_states_its_method_and_draws_its_uncertainty(analysed):
 
 
 def test_load_series_reads_a_reactomo_record_with_times(small_demo_dir, tmp_path):
-    from core.segment import InferenceConfig
-    from core.series import segment_series
+    from core.network.inference import InferenceConfig
+    from core.segmentation.series import segment_series
 
     scans = sorted((small_demo_dir / "scans").glob("*.tif"))
     segment_series(ROOT / "models" / "demo-unet", scans, tmp_path / "seg", times_s=[0, 60, 120, 180], voxel_size_um=2.75,
@@ -144,7 +144,7 @@ def test_analyze_without_times_keeps_the_internal_standard_and_pore_sizes(truth_
 
 
 def test_jmak_onset_is_the_first_step_by_default_or_fitted(truth_dir, analysed):
-    from core.analysis import AnalysisConfig as AC
+    from core.analysis.results import AnalysisConfig as AC
 
     result, _ = analysed
     jm = result["summary"]["jmak"]
@@ -157,8 +157,8 @@ def test_jmak_onset_is_the_first_step_by_default_or_fitted(truth_dir, analysed):
 
 def test_large_volumes_are_read_slab_by_slab_and_cropped_only_for_pore_sizes(truth_dir, analysed):
     """A sub-volume cap changes the pore sizes' volume, never the porosity (every voxel, read slab by slab)."""
-    from core.analysis import _block_bootstrap_porosity
-    from core.io import open_volume, read_labels
+    from core.analysis.results import _block_bootstrap_porosity
+    from core.imaging.io import open_volume, read_labels
 
     full = analysed[0]["summary"]["pore_sizes"]
     small = analyze(truth_dir, None, config=AnalysisConfig(n_boot=100, interval_s=300.0, pore_max_voxels=20_000))
@@ -206,7 +206,7 @@ def celestite_grows(tmp_path_factory):
 
 
 def test_a_growing_inert_phase_fails_the_verdict_while_the_internal_standard_holds(celestite_grows):
-    from core.analysis import report_html, result_from_summary, with_band
+    from core.analysis.results import report_html, result_from_summary, with_band
 
     result, _, out = celestite_grows
     v = json.loads((out / "summary.json").read_text())["verdict"]
@@ -253,7 +253,7 @@ def test_analyze_command_prints_the_verdict_over_every_check(celestite_grows, tm
 def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_project, celestite_grows, tmp_path):
     import shutil
 
-    from core.series import FORMAT, RECORD
+    from core.segmentation.series import FORMAT, RECORD
 
     _, _, out = celestite_grows
     dest = demo_project.root / "analysis" / "s1"
@@ -274,7 +274,7 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     assert checks["value_pct"][2] == pytest.approx(5.0) and checks["rule"][2] == "≤ 2.00 %"
     assert checks["rule"][3] == "≤ 2.00 %, or the intervals contain −1 and 1"
     assert at.metric[0].value == "6 / 6"  # the internal standard alone, as before
-    # every table of the analysis folder is shown and offered, read through core.workflow
+    # every table of the analysis folder is shown and offered, read through core.workflow.paths
     tables = [d.value for d in at.dataframe[1:]]
     assert len(tables) == 6 and len(tables[0]) == 6 and "deviation_pct" in tables[0].columns
     labels = {b.label for b in at.get("download_button")}
@@ -304,8 +304,8 @@ def test_page_without_segmentation_points_to_the_segment_page(demo_project):
 
 
 def test_page_runs_the_analysis_in_the_background_and_shows_it(demo_project):
-    from core.segment import InferenceConfig
-    from core.series import segment_project
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
 
     segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", inference=InferenceConfig(tile=64))
     at = _page(demo_project)
@@ -338,10 +338,10 @@ def test_page_runs_the_analysis_in_the_background_and_shows_it(demo_project):
 @pytest.mark.browser
 def test_browser_analysis_page_and_report_screenshots(tmp_path, monkeypatch):
     from conftest import SMALL_DEMO, browser_page, launch_streamlit, settle
-    from core.data import create_demo_project
-    from core.segment import InferenceConfig
-    from core.series import segment_project
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
+    from core.imaging.synthetic import DemoConfig
 
     ws = tmp_path / "workspace"
     ws.mkdir()
@@ -377,7 +377,7 @@ def test_browser_analysis_page_and_report_screenshots(tmp_path, monkeypatch):
 def test_a_saved_summary_reads_back_with_its_own_reaction(tmp_path):
     """Issue 12: result_from_summary rebuilt every summary with the default reaction, so a summary written for
     another reaction (here the rehydration bassanite -> gypsum) read back the wrong phase's moles."""
-    from core.analysis import result_from_summary
+    from core.analysis.results import result_from_summary
     from core.phases import Reaction
 
     seg = tmp_path / "seg"

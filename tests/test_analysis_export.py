@@ -1,4 +1,4 @@
-"""The band chosen after the run (with_band), static chart images (core.export), their CLI and page controls."""
+"""The band chosen after the run (with_band), static chart images (core.analysis.export), their CLI and page controls."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.analysis import AnalysisConfig, band_of, figures, report_html, result_from_summary, with_band
-from core.analysis_charts import method_of
+from core.analysis.results import AnalysisConfig, band_of, figures, report_html, result_from_summary, with_band
+from core.analysis.analysis_charts import method_of
 from core.errors import ReactomoError
-from core.export import figure_images, slugify
+from core.analysis.export import figure_images, slugify
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = AnalysisConfig(n_boot=100, interval_s=300.0)
@@ -171,7 +171,7 @@ def test_cli_bad_band_and_a_failed_export(truth_dir, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- the page
 def test_page_band_input_rejudges_the_saved_analysis(demo_project, analysed, tmp_path):
-    from core.series import FORMAT, RECORD
+    from core.segmentation.series import FORMAT, RECORD
 
     _, out = analysed
     # a saved analysis whose steps deviate by 0, 1.8, 2.7 and 5 %: two of them are outside ±2 %
@@ -224,8 +224,8 @@ def test_method_note_sits_under_a_tall_legend():
     """Long legend entries wrap one per row under the plot: the exported method note must start below the last row."""
     import plotly.graph_objects as go
 
-    from core.analysis_charts import _LAYOUT
-    from core.export import with_method_note
+    from core.analysis.analysis_charts import _LAYOUT
+    from core.analysis.export import with_method_note
 
     fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], name=f"a long legend entry number {i} " + "x" * 60) for i in range(6)])
     fig.update_layout(**_LAYOUT, meta={"method": "The method sentence."})

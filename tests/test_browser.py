@@ -80,7 +80,7 @@ def test_upload_tiffs_in_the_browser(server, page, tmp_path):
     import numpy as np
     import tifffile
 
-    from core.project import create_project, open_project
+    from core.workflow.project import create_project, open_project
 
     create_project("uploads", workspace=server["workspace"])
     rng = np.random.default_rng(1)
@@ -120,10 +120,10 @@ def test_upload_tiffs_in_the_browser(server, page, tmp_path):
 
 
 def test_ground_truth_page_trains_and_sends_back_to_label(server, page):
-    from core.data import create_demo_project
-    from core.labels import import_demo_scribbles
-    from core.project import open_project
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.workflow.labels import import_demo_scribbles
+    from core.workflow.project import open_project
+    from core.imaging.synthetic import DemoConfig
 
     # The first test's button made the demo; made here too when this test runs alone.
     project = create_demo_project("demo", workspace=server["workspace"], if_missing=True,

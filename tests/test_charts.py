@@ -103,7 +103,7 @@ def test_ground_truth_charts():
 
 
 def test_extent_band_spans_exactly_the_two_estimates():
-    from core.analysis_charts import extent_figure
+    from core.analysis.analysis_charts import extent_figure
 
     rows = [{"step": i, "time_s": 60.0 * i, "x": x, "y": y} for i, (x, y) in enumerate([(0.0, 1.0), (0.2, 0.75), (0.5, 0.52)])]
     fig = extent_figure(rows)

@@ -12,9 +12,9 @@ import pytest
 import tifffile
 
 from core.cli import main
-from core.data import register_scans
+from core.workflow.data import register_scans
 from core.errors import ReactomoError
-from core.project import create_project, data_roots, open_project
+from core.workflow.project import create_project, data_roots, open_project
 
 from badinputs import BAD_CASES, make_bad_input
 

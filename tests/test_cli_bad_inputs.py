@@ -110,7 +110,7 @@ def test_a_step_with_a_truncated_header_fails_alone_without_library_log_lines(tm
 
 def test_a_folder_where_nothing_reads_is_still_refused_whole(tmp_path, capsys):
     from core.errors import ReactomoError
-    from core.io import series_scan_paths
+    from core.imaging.io import series_scan_paths
 
     scans = tmp_path / "scans"
     scans.mkdir()

@@ -76,8 +76,8 @@ def test_orphan_temporaries_go_and_nothing_else(tmp_path):
 # ------------------------------------------------------------------------------------------- ground truth accepts
 def test_two_concurrent_accepts_both_land_whole(demo_project):
     """Issue 12: two `ground-truth PROJECT --accept` at once left the candidate without labels.tif (2 of 4 trials)."""
-    from core.ground_truth import load_accepted, load_candidate
-    from core.labels import import_demo_scribbles
+    from core.workflow.ground_truth import load_accepted, load_candidate
+    from core.workflow.labels import import_demo_scribbles
 
     import_demo_scribbles(demo_project)
     env = {"REACTOMO_WORKSPACE": str(demo_project.root.parent)}
@@ -100,8 +100,8 @@ def test_two_concurrent_accepts_both_land_whole(demo_project):
 
 
 def test_a_crashed_ground_truth_writer_leaves_nothing_the_next_one_keeps(demo_project):
-    from core.ground_truth import accept_candidate, train_candidate
-    from core.labels import import_demo_scribbles
+    from core.workflow.ground_truth import accept_candidate, train_candidate
+    from core.workflow.labels import import_demo_scribbles
 
     import_demo_scribbles(demo_project)
     train_candidate(demo_project)
@@ -140,7 +140,7 @@ def test_a_second_segmentation_into_a_busy_folder_is_refused_and_writes_nothing(
 def test_two_segmentations_racing_keep_files_and_record_in_step(small_demo_dir, tmp_path):
     """Two real `segment` processes into one folder, started together: one finishes, the other is refused; the
     files on disk are the cleaning the record says."""
-    from core.series import read_series_record
+    from core.segmentation.series import read_series_record
 
     out = tmp_path / "seg"
     scan = str(_one_step_scan(small_demo_dir))

@@ -10,8 +10,8 @@ import pytest
 
 from bench.bench_accuracy import ablation_table, score_run, targets_met
 from bench.family import BASE, SPLIT_SEED, VARIANTS, split, variant
-from core.io import read_labels, write_labels
-from core.synthetic import DEMO
+from core.imaging.io import read_labels, write_labels
+from core.imaging.synthetic import DEMO
 
 
 def test_the_split_was_made_once_and_is_two_disjoint_halves():

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from core.errors import ReactomoError
-from core.features import (
+from core.labelling.features import (
     DEFAULT_GROUPS,
     FEATURE_GROUPS,
     FeatureConfig,
@@ -195,7 +195,7 @@ def test_inputs_are_not_modified_and_results_do_not_depend_on_threads():
 
 
 def test_a_lazy_volume_gives_the_same_features_as_the_array(tmp_path):
-    from core.io import open_volume, write_volume
+    from core.imaging.io import open_volume, write_volume
 
     vol = np.random.default_rng(5).integers(100, 5000, (8, 24, 28), dtype=np.uint16)
     write_volume(tmp_path / "scan.tif", vol)

@@ -86,14 +86,14 @@ def test_analyze_on_a_full_disk(truth_dir, tmp_path, capsys, monkeypatch):
 
 
 def test_segment_on_a_full_disk_at_the_record(small_demo_dir, tmp_path, capsys, monkeypatch):
-    import core.series
+    import core.segmentation.series
 
     scan = sorted((small_demo_dir / "scans").glob("*.tif"))[0]
 
     def full(path, obj):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(core.series, "atomic_write_json", full)
+    monkeypatch.setattr(core.segmentation.series, "atomic_write_json", full)
     _fails(capsys, ["-q", "segment", "--model", str(MODEL), "--scans", str(scan), "--out", str(tmp_path / "seg")],
            f"The disk is full: {tmp_path / 'seg' / 'segmentation.json'} could not be written")
     assert _leftovers(tmp_path / "seg") == []
@@ -103,7 +103,7 @@ def test_rf_on_a_full_disk_leaves_no_ground_truth_behind(small_demo_dir, tmp_pat
     """Issue 12: `rf` on a full disk left ground_truth.tif behind; now all three files or none."""
     import json
 
-    import core.forest
+    import core.labelling.forest
 
     ds = json.loads((small_demo_dir / "dataset.json").read_text())
     scan = small_demo_dir / "scans" / f"t{ds['label_step']:03d}.tif"
@@ -111,7 +111,7 @@ def test_rf_on_a_full_disk_leaves_no_ground_truth_behind(small_demo_dir, tmp_pat
     def full(path, forest):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(core.forest, "save_forest", full)
+    monkeypatch.setattr(core.labelling.forest, "save_forest", full)
     out = tmp_path / "gt"
     _fails(capsys, ["-q", "rf", "--scan", str(scan), "--scribbles", str(small_demo_dir / "scribbles.tif"), "--out", str(out),
                     "--trees", "4"], "The disk is full")

@@ -15,8 +15,8 @@ import tifffile
 
 from core.cli import main
 from core.errors import ReactomoError
-from core.features import FeatureConfig, image_features
-from core.forest import (
+from core.labelling.features import FeatureConfig, image_features
+from core.labelling.forest import (
     ForestConfig,
     TrainedForest,
     ground_truth_from_scribbles,
@@ -26,9 +26,9 @@ from core.forest import (
     sidecar_path,
     train_forest,
 )
-from core.metrics import dice_per_phase
+from core.segmentation.metrics import dice_per_phase
 from core.phases import DEFAULT_PHASES, Phase, PhaseTable
-from core.synthetic import DemoConfig, make_demo
+from core.imaging.synthetic import DemoConfig, make_demo
 
 CODES = [1, 2, 3, 4]
 FAST = ForestConfig(n_trees=3, max_depth=8)
@@ -251,10 +251,10 @@ def _trusted_names(imp: str) -> dict:
 
 def test_skops_is_imported_without_torch_and_trusts_exactly_the_same_types():
     """The fast import of skops.io (a CLI user's `rf` no longer pays for torch) must not change what skops trusts."""
-    fast = _trusted_names("import core.forest as f; f._skops_io()")
+    fast = _trusted_names("import core.labelling.forest as f; f._skops_io()")
     plain = _trusted_names("import skops.io")
     assert not fast["torch"], "skops.io pulled in torch through scikit-learn's package walk"
-    assert plain["torch"], "the plain import no longer imports torch: the workaround in core.forest can go"
+    assert plain["torch"], "the plain import no longer imports torch: the workaround in core.labelling.forest can go"
     assert fast["names"] == plain["names"] and len(fast["names"]) > 100
     assert fast["hidden_left"] == [], "the hidden shims must be importable again afterwards"
 
@@ -304,13 +304,13 @@ def test_ground_truth_labels_every_scribbled_slice_completely(demo):
 
 
 def test_ground_truth_of_slices_too_big_to_keep_is_the_same(demo, monkeypatch):
-    import core.forest
+    import core.labelling.forest
 
     scan, _, scribbles, zs = demo
     crop = (slice(None), slice(0, 64), slice(0, 64))
     small_scan, small_scrib = np.ascontiguousarray(scan[crop]), np.ascontiguousarray(scribbles[crop])
     kept = ground_truth_from_scribbles(small_scan, small_scrib, forest_config=FAST)
-    monkeypatch.setattr(core.forest, "_FEATURE_MEMORY", 0)  # keep only the brushed pixels, recompute the rest
+    monkeypatch.setattr(core.labelling.forest, "_FEATURE_MEMORY", 0)  # keep only the brushed pixels, recompute the rest
     recomputed = ground_truth_from_scribbles(small_scan, small_scrib, forest_config=FAST)
     np.testing.assert_array_equal(kept.labels, recomputed.labels)
     np.testing.assert_array_equal(kept.uncertainty, recomputed.uncertainty)
@@ -343,7 +343,7 @@ def _skimage_gallery(scan, scribbles, zs):
 
 def test_forest_ground_truth_beats_scikit_image_and_the_threshold_baseline(demo):
     """The issue's "done when": Dice against the demo's truth on the scribbled slices, same scribbles for all."""
-    from core.threshold import multi_otsu
+    from core.labelling.threshold import multi_otsu
 
     scan, truth, scribbles, zs = demo
     true = truth[zs]

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.errors import ReactomoError
-from core.ground_truth import (
+from core.workflow.ground_truth import (
     HeldOutForest,
     accept_candidate,
     ground_truth_volume,
@@ -24,7 +24,7 @@ from core.ground_truth import (
     train_candidate,
 )
 from core.phases import DEFAULT_PHASES
-from core.labels import LabelStore, import_demo_scribbles
+from core.workflow.labels import LabelStore, import_demo_scribbles
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests for core.io: lazy TIFF volumes, discovery of time steps, labels files, and every bad input's message."""
+"""Tests for core.imaging.io: lazy TIFF volumes, discovery of time steps, labels files, and every bad input's message."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from core import io
+from core.imaging import io
 from core.errors import ReactomoError
-from core.io import (
+from core.imaging.io import (
     ScanInfo,
     check_inside_roots,
     check_volume_values,

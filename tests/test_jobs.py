@@ -1,4 +1,4 @@
-"""Background jobs: records on disk, progress, events, cancellation, failures and restarts (core.jobs)."""
+"""Background jobs: records on disk, progress, events, cancellation, failures and restarts (core.workflow.jobs)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from core import jobs
+from core.workflow import jobs
 from core.errors import ReactomoError
-from core.jobs import JobRecord, list_jobs, read_events, read_job, running_job, start_job
+from core.workflow.jobs import JobRecord, list_jobs, read_events, read_job, running_job, start_job
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +144,7 @@ def test_unexpected_exception_fails_with_a_plain_sentence(tmp_path, caplog):
     assert rec.status == "failed"
     assert rec.error == "Unexpected error (KeyError: 'boom'); see the server log."
     assert "Traceback" not in rec.error
-    assert any(r.exc_info for r in caplog.records if r.name == "core.jobs")
+    assert any(r.exc_info for r in caplog.records if r.name == "core.workflow.jobs")
 
 
 def test_a_full_disk_in_a_job_fails_with_the_cli_sentence(tmp_path):

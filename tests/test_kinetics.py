@@ -1,4 +1,4 @@
-"""core.kinetics: the JMAK model, its fit with confidence intervals, and growth rates with bootstrap bands."""
+"""core.analysis.kinetics: the JMAK model, its fit with confidence intervals, and growth rates with bootstrap bands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.errors import ReactomoError
-from core.kinetics import fit_jmak, growth_rate, jmak
+from core.analysis.kinetics import fit_jmak, growth_rate, jmak
 
 K, N = 1 / 3000, 2.5
 HALF = math.log(2) ** (1 / N) / K
@@ -243,7 +243,7 @@ def test_free_and_fixed_alpha_max():
 
 
 def _mvn_band(t, f, draws=4000):
-    from core.kinetics import jmak_band
+    from core.analysis.kinetics import jmak_band
 
     curve, lo, hi = jmak_band(t, f, level=0.95)
     rng = np.random.default_rng(0)
@@ -260,7 +260,7 @@ def _mvn_band(t, f, draws=4000):
 
 
 def test_jmak_band_matches_monte_carlo_and_is_pinned_before_onset():
-    from core.kinetics import jmak_band
+    from core.analysis.kinetics import jmak_band
 
     t = np.linspace(0, DUR, 40)
     a = A_TRUE * jmak(t, K_P, N_P, 300.0) + np.random.default_rng(3).normal(0, 0.01, t.size)
@@ -301,7 +301,7 @@ def test_bad_alpha_max(bad):
 
 
 def test_demo_truth_is_recovered():
-    from core.synthetic import DemoConfig, kinetic_extent
+    from core.imaging.synthetic import DemoConfig, kinetic_extent
 
     cfg = DemoConfig()
     times = np.arange(cfg.steps) * cfg.interval_s  # as make_demo
@@ -319,8 +319,8 @@ def test_demo_truth_is_recovered():
 
 
 def test_growth_figure_shows_the_plateau_and_the_model_choice():
-    from core.analysis_charts import growth_figure, method_of
-    from core.kinetics import jmak_band
+    from core.analysis.analysis_charts import growth_figure, method_of
+    from core.analysis.kinetics import jmak_band
 
     t = np.linspace(0, DUR, 12)
     a = A_TRUE * jmak(t, K_P, N_P) + np.random.default_rng(0).normal(0, 0.01, t.size)

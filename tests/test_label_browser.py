@@ -10,7 +10,7 @@ import pytest
 import tifffile
 
 from conftest import SMALL_DEMO, browser_page, launch_streamlit, settle
-from core.labels import LabelStore
+from core.workflow.labels import LabelStore
 
 pytestmark = pytest.mark.browser
 
@@ -20,8 +20,8 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 
 @pytest.fixture(scope="module")
 def label_server(tmp_path_factory):
-    from core.data import create_demo_project
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.imaging.synthetic import DemoConfig
 
     tmp = tmp_path_factory.mktemp("label_browser")
     ws = tmp / "workspace"

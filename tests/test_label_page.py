@@ -10,7 +10,7 @@ import tifffile
 from streamlit.testing.v1 import AppTest
 
 from core.charts import png_data_uri
-from core.labels import LabelStore
+from core.workflow.labels import LabelStore
 from core.phases import BASSANITE, CELESTITE, DEFAULT_PHASES, GYPSUM, PORE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,8 +127,8 @@ def test_eraser_undo_and_clear(workspace, demo_project):
 
 
 def test_a_stroke_in_a_moved_window_lands_at_full_resolution(workspace, tmp_path):
-    from core.data import register_scans
-    from core.project import create_project
+    from core.workflow.data import register_scans
+    from core.workflow.project import create_project
 
     scan = tmp_path / "wide" / "t000.tif"
     scan.parent.mkdir()
@@ -229,7 +229,7 @@ def _tiff_bytes(vol: np.ndarray) -> bytes:
 
 
 def test_label_page_of_a_project_without_scans_explains(workspace):
-    from core.project import create_project
+    from core.workflow.project import create_project
 
     create_project("empty")
     at = _app("empty")

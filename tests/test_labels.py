@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from core.errors import ReactomoError
-from core.labels import (
+from core.workflow.labels import (
     LabelStore,
     PhaseCount,
     eraser_colour,
@@ -170,8 +170,8 @@ def test_a_failed_write_leaves_the_old_slice(store, demo_project, monkeypatch):
 
 
 def test_a_full_resolution_slice_saves_well_under_a_second(workspace, tmp_path):
-    from core.data import register_scans
-    from core.project import create_project
+    from core.workflow.data import register_scans
+    from core.workflow.project import create_project
 
     scan = tmp_path / "big" / "t000.tif"
     scan.parent.mkdir()
@@ -312,7 +312,7 @@ def test_import_demo_scribbles(store, demo_project):
 
 
 def test_import_demo_scribbles_needs_a_demo(workspace):
-    from core.project import create_project
+    from core.workflow.project import create_project
 
     with pytest.raises(ReactomoError, match="does not hold the demo"):
         import_demo_scribbles(create_project("real"))

@@ -1,4 +1,4 @@
-"""core.metrics: confusion matrix and Dice on tiny arrays computed by hand."""
+"""core.segmentation.metrics: confusion matrix and Dice on tiny arrays computed by hand."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-import core.metrics as metrics
+import core.segmentation.metrics as metrics
 from core.errors import ReactomoError
-from core.metrics import confusion_matrix, dice_per_phase
+from core.segmentation.metrics import confusion_matrix, dice_per_phase
 
 # truth/pred pairs, voxel by voxel: (1,1) (1,2) (2,2) (2,2) (3,1) and one unlabelled truth voxel (0,3)
 TRUTH = np.array([[1, 1, 2], [2, 3, 0]], dtype=np.uint8)
@@ -114,7 +114,7 @@ import warnings  # noqa: E402
 
 from sklearn import metrics as skm  # noqa: E402
 
-from core.metrics import METRICS, MetricsReport, phase_metrics  # noqa: E402
+from core.segmentation.metrics import METRICS, MetricsReport, phase_metrics  # noqa: E402
 from core.phases import DEFAULT_PHASES  # noqa: E402
 
 CODES = list(DEFAULT_PHASES.codes)
@@ -271,7 +271,7 @@ def test_phase_metrics_bad_inputs_raise_one_sentence_errors(pred, truth, kwargs,
 def test_pooled_report_equals_scoring_all_steps_at_once():
     """Pooling per-step reports = scoring the concatenated volumes (a phase absent at one step, and a prediction
     outside the codes, included)."""
-    from core.metrics import pool_reports
+    from core.segmentation.metrics import pool_reports
 
     rng = np.random.default_rng(11)
     codes = [1, 2, 3]
@@ -323,7 +323,7 @@ def test_average_is_over_the_phases_present_in_the_reference_only():
 
 def test_evaluate_command_says_which_phases_are_averaged(tmp_path, capsys):
     from core.cli import main
-    from core.io import write_labels
+    from core.imaging.io import write_labels
 
     truth = np.ones((2, 6, 6), np.uint8)
     truth[:, :3] = 3  # gypsum and pore only

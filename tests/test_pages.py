@@ -99,7 +99,7 @@ def test_data_page_saves_settings(workspace, demo_project):
     at.number_input(key="acq_voxel").set_value(1.25)
     _button(at, "Save acquisition settings").click().run()
     assert not at.exception
-    from core.project import open_project
+    from core.workflow.project import open_project
 
     assert open_project("demo", workspace=workspace).manifest["voxel_size_um"] == 1.25
 

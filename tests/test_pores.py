@@ -1,4 +1,4 @@
-"""Pore-space descriptors (core.pores): analytic shapes, porosities, bootstrap and bad inputs."""
+"""Pore-space descriptors (core.analysis.pores): analytic shapes, porosities, bootstrap and bad inputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from core.errors import ReactomoError
-from core.pores import (
+from core.analysis.pores import (
     bootstrap_ci,
     connected_porosity,
     equivalent_diameters,
@@ -119,7 +119,7 @@ def test_random_2d_structure_matches_brute_force():
 
 
 def test_fast_distance_transform_equals_scipy():
-    from core.pores import _squared_edt
+    from core.analysis.pores import _squared_edt
 
     rng = np.random.default_rng(4)
     for shape in [(30, 41, 23), (57, 64)]:
@@ -254,7 +254,7 @@ def test_no_pore_gives_zeros():
 
 
 def test_count_distribution_bins_many_values_without_bias():
-    from core.pores import _count_distribution
+    from core.analysis.pores import _count_distribution
 
     vals = np.random.default_rng(9).lognormal(2.0, 0.6, 10_000)
     d = _count_distribution(vals, n_boot=100, level=0.95, seed=0, max_points=400)

@@ -1,4 +1,4 @@
-"""core.postprocess: small islands and the false bassanite rim around celestite, on tiny synthetic slices."""
+"""core.segmentation.postprocess: small islands and the false bassanite rim around celestite, on tiny synthetic slices."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from core.errors import ReactomoError
 from core.phases import DEFAULT_PHASES, Phase, PhaseTable
-from core.postprocess import PostprocessConfig, clean_rim, default_postprocess, postprocess, remove_islands
+from core.segmentation.postprocess import PostprocessConfig, clean_rim, default_postprocess, postprocess, remove_islands
 
 GYP, BAS, PORE, CEL = 1, 2, 3, 4
 
@@ -258,7 +258,7 @@ def _slices_with_specks(seed: int = 0):
 
 
 def test_choose_cleaning_removes_specks_and_keeps_thin_laths():
-    from core.postprocess import choose_cleaning
+    from core.segmentation.postprocess import choose_cleaning
 
     pred, ref = _slices_with_specks()
     choice = choose_cleaning(pred, ref, phases=DEFAULT_PHASES)
@@ -274,7 +274,7 @@ def test_choose_cleaning_removes_specks_and_keeps_thin_laths():
 
 
 def test_choose_cleaning_keeps_everything_when_cleaning_does_not_help():
-    from core.postprocess import choose_cleaning
+    from core.segmentation.postprocess import choose_cleaning
 
     _, ref = _slices_with_specks()
     choice = choose_cleaning(ref.copy(), ref, phases=DEFAULT_PHASES)
@@ -286,7 +286,7 @@ def test_choose_cleaning_depends_only_on_the_labelled_slices():
     no check of the reaction. The same slices give the same choice, whatever the rest of the experiment does."""
     import inspect
 
-    from core.postprocess import choose_cleaning
+    from core.segmentation.postprocess import choose_cleaning
 
     params = set(inspect.signature(choose_cleaning).parameters)
     assert params == {"prediction", "reference", "phases", "sizes", "rims", "tolerance", "where"}
@@ -297,7 +297,7 @@ def test_choose_cleaning_depends_only_on_the_labelled_slices():
 
 
 def test_cleaning_for_takes_the_models_own_cleaning_and_says_so():
-    from core.postprocess import cleaning_for
+    from core.segmentation.postprocess import cleaning_for
 
     stored = {"config": PostprocessConfig(min_sizes={2: 9}, rim_px=1).to_dict()}
     post, why = cleaning_for("auto", DEFAULT_PHASES, {"cleaning": stored})

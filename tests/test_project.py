@@ -1,4 +1,4 @@
-"""Tests of core.project: the project folder, its manifest and its guarantees (atomic, locked, validated)."""
+"""Tests of core.workflow.project: the project folder, its manifest and its guarantees (atomic, locked, validated)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tifffile
 
-import core.project as project_module
+import core.workflow.project as project_module
 from core.errors import ReactomoError
 from core.phases import DEFAULT_PHASES, DEFAULT_REACTION, Phase, PhaseTable, Reaction
-from core.project import (
+from core.workflow.project import (
     BACKUP,
     MANIFEST,
     Project,
@@ -35,7 +35,7 @@ SHAPE = (4, 8, 8)
 
 
 def scan(path: str | Path, *, name: str = "t000", shape=SHAPE, dtype: str = "uint16", kind: str = "stack"):
-    from core.io import ScanInfo
+    from core.imaging.io import ScanInfo
 
     return ScanInfo(path=str(path), kind=kind, name=name, shape=tuple(shape), dtype=dtype)
 
@@ -205,7 +205,7 @@ def test_update_returns_the_written_manifest_and_refuses_nesting(proj):
 def test_corrupt_manifest_recovers_from_backup(proj, caplog):
     proj.set_voxel_size(3.5)  # the backup holds this last good state
     (proj.root / MANIFEST).write_text('{"schema": 1, "name": ')
-    with caplog.at_level(logging.WARNING, logger="core.project"):
+    with caplog.at_level(logging.WARNING, logger="core.workflow.project"):
         assert proj.manifest["voxel_size_um"] == 3.5
         again = open_project(proj.name, workspace=proj.root.parent)
     assert "not valid JSON" in caplog.text and BACKUP in caplog.text

@@ -2,7 +2,7 @@
 to floors, and the run's own checks reported honestly.
 
 The slowest test of the suite (~1.5-3 min on 2 cores: random forest, U-Net of up to 40 epochs, 10 steps segmented).
-Since 2026-12-05 the demo is scanned by the simulated tomograph at the study's difficulty (``core.synthetic.DEMO``:
+Since 2026-12-05 the demo is scanned by the simulated tomograph at the study's difficulty (``core.imaging.synthetic.DEMO``:
 contrast 0.08, noise 850) and the run uses its defaults: the cleaning is chosen from the ground truth of the
 labelled slices (here: none), never from the internal standard.
 
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from core.cli import main
-from core.evaluate import evaluate_files
-from core.synthetic import DEMO, write_demo
+from core.workflow.evaluate import evaluate_files
+from core.imaging.synthetic import DEMO, write_demo
 
 # step: (gypsum, bassanite, pore, celestite) measured Dice against the truth
 MEASURED = {

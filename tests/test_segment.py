@@ -1,4 +1,4 @@
-"""Tiled, batched inference of whole scans (core.segment): tiling is exact, matches MONAI, writes atomically.
+"""Tiled, batched inference of whole scans (core.network.inference): tiling is exact, matches MONAI, writes atomically.
 
 Fast (CPU, a few seconds): tiny networks on small arrays, plus one run of the shipped model on a small demo scan.
 """
@@ -15,10 +15,10 @@ import torch
 from scipy.ndimage import distance_transform_edt
 
 from core.errors import ReactomoError
-from core.io import open_volume, read_labels, write_volume
-from core.jobs import JobCancelled
-from core.normalise import apply_normalisation, fit_normalisation
-from core.segment import (
+from core.imaging.io import open_volume, read_labels, write_volume
+from core.errors import JobCancelled
+from core.imaging.normalise import apply_normalisation, fit_normalisation
+from core.network.inference import (
     InferenceConfig,
     SegmentResult,
     importance_map,
@@ -27,7 +27,7 @@ from core.segment import (
     segment_volume,
     tile_starts,
 )
-from core.unet import UNetConfig, build_unet
+from core.network.unet import UNetConfig, build_unet
 
 ROOT = Path(__file__).resolve().parents[1]
 CODES = [1, 2, 3, 4]
@@ -286,8 +286,8 @@ def test_config_round_trip():
 
 # ------------------------------------------------------------------------------------------ the shipped model
 def test_shipped_model_segments_a_demo_scan(tmp_path):
-    from core.metrics import dice_per_phase
-    from core.synthetic import DemoConfig, make_demo
+    from core.segmentation.metrics import dice_per_phase
+    from core.imaging.synthetic import DemoConfig, make_demo
 
     exp = make_demo(DemoConfig(steps=3, shape=(8, 128, 128), seed=5))
     step = exp.label_step
@@ -302,7 +302,7 @@ def test_shipped_model_segments_a_demo_scan(tmp_path):
 
 
 def test_caller_model_is_untouched_and_folding_is_exact(images):
-    import core.segment as seg
+    import core.network.inference as seg
 
     torch.manual_seed(1)
     model = build_unet(UNetConfig(n_classes=4, width=4, depth=2))
@@ -346,7 +346,7 @@ def test_refuses_to_write_over_the_scan(tiny, images, tmp_path):
 def test_model_cache_loads_once_across_threads():
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.segment import clear_model_cache
+    from core.network.inference import clear_model_cache
 
     clear_model_cache()
     with ThreadPoolExecutor(4) as pool:
@@ -358,7 +358,7 @@ def test_model_cache_loads_once_across_threads():
 
 # ------------------------------------------------------------------------------- neighbouring slices (2.5D)
 def test_context_slices_are_the_neighbours_clamped_at_the_ends():
-    from core.segment import context_slices
+    from core.network.inference import context_slices
 
     vol = np.arange(5)[:, None, None] * np.ones((5, 2, 3), np.int32)
     stack = context_slices(vol, [0, 2, 4], 3)
@@ -370,7 +370,7 @@ def test_context_slices_are_the_neighbours_clamped_at_the_ends():
 
 
 def test_a_network_fed_neighbouring_slices_segments_a_volume_slab_by_slab_as_in_one_piece(tmp_path):
-    from core.segment import context_slices
+    from core.network.inference import context_slices
 
     torch.manual_seed(3)
     net = build_unet(UNetConfig(in_channels=3, n_classes=4, width=4, depth=2)).eval()
@@ -380,7 +380,7 @@ def test_a_network_fed_neighbouring_slices_segments_a_volume_slab_by_slab_as_in_
     cfg = InferenceConfig(tile=256, slab=2, cpu_amp=False, **CPU)
     r = segment_volume(net, card_for(), scan, config=cfg)
     norm = r.normalisation
-    from core.normalise import apply_normalisation
+    from core.imaging.normalise import apply_normalisation
 
     whole = predict_slices(net, apply_normalisation(context_slices(scan, range(7), 3), norm), config=cfg, class_codes=CODES)
     np.testing.assert_array_equal(r.labels, whole)  # slab borders read their neighbours: no seam

@@ -12,13 +12,13 @@ import pytest
 
 from core.cli import main
 from core.errors import ReactomoError
-from core.evaluate import comparison_rows, evaluate_files, evaluate_segmentation, references, report_csv
-from core.io import read_labels, write_labels
-from core.metrics import phase_metrics
+from core.workflow.evaluate import comparison_rows, evaluate_files, evaluate_segmentation, references, report_csv
+from core.imaging.io import read_labels, write_labels
+from core.segmentation.metrics import phase_metrics
 from core.phases import DEFAULT_PHASES
-from core.segment import InferenceConfig
-from core.series import segment_project
-from core.stoichiometry import molar_evolution
+from core.network.inference import InferenceConfig
+from core.workflow.segment import segment_project
+from core.analysis.stoichiometry import molar_evolution
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo-unet"
 
@@ -40,7 +40,7 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     lab = read_labels(out / "t002.tif")
     assert lab.shape == (16, 64, 72) and int(rows[2]["bassanite_voxels"]) == int((lab == 2).sum())
     # its analysis report carries the model card (training, validation Dice) and the segmentation's settings
-    from core.analysis import AnalysisConfig, analyze
+    from core.analysis.results import AnalysisConfig, analyze
 
     analyze(out, tmp_path / "an", config=AnalysisConfig(n_boot=50))
     report = (tmp_path / "an" / "report.html").read_text(encoding="utf-8")
@@ -72,7 +72,7 @@ def test_segment_without_interval_takes_the_times_from_dataset_json(small_demo_d
 
 
 def test_dataset_interval_finds_the_file_beside_the_scans_and_ignores_bad_ones(small_demo_dir, tmp_path):
-    from core.data import dataset_interval
+    from core.workflow.data import dataset_interval
 
     interval = json.loads((small_demo_dir / "dataset.json").read_text())["interval_s"]
     for src in (small_demo_dir / "scans", small_demo_dir / "scans" / "*.tif", small_demo_dir):
@@ -106,7 +106,7 @@ def test_evaluate_command_table_and_json_match_core(small_demo_dir, tmp_path, ca
 
 
 def test_evaluate_folders_scores_every_step_and_pools_them(small_demo_dir, tmp_path, capsys):
-    from core.metrics import pool_reports
+    from core.segmentation.metrics import pool_reports
 
     pred = tmp_path / "pred"
     pred.mkdir()

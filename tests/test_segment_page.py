@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.errors import ReactomoError
-from core.jobs import list_jobs
+from core.workflow.jobs import list_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "demo-unet"
@@ -55,8 +55,8 @@ def _charts(at: AppTest) -> list[dict]:
 
 
 def _segment(project, name: str = "seg-a", steps=(1, 2)):
-    from core.segment import InferenceConfig
-    from core.series import segment_project
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
 
     return segment_project(project, SHIPPED, name=name, steps=list(steps), inference=InferenceConfig(tile=64))
 
@@ -82,8 +82,8 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
     assert job.params["steps"] == [1, 2] and job.params["inference"]["tile"] == 64
     # the cleaning the model carries (chosen from its ground truth when it was trained), never one tuned on the
     # internal standard; the page says where it comes from
-    from core.bundle import read_card
-    from core.postprocess import cleaning_for
+    from core.network.bundle import read_card
+    from core.segmentation.postprocess import cleaning_for
 
     expected, why = cleaning_for("auto", demo_project.phases(), read_card(shipped_models / "demo-unet"))
     assert job.params["postprocess"]["enabled"] is True
@@ -91,7 +91,7 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
     assert job.params["postprocess"]["rim_px"] == expected.rim_px
     assert any(why in c.value and "never a tuning target" in c.value for c in at.caption)
     # where the cleaning came from is kept with the segmentation (untouched inputs: the model's own choice)
-    from core.series import read_series_record
+    from core.segmentation.series import read_series_record
 
     record = read_series_record(demo_project.root / "segmentations" / "qc-run")
     assert job.params["cleaning_source"] == why and record["cleaning_source"] == why
@@ -150,7 +150,8 @@ def test_bad_input_is_one_sentence_and_starts_nothing(demo_project, shipped_mode
 def test_the_page_offers_only_the_administrators_dask_schedulers(demo_project, shipped_models, monkeypatch):
     """Issue 12: a scheduler address typed in the page ran code in the server (Dask unpickles its workers' results).
     Now a page can only pick among the addresses the administrator set; the core refuses any other."""
-    from core.series import check_offered_scheduler, segment_project
+    from core.segmentation.series import check_offered_scheduler
+    from core.workflow.segment import segment_project
 
     monkeypatch.delenv("REACTOMO_DASK_SCHEDULERS", raising=False)
     at = _page("pages/5_Segment.py").run()
@@ -192,7 +193,8 @@ def test_model_for_other_phases_is_refused(demo_project, tmp_path, monkeypatch):
 
 def test_running_job_shows_progress_steps_and_stops(demo_project, shipped_models):
     """A job already running (e.g. started before a reload) is found on disk: progress, ETA, step table, Stop."""
-    from core.jobs import JobCancelled, start_job
+    from core.errors import JobCancelled
+    from core.workflow.jobs import start_job
 
     def work(ctx):
         ctx.progress(0.25, "step 1 (t001.tif): slab 1 of 2")
@@ -224,7 +226,7 @@ def test_evaluate_without_segmentation_points_to_the_segment_page(demo_project):
 
 
 def test_evaluate_metrics_confusion_comparison_and_dice_per_step(demo_project, shipped_models):
-    from core.evaluate import evaluate_segmentation
+    from core.workflow.evaluate import evaluate_segmentation
 
     _segment(demo_project, "seg-a")
     _segment(demo_project, "seg-b", steps=(1,))
@@ -262,7 +264,7 @@ def test_evaluate_metrics_confusion_comparison_and_dice_per_step(demo_project, s
     assert {"Download metrics (CSV)", "Download comparison (CSV)", "Download Dice per step (CSV)"} <= labels
 
     # pooled over the steps: offered when more than one step is shared, then the default view, equal to core's
-    from core.metrics import pool_reports
+    from core.segmentation.metrics import pool_reports
 
     assert len(at.selectbox(key="ev_step").options) == 1  # seg-b segmented step 1 only: no pooling
     at.multiselect(key="ev_segs").set_value(["seg-a"]).run()
@@ -281,7 +283,7 @@ def test_evaluate_metrics_confusion_comparison_and_dice_per_step(demo_project, s
 
 def test_evaluate_averages_only_the_phases_the_reference_holds(demo_project, shipped_models):
     """Step 0 of the demo has no bassanite yet: the page says so and averages the other phases only."""
-    from core.evaluate import evaluate_segmentation
+    from core.workflow.evaluate import evaluate_segmentation
 
     _segment(demo_project, "seg-0", steps=(0, 1))
     expected = evaluate_segmentation(demo_project, "seg-0", reference="demo truth")
@@ -309,9 +311,9 @@ def test_browser_segment_and_evaluate_screenshots(tmp_path, monkeypatch):
     import threading
 
     from conftest import SMALL_DEMO, browser_page, launch_streamlit, settle
-    from core.data import create_demo_project
-    from core.series import segment_project
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.workflow.segment import segment_project
+    from core.imaging.synthetic import DemoConfig
 
     ws = tmp_path / "workspace"
     ws.mkdir()
@@ -359,8 +361,8 @@ def test_browser_segment_and_evaluate_screenshots(tmp_path, monkeypatch):
 
 
 def test_a_poor_model_is_flagged_before_it_segments(demo_project, tmp_path, monkeypatch):
-    from core.bundle import save_bundle
-    from core.unet import UNetConfig, build_unet
+    from core.network.bundle import save_bundle
+    from core.network.unet import UNetConfig, build_unet
 
     models = tmp_path / "models"
     monkeypatch.setenv("REACTOMO_MODELS", str(models))

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from core.errors import ReactomoError
-from core.io import read_labels
-from core.jobs import JobCancelled
+from core.imaging.io import read_labels
+from core.errors import JobCancelled
 from core.phases import DEFAULT_PHASES, Phase, PhaseTable
-from core.segment import InferenceConfig
-from core.series import read_series_record, segment_project, segment_series
+from core.network.inference import InferenceConfig
+from core.segmentation.series import read_series_record, segment_series
+from core.workflow.segment import segment_project
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo-unet"
 FAST = InferenceConfig(tile=64, overlap=0.25, batch_size=8, device="cpu")

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.bundle import load_bundle
-from core.metrics import dice_per_phase
-from core.normalise import apply_normalisation
+from core.network.bundle import load_bundle
+from core.segmentation.metrics import dice_per_phase
+from core.imaging.normalise import apply_normalisation
 from core.phases import DEFAULT_PHASES
-from core.segment import context_slices
-from core.synthetic import demo_config, make_demo
+from core.network.inference import context_slices
+from core.imaging.synthetic import demo_config, make_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "models" / "demo-unet"

@@ -1,4 +1,4 @@
-"""core.stoichiometry: the line fit, the pore check, the inert phases, the two extents and the verdict."""
+"""core.analysis.stoichiometry: the line fit, the pore check, the inert phases, the two extents and the verdict."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import stats
 
 from core.errors import ReactomoError
 from core.phases import BASSANITE, CELESTITE, DEFAULT_PHASES, GYPSUM, PORE, Reaction
-from core.stoichiometry import (CHECKS, extent_two_ways, fit_line, inert_constancy, molar_evolution, overall_verdict,
+from core.analysis.stoichiometry import (CHECKS, extent_two_ways, fit_line, inert_constancy, molar_evolution, overall_verdict,
                                 pore_check, verdict)
 
 VOX = 2.75

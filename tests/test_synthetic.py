@@ -1,4 +1,4 @@
-"""core.synthetic: the demo experiment's truth obeys the reaction exactly, and its images are hard the right way.
+"""core.imaging.synthetic: the demo experiment's truth obeys the reaction exactly, and its images are hard the right way.
 
 The floors below were measured on the fixed seeds used here (numbers in the comments) and set with a margin.
 """
@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 from core.errors import ReactomoError
 from core.phases import BASSANITE, CELESTITE, DEFAULT_PHASES, GYPSUM, PORE
-from core.synthetic import DemoConfig, DemoExperiment, make_demo, step_names, write_demo
+from core.imaging.synthetic import DemoConfig, DemoExperiment, make_demo, step_names, write_demo
 
 SMALL = DemoConfig(steps=6, shape=(24, 96, 96), seed=1)
 CODES = (GYPSUM, BASSANITE, PORE, CELESTITE)

@@ -9,7 +9,7 @@ import tifffile
 from core.cli import main
 from core.errors import ReactomoError
 from core.phases import BASSANITE, CELESTITE, GYPSUM, PORE
-from core.threshold import BRIGHTNESS_ORDER, GreyRange, check_ranges, multi_otsu, otsu_ranges, otsu_thresholds, threshold_ranges
+from core.labelling.threshold import BRIGHTNESS_ORDER, GreyRange, check_ranges, multi_otsu, otsu_ranges, otsu_thresholds, threshold_ranges
 
 
 def _four_clusters(seed=0, dtype=np.uint16):

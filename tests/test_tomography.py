@@ -1,4 +1,4 @@
-"""core.tomography (the simulated scanner of the benchmark family) and the demo's ``imaging="tomography"``."""
+"""core.imaging.tomography (the simulated scanner of the benchmark family) and the demo's ``imaging="tomography"``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core.errors import ReactomoError
-from core.synthetic import DemoConfig, make_demo
-from core.tomography import ScanPhysics, Tomograph, scan_volume
+from core.imaging.synthetic import DemoConfig, make_demo
+from core.imaging.tomography import ScanPhysics, Tomograph, scan_volume
 
 N = 64
 

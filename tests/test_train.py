@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from core.errors import ReactomoError
-from core.normalise import apply_normalisation, fit_normalisation, percentile_stretch
+from core.imaging.normalise import apply_normalisation, fit_normalisation, percentile_stretch
 from core.phases import DEFAULT_PHASES
-from core.train import TrainConfig, augment_batch, make_patches, split_slices, train_unet
-from core.unet import UNetConfig, build_unet
+from core.network.train import TrainConfig, augment_batch, make_patches, split_slices, train_unet
+from core.network.unet import UNetConfig, build_unet
 
 TINY = UNetConfig(n_classes=len(DEFAULT_PHASES), width=4, depth=2)
 
@@ -127,7 +127,7 @@ def test_split_keeps_validation_slices_out_of_training():
     r = train_unet(_net(), img, lab, config=TrainConfig(**{**FAST, "max_epochs": 1}), phases=DEFAULT_PHASES,
                    on_epoch=seen.append)
     assert len(seen) == 1 and r.history[0]["val_loss"] == r.history[0]["val_loss"]  # finite, not NaN
-    from core.train import _split
+    from core.network.train import _split
 
     tr_img, _, va_img, _, info = _split(img, lab, TrainConfig(**FAST))
     assert info["by"] == "region" and info["train_columns"][1] == info["val_columns"][0]
@@ -181,7 +181,7 @@ def test_bad_training_input_is_refused():
 
 # ------------------------------------------------------------------------------------------ normalisation
 def test_normalisation_is_robust_to_the_demo_drift():
-    from core.synthetic import DemoConfig, make_demo
+    from core.imaging.synthetic import DemoConfig, make_demo
 
     d = make_demo(DemoConfig(steps=3, shape=(16, 64, 64), seed=3))
     steps = [0, d.label_step, 2]
@@ -207,12 +207,12 @@ def test_normalisation_is_robust_to_the_demo_drift():
 
 # ------------------------------------------------------------------------------------------- project model
 def test_train_project_model_writes_a_loadable_bundle(workspace, tmp_path):
-    from core.bundle import load_bundle
-    from core.data import create_demo_project
-    from core.ground_truth import accept_candidate, train_candidate
-    from core.labels import import_demo_scribbles
-    from core.synthetic import DemoConfig
-    from core.train import train_project_model
+    from core.network.bundle import load_bundle
+    from core.workflow.data import create_demo_project
+    from core.workflow.ground_truth import accept_candidate, train_candidate
+    from core.workflow.labels import import_demo_scribbles
+    from core.imaging.synthetic import DemoConfig
+    from core.workflow.train import train_project_model
 
     project = create_demo_project("p", workspace=workspace, config=DemoConfig(steps=3, shape=(16, 64, 64), seed=3))
     import_demo_scribbles(project)
@@ -243,8 +243,8 @@ def _cli(capsys, *argv):
 
 @pytest.fixture
 def cli_files(tmp_path):
-    from core.io import write_labels
-    from core.synthetic import DemoConfig, make_demo
+    from core.imaging.io import write_labels
+    from core.imaging.synthetic import DemoConfig, make_demo
     import tifffile
 
     d = make_demo(DemoConfig(steps=2, shape=(8, 48, 48), seed=1))
@@ -257,7 +257,7 @@ def cli_files(tmp_path):
 
 
 def test_cli_train_writes_a_bundle_and_models_lists_it(cli_files, capsys):
-    from core.bundle import load_bundle
+    from core.network.bundle import load_bundle
 
     tmp, scan, gt, _ = cli_files
     out = tmp / "models" / "cli1"
@@ -272,7 +272,7 @@ def test_cli_train_writes_a_bundle_and_models_lists_it(cli_files, capsys):
 
 
 def test_cli_train_refuses_bad_input_and_writes_nothing(cli_files, capsys):
-    from core.io import write_labels
+    from core.imaging.io import write_labels
 
     tmp, scan, gt, truth = cli_files
     bad_shape, empty, bad_codes = tmp / "shape.tif", tmp / "empty.tif", tmp / "codes.tif"
@@ -290,7 +290,7 @@ def test_cli_train_refuses_bad_input_and_writes_nothing(cli_files, capsys):
 
 
 def test_class_weights_balanced_sqrt_and_none():
-    from core.train import _weights
+    from core.network.train import _weights
 
     y = np.array([0] * 80 + [1] * 16 + [2] * 4)  # 80 %, 16 %, 4 %; class 3 absent
     assert _weights(y, 4, "none") is None
@@ -304,7 +304,7 @@ def test_class_weights_balanced_sqrt_and_none():
 
 def test_held_out_is_exactly_what_training_validated_on():
     """The cleaning is chosen on the held-out part: the slices (or the strip) train_unet never trained on."""
-    from core.train import _split, held_out
+    from core.network.train import _split, held_out
 
     img, lab = _tiny_problem(n=5)
     cfg = TrainConfig(**FAST)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.bundle import list_bundles
-from core.ground_truth import accept_candidate, train_candidate
-from core.jobs import list_jobs
-from core.labels import import_demo_scribbles
+from core.network.bundle import list_bundles
+from core.workflow.ground_truth import accept_candidate, train_candidate
+from core.workflow.jobs import list_jobs
+from core.workflow.labels import import_demo_scribbles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,8 +85,8 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
 
     at.run()
     assert not at.exception, at.exception
-    from core.bundle import read_card
-    from core.train import quality_warning
+    from core.network.bundle import read_card
+    from core.network.train import quality_warning
 
     poor = quality_warning(read_card(models / "tiny")["metrics"]["val_dice"])  # a 2-epoch, 4-channel net: likely poor
     finished = [a.value for a in (at.warning if poor else at.success) if "Training finished after 2 epochs" in a.value]
@@ -145,7 +145,7 @@ def test_an_oversized_training_is_refused_with_its_memory_estimate(gt_project, m
 
 def test_the_memory_estimate_grows_with_the_settings_and_the_budget_is_configurable(monkeypatch):
     from core.errors import ReactomoError
-    from core.train import TrainConfig, check_training_memory, estimate_training_memory, memory_budget_bytes
+    from core.network.train import TrainConfig, check_training_memory, estimate_training_memory, memory_budget_bytes
 
     small = estimate_training_memory(TrainConfig(patch_size=64, batch_size=16), width=16)
     assert 0.5e9 < small < 1e9  # the defaults fit any laptop
@@ -166,10 +166,10 @@ def _finished_run(project, models, name: str, val_dice: dict) -> None:
     """A done training job and its saved model whose card holds ``val_dice`` as the best epoch's Dice."""
     import json
 
-    from core.bundle import save_bundle
-    from core.jobs import _new_job_id
-    from core.train import TrainConfig
-    from core.unet import UNetConfig, build_unet
+    from core.network.bundle import save_bundle
+    from core.workflow.jobs import _new_job_id
+    from core.network.train import TrainConfig
+    from core.network.unet import UNetConfig, build_unet
 
     phases = project.phases()
     ucfg = UNetConfig(width=4, depth=2, n_classes=len(phases))
@@ -189,7 +189,7 @@ def _finished_run(project, models, name: str, val_dice: dict) -> None:
 
 
 def test_a_poor_model_is_a_warning_not_a_success(gt_project, models):
-    from core.train import quality_warning
+    from core.network.train import quality_warning
 
     poor = {"gypsum": 0.93, "bassanite": 0.61, "pore": 0.72, "celestite": 0.12}
     _finished_run(gt_project, models, "weak", poor)
@@ -218,8 +218,8 @@ def test_a_good_model_is_a_success(gt_project, models):
 def test_browser_live_training_screenshot_and_stop(tmp_path, monkeypatch):
     """A run in progress refreshes itself with its curves; Stop ends the job "cancelled"."""
     from conftest import SMALL_DEMO, browser_page, launch_streamlit, settle
-    from core.data import create_demo_project
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.imaging.synthetic import DemoConfig
 
     ws = tmp_path / "workspace"
     ws.mkdir()
@@ -269,9 +269,9 @@ def test_interrupted_run_shows_its_curves_and_resumes_from_its_checkpoint_folder
     import json
     import os
 
-    from core.jobs import _new_job_id
-    from core.train import TrainConfig
-    from core.unet import UNetConfig
+    from core.workflow.jobs import _new_job_id
+    from core.network.train import TrainConfig
+    from core.network.unet import UNetConfig
 
     # a run whose server died after one epoch: record still "running", nobody behind it
     job_id = _new_job_id()

@@ -1,4 +1,4 @@
-"""core.train.quality_warning: when a model's best validation Dice is too poor to call training a success."""
+"""core.network.train.quality_warning: when a model's best validation Dice is too poor to call training a success."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import ReactomoError
-from core.train import MIN_MEAN_DICE, MIN_PHASE_DICE, quality_warning
+from core.network.train import MIN_MEAN_DICE, MIN_PHASE_DICE, quality_warning
 
 GOOD = {"gypsum": 0.979, "bassanite": 0.923, "pore": 0.924, "celestite": 0.827}  # the study's best model
 
@@ -75,10 +75,10 @@ def test_cli_train_warns_on_stderr_and_still_exits_zero(tmp_path, capsys):
     """A two-epoch, four-channel U-Net is poor: saved all the same, exit 0, the sentence on stderr."""
     import tifffile
 
-    from core.bundle import read_card
+    from core.network.bundle import read_card
     from core.cli import main
-    from core.io import write_labels
-    from core.synthetic import DemoConfig, make_demo
+    from core.imaging.io import write_labels
+    from core.imaging.synthetic import DemoConfig, make_demo
 
     d = make_demo(DemoConfig(steps=2, shape=(8, 48, 48), seed=1))
     tifffile.imwrite(tmp_path / "scan.tif", d.scans[1])

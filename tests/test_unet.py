@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core.bundle import (
+from core.network.bundle import (
     CARD,
     WEIGHTS,
     check_bundle_name,
@@ -22,7 +22,7 @@ from core.bundle import (
 )
 from core.errors import ReactomoError
 from core.phases import DEFAULT_PHASES, Phase, PhaseTable
-from core.unet import UNet, UNetConfig, build_unet, device_summary, select_device
+from core.network.unet import UNet, UNetConfig, build_unet, device_summary, select_device
 
 torch.set_num_threads(2)
 TINY = UNetConfig(n_classes=4, width=4, depth=3)

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import stop_worker
 from core.errors import ReactomoError
-from core.jobs import list_jobs, queue_job, read_events, read_job
+from core.workflow.jobs import list_jobs, queue_job, read_events, read_job
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "demo-unet"
@@ -54,7 +54,7 @@ def _wait_for(cond, timeout=180.0, what="the condition"):
 
 
 def test_a_queued_job_runs_in_the_worker_not_here(demo_project, worker_mode):
-    from core.worker import submit_job
+    from core.workflow.worker import submit_job
 
     handle = submit_job(demo_project, "segment", _segment_params(demo_project), title="Segment w1")
     rec = read_job(demo_project.root, handle.id)
@@ -72,7 +72,7 @@ def test_a_queued_job_runs_in_the_worker_not_here(demo_project, worker_mode):
 
 
 def test_unknown_kinds_and_a_second_worker_are_refused(demo_project, worker_mode):
-    from core.worker import submit_job
+    from core.workflow.worker import submit_job
 
     with pytest.raises(ReactomoError, match=r"^Unknown job kind 'shell'; the worker runs analysis, segment, train\."):
         submit_job(demo_project, "shell", {})
@@ -102,8 +102,8 @@ def test_killing_the_web_server_leaves_the_job_running(demo_project, worker_mode
     SIGKILL; the job still finishes, in the worker."""
     script = (
         "import json, os, sys, time\n"
-        "from core.project import open_project\n"
-        "from core.worker import submit_job\n"
+        "from core.workflow.project import open_project\n"
+        "from core.workflow.worker import submit_job\n"
         "p = open_project('demo')\n"
         "h = submit_job(p, 'segment', json.loads(sys.argv[1]), title='Segment w1')\n"
         "print(h.id, flush=True)\n"
@@ -122,10 +122,10 @@ def test_killing_the_web_server_leaves_the_job_running(demo_project, worker_mode
 def test_a_worker_killed_mid_training_is_resumed_by_the_next_without_redoing_epochs(monkeypatch, workspace):
     """kill -9 the worker after the first epochs of a training; the next worker puts the job back in the queue and
     the training continues from its checkpoint: every epoch appears once, and the model is saved."""
-    from core.data import create_demo_project
-    from core.ground_truth import accept_candidate, train_candidate
-    from core.labels import import_demo_scribbles
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.workflow.ground_truth import accept_candidate, train_candidate
+    from core.workflow.labels import import_demo_scribbles
+    from core.imaging.synthetic import DemoConfig
 
     from conftest import SMALL_DEMO
 
@@ -138,8 +138,8 @@ def test_a_worker_killed_mid_training_is_resumed_by_the_next_without_redoing_epo
               "unet": {"width": 4, "depth": 2, "n_classes": 4, "in_channels": 1},
               "train": {"patch_size": 16, "batch_size": 8, "max_epochs": 8, "patience": 0, "augment_factor": 1,
                         "augment": False}}
-    from core.train import TrainConfig
-    from core.unet import UNetConfig
+    from core.network.train import TrainConfig
+    from core.network.unet import UNetConfig
 
     params["unet"] = UNetConfig(**params["unet"]).to_dict()
     params["train"] = TrainConfig(**params["train"]).to_dict()
@@ -172,7 +172,7 @@ def test_only_the_newest_interrupted_job_of_a_kind_is_put_back(tmp_path):
     """A Resume pressed on the page queues a new job; the interrupted one it replaces must not run a second time."""
     from dataclasses import replace
 
-    from core.jobs import _job_folder, _load_record, _write_record, requeue_interrupted
+    from core.workflow.jobs import _job_folder, _load_record, _write_record, requeue_interrupted
 
     def interrupt(job_id, attempts=1):
         folder = _job_folder(tmp_path, job_id)

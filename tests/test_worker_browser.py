@@ -17,9 +17,9 @@ SHOTS = ROOT / "artifacts" / "screenshots"
 
 
 def test_a_segmentation_started_in_the_browser_survives_the_server(tmp_path, monkeypatch):
-    from core.data import create_demo_project
-    from core.jobs import list_jobs
-    from core.synthetic import DemoConfig
+    from core.workflow.data import create_demo_project
+    from core.workflow.jobs import list_jobs
+    from core.imaging.synthetic import DemoConfig
 
     monkeypatch.delenv("REACTOMO_JOB_RUNNER", raising=False)  # the default: the worker process
     ws = tmp_path / "workspace"

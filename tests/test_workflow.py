@@ -1,4 +1,4 @@
-"""core.workflow: the one place that knows where a project's steps keep their files and reads their results."""
+"""core.workflow.paths: the one place that knows where a project's steps keep their files and reads their results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ReactomoError
-from core.workflow import (
+from core.workflow.paths import (
     ANALYSIS_FILES,
     analysis_folder,
     analysis_table,
@@ -63,7 +63,7 @@ def test_results_read_back_as_numbers_or_nothing(demo_project):
 def test_the_stamp_moves_when_the_record_or_the_manifest_changes(demo_project):
     import os
 
-    from core.workflow import segmentation_stamp
+    from core.workflow.paths import segmentation_stamp
 
     rec_t, man_t = segmentation_stamp(demo_project, "s1")
     assert rec_t == 0 and man_t > 0  # no record yet
@@ -103,7 +103,7 @@ def test_pages_never_build_a_step_folder_or_read_a_result_file():
 def test_the_cli_analyses_a_projects_segmentation_and_records_it_like_the_page(demo_project, capsys):
     """Issue 12: the analysis was recorded in the manifest only by the Analysis page; the CLI could not record one."""
     from core.cli import main
-    from core.series import segment_project
+    from core.workflow.segment import segment_project
 
     segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[0, 1, 2, 3])
     code = main(["-q", "analyze", "--project", "demo", "--name", "s1", "--n-boot", "50"])

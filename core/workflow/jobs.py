@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.atomic import atomic_write_json
-from core.errors import ReactomoError
+from core.errors import JobCancelled, ReactomoError
 
 __all__ = [
     "JobCancelled",
@@ -87,10 +87,6 @@ _RUNNERS: dict[Path, "_Runner"] = {}
 _REGISTRY_LOCK = threading.Lock()
 # Serialises "is one running? then create" so two starts cannot both pass the check.
 _START_LOCK = threading.Lock()
-
-
-class JobCancelled(Exception):
-    """Raised by a work function (or :meth:`JobContext.check_cancelled`) to stop after a cancel request."""
 
 
 # ------------------------------------------------------------------------------------------------ the record
@@ -691,7 +687,7 @@ def queue_job(root: str | os.PathLike, kind: str, *, params: dict[str, Any] | No
     """Put a job in the project's queue for the worker process (``python -m core worker``); nothing runs here.
 
     The record is written "queued" with ``runner="worker"``; a worker claims it (:func:`claim_job`), runs the work
-    function registered for ``kind`` (:mod:`core.worker`) and writes its progress and outcome to the same record,
+    function registered for ``kind`` (:mod:`core.workflow.worker`) and writes its progress and outcome to the same record,
     so a page reads a queued job exactly as a thread's.
 
     Raises

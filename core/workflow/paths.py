@@ -10,8 +10,8 @@ building ``project.root / "segmentations" / name`` themselves, so the layout of 
 ``jobs/<id>/checkpoints/``               a training's checkpoints (:func:`training_checkpoints`)
 =======================================  ===================================================================
 
-This is the first part of issue 12's workflow layer; the step entry points (segment, analyse, train) still live in
-their modules and call these functions.
+The step entry points (:mod:`core.workflow.train`, :mod:`core.workflow.segment`, :mod:`core.workflow.analysis`, ...)
+call these functions.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ __all__ = [
     "segmentation_label_files",
     "training_checkpoints",
     "upload_folder",
-    "analyse_segmentation",
     "segmentation_stamp",
 ]
 
@@ -45,7 +44,7 @@ ANALYSIS_FILES = ("molar_evolution.csv", "pore_check.csv", "inert.csv", "pore_si
 
 
 def _name(name: str, what: str = "Segmentation") -> str:
-    from core.project import sanitize_name
+    from core.workflow.project import sanitize_name
 
     try:
         return sanitize_name(name)
@@ -65,8 +64,8 @@ def segmentation_folder(project, name: str) -> Path:
 def segmentation_stamp(project, name: str) -> tuple[int, int]:
     """When segmentation ``name``'s record and the project's manifest last changed (nanoseconds; 0 when missing):
     a cache key for anything computed from them, so a re-run or a new reference is never served stale."""
-    from core.project import MANIFEST
-    from core.series import RECORD
+    from core.workflow.project import MANIFEST
+    from core.segmentation.series import RECORD
 
     out = []
     for f in (segmentation_folder(project, name) / RECORD, Path(project.root) / MANIFEST):
@@ -79,7 +78,7 @@ def segmentation_stamp(project, name: str) -> tuple[int, int]:
 
 def segmentation_record(project, name: str) -> dict[str, Any] | None:
     """The segmentation's record (``segmentation.json``), or None while it has none."""
-    from core.series import read_series_record
+    from core.segmentation.series import read_series_record
 
     return read_series_record(segmentation_folder(project, name))
 
@@ -109,7 +108,7 @@ def phase_volume_rows(project=None, name: str | None = None, *, folder: str | Pa
 
 def phase_volumes_csv(project=None, name: str | None = None, *, folder: str | Path | None = None) -> bytes | None:
     """The bytes of a segmentation's ``phase_volumes.csv`` (for a download), or None when there is none."""
-    from core.series import VOLUMES
+    from core.segmentation.series import VOLUMES
 
     if folder is None:
         if project is None or name is None:
@@ -136,8 +135,8 @@ def analysis_folder(project, name: str) -> Path:
 
 
 def saved_analysis(project, name: str) -> dict[str, Any] | None:
-    """The saved analysis of segmentation ``name`` (see :func:`core.analysis.load_result`), or None."""
-    from core.analysis import load_result
+    """The saved analysis of segmentation ``name`` (see :func:`core.analysis.results.load_result`), or None."""
+    from core.analysis.results import load_result
 
     return load_result(analysis_folder(project, name))
 
@@ -154,7 +153,7 @@ def analysis_table(project, name: str, filename: str) -> bytes | None:
 
 def training_checkpoints(project, job_id: str) -> Path:
     """The checkpoint folder of training job ``job_id`` (``jobs/<id>/checkpoints``)."""
-    from core.jobs import _job_folder
+    from core.workflow.jobs import _job_folder
 
     return _job_folder(project.root, job_id) / "checkpoints"
 
@@ -162,48 +161,3 @@ def training_checkpoints(project, job_id: str) -> Path:
 def upload_folder(project) -> Path:
     """Where uploaded scans are written (``scans/``)."""
     return Path(project.root) / "scans"
-
-
-def analyse_segmentation(project, name: str, *, config=None, on_progress=None) -> dict[str, Any]:
-    """Analyse the project's segmentation ``name`` into ``analysis/<name>`` and record it in the manifest.
-
-    The one entry point of the Analysis step: the Analysis page's job (in the worker) and ``python -m core analyze
-    --project P --name SEG`` both come here, so an analysis made from the CLI is in the project like one made on
-    the page. Uses the project's phase table and reaction.
-
-    Returns
-    -------
-    dict
-        The result of :func:`core.analysis.analyze`.
-
-    Raises
-    ------
-    ReactomoError
-        When the project has no segmentation of that name, or the analysis cannot be made.
-    """
-    import time
-
-    from core.analysis import AnalysisConfig, analyze
-
-    segs = project.manifest.get("segmentations") or {}
-    if name not in segs:
-        known = ", ".join(sorted(segs)) or "none yet"
-        raise ReactomoError(f"Project '{project.name}' has no segmentation called '{name}' (it has: {known}); "
-                            "segment it first on the Segment page.")
-    seg = segmentation_folder(project, name)
-    out = analysis_folder(project, name)
-    result = analyze(seg, out, config=config if config is not None else AnalysisConfig(), phases=project.phases(),
-                     reaction=project.reaction(), on_progress=on_progress,
-                     extra={"project": project.name, "segmentation_name": name})
-    v = result["summary"]["verdict"]
-    iv = v.get("internal_standard") or {}
-
-    def record(m: dict) -> None:
-        m.setdefault("analysis", {})[name] = {
-            "name": name, "path": str(out), "segmentation": str(seg),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "verdict_passed": v.get("passed"),
-            "failed_checks": v.get("failed") or [], "all_inside": iv.get("all_inside"),
-            "max_abs_deviation_pct": iv.get("max_abs_deviation_pct")}
-
-    project.update(record)
-    return result

@@ -134,7 +134,7 @@ class DemoConfig:
     imaging : {"fast", "tomography"}
         How the scans are made from the truth. ``"fast"``: the truth blurred, plus noise with the spectrum of
         filtered back projection and a precomputed ring image (a few seconds). ``"tomography"``: a simulated
-        synchrotron scan of every step (:mod:`core.tomography`): the attenuation map is forward projected over
+        synchrotron scan of every step (:mod:`core.imaging.tomography`): the attenuation map is forward projected over
         180°, photon (Poisson) noise with a vertical beam profile, miscalibrated detector columns (half-rings),
         detector blur and optional propagation phase contrast are applied to the projections, and every slice is
         reconstructed by filtered back projection. ``noise_grey``, ``noise_gradient``, ``ring_grey``,
@@ -924,14 +924,14 @@ def _make_optics(cfg: DemoConfig, rock: _Rock) -> _Optics:
 
 @lru_cache(maxsize=4)
 def _tomograph(ny: int, nx: int, n_angles: int, detector_sigma: float) -> tuple[Any, float, float]:
-    """A :class:`core.tomography.Tomograph` and its calibration for slices of ``(ny, nx)``.
+    """A :class:`core.imaging.tomography.Tomograph` and its calibration for slices of ``(ny, nx)``.
 
     Returns ``(tomograph, noise, ring)``: the reconstructed noise standard deviation (attenuation per pixel) of a
     uniform gypsum slice scanned with 10^4 photons per bin, and the peak of the half-ring that a gain error of 1 in
     one detector column a third of the way out leaves. Both scale exactly (1/sqrt(photons) and linearly), so the
     photon count and the gain errors for a wanted noise and ring amplitude follow.
     """
-    from core.tomography import ScanPhysics, Tomograph, scan_volume
+    from core.imaging.tomography import ScanPhysics, Tomograph, scan_volume
 
     tomo = Tomograph((ny, nx), n_angles=n_angles)
     mu = 1.0 / nx
@@ -952,7 +952,7 @@ def _tomography_step(cfg: DemoConfig, optics: _Optics, truth: np.ndarray, step: 
     Attenuation is linear in the demo's grey values with pores as empty space: a ray across the whole slice of
     gypsum loses ``1 - 1/e`` of its photons, celestite and bassanite attenuate in proportion to their grey values.
     """
-    from core.tomography import ScanPhysics, scan_volume
+    from core.imaging.tomography import ScanPhysics, scan_volume
 
     nz, ny, nx = truth.shape
     n_angles = cfg.n_angles or max(ny, nx)

@@ -39,7 +39,7 @@ import core
 from core.atomic import atomic_write_json, move_to_trash
 from core.errors import ReactomoError
 from core.phases import PhaseTable
-from core.unet import UNet, UNetConfig
+from core.network.unet import UNet, UNetConfig
 
 __all__ = [
     "FORMAT",
@@ -190,7 +190,7 @@ def save_bundle(
     overwrite : bool
         Replace an existing bundle of that name (default: refuse).
     cleaning : dict, optional
-        The cleaning chosen for this model from its own ground truth (:meth:`core.postprocess.CleaningChoice.to_dict`),
+        The cleaning chosen for this model from its own ground truth (:meth:`core.segmentation.postprocess.CleaningChoice.to_dict`),
         stored as ``card["cleaning"]``; segmentation with the automatic cleaning uses it.
 
     Returns

@@ -156,7 +156,7 @@ def figure_images(figs: Sequence[tuple[str, go.Figure]], fmt: str = "png", *, sc
     Parameters
     ----------
     figs : sequence of (str, plotly Figure)
-        E.g. :func:`core.analysis.figures`; names become file-name slugs (:func:`slugify`, made unique).
+        E.g. :func:`core.analysis.results.figures`; names become file-name slugs (:func:`slugify`, made unique).
     fmt : {"png", "svg", "pdf"}
     scale : float
         Pixel density of raster formats: the PNG is ``width × scale`` by ``height × scale`` pixels.

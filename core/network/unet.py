@@ -46,7 +46,7 @@ class UNetConfig:
     in_channels : int
         Channels of the input image: 1 for a grey-value CT slice alone; ``2k + 1`` for the slice with its ``k``
         neighbouring slices on each side (2.5D: CT noise is independent from slice to slice while the rock is
-        continuous, so the neighbours sharpen what one slice shows; see :func:`core.segment.context_slices`).
+        continuous, so the neighbours sharpen what one slice shows; see :func:`core.network.inference.context_slices`).
     n_classes : int
         Number of phases; output channel ``i`` belongs to phase code ``phases.codes[i]``.
     width : int

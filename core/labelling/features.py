@@ -308,7 +308,7 @@ def _check_config(config: Any) -> FeatureConfig:
 
 
 def _is_volume(obj: Any) -> bool:
-    from core.io import Volume
+    from core.imaging.io import Volume
 
     return isinstance(obj, Volume)
 
@@ -349,13 +349,13 @@ def intensity_reference(
 
     Parameters
     ----------
-    data : ndarray (any shape) or core.io.Volume
-        Grey values; a :class:`~core.io.Volume` is sampled without reading it whole.
+    data : ndarray (any shape) or core.imaging.io.Volume
+        Grey values; a :class:`~core.imaging.io.Volume` is sampled without reading it whole.
     percentiles : (float, float)
         Percentiles mapped to 0 and 1.
     max_voxels : int
         At most this many values are drawn (seeded; with replacement from arrays, see
-        :meth:`core.io.Volume.sample` for volumes).
+        :meth:`core.imaging.io.Volume.sample` for volumes).
     seed : int
         Seed of the sample.
 
@@ -733,8 +733,8 @@ def slice_features(
 
     Parameters
     ----------
-    volume : ndarray (z, y, x) of uint8, uint16 or float32, or core.io.Volume
-        The scan of one time step; not modified (a :class:`~core.io.Volume` is read only where needed).
+    volume : ndarray (z, y, x) of uint8, uint16 or float32, or core.imaging.io.Volume
+        The scan of one time step; not modified (a :class:`~core.imaging.io.Volume` is read only where needed).
     z : int
         Slice index, ``0 <= z < volume.shape[0]``.
     config : FeatureConfig
@@ -762,7 +762,7 @@ def volume_features(
 
     Parameters
     ----------
-    volume : ndarray (z, y, x) of uint8, uint16 or float32, or core.io.Volume
+    volume : ndarray (z, y, x) of uint8, uint16 or float32, or core.imaging.io.Volume
         The scan of one time step; not modified.
     zs : sequence of int
         Slice indices (distinct).

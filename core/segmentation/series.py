@@ -1,7 +1,7 @@
 """Segment every time step of an experiment: one model, many scans, locally or on a Dask cluster.
 
-Each step is one task: load the model (once per process, :func:`core.segment.load_model_cached`), segment the
-scan slab by slab (:func:`core.segment.segment_volume`), clean it (:mod:`core.postprocess`) and write
+Each step is one task: load the model (once per process, :func:`core.network.inference.load_model_cached`), segment the
+scan slab by slab (:func:`core.network.inference.segment_volume`), clean it (:mod:`core.segmentation.postprocess`) and write
 ``OUT/<scan name>.tif`` atomically. After every finished step the folder's record is rewritten atomically:
 
 - ``segmentation.json``: the model (name, card checksum), every setting, library versions, and per step its
@@ -43,7 +43,7 @@ from core.atomic import atomic_write_json, atomic_write_text
 from core.errors import ReactomoError
 from core.phases import PhaseTable
 
-__all__ = ["StepOutcome", "SeriesResult", "segment_series", "segment_project", "read_series_record",
+__all__ = ["StepOutcome", "SeriesResult", "segment_series", "read_series_record",
            "phase_volumes_rows", "versions", "configured_schedulers", "check_offered_scheduler", "ENV_SCHEDULERS"]
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
                  on_progress: Callable[[float, str], None] | None = None,
                  should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Segment and clean one scan into ``out_path`` (also a Dask task: plain arguments, plain result)."""
-    from core.postprocess import PostprocessConfig, postprocess
-    from core.segment import InferenceConfig, load_model_cached, segment_volume
+    from core.segmentation.postprocess import PostprocessConfig, postprocess
+    from core.network.inference import InferenceConfig, load_model_cached, segment_volume
 
     model, card = load_model_cached(model_dir, device=device)
     codes = [int(c) for c in card["class_codes"]]
@@ -156,7 +156,7 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
         report = {"before": {c: sum(int(r["before"].get(c, 0)) for r in reports) for c in codes}, "after": counts,
                   "changed": sum(int(r["changed"]) for r in reports), "config": post.to_dict()}
     elif post is not None:  # 3D connectivity: the whole label volume at once (1 byte per voxel)
-        from core.io import read_labels, write_labels
+        from core.imaging.io import read_labels, write_labels
 
         labels = read_labels(out_path)
         cleaned, report = postprocess(labels, post, codes=codes)
@@ -226,7 +226,7 @@ def read_series_record(out_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 # ------------------------------------------------------------------------------------------------ the series
 def _check_scans(scans: Sequence[str | os.PathLike]) -> list[Path]:
-    from core.io import TIFF_SUFFIXES
+    from core.imaging.io import TIFF_SUFFIXES
 
     if isinstance(scans, (str, os.PathLike)) or not scans:
         raise ReactomoError("Give at least one scan to segment (a list of TIFF files or folders of slices).")
@@ -247,7 +247,7 @@ def _check_scans(scans: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _label_name(scan: Path) -> str:
-    from core.io import TIFF_SUFFIXES
+    from core.imaging.io import TIFF_SUFFIXES
 
     stem = scan.name
     for suf in TIFF_SUFFIXES:
@@ -294,9 +294,9 @@ def segment_series(
         Time of each step in seconds (for ``phase_volumes.csv``).
     voxel_size_um : float, optional
         For volumes in mm³ (and the label files' metadata).
-    inference : core.segment.InferenceConfig, optional
-    postprocess : core.postprocess.PostprocessConfig, "default" or None
-        ``"default"``: the study's cleaning for the phase table (:func:`core.postprocess.default_postprocess`);
+    inference : core.network.inference.InferenceConfig, optional
+    postprocess : core.segmentation.postprocess.PostprocessConfig, "default" or None
+        ``"default"``: the study's cleaning for the phase table (:func:`core.segmentation.postprocess.default_postprocess`);
         None: no cleaning.
     cleaning_source : str, optional
         One sentence saying where the cleaning comes from (the model's stored choice, the study's, set by hand),
@@ -324,13 +324,13 @@ def segment_series(
     ReactomoError
         Bad model, scans, settings or output folder (before anything is written). Failures of single steps do not
         raise: they are in the result and the record.
-    core.jobs.JobCancelled
+    core.errors.JobCancelled
         When ``should_stop`` returned True (the steps done so far are kept).
     """
-    from core.bundle import read_card
-    from core.jobs import JobCancelled
-    from core.postprocess import PostprocessConfig, default_postprocess
-    from core.segment import InferenceConfig, load_model_cached
+    from core.network.bundle import read_card
+    from core.errors import JobCancelled
+    from core.segmentation.postprocess import PostprocessConfig, default_postprocess
+    from core.network.inference import InferenceConfig, load_model_cached
 
     t_start = time.perf_counter()
     model_dir = Path(os.path.abspath(os.fspath(model_dir)))
@@ -405,7 +405,7 @@ def segment_series(
         pending = [i for i in todo if outcomes[i].status != "done"]
         device = inference.device
         if device == "auto":
-            from core.unet import select_device
+            from core.network.unet import select_device
 
             device = str(select_device("auto"))
 
@@ -559,74 +559,3 @@ def check_offered_scheduler(scheduler: str | None) -> None:
                             "use this process or a local cluster, or ask for the cluster to be added.")
 
 
-def segment_project(
-    project,
-    model_dir: str | os.PathLike,
-    *,
-    name: str,
-    steps: Sequence[int] | None = None,
-    inference: Any = None,
-    postprocess: Any = "default",
-    use_roi: bool = True,
-    z_range: tuple[int, int] | None = None,
-    scheduler: str | None = None,
-    workers: int = 1,
-    on_progress: Callable[[float, str], None] | None = None,
-    on_step: Callable[[StepOutcome], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    cleaning_source: str | None = None,
-) -> SeriesResult:
-    """Segment a project's steps into ``<project>/segmentations/<name>/`` and record it in the manifest.
-
-    The project's region of interest (when set and ``use_roi``) crops every scan. The manifest's
-    ``segmentations[name]`` holds the folder, the model, the settings and the steps done; it is written when the
-    run starts (status ``running``) and when it ends (``done``, ``failed`` or ``cancelled``), so a crash leaves a
-    record whose folder tells which steps finished.
-
-    ``scheduler`` is None (this process), ``"local"`` (a local Dask cluster) or one of the addresses the
-    administrator offers (:func:`configured_schedulers`); any other address is refused, since Dask unpickles what a
-    scheduler's workers send back and a hostile scheduler could run code in this process.
-    """
-    from core.jobs import JobCancelled
-    from core.project import sanitize_name
-
-    check_offered_scheduler(scheduler)
-    clean = sanitize_name(name)
-    scans = project.scans()
-    if not scans:
-        raise ReactomoError("This project has no scans yet; add them on the Data page first.")
-    paths = [project.scan_path(i) for i in range(len(scans))]
-    region = None
-    roi = project.roi() if use_roi else None
-    if roi:
-        z_range = z_range or tuple(roi["z"])
-        region = (*roi["y"], *roi["x"])
-    out_dir = project.root / "segmentations" / clean
-    model_dir = Path(model_dir)
-
-    def mark(status: str, result: SeriesResult | None = None) -> None:
-        def fn(m: dict[str, Any]) -> None:
-            rec = m["segmentations"].get(clean, {})
-            rec.update({"name": clean, "path": str(out_dir), "model": str(model_dir.resolve()), "model_name": model_dir.name,
-                        "status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            if result is not None:
-                rec["steps_done"] = [o.step for o in result.done]
-                rec["steps_failed"] = [o.step for o in result.failed]
-            m["segmentations"][clean] = rec
-        project.update(fn)
-
-    mark("running")
-    try:
-        result = segment_series(model_dir, paths, out_dir, phases=project.phases(), times_s=project.times_s(),
-                                voxel_size_um=project.voxel_size_um(), inference=inference, postprocess=postprocess,
-                                z_range=z_range, region=region, steps=steps, scheduler=scheduler, workers=workers,
-                                on_progress=on_progress, on_step=on_step, should_stop=should_stop,
-                                extra={"project": project.name}, cleaning_source=cleaning_source)
-    except JobCancelled:
-        mark("cancelled")
-        raise
-    except BaseException:
-        mark("failed")
-        raise
-    mark("failed" if result.failed and not result.done else "done", result)
-    return result

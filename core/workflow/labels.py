@@ -10,7 +10,7 @@ and the manifest's ``labels`` section lists them (``{"<step name>": {"slices": [
 project lock together with the file. A slice cleared to all zeros is removed from the list and its file deleted,
 so a step with no labels left disappears from the section (and the home checklist shows "no labels").
 
-Time steps are addressed by index (as in :meth:`core.project.Project.scans`), stored by name, so labels follow
+Time steps are addressed by index (as in :meth:`core.workflow.project.Project.scans`), stored by name, so labels follow
 their scan if steps are reordered; labels of a step name that is no longer among the scans are ignored.
 
 Examples
@@ -48,7 +48,7 @@ from core.atomic import atomic_write_with
 from core.errors import ReactomoError
 
 if TYPE_CHECKING:
-    from core.project import Project
+    from core.workflow.project import Project
 
 __all__ = [
     "LABELS_DIR",
@@ -244,12 +244,12 @@ class LabelStore:
 
     Parameters
     ----------
-    project : core.project.Project
+    project : core.workflow.project.Project
         The project whose labels these are.
     """
 
     def __init__(self, project: Project) -> None:
-        from core.project import Project
+        from core.workflow.project import Project
 
         if not isinstance(project, Project):
             raise ReactomoError(f"A LabelStore needs a Project; got {type(project).__name__}.")
@@ -584,7 +584,7 @@ class LabelStore:
 
     # -- label TIFF import and export --------------------------------------------------------------------------
     def export_tiff(self, path: str | os.PathLike, step: int) -> Path:
-        """Write the labels of time step ``step`` as one label TIFF (see :func:`core.io.write_labels`).
+        """Write the labels of time step ``step`` as one label TIFF (see :func:`core.imaging.io.write_labels`).
 
         The file is a zlib-compressed multi-page uint8 TIFF, shape ``(z, y, x)``, 0 = unlabelled, with the
         project's voxel size; it needs :meth:`volume`'s memory while writing.
@@ -593,7 +593,7 @@ class LabelStore:
         -------
         Path
         """
-        from core.io import write_labels
+        from core.imaging.io import write_labels
 
         return write_labels(path, self.volume(step), voxel_size_um=self.project.voxel_size_um())
 
@@ -625,7 +625,7 @@ class LabelStore:
             If the file is not a label TIFF for this scan (wrong shape, codes outside the table, colour image,
             not a TIFF, ...) or holds no labels at all; nothing is changed then.
         """
-        from core.io import read_labels
+        from core.imaging.io import read_labels
 
         i, name, shape = self._step(step)
         labels = read_labels(path, shape=shape, codes=self.project.phases().codes)

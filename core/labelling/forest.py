@@ -1,7 +1,7 @@
 """Random-forest pixel classification: the ground truth for the network, from a few brushed slices.
 
 The workflow of the study (SPEC.md step 3): a user brushes each phase on a few XY slices of one time step; a
-random forest trained on the brushed pixels' features (:mod:`core.features`) labels those slices completely.
+random forest trained on the brushed pixels' features (:mod:`core.labelling.features`) labels those slices completely.
 
 - :func:`train_forest` trains on the brushed pixels only (label 0 = unlabelled is ignored). Rare phases (pores,
   celestite: a few per cent) are protected twice: at most ``max_pixels_per_class`` pixels are drawn per phase
@@ -40,7 +40,7 @@ import numpy as np
 from core import __version__
 from core.atomic import atomic_write_bytes, atomic_write_json
 from core.errors import ReactomoError
-from core.features import FeatureConfig, FeatureStack, guided_filter_stats, intensity_reference, volume_features
+from core.labelling.features import FeatureConfig, FeatureStack, guided_filter_stats, intensity_reference, volume_features
 from core.phases import DEFAULT_PHASES, PhaseTable
 
 __all__ = [
@@ -99,7 +99,7 @@ class ForestConfig:
         Radius in pixels of the edge-aware refinement of the probabilities (0 = off).
     refine_eps : float
         Edges whose contrast is below about ``sqrt(refine_eps)`` of the normalised intensity range are smoothed
-        across (the scale is that of :mod:`core.features`: 0 and 1 are the 0.5 and 99.5 percentile grey values).
+        across (the scale is that of :mod:`core.labelling.features`: 0 and 1 are the 0.5 and 99.5 percentile grey values).
     seed : int
         Seed of the pixel draw and of the trees.
     """
@@ -850,7 +850,7 @@ def ground_truth_from_scribbles(
 
     Parameters
     ----------
-    scan : ndarray (z, y, x) of uint8, uint16 or float32, or core.io.Volume
+    scan : ndarray (z, y, x) of uint8, uint16 or float32, or core.imaging.io.Volume
         One time step; not modified.
     scribbles : ndarray (z, y, x) of uint8
         Brushed phase codes (0 = unlabelled), same shape as ``scan``; not modified.
@@ -875,7 +875,7 @@ def ground_truth_from_scribbles(
 
     Examples
     --------
-    >>> from core.synthetic import DemoConfig, make_demo
+    >>> from core.imaging.synthetic import DemoConfig, make_demo
     >>> exp = make_demo(DemoConfig(steps=2, shape=(16, 48, 48), seed=1))
     >>> gt = ground_truth_from_scribbles(exp.scans[exp.label_step], exp.scribbles)
     >>> gt.labels.shape, gt.slices == tuple(exp.label_slices)
@@ -888,7 +888,7 @@ def ground_truth_from_scribbles(
     if not isinstance(feature_config, FeatureConfig):
         raise ReactomoError(f"feature_config must be a FeatureConfig; got {type(feature_config).__name__}.")
     feature_config.validate()
-    from core.io import Volume
+    from core.imaging.io import Volume
 
     if isinstance(scan, Volume):
         shape = tuple(scan.shape)

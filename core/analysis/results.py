@@ -13,7 +13,7 @@
 - ``report.html``: one self-contained file (plotly.js inlined; opens offline) with every chart, its method, the
   settings, the model card summary and the verdicts.
 
-Figures come from :mod:`core.analysis_charts`; the page draws the same ones.
+Figures come from :mod:`core.analysis.analysis_charts`; the page draws the same ones.
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ def load_series(folder: str | os.PathLike, *, phases: PhaseTable | None = None, 
         Missing folder, no label file, or no time information at all for a kinetic analysis is NOT an error
         (times stay None); a label file that is not uint8 is.
     """
-    from core.io import natural_key, open_volume
-    from core.series import read_series_record
+    from core.imaging.io import natural_key, open_volume
+    from core.segmentation.series import read_series_record
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -195,7 +195,7 @@ def _jsonable(obj: Any) -> Any:
 def _block_counts(vol, pore_code: int, codes, *, blocks: int = 4, slab: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Pore and labelled voxel counts per sub-volume (2 along z, ``blocks`` along y and x), read slab by slab.
 
-    ``vol`` is an open :class:`core.io.Volume` (or an ndarray): memory is one slab, whatever the volume's size.
+    ``vol`` is an open :class:`core.imaging.io.Volume` (or an ndarray): memory is one slab, whatever the volume's size.
     """
     lut = np.zeros(256, bool)
     lut[list(codes)] = True
@@ -282,9 +282,9 @@ def analyze(
     ReactomoError
         Bad folder, settings, or a series the internal standard cannot use (no reactant at the first step).
     """
-    from core import kinetics, stoichiometry
-    from core.pores import pore_size_table
-    from core.io import open_volume
+    from core.analysis import kinetics, stoichiometry
+    from core.analysis.pores import pore_size_table
+    from core.imaging.io import open_volume
 
     config.validate()
     say = on_progress or (lambda f, m: None)
@@ -384,7 +384,7 @@ def analyze(
         "rate_method": (rate or {}).get("method"), "molar_evolution": molar, "extent": extent, "pore_check": pore_rows,
         "inert": inert_rows, "pore_sizes": pore_sizes, "growth": growth_rows, **({"extra": extra} if extra else {}),
     }
-    from core.series import versions
+    from core.segmentation.series import versions
 
     import importlib.metadata
 
@@ -440,7 +440,7 @@ def _card_summary(model: dict[str, Any]) -> dict[str, Any]:
     """What the report shows of the model bundle's card (training, validation scores), or {} when unreadable."""
     if not model or not model.get("path"):
         return {}
-    from core.bundle import read_card
+    from core.network.bundle import read_card
 
     try:
         card = read_card(model["path"])
@@ -477,7 +477,7 @@ def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     summary written before the verdict over every check (``summary["verdict"]`` without ``checks``) gets it here,
     judged from its stored rows with its band; the file is not changed.
     """
-    from core import kinetics
+    from core.analysis import kinetics
 
     phases = PhaseTable.from_dict(summary["phases"])
     stored = summary.get("reaction")
@@ -492,7 +492,7 @@ def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
     old = summary.get("verdict") or {}
     upgraded = bool(rows and "checks" not in old)
     if upgraded:  # written before the verdict over every check: judge it from the stored numbers
-        from core import stoichiometry
+        from core.analysis import stoichiometry
 
         band = float(old.get("band") or (summary.get("config") or {}).get("band") or 0.02)
         summary = {**summary, "verdict": _jsonable(stoichiometry.overall_verdict(
@@ -553,7 +553,7 @@ def load_result(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
     """``(title, figure)`` of every chart of an :func:`analyze` result, in report order."""
-    from core import analysis_charts as ac
+    from core.analysis import analysis_charts as ac
 
     phases = result["phases"]
     times = result["times_s"]
@@ -591,7 +591,7 @@ def _kv_table(rows) -> str:
 
 
 def verdict_rows(verdict: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per check of a verdict (:func:`core.stoichiometry.overall_verdict`), for the page's and the report's
+    """One row per check of a verdict (:func:`core.analysis.stoichiometry.overall_verdict`), for the page's and the report's
     table: ``check`` (label), ``name``, ``result`` ("pass", "FAIL" or "not evaluated"), ``value_pct``, ``limit_pct``,
     ``rule`` (the limit in words: the fit and the trend also pass on their intervals, so a value above the limit can
     pass), ``sentence``."""
@@ -634,7 +634,7 @@ def report_html(result: dict[str, Any]) -> str:
     """One self-contained HTML page: every chart (plotly.js inlined once), its method, settings, model, verdicts."""
     import plotly.offline
 
-    from core import analysis_charts as ac
+    from core.analysis import analysis_charts as ac
 
     s = result["summary"]
     v = s["verdict"]
@@ -771,7 +771,7 @@ def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
 
     Every band-dependent value is recomputed: each molar-evolution step's ``inside_band``
     (``|deviation_pct| <= 100·band``), the pore-check and inert-phase flags and the band named in their method
-    sentences, and the verdict over every check (:func:`core.stoichiometry.overall_verdict`, with the internal
+    sentences, and the verdict over every check (:func:`core.analysis.stoichiometry.overall_verdict`, with the internal
     standard alone in ``verdict["internal_standard"]``). ``result["band"]`` (and ``summary["verdict"]["band"]``)
     record the band used, which :func:`figures` and :func:`report_html` draw; ``summary["config"]["band"]`` stays
     the band of the run, i.e. of the files written to disk. The input is not modified.
@@ -784,7 +784,7 @@ def with_band(result: dict[str, Any], band: float) -> dict[str, Any]:
     import copy
     import re
 
-    from core import stoichiometry
+    from core.analysis import stoichiometry
 
     band = check_band(band)
     tol = 1e-9  # percent; the verdict's own tolerance, so the flags and the count agree

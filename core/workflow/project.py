@@ -60,8 +60,8 @@ from core.atomic import _try_lock, _unlock, atomic_write_text, move_to_trash  # 
 from core.errors import ReactomoError
 from core.phases import DEFAULT_PHASES, DEFAULT_REACTION, PhaseTable, Reaction
 
-if TYPE_CHECKING:  # core.io is imported lazily at run time so this module imports on its own
-    from core.io import ScanInfo, Volume
+if TYPE_CHECKING:  # core.imaging.io is imported lazily at run time so this module imports on its own
+    from core.imaging.io import ScanInfo, Volume
 
 __all__ = [
     "SCHEMA",
@@ -93,7 +93,7 @@ SCANS_DIR = "scans"
 ENV_WORKSPACE = "REACTOMO_WORKSPACE"
 ENV_DATA_ROOT = "REACTOMO_DATA_ROOT"
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _NAME_HINT = "use letters, digits, '-', '_' and '.' (up to 64 characters, not starting with '.')"
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -561,7 +561,7 @@ def _check_times(times: object, n: int) -> list[float]:
 
 
 def _scan_fields(scan: object, i: int) -> dict[str, Any]:
-    """The manifest fields of a :class:`~core.io.ScanInfo` (or a mapping with the same keys), validated."""
+    """The manifest fields of a :class:`~core.imaging.io.ScanInfo` (or a mapping with the same keys), validated."""
     get = scan.get if isinstance(scan, Mapping) else (lambda k, d=None: getattr(scan, k, d))
     path, kind, name, shape, dtype = (get(k) for k in ("path", "kind", "name", "shape", "dtype"))
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
@@ -753,7 +753,7 @@ class Project:
     # -- scans and times ---------------------------------------------------------------------------------------
     def scans(self) -> list[ScanInfo]:
         """The scans, one per time step, in time order, with absolute paths."""
-        from core.io import ScanInfo
+        from core.imaging.io import ScanInfo
 
         return [
             ScanInfo(
@@ -861,8 +861,8 @@ class Project:
         self.update(apply)
 
     def open_step(self, i: int) -> Volume:
-        """Open the scan of time step ``i`` lazily (see :func:`core.io.open_volume`); close it when done."""
-        from core.io import open_volume
+        """Open the scan of time step ``i`` lazily (see :func:`core.imaging.io.open_volume`); close it when done."""
+        from core.imaging.io import open_volume
 
         scans = self.manifest["scans"]
         s = scans[self._index(i, len(scans))]
@@ -946,9 +946,9 @@ class Project:
         """Save an uploaded TIFF into ``<project>/scans/`` after checking that it opens as a volume.
 
         The upload is streamed to a temporary file in the project in chunks of :data:`UPLOAD_CHUNK` bytes (a
-        file object is never read whole into memory), which is opened with :func:`core.io.open_volume` and one slice
+        file object is never read whole into memory), which is opened with :func:`core.imaging.io.open_volume` and one slice
         read; only then is it moved into place. On failure the temporary file is removed, the error from
-        :mod:`core.io` is raised, and nothing in the project changes. Uploading identical bytes under the same
+        :mod:`core.imaging.io` is raised, and nothing in the project changes. Uploading identical bytes under the same
         name again returns the existing file; different bytes under a taken name get ``<stem>-1.tif``, ...
 
         Parameters
@@ -969,7 +969,7 @@ class Project:
         ReactomoError
             If the name is not a TIFF name, the data is empty or unreadable, or the file does not open as a volume.
         """
-        from core.io import open_volume
+        from core.imaging.io import open_volume
 
         safe = _sanitize_filename(filename)
         if isinstance(data, (bytes, bytearray, memoryview)):
@@ -998,7 +998,7 @@ class Project:
             except ReactomoError as exc:  # name the user's file, not our temporary one
                 text = str(exc).replace(str(tmp.resolve()), f"'{safe}'").replace(str(tmp), f"'{safe}'")
                 raise ReactomoError(text) from None
-            except Exception as exc:  # a reader error that core.io did not translate
+            except Exception as exc:  # a reader error that core.imaging.io did not translate
                 raise ReactomoError(
                     f"Upload '{safe}' does not open as a TIFF volume ({type(exc).__name__}: {exc}); upload a multi-page TIFF."
                 ) from None

@@ -88,7 +88,7 @@ class StoredGroundTruth:
 
 def labelled_steps(project) -> dict[int, list[int]]:
     """``{step index: [labelled z, ...]}`` for every step that has brushed labels."""
-    from core.labels import LabelStore
+    from core.workflow.labels import LabelStore
 
     out: dict[int, list[int]] = {}
     for step, z in LabelStore(project).slices():
@@ -112,7 +112,7 @@ def _write_stack(path: Path, stack: np.ndarray) -> None:
 def _store(folder: Path, *, step: int, step_name: str, slices: Sequence[int], labels: np.ndarray,
            uncertainty: np.ndarray, meta: dict, forest=None, copy_classifier_from: Path | None = None) -> Path:
     """Write a complete result folder next to ``folder`` and swap it in, one writer at a time."""
-    from core.forest import save_forest
+    from core.labelling.forest import save_forest
     import os
     import uuid
 
@@ -176,11 +176,11 @@ def train_candidate(
 
     Parameters
     ----------
-    project : core.project.Project
+    project : core.workflow.project.Project
     step : int, optional
         The time step whose labels to learn from (default: the step with the most labelled slices).
-    feature_config : core.features.FeatureConfig, optional
-    forest_config : core.forest.ForestConfig, optional
+    feature_config : core.labelling.features.FeatureConfig, optional
+    forest_config : core.labelling.forest.ForestConfig, optional
     on_progress : callable, optional
         ``on_progress(fraction, message)``.
 
@@ -189,9 +189,9 @@ def train_candidate(
     ReactomoError
         No labels, labels of one phase only, codes outside the phase table, bad settings.
     """
-    from core.features import FeatureConfig
-    from core.forest import ForestConfig, ground_truth_from_scribbles
-    from core.labels import LabelStore
+    from core.labelling.features import FeatureConfig
+    from core.labelling.forest import ForestConfig, ground_truth_from_scribbles
+    from core.workflow.labels import LabelStore
 
     scans = project.scans()
     if not scans:
@@ -314,8 +314,8 @@ def threshold_comparison(
         held-out scribbles); and ``verdict``: ``{"reference": str or None, "phases": [codes where the threshold
         wins], "sentence": str or None}`` from :func:`threshold_wins`.
     """
-    from core.metrics import dice_per_phase
-    from core.threshold import check_ranges, multi_otsu, threshold_ranges
+    from core.segmentation.metrics import dice_per_phase
+    from core.labelling.threshold import check_ranges, multi_otsu, threshold_ranges
 
     phases = project.phases()
     with project.open_step(stored.step) as vol:
@@ -338,7 +338,7 @@ def threshold_comparison(
     }
     demo = project.demo()
     if demo and len(demo.get("truth", [])) > stored.step:
-        from core.io import open_volume
+        from core.imaging.io import open_volume
 
         with open_volume(project.resolve_path(demo["truth"][stored.step])) as tv:
             truth = np.stack([np.asarray(tv.slice(0, z)) for z in stored.slices])
@@ -470,7 +470,7 @@ class HeldOutForest:
 
     def dice(self, labels: np.ndarray | None = None, *, codes: Sequence[int]) -> dict[int, float]:
         """Dice per phase of ``labels`` (default: the held-out forest labels) on the held-out scribbles."""
-        from core.metrics import dice_per_phase
+        from core.segmentation.metrics import dice_per_phase
 
         return dice_per_phase(self.forest if labels is None else labels, self.scribbles, codes=codes)
 
@@ -533,7 +533,7 @@ def held_out_labels(
 
     Parameters
     ----------
-    scan : ndarray (z, y, x) or core.io.Volume
+    scan : ndarray (z, y, x) or core.imaging.io.Volume
         The labelled time step; not modified.
     scribbles : ndarray, uint8, shape (len(slices), y, x)
         Brushed codes of the labelled slices (0 = unlabelled), in the order of ``slices``.
@@ -558,8 +558,8 @@ def held_out_labels(
     ReactomoError
         Scribbles not matching ``slices`` or the scan, or bad settings.
     """
-    from core.features import FeatureConfig, FeatureStack, intensity_reference, volume_features
-    from core.forest import ForestConfig, predict_forest, train_forest
+    from core.labelling.features import FeatureConfig, FeatureStack, intensity_reference, volume_features
+    from core.labelling.forest import ForestConfig, predict_forest, train_forest
     from core.phases import DEFAULT_PHASES
 
     progress = on_progress or (lambda f, m: None)
@@ -637,9 +637,9 @@ def held_out_labels(
 def held_out_forest(project, stored: StoredGroundTruth, *, folds: int = 5, on_progress: Progress | None = None) -> HeldOutForest:
     """:func:`held_out_labels` for a project's ground truth: its step, its slices, its forest settings, and the
     scribbles now on those slices (the honest reference for :func:`threshold_comparison`)."""
-    from core.features import FeatureConfig
-    from core.forest import ForestConfig
-    from core.labels import LabelStore
+    from core.labelling.features import FeatureConfig
+    from core.labelling.forest import ForestConfig
+    from core.workflow.labels import LabelStore
 
     store = LabelStore(project)
     scribbles = np.stack([store.get(stored.step, z) for z in stored.slices])

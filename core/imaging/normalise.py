@@ -77,7 +77,7 @@ def fit_normalisation(
 
     Parameters
     ----------
-    data : ndarray of any shape, or a lazy volume (``core.io.Volume``)
+    data : ndarray of any shape, or a lazy volume (``core.imaging.io.Volume``)
         Grey values of the scan, or a sample of them (e.g. the ground-truth slices). A volume is sampled from
         up to ``max_slices`` slices.
     method : {"bright-tail", "matrix-peak"}

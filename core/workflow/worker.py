@@ -10,10 +10,10 @@ and runs it, writing progress, events and the outcome to the same record the pag
   server's Ctrl+C reaches).
 - **Killing the worker** leaves its job "interrupted"; the next worker puts it back in the queue and runs it again,
   and the job resumes without redoing finished work (a segmentation skips the steps its record says are done, a
-  training continues from its last checkpoint). A job interrupted :data:`core.jobs.MAX_ATTEMPTS` times stays
+  training continues from its last checkpoint). A job interrupted :data:`core.workflow.jobs.MAX_ATTEMPTS` times stays
   interrupted.
 - **One writer per project step**: one queued or running job per project and kind; a second is refused with a
-  sentence (:func:`core.jobs.queue_job`).
+  sentence (:func:`core.workflow.jobs.queue_job`).
 - **One worker per workspace**: a second ``core worker`` on the same workspace exits at once with a sentence.
   It runs one job at a time, oldest first, so memory stays that of one job (bounded by the training's memory
   check).
@@ -62,8 +62,9 @@ IDLE_EXIT_S = 1800
 def _train(project, params: dict, ctx) -> dict:
     import math
 
-    from core.train import TrainConfig, train_project_model
-    from core.unet import UNetConfig
+    from core.network.train import TrainConfig
+    from core.workflow.train import train_project_model
+    from core.network.unet import UNetConfig
 
     def clean(obj):  # JSON-safe epoch record (NaN/inf become None)
         if isinstance(obj, dict):
@@ -84,9 +85,9 @@ def _train(project, params: dict, ctx) -> dict:
 
 
 def _segment(project, params: dict, ctx) -> dict:
-    from core.postprocess import PostprocessConfig
-    from core.segment import InferenceConfig
-    from core.series import segment_project
+    from core.segmentation.postprocess import PostprocessConfig
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
 
     post = PostprocessConfig.from_dict(params["postprocess"]) if params.get("postprocess") else None
     result = segment_project(
@@ -102,8 +103,8 @@ def _segment(project, params: dict, ctx) -> dict:
 
 
 def _analysis(project, params: dict, ctx) -> dict:
-    from core.analysis import AnalysisConfig
-    from core.workflow import analyse_segmentation
+    from core.analysis.results import AnalysisConfig
+    from core.workflow.analysis import analyse_segmentation
 
     result = analyse_segmentation(project, params["name"], config=AnalysisConfig(**params["config"]),
                                   on_progress=ctx.progress)
@@ -116,7 +117,7 @@ JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segmen
 
 
 def job_function(project, kind: str, params: dict) -> Callable:
-    """``fn(ctx)`` for :func:`core.jobs.start_job` / :func:`core.jobs.run_claimed`: the registered work of ``kind``."""
+    """``fn(ctx)`` for :func:`core.workflow.jobs.start_job` / :func:`core.workflow.jobs.run_claimed`: the registered work of ``kind``."""
     if kind not in JOB_KINDS:
         raise ReactomoError(f"Unknown job kind {kind!r}; the worker runs {', '.join(sorted(JOB_KINDS))}.")
     work = JOB_KINDS[kind]
@@ -127,7 +128,7 @@ def job_function(project, kind: str, params: dict) -> Callable:
 def submit_job(project, kind: str, params: dict, *, title: str = ""):
     """Start a job the way the server is configured: queued for the worker (default; a worker is started when
     none runs), or a thread of this process with ``REACTOMO_JOB_RUNNER=thread``. Returns a :class:`JobHandle`."""
-    from core.jobs import queue_job, start_job
+    from core.workflow.jobs import queue_job, start_job
 
     mode = os.environ.get(ENV_RUNNER, "worker").strip().lower() or "worker"
     if mode not in ("worker", "thread"):
@@ -143,7 +144,7 @@ def submit_job(project, kind: str, params: dict, *, title: str = ""):
 # ------------------------------------------------------------------------------------------------ the worker
 def worker_status(workspace: str | os.PathLike) -> dict[str, Any] | None:
     """The workspace's worker (``pid``, ``started``, ``heartbeat``, ``job``) when it is alive, else None."""
-    from core.jobs import _parse_iso, _now, _pid_alive
+    from core.workflow.jobs import _parse_iso, _now, _pid_alive
 
     path = Path(workspace) / STATE_NAME
     try:
@@ -167,7 +168,7 @@ def ensure_worker(workspace: str | os.PathLike) -> bool:
     workspace = Path(workspace)
     if worker_status(workspace) is not None:
         return False
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "REACTOMO_WORKSPACE": str(workspace)}
     with open(workspace / "worker.log", "ab") as logf:
         subprocess.Popen([sys.executable, "-m", "core", "--workspace", str(workspace), "worker", "--idle-exit", str(IDLE_EXIT_S)], cwd=root, env=env,
@@ -176,7 +177,7 @@ def ensure_worker(workspace: str | os.PathLike) -> bool:
 
 
 def _projects(workspace: Path) -> list[Path]:
-    from core.project import MANIFEST
+    from core.workflow.project import MANIFEST
 
     if not workspace.is_dir():
         return []
@@ -185,7 +186,7 @@ def _projects(workspace: Path) -> list[Path]:
 
 def _next_queued(workspace: Path) -> tuple[Path, str] | None:
     """The oldest queued worker job of any project in the workspace."""
-    from core.jobs import list_jobs
+    from core.workflow.jobs import list_jobs
 
     found = []
     for root in _projects(workspace):
@@ -213,8 +214,8 @@ def run_worker(workspace: str | os.PathLike, *, once: bool = False, poll_s: floa
     import threading
 
     from core.atomic import BusyError, atomic_write_json, writer_lock
-    from core.jobs import _iso, _now, claim_job, requeue_interrupted, run_claimed
-    from core.project import open_project
+    from core.workflow.jobs import _iso, _now, claim_job, requeue_interrupted, run_claimed
+    from core.workflow.project import open_project
 
     workspace = Path(workspace)
     workspace.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,14 @@
 Stages, each timed and recorded in ``RUNDIR/run.json`` with every parameter, the library versions and
 fingerprints of the input files:
 
-1. random-forest ground truth of the scribbled slices of the label step (:func:`core.forest.ground_truth_from_scribbles`)
+1. random-forest ground truth of the scribbled slices of the label step (:func:`core.labelling.forest.ground_truth_from_scribbles`)
    -> ``RUNDIR/ground_truth.tif``;
 2. a U-Net trained on those slices (the shipped model's recipe, ``scripts/make_demo_model.sh``; each slice with its
    neighbours as input channels) -> ``RUNDIR/model/``; right after training, the cleaning is chosen from the ground
-   truth of the labelled slices alone (:func:`core.segment.choose_model_cleaning`) and stored in the model card;
-3. every scan segmented and cleaned with it (:func:`core.series.segment_series`) -> ``RUNDIR/segmentations/<scan>.tif``,
+   truth of the labelled slices alone (:func:`core.network.inference.choose_model_cleaning`) and stored in the model card;
+3. every scan segmented and cleaned with it (:func:`core.segmentation.series.segment_series`) -> ``RUNDIR/segmentations/<scan>.tif``,
    ``RUNDIR/phase_volumes.csv``;
-4. the analysis (:func:`core.analysis.analyze`): the internal standard, pore sizes, growth ->
+4. the analysis (:func:`core.analysis.results.analyze`): the internal standard, pore sizes, growth ->
    ``RUNDIR/molar_evolution.csv``, ``pore_check.csv``, ``inert.csv``, ``pore_sizes.csv``, ``growth.csv``,
    ``summary.json``, ``report.html``.
 """
@@ -92,17 +92,17 @@ def run_workflow(
     """
     import torch
 
-    from core.bundle import save_bundle
-    from core.forest import ForestConfig, ground_truth_from_scribbles
-    from core.io import open_volume, read_labels, write_labels
-    from core.normalise import apply_normalisation, fit_normalisation
+    from core.network.bundle import save_bundle
+    from core.labelling.forest import ForestConfig, ground_truth_from_scribbles
+    from core.imaging.io import open_volume, read_labels, write_labels
+    from core.imaging.normalise import apply_normalisation, fit_normalisation
     from core.phases import DEFAULT_PHASES, Reaction
-    from core.postprocess import cleaning
-    from core.segment import InferenceConfig, context_slices
-    from core.series import segment_series, versions
-    from core.analysis import AnalysisConfig, analyze
-    from core.train import TrainConfig, train_unet
-    from core.unet import UNetConfig, build_unet, select_device
+    from core.segmentation.postprocess import cleaning
+    from core.network.inference import InferenceConfig, context_slices
+    from core.segmentation.series import segment_series, versions
+    from core.analysis.results import AnalysisConfig, analyze
+    from core.network.train import TrainConfig, train_unet
+    from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
     progress = on_progress or (lambda f, m: None)
@@ -116,7 +116,7 @@ def run_workflow(
     check_writable(out, what="the output folder")  # a read-only or vanished disk is said now, not after training
     if not existed:
         out.rmdir()
-    from core.io import discover_scans  # same discovery as `segment`
+    from core.imaging.io import discover_scans  # same discovery as `segment`
 
     scans = [s.path for s in discover_scans(config.scans)]
     if not 0 <= config.label_step < len(scans):
@@ -135,7 +135,7 @@ def run_workflow(
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
     uc.validate()
     fc = ForestConfig(seed=config.seed)
-    from core.postprocess import CLEANING_MODES
+    from core.segmentation.postprocess import CLEANING_MODES
 
     mode = config.cleaning if config.clean else "off"
     if mode not in CLEANING_MODES:
@@ -144,7 +144,7 @@ def run_workflow(
     timings: dict[str, float] = {}
     interval, interval_source = config.interval_s, "--interval"
     if interval is None:
-        from core.data import dataset_interval
+        from core.workflow.data import dataset_interval
 
         found = dataset_interval(config.scans)
         interval, interval_source = (found[0], found[1]) if found else (None, None)
@@ -188,15 +188,15 @@ def run_workflow(
                         on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
     timings["train_s"] = time.perf_counter() - t0
     best = result.best
-    from core.train import quality_warning
+    from core.network.train import quality_warning
 
     poor = quality_warning(best["val_dice"])  # never called a success: said here, kept in run.json
     if poor:
         say(f"   warning: {poor}")
     # the cleaning, chosen from the ground truth of the held-out labelled slices only (never from the internal standard)
-    from core.postprocess import cleaning_for
-    from core.segment import choose_model_cleaning
-    from core.train import held_out
+    from core.segmentation.postprocess import cleaning_for
+    from core.network.inference import choose_model_cleaning
+    from core.network.train import held_out
 
     xv, yv, where = held_out(images, rf.labels[zs], tc)  # scored where the network never trained
     choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=config.device,
@@ -226,7 +226,7 @@ def run_workflow(
     if series.failed:
         raise ReactomoError(f"{len(series.failed)} step(s) failed to segment ({', '.join(str(o.step) for o in series.failed)}); "
                             f"the first: {series.failed[0].error}")
-    # 4. analysis: the internal standard, pore sizes, growth (core.analysis), report.html
+    # 4. analysis: the internal standard, pore sizes, growth (core.analysis.results), report.html
     say("4/4 analysis: internal standard, pore sizes, growth ...")
     t0 = time.perf_counter()
     check_error = ""

@@ -2,7 +2,7 @@
 
 References, in the order a user has them: the accepted ground-truth slices of the project (the random forest of
 their scribbles, only on those slices), and on the demo experiment its known truth (every voxel of every step).
-Voxels where the reference is 0 are not scored. Scores come from :mod:`core.metrics` (8 metrics of SPEC.md + precision).
+Voxels where the reference is 0 are not scored. Scores come from :mod:`core.segmentation.metrics` (8 metrics of SPEC.md + precision).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import ReactomoError
-from core.metrics import METRICS, MetricsReport, confusion_table, metrics_from_table
+from core.segmentation.metrics import METRICS, MetricsReport, confusion_table, metrics_from_table
 
 __all__ = ["evaluate_files", "evaluate_segmentation", "comparison_rows", "report_csv", "references"]
 
@@ -36,7 +36,7 @@ def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike, *, codes: 
     slices : sequence of int, optional
         Only these z slices (e.g. the ground-truth slices).
     """
-    from core.io import open_volume
+    from core.imaging.io import open_volume
 
     codes = [int(c) for c in codes]
     table = np.zeros((len(codes), len(codes) + 1), np.int64)
@@ -94,8 +94,8 @@ def evaluate_segmentation(project, name: str, *, reference: str = "demo truth", 
     dict
         ``{step: MetricsReport}`` for the steps that are segmented and have the reference.
     """
-    from core.ground_truth import load_accepted
-    from core.series import read_series_record
+    from core.workflow.ground_truth import load_accepted
+    from core.segmentation.series import read_series_record
 
     seg = project.manifest["segmentations"].get(name)
     if not seg:
@@ -126,7 +126,7 @@ def evaluate_segmentation(project, name: str, *, reference: str = "demo truth", 
             raise ReactomoError("This project has no accepted ground truth yet; accept one on the Ground truth page.")
         if stored.step not in done:
             raise ReactomoError(f"The ground truth is on step {stored.step}, which this segmentation has not segmented.")
-        from core.io import open_volume
+        from core.imaging.io import open_volume
 
         codes = list(phases.codes)
         table = np.zeros((len(codes), len(codes) + 1), np.int64)

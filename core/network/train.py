@@ -2,7 +2,7 @@
 
 The trainer is handed its network, data and callbacks (``on_epoch``, ``on_progress``, ``should_stop``); it never
 talks to a UI. Labels are phase *codes* (``0`` = unlabelled, ignored by the loss); output class ``i`` of the
-network is ``phases.codes[i]`` as in :mod:`core.bundle`.
+network is ``phases.codes[i]`` as in :mod:`core.network.bundle`.
 
 Reproducibility: every random choice (split, patch order, augmentation) comes from generators seeded with
 ``config.seed`` and the epoch number, and deterministic torch algorithms are switched on during training, so the
@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from core.atomic import atomic_write_json
 from core.errors import ReactomoError
 from core.phases import PhaseTable
-from core.unet import UNetConfig, _did_you_mean, build_unet, device_summary, select_device
+from core.network.unet import _did_you_mean, device_summary, select_device
 
 __all__ = [
     "TrainConfig",
@@ -44,7 +44,6 @@ __all__ = [
     "check_training_memory",
     "memory_budget_bytes",
     "train_unet",
-    "train_project_model",
     "TRANSFORMS",
     "quality_warning",
     "MIN_PHASE_DICE",
@@ -585,7 +584,7 @@ def train_unet(
         Maps ``(N, 1, H, W)`` float to ``(N, len(phases), H, W)`` logits; trained in place, and left holding the
         best epoch's weights.
     images : ndarray, shape (n, y, x), float
-        Normalised slices (see :mod:`core.normalise`); not modified.
+        Normalised slices (see :mod:`core.imaging.normalise`); not modified.
     labels : ndarray, shape (n, y, x), uint8
         Phase codes of ``phases`` (0 = unlabelled, not used); not modified.
     config : TrainConfig
@@ -781,99 +780,6 @@ def _validate(model, x, y, *, k, kind, weight, dev, batch, amp) -> tuple[float, 
             p_sum[c] += pc.sum()
     dice = [None if t_sum[c] == 0 else float(2 * inter[c] / (t_sum[c] + p_sum[c])) for c in range(k)]
     return (total / n if n else math.nan), dice
-
-
-# ---------------------------------------------------------------------------------------------- project model
-def _fingerprint(path: str) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return {"path": path}
-    h = hashlib.sha256()
-    if p.is_file():
-        with open(p, "rb") as f:
-            h.update(f.read(1 << 20))
-    return {"path": path, "bytes": st.st_size, "mtime": int(st.st_mtime), "sha256_first_mib": h.hexdigest()}
-
-
-def train_project_model(
-    project,
-    *,
-    name: str,
-    unet_config: UNetConfig | None = None,
-    train_config: TrainConfig | None = None,
-    device: str = "auto",
-    models_root: str | os.PathLike = "models",
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    on_progress: Callable[[float, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-) -> Path:
-    """Train a U-Net on the project's accepted ground truth and save it as the bundle ``models_root/name``.
-
-    The images are the ground-truth slices of their step, normalised with :func:`core.normalise.fit_normalisation`
-    of that step. The bundle's card holds the normalisation, the training settings and history, the provenance
-    (project, step, slices, scan fingerprints) and the validation metrics; a record is appended to the project
-    manifest's ``models`` list.
-
-    Returns
-    -------
-    Path
-        The bundle folder.
-
-    Raises
-    ------
-    ReactomoError
-        No accepted ground truth, a bad or taken name, bad settings.
-    """
-    from core.bundle import check_bundle_name, save_bundle
-    from core.ground_truth import load_accepted
-    from core.normalise import apply_normalisation, fit_normalisation
-
-    check_bundle_name(name)
-    folder = Path(models_root) / name
-    if folder.exists():
-        raise ReactomoError(f"A model called '{name}' already exists in {folder.parent}; choose another name.")
-    stored = load_accepted(project)
-    if stored is None:
-        raise ReactomoError("This project has no accepted ground truth yet; accept one on the Ground truth page first.")
-    phases = project.phases()
-    train_config = train_config or TrainConfig()
-    unet_config = replace(unet_config or UNetConfig(), n_classes=len(phases))
-    from core.segment import context_slices
-
-    with project.open_step(stored.step) as vol:
-        norm = fit_normalisation(vol, seed=train_config.seed)
-        raw = context_slices(vol, stored.slices, unet_config.in_channels)
-    images = apply_normalisation(raw, norm)
-    torch.manual_seed(train_config.seed)
-    model = build_unet(unet_config)
-    result = train_unet(model, images, stored.labels, config=train_config, phases=phases, device=device,
-                        on_epoch=on_epoch, on_progress=on_progress, should_stop=should_stop,
-                        checkpoint_dir=checkpoint_dir, resume=resume)
-    if not result.history:
-        raise ReactomoError("Training was stopped before the first epoch; nothing was saved.")
-    scan = project.scans()[stored.step]
-    best = result.best
-    metrics = {"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
-               "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": result.cancelled,
-               "seconds": result.seconds}
-    training = {"config": train_config.to_dict(), "device": result.device, "history": result.history}
-    provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
-                  "slices": list(stored.slices), "ground_truth": stored.meta.get("kind", "random forest"),
-                  "scan": _fingerprint(str(project.scan_path(stored.step))), "scan_shape": list(scan.shape)}
-    from core.segment import choose_model_cleaning
-
-    xv, yv, where = held_out(images, stored.labels, train_config)
-    choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=device, where=where)
-    path = save_bundle(folder, model, config=unet_config, phases=phases, normalisation=norm, training=training,
-                       provenance=provenance, metrics=metrics, seed=train_config.seed, cleaning=choice.to_dict(phases))
-    record = {"name": name, "path": str(Path(path).resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "step": stored.step, "slices": list(stored.slices), "val_loss": best["val_loss"], "val_dice": best["val_dice"]}
-    project.update(lambda m: m.setdefault("models", []).append(record))
-    return path
 
 
 # ------------------------------------------------------------------------------------------------------- quality

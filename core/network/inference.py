@@ -38,10 +38,10 @@ import torch.nn.functional as F
 
 from core.atomic import atomic_write_with
 from core.errors import ReactomoError
-from core.io import Volume, open_volume
-from core.jobs import JobCancelled
-from core.normalise import apply_normalisation, fit_normalisation
-from core.unet import select_device
+from core.imaging.io import Volume, open_volume
+from core.errors import JobCancelled
+from core.imaging.normalise import apply_normalisation, fit_normalisation
+from core.network.unet import select_device
 
 __all__ = [
     "InferenceConfig",
@@ -92,7 +92,7 @@ class InferenceConfig:
     slab : int
         Z slices read and predicted per step (1-1024); memory grows with it.
     device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`core.unet.select_device`).
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :func:`core.network.unet.select_device`).
     amp : bool
         Mixed precision (float16 autocast) on CUDA; ignored on the CPU.
     cpu_amp : bool or None
@@ -373,7 +373,7 @@ def context_slices(volume: Any, zs: Sequence[int], channels: int) -> np.ndarray:
     """Slices ``zs`` of a volume with their neighbours as channels, ``(n, channels, y, x)`` (``(n, y, x)`` for 1).
 
     Channel ``j`` of slice ``z`` is slice ``z - k + j`` (``k = channels // 2``), clamped to the volume: the first and
-    last slices repeat themselves. ``volume`` is an array ``(z, y, x)`` or a :class:`core.io.Volume`.
+    last slices repeat themselves. ``volume`` is an array ``(z, y, x)`` or a :class:`core.imaging.io.Volume`.
     """
     nz = int(volume.shape[0])
     k = channels // 2
@@ -426,10 +426,10 @@ def predict_slices(
     Parameters
     ----------
     model : torch.nn.Module
-        E.g. a :class:`core.unet.UNet`; ``(N, 1, H, W) -> (N, C, H, W)`` class scores. It is not modified (a copy
+        E.g. a :class:`core.network.unet.UNet`; ``(N, 1, H, W) -> (N, C, H, W)`` class scores. It is not modified (a copy
         is put in eval mode on the device).
     images : ndarray, shape (n, y, x) or (n, channels, y, x), float32
-        Already normalised (:func:`core.normalise.apply_normalisation`); with the neighbouring slices as channels
+        Already normalised (:func:`core.imaging.normalise.apply_normalisation`); with the neighbouring slices as channels
         for a network that takes them (:func:`context_slices`).
     config : InferenceConfig
         Tiles, overlap, batch, blend; its ``device`` is used unless ``device`` is given.
@@ -585,11 +585,11 @@ def segment_volume(
     Parameters
     ----------
     model : torch.nn.Module
-        The network (from :func:`core.bundle.load_bundle` or :func:`load_model_cached`); not modified.
+        The network (from :func:`core.network.bundle.load_bundle` or :func:`load_model_cached`); not modified.
     card : dict
         Its model card: ``class_codes``, ``normalisation`` (method and upper percentile), ``provenance``.
     source : path, Volume or ndarray (z, y, x)
-        The scan; a path is opened with :func:`core.io.open_volume` and closed afterwards.
+        The scan; a path is opened with :func:`core.imaging.io.open_volume` and closed afterwards.
     out_path : path, optional
         Labels TIFF to write (uint8, zlib, one page per slice, axes ZYX, the scan's voxel size). Written to a
         temporary file in the same folder and renamed into place only when complete. Without it the labels are
@@ -601,13 +601,13 @@ def segment_volume(
         Crop of every slice.
     postprocess : callable, optional
         ``fn(labels_slab) -> labels_slab`` applied to each slab's ``(n, y, x)`` uint8 labels before counting and
-        writing (e.g. from :mod:`core.postprocess`).
+        writing (e.g. from :mod:`core.segmentation.postprocess`).
     normalisation : dict, optional
         Normalisation parameters to apply; default: fitted to this scan with the card's method and percentile.
     on_progress : callable, optional
         ``on_progress(fraction, message)`` after each slab.
     should_stop : callable, optional
-        Checked before each slab; when it returns True, :class:`core.jobs.JobCancelled` is raised and no file is
+        Checked before each slab; when it returns True, :class:`core.errors.JobCancelled` is raised and no file is
         left at ``out_path``.
 
     Returns
@@ -793,7 +793,7 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_model_cached(folder: str | os.PathLike, *, phases: Any = None, device: str | torch.device = "cpu"):
-    """:func:`core.bundle.load_bundle`, loaded once per process (e.g. once per Dask worker).
+    """:func:`core.network.bundle.load_bundle`, loaded once per process (e.g. once per Dask worker).
 
     The cache key is the bundle's resolved path, the weights checksum in its card, the device and the phase table,
     so a re-saved bundle is loaded afresh. Thread-safe. The returned model is shared: do not train or modify it
@@ -803,7 +803,7 @@ def load_model_cached(folder: str | os.PathLike, *, phases: Any = None, device: 
     -------
     (model, card)
     """
-    from core.bundle import _phase_key, load_bundle, read_card
+    from core.network.bundle import _phase_key, load_bundle, read_card
 
     path = Path(os.path.expanduser(os.fspath(folder))).resolve()
     sha = read_card(path)["weights_sha256"]
@@ -836,10 +836,10 @@ def choose_model_cleaning(
 ):
     """The cleaning for a freshly trained network, chosen from its ground truth alone.
 
-    Give it the ground truth the network did not train on (:func:`core.train.held_out`): on its own training
+    Give it the ground truth the network did not train on (:func:`core.network.train.held_out`): on its own training
     pixels a network reproduces the forest's small islands, which would make every cleaning look harmful.
     The network labels these slices (whole slices, uncleaned) and
-    :func:`core.postprocess.choose_cleaning` picks the island sizes and rim width whose cleaned labels agree best
+    :func:`core.segmentation.postprocess.choose_cleaning` picks the island sizes and rim width whose cleaned labels agree best
     with the ground truth (the least cleaning within a hair of the best). Trainers store the result in the model
     card (``card["cleaning"]``); segmenting with the automatic cleaning uses it. No check of the reaction is looked at.
 
@@ -858,9 +858,9 @@ def choose_model_cleaning(
 
     Returns
     -------
-    core.postprocess.CleaningChoice
+    core.segmentation.postprocess.CleaningChoice
     """
-    from core.postprocess import choose_cleaning
+    from core.segmentation.postprocess import choose_cleaning
 
     pred = predict_slices(model, np.ascontiguousarray(images, dtype=np.float32), config=InferenceConfig(device=str(device)),
                           class_codes=class_codes)

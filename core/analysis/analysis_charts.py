@@ -50,7 +50,7 @@ def molar_evolution_figure(rows: Sequence[dict], *, fit: dict | None = None, ban
     """Measured (x = n_product / n0, y = n_reactant / n0) per step against the theory y = 1 − x with its ±band.
 
     Points are coloured by time (minutes); hover gives step, time, moles and deviation. ``fit`` (from
-    :func:`core.stoichiometry.fit_line`) adds the fitted line and its 95 % confidence band.
+    :func:`core.analysis.stoichiometry.fit_line`) adds the fitted line and its 95 % confidence band.
     """
     fig = go.Figure()
     xs = np.linspace(0, 1, 101)

@@ -71,12 +71,12 @@ def register_scans(
 
     Parameters
     ----------
-    project : core.project.Project
+    project : core.workflow.project.Project
     source : str or Path
         A multi-page TIFF, a glob, a folder of multi-page TIFFs (one per step), a folder of 2D slices (one step) or
-        a folder of such folders (one per step). See :func:`core.io.discover_scans`.
+        a folder of such folders (one per step). See :func:`core.imaging.io.discover_scans`.
     allowed_roots : sequence of paths, optional
-        Server-side data roots the path must lie in (``core.project.data_roots()`` for the dashboard).
+        Server-side data roots the path must lie in (``core.workflow.project.data_roots()`` for the dashboard).
     times_s : sequence of float, optional
         Time of each step in seconds; default: step index × the project's interval.
     check_values : bool
@@ -84,9 +84,9 @@ def register_scans(
 
     Returns
     -------
-    list of core.io.ScanInfo
+    list of core.imaging.io.ScanInfo
     """
-    from core.io import check_volume_values, discover_scans, open_volume
+    from core.imaging.io import check_volume_values, discover_scans, open_volume
 
     progress = on_progress or _noop
     text = str(source).strip()
@@ -121,8 +121,8 @@ def generate_demo_into(project, config=None, *, on_progress: Progress | None = N
     dict
         The demo's ``dataset.json`` content.
     """
-    from core.io import discover_scans
-    from core.synthetic import DEMO, write_demo
+    from core.imaging.io import discover_scans
+    from core.imaging.synthetic import DEMO, write_demo
 
     config = config or DEMO
     config.validate()
@@ -177,7 +177,7 @@ def create_demo_project(
         If the project already exists and has scans, open it instead of failing (used by the README's start
         command, so a second start does not regenerate anything).
     """
-    from core.project import create_project, delete_project, open_project, project_exists
+    from core.workflow.project import create_project, delete_project, open_project, project_exists
 
     if project_exists(name, workspace=workspace):
         if if_missing:
@@ -203,11 +203,11 @@ def step_histograms(
     max_voxels_per_step: int = 500_000,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Grey-value histograms of every step on one shared axis (see :func:`core.io.grey_histograms`).
+    """Grey-value histograms of every step on one shared axis (see :func:`core.imaging.io.grey_histograms`).
 
-    Accepts open :class:`core.io.Volume` objects or :class:`core.io.ScanInfo` records (opened and closed here).
+    Accepts open :class:`core.imaging.io.Volume` objects or :class:`core.imaging.io.ScanInfo` records (opened and closed here).
     """
-    from core.io import ScanInfo, grey_histograms, open_volume
+    from core.imaging.io import ScanInfo, grey_histograms, open_volume
 
     opened = []
     try:

@@ -1,6 +1,6 @@
 """A parallel-beam tomograph in software: forward projection, photon noise, detector faults and filtered back projection.
 
-The benchmark family of :mod:`core.synthetic` images its known-truth rocks with this instead of adding noise to the
+The benchmark family of :mod:`core.imaging.synthetic` images its known-truth rocks with this instead of adding noise to the
 truth: the attenuation map of every XY slice is projected along straight rays (parallel beam over 180°), the
 projections are turned into photon counts (Beer-Lambert, Poisson noise, a beam profile that leaves fewer photons at
 the top and bottom of the detector, a few miscalibrated detector columns, optional propagation phase contrast), the
