@@ -101,6 +101,7 @@ navigation = st.navigation(
         st.Page("pages/4_Train.py", title="Train", icon=":material/model_training:", url_path="train"),
         st.Page("pages/5_Segment.py", title="Segment", icon=":material/layers:", url_path="segment"),
         st.Page("pages/6_Evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
+        st.Page("pages/7_3D.py", title="3D", icon=":material/view_in_ar:", url_path="3d"),
         st.Page("pages/8_Analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
     ]
 )

@@ -800,6 +800,68 @@ def _print_verdict(v: dict, reason: str = "") -> None:
         print(f"  {mark:<4}  {c['sentence']}")
 
 
+def _render_phases(text: str | None, phases) -> tuple[int, ...]:
+    if not text:
+        return (2, 3)
+    codes = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        codes.append(int(item) if item.isdigit() else phases.by_name(item).code)
+    return tuple(codes)
+
+
+def cmd_render(args) -> int:
+    """Phase surfaces of a block of a segmentation in 3D: .vtp/.ply/.stl, view.png, view.html and the 3D numbers."""
+    from core.phases import DEFAULT_PHASES
+    from core.render.surfaces import RenderConfig, block_from_um
+
+    by_project = args.project is not None or args.name is not None
+    if by_project and (args.segmentation or args.out):
+        raise ReactomoError("Give either --project, --name and --step, or --segmentation and --out (not both).")
+    if by_project and not (args.project and args.name and args.step is not None):
+        raise ReactomoError("Give --project, --name and --step (the project's segmentation and the step to render).")
+    if not by_project and not (args.segmentation and args.out):
+        raise ReactomoError("Give --segmentation SEG.tif and --out OUTDIR, or --project, --name and --step.")
+    if args.block and args.block_um:
+        raise ReactomoError("Give the block in voxels (--block) or in µm (--block-um), not both.")
+    if by_project:
+        from core.workflow.project import open_project
+        from core.workflow.render import render_segmentation
+
+        project = open_project(args.project)
+        phases = project.phases()
+        voxel = args.voxel_size or project.voxel_size_um()
+    else:
+        phases = _phases_from(args.phases_file) if args.phases_file else DEFAULT_PHASES
+        voxel = args.voxel_size or 2.75
+    block = tuple(args.block) if args.block else (block_from_um(args.block_um, voxel) if args.block_um else None)
+    config = RenderConfig(phases=_render_phases(args.phases, phases), block=block, factor=args.factor,
+                          max_triangles=args.max_triangles)
+    if by_project:
+        result = render_segmentation(project, args.name, args.step, config, on_progress=_progress_printer(args.quiet))
+    else:
+        from core.workflow.render import render_labels
+
+        _preflight(Path(args.out), "the output folder", created_ok=True)
+        result = render_labels(args.segmentation, args.out, config, voxel_size_um=voxel, phases=phases,
+                               grey_path=args.grey, on_progress=_progress_printer(args.quiet))
+    rec = result.record
+    b = rec["block"]
+    print(f"Block z {b[0]}-{b[1]}, y {b[2]}-{b[3]}, x {b[4]}-{b[5]} (factor {rec['settings']['factor']}), "
+          f"{rec['mesh_voxel_um']:g} µm voxels{' (from the cache)' if result.cached else ''}.")
+    for row in rec["numbers"]:
+        tri = rec["triangles"].get(row["phase"], 0)
+        ss = row.get("specific_surface_per_mm")
+        perc = (f", largest pore cluster {row['largest_cluster_share'] * 100:.1f} % (spans {row['largest_cluster_spans']})"
+                if row.get("largest_cluster_share") is not None else "")
+        print(f"{row['phase']}: {tri:,} triangles, {row['objects']:,} objects, {row['volume_mm3']:.4g} mm³, "
+              f"specific surface {'–' if ss is None else f'{ss:.1f} mm²/mm³'}{perc}")
+    print(f"Files in {result.folder}: {', '.join(p.name for p in sorted(result.folder.iterdir()) if not p.name.startswith('.'))}.")
+    return 0
+
+
 def cmd_worker(args) -> int:
     """The worker process: claims the dashboard's queued jobs in every project of the workspace and runs them.
 
@@ -1046,7 +1108,27 @@ def build_parser() -> argparse.ArgumentParser:
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 
-    wk = sub.add_parser("worker", help="run the dashboard's queued jobs (training, segmentation, analysis) beside the "
+    rd = sub.add_parser("render", help="3D: phase surfaces of a block of a segmentation, with a PNG, an offline "
+                                       "interactive HTML view, .vtp/.ply/.stl in µm and the 3D numbers")
+    rd.add_argument("--segmentation", help="label TIFF of one step (with --out)")
+    rd.add_argument("--out", help="output folder (with --segmentation)")
+    rd.add_argument("--project", help="or: a project of the workspace, with --name and --step; cached in the project "
+                                      "(renders/NAME/) as on the 3D page")
+    rd.add_argument("--name", help="the project's segmentation (with --project)")
+    rd.add_argument("--step", type=int, help="the step to render (with --project)")
+    rd.add_argument("--phases", default="bassanite,pore", help="phases to show, names or codes (default bassanite,pore)")
+    rd.add_argument("--block", type=int, nargs=6, metavar=("Z0", "Z1", "Y0", "Y1", "X0", "X1"),
+                    help="voxel block, end exclusive (default: a central block of 128 voxels a side × factor)")
+    rd.add_argument("--block-um", type=float, nargs=6, metavar=("Z0", "Z1", "Y0", "Y1", "X0", "X1"),
+                    help="or the block as a box in µm from the volume's corner")
+    rd.add_argument("--factor", type=int, default=1, help="downsampling factor for big scans (default 1)")
+    rd.add_argument("--voxel-size", type=float, default=None, help="voxel size in µm (default: the project's, else 2.75)")
+    rd.add_argument("--max-triangles", type=int, default=300_000, help="triangle budget of all surfaces (default 300000)")
+    rd.add_argument("--grey", help="the scan the labels came from (same shape): adds volume.png, a volume rendering")
+    rd.add_argument("--phases-file", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
+    rd.set_defaults(func=cmd_render)
+
+    wk = sub.add_parser("worker", help="run the dashboard's queued jobs (training, segmentation, analysis, 3D meshing) beside the "
                                        "web server; scripts/app.sh starts it")
     wk.add_argument("--once", action="store_true", help="run what is queued, then exit (default: keep watching)")
     wk.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the queue (default 1)")
@@ -1062,7 +1144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The options that name data to read; with ``REACTOMO_DATA_ROOT`` set, each must lie inside a data root.
-_DATA_ARGS = ("scan", "scans", "scribbles", "ground_truth", "pred", "truth", "segmentations")
+_DATA_ARGS = ("scan", "scans", "scribbles", "ground_truth", "pred", "truth", "segmentations", "segmentation", "grey")
 
 
 def _check_data_roots(args) -> None:

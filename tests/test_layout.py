@@ -101,7 +101,7 @@ def test_core_has_no_import_cycle():
     assert _cycles(graph) == []
 
 
-SCIENCE = ("core.imaging", "core.labelling", "core.network", "core.segmentation", "core.analysis")
+SCIENCE = ("core.imaging", "core.labelling", "core.network", "core.segmentation", "core.analysis", "core.render")
 
 
 def test_core_is_grouped_by_concern_and_the_science_never_reaches_up_into_the_workflow():
@@ -117,7 +117,7 @@ def test_core_is_grouped_by_concern_and_the_science_never_reaches_up_into_the_wo
     assert upward == set(), f"science modules import the workflow layer or the CLI: {sorted(upward)}"
     assert not any(d == "core.cli" for m, deps in graph.items() for d in deps if m != "core.__main__"), \
         "only `python -m core` imports the CLI"
-    steps = {"data", "labels", "ground_truth", "train", "segment", "evaluate", "analysis", "run"}
+    steps = {"data", "labels", "ground_truth", "train", "segment", "evaluate", "render", "analysis", "run"}
     assert steps <= {m.rsplit(".", 1)[1] for m in graph if m.startswith("core.workflow.")}
 
 

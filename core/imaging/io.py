@@ -740,6 +740,21 @@ class Volume:
             )
         return self._block(int(z0), int(z1), slice(None), slice(None))
 
+    def block(self, z0: int, z1: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Voxels ``[z0:z1, y0:y1, x0:x1]`` (end exclusive) as a new array of :attr:`dtype`; only those pages are read.
+
+        Raises
+        ------
+        ReactomoError
+            Unless every range is inside the volume and not empty.
+        """
+        bounds = (z0, z1, y0, y1, x0, x1)
+        if not all(_is_int(v) for v in bounds) or not all(
+                0 <= int(lo) < int(hi) <= n for lo, hi, n in zip(bounds[0::2], bounds[1::2], self.shape)):
+            raise ReactomoError(f"The block {list(bounds)} is not inside {self.name}, whose shape is "
+                                f"{'x'.join(map(str, self.shape))} (z, y, x); give ranges inside it.")
+        return self._block(int(z0), int(z1), slice(int(y0), int(y1)), slice(int(x0), int(x1)))
+
     def read(self) -> np.ndarray:
         """The whole volume, shape ``(z, y, x)``, of :attr:`dtype` (needs :attr:`nbytes` of memory)."""
         self._check_open()

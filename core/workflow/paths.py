@@ -7,6 +7,7 @@ building ``project.root / "segmentations" / name`` themselves, so the layout of 
 ``scans/``                               uploaded scans (:func:`upload_folder`)
 ``segmentations/<name>/``                label TIFFs, ``segmentation.json``, ``phase_volumes.csv``
 ``analysis/<name>/``                     the analysis of segmentation ``<name>``: CSVs, ``summary.json``, report
+``renders/<name>/t<k>-<key>/``          cached 3D views of step k of segmentation ``<name>`` (:func:`render_folder`)
 ``jobs/<id>/checkpoints/``               a training's checkpoints (:func:`training_checkpoints`)
 =======================================  ===================================================================
 
@@ -35,6 +36,7 @@ __all__ = [
     "segmentation_label_files",
     "training_checkpoints",
     "upload_folder",
+    "render_folder",
     "segmentation_stamp",
 ]
 
@@ -156,6 +158,11 @@ def training_checkpoints(project, job_id: str) -> Path:
     from core.workflow.jobs import _job_folder
 
     return _job_folder(project.root, job_id) / "checkpoints"
+
+
+def render_folder(project, name: str) -> Path:
+    """Where the 3D views of segmentation ``name`` are cached: ``renders/<name>/`` (one folder per step and settings)."""
+    return Path(project.root) / "renders" / _name(name)
 
 
 def upload_folder(project) -> Path:

@@ -111,9 +111,20 @@ def _analysis(project, params: dict, ctx) -> dict:
     return {"name": params["name"], "sentence": result["summary"]["verdict"].get("sentence", "")}
 
 
+def _render(project, params: dict, ctx) -> dict:
+    from core.render.surfaces import RenderConfig
+    from core.workflow.render import render_segmentation
+
+    result = render_segmentation(project, params["name"], int(params["step"]), RenderConfig.from_dict(params["config"]),
+                                 on_progress=ctx.progress)
+    return {"name": params["name"], "step": int(params["step"]), "folder": str(result.folder),
+            "seconds": result.record.get("seconds")}
+
+
 #: The work of each job kind: ``fn(project, params, ctx) -> dict``. Only these run in the worker; a record of any
 #: other kind is refused, so a job record never names code to import.
-JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segment, "analysis": _analysis}
+JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segment, "analysis": _analysis,
+                                             "render": _render}
 
 
 def job_function(project, kind: str, params: dict) -> Callable:

@@ -1,0 +1,232 @@
+"""3D (issue 13): surfaces whose enclosed volume is the voxel volume, bounds in µm, empty phases, exports that load
+back, 3D numbers on analytic shapes, the project cache, and the `render` CLI with its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from core.cli import main
+from core.errors import ReactomoError
+from core.phases import DEFAULT_PHASES
+from core.render.morphology import block_numbers, object_rows, phase_numbers
+from core.render.surfaces import (
+    RenderConfig,
+    block_from_um,
+    build_surfaces,
+    check_block,
+    default_block,
+    downsample_labels,
+    phase_surface,
+)
+from core.render.surfaces import MAX_REDUCTION
+from core.workflow.render import cached_render, render_labels, render_segmentation
+
+ROOT = Path(__file__).resolve().parents[1]
+VS = 2.75
+BASSANITE, PORE = 2, 3
+
+
+def ball(shape=(40, 40, 40), centre=(20, 20, 20), r=8.0) -> np.ndarray:
+    zz, yy, xx = np.indices(shape)
+    return (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2 <= r * r
+
+
+def slab(shape=(40, 40, 40), lo=18, hi=21) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[:, :, lo:hi] = True  # 3 voxels thick and cut by four faces of the block
+    return m
+
+
+@pytest.mark.parametrize("name, mask", [("ball r=8", ball()), ("ball r=2.5", ball(r=2.5)), ("slab 3 vx", slab()),
+                                        ("two balls", ball(r=5, centre=(10, 10, 10)) | ball(r=6, centre=(28, 28, 26)))])
+def test_the_enclosed_volume_is_the_voxel_volume_on_analytic_shapes(name, mask):
+    surf = phase_surface(mask, spacing_um=VS, origin_um=(VS / 2,) * 3)
+    expected = mask.sum() * VS**3
+    assert surf.n_cells > 0
+    assert abs(surf.volume / expected - 1) < 0.05, f"{name}: {surf.volume / expected:.3f}"
+
+
+def test_the_surfaces_of_the_demo_keep_each_phases_volume_also_after_reduction():
+    from core.imaging.synthetic import DemoConfig, make_demo
+
+    exp = make_demo(DemoConfig(steps=3, shape=(32, 96, 96), seed=5, imaging="fast"))
+    labels = exp.truth[2]
+    full = None
+    for budget in (2_000_000, 200_000, 20_000):  # unreduced, reduced, and a budget too tight to keep the volumes
+        surfaces = build_surfaces(labels, RenderConfig(phases=(1, 2, 3, 4), max_triangles=budget), spacing_um=VS,
+                                  origin_um=(VS / 2,) * 3)
+        counts = {c: m.n_cells for c, m in surfaces.items()}
+        full = full or counts
+        floor = sum(math.ceil(n * (1 - MAX_REDUCTION)) for n in full.values())
+        assert sum(counts.values()) <= max(budget, floor) * 1.02
+        for code, mesh in surfaces.items():
+            expected = (labels == code).sum() * VS**3
+            assert abs(mesh.volume / expected - 1) < 0.05, (code, budget, mesh.volume / expected)
+
+
+def test_bounds_are_in_micrometres_at_the_blocks_place():
+    mask = np.zeros((20, 30, 40), bool)
+    mask[5:15, 10:20, 20:30] = True
+    origin = (100 * VS + VS / 2, 50 * VS + VS / 2, 10 * VS + VS / 2)  # the block starts at voxel (100, 50, 10)
+    surf = phase_surface(mask, spacing_um=VS, origin_um=origin, smooth=False)
+    x0, x1, y0, y1, z0, z1 = surf.bounds
+    assert (x0, x1) == pytest.approx(((10 + 20) * VS, (10 + 30) * VS), abs=1e-6)
+    assert (y0, y1) == pytest.approx(((50 + 10) * VS, (50 + 20) * VS), abs=1e-6)
+    assert (z0, z1) == pytest.approx(((100 + 5) * VS, (100 + 15) * VS), abs=1e-6)
+
+
+def test_an_empty_phase_gives_an_empty_surface_and_zero_numbers():
+    labels = np.ones((12, 16, 16), np.uint8)
+    labels[4:8, 4:8, 4:8] = BASSANITE
+    surfaces = build_surfaces(labels, RenderConfig(phases=(BASSANITE, PORE)), spacing_um=VS, origin_um=(0, 0, 0))
+    assert surfaces[PORE].n_cells == 0 and surfaces[BASSANITE].n_cells > 0
+    row = phase_numbers(labels, PORE, voxel_size_um=VS, surface_area_um2=0.0, pore=True)
+    assert row["objects"] == 0 and row["volume_mm3"] == 0 and row["specific_surface_per_mm"] is None
+    assert row["largest_cluster_share"] is None and row["largest_cluster_spans"] == "none"
+
+
+def test_3d_numbers_on_analytic_shapes():
+    r = 10.0
+    labels = np.ones((48, 48, 48), np.uint8)
+    labels[ball((48, 48, 48), (24, 24, 24), r)] = BASSANITE
+    area = phase_surface(labels == BASSANITE, spacing_um=VS, closed=False).area
+    row = phase_numbers(labels, BASSANITE, voxel_size_um=VS, surface_area_um2=area)
+    assert row["objects"] == 1 and row["objects_touching_block_edge"] == 0
+    # a ball's specific surface is 3/r; r in mm
+    assert row["specific_surface_per_mm"] == pytest.approx(3 / (r * VS * 1e-3), rel=0.06)
+    assert row["equivalent_diameter_median_um"] == pytest.approx(2 * r * VS, rel=0.03)
+    # pores: a tube along z through the block percolates; an isolated pore does not join it
+    pores = np.ones((30, 30, 30), np.uint8)
+    pores[:, 5:9, 5:9] = PORE
+    pores[10:14, 20:24, 20:24] = PORE
+    p = phase_numbers(pores, PORE, voxel_size_um=VS, pore=True)
+    assert p["objects"] == 2 and p["largest_cluster_spans"] == "z"
+    assert p["largest_cluster_share"] == pytest.approx(30 * 16 / (30 * 16 + 64))
+    rows = object_rows(pores, PORE, voxel_size_um=VS, phase_name="pore")
+    assert sorted(r["voxels"] for r in rows) == [64, 480] and [r["touches_block_edge"] for r in rows].count(True) == 1
+    # corner-touching voxels are two objects (face connectivity)
+    corner = np.zeros((4, 4, 4), np.uint8)
+    corner[1, 1, 1] = corner[2, 2, 2] = PORE
+    assert phase_numbers(corner, PORE, voxel_size_um=VS)["objects"] == 2
+    named = block_numbers(pores, (PORE,), phases=DEFAULT_PHASES, voxel_size_um=VS)
+    assert named[0]["phase"] == "pore" and "largest_cluster_share" in named[0]
+
+
+def test_blocks_factors_and_settings_are_checked_with_a_sentence():
+    assert default_block((10, 300, 500)) == (0, 10, 86, 214, 186, 314)
+    assert default_block((400, 400, 400), factor=2) == (72, 328, 72, 328, 72, 328)
+    assert block_from_um((0, 27.5, 2.75, 5.5, 0, 1), 2.75) == (0, 10, 1, 2, 0, 1)
+    with pytest.raises(ReactomoError, match="x range 0-500 is outside"):
+        check_block((0, 10, 0, 10, 0, 500), (10, 10, 10))
+    with pytest.raises(ReactomoError, match="more than the .* meshed at once"):
+        check_block((0, 400, 0, 400, 0, 400), (400, 400, 400), factor=1)
+    assert check_block((0, 400, 0, 400, 0, 400), (400, 400, 400), factor=2)
+    for bad in (dict(phases=()), dict(factor=0), dict(max_triangles=10), dict(block=(1, 2, 3)), dict(opacity={2: 1.5})):
+        with pytest.raises(ReactomoError):
+            RenderConfig(**bad)
+    cfg = RenderConfig(phases=(3, 2), block=(0, 4, 0, 4, 0, 4), opacity={1: 0.2})
+    assert RenderConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg and cfg.phases == (2, 3)
+    lab = np.array([[[1, 1], [2, 2]], [[2, 3], [3, 3]]], np.uint8)
+    assert downsample_labels(lab, 2).tolist() == [[[2]]]  # codes 2 and 3 have 3 voxels each: the tie goes to 2
+
+
+def _seg_file(tmp_path, shape=(24, 64, 64), seed=2):
+    from core.imaging.synthetic import DemoConfig, make_demo
+
+    exp = make_demo(DemoConfig(steps=2, shape=shape, seed=seed, imaging="fast"))
+    seg, scan = tmp_path / "seg.tif", tmp_path / "scan.tif"
+    tifffile.imwrite(seg, exp.truth[1])
+    tifffile.imwrite(scan, exp.scans[1])
+    return seg, scan, exp.truth[1]
+
+
+def test_render_writes_every_export_and_they_load_back(tmp_path):
+    import pyvista as pv
+
+    seg, scan, truth = _seg_file(tmp_path)
+    out = tmp_path / "r"
+    result = render_labels(seg, out, RenderConfig(phases=(BASSANITE, PORE), max_triangles=50_000), voxel_size_um=VS,
+                           phases=DEFAULT_PHASES, grey_path=scan)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["bassanite.vtp", "bassanite.ply", "bassanite.stl", "pore.vtp", "pore.ply", "pore.stl",
+                            "view.png", "view.html", "volume.png", "numbers.csv", "objects.csv", "render.json"])
+    rec = json.loads((out / "render.json").read_text())
+    assert rec["bounds_um"] == {"x": [0.0, 64 * VS], "y": [0.0, 64 * VS], "z": [0.0, 24 * VS]}
+    for name in ("bassanite", "pore"):
+        mesh = pv.read(out / f"{name}.vtp")
+        assert mesh.n_cells == rec["triangles"][name] > 0
+        assert pv.read(out / f"{name}.ply").n_cells == mesh.n_cells
+        assert pv.read(out / f"{name}.stl").n_cells == pytest.approx(mesh.n_cells, rel=0.005)  # STL drops degenerate ones
+        code = DEFAULT_PHASES.by_name(name).code
+        assert abs(mesh.volume / ((truth == code).sum() * VS**3) - 1) < 0.05
+        x0, x1, y0, y1, z0, z1 = mesh.bounds
+        half = VS / 2  # smoothing may move the closing faces by a fraction of a voxel
+        assert -half <= x0 < x1 <= 64 * VS + half and -half <= z0 < z1 <= 24 * VS + half
+    assert tifffile.imread(seg).shape == truth.shape  # the input is untouched
+    html = (out / "view.html").read_text()
+    assert "<html" in html.lower() and "http://" not in html.split("<body", 1)[0].lower().replace("http://www.w3.org", "")
+    assert (out / "view.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and result.file_bytes("numbers.csv").startswith(b"phase,")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".r-")]  # the temporary folder went
+
+
+def test_the_project_cache_is_hit_the_second_time_and_missed_for_other_settings(demo_project):
+    from core.workflow.segment import segment_project
+    from core.network.inference import InferenceConfig
+
+    segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[1, 3], inference=InferenceConfig(tile=64))
+    cfg = RenderConfig(max_triangles=20_000)
+    assert cached_render(demo_project, "s1", 1, cfg) is None
+    seen = []
+    first = render_segmentation(demo_project, "s1", 1, cfg, on_progress=lambda f, m: seen.append(m))
+    assert not first.cached and seen[-1].startswith("Rendered")
+    stamp = (first.folder / "render.json").stat().st_mtime_ns
+    again = render_segmentation(demo_project, "s1", 1, cfg)
+    assert again.cached and again.folder == first.folder and (first.folder / "render.json").stat().st_mtime_ns == stamp
+    assert cached_render(demo_project, "s1", 1, cfg).record == first.record
+    assert first.record["segmentation"] == "s1" and first.record["step"] == 1 and first.volume_png is not None
+    other = render_segmentation(demo_project, "s1", 1, RenderConfig(max_triangles=20_000, phases=(2,)))
+    assert not other.cached and other.folder != first.folder
+    with pytest.raises(ReactomoError, match="Step 2 of segmentation 's1' is not segmented"):
+        render_segmentation(demo_project, "s1", 2, cfg)
+    with pytest.raises(ReactomoError, match="no segmentation called 'nope'"):
+        render_segmentation(demo_project, "nope", 1, cfg)
+
+
+def test_cli_render_writes_the_files_and_prints_the_numbers(tmp_path, capsys):
+    seg, scan, _ = _seg_file(tmp_path)
+    code = main(["-q", "render", "--segmentation", str(seg), "--out", str(tmp_path / "o"), "--phases", "bassanite,pore",
+                 "--block-um", "0", "55", "0", "110", "0", "110", "--max-triangles", "30000", "--grey", str(scan)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rec = json.loads((tmp_path / "o" / "render.json").read_text())
+    assert rec["block"] == [0, 20, 0, 40, 0, 40]
+    assert "bassanite:" in out and "mm²/mm³" in out and "largest pore cluster" in out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--block", "0", "8", "0", "10", "0", "500"], "x range 0-500 is outside"),
+    (["--phases", "quartz"], "No phase is called 'quartz'"),
+    (["--factor", "0"], "downsampling factor"),
+    (["--block", "0", "1", "0", "1", "0", "1", "--block-um", "0", "1", "0", "1", "0", "1"], "not both"),
+])
+def test_cli_render_bad_inputs_exit_2_with_one_sentence_and_write_nothing(tmp_path, capsys, args, match):
+    seg, _, _ = _seg_file(tmp_path, shape=(8, 32, 32))
+    out = tmp_path / "o"
+    code = main(["-q", "render", "--segmentation", str(seg), "--out", str(out), *args])
+    _, err = capsys.readouterr()
+    assert code == 2 and match in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (out / "render.json").exists()
+
+
+def test_cli_render_refuses_a_grey_scan_given_as_labels(tmp_path, capsys):
+    _, scan, _ = _seg_file(tmp_path, shape=(8, 32, 32))
+    f = tmp_path / "float.tif"
+    tifffile.imwrite(f, tifffile.imread(scan).astype(np.float32))
+    assert main(["-q", "render", "--segmentation", str(f), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a label volume" in capsys.readouterr().err

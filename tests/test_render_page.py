@@ -1,0 +1,92 @@
+"""The 3D page (AppTest): a render job started from the page, its cached result shown with the 3D numbers, side by
+side views, and the sentences for bad choices."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.workflow.jobs import list_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "7_3D.py")
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["project_name"] = "demo"
+    return at
+
+
+def _segment(project, steps=(1, 3)):
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
+
+    return segment_project(project, ROOT / "models" / "demo-unet", name="s1", steps=list(steps),
+                           inference=InferenceConfig(tile=64))
+
+
+def _wait(project, n: int = 1, timeout: float = 120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = list_jobs(project.root, kind="render")
+        if len(jobs) >= n and not any(j.is_active for j in jobs):
+            return jobs
+        time.sleep(0.3)
+    pytest.fail("the render job did not finish in time")
+
+
+def _text(at: AppTest) -> str:
+    return " ".join(str(e.value) for e in [*at.markdown, *at.caption, *at.info, *at.error, *at.subheader])
+
+
+def test_without_a_segmentation_the_page_says_what_to_do_first(demo_project):
+    at = _page().run()
+    assert not at.exception
+    assert any("no segmented step yet" in i.value for i in at.info)
+
+
+def test_the_page_renders_a_step_in_the_worker_and_shows_it_with_its_numbers(demo_project):
+    _segment(demo_project)
+    at = _page().run()
+    assert not at.exception
+    jobs = _wait(demo_project)  # the page queued the job itself (threads here; the worker process by default)
+    assert jobs[0].status == "done", jobs[0].error
+    assert jobs[0].params["name"] == "s1" and jobs[0].params["step"] in (1, 3)
+    at.run()
+    assert not at.exception and not at.error
+    text = _text(at)
+    assert "3D numbers" in text and "Block z" in text and "triangles: bassanite" in text and "Method." in text
+    table = next(d.value for d in at.dataframe if "Specific surface (mm²/mm³)" in d.value.columns)
+    assert set(table["Phase"]) == {"bassanite", "pore"} and (table["Objects"] >= 0).all()
+    assert len(at.get("iframe")) == 1  # the interactive view
+    # the same settings again: straight from the cache, no new job
+    at.run()
+    assert len(list_jobs(demo_project.root, kind="render")) == 1
+
+
+def test_two_steps_side_by_side_are_rendered_one_after_the_other(demo_project):
+    _segment(demo_project)
+    at = _page().run()
+    _wait(demo_project, 1)
+    at.radio(key="r3_compare").set_value("Two steps side by side").run()
+    assert not at.exception
+    jobs = _wait(demo_project, 2)
+    assert sorted(j.params["step"] for j in jobs) == [1, 3] and all(j.status == "done" for j in jobs)
+    at.run()
+    assert not at.exception and len(at.get("iframe")) == 2
+    table = next(d.value for d in at.dataframe if "View" in d.value.columns)
+    assert set(table["View"]) == {"demo, step 1", "demo, step 3"}
+
+
+def test_no_phase_chosen_is_one_sentence_and_starts_nothing(demo_project):
+    _segment(demo_project)
+    at = _page()
+    at.session_state["r3_phases"] = []
+    at.run()
+    assert not at.exception
+    assert any("Pick at least one phase" in e.value for e in at.error)
+    assert list_jobs(demo_project.root, kind="render") == []
