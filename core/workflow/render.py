@@ -2,8 +2,9 @@
 
 One step, one name: ``pages/7_3D.py`` (as a job in the worker), ``python -m core render`` and this module.
 
-- :func:`render_labels`: a label TIFF (and optionally its grey-value scan) to a folder: ``<phase>.vtp/.ply/.stl``
-  (µm), ``view.png``, ``view.html`` (self-contained, offline), ``volume.png`` (grey values, when given),
+- :func:`render_labels`: a label TIFF (and optionally its grey-value scan) to a folder: ``<phase>.vtp`` and ``.ply``
+  (µm; ``.stl`` is made on demand by :meth:`RenderResult.surfaces_zip`), ``view.png``, ``view.html``
+  (self-contained, offline), ``volume.png`` (grey values, when given),
   ``numbers.csv`` and ``objects.csv`` (:mod:`core.render.morphology`) and ``render.json`` (settings, triangle
   counts, bounds in µm, the numbers, the method, versions, seconds). Written into a temporary folder and renamed,
   so a cache entry is complete or absent.
@@ -87,18 +88,28 @@ class RenderResult:
         """Every surface (.vtp, .ply, .stl in µm) and the numbers in one zip, for collaborators."""
         import zipfile
 
+        import pyvista as pv
+
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
             for p in self.surface_files() + [self.folder / n for n in ("numbers.csv", "objects.csv", "render.json")]:
                 if p.exists():
                     z.write(p, p.name)
+            for p in self.surface_files():
+                if p.suffix == ".vtp" and not p.with_suffix(".stl").exists():
+                    with tempfile.TemporaryDirectory() as t:
+                        stl = Path(t) / f"{p.stem}.stl"
+                        pv.read(p).save(stl, binary=True)
+                        z.write(stl, stl.name)
         return buf.getvalue()
 
     def caption(self) -> str:
         """What is shown: block bounds in voxels and µm, factor, triangles per phase."""
         r = self.record
         b, bz, by, bx = r["block"], r["bounds_um"]["z"], r["bounds_um"]["y"], r["bounds_um"]["x"]
-        tri = ", ".join(f"{k} {v:,}" for k, v in r["triangles"].items())
+        kept = r.get("volume_kept") or {}
+        tri = ", ".join(f"{k} {v:,}" + (f" ({kept[k] * 100:.1f} % of its voxel volume)" if k in kept else "")
+                        for k, v in r["triangles"].items())
         return (f"Block z {b[0]}-{b[1]}, y {b[2]}-{b[3]}, x {b[4]}-{b[5]} voxels ({bz[1] - bz[0]:.0f} × "
                 f"{by[1] - by[0]:.0f} × {bx[1] - bx[0]:.0f} µm), factor {r['settings']['factor']}; "
                 f"triangles: {tri or 'none'}; made in {r.get('seconds', 0):.1f} s{' (cached)' if self.cached else ''}.")
@@ -140,7 +151,7 @@ def render_labels(labels_path: str | os.PathLike, out_dir: str | os.PathLike, co
 
     from core.imaging.io import open_volume
     from core.render.morphology import METHOD, block_numbers, object_rows
-    from core.render.surfaces import build_surfaces, downsample_labels, phase_surface, save_surfaces
+    from core.render.surfaces import RENDER_FORMATS, build_surfaces, downsample_labels, interface_area_um2, save_surfaces
     from core.render.views import save_html, save_png, scene, volume_png
 
     t0 = time.perf_counter()
@@ -173,8 +184,7 @@ def render_labels(labels_path: str | os.PathLike, out_dir: str | os.PathLike, co
     surfaces = build_surfaces(labels, config, spacing_um=spacing, origin_um=origin, phases=phases,
                               on_progress=lambda f, m: report(0.05 + 0.55 * f, m))
     report(0.62, "3D numbers")
-    areas = {c: phase_surface(labels == c, spacing_um=spacing, origin_um=origin, closed=False).area
-             for c in config.phases}
+    areas = {c: interface_area_um2(surfaces[c], labels == c, spacing) for c in config.phases}
     numbers = block_numbers(labels, config.phases, phases=phases, voxel_size_um=spacing, surface_areas_um2=areas)
     objects = [r for c in config.phases
                for r in object_rows(labels, c, voxel_size_um=spacing, phase_name=phases.by_code(c).name)]
@@ -184,7 +194,7 @@ def render_labels(labels_path: str | os.PathLike, out_dir: str | os.PathLike, co
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700: a team's server shares the project
     try:
         report(0.7, "Saving the surfaces")
-        save_surfaces(surfaces, tmp, phases)
+        save_surfaces(surfaces, tmp, phases, formats=RENDER_FORMATS)
         report(0.78, "Picture and interactive view")
         opacity = {c: config.opacity_of(c) for c in config.phases}
         text = caption or f"block z {block[0]}-{block[1]}, y {block[2]}-{block[3]}, x {block[4]}-{block[5]}"
@@ -213,6 +223,8 @@ def render_labels(labels_path: str | os.PathLike, out_dir: str | os.PathLike, co
             "settings": config.to_dict(), "voxel_size_um": float(voxel_size_um), "mesh_voxel_um": spacing,
             "bounds_um": {"x": list(bounds[0:2]), "y": list(bounds[2:4]), "z": list(bounds[4:6])},
             "triangles": {phases.by_code(c).name: int(m.n_cells) for c, m in surfaces.items()},
+            "volume_kept": {phases.by_code(c).name: float(m.field_data["volume_kept"][0])
+                            for c, m in surfaces.items() if "volume_kept" in m.field_data},
             "numbers": numbers, "method": METHOD, "phases": phases.to_dict(), "versions": _versions(),
             "seconds": round(time.perf_counter() - t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(extra or {}),
