@@ -566,7 +566,7 @@ def _inference_from(args):
     from core.network.inference import InferenceConfig
 
     cfg = InferenceConfig(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
-                          cpu_amp=_precision(args))
+                          cpu_amp=_precision(args), tta=args.tta)
     cfg.validate()
     return cfg
 
@@ -889,7 +889,7 @@ def cmd_run(args) -> int:
                        cleaning=_cleaning_mode(args.min_size, args.no_clean),
                        min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px, context=args.context,
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
-                       loss=args.loss, class_weights=args.class_weights)
+                       tta=args.tta, loss=args.loss, class_weights=args.class_weights)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1040,6 +1040,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--precision", choices=("auto", "bfloat16", "float32"), default="auto",
                         help="CPU arithmetic: auto (default) = bfloat16 where the CPU has it natively (AVX-512 BF16/AMX), else float32")
         sp.add_argument("--bf16", action="store_true", help="same as --precision bfloat16")
+        sp.add_argument("--tta", choices=("none", "flips", "dihedral"), default="none",
+                        help="test-time augmentation: average the predictions of the mirrored slices (flips: 4 passes) "
+                             "or of the 8 symmetries of the square (dihedral); default none")
         sp.add_argument("--workers", type=int, default=1, help="Dask workers on this machine (>1 starts a LocalCluster)")
         sp.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786 (or 'local')")
         sp.add_argument("--no-clean", action="store_true", help="no island removal or celestite-rim cleaning")

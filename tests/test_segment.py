@@ -268,7 +268,7 @@ def test_constant_scan_is_refused(tiny):
 @pytest.mark.parametrize(
     "bad",
     [dict(tile=8), dict(tile=256.0), dict(overlap=0.9), dict(overlap=-0.1), dict(batch_size=0), dict(blend="mean"),
-     dict(slab=0), dict(device=""), dict(amp="yes"), dict(tile=True)],
+     dict(slab=0), dict(device=""), dict(amp="yes"), dict(tile=True), dict(tta="rot"), dict(tta=None)],
 )
 def test_bad_config_is_refused(bad):
     with pytest.raises(ReactomoError):
@@ -282,6 +282,47 @@ def test_config_round_trip():
         InferenceConfig.from_dict({"tiles": 3})
     with pytest.raises(ReactomoError, match="Unknown device"):
         segment_volume(Pointwise(), card_for(), np.ones((1, 8, 8), np.uint16), config=InferenceConfig(device="tpu"))
+
+
+# ------------------------------------------------------------------------------------------ test-time augmentation
+def test_pointwise_model_is_unchanged_by_test_time_augmentation(images):
+    """A per-pixel model gives the same probabilities mirrored or not: averaging the passes must map each back."""
+    model = Pointwise()
+    plain = predict_slices(model, images, config=InferenceConfig(**CPU), class_codes=CODES, return_probabilities=True)
+    for mode in ("flips", "dihedral"):
+        for tile in (256, 32):  # whole slices, and overlapping tiles
+            got = predict_slices(model, images, config=InferenceConfig(tta=mode, tile=tile, **CPU), class_codes=CODES,
+                                 return_probabilities=True)
+            np.testing.assert_allclose(got, plain, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,symmetries", [
+    ("flips", [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :], lambda a: a[..., ::-1, ::-1]]),
+    ("dihedral", [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :], lambda a: np.swapaxes(a, -1, -2)]),
+])
+def test_test_time_augmentation_makes_the_labels_follow_a_mirrored_scan(tiny, images, mode, symmetries):
+    """A U-Net is not mirror-symmetric, so a mirrored slice gets other labels; averaged over the passes, the labels of
+    a mirrored (or, with "dihedral", transposed) slice are the mirrored labels, and they differ from a single pass."""
+    sq = np.ascontiguousarray(images[:, :96, :96])
+    cfg = InferenceConfig(tta=mode, **CPU)
+    probs = predict_slices(tiny, sq, config=cfg, class_codes=CODES, return_probabilities=True)
+    for sym in symmetries:
+        moved = predict_slices(tiny, np.ascontiguousarray(sym(sq)), config=cfg, class_codes=CODES, return_probabilities=True)
+        np.testing.assert_allclose(moved, sym(probs), atol=1e-5)
+    single = predict_slices(tiny, sq, config=InferenceConfig(**CPU), class_codes=CODES, return_probabilities=True)
+    assert np.abs(single - probs).max() > 1e-3
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_test_time_augmentation_reaches_the_cli_and_the_run_record():
+    from core.cli import build_parser
+    from core.workflow.run import RunConfig
+
+    args = build_parser().parse_args(["segment", "--model", "m", "--scans", "s", "--out", "o", "--tta", "flips"])
+    from core.cli import _inference_from
+
+    assert _inference_from(args).tta == "flips"
+    assert RunConfig(scans="s", scribbles="x", label_step=0, out="o", tta="dihedral").tta == "dihedral"
 
 
 # ------------------------------------------------------------------------------------------ the shipped model

@@ -57,6 +57,7 @@ class RunConfig:
     overlap: float = 0.25
     batch_size: int = 2
     cpu_amp: bool | None = None
+    tta: str = "none"  # test-time augmentation at inference: "none", "flips" or "dihedral"
     band: float = 0.02
     width: int = 16
     depth: int = 4
@@ -125,7 +126,7 @@ def run_workflow(
         raise ReactomoError(f"epochs must be from 1 to 100; got {config.epochs}.")
     phases, reaction = DEFAULT_PHASES, Reaction()
     inference = InferenceConfig(tile=config.tile, overlap=config.overlap, batch_size=config.batch_size, device=config.device,
-                                cpu_amp=config.cpu_amp)
+                                cpu_amp=config.cpu_amp, tta=config.tta)
     inference.validate()
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
@@ -200,7 +201,7 @@ def run_workflow(
 
     xv, yv, where = held_out(images, rf.labels[zs], tc)  # scored where the network never trained
     choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=config.device,
-                                   where=where)
+                                   where=where, tta=config.tta)
     post, cleaning_why = cleaning_for(mode, phases, {"cleaning": choice.to_dict(phases)}, min_sizes=config.min_sizes,
                                       rim_px=config.rim_px)
     say(f"   cleaning: {cleaning_why}")
