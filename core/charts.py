@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 
 from core.errors import ReactomoError
 
-__all__ = ["histogram_over_time", "histogram_lines", "slice_figure", "AXIS_NAMES", "window_to_uint8", "png_data_uri", "overlay_labels"]
+__all__ = ["histogram_over_time", "histogram_lines", "slice_figure", "AXIS_NAMES", "window_to_uint8", "png_data_uri", "overlay_labels",
+           "numbers_over_time_chart"]
 
 #: For a (z, y, x) volume, the plane shown when slicing along each axis, and its (vertical, horizontal) axes.
 AXIS_NAMES = {0: ("XY", "y", "x"), 1: ("XZ", "z", "x"), 2: ("YZ", "z", "y")}
@@ -426,4 +427,33 @@ def validation_dice_curves(history: Sequence[dict], phases, *,
                       height=360, legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
                       margin=dict(l=60, r=10, t=70, b=50), hovermode="x unified")
     fig.update_xaxes(dtick=None if len(epochs) > 10 else 1)
+    return fig
+
+
+def numbers_over_time_chart(rows: Sequence[dict], column: str, *, label: str, unit: str, phases,
+                            percent: bool = False) -> go.Figure:
+    """One line per phase of a 3D number (``column`` of :func:`core.workflow.render.numbers_over_time`'s rows)
+    against time in minutes (or the step, when the steps have no times), in the phase colours.
+
+    ``percent`` shows a share (0-1) in %. Steps where the number is undefined (no object of the phase) are gaps."""
+    by_phase: dict[str, list[dict]] = {}
+    for r in rows:
+        by_phase.setdefault(str(r["phase"]), []).append(r)
+    timed = bool(rows) and all(r.get("time_s") is not None for r in rows)
+    fig = go.Figure()
+    for name, rs in by_phase.items():
+        rs = sorted(rs, key=lambda r: r["step"])
+        xs = [float(r["time_s"]) / 60.0 for r in rs] if timed else [int(r["step"]) for r in rs]
+        ys = [None if r.get(column) is None else float(r[column]) * (100.0 if percent else 1.0) for r in rs]
+        colour = phases.by_name(name).colour if name in phases.names else None
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, line=dict(color=colour, width=2),
+                                 customdata=[r["step"] for r in rs],
+                                 hovertemplate=f"{name}, step %{{customdata}}: %{{y:.4g}}"
+                                               f"{' %' if percent else (' ' + unit if unit else '')}<extra></extra>"))
+    unit_text = "%" if percent else unit
+    fig.update_layout(title=f"{label} over time", font=_FONT, height=340,
+                      xaxis_title="time (min)" if timed else "step",
+                      yaxis_title=f"{label} ({unit_text})" if unit_text else label,
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+                      margin=dict(l=70, r=10, t=60, b=45))
     return fig

@@ -818,6 +818,8 @@ def cmd_render(args) -> int:
     from core.render.surfaces import RenderConfig, block_from_um
 
     by_project = args.project is not None or args.name is not None
+    if args.over_time:
+        return _render_over_time(args)
     if by_project and (args.segmentation or args.out):
         raise ReactomoError("Give either --project, --name and --step, or --segmentation and --out (not both).")
     if by_project and not (args.project and args.name and args.step is not None):
@@ -859,6 +861,43 @@ def cmd_render(args) -> int:
         print(f"{row['phase']}: {tri:,} triangles, {row['objects']:,} objects, {row['volume_mm3']:.4g} mm³, "
               f"specific surface {'–' if ss is None else f'{ss:.1f} mm²/mm³'}{perc}")
     print(f"Files in {result.folder}: {', '.join(p.name for p in sorted(result.folder.iterdir()) if not p.name.startswith('.'))}.")
+    return 0
+
+
+def _render_over_time(args) -> int:
+    """``render --over-time``: the 3D numbers of one block at every segmented step of a project's segmentation."""
+    from core.render.surfaces import RenderConfig, block_from_um
+    from core.workflow.project import open_project
+    from core.workflow.render import numbers_over_time
+
+    if not (args.project and args.name) or args.segmentation or args.out or args.step is not None or args.grey:
+        raise ReactomoError("--over-time needs --project and --name (and no --step, --segmentation, --out or --grey): "
+                            "it follows one block through every segmented step.")
+    if args.block and args.block_um:
+        raise ReactomoError("Give the block in voxels (--block) or in µm (--block-um), not both.")
+    project = open_project(args.project)
+    phases = project.phases()
+    voxel = args.voxel_size or project.voxel_size_um()
+    block = tuple(args.block) if args.block else (block_from_um(args.block_um, voxel) if args.block_um else None)
+    config = RenderConfig(phases=_render_phases(args.phases, phases), block=block, factor=args.factor,
+                          max_triangles=args.max_triangles)
+    result = numbers_over_time(project, args.name, config, on_progress=_progress_printer(args.quiet))
+    rec = result.record
+    b = rec["block"]
+    print(f"Block z {b[0]}-{b[1]}, y {b[2]}-{b[3]}, x {b[4]}-{b[5]} (factor {rec['settings']['factor']}), "
+          f"{len(rec['steps'])} step(s){' (from the cache)' if result.cached else ''}.")
+    cols = ["volume_fraction", "objects", "specific_surface_per_mm", "largest_cluster_share"]
+    heads = ["share of block", "objects", "specific surface mm²/mm³", "largest pore cluster"]
+    print(f"{'step':>4} {'time (s)':>9} {'phase':<12} " + " ".join(f"{h:>24}" for h in heads))
+    for r in result.rows:
+        vals = []
+        for c in cols:
+            v = r.get(c)
+            vals.append("–" if v is None else (f"{v * 100:.2f} %" if c in ("volume_fraction", "largest_cluster_share")
+                                               else f"{v:,.4g}"))
+        t = "–" if r.get("time_s") is None else f"{r['time_s']:g}"
+        print(f"{r['step']:>4} {t:>9} {r['phase']:<12} " + " ".join(f"{v:>24}" for v in vals))
+    print(f"Every number, with the method: {result.path.with_suffix('.csv')} and {result.path.name}.")
     return 0
 
 
@@ -1119,6 +1158,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(renders/NAME/) as on the 3D page")
     rd.add_argument("--name", help="the project's segmentation (with --project)")
     rd.add_argument("--step", type=int, help="the step to render (with --project)")
+    rd.add_argument("--over-time", action="store_true",
+                    help="with --project and --name, instead of --step: the 3D numbers of the same block at every "
+                         "segmented step (a table, and a CSV cached in the project), without views")
     rd.add_argument("--phases", default="bassanite,pore", help="phases to show, names or codes (default bassanite,pore)")
     rd.add_argument("--block", type=int, nargs=6, metavar=("Z0", "Z1", "Y0", "Y1", "X0", "X1"),
                     help="voxel block, end exclusive (default: a central block of 128 voxels a side × factor)")

@@ -7,23 +7,43 @@ import streamlit as st
 
 import ui
 from core.errors import ReactomoError
+from core.charts import numbers_over_time_chart
 from core.render.morphology import METHOD
 from core.render.surfaces import DEFAULT_BLOCK_EDGE, RenderConfig, block_from_um, default_block
 from core.workflow.jobs import list_jobs, read_job, request_cancel
 from core.workflow.paths import segmentation_record
 from core.workflow.project import list_projects, open_project
-from core.workflow.render import cached_render
+from core.workflow.render import OVER_TIME_COLUMNS, cached_numbers_over_time, cached_render
 from core.workflow.render import label_shape as segmentation_shape
 from core.workflow.worker import submit_job
 
 KIND = "render"
+OVER_TIME_KIND = "render-numbers"
 VIEW_HEIGHT = 560
+#: vtk.js keeps the vertical field of view, so a half-width view gets a lower frame to show the whole block.
+SIDE_VIEW_HEIGHT = 430
 COLUMNS = {"phase": "Phase", "objects": "Objects", "objects_touching_block_edge": "Cut by the block",
            "volume_mm3": "Volume (mm³)", "volume_fraction": "Share of block",
            "object_volume_median_um3": "Median object (µm³)", "object_volume_p90_um3": "90th pct object (µm³)",
            "object_volume_max_um3": "Largest object (µm³)", "equivalent_diameter_median_um": "Median eq. diameter (µm)",
            "surface_area_mm2": "Surface (mm²)", "specific_surface_per_mm": "Specific surface (mm²/mm³)",
            "largest_cluster_share": "Largest pore cluster", "largest_cluster_spans": "Cluster spans axes"}
+
+
+
+def numbers_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The 3D numbers as a table: units in the headers, an en dash where a number is undefined (no object)."""
+    fmt = {"Share of block": lambda v: f"{v * 100:.2f} %", "Largest pore cluster": lambda v: f"{v * 100:.1f} %",
+           "Volume (mm³)": "{:.3e}".format, "Surface (mm²)": "{:.4f}".format,
+           "Specific surface (mm²/mm³)": "{:.1f}".format, "Median object (µm³)": "{:,.0f}".format,
+           "90th pct object (µm³)": "{:,.0f}".format, "Largest object (µm³)": "{:,.0f}".format,
+           "Median eq. diameter (µm)": "{:.1f}".format, "Time (s)": "{:g}".format}
+    out = df.copy()
+    for col, f in fmt.items():
+        if col in out.columns:
+            out[col] = [("–" if v is None or pd.isna(v) else f(v)) for v in out[col]]
+    return out
+
 
 ui.page_setup("3D")
 project = ui.require_project()
@@ -174,8 +194,9 @@ def progress(proj, job_id: str, key: str) -> None:
     if not job.is_active:
         st.rerun()
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
-    c1.progress(min(max(float(job.progress), 0.0), 1.0),
-                text=f"Meshing step {job.params.get('step')} of '{job.params.get('name')}': {job.message or 'queued'}")
+    what = (f"3D numbers of every step of '{job.params.get('name')}'" if job.kind == OVER_TIME_KIND
+            else f"Meshing step {job.params.get('step')} of '{job.params.get('name')}'")
+    c1.progress(min(max(float(job.progress), 0.0), 1.0), text=f"{what}: {job.message or 'queued'}")
     if c2.button("Stop", icon=":material/stop_circle:", key=f"r3_stop_{key}", width="stretch"):
         with ui.user_errors():
             request_cancel(proj.root, job_id)
@@ -194,7 +215,7 @@ def view(column, proj, seg: str, k: int, key: str):
                 if count and n in phases.names) or "nothing of the chosen phases in this block"
             st.markdown(f'<span style="font-size:0.9em">{legend} &nbsp;·&nbsp; axes in µm</span>',
                         unsafe_allow_html=True)
-            st.iframe(result.html_text(), height=VIEW_HEIGHT)  # our own export, made on the server: trusted HTML
+            st.iframe(result.html_text(), height=VIEW_HEIGHT if second is None else SIDE_VIEW_HEIGHT)  # our own export, made on the server: trusted HTML
             st.caption(result.caption())
             e1, e2, e3 = st.columns(3)
             e1.download_button("PNG", result.file_bytes("view.png") or b"", file_name=f"{proj.name}-{seg}-t{k:03d}.png",
@@ -248,14 +269,7 @@ if shown:
         for row in r.numbers:
             rows.append({"view": f"{pname}, step {k}", **row})
     df = pd.DataFrame(rows).drop(columns=["code", "voxels"], errors="ignore").rename(columns=COLUMNS)
-    config_cols = {"Share of block": st.column_config.NumberColumn(format="percent"),
-                   "Largest pore cluster": st.column_config.NumberColumn(format="percent"),
-                   "Volume (mm³)": st.column_config.NumberColumn(format="%.3e"),
-                   "Surface (mm²)": st.column_config.NumberColumn(format="%.3f"),
-                   "Specific surface (mm²/mm³)": st.column_config.NumberColumn(format="%.1f")}
-    for c in ("Median object (µm³)", "90th pct object (µm³)", "Largest object (µm³)", "Median eq. diameter (µm)"):
-        config_cols[c] = st.column_config.NumberColumn(format="%.1f")
-    st.dataframe(df.rename(columns={"view": "View"}), hide_index=True, column_config=config_cols, width="stretch")
+    st.dataframe(numbers_table(df.rename(columns={"view": "View"})), hide_index=True, width="stretch")
     st.caption(f"Method. {METHOD}")
     for i, (pname, k, r) in enumerate(shown):
         n1, n2 = st.columns(2)
@@ -265,3 +279,42 @@ if shown:
         n2.download_button(f"objects.csv, one row per object ({pname}, step {k})", r.file_bytes("objects.csv") or b"",
                            file_name=f"{pname}-t{k:03d}-objects.csv", mime="text/csv", icon=":material/download:",
                            key=f"r3_obj_{i}", width="stretch")
+
+
+# ------------------------------------------------------------------------------------------------ over time
+st.subheader("3D numbers over time")
+over = None
+with ui.user_errors():
+    over = cached_numbers_over_time(project, name, config)
+if over is None:
+    running = next((j for j in list_jobs(project.root, kind=OVER_TIME_KIND) if j.is_active), None)
+    if running is not None:
+        progress(project, running.id, "over")
+    else:
+        st.caption(f"The same numbers for the same block at every segmented step of '{name}' ({len(steps)} steps), "
+                   "computed in the background without meshing for the view: how the crystals and the pore network "
+                   "grow and connect.")
+        if st.button(f"Compute for all {len(steps)} steps", icon=":material/timeline:", key="r3_over_go"):
+            with ui.user_errors():
+                submit_job(project, OVER_TIME_KIND, {"name": name, "config": config.to_dict()},
+                           title=f"3D numbers over time of {name}")
+                st.rerun()
+        last = next(iter(list_jobs(project.root, kind=OVER_TIME_KIND)), None)
+        if last is not None and last.status in ("failed", "interrupted") and last.params.get("name") == name:
+            st.error(f"The last computation of the numbers over time {last.status}: "
+                     f"{last.error or 'no reason recorded'}", icon=":material/error:")
+else:
+    columns = [c for c in OVER_TIME_COLUMNS if any(r.get(c) is not None for r in over.rows)]
+    metric = st.selectbox("Number", columns, key="r3_over_metric",
+                          format_func=lambda c: OVER_TIME_COLUMNS[c][0] + (f" ({OVER_TIME_COLUMNS[c][1]})"
+                                                                           if OVER_TIME_COLUMNS[c][1] else ""))
+    lab, unit = OVER_TIME_COLUMNS[metric]
+    st.plotly_chart(numbers_over_time_chart(over.rows, metric, label=lab, unit=unit, phases=phases,
+                                            percent=metric in ("volume_fraction", "largest_cluster_share")),
+                    width="stretch")
+    table = pd.DataFrame(over.rows).drop(columns=["code", "voxels"], errors="ignore").rename(
+        columns={"step": "Step", "time_s": "Time (s)", **COLUMNS})
+    st.dataframe(numbers_table(table), hide_index=True, width="stretch")
+    st.caption(f"{over.caption()} Method. {METHOD}")
+    st.download_button("numbers_over_time.csv", over.csv_text(), file_name=f"{project.name}-{name}-numbers-over-time.csv",
+                       mime="text/csv", icon=":material/download:", key="r3_over_csv")

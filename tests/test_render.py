@@ -255,3 +255,97 @@ def test_cli_render_refuses_a_grey_scan_given_as_labels(tmp_path, capsys):
     tifffile.imwrite(f, tifffile.imread(scan).astype(np.float32))
     assert main(["-q", "render", "--segmentation", str(f), "--out", str(tmp_path / "o")]) == 2
     assert "is not a label volume" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ numbers over time
+def test_numbers_over_time_follow_one_block_through_every_step_and_match_each_view(demo_project):
+    from core.imaging.io import read_labels
+    from core.network.inference import InferenceConfig
+    from core.workflow.paths import segmentation_record
+    from core.workflow.render import cached_numbers_over_time, numbers_over_time
+    from core.workflow.segment import segment_project
+
+    segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[0, 3], inference=InferenceConfig(tile=64))
+    cfg = RenderConfig(phases=(BASSANITE, PORE), block=(2, 14, 0, 48, 8, 64), max_triangles=20_000)
+    assert cached_numbers_over_time(demo_project, "s1", cfg) is None
+    seen = []
+    over = numbers_over_time(demo_project, "s1", cfg, on_progress=lambda f, m: seen.append(m))
+    assert not over.cached and over.record["steps"] == [0, 3] and over.record["block"] == [2, 14, 0, 48, 8, 64]
+    assert [(r["step"], r["phase"]) for r in over.rows] == [(0, "bassanite"), (0, "pore"), (3, "bassanite"), (3, "pore")]
+    times = demo_project.times_s()
+    steps = {int(s["step"]): s for s in segmentation_record(demo_project, "s1")["steps"]}
+    for r in over.rows:
+        assert r["time_s"] == times[r["step"]]
+        block = read_labels(steps[r["step"]]["out_path"])[2:14, 0:48, 8:64]
+        code = BASSANITE if r["phase"] == "bassanite" else PORE
+        assert r["voxels"] == int((block == code).sum()) and r["volume_fraction"] == pytest.approx((block == code).mean())
+        assert r["volume_mm3"] == pytest.approx(r["voxels"] * VS**3 * 1e-9)
+    # the reaction makes bassanite: the later step holds more of it than the first
+    frac = {(r["step"], r["phase"]): r["volume_fraction"] for r in over.rows}
+    assert frac[(3, "bassanite")] > frac[(0, "bassanite")]
+    # the same block's view at step 3 shows the same numbers, surface area included (reduction does not change it)
+    view = render_segmentation(demo_project, "s1", 3, cfg)
+    for mine, theirs in zip([r for r in over.rows if r["step"] == 3], view.numbers):
+        for key in ("voxels", "objects", "surface_area_mm2", "largest_cluster_share"):
+            assert mine.get(key) == pytest.approx(theirs.get(key)), key
+    assert over.csv_text().splitlines()[0].startswith("step,time_s,phase,")
+    assert over.path.with_suffix(".csv").read_text() == over.csv_text()
+    # cached the second time; a step added is a new key, never the stale numbers
+    stamp = over.path.stat().st_mtime_ns
+    again = numbers_over_time(demo_project, "s1", cfg)
+    assert again.cached and again.path == over.path and over.path.stat().st_mtime_ns == stamp
+    assert numbers_over_time(demo_project, "s1", RenderConfig(phases=(BASSANITE, PORE), block=(2, 14, 0, 48, 8, 64),
+                                                              max_triangles=90_000)).cached  # the budget does not matter
+    segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[1], inference=InferenceConfig(tile=64))
+    assert cached_numbers_over_time(demo_project, "s1", cfg) is None
+    assert numbers_over_time(demo_project, "s1", cfg).record["steps"] == [0, 1, 3]
+
+
+def test_numbers_over_time_stopped_or_without_steps_save_nothing(demo_project):
+    from core.errors import JobCancelled
+    from core.network.inference import InferenceConfig
+    from core.workflow.paths import render_folder
+    from core.workflow.render import numbers_over_time
+    from core.workflow.segment import segment_project
+
+    with pytest.raises(ReactomoError, match="no segmentation called 's1'"):
+        numbers_over_time(demo_project, "s1")
+    segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[1], inference=InferenceConfig(tile=64))
+    with pytest.raises(JobCancelled):
+        numbers_over_time(demo_project, "s1", should_stop=lambda: True)
+    folder = render_folder(demo_project, "s1")
+    assert not folder.exists() or not list(folder.glob("numbers-*"))
+
+
+def test_the_over_time_chart_has_a_line_per_phase_in_its_colour_against_minutes():
+    from core.charts import numbers_over_time_chart
+
+    rows = [{"step": k, "time_s": 300.0 * k, "phase": p, "largest_cluster_share": s}
+            for k, (p, s) in enumerate([("pore", 0.5), ("pore", 0.75), ("pore", None)])]
+    fig = numbers_over_time_chart(rows, "largest_cluster_share", label="Largest pore cluster", unit="", phases=DEFAULT_PHASES,
+                                  percent=True)
+    (trace,) = fig.data
+    assert list(trace.x) == [0.0, 5.0, 10.0] and list(trace.y) == [50.0, 75.0, None]
+    assert trace.line.color == DEFAULT_PHASES.by_name("pore").colour
+    assert fig.layout.xaxis.title.text == "time (min)" and fig.layout.yaxis.title.text == "Largest pore cluster (%)"
+    untimed = numbers_over_time_chart([{**r, "time_s": None} for r in rows], "largest_cluster_share", label="x", unit="µm",
+                                      phases=DEFAULT_PHASES)
+    assert untimed.layout.xaxis.title.text == "step" and untimed.layout.yaxis.title.text == "x (µm)"
+
+
+def test_cli_render_over_time_prints_every_step_and_refuses_a_step(demo_project, capsys):
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
+
+    segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[0, 2], inference=InferenceConfig(tile=64))
+    args = ["-q", "render", "--project", "demo", "--name", "s1", "--over-time", "--block", "0", "12", "0", "40", "0", "40"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = [ln.split() for ln in out.splitlines()]
+    assert sum(1 for ln in lines if ln[:1] in (["0"], ["2"]) and ln[2:3] in (["bassanite"], ["pore"])) == 4
+    assert "2 step(s)" in out and "specific surface mm²/mm³" in out and ".csv" in out
+    assert main(args) == 0 and "(from the cache)" in capsys.readouterr().out
+    for bad in (["--step", "1"], ["--out", "x"]):
+        assert main(args + bad) == 2
+        err = capsys.readouterr().err
+        assert "--over-time needs --project and --name" in err and "Traceback" not in err

@@ -90,3 +90,29 @@ def test_no_phase_chosen_is_one_sentence_and_starts_nothing(demo_project):
     assert not at.exception
     assert any("Pick at least one phase" in e.value for e in at.error)
     assert list_jobs(demo_project.root, kind="render") == []
+
+
+def test_numbers_over_time_are_computed_in_the_worker_and_shown_as_a_chart_table_and_csv(demo_project):
+    _segment(demo_project, steps=(0, 1, 3))
+    at = _page().run()
+    _wait(demo_project)  # the view's own job first
+    at.run()
+    assert not at.exception
+    go = next(b for b in at.button if b.label.startswith("Compute for all 3 steps"))
+    go.click().run()
+    assert not at.exception and not at.error
+    deadline = time.monotonic() + 120
+    while any(j.is_active for j in list_jobs(demo_project.root, kind="render-numbers")):
+        assert time.monotonic() < deadline, "the numbers over time did not finish in time"
+        time.sleep(0.3)
+    (job,) = list_jobs(demo_project.root, kind="render-numbers")
+    assert job.status == "done", job.error
+    at.run()
+    assert not at.exception and not at.error
+    table = next(d.value for d in at.dataframe if "Step" in d.value.columns)
+    assert sorted(set(table["Step"])) == [0, 1, 3] and set(table["Phase"]) == {"bassanite", "pore"}
+    assert any("over time" in str(c.proto.spec) for c in at.get("plotly_chart"))
+    assert "Method." in _text(at) and "3 step(s)" in _text(at)
+    at.selectbox(key="r3_over_metric").set_value("objects").run()
+    assert not at.exception
+    assert not any(b.label.startswith("Compute for all") for b in at.button)  # shown from the cache, no new job

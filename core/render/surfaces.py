@@ -43,6 +43,7 @@ __all__ = [
     "SURFACE_FORMATS",
     "RENDER_FORMATS",
     "interface_area_um2",
+    "block_surface_numbers",
 ]
 
 #: The largest block meshed at once, in voxels after downsampling (320³): a 256³ block meshes in ~3 s here.
@@ -225,6 +226,8 @@ def build_surfaces(labels: np.ndarray, config: RenderConfig, *, spacing_um: floa
     for i, code in enumerate(config.phases):
         report(0.1 + 0.6 * i / len(config.phases), f"Surface of {names.get(code, f'phase {code}')}")
         raw[code] = phase_surface(labels == code, spacing_um=spacing_um, origin_um=origin_um)
+        if raw[code].n_cells:
+            raw[code].field_data["area_um2"] = [float(raw[code].area)]  # before any reduction (see interface_area_um2)
     total = sum(m.n_cells for m in raw.values())
     out: dict[int, Any] = {}
     for i, (code, mesh) in enumerate(raw.items()):
@@ -232,7 +235,9 @@ def build_surfaces(labels: np.ndarray, config: RenderConfig, *, spacing_um: floa
         share = config.max_triangles * mesh.n_cells / total if total else 0
         if mesh.n_cells > share > 0 and mesh.n_cells > 100:
             reduced = fast_simplification.simplify_mesh(mesh, target_reduction=1.0 - share / mesh.n_cells)
-            mesh = reduced if reduced.n_cells else mesh
+            if reduced.n_cells:
+                reduced.field_data["area_um2"] = mesh.field_data["area_um2"]
+                mesh = reduced
         voxels = int((labels == code).sum())
         if mesh.n_cells and voxels:
             mesh.field_data["volume_kept"] = [float(mesh.volume / (voxels * spacing_um**3))]
@@ -242,11 +247,29 @@ def build_surfaces(labels: np.ndarray, config: RenderConfig, *, spacing_um: floa
 
 def interface_area_um2(mesh, mask: np.ndarray, spacing_um: float) -> float:
     """The area of a phase's surface inside its block: the closed surface's area less the cut faces on the block's
-    six faces (phase voxels on a face × one voxel face each), without meshing the open surface a second time."""
+    six faces (phase voxels on a face × one voxel face each), without meshing the open surface a second time.
+
+    The area is the smoothed surface's before any triangle reduction (``field_data["area_um2"]``, set by
+    :func:`build_surfaces`), so it does not depend on the triangle budget and a view's numbers equal those of
+    :func:`block_surface_numbers` for the same block."""
     if not mesh.n_cells:
         return 0.0
     cut = sum(int(np.count_nonzero(f)) for f in (mask[0], mask[-1], mask[:, 0], mask[:, -1], mask[:, :, 0], mask[:, :, -1]))
-    return max(float(mesh.area) - cut * spacing_um**2, 0.0)
+    area = float(mesh.field_data["area_um2"][0]) if "area_um2" in mesh.field_data else float(mesh.area)
+    return max(area - cut * spacing_um**2, 0.0)
+
+
+def block_surface_numbers(labels: np.ndarray, codes: Sequence[int], *, phases: PhaseTable,
+                          spacing_um: float) -> list[dict[str, Any]]:
+    """The 3D numbers of a label block (:func:`core.render.morphology.block_numbers`) with surface areas from the
+    same smoothed surface-nets surfaces a view shows, without reducing or saving them (for the numbers over time)."""
+    from core.render.morphology import block_numbers
+
+    areas = {}
+    for code in codes:
+        mask = labels == code
+        areas[code] = interface_area_um2(phase_surface(mask, spacing_um=spacing_um), mask, spacing_um)
+    return block_numbers(labels, codes, phases=phases, voxel_size_um=spacing_um, surface_areas_um2=areas)
 
 
 def save_surfaces(surfaces: dict[int, Any], folder: str | Path, phases: PhaseTable,

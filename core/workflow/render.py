@@ -12,6 +12,9 @@ One step, one name: ``pages/7_3D.py`` (as a job in the worker), ``python -m core
   ``renders/<segmentation>/t<k>-<key>/``. The key hashes the label file (size and mtime), the block, the factor,
   the phases, their colours and opacities and the triangle budget, so the second time a slider lands on a step
   it is read back instead of meshed. :func:`cached_render` only looks.
+- :func:`numbers_over_time`: the 3D numbers of the same block at every segmented step (objects, volume
+  distribution, surface area, specific surface, the largest pore cluster's share), cached in
+  ``renders/<segmentation>/numbers-<key>.json`` and ``.csv``; :func:`cached_numbers_over_time` only looks.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from core.phases import PhaseTable
 from core.render.surfaces import RenderConfig, check_block, default_block
 
 __all__ = ["RenderResult", "render_labels", "render_segmentation", "cached_render", "render_key", "label_shape",
-           "RENDER_FILES"]
+           "RENDER_FILES", "NumbersOverTime", "numbers_over_time", "cached_numbers_over_time", "OVER_TIME_COLUMNS"]
 
 FORMAT = "reactomo.render"
 #: Files of a render folder besides the surfaces.
@@ -327,3 +330,159 @@ def render_segmentation(project, name: str, step: int, config: RenderConfig | No
                          grey_offset=offset, on_progress=on_progress,
                          extra={"project": project.name, "segmentation": name, "step": step},
                          caption=f"{project.name} / {name}, step {step}{when}")
+
+
+# ------------------------------------------------------------------------------------------ numbers over time
+#: The numbers that can be followed over time: column -> (label, unit).
+OVER_TIME_COLUMNS: dict[str, tuple[str, str]] = {
+    "volume_fraction": ("Share of the block", ""),
+    "objects": ("Objects", "count"),
+    "object_volume_median_um3": ("Median object volume", "µm³"),
+    "equivalent_diameter_median_um": ("Median equivalent diameter", "µm"),
+    "surface_area_mm2": ("Surface area", "mm²"),
+    "specific_surface_per_mm": ("Specific surface", "mm²/mm³"),
+    "largest_cluster_share": ("Largest pore cluster's share", ""),
+}
+
+
+@dataclass
+class NumbersOverTime:
+    """The 3D numbers of one block at every segmented step: its record and whether it came from the cache."""
+
+    path: Path
+    record: dict[str, Any]
+    cached: bool = False
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per step and phase: ``step``, ``time_s``, ``phase`` and the numbers of :mod:`core.render.morphology`."""
+        return list(self.record.get("rows") or [])
+
+    def csv_text(self) -> str:
+        return _csv(self.rows)
+
+    def caption(self) -> str:
+        r = self.record
+        b = r["block"]
+        return (f"Block z {b[0]}-{b[1]}, y {b[2]}-{b[3]}, x {b[4]}-{b[5]} voxels, factor {r['settings']['factor']}, "
+                f"{len(r['steps'])} step(s); made in {r.get('seconds', 0):.1f} s{' (cached)' if self.cached else ''}.")
+
+
+def _over_time_sources(project, name: str) -> list[tuple[int, Path, float, PhaseTable]]:
+    from core.workflow.paths import segmentation_record
+
+    rec = segmentation_record(project, name)
+    if rec is None:
+        raise ReactomoError(f"Project '{project.name}' has no segmentation called '{name}' with a record; segment it "
+                            "first on the Segment page.")
+    done = sorted(int(s["step"]) for s in rec.get("steps", [])
+                  if isinstance(s, dict) and "step" in s and s.get("status") == "done")
+    if not done:
+        raise ReactomoError(f"Segmentation '{name}' has no segmented step yet; segment it first on the Segment page.")
+    out = []
+    for k in done:
+        labels, _, _, voxel, phases = _step_source(project, name, k)
+        out.append((k, labels, voxel, phases))
+    return out
+
+
+def _over_time_key(sources, config: RenderConfig) -> str:
+    stamps = []
+    for k, labels, voxel, phases in sources:
+        try:
+            st = labels.stat()
+            stamps.append([k, st.st_size, st.st_mtime_ns, voxel])
+        except OSError:
+            stamps.append([k, None, None, voxel])
+    # only what changes the numbers: the block, the factor, the phases (not colours, opacities or the triangle budget)
+    blob = json.dumps({"steps": stamps, "block": config.block, "factor": config.factor, "phases": list(config.phases),
+                       "v": 1}, sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _over_time_path(project, name: str, key: str) -> Path:
+    from core.workflow.paths import render_folder
+
+    return render_folder(project, name) / f"numbers-{key}.json"
+
+
+def cached_numbers_over_time(project, name: str, config: RenderConfig | None = None) -> NumbersOverTime | None:
+    """The cached numbers over time of segmentation ``name`` with these settings, or None (nothing is computed).
+
+    A step segmented again, or a step added, changes the key: the old numbers are not shown as current."""
+    config = config or RenderConfig()
+    try:
+        sources = _over_time_sources(project, name)
+    except ReactomoError:
+        return None
+    path = _over_time_path(project, name, _over_time_key(sources, config))
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return NumbersOverTime(path, record, cached=True)
+
+
+def numbers_over_time(project, name: str, config: RenderConfig | None = None, *,
+                      on_progress: Callable[[float, str], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> NumbersOverTime:
+    """The 3D numbers of one block of segmentation ``name`` at every segmented step, cached (see the module).
+
+    The block and factor are those of ``config`` (the default central block when it has none), the same at every
+    step, so the numbers are comparable over time; the surface areas come from the same smoothed surface-nets
+    surfaces as the view, before any triangle reduction. Written as ``numbers-<key>.json`` (settings, block, rows,
+    method, versions) and ``numbers-<key>.csv``.
+    """
+    import numpy as np
+
+    from core.errors import JobCancelled
+    from core.imaging.io import open_volume
+    from core.render.morphology import METHOD
+    from core.render.surfaces import block_surface_numbers, downsample_labels
+
+    config = config or RenderConfig()
+    report = on_progress or (lambda f, m: None)
+    hit = cached_numbers_over_time(project, name, config)
+    if hit is not None:
+        report(1.0, "From the cache")
+        return hit
+    t0 = time.perf_counter()
+    sources = _over_time_sources(project, name)
+    key = _over_time_key(sources, config)
+    times = project.times_s()
+    rows: list[dict[str, Any]] = []
+    block = shape = None
+    spacing = None
+    for i, (k, labels_path, voxel, phases) in enumerate(sources):
+        if should_stop is not None and should_stop():
+            raise JobCancelled("Stopped before every step's 3D numbers were computed; nothing was saved.")
+        report(i / len(sources), f"Step {k}: 3D numbers ({i + 1} of {len(sources)})")
+        unknown = [c for c in config.phases if c not in phases.codes]
+        if unknown:
+            raise ReactomoError(f"Phase code(s) {unknown} are not in the phase table (codes {list(phases.codes)}).")
+        with open_volume(labels_path) as vol:
+            if vol.dtype.kind not in "ui":
+                raise ReactomoError(f"{labels_path.name} is not a label volume (it holds {vol.dtype} values).")
+            if shape is None:
+                shape = tuple(int(n) for n in vol.shape)
+                block = check_block(config.block or default_block(shape, factor=config.factor), shape, config.factor)
+            elif tuple(vol.shape) != shape:
+                raise ReactomoError(f"Step {k} of '{name}' has shape {tuple(vol.shape)}, unlike step {sources[0][0]}'s "
+                                    f"{shape}; the same block cannot be followed over time.")
+            labels = downsample_labels(vol.block(*block), config.factor)
+        spacing = float(voxel) * config.factor
+        when = float(times[k]) if k < len(times) and times[k] is not None and np.isfinite(times[k]) else None
+        for row in block_surface_numbers(labels, config.phases, phases=phases, spacing_um=spacing):
+            rows.append({"step": k, "time_s": when, **row})
+    record = {"format": "reactomo.numbers-over-time", "format_version": 1, "project": project.name,
+              "segmentation": name, "steps": [s[0] for s in sources], "shape": list(shape), "block": list(block),
+              "settings": {"block": config.block, "factor": config.factor, "phases": list(config.phases)},
+              "mesh_voxel_um": spacing, "rows": rows, "method": METHOD, "versions": _versions(),
+              "seconds": round(time.perf_counter() - t0, 2),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = _over_time_path(project, name, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path.with_suffix(".csv"), _csv(rows))
+    atomic_write_json(path, record)
+    report(1.0, f"3D numbers of {len(sources)} step(s) in {record['seconds']:.1f} s")
+    return NumbersOverTime(path, record, cached=False)

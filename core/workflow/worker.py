@@ -121,10 +121,20 @@ def _render(project, params: dict, ctx) -> dict:
             "seconds": result.record.get("seconds")}
 
 
+def _render_numbers(project, params: dict, ctx) -> dict:
+    from core.render.surfaces import RenderConfig
+    from core.workflow.render import numbers_over_time
+
+    result = numbers_over_time(project, params["name"], RenderConfig.from_dict(params["config"]),
+                               on_progress=ctx.progress, should_stop=ctx.cancelled)
+    return {"name": params["name"], "steps": result.record["steps"], "path": str(result.path),
+            "seconds": result.record.get("seconds")}
+
+
 #: The work of each job kind: ``fn(project, params, ctx) -> dict``. Only these run in the worker; a record of any
 #: other kind is refused, so a job record never names code to import.
 JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segment, "analysis": _analysis,
-                                             "render": _render}
+                                             "render": _render, "render-numbers": _render_numbers}
 
 
 def job_function(project, kind: str, params: dict) -> Callable:
