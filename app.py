@@ -103,6 +103,7 @@ navigation = st.navigation(
         st.Page("pages/6_Evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
         st.Page("pages/7_3D.py", title="3D", icon=":material/view_in_ar:", url_path="3d"),
         st.Page("pages/8_Analysis.py", title="Analysis", icon=":material/analytics:", url_path="analysis"),
+        st.Page("pages/9_Live.py", title="Live", icon=":material/sensors:", url_path="live"),
     ]
 )
 navigation.run()

@@ -901,6 +901,39 @@ def _render_over_time(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    """Beamtime mode: segment each scan as it lands in --scans, update the checks, raise alerts (Ctrl+C stops)."""
+    from core.workflow.live import LiveConfig, run_live
+
+    scans = os.path.expanduser(args.scans)
+    if not Path(scans).is_dir():
+        raise ReactomoError(f"The scan folder {scans} does not exist or is not a folder; give the folder the "
+                            "reconstruction writes into.")
+    if args.complete == "slices" and not args.slices:
+        raise ReactomoError("--complete slices needs --slices N, the number of 2D slices of a complete scan.")
+    if args.idle_exit is not None and not args.idle_exit >= 0:
+        raise ReactomoError(f"--idle-exit must be 0 or more seconds; got {args.idle_exit}.")
+    _preflight(Path(args.out), "the output folder", created_ok=True)
+    inference = _inference_from(args)
+    if args.workers != 1 or args.scheduler:
+        raise ReactomoError("watch segments in its own process; --workers and --scheduler are for segment.")
+    interval = 60.0 if args.interval is None else args.interval
+    config = LiveConfig(scans=str(scans), model=args.model, out=args.out, interval_s=interval,
+                        complete=args.complete, quiet_s=args.quiet_s, slices=args.slices, quick=args.quick,
+                        alert_command=args.alert_command, voxel_size_um=args.voxel_size, band=args.band / 100.0,
+                        poll_s=args.poll, inference=inference.to_dict(),
+                        cleaning=_cleaning_mode(args.min_size, args.no_clean), min_sizes=_min_sizes(args.min_size),
+                        rim_px=args.rim_px, quick_slices=args.quick_slices)
+    state = run_live(config, on_message=lambda m: print(m, flush=True), once=args.once, idle_exit_s=args.idle_exit)
+    st = state.get("status") or {}
+    sps = st.get("seconds_per_scan_median")
+    print(f"{st.get('scans_segmented', 0)} of {st.get('scans_complete', 0)} complete scans segmented"
+          + (f"; {sps:.1f} s per scan against an interval of {interval:g} s: "
+             f"{'keeps up' if st.get('keeps_up') else 'does NOT keep up (try --quick)'}" if sps else "")
+          + f"; {len(state.get('alerts') or [])} alert(s) (live/alerts.log).")
+    return 0
+
+
 def cmd_worker(args) -> int:
     """The worker process: claims the dashboard's queued jobs in every project of the workspace and runs them.
 
@@ -1134,6 +1167,27 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--figure-scale", type=float, default=2.0,
                     help="pixel density of PNG figures: 2 gives 2000 px wide images (default 2)")
     an.set_defaults(func=cmd_analyze)
+
+    wa = sub.add_parser("watch", help="beamtime mode: segment each scan as it arrives in a folder, with live checks "
+                                      "and alerts")
+    wa.add_argument("--scans", required=True, help="the folder the reconstruction writes one scan per step into")
+    wa.add_argument("--model", required=True, help="model bundle folder, e.g. models/NAME")
+    wa.add_argument("--out", required=True, help="segmentation folder (labels, record, live/ with state, alerts, analysis)")
+    wa.add_argument("--complete", choices=("quiet", "rename", "marker", "slices"), default="quiet",
+                    help="when a scan counts as complete: unchanged for --quiet-s and fully readable (default), renamed "
+                         "from a temporary name, a NAME.done marker beside it, or --slices slices in its folder")
+    wa.add_argument("--quiet-s", type=float, default=2.0, help="quiet window in seconds (default 2)")
+    wa.add_argument("--slices", type=int, help="slices of a complete scan (with --complete slices)")
+    wa.add_argument("--quick", action="store_true",
+                    help="keep pace: each scan's central slab first (sized from the measured speed), whole scans after")
+    wa.add_argument("--quick-slices", type=int, help="the quick slab's thickness (default: sized from the measured speed)")
+    wa.add_argument("--alert-command", help="run this command with each alert's sentence as its last argument")
+    wa.add_argument("--band", type=float, default=2.0, help="internal standard band in %% (default 2)")
+    wa.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the folder (default 1)")
+    wa.add_argument("--once", action="store_true", help="segment what is complete now, then exit")
+    wa.add_argument("--idle-exit", type=float, default=None, help="exit after this many seconds with nothing new")
+    inference_options(wa)
+    wa.set_defaults(func=cmd_watch)
 
     ru = sub.add_parser("run", help="the whole workflow headless: scribbles -> forest -> U-Net -> segment -> check")
     ru.add_argument("--scans", required=True, help="folder or glob of the scans (one per time step)")

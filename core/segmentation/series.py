@@ -277,6 +277,7 @@ def segment_series(
     should_stop: Callable[[], bool] | None = None,
     extra: dict[str, Any] | None = None,
     cleaning_source: str | None = None,
+    redo: Sequence[int] = (),
 ) -> SeriesResult:
     """Segment the scans with one model bundle and write ``out_dir/<scan>.tif``, ``phase_volumes.csv`` and the record.
 
@@ -309,7 +310,10 @@ def segment_series(
     workers : int
         Dask workers for ``"local"`` (``workers > 1`` with ``scheduler=None`` means ``"local"``).
     resume : bool
-        Skip steps already done with the same model and settings.
+        Skip steps already done with the same model and settings (found by their scan's path, so a scan inserted
+        before them in time order does not make them run again).
+    redo : sequence of int
+        Steps to segment again although the record has them done (a scan that was written again).
     on_progress, on_step, should_stop : callables, optional
         Progress ``(fraction, message)``; each finished step; cancel request (checked between slabs or steps).
     extra : dict, optional
@@ -394,14 +398,19 @@ def segment_series(
                                 time_s=float(times_s[i]) if times_s is not None else None) for i, p in enumerate(paths)]
         old = read_series_record(out_dir) if resume else None
         if old and old.get("model", {}).get("weights_sha256") == model_info["weights_sha256"] and old.get("settings") == settings:
+            # matched by scan, not by position: a scan that arrives late and sorts before others (live at a
+            # beamline) shifts the step numbers of the later ones, which stay done
+            index = {str(p): i for i, p in enumerate(paths)}
+            again = {int(r) for r in redo}
             for d in old.get("steps", []):
                 try:
                     prev = StepOutcome.from_dict(d)
                 except (KeyError, TypeError, ValueError):
                     continue
-                if 0 <= prev.step < n and prev.status == "done" and prev.scan == str(paths[prev.step]) and Path(prev.out_path).is_file():
-                    prev.time_s, prev.resumed = outcomes[prev.step].time_s, True
-                    outcomes[prev.step] = prev
+                i = index.get(prev.scan)
+                if i is not None and i not in again and prev.status == "done" and Path(prev.out_path).is_file():
+                    prev.step, prev.time_s, prev.resumed = i, outcomes[i].time_s, True
+                    outcomes[i] = prev
         pending = [i for i in todo if outcomes[i].status != "done"]
         device = inference.device
         if device == "auto":

@@ -11,7 +11,9 @@ ground truth    ``pages/3_Ground_Truth``  ``ground-truth``, ``rf``      :mod:`co
 train           ``pages/4_Train.py``      ``train``                     :mod:`core.workflow.train`
 segment         ``pages/5_Segment.py``    ``segment``                   :mod:`core.workflow.segment`
 evaluate        ``pages/6_Evaluate.py``   ``evaluate``                  :mod:`core.workflow.evaluate`
+3D              ``pages/7_3D.py``         ``render``                    :mod:`core.workflow.render`
 analysis        ``pages/8_Analysis.py``   ``analyze``                   :mod:`core.workflow.analysis`
+live            ``pages/9_Live.py``       ``watch``                     :mod:`core.workflow.live`
 all of them     (the home page)           ``run``                       :mod:`core.workflow.run`
 ==============  ========================  ============================  ===========================================
 

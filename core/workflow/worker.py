@@ -131,10 +131,24 @@ def _render_numbers(project, params: dict, ctx) -> dict:
             "seconds": result.record.get("seconds")}
 
 
+def _live(project, params: dict, ctx) -> dict:
+    from core.workflow.live import live_project
+
+    state = live_project(project, name=params["name"], scans=params["scans"], model_dir=params["model_dir"],
+                         interval_s=float(params.get("interval_s", 60.0)), complete=params.get("complete", "quiet"),
+                         quiet_s=float(params.get("quiet_s", 2.0)), slices=params.get("slices"),
+                         quick=bool(params.get("quick", False)), inference=params.get("inference") or {},
+                         should_stop=ctx.cancelled, on_message=lambda m: ctx.event({"message": m}),
+                         on_progress=ctx.progress, idle_exit_s=params.get("idle_exit_s"))
+    st = state.get("status") or {}
+    return {"name": params["name"], "segmented": st.get("scans_segmented", 0), "alerts": len(state.get("alerts") or [])}
+
+
 #: The work of each job kind: ``fn(project, params, ctx) -> dict``. Only these run in the worker; a record of any
 #: other kind is refused, so a job record never names code to import.
 JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segment, "analysis": _analysis,
-                                             "render": _render, "render-numbers": _render_numbers}
+                                             "render": _render, "render-numbers": _render_numbers,
+                                             "live": _live}
 
 
 def job_function(project, kind: str, params: dict) -> Callable:
