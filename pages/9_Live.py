@@ -42,7 +42,8 @@ def _active():
     return next((j for j in list_jobs(project.root, kind=KIND) if j.is_active), None)
 
 
-def _ago(text: str | None) -> str:
+def _due(text: str | None) -> str:
+    """When the next scan is due: "in 40 s", or "overdue by 2 min 05 s"."""
     if not text:
         return "–"
     try:
@@ -50,7 +51,7 @@ def _ago(text: str | None) -> str:
     except ValueError:
         return text
     s = (datetime.now(timezone.utc) - t).total_seconds()
-    return f"in {ui.fmt_duration(-s)}" if s < 0 else f"{ui.fmt_duration(s)} ago"
+    return f"in {ui.fmt_duration(-s)}" if s <= 0 else f"overdue by {ui.fmt_duration(s)}"
 
 
 def status_strip(view) -> None:
@@ -68,7 +69,7 @@ def status_strip(view) -> None:
                 delta=None if keeps is None else (f"keeps up with {interval:g} s" if keeps else f"slower than {interval:g} s"),
                 delta_color="normal" if keeps else "inverse",
                 help="Median of the last scans' segmentation times, against the arrival interval.")
-    c[4].metric("Next scan expected", _ago(s.get("next_expected")),
+    c[4].metric("Next scan expected", _due(s.get("next_expected")),
                 help="The last arrival plus the interval.")
     if s.get("quick"):
         st.caption("Quick mode: the central slab of each scan is segmented first (labelled **quick** below), whole "
@@ -81,9 +82,10 @@ def results(view) -> None:
         (st.success if view.verdict.get("passed") else st.error)(view.verdict["sentence"])
     if view.alerts:
         with st.expander(f"Alerts ({len(view.alerts)})", expanded=True):
-            st.dataframe(pd.DataFrame([{"Time (UTC)": a["time"].replace("T", " ").rstrip("Z"), "Kind": a["kind"],
-                                        "Alert": a["sentence"]} for a in view.alerts]),
-                         hide_index=True, width="stretch")
+            for a in view.alerts[:20]:  # newest first
+                st.markdown(f"`{a['time'][11:19]} UTC` **{a['kind'].replace('_', ' ')}** · {a['sentence']}")
+            if len(view.alerts) > 20:
+                st.caption(f"... and {len(view.alerts) - 20} earlier alerts.")
             st.caption("Also in live/alerts.log of the segmentation folder"
                        + (", and sent with the administrator's alert command." if view.state["config"].get("alert_command")
                           else "."))
