@@ -181,11 +181,19 @@ def cmd_data(args) -> int:
             raise ReactomoError(f"The phase table file {args.phases} does not exist.") from None
         except json.JSONDecodeError as exc:
             raise ReactomoError(f"The phase table file {args.phases} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    conditions = {}
+    for item in args.condition:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ReactomoError(f"--condition takes KEY=TEXT, e.g. 'temperature=120 °C'; got '{item}'.")
+        conditions[key.strip().lower()] = text
     roi = None
     if args.roi:
         z0, z1, y0, y1, x0, x1 = args.roi
         roi = {"z": [z0, z1], "y": [y0, y1], "x": [x0, x1]}
     with project.transaction():
+        if conditions:
+            project.set_conditions(conditions)
         if phases is not None:
             project.set_phases(phases)
         if args.voxel_size is not None:
@@ -206,6 +214,8 @@ def cmd_data(args) -> int:
     shape = "×".join(map(str, scans[0].shape)) if scans else "-"
     print(f"Project '{project.name}': {len(scans)} steps of {shape} {scans[0].dtype if scans else ''}, "
           f"voxel {m['voxel_size_um']} µm, region {m.get('roi') or 'whole volume'}.")
+    if project.conditions():
+        print("Conditions: " + "; ".join(f"{k} {v}" for k, v in project.conditions().items()) + ".")
     return 0
 
 
@@ -1021,6 +1031,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--clear-roi", action="store_true", help="use the whole volume")
     da.add_argument("--phases", help="JSON file with the phase table (a list of phases)")
     da.add_argument("--no-check", action="store_true", help="skip the NaN/constant-image check of every step")
+    da.add_argument("--condition", action="append", default=[], metavar="KEY=TEXT",
+                    help="an experiment condition for the report: sample, temperature, pressure, stress, beamline or "
+                         "notes, e.g. --condition 'temperature=120 °C' (empty text clears it); repeatable")
     da.set_defaults(func=cmd_data)
 
     h = sub.add_parser("histograms", help="grey-value histogram of every step as CSV")

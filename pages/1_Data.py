@@ -151,6 +151,26 @@ with st.expander("Acquisition, phases and region of interest", icon=":material/t
                     project.set_roi({ax: [int(a), int(b)] for ax, (a, b) in vals.items()} if use_roi else None)
                     st.session_state["data_flash"] = "Saved the region of interest." if use_roi else "Using the whole volume."
                     st.rerun()
+    with st.form("conditions_form", border=True):
+        st.markdown("**Experiment conditions** (free text, shown at the top of the analysis report)")
+        have = project.conditions()
+        k1, k2, k3 = st.columns(3)
+        cond = {"sample": k1.text_input("Sample", have.get("sample", ""), key="cond_sample",
+                                        placeholder="e.g. Volterra gypsum VG-3"),
+                "temperature": k2.text_input("Temperature", have.get("temperature", ""), key="cond_temperature",
+                                             placeholder="e.g. 120 °C"),
+                "pressure": k3.text_input("Pressure", have.get("pressure", ""), key="cond_pressure",
+                                          placeholder="e.g. 5 MPa pore pressure"),
+                "stress": k1.text_input("Stress", have.get("stress", ""), key="cond_stress",
+                                        placeholder="e.g. 20 MPa differential"),
+                "beamline": k2.text_input("Beamline", have.get("beamline", ""), key="cond_beamline",
+                                          placeholder="e.g. ESRF ID19, 2.75 µm"),
+                "notes": k3.text_input("Notes", have.get("notes", ""), key="cond_notes")}
+        if st.form_submit_button("Save conditions"):
+            with ui.user_errors():
+                project.set_conditions(cond)
+                st.session_state["data_flash"] = "Saved the experiment conditions."
+                st.rerun()
     st.markdown("**Phase table** (label codes are used everywhere: files, arrays, CLI)")
     table = pd.DataFrame(project.phases().to_dict())
     edited = st.data_editor(

@@ -125,3 +125,36 @@ def test_the_cli_analyses_a_projects_segmentation_and_records_it_like_the_page(d
         _, err = capsys.readouterr()
         assert code == 2 and words in err and "Traceback" not in err
     assert list(demo_project.manifest["analysis"]) == ["s1"]
+
+
+def test_the_report_says_what_it_is_and_shows_no_server_path(demo_project, capsys):
+    """Issue 15 (4): the project, the sample and the conditions from the Data page (or `data --condition`), the date
+    and every check's verdict; a collaborator's copy shows no server path."""
+    from core.cli import main
+    from core.workflow.segment import segment_project
+
+    assert main(["-q", "data", "demo", "--condition", "sample=VG-3 gypsum", "--condition", "temperature=120 °C",
+                 "--condition", "beamline=ESRF ID19"]) == 0
+    assert "Conditions: sample VG-3 gypsum; temperature 120 °C; beamline ESRF ID19." in capsys.readouterr().out
+    assert demo_project.conditions() == {"sample": "VG-3 gypsum", "temperature": "120 °C", "beamline": "ESRF ID19"}
+    for bad, words in ((["--condition", "colour=red"], "'colour' is not an experiment condition"),
+                       (["--condition", "sample"], "--condition takes KEY=TEXT"),
+                       (["--condition", "notes=" + "x" * 301], "at most 300 characters")):
+        assert main(["-q", "data", "demo", *bad]) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
+    assert demo_project.conditions()["sample"] == "VG-3 gypsum"  # bad input changed nothing
+    segment_project(demo_project, ROOT / "models" / "demo-unet", name="s1", steps=[0, 1, 2, 3])
+    assert main(["-q", "analyze", "--project", "demo", "--name", "s1", "--n-boot", "50"]) == 0
+    capsys.readouterr()
+    html = (analysis_folder(demo_project, "s1") / "report.html").read_text()
+    head = html[html.index("<body>"):html.index("<h2>")]
+    assert "<h1>demo: analysis report</h1>" in head and "sample VG-3 gypsum" in head and "segmentation s1" in head
+    assert "120 °C" in head and "ESRF ID19" in head and " UTC" in head
+    summary = saved_analysis(demo_project, "s1")["summary"]
+    for check in summary["verdict"]["checks"]:
+        assert check["sentence"] in html or check.get("label", check["name"]) in html
+    root = str(demo_project.root)
+    assert root not in html and str(ROOT) not in html  # neither the project's nor the models' folder
+    assert main(["-q", "data", "demo", "--condition", "temperature="]) == 0  # empty text clears one
+    assert "temperature" not in demo_project.conditions()

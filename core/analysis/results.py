@@ -666,7 +666,7 @@ def report_html(result: dict[str, Any]) -> str:
     def fmt_ci(ci):
         return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and None not in ci else "(n/a)"
     norm = model.get("normalisation") or {}
-    model_rows = [("name", model.get("name", "(unknown)")), ("path", model.get("path", "")),
+    model_rows = [("name", model.get("name", "(unknown)")),
                   ("weights SHA-256", str(model.get("weights_sha256", ""))[:16] + "…"),
                   ("class codes", ", ".join(str(c) for c in model.get("class_codes", []))),
                   ("normalisation", f"{norm.get('method', '?')} (upper percentile {norm.get('upper', '?')})")] if model else \
@@ -720,10 +720,21 @@ def report_html(result: dict[str, Any]) -> str:
         kin = f"<p>Kinetic fit not possible: {html.escape(jm['error'])}</p>"
     fit_text = (f"<p>Fit of the measured points: slope {fit['slope']:.4f} {fmt_ci(fit.get('slope_ci'))}, intercept "
                 f"{fit['intercept']:.4f} {fmt_ci(fit.get('intercept_ci'))} (theory: −1 and 1).</p>") if fit.get("slope") is not None else ""
+    extra = s.get("extra") or {}
+    seg_name = extra.get("segmentation_name") or Path(str(s.get("segmentation", ""))).name  # a name, never a path
+    title = f"{extra['project']}: analysis report" if extra.get("project") else "Reactomo analysis report"
+    cond = {k: v for k, v in (extra.get("conditions") or {}).items() if isinstance(v, str) and v}
+    subtitle = " · ".join(x for x in (
+        f"sample {cond['sample']}" if cond.get("sample") else "", f"segmentation {seg_name}",
+        f"{len(result['rows'])} steps", f"voxel {s['voxel_size_um']:g} µm",
+        f"analysed {str(s['created']).replace('T', ' ').rstrip('Z')} UTC", "made with Reactomo") if x)
+    conditions = _kv_table([(k, cond[k]) for k in ("temperature", "pressure", "stress", "beamline", "notes")
+                            if cond.get(k)]) if any(cond.get(k) for k in ("temperature", "pressure", "stress", "beamline",
+                                                                           "notes")) else ""
     failed = [c for c in v.get("checks") or [] if c.get("passed") is False]
     lead = f"<strong>{len(failed)} of {len(v['checks'])} checks fail.</strong> " if failed else ""
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Reactomo analysis report</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}
 h1{{margin-bottom:0}} .sub{{color:#666;margin-top:.2em}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ddd;padding:4px 10px;text-align:right}} th{{background:#f4f4f4}} .ok{{color:#2a7a2a}}
@@ -732,8 +743,8 @@ td,th{{border:1px solid #ddd;padding:4px 10px;text-align:right}} th{{background:
 .method{{color:#555;font-size:.9em}} pre{{background:#f7f7f7;padding:1em}}
 section{{margin:2em 0}}</style>
 <script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>
-<h1>Reactomo analysis report</h1>
-<p class="sub">{html.escape(s['segmentation'])} · {len(result['rows'])} steps · voxel {s['voxel_size_um']:g} µm · {html.escape(s['created'])}</p>
+<h1>{html.escape(title)}</h1>
+<p class="sub">{html.escape(subtitle)}</p>{conditions}
 {run_note}<p class="verdict {'pass' if v.get('passed') is True and not run_failed else 'fail'}">{lead}{html.escape(v.get('sentence', ''))}</p>
 {_checks_table(v)}{fit_text}{kin}
 <table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * band:g} % band</th></tr>{rows}</table>

@@ -44,7 +44,7 @@ def analyse_segmentation(project, name: str, *, config=None, on_progress=None) -
     out = analysis_folder(project, name)
     result = analyze(seg, out, config=config if config is not None else AnalysisConfig(), phases=project.phases(),
                      reaction=project.reaction(), on_progress=on_progress,
-                     extra={"project": project.name, "segmentation_name": name})
+                     extra={"project": project.name, "segmentation_name": name, "conditions": project.conditions()})
     v = result["summary"]["verdict"]
     iv = v.get("internal_standard") or {}
 

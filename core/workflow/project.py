@@ -91,6 +91,9 @@ UPLOAD_CHUNK = 8 * 1024 * 1024
 SCANS_DIR = "scans"
 
 ENV_WORKSPACE = "REACTOMO_WORKSPACE"
+#: Free-text experiment conditions a project records for its report (the Data page, ``data --condition``).
+CONDITION_FIELDS = ("sample", "temperature", "pressure", "stress", "beamline", "notes")
+CONDITION_MAX = 300
 ENV_DATA_ROOT = "REACTOMO_DATA_ROOT"
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -840,6 +843,33 @@ class Project:
         """Set the voxel edge length in micrometres (finite, 0.01 to 1000 µm)."""
         value = _voxel_size(um)
         self.update(lambda m: m.__setitem__("voxel_size_um", value))
+
+    def conditions(self) -> dict[str, str]:
+        """The experiment's conditions as the user wrote them (:data:`CONDITION_FIELDS`), for the report."""
+        c = self.manifest.get("conditions") or {}
+        return {k: str(c[k]) for k in CONDITION_FIELDS if isinstance(c.get(k), str) and c[k].strip()}
+
+    def set_conditions(self, values: dict[str, str]) -> None:
+        """Set free-text conditions (sample, temperature, pressure, stress, beamline, notes); empty text clears one.
+
+        Only the known fields, each at most :data:`CONDITION_MAX` characters of printable text."""
+        clean: dict[str, str] = {}
+        for k, v in values.items():
+            if k not in CONDITION_FIELDS:
+                raise ReactomoError(f"'{k}' is not an experiment condition; use one of {', '.join(CONDITION_FIELDS)}.")
+            if not isinstance(v, str):
+                raise ReactomoError(f"The {k} must be text; got {type(v).__name__}.")
+            v = " ".join(v.split())
+            if len(v) > CONDITION_MAX or any(not ch.isprintable() for ch in v):
+                raise ReactomoError(f"The {k} must be printable text of at most {CONDITION_MAX} characters.")
+            clean[k] = v
+
+        def apply(m: dict[str, Any]) -> None:
+            c = {k: v for k, v in (m.get("conditions") or {}).items() if k in CONDITION_FIELDS}
+            c.update(clean)
+            m["conditions"] = {k: v for k, v in c.items() if v}
+
+        self.update(apply)
 
     def interval_s(self) -> float:
         """Nominal time between scans in seconds."""
