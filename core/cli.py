@@ -944,6 +944,19 @@ def cmd_watch(args) -> int:
     return 0
 
 
+def cmd_export_labels(args) -> int:
+    """A segmentation's label volumes as OME-Zarr 0.5 (one array per step, phase names and colours as image-label)."""
+    from core.segmentation.ome_zarr import export_labels
+
+    seg = Path(os.path.expanduser(args.segmentation))
+    if not seg.is_dir():
+        raise ReactomoError(f"The segmentation folder {seg} does not exist; give the --out folder of segment or run.")
+    phases = _phases_from(args.phases) if args.phases else None
+    out = export_labels(seg, args.out, phases=phases, on_progress=_progress_printer(args.quiet))
+    print(f"Wrote {out} (OME-Zarr 0.5: one label image per step, with the phase names and colours).")
+    return 0
+
+
 def cmd_worker(args) -> int:
     """The worker process: claims the dashboard's queued jobs in every project of the workspace and runs them.
 
@@ -1245,6 +1258,13 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--grey", help="the scan the labels came from (same shape): adds volume.png, a volume rendering")
     rd.add_argument("--phases-file", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
     rd.set_defaults(func=cmd_render)
+
+    ex = sub.add_parser("export-labels", help="a segmentation's label volumes as OME-Zarr 0.5 for napari and other "
+                                              "OME-NGFF viewers")
+    ex.add_argument("segmentation", help="segmentation folder (the --out of segment or run)")
+    ex.add_argument("--out", required=True, help="the new LABELS.ome.zarr folder")
+    ex.add_argument("--phases", help="JSON file with the phase table (default: the segmentation's)")
+    ex.set_defaults(func=cmd_export_labels)
 
     wk = sub.add_parser("worker", help="run the dashboard's queued jobs (training, segmentation, analysis, 3D meshing) beside the "
                                        "web server; scripts/app.sh starts it")
