@@ -42,7 +42,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from core.atomic import atomic_write_json, writer_lock
 from core.errors import JobCancelled, ReactomoError
 
 __all__ = ["LiveConfig", "Watcher", "run_live", "read_live_state", "live_project", "live_view", "LiveView",
-           "live_config_from_dict", "CONFIDENCE_DROP", "OUTSIDE_SHARE", "STALL_FACTOR",
+           "CONFIDENCE_DROP", "OUTSIDE_SHARE", "STALL_FACTOR",
            "ALERT_KINDS", "MEDIAN_SHIFT"]
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,6 @@ class Watcher:
         self.status: dict[str, Any] = old.get("status") or {}
         self.last_arrival: float | None = self.status.get("last_arrival_epoch")
         self.started = clock()
-        self.analysis_note = ""
 
     # ------------------------------------------------------------------ records
     def _save(self) -> None:
@@ -405,7 +404,6 @@ class Watcher:
             result = analyze(seg, out, config=AnalysisConfig(voxel_size_um=self.config.voxel_size_um,
                                                              band=self.config.band), phases=self.phases)
         except ReactomoError as exc:
-            self.analysis_note = str(exc)
             self.status["analysis_note" if not quick else "quick_analysis_note"] = str(exc)
             return
         except OSError as exc:
@@ -580,15 +578,6 @@ def run_live(config: LiveConfig, *, should_stop: Callable[[], bool] | None = Non
                 time.sleep(min(0.2, config.poll_s))
         w._save()
         return read_live_state(out) or {}
-
-
-def live_config_from_dict(d: dict[str, Any]) -> LiveConfig:
-    """A :class:`LiveConfig` from a job record's params (unknown fields refused)."""
-    allowed = set(LiveConfig.__dataclass_fields__)
-    unknown = set(d) - allowed
-    if unknown:
-        raise ReactomoError(f"Unknown live setting(s) {sorted(unknown)}.")
-    return replace(LiveConfig(scans=d["scans"], model=d["model"], out=d["out"]), **d)
 
 
 # ------------------------------------------------------------------------------------------------ for a project
