@@ -487,6 +487,11 @@ def cmd_ground_truth(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- U-Net
+def _names(text: str) -> list[str]:
+    """Comma-separated names, blanks dropped."""
+    return [n.strip() for n in str(text or "").split(",") if n.strip()]
+
+
 def cmd_train(args) -> int:
     """Train a U-Net on a scan and its ground-truth label TIFF and save it as a model bundle."""
     import numpy as np
@@ -507,7 +512,8 @@ def cmd_train(args) -> int:
     tc = TrainConfig(patch_size=args.patch, stride_ratio=args.stride_ratio, batch_size=args.batch,
                      max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
                      augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
-                     optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px)
+                     optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
+                     edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)))
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -984,7 +990,8 @@ def cmd_run(args) -> int:
                        cleaning=_cleaning_mode(args.min_size, args.no_clean),
                        min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px, context=args.context,
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
-                       tta=args.tta, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px)
+                       tta=args.tta, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
+                       edge_phases=tuple(_names(args.edge_phases)))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1121,6 +1128,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--edge-px", type=int, default=0,
                     help="leave the ground truth's labels within this many pixels of a phase boundary out of the U-Net's "
                          "training (the forest never saw an edge; default 0: train on every label)")
+    tr.add_argument("--edge-phases", default="",
+                    help="with --edge-px, only boundaries touching these phases (comma-separated names, e.g. celestite) "
+                         "count as edges (default: every boundary)")
     tr.add_argument("--optimizer", default="adam", help="adam, adamw or sgd")
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--width", type=int, default=16, help="channels of the first level")
@@ -1233,6 +1243,9 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--edge-px", type=int, default=0,
                     help="leave the ground truth's labels within this many pixels of a phase boundary out of the U-Net's "
                          "training (the forest never saw an edge; default 0: train on every label)")
+    ru.add_argument("--edge-phases", default="",
+                    help="with --edge-px, only boundaries touching these phases (comma-separated names, e.g. celestite) "
+                         "count as edges (default: every boundary)")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

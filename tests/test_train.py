@@ -353,6 +353,25 @@ def test_without_edges_leaves_out_both_sides_of_a_phase_boundary_only():
     assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items() if k != "edge_px"}).edge_px == 0
 
 
+def test_without_edges_of_some_phases_only_touches_their_boundaries():
+    from core.network.train import TrainConfig, without_edges
+
+    lab = np.ones((1, 12, 20), np.uint8)
+    lab[0, :, 3:8] = 2  # a gypsum/bassanite boundary at x = 2|3 and 7|8
+    lab[0, :, 12:17] = 4  # a bright grain: boundaries at 11|12 and 16|17
+    only = without_edges(lab, 1, (4,))
+    rows = slice(2, -2)
+    assert (only[0, rows, 11] == 0).all() and (only[0, rows, 12] == 0).all()  # both sides of the grain's rim
+    assert (only[0, rows, 16] == 0).all() and (only[0, rows, 17] == 0).all()
+    np.testing.assert_array_equal(only[0, :, :11], lab[0, :, :11])  # the other boundaries keep their labels
+    every = without_edges(lab, 1)
+    assert (every[0, rows, 2] == 0).all() and (every[0, rows, 3] == 0).all()
+    cfg = TrainConfig.from_dict(TrainConfig(edge_px=1, edge_codes=[4]).to_dict())
+    assert cfg.edge_codes == (4,)
+    with pytest.raises(ReactomoError, match="edge_codes"):
+        TrainConfig(edge_codes=(0,))
+
+
 def test_training_away_from_the_edges_trains():
     img, lab = _tiny_problem()
     cfg = TrainConfig(**{**FAST, "max_epochs": 2, "edge_px": 1})

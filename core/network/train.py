@@ -102,6 +102,8 @@ class TrainConfig:
     edge_px : int
         The ground truth's labels within this many pixels of a boundary between two phases are left out of the
         training targets and the validation (0 = train on every label; see :func:`without_edges`).
+    edge_codes : tuple of int
+        Only boundaries that touch one of these phase codes count as edges (empty: every boundary).
     optimizer : {"adam", "adamw", "sgd"}
     lr, weight_decay : float
     min_delta : float
@@ -127,6 +129,7 @@ class TrainConfig:
     loss: Literal["ce", "dice", "ce+dice"] = "ce+dice"
     class_weights: Literal["none", "balanced", "sqrt"] = "balanced"
     edge_px: int = 0
+    edge_codes: tuple[int, ...] = ()
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -136,6 +139,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transforms", tuple(self.transforms))
+        object.__setattr__(self, "edge_codes", tuple(self.edge_codes))
         self.validate()
 
     def validate(self) -> None:
@@ -167,6 +171,9 @@ class TrainConfig:
         real("min_delta", 0.0, 1.0)
         whole("seed", 0, 2**31 - 1)
         whole("edge_px", 0, 8)
+        for c in self.edge_codes:
+            if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= 255:
+                raise ReactomoError(f"edge_codes must be phase codes from 1 to 255; got {c!r}.")
         for name, value, options in (("loss", self.loss, LOSSES), ("class_weights", self.class_weights, WEIGHTS),
                                      ("optimizer", self.optimizer, OPTIMISERS)):
             if value not in options:
@@ -630,7 +637,7 @@ def train_unet(
     if not labels.any():
         raise ReactomoError("The labels mark no pixel (every value is 0); label some slices first.")
     if config.edge_px:  # never empties the labels: what is all edge is kept (see without_edges)
-        labels = without_edges(labels, config.edge_px)
+        labels = without_edges(labels, config.edge_px, config.edge_codes or None)
     k = len(phases)
     dev = select_device(str(device)) if not isinstance(device, torch.device) else device
     use_amp = bool(config.amp and dev.type == "cuda")
@@ -862,9 +869,10 @@ def quality_warning(val_dice: Any, *, min_phase: float = MIN_PHASE_DICE, min_mea
             "before using this model.")
 
 
-def without_edges(labels: np.ndarray, px: int) -> np.ndarray:
+def without_edges(labels: np.ndarray, px: int, codes: tuple[int, ...] | None = None) -> np.ndarray:
     """``labels`` (slices ``(n, y, x)``) with 0 (unlabelled, ignored by the loss) within ``px`` pixels of a boundary
-    between two phases, in the slice plane (boundaries with unlabelled pixels do not count).
+    between two phases, in the slice plane (boundaries with unlabelled pixels do not count). With ``codes``, only
+    boundaries with one of these phases on either side count (for example celestite's partial-volume rim alone).
 
     Why: scribbles stay inside the phases, so the random forest that turns them into ground truth never saw an edge;
     its labels are least trustworthy there (at a thin lath's surface it says gypsum, issue 11). Left out of the targets,
@@ -885,6 +893,8 @@ def without_edges(labels: np.ndarray, px: int) -> np.ndarray:
         a = np.moveaxis(labels, axis, -1)
         e = np.moveaxis(edge, axis, -1)
         diff = (a[..., 1:] != a[..., :-1]) & (a[..., 1:] > 0) & (a[..., :-1] > 0)
+        if codes:
+            diff &= np.isin(a[..., 1:], codes) | np.isin(a[..., :-1], codes)
         e[..., 1:] |= diff
         e[..., :-1] |= diff
     st = np.zeros((1, 3, 3), bool) if labels.ndim == 3 else np.zeros((3, 3), bool)
