@@ -55,10 +55,40 @@ def set_current_project(name: str | None) -> None:
         log.warning("could not remember the last project: %s", exc)
 
 
+def _shared() -> dict | None:
+    """The share link this session was opened with ({"project", "token"}), kept across pages and reloads."""
+    token = st.query_params.get("share")
+    if token:
+        st.session_state["share"] = {"project": st.query_params.get("project") or "", "token": token}
+    return st.session_state.get("share")
+
+
+def _bad_link(sentence: str) -> None:
+    st.error(sentence, icon=":material/link_off:")
+    st.stop()
+
+
 def current_project():
-    """The open :class:`core.workflow.project.Project`, or ``None`` (a deleted or broken project is forgotten)."""
+    """The open :class:`core.workflow.project.Project`, or ``None`` (a deleted or broken project is forgotten).
+
+    A session opened with a share link stays on that project, read-only, and stops at once when the link was revoked
+    or mistyped."""
+    from core.workflow.access import valid_edit_key, valid_share
     from core.workflow.project import open_project
 
+    shared = _shared()
+    if shared is not None:
+        try:
+            project = open_project(shared["project"])
+        except ReactomoError:
+            _bad_link("This share link does not open a project: the project is gone or the link is mistyped.")
+        if not valid_share(project, shared["token"]):
+            st.session_state.pop("share", None)
+            _bad_link("This share link is not valid: it was revoked or mistyped. Ask the project's owner for a new one.")
+        st.session_state["project_name"] = project.name
+        if st.query_params.get("project") != project.name or st.query_params.get("share") != shared["token"]:
+            st.query_params.update({"project": project.name, "share": shared["token"]})
+        return project
     name = st.session_state.get("project_name") or st.query_params.get("project") or _last_project()
     if not name:
         return None
@@ -71,16 +101,65 @@ def current_project():
         st.session_state["project_name"] = name
     if st.query_params.get("project") != name:
         st.query_params["project"] = name
+    key = st.query_params.get("key")
+    if key and valid_edit_key(project, key):
+        st.session_state.setdefault("edit_keys", {})[project.name] = key
+    held = st.session_state.get("edit_keys", {}).get(project.name)
+    if held and st.query_params.get("key") != held:
+        st.query_params["key"] = held  # the edit link survives a reload
     return project
 
 
-def require_project():
-    """Return the open project or explain how to get one and stop the page."""
+def read_only(project) -> bool:
+    """Whether this session may only look at ``project``: opened with a share link, or on a team server
+    (``REACTOMO_TEAM``) without the project's edit key."""
+    from core.workflow.access import team_mode, valid_edit_key
+
+    if project is None:
+        return False
+    if st.session_state.get("share"):
+        return True
+    if team_mode():
+        return not valid_edit_key(project, st.session_state.get("edit_keys", {}).get(project.name))
+    return False
+
+
+def hold_edit_key(project) -> None:
+    """This session made ``project``: on a team server it gets the project's edit key (and the URL keeps it)."""
+    from core.workflow.access import edit_key, team_mode
+
+    if team_mode():
+        key = edit_key(project)
+        st.session_state.setdefault("edit_keys", {})[project.name] = key
+        st.query_params["key"] = key
+
+
+def read_only_notice(project, *, page_changes: bool) -> None:
+    """Say that this view is read-only; on a page whose every control changes the project, stop there."""
+    why = ("a share link" if st.session_state.get("share") else
+           "no edit key (this server is set up for a team; ask the project's owner for its edit link)")
+    st.info(f"**Read-only view** of project '{project.name}', opened with {why}. Nothing here can be changed, run or "
+            "deleted.", icon=":material/visibility:")
+    if page_changes:
+        st.markdown("This page changes the project, so it is not part of the read-only view. The results are on the "
+                    '<a href="./analysis" target="_self">Analysis page</a> and the '
+                    '<a href="./" target="_self">home page</a>.', unsafe_allow_html=True)
+        st.stop()
+
+
+def require_project(*, read_view: bool = False):
+    """Return the open project or explain how to get one and stop the page.
+
+    In a read-only session (a share link, or a team server without the edit key) a page that changes the project
+    stops here with a notice; a page with ``read_view=True`` (the results) goes on, with its changing controls hidden
+    (it asks :func:`read_only`)."""
     project = current_project()
     if project is None:
         st.info("No project is open. Open or create one on the home page, or load the demo experiment there.")
         st.markdown('<a href="./" target="_self">Go to the home page</a>', unsafe_allow_html=True)
         st.stop()
+    if read_only(project):
+        read_only_notice(project, page_changes=not read_view)
     return project
 
 

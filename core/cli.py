@@ -963,6 +963,53 @@ def cmd_export_labels(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """A project as one .reactomo.zip (RO-Crate) a collaborator opens or imports."""
+    from core.workflow.project import open_project
+    from core.workflow.share import export_project
+
+    project = open_project(args.project)
+    r = export_project(project, os.path.expanduser(args.out), with_scans=args.with_scans,
+                       on_progress=_progress_printer(args.quiet))
+    scans = "with its scans" if r.scans_included else "scans by reference (add --with-scans to include them)"
+    print(f"Wrote {r.path} ({r.files} files, {r.bytes_in / 1e6:.1f} MB packed into {r.bytes_out / 1e6:.1f} MB, "
+          f"{scans}) in {r.seconds:.1f} s.")
+    return 0
+
+
+def cmd_import(args) -> int:
+    """A .reactomo.zip as a new project, after checking every file in it."""
+    from core.workflow.share import import_project
+
+    r = import_project(os.path.expanduser(args.archive), args.name,
+                       on_progress=_progress_printer(args.quiet))
+    print(r.sentence)
+    return 0
+
+
+def cmd_share(args) -> int:
+    """Read-only share links of a project (and its edit link on a team server)."""
+    from core.workflow.access import create_share_link, edit_key, link, revoke_share_links, share_links
+    from core.workflow.project import open_project
+
+    project = open_project(args.project)
+    if args.revoke:
+        n = revoke_share_links(project)
+        print(f"Revoked {n} share link{'s' if n != 1 else ''} of '{project.name}'.")
+        return 0
+    if args.edit_link:
+        print(f"Edit link of '{project.name}' (whoever holds it can change the project): "
+              f"{link(args.base_url, project, key=edit_key(project))}")
+        return 0
+    if args.list:
+        for s in share_links(project):
+            print(f"{link(args.base_url, project, share=s['token'])}  (made {s['created']})")
+        return 0
+    token = create_share_link(project)
+    print(f"Read-only link to '{project.name}': {link(args.base_url, project, share=token)}")
+    return 0
+
+
 def cmd_worker(args) -> int:
     """The worker process: claims the dashboard's queued jobs in every project of the workspace and runs them.
 
@@ -1279,6 +1326,29 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--phases", help="JSON file with the phase table (default: the segmentation's)")
     ex.set_defaults(func=cmd_export_labels)
 
+    xp = sub.add_parser("export", help="a project as one .reactomo.zip (RO-Crate): results, report, labels as OME-Zarr, "
+                                       "models, checksums; scans by reference unless --with-scans")
+    xp.add_argument("project", help="project name")
+    xp.add_argument("--out", required=True, help="the new NAME.reactomo.zip")
+    xp.add_argument("--with-scans", action="store_true", help="include the scans (default: referenced by path and checksum)")
+    xp.set_defaults(func=cmd_export)
+
+    im = sub.add_parser("import", help="a .reactomo.zip as a new project; a tampered or hostile archive is refused "
+                                       "and creates nothing")
+    im.add_argument("archive", help="the .reactomo.zip file")
+    im.add_argument("--name", required=True, help="name of the new project")
+    im.set_defaults(func=cmd_import)
+
+    sh = sub.add_parser("share", help="a read-only link to a project for collaborators on this server; --revoke, "
+                                      "--list, or --edit-link on a team server (REACTOMO_TEAM=1)")
+    sh.add_argument("project", help="project name")
+    g = sh.add_mutually_exclusive_group()
+    g.add_argument("--revoke", action="store_true", help="revoke every share link of the project")
+    g.add_argument("--list", action="store_true", help="list the live share links")
+    g.add_argument("--edit-link", action="store_true", help="print the project's edit link (made on first use)")
+    sh.add_argument("--base-url", default="http://127.0.0.1:8501", help="the dashboard's address (default http://127.0.0.1:8501)")
+    sh.set_defaults(func=cmd_share)
+
     wk = sub.add_parser("worker", help="run the dashboard's queued jobs (training, segmentation, analysis, 3D meshing) beside the "
                                        "web server; scripts/app.sh starts it")
     wk.add_argument("--once", action="store_true", help="run what is queued, then exit (default: keep watching)")
@@ -1295,7 +1365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The options that name data to read; with ``REACTOMO_DATA_ROOT`` set, each must lie inside a data root.
-_DATA_ARGS = ("scan", "scans", "scribbles", "ground_truth", "pred", "truth", "segmentations", "segmentation", "grey")
+_DATA_ARGS = ("archive", "scan", "scans", "scribbles", "ground_truth", "pred", "truth", "segmentations", "segmentation", "grey")
 
 
 def _check_data_roots(args) -> None:

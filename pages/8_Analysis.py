@@ -36,8 +36,9 @@ def _small_number_columns(df: pd.DataFrame) -> dict:
 
 
 ui.page_setup("Analysis")
-project = ui.require_project()
+project = ui.require_project(read_view=True)
 ui.sidebar_project(project)
+READ_ONLY = ui.read_only(project)
 ss = st.session_state
 
 st.title("Analysis")
@@ -64,7 +65,7 @@ def live(job_id: str) -> None:
         st.rerun()
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.progress(min(max(float(job.progress), 0.0), 1.0), text=f"Analysing '{job.params.get('name')}': {job.message or 'starting'}")
-    if c2.button("Stop", icon=":material/stop_circle:", key="an_stop", width="stretch"):
+    if not READ_ONLY and c2.button("Stop", icon=":material/stop_circle:", key="an_stop", width="stretch"):
         with ui.user_errors():
             request_cancel(project.root, job_id)
 
@@ -80,36 +81,37 @@ default = names.index(latest.params.get("name")) if latest is not None and lates
 c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1], vertical_alignment="bottom")
 name = c1.selectbox("Segmentation", names, index=default, key="an_seg",
                     help="A segmentation of this project (Segment page); its analysis is saved in the project.")
-band = c2.number_input("Run band (± %)", min_value=0.1, max_value=20.0, value=2.0, step=0.5, key="an_band",
-                       help="Half-width of the internal-standard band the CSV files and the report are written with "
-                            "(the study: all points inside ±2 %). The results below can be judged with another band "
-                            "without running the analysis again.")
-n_boot = c3.number_input("Bootstrap resamples", min_value=50, max_value=20000, value=500, step=50, key="an_boot",
-                         help="Resamples behind every bootstrap interval (pore sizes, growth rate).")
-sub_mvox = c4.number_input("Pore sub-volume (Mvoxel)", min_value=0.01, max_value=10000.0, value=32.0, step=1.0, key="an_sub",
-                           help="Pore sizes are measured on a central sub-volume of at most this many voxels per step.")
-onset = c5.selectbox("JMAK onset", ["first-step", "fitted"], key="an_onset",
-                     format_func=lambda v: {"first-step": "first scan", "fitted": "fitted"}[v],
-                     help="t0 of α = α_max·(1 − exp(−(k(t − t0))^n)): the first scan starts the reaction (default), or a "
-                          "fitted onset. A little false product at the first step reads as an earlier onset when fitted.")
-st.caption(f"Voxel size {project.voxel_size_um():g} µm and step times from the project (Data page).")
 running = latest is not None and latest.is_active
-if st.button("Run the analysis", icon=":material/analytics:", type="primary", disabled=running, key="an_run"):
-    with ui.user_errors():
-        config = AnalysisConfig(voxel_size_um=project.voxel_size_um(), band=float(band) / 100.0, n_boot=int(n_boot),
-                                pore_max_voxels=int(float(sub_mvox) * 1e6), onset=onset)
-        config.validate()
-        times = project.times_s()
-        params = {"name": name, "segmentation": segs[name]["path"], "config": {**config.__dict__, "interval_s": None},
-                  "times": len(times)}
-        submit_job(project, KIND, params, title=f"Analyse {name}")
-        st.rerun()
+if not READ_ONLY:  # the run's settings and its button change the project: not in the read-only view
+    band = c2.number_input("Run band (± %)", min_value=0.1, max_value=20.0, value=2.0, step=0.5, key="an_band",
+                           help="Half-width of the internal-standard band the CSV files and the report are written with "
+                                "(the study: all points inside ±2 %). The results below can be judged with another band "
+                                "without running the analysis again.")
+    n_boot = c3.number_input("Bootstrap resamples", min_value=50, max_value=20000, value=500, step=50, key="an_boot",
+                             help="Resamples behind every bootstrap interval (pore sizes, growth rate).")
+    sub_mvox = c4.number_input("Pore sub-volume (Mvoxel)", min_value=0.01, max_value=10000.0, value=32.0, step=1.0, key="an_sub",
+                               help="Pore sizes are measured on a central sub-volume of at most this many voxels per step.")
+    onset = c5.selectbox("JMAK onset", ["first-step", "fitted"], key="an_onset",
+                         format_func=lambda v: {"first-step": "first scan", "fitted": "fitted"}[v],
+                         help="t0 of α = α_max·(1 − exp(−(k(t − t0))^n)): the first scan starts the reaction (default), or a "
+                              "fitted onset. A little false product at the first step reads as an earlier onset when fitted.")
+    st.caption(f"Voxel size {project.voxel_size_um():g} µm and step times from the project (Data page).")
+    if st.button("Run the analysis", icon=":material/analytics:", type="primary", disabled=running, key="an_run"):
+        with ui.user_errors():
+            config = AnalysisConfig(voxel_size_um=project.voxel_size_um(), band=float(band) / 100.0, n_boot=int(n_boot),
+                                    pore_max_voxels=int(float(sub_mvox) * 1e6), onset=onset)
+            config.validate()
+            times = project.times_s()
+            params = {"name": name, "segmentation": segs[name]["path"], "config": {**config.__dict__, "interval_s": None},
+                      "times": len(times)}
+            submit_job(project, KIND, params, title=f"Analyse {name}")
+            st.rerun()
 
 result = None
 with ui.user_errors():
     result = saved_analysis(project, name)
 if result is None:
-    st.info(f"'{name}' has not been analysed yet: press **Run the analysis**.")
+    st.info(f"'{name}' has not been analysed yet" + ("." if READ_ONLY else ": press **Run the analysis**."))
     st.stop()
 
 # the band is editable on the results: everything band-dependent is recomputed from summary.json (no label file)

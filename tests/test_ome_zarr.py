@@ -63,6 +63,33 @@ def test_the_export_reads_back_step_by_step_with_names_colours_and_scales(seg, t
     assert meta["node_type"] == "group" and meta["attributes"]["ome"]["version"] == "0.5"
 
 
+def test_ome_zarr_the_reference_reader_opens_every_step_as_a_label_image(seg, tmp_path):
+    """Read back with ``ome-zarr`` (the OME-NGFF reference reader napari's plugin uses), not only with zarr."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Labels, Multiscales, Reader
+
+    from core.phases import DEFAULT_PHASES
+
+    out = tmp_path / "labels.ome.zarr"
+    assert main(["-q", "export-labels", str(seg), "--out", str(out)]) == 0
+    loc = parse_url(str(out))
+    assert loc is not None and loc.version == "0.5"
+    nodes = list(Reader(loc)())
+    assert any(n.load(Labels) for n in nodes)
+    steps = [n for n in nodes if n.load(Label) and n.load(Multiscales)]
+    files = sorted(p for p in seg.glob("*.tif"))
+    assert len(steps) == len(files) == 3
+    for node, f in zip(steps, files):
+        np.testing.assert_array_equal(np.asarray(node.data[0]), tifffile.imread(f))  # dask array, read lazily
+        assert node.metadata["name"] == f.stem
+        props = node.metadata["properties"]
+        assert {c: props[c]["name"] for c in props} == {p.code: p.name for p in DEFAULT_PHASES}
+        colours = node.metadata["color"]
+        for p in DEFAULT_PHASES:
+            rgb = [round(v * 255) for v in colours[p.code][:3]]
+            assert rgb == [int(p.colour[i:i + 2], 16) for i in (1, 3, 5)]
+
+
 def test_bad_exports_are_one_sentence_and_leave_nothing(seg, tmp_path, capsys):
     out = tmp_path / "x.ome.zarr"
     out.mkdir()

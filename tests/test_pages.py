@@ -147,3 +147,30 @@ def test_data_page_bad_scan_path_shows_one_sentence_and_changes_nothing(case, wo
     assert re.search(f"(?i){BAD_CASES[case]}", message), message
     assert "\n" not in message and "Traceback" not in message
     assert manifest.read_text() == before
+
+
+def test_home_exports_the_project_as_a_job_and_offers_the_archive(workspace, demo_project):
+    """Issue 15: the home page's export runs as a job and then offers the newest archive for download."""
+    import time as _time
+    import zipfile
+
+    from core.workflow.jobs import list_jobs
+    from core.workflow.share import latest_export
+
+    at = _app("app.py", project="demo").run()
+    assert not at.exception
+    assert not at.get("download_button")  # nothing exported yet
+    _button(at, "Export project").click().run()
+    assert not at.exception, at.exception
+    deadline = _time.monotonic() + 60
+    while list_jobs(demo_project.root, kind="export")[0].is_active and _time.monotonic() < deadline:
+        _time.sleep(0.2)
+    job = list_jobs(demo_project.root, kind="export")[0]
+    assert job.status == "done", job.error
+    at.run()
+    name, path, size = latest_export(demo_project)
+    buttons = at.get("download_button")
+    assert len(buttons) == 1 and name in buttons[0].proto.label and f"{size / 1e6:.1f} MB" in buttons[0].proto.label
+    with zipfile.ZipFile(path) as zf:
+        assert "reactomo-archive.json" in zf.namelist() and "project.json" in zf.namelist()
+        assert not any(n.startswith("demo/scans/") for n in zf.namelist())  # "Include the scans" was off

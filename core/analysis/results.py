@@ -122,11 +122,17 @@ def load_series(folder: str | os.PathLike, *, phases: PhaseTable | None = None, 
     rec = read_series_record(folder)
     if rec is not None:
         phases = phases or PhaseTable.from_dict(rec["phases"])
-        done = [s for s in rec["steps"] if s.get("status") == "done" and Path(s["out_path"]).is_file()]
+        def where(s: dict) -> Path:
+            # a step's label file lies in the segmentation's folder; its recorded path may be another machine's
+            # (an imported or copied project), so the file of that name in this folder counts too
+            p = Path(s["out_path"])
+            return p if p.is_file() else folder / p.name
+
+        done = [s for s in rec["steps"] if s.get("status") == "done" and where(s).is_file()]
         if not done:
             raise ReactomoError(f"No step of the segmentation in {folder} is done yet; segment the steps first.")
         steps = [int(s["step"]) for s in done]
-        paths = [Path(s["out_path"]) for s in done]
+        paths = [where(s) for s in done]
         times = [s.get("time_s") for s in done]
         counts = [{int(k): int(v) for k, v in s["counts"].items()} for s in done]
         vs = voxel_size_um or rec.get("voxel_size_um") or None

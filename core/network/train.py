@@ -185,6 +185,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["transforms"] = list(self.transforms)
+        d["edge_codes"] = [int(c) for c in self.edge_codes]
         return d
 
     @classmethod

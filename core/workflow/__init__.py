@@ -14,6 +14,8 @@ evaluate        ``pages/6_Evaluate.py``   ``evaluate``                  :mod:`co
 3D              ``pages/7_3D.py``         ``render``                    :mod:`core.workflow.render`
 analysis        ``pages/8_Analysis.py``   ``analyze``                   :mod:`core.workflow.analysis`
 live            ``pages/9_Live.py``       ``watch``                     :mod:`core.workflow.live`
+share           (the home page)           ``export``, ``import``,       :mod:`core.workflow.share`,
+                                          ``share``                     :mod:`core.workflow.access`
 all of them     (the home page)           ``run``                       :mod:`core.workflow.run`
 ==============  ========================  ============================  ===========================================
 

@@ -9,6 +9,7 @@ building ``project.root / "segmentations" / name`` themselves, so the layout of 
 ``analysis/<name>/``                     the analysis of segmentation ``<name>``: CSVs, ``summary.json``, report
 ``renders/<name>/t<k>-<key>/``          cached 3D views of step k of segmentation ``<name>`` (:func:`render_folder`)
 ``jobs/<id>/checkpoints/``               a training's checkpoints (:func:`training_checkpoints`)
+``exports/``                             the project's ``.reactomo.zip`` archives (:func:`export_folder`)
 =======================================  ===================================================================
 
 The step entry points (:mod:`core.workflow.train`, :mod:`core.workflow.segment`, :mod:`core.workflow.analysis`, ...)
@@ -38,6 +39,7 @@ __all__ = [
     "upload_folder",
     "render_folder",
     "segmentation_stamp",
+    "export_folder",
 ]
 
 #: The tables an analysis writes, in the order the page shows them.
@@ -168,3 +170,8 @@ def render_folder(project, name: str) -> Path:
 def upload_folder(project) -> Path:
     """Where uploaded scans are written (``scans/``)."""
     return Path(project.root) / "scans"
+
+
+def export_folder(project) -> Path:
+    """Where the home page's exports of the project are written: ``exports/`` (never itself exported)."""
+    return Path(project.root) / "exports"

@@ -144,11 +144,18 @@ def _live(project, params: dict, ctx) -> dict:
     return {"name": params["name"], "segmented": st.get("scans_segmented", 0), "alerts": len(state.get("alerts") or [])}
 
 
+def _export(project, params: dict, ctx) -> dict:
+    from core.workflow.share import export_to_folder
+
+    r = export_to_folder(project, with_scans=bool(params.get("with_scans")), on_progress=ctx.progress)
+    return {"file": r.path.name, "files": r.files, "bytes": r.bytes_out, "seconds": round(r.seconds, 2)}
+
+
 #: The work of each job kind: ``fn(project, params, ctx) -> dict``. Only these run in the worker; a record of any
 #: other kind is refused, so a job record never names code to import.
 JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segment, "analysis": _analysis,
                                              "render": _render, "render-numbers": _render_numbers,
-                                             "live": _live}
+                                             "live": _live, "export": _export}
 
 
 def job_function(project, kind: str, params: dict) -> Callable:
