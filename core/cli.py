@@ -958,6 +958,12 @@ def cmd_export_labels(args) -> int:
     if not seg.is_dir():
         raise ReactomoError(f"The segmentation folder {seg} does not exist; give the --out folder of segment or run.")
     phases = _phases_from(args.phases) if args.phases else None
+    if str(args.out).lower().endswith((".h5", ".hdf5")):
+        from core.segmentation.ome_zarr import export_labels_hdf5
+
+        out = export_labels_hdf5(seg, args.out, phases=phases, on_progress=_progress_printer(args.quiet))
+        print(f"Wrote {out} (HDF5: one dataset per step, element_size_um, the phase names and colours as attributes).")
+        return 0
     out = export_labels(seg, args.out, phases=phases, on_progress=_progress_printer(args.quiet))
     print(f"Wrote {out} (OME-Zarr 0.5: one label image per step, with the phase names and colours).")
     return 0
@@ -1322,7 +1328,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export-labels", help="a segmentation's label volumes as OME-Zarr 0.5 for napari and other "
                                               "OME-NGFF viewers")
     ex.add_argument("segmentation", help="segmentation folder (the --out of segment or run)")
-    ex.add_argument("--out", required=True, help="the new LABELS.ome.zarr folder")
+    ex.add_argument("--out", required=True, help="the new LABELS.ome.zarr folder (or LABELS.h5 for one HDF5 file)")
     ex.add_argument("--phases", help="JSON file with the phase table (default: the segmentation's)")
     ex.set_defaults(func=cmd_export_labels)
 

@@ -90,6 +90,26 @@ def test_ome_zarr_the_reference_reader_opens_every_step_as_a_label_image(seg, tm
             assert rgb == [int(p.colour[i:i + 2], 16) for i in (1, 3, 5)]
 
 
+def test_the_hdf5_export_reads_back_with_h5py(seg, tmp_path):
+    import h5py
+
+    from core.phases import DEFAULT_PHASES
+
+    out = tmp_path / "labels.h5"
+    assert main(["-q", "export-labels", str(seg), "--out", str(out)]) == 0
+    files = sorted(seg.glob("*.tif"))
+    with h5py.File(out, "r") as f:
+        assert sorted(f) == [p.stem for p in files]
+        for p in files:
+            ds = f[p.stem]
+            assert ds.chunks is not None and ds.compression == "gzip"
+            np.testing.assert_array_equal(ds[:], tifffile.imread(p))
+            assert list(ds.attrs["element_size_um"]) == [2.75, 2.75, 2.75] and ds.attrs["label_file"] == p.name
+        assert json.loads(f.attrs["label_names"]) == {str(q.code): q.name for q in DEFAULT_PHASES}
+    assert main(["-q", "export-labels", str(seg), "--out", str(out)]) == 2  # exists: refused, file unchanged
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
 def test_bad_exports_are_one_sentence_and_leave_nothing(seg, tmp_path, capsys):
     out = tmp_path / "x.ome.zarr"
     out.mkdir()

@@ -26,7 +26,7 @@ from typing import Any
 from core.errors import ReactomoError
 from core.phases import PhaseTable
 
-__all__ = ["export_labels", "CHUNKS", "OME_VERSION"]
+__all__ = ["export_labels", "export_labels_hdf5", "CHUNKS", "OME_VERSION"]
 
 OME_VERSION = "0.5"
 CHUNKS = (64, 256, 256)
@@ -117,4 +117,70 @@ def export_labels(seg_dir: str | os.PathLike, out: str | os.PathLike, *, phases:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     say(1.0, f"{len(names)} step(s) written to {out.name}")
+    return out
+
+
+def export_labels_hdf5(seg_dir: str | os.PathLike, out: str | os.PathLike, *, phases: PhaseTable | None = None,
+                       chunks: tuple[int, int, int] = CHUNKS,
+                       on_progress: Callable[[float, str], None] | None = None) -> Path:
+    """The same label volumes as one HDF5 file (for those who ask for HDF5: ilastik, Avizo/Amira, MATLAB, h5py).
+
+    One gzip-compressed, chunked uint8 dataset per step (``/t000``, ``/t001``, ...) with ``element_size_um`` (z, y, x;
+    the attribute Fiji's and ilastik's HDF5 readers take), ``step``, ``time_s`` and ``label_file``; the file's own
+    attributes hold the phase table as JSON (``phases``) and ``label_names`` / ``label_colours`` per code. Written to a
+    temporary name and renamed.
+    """
+    import json
+
+    import h5py
+    import numpy as np
+
+    from core.analysis.results import load_series
+    from core.imaging.io import open_volume
+
+    say = on_progress or (lambda f, m: None)
+    out = Path(out)
+    if out.exists():
+        raise ReactomoError(f"{out} already exists; choose a new name for the HDF5 export.")
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise ReactomoError(f"The export's name {out.name!r} should end in .h5 (or .ome.zarr for OME-Zarr).")
+    data = load_series(seg_dir, phases=phases)
+    phases = data.phases
+    vs = float(data.voxel_size_um)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}-{os.getpid()}-tmp"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "reactomo.labels"
+            f.attrs["phases"] = json.dumps(phases.to_dict())
+            f.attrs["label_names"] = json.dumps({str(p.code): p.name for p in phases})
+            f.attrs["label_colours"] = json.dumps({str(p.code): p.colour for p in phases})
+            f.attrs["voxel_size_um"] = vs
+            f.attrs["segmentation"] = Path(seg_dir).name
+            for i, (path, k) in enumerate(zip(data.paths, data.steps)):
+                name = f"t{int(k):03d}"
+                say(i / len(data.steps), f"step {k}")
+                with open_volume(path) as vol:
+                    if vol.dtype.kind not in "ui":
+                        raise ReactomoError(f"{Path(path).name} is not a label volume ({vol.dtype}).")
+                    nz, ny, nx = (int(n) for n in vol.shape)
+                    ds = f.create_dataset(name, shape=(nz, ny, nx), dtype="uint8", compression="gzip",
+                                          chunks=tuple(min(c, n) for c, n in zip(chunks, (nz, ny, nx))))
+                    step = max(1, min(chunks[0], nz))
+                    for z0 in range(0, nz, step):
+                        z1 = min(nz, z0 + step)
+                        ds[z0:z1] = np.asarray(vol.block(z0, z1, 0, ny, 0, nx), dtype=np.uint8)
+                t = data.times_s[i] if i < len(data.times_s) else None
+                ds.attrs["element_size_um"] = [vs, vs, vs]
+                ds.attrs["step"] = int(k)
+                ds.attrs["time_s"] = float(t) if t is not None else float("nan")
+                ds.attrs["label_file"] = Path(path).name
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ReactomoError(f"The HDF5 file could not be written ({exc.strerror or exc}); nothing was saved.") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    say(1.0, f"{len(data.steps)} step(s) written to {out.name}")
     return out
