@@ -5,18 +5,29 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core.workflow.data import create_demo_project
 from core.workflow.jobs import list_jobs, read_job
 from core.workflow.access import create_share_link, link, revoke_share_links, share_links, team_mode
-from core.workflow.project import create_project, delete_project, list_projects, project_exists, workspace_dir
+from core.workflow.project import (create_project, delete_project, list_projects, open_project, project_exists,
+                                   workspace_dir)
 from core.workflow.share import export_bytes, import_upload, latest_export
 from core.workflow.worker import submit_job
 
-#: Workflow pages that exist so far, by checklist key (later steps get their page in later releases).
-PAGES = {"data": "pages/1_Data.py", "labels": "pages/2_Label.py", "ground_truth": "pages/3_Ground_Truth.py",
-         "model": "pages/4_Train.py", "segmentation": "pages/5_Segment.py", "evaluation": "pages/6_Evaluate.py",
-         "analysis": "pages/8_Analysis.py"}
+#: The page of each checklist step, with the title the sidebar gives it.
+PAGES = {"data": ("pages/1_Data.py", "Data"), "labels": ("pages/2_Label.py", "Label"),
+         "ground_truth": ("pages/3_Ground_Truth.py", "Ground truth"), "model": ("pages/4_Train.py", "Train"),
+         "segmentation": ("pages/5_Segment.py", "Segment"), "evaluation": ("pages/6_Evaluate.py", "Evaluate"),
+         "analysis": ("pages/8_Analysis.py", "Analysis")}
+OPTIONAL = ":gray[:material/remove_circle_outline:]"
 DONE, TODO = ":green[:material/check_circle:]", ":gray[:material/radio_button_unchecked:]"
+
+
+@st.fragment(run_every=1.0)
+def _demo_progress(project, job_id: str) -> None:
+    job = read_job(project.root, job_id)
+    if not job.is_active:
+        st.rerun()
+    st.progress(min(max(float(job.progress), 0.0), 1.0),
+                text=f"Making the demo experiment (it goes on if you close the tab): {job.message or 'starting'}")
 
 
 @st.fragment(run_every=1.0)
@@ -50,7 +61,7 @@ def share_section(project) -> None:
     if found is not None and not running:
         name, _, size = found
         with ui.user_errors():
-            st.download_button(f"Download {name} ({size / 1e6:.1f} MB)", data=export_bytes(project, name),
+            st.download_button(f"Download {name} ({ui.fmt_bytes(size)})", data=export_bytes(project, name),
                                file_name=name, mime="application/zip", icon=":material/download:", key="share_download")
 
 
@@ -145,15 +156,16 @@ def home() -> None:
             st.caption("No projects yet. Load the demo experiment or create a project.")
 
         if st.button("Load demo experiment", type="primary", icon=":material/science:", width="stretch",
-                     help="A generated dehydrating-gypsum experiment with known truth (10 steps)."):
-            bar = st.progress(0.0, text="Preparing the demo experiment")
+                     help="A generated dehydrating-gypsum experiment with known truth (10 steps), made by the worker: "
+                          "closing the tab or reloading does not stop it."):
             with ui.user_errors():
                 existed = project_exists("demo")
-                demo = create_demo_project("demo", if_missing=True, on_progress=ui.progress_callback(bar))
+                demo = open_project("demo") if existed else create_project("demo", voxel_size_um=2.75)
                 ui.set_current_project(demo.name)
                 if not existed:
                     ui.hold_edit_key(demo)
-                bar.empty()
+                if not demo.scans() and not [j for j in list_jobs(demo.root, kind="demo") if j.is_active]:
+                    submit_job(demo, "demo", {}, title="Make the demo experiment")
                 st.rerun()
 
         with st.expander("New project", icon=":material/add:"):
@@ -194,14 +206,18 @@ def home() -> None:
 def checklist(project, *, read: bool = False) -> None:
     st.subheader("Workflow")
     st.markdown(f"**{project.name}**")
+    demo = [j for j in list_jobs(project.root, kind="demo") if j.is_active]
+    if demo:
+        _demo_progress(project, demo[0].id)
     for step in project.status():
-        icon = DONE if step.done else TODO
+        icon = OPTIONAL if step.optional and not step.done else DONE if step.done else TODO
         c1, c2 = st.columns([3, 2])
         c1.markdown(f"{icon} **{step.title}** — {step.detail}")
         if read and step.key != "analysis":
             continue
         if step.key in PAGES:
-            c2.page_link(PAGES[step.key], label=f"Open {step.title}", icon=":material/arrow_forward:")
+            page, title = PAGES[step.key]
+            c2.page_link(page, label=f"Open {title}", icon=":material/arrow_forward:")
 
 
 navigation = st.navigation(

@@ -305,6 +305,15 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 3600} h {s // 60 % 60:02d} min" if s >= 3600 else (f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s")
 
 
+def fmt_bytes(n: int | float) -> str:
+    """A size in bytes as kB, MB or GB (decimal units, as file browsers show them)."""
+    n = float(n)
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 def fmt_date(text: str) -> str:
     """An ISO timestamp as ``YYYY-MM-DD HH:MM`` (UTC); the text itself when it is not one."""
     try:

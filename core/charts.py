@@ -213,6 +213,9 @@ def slice_figure(
     """
     if image.ndim != 2:
         raise ReactomoError(f"A slice must be 2D; got an array of shape {image.shape}.")
+    rows, cols = image.shape
+    if rows < 0.6 * cols:  # a flat XZ/YZ slice of a short scan: a box as flat as the image, not a tall empty one
+        height = min(height, max(260, int(140 + 900 * rows / cols)))
     plane, vert, horiz = AXIS_NAMES[axis]
     grey = window_to_uint8(image, *window)
     rgb = np.repeat(grey[:, :, None], 3, axis=2)

@@ -26,9 +26,31 @@ __all__ = [
     "BASSANITE",
     "PORE",
     "CELESTITE",
+    "pretty_formula",
 ]
 
 UNLABELLED = 0
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def pretty_formula(formula: str | None) -> str:
+    """A formula with its atom counts as subscripts, for display: ``CaSO4·0.5H2O`` -> ``CaSO₄·0.5H₂O``.
+
+    A digit is a count when it follows an element symbol, a closing bracket or another count; the coefficient of a
+    hydrate (``·0.5H2O``, ``·2H2O``) stays on the line. Text in round brackets that is not a formula is kept as is."""
+    if not formula:
+        return ""
+    out, prev_count = [], False
+    for i, ch in enumerate(formula):
+        before = formula[i - 1] if i else ""
+        if ch.isdigit() and (before.isalpha() or before == ")" or prev_count):
+            out.append(ch.translate(_SUB))
+            prev_count = True
+        else:
+            out.append(ch)
+            prev_count = False
+    return "".join(out)
+
 GYPSUM, BASSANITE, PORE, CELESTITE = 1, 2, 3, 4
 
 Role = Literal["reactant", "product", "pore", "inert", "other"]

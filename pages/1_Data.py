@@ -9,7 +9,7 @@ import ui
 from core.charts import AXIS_NAMES, histogram_lines, histogram_over_time, slice_figure
 from core.workflow.data import generate_demo_into, register_scans
 from core.errors import ReactomoError
-from core.phases import PhaseTable
+from core.phases import PhaseTable, pretty_formula
 from core.workflow.project import data_roots
 from core.imaging.synthetic import DEMO, demo_config
 from core.workflow.paths import upload_folder
@@ -173,26 +173,44 @@ with st.expander("Acquisition, phases and region of interest", icon=":material/t
                 st.rerun()
     st.markdown("**Phase table** (label codes are used everywhere: files, arrays, CLI)")
     table = pd.DataFrame(project.phases().to_dict())
-    edited = st.data_editor(
-        table,
-        num_rows="dynamic",
-        hide_index=True,
-        key="phase_editor",
-        column_config={
-            "code": st.column_config.NumberColumn("code", min_value=1, max_value=255, step=1),
-            "density_kg_m3": st.column_config.NumberColumn("density (kg/m³)"),
-            "molar_mass_g_mol": st.column_config.NumberColumn("molar mass (g/mol)"),
-            "molar_volume_cm3_mol": st.column_config.NumberColumn("molar volume (cm³/mol)"),
-            "role": st.column_config.SelectboxColumn("role", options=["reactant", "product", "pore", "inert", "other"]),
-        },
+    shown = pd.DataFrame({
+        "code": table["code"], "phase": table["name"], "formula": [pretty_formula(f) for f in table["formula"]],
+        "role": table["role"], "density (kg/m³)": table["density_kg_m3"],
+        "molar mass (g/mol)": table["molar_mass_g_mol"], "molar volume (cm³/mol)": table["molar_volume_cm3_mol"],
+        "colour": table["colour"],
+    })
+    st.dataframe(
+        shown.style.format(na_rep="–", precision=2, subset=["density (kg/m³)", "molar mass (g/mol)",
+                                                           "molar volume (cm³/mol)"])
+        .map(lambda c: f"background-color: {c}; color: {c}", subset=["colour"]),
+        hide_index=True, width="stretch",
+        column_config={"colour": st.column_config.TextColumn("colour", width="small")},
     )
-    if st.button("Save phase table"):
-        with ui.user_errors():
-            rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in edited.to_dict("records")]
-            project.set_phases(PhaseTable.from_dict(rows))
-            st.session_state["data_flash"] = "Saved the phase table."
-            st.rerun()
-    st.caption(f"Reaction: {project.reaction().name}")
+    st.caption("– : not needed for this phase (the pore space has no density; the reaction's water escapes).")
+    edit = st.toggle("Edit the phase table", key="phase_edit", value=False)
+    if not edit:
+        st.caption(f"Reaction: {project.reaction().name}")
+    if edit:
+        edited = st.data_editor(
+            table,
+            num_rows="dynamic",
+            hide_index=True,
+            key="phase_editor",
+            column_config={
+                "code": st.column_config.NumberColumn("code", min_value=1, max_value=255, step=1),
+                "density_kg_m3": st.column_config.NumberColumn("density (kg/m³)"),
+                "molar_mass_g_mol": st.column_config.NumberColumn("molar mass (g/mol)"),
+                "molar_volume_cm3_mol": st.column_config.NumberColumn("molar volume (cm³/mol)"),
+                "role": st.column_config.SelectboxColumn("role", options=["reactant", "product", "pore", "inert", "other"]),
+            },
+        )
+        if st.button("Save phase table"):
+            with ui.user_errors():
+                rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in edited.to_dict("records")]
+                project.set_phases(PhaseTable.from_dict(rows))
+                st.session_state["data_flash"] = "Saved the phase table."
+                st.rerun()
+        st.caption(f"Reaction: {project.reaction().name}")
 
 # ------------------------------------------------------------------------------------------------ viewer
 st.subheader("Slice viewer")

@@ -91,7 +91,8 @@ ss["label_z"] = min(max(int(ss.get("label_z", 0)), 0), nz - 1)
 
 
 def _history(step: int, z: int) -> list:
-    return ss["label_history"].setdefault((scans[step].name, int(z)), [])
+    """The slice's saved changes that Undo takes back (kept in the project, so a reload keeps them)."""
+    return store.undo_history(step, z)
 
 
 def _flash(kind: str, text: str) -> None:
@@ -126,9 +127,7 @@ def _save_drawing(data: str, g: dict) -> set[int]:
             return codes
         edit = store.paint(g["step"], g["z"], strokes, origin=(g["y0"], g["x0"]))
         if edit is not None:
-            hist = _history(g["step"], g["z"])
-            hist.append(edit)
-            del hist[:-HISTORY]
+            store.push_undo(edit, keep=HISTORY)
             took = time.perf_counter() - started
             _flash("saved", f"Saved {_describe(edit)} on {scans[g['step']].name} z {g['z']} ({took:.2f} s).")
         else:
@@ -234,15 +233,20 @@ with controls:
                       help=f"1 px = {vs:g} µm. The stroke is drawn this wide in scan pixels at any zoom.")
     opacity = st.slider("Label overlay opacity", 0.0, 1.0, 0.6, 0.05, key="label_opacity",
                         help="How strongly the saved labels tint the slice (0 hides them).")
+    lo_auto, hi_auto, vmin, vmax = ui.display_range(scans[step])
+    if st.toggle("Auto contrast (0.5–99.5 %)", value=True, key="label_auto_contrast",
+                 help="Off: choose the grey window yourself; a narrow window around the gypsum and bassanite peaks "
+                      "(see the Data page's histograms) makes the two easier to tell apart."):
+        grey_window = (lo_auto, hi_auto)
+    else:
+        grey_window = st.slider("Display window (grey value)", vmin, vmax, (lo_auto, hi_auto), key="label_grey_window")
 
     history = _history(step, z)
     b1, b2 = st.columns(2)
     if b1.button("Undo", icon=":material/undo:", disabled=not history, width="stretch",
                  help="Undo the last change on this slice (strokes, erasing, clearing); saved at once."):
         with ui.user_errors("Nothing was undone: "):
-            edit = history[-1]
-            store.revert(edit)
-            history.pop()
+            edit = store.undo(step, z)
             _fresh_canvas()
             _flash("saved", f"Undid {_describe(edit)} on {scans[step].name} z {z}.")
             st.rerun()
@@ -253,7 +257,7 @@ with controls:
             with ui.user_errors("The slice was not cleared: "):
                 edit = store.clear(step, z)
                 if edit is not None:
-                    _history(step, z).append(edit)
+                    store.push_undo(edit, keep=HISTORY)
                 _fresh_canvas()
                 _flash("saved", f"Cleared {scans[step].name} z {z}" + (f" ({edit.pixels:,} px)." if edit else "."))
                 st.rerun()
@@ -308,9 +312,8 @@ with view:
     canvas_ok = False
     with ui.user_errors():
         grey = ui.read_slice(scans[step], 0, int(z))
-        lo, hi, _, _ = ui.display_range(scans[step])
         labels = store.get(step, z)
-        crop = window_to_uint8(grey[y0 : y0 + h, x0 : x0 + w], lo, hi)
+        crop = window_to_uint8(grey[y0 : y0 + h, x0 : x0 + w], *grey_window)
         rgb = overlay_labels(np.repeat(crop[:, :, None], 3, axis=2), labels[y0 : y0 + h, x0 : x0 + w],
                              phases=phases, opacity=float(opacity))
         background = png_data_uri(np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1))
@@ -328,6 +331,8 @@ with view:
             f"painting with **{tool}**, {brush} px ({brush * vs:g} µm) wide. Draw with the mouse; each stroke is saved "
             "when you release the button."
         )
+        st.caption("The canvas's own toolbar (undo, redo, bin), shown on hover, only acts on a stroke not yet saved; "
+                   "every stroke is saved when the mouse is released, so use **Undo** and **Clear** on the left.")
         st.space("small")  # room for the canvas's own toolbar, which floats above it on hover
         st_canvas(
             fill_color="rgba(0, 0, 0, 0)",
@@ -453,7 +458,7 @@ with st.expander("Import or export labels (TIFF)", icon=":material/swap_vert:"):
                 finally:
                     Path(tmp_name).unlink(missing_ok=True)
                 for zz in changed:  # undo steps recorded before the import no longer apply
-                    ss["label_history"].pop((scans[step].name, zz), None)
+                    store.forget_undo(step, zz)
                 ss["label_upload_round"] += 1
                 _fresh_canvas()
                 _flash("saved", f"Imported labels from '{upload.name}' into {scans[step].name}: "
@@ -469,15 +474,20 @@ if demo:
         with ui.user_errors("Nothing was imported: "):
             demo_step, changed = import_demo_scribbles(project)
             for zz in changed:
-                ss["label_history"].pop((scans[demo_step].name, zz), None)
+                store.forget_undo(demo_step, zz)
             _fresh_canvas()
             where = ", ".join(f"z {v}" for v in changed)
             if changed:
                 _flash("saved", f"Imported the demo's scribbles into {scans[demo_step].name} ({where}).")
+                ss["label_demo_note"] = (f"Imported the demo's scribbles: {len(changed)} slice"
+                                         f"{'s' if len(changed) != 1 else ''} of {scans[demo_step].name} ({where}).")
             else:
                 _flash("info", "The demo's scribbles are already in your labels.")
             slices_ = changed or list(demo.get("label_slices", [])) or [int(z)]
             ss["label_goto"] = (int(demo_step), int(slices_[0]))
             st.rerun()
-    d2.caption(f"The demo experiment comes with scribbles on {len(demo.get('label_slices', []))} slices of "
-               f"{scans[int(demo.get('label_step', 0))].name}, like a user's first labelling session.")
+    if note := ss.pop("label_demo_note", None):
+        d2.success(note, icon=":material/check_circle:")
+    else:
+        d2.caption(f"The demo experiment comes with scribbles on {len(demo.get('label_slices', []))} slices of "
+                   f"{scans[int(demo.get('label_step', 0))].name}, like a user's first labelling session.")

@@ -126,6 +126,24 @@ def test_eraser_undo_and_clear(workspace, demo_project):
     assert store.slices() == [] and _button(at, "Undo").disabled
 
 
+def test_undo_survives_a_reload_and_the_grey_window_can_be_set(workspace, demo_project):
+    """Issue 16: Undo was disabled after a reload (the history lived in the session); it is kept in the project."""
+    at = _app()
+    store = LabelStore(demo_project)
+    at.radio(key="label_code").set_value(GYPSUM).run()
+    at, g = _stroke(at, DEFAULT_PHASES.by_code(GYPSUM).colour, slice(0, 16), slice(0, 16))  # 2 × 2 px
+    assert np.count_nonzero(store.get(g["step"], g["z"])) == 4
+    again = _app()  # a reload: a new session, nothing in session state
+    assert not _button(again, "Undo").disabled and "1 change to undo on this slice" in _texts(again)
+    _button(again, "Undo").click().run()
+    assert not again.exception and store.slices() == [] and _button(again, "Undo").disabled
+    # a contrast control, as on the Data page
+    again.toggle(key="label_auto_contrast").set_value(False).run()
+    lo, hi = again.slider(key="label_grey_window").value
+    again.slider(key="label_grey_window").set_value((lo, (lo + hi) / 2)).run()
+    assert not again.exception
+
+
 def test_a_stroke_in_a_moved_window_lands_at_full_resolution(workspace, tmp_path):
     from core.workflow.data import register_scans
     from core.workflow.project import create_project

@@ -541,16 +541,17 @@ def test_import_upload_of_garbage_changes_nothing(proj, filename, data, match):
 # -- status -------------------------------------------------------------------------------------------------------
 def test_status_reflects_progress(proj):
     steps = proj.status()
-    assert [s.key for s in steps] == ["data", "labels", "ground_truth", "model", "segmentation", "analysis"]
-    assert [s.title for s in steps] == ["Data", "Labels", "Ground truth", "Model", "Segmentation", "Analysis"]
+    assert [s.key for s in steps] == ["data", "labels", "ground_truth", "model", "segmentation", "evaluation", "analysis"]
+    assert [s.title for s in steps] == ["Data", "Labels", "Ground truth", "Model", "Segmentation", "Evaluation", "Analysis"]
     assert not any(s.done for s in steps) and all(s.detail for s in steps)
+    assert [s.optional for s in steps] == [False] * 5 + [True, False]  # evaluating is optional
 
     proj.set_scans(series(proj, 10, shape=(40, 256, 256)))
     data = proj.status()[0]
     assert data.done and data.detail == "10 steps of 40×256×256 uint16, 2.75 µm"
     proj.update(lambda m: m["labels"].__setitem__("0", {"slices": [20]}))
     proj.update(lambda m: m["models"].append({"name": "unet-1"}))
-    assert [s.done for s in proj.status()] == [True, True, False, True, False, False]
+    assert [s.done for s in proj.status()] == [True, True, False, True, False, False, False]
     assert proj.status()[3].detail == "1 model saved"
     proj.set_roi({"z": [0, 20], "y": [0, 128], "x": [0, 128]})
     assert proj.status()[0].detail.endswith("region of interest 20×128×128")

@@ -74,7 +74,7 @@ def test_a_queued_job_runs_in_the_worker_not_here(demo_project, worker_mode):
 def test_unknown_kinds_and_a_second_worker_are_refused(demo_project, worker_mode):
     from core.workflow.worker import submit_job
 
-    with pytest.raises(ReactomoError, match=r"^Unknown job kind 'shell'; the worker runs analysis, export, live, render, render-numbers, segment, train\."):
+    with pytest.raises(ReactomoError, match=r"^Unknown job kind 'shell'; the worker runs analysis, demo, export, live, render, render-numbers, segment, train\."):
         submit_job(demo_project, "shell", {})
     assert list_jobs(demo_project.root) == []
     first = _worker(worker_mode, "--poll", "0.2")

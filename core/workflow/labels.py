@@ -582,6 +582,57 @@ class LabelStore:
 
         self._rewrite(edit.step, edit.z, change)
 
+    # -- undo journal: survives a reload, a server restart and another browser --------------------------------
+    def _undo_path(self, step: int, z: int) -> Path:
+        _, name, shape = self._step(step)
+        return self.root / name / ".undo" / f"z{self._z(z, shape[0], name):05d}.npz"
+
+    def undo_history(self, step: int, z: int) -> list[Edit]:
+        """The saved changes of one slice that can be undone, oldest first (an unreadable journal is empty)."""
+        path = self._undo_path(step, z)
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                lengths = d["lengths"].astype(np.int64)
+                cuts = np.concatenate([[0], np.cumsum(lengths)])
+                return [Edit(int(step), int(z), d["index"][a:b].astype(np.int64), d["before"][a:b], d["after"][a:b])
+                        for a, b in zip(cuts[:-1], cuts[1:])]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    def _save_undo(self, step: int, z: int, edits: list[Edit]) -> None:
+        path = self._undo_path(step, z)
+        if not edits:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from core.atomic import atomic_write_with
+
+        def writer(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, lengths=np.array([e.pixels for e in edits], np.int64),
+                         index=np.concatenate([e.index for e in edits]).astype(np.int64),
+                         before=np.concatenate([e.before for e in edits]).astype(np.uint8),
+                         after=np.concatenate([e.after for e in edits]).astype(np.uint8))
+
+        atomic_write_with(path, writer)
+
+    def push_undo(self, edit: Edit, *, keep: int = 50) -> None:
+        """Remember ``edit`` so that :meth:`undo` can take it back later (the newest ``keep`` per slice)."""
+        self._save_undo(edit.step, edit.z, (self.undo_history(edit.step, edit.z) + [edit])[-keep:])
+
+    def undo(self, step: int, z: int) -> Edit | None:
+        """Take back the newest remembered change of a slice; returns it, or None when there is none."""
+        history = self.undo_history(step, z)
+        if not history:
+            return None
+        self.revert(history[-1])
+        self._save_undo(step, z, history[:-1])
+        return history[-1]
+
+    def forget_undo(self, step: int, z: int) -> None:
+        """Drop a slice's remembered changes (after an import replaced its labels, they no longer apply)."""
+        self._save_undo(step, z, [])
+
     # -- label TIFF import and export --------------------------------------------------------------------------
     def export_tiff(self, path: str | os.PathLike, step: int) -> Path:
         """Write the labels of time step ``step`` as one label TIFF (see :func:`core.imaging.io.write_labels`).

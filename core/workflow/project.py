@@ -174,7 +174,8 @@ class StepStatus:
     Attributes
     ----------
     key : str
-        ``"data"``, ``"labels"``, ``"ground_truth"``, ``"model"``, ``"segmentation"`` or ``"analysis"``.
+        ``"data"``, ``"labels"``, ``"ground_truth"``, ``"model"``, ``"segmentation"``, ``"evaluation"`` or
+        ``"analysis"``.
     title : str
         Title shown to users.
     done : bool
@@ -187,6 +188,7 @@ class StepStatus:
     title: str
     done: bool
     detail: str
+    optional: bool = False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1095,11 +1097,21 @@ class Project:
             n = len(gt.get("slices", []))
             return True, f"{gt.get('kind', 'random forest')} on {n} slice{'s' if n != 1 else ''} of {gt.get('step_name', '?')}"
 
+        def evaluation_row() -> tuple[bool, str]:
+            reference = ("the demo's known truth" if m["demo"] is not None else
+                         "the ground truth" if m["ground_truth"] else None)
+            if not m["segmentations"]:
+                return False, "Optional: score a segmentation against a reference, once there is one."
+            if reference is None:
+                return False, "Optional: score a segmentation against a labelled reference (none yet)."
+            return False, f"Optional: score a segmentation against {reference}."
+
         rows = [
             ("labels", "Labels", *labels_row()),
             ("ground_truth", "Ground truth", *ground_truth_row()),
             ("model", "Model", *count("models", "model", "No model yet; train a U-Net on the ground truth.")),
             ("segmentation", "Segmentation", *count("segmentations", "segmentation", "No segmentation yet; segment the time steps with a model.")),
+            ("evaluation", "Evaluation", *evaluation_row(), True),
             ("analysis", "Analysis", *count("analysis", "analysis result", "No analysis yet; run the analysis on a segmentation.")),
         ]
         return [StepStatus("data", "Data", bool(scans), detail)] + [StepStatus(*r) for r in rows]

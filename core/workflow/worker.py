@@ -144,6 +144,13 @@ def _live(project, params: dict, ctx) -> dict:
     return {"name": params["name"], "segmented": st.get("scans_segmented", 0), "alerts": len(state.get("alerts") or [])}
 
 
+def _demo(project, params: dict, ctx) -> dict:
+    from core.workflow.data import generate_demo_into
+
+    info = generate_demo_into(project, None, on_progress=ctx.progress)
+    return {"steps": len(project.scans()), "folder": str((info or {}).get("folder", ""))}
+
+
 def _export(project, params: dict, ctx) -> dict:
     from core.workflow.share import export_to_folder
 
@@ -155,7 +162,7 @@ def _export(project, params: dict, ctx) -> dict:
 #: other kind is refused, so a job record never names code to import.
 JOB_KINDS: dict[str, Callable[..., dict]] = {"train": _train, "segment": _segment, "analysis": _analysis,
                                              "render": _render, "render-numbers": _render_numbers,
-                                             "live": _live, "export": _export}
+                                             "live": _live, "export": _export, "demo": _demo}
 
 
 def job_function(project, kind: str, params: dict) -> Callable:
