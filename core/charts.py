@@ -127,6 +127,8 @@ def histogram_lines(
         margin=dict(l=60, r=20, t=70, b=50),
         height=380,
     )
+    if log:
+        fig.update_yaxes(dtick=1, tickformat="~g")  # one labelled tick per decade (0.01, 0.1, 1)
     return fig
 
 
@@ -365,6 +367,7 @@ def threshold_histogram(values: np.ndarray, ranges: Sequence[dict], phases, *, b
                       line_width=0, annotation_text=p.name, annotation_position="top left")
     fig.update_layout(title=title, xaxis_title="grey value (scan units)", yaxis_title="pixels per bin (%)",
                       yaxis_type="log", font=_FONT, height=340, showlegend=False, margin=dict(l=60, r=10, t=50, b=50))
+    fig.update_yaxes(dtick=1, tickformat="~g")  # one labelled tick per decade (0.01, 0.1, 1), not "5 2 1 5 2"
     return fig
 
 
@@ -381,11 +384,22 @@ def _finite(v) -> float | None:
     return f if np.isfinite(f) else None
 
 
-def training_curves(history: Sequence[dict], *, best_epoch: int | None = None,
+def _planned_axis(fig: go.Figure, epochs: list, planned: int | None) -> None:
+    """While a training runs, the x axis spans every planned epoch: after epoch 1 the chart reads as "1 of 30",
+    not as a lone dot in the middle of nowhere."""
+    if planned and planned > max(epochs or [0]):
+        fig.update_xaxes(range=[0.5, planned + 0.5], dtick=None if planned > 10 else 1)
+        if len(epochs) == 1:
+            fig.add_annotation(text=f"epoch 1 of {planned}: the curve grows as epochs finish", showarrow=False,
+                               xref="paper", yref="paper", x=0.5, y=0.5, font=dict(color="#6b7785"))
+
+
+def training_curves(history: Sequence[dict], *, best_epoch: int | None = None, planned_epochs: int | None = None,
                     title: str = "Training and validation loss") -> go.Figure:
     """Train and validation loss per epoch (one dict per epoch with ``epoch``, ``train_loss``, ``val_loss``).
 
-    ``best_epoch`` (default: the lowest validation loss) is marked with a dotted line.
+    ``best_epoch`` (default: the lowest validation loss) is marked with a dotted line; ``planned_epochs`` (while a
+    training runs) sets the x axis to every planned epoch.
     """
     history = list(history)
     epochs = _epochs(history)
@@ -408,10 +422,11 @@ def training_curves(history: Sequence[dict], *, best_epoch: int | None = None,
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
                       margin=dict(l=60, r=10, t=70, b=50), hovermode="x unified")
     fig.update_xaxes(rangemode="tozero" if len(epochs) < 2 else "normal", dtick=None if len(epochs) > 10 else 1)
+    _planned_axis(fig, epochs, planned_epochs)
     return fig
 
 
-def validation_dice_curves(history: Sequence[dict], phases, *,
+def validation_dice_curves(history: Sequence[dict], phases, *, planned_epochs: int | None = None,
                            title: str = "Validation Dice per phase") -> go.Figure:
     """Validation Dice of each phase per epoch, in the phase's colour (``val_dice`` maps phase name → Dice or None)."""
     history = list(history)
@@ -430,6 +445,7 @@ def validation_dice_curves(history: Sequence[dict], phases, *,
                       height=360, legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
                       margin=dict(l=60, r=10, t=70, b=50), hovermode="x unified")
     fig.update_xaxes(dtick=None if len(epochs) > 10 else 1)
+    _planned_axis(fig, epochs, planned_epochs)
     return fig
 
 

@@ -901,7 +901,7 @@ def _render_over_time(args) -> int:
     rec = result.record
     b = rec["block"]
     print(f"Block z {b[0]}-{b[1]}, y {b[2]}-{b[3]}, x {b[4]}-{b[5]} (factor {rec['settings']['factor']}), "
-          f"{len(rec['steps'])} step(s){' (from the cache)' if result.cached else ''}.")
+          f"{len(rec['steps'])} step{'s' if len(rec['steps']) != 1 else ''}{' (from the cache)' if result.cached else ''}.")
     cols = ["volume_fraction", "objects", "specific_surface_per_mm", "largest_cluster_share"]
     heads = ["share of block", "objects", "specific surface mm²/mm³", "largest pore cluster"]
     print(f"{'step':>4} {'time (s)':>9} {'phase':<12} " + " ".join(f"{h:>24}" for h in heads))

@@ -50,13 +50,13 @@ def _bundles(root) -> list:
 
 
 
-def _curves(history: list[dict], key: str) -> None:
+def _curves(history: list[dict], key: str, planned: int | None = None) -> None:
     if not history:
         st.caption("The curves appear after the first epoch.")
         return
     c1, c2 = st.columns(2)
-    c1.plotly_chart(training_curves(history), width="stretch", key=f"{key}_loss")
-    c2.plotly_chart(validation_dice_curves(history, phases), width="stretch", key=f"{key}_dice")
+    c1.plotly_chart(training_curves(history, planned_epochs=planned), width="stretch", key=f"{key}_loss")
+    c2.plotly_chart(validation_dice_curves(history, phases, planned_epochs=planned), width="stretch", key=f"{key}_dice")
 
 
 def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
@@ -140,7 +140,7 @@ def live_run(job_id: str) -> None:
                 request_cancel(project.root, job_id)
                 st.toast("Stopping after the current batch.", icon=":material/stop_circle:")
     st.progress(float(job.progress), text=job.message or "starting")
-    _curves(history, "live")
+    _curves(history, "live", planned=int((job.params.get("train") or {}).get("max_epochs") or 0) or None)
 
 
 if active:

@@ -61,6 +61,10 @@ def _show_steps(record: dict | None, steps: list[int], key: str) -> None:
         "Detail": st.column_config.TextColumn(width="large")})
 
 
+def _steps(n: int) -> str:
+    return f"{n} step{'s' if n != 1 else ''}"
+
+
 def _status_sentence(job) -> tuple[str, str]:
     name = job.params.get("name", "?")
     res = job.result or {}
@@ -68,8 +72,8 @@ def _status_sentence(job) -> tuple[str, str]:
         done, failed = res.get("done", []), res.get("failed", [])
         if failed and not done:
             return "error", f"Segmentation '{name}' failed on every step; the table below gives each step's reason."
-        tail = f"; {len(failed)} step(s) failed, see the table below" if failed else ""
-        return ("warning" if failed else "success"), f"Segmentation '{name}' finished: {len(done)} step(s) segmented in {ui.fmt_duration(res.get('seconds'))}{tail}."
+        tail = f"; {_steps(len(failed))} failed, see the table below" if failed else ""
+        return ("warning" if failed else "success"), f"Segmentation '{name}' finished: {_steps(len(done))} segmented in {ui.fmt_duration(res.get('seconds'))}{tail}."
     if job.status == "cancelled":
         return "warning", f"Segmentation '{name}' was stopped; the steps done so far are kept."
     if job.status == "interrupted":
@@ -209,19 +213,21 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
             ss["seg_clean_model"] = model
         depth = scans[0].shape[0]
         roi = project.roi()
+        # outside the form, so that the z-range slider follows it at once
+        some_z = st.checkbox("Only some slices (z range)", value=False, key="seg_some_z",
+                             help="Segment a z range of every scan instead of the whole scan.")
         with st.form("seg_settings", border=False):
-            c1, c2 = st.columns([3, 1])
-            steps = c1.multiselect("Steps", list(range(len(scans))), default=list(range(len(scans))), key="seg_steps",
+            steps = st.multiselect("Steps", list(range(len(scans))), default=list(range(len(scans))), key="seg_steps",
                                    format_func=lambda i: f"{scans[i].name} · {times[i] / 60:.1f} min",
                                    help="All steps by default; remove the ones to skip.")
-            name = c2.text_input("Segmentation name", key="seg_name", max_chars=64,
+            name = st.text_input("Segmentation name", key="seg_name", max_chars=64,
                                  help="Letters, digits, '-', '_' and '.'. The same name again resumes a stopped run.")
-            c1, c2, c3 = st.columns([2, 2, 3])
+            c1, c2 = st.columns([2, 5])
             use_roi = c1.checkbox("Use the project's region of interest", value=roi is not None, disabled=roi is None,
                                   key="seg_use_roi",
                                   help="Crop every scan to the region set on the Data page." if roi else "No region of interest is set (Data page).")
-            some_z = c2.checkbox("Only some slices (z range)", value=False, key="seg_some_z")
-            z0, z1 = c3.slider("z range (slices, end excluded)", 0, max(depth, 1), (0, max(depth, 1)), key="seg_z")
+            z0, z1 = c2.slider("z range (slices, end excluded)", 0, max(depth, 1), (0, max(depth, 1)), key="seg_z",
+                               disabled=not some_z, help=None if some_z else "Tick \"Only some slices\" above first.")
 
             with st.expander("Inference settings", icon=":material/memory:"):
                 c1, c2, c3 = st.columns(3)
@@ -313,7 +319,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                           "scheduler": scheduler, "workers": int(workers) if sched == "local" else 1,
                           "project": project.name}
                 submit_job(project, KIND, params, title=f"Segment {name}")
-                ss["seg_flash"] = f"Started segmenting {len(steps)} step(s) as '{name}'."
+                ss["seg_flash"] = f"Started segmenting {_steps(len(steps))} as '{name}'."
                 ss["qc_seg"] = name
                 st.rerun()
 
@@ -327,12 +333,28 @@ seg_names = list(segs)
 if ss.get("qc_seg") not in seg_names:
     ss["qc_seg"] = seg_names[-1]
 c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+running_names = {j.params.get("name") for j in jobs if j.is_active}
+
+
+def _seg_status(n: str) -> str:
+    """A segmentation's state as it is now: running only while its job runs (a record left "running" by a killed
+    worker reads "interrupted")."""
+    status = segs[n].get("status", "?")
+    if n in running_names:
+        return "running"
+    return "interrupted" if status == "running" else status
+
+
 seg_name = c1.selectbox("Segmentation", seg_names, key="qc_seg",
-                        format_func=lambda n: f"{n} · {segs[n].get('model_name', '?')} · {segs[n].get('status', '?')}")
+                        format_func=lambda n: f"{n} · {segs[n].get('model_name', '?')} · {_seg_status(n)}")
 seg = segs[seg_name]
 record = segmentation_record(project, seg_name)
 if record is None:
-    st.warning(f"The segmentation '{seg_name}' has no readable record in `{seg['path']}` yet.", icon=":material/warning:")
+    if seg_name in running_names:
+        st.info(f"'{seg_name}' is being segmented; its first step shows here when it is done.", icon=":material/hourglass_top:")
+    else:
+        st.warning(f"The segmentation '{seg_name}' has no readable record in its folder; segment it again with the same "
+                   "name to rebuild it.", icon=":material/warning:")
     st.stop()
 done = {int(s["step"]): s for s in record.get("steps", []) if s.get("status") == "done"}
 settings = record.get("settings") or {}
@@ -352,6 +374,21 @@ if rows:
 if not done:
     st.info("No step of this segmentation is done yet.")
     st.stop()
+
+# what the cleaning did, said in words where it changed a phase by more than 5 % at some step
+big = []
+for k, sd in sorted(done.items()):
+    c = sd.get("cleaning") or {}
+    for p in phases:
+        b_, a_ = int((c.get("before") or {}).get(str(p.code), 0)), int((c.get("after") or {}).get(str(p.code), 0))
+        if b_ >= 100 and abs(a_ - b_) / b_ > 0.05:
+            big.append((abs(a_ - b_) / b_, p.name, (a_ - b_) / b_ * 100.0, scans[k].name if k < len(scans) else str(k)))
+if big:
+    worst = sorted(big, reverse=True)[:3]
+    st.warning("The cleaning changed " + "; ".join(f"{n} by {d:+.1f} % at {t}" for _, n, d, t in worst)
+               + ". Islands smaller than the model's minimum sizes were relabelled as their surroundings: check those "
+                 "steps below, and segment again without cleaning (Post-processing) if they were real.",
+               icon=":material/auto_fix_high:")
 
 steps_done = sorted(done)
 c1, c2, c3 = st.columns([2, 2, 1])

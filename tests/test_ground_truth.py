@@ -273,3 +273,27 @@ def test_page_bad_settings_show_one_sentence(labelled_demo):
     assert not at.exception
     assert len(at.error) == 1 and "feature group" in at.error[0].value.lower()
     assert load_candidate(labelled_demo) is None
+
+
+def test_a_forest_trained_before_more_labels_is_stale_and_cannot_be_accepted(labelled_demo):
+    """Issue 16: after more slices were labelled the page still offered the old forest for acceptance."""
+    from core.workflow.ground_truth import staleness
+
+    cand = train_candidate(labelled_demo)
+    assert staleness(labelled_demo, cand) is None
+    store = LabelStore(labelled_demo)
+    free = next(z for z in range(labelled_demo.scans()[0].shape[0]) if z not in cand.slices)
+    strokes = np.zeros(labelled_demo.scans()[0].shape[1:], np.uint8)
+    strokes[5:8, 5:8] = 1
+    edit = store.paint(cand.step, free, strokes)
+    why = staleness(labelled_demo, cand)
+    assert why and f"z {free}" in why and "Train it again" in why
+    with pytest.raises(ReactomoError, match="Train the forest again before accepting"):
+        accept_candidate(labelled_demo)
+    assert labelled_demo.manifest["ground_truth"] == {}
+    store.revert(edit)  # the same slices again, but a stroke changed on one of them: stale too
+    z = cand.slices[0]
+    strokes = np.zeros_like(strokes)
+    strokes[0, 0] = 4 if store.get(cand.step, z)[0, 0] != 4 else 1
+    store.paint(cand.step, z, strokes)
+    assert "changed after this forest was trained" in staleness(labelled_demo, cand)

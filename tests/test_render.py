@@ -343,7 +343,7 @@ def test_cli_render_over_time_prints_every_step_and_refuses_a_step(demo_project,
     out = capsys.readouterr().out
     lines = [ln.split() for ln in out.splitlines()]
     assert sum(1 for ln in lines if ln[:1] in (["0"], ["2"]) and ln[2:3] in (["bassanite"], ["pore"])) == 4
-    assert "2 step(s)" in out and "specific surface mm²/mm³" in out and ".csv" in out
+    assert "2 steps" in out and "specific surface mm²/mm³" in out and ".csv" in out
     assert main(args) == 0 and "(from the cache)" in capsys.readouterr().out
     for bad in (["--step", "1"], ["--out", "x"]):
         assert main(args + bad) == 2

@@ -112,7 +112,7 @@ def test_numbers_over_time_are_computed_in_the_worker_and_shown_as_a_chart_table
     table = next(d.value for d in at.dataframe if "Step" in d.value.columns)
     assert sorted(set(table["Step"])) == [0, 1, 3] and set(table["Phase"]) == {"bassanite", "pore"}
     assert any("over time" in str(c.proto.spec) for c in at.get("plotly_chart"))
-    assert "Method." in _text(at) and "3 step(s)" in _text(at)
+    assert "Method." in _text(at) and "3 steps" in _text(at)
     at.selectbox(key="r3_over_metric").set_value("objects").run()
     assert not at.exception
     assert not any(b.label.startswith("Compute for all") for b in at.button)  # shown from the cache, no new job

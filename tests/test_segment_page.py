@@ -98,7 +98,7 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
 
     at.run()
     assert not at.exception, at.exception
-    assert any("Segmentation 'qc-run' finished: 2 step(s) segmented" in s.value for s in at.success)
+    assert any("Segmentation 'qc-run' finished: 2 steps segmented" in s.value for s in at.success)
     steps = _table(at, "Status")
     assert list(steps["Step"]) == [1, 2] and list(steps["Status"]) == ["done", "done"]
     charts = _charts(at)

@@ -220,6 +220,7 @@ def train_candidate(
         "importances": [[n, float(v)] for n, v in result.forest.importances()],
         "brushed_pixels": {str(k): int(v) for k, v in result.forest.brushed_pixels.items()},
         "versions": dict(result.forest.versions),
+        "labels_sha256": _labels_digest(scribbles),
     }
     folder = Path(project.root) / GT_DIR / "candidate"
     _store(folder, step=step, step_name=scans[step].name, slices=result.slices, labels=stacked,
@@ -227,6 +228,37 @@ def train_candidate(
     log.info("project %s: forest ground truth of %s on %d slices in %.1f s", project.name, scans[step].name,
              len(result.slices), result.seconds.get("total", float("nan")))
     return _load(folder)  # type: ignore[return-value]
+
+
+def _labels_digest(scribbles: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(scribbles, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def staleness(project, stored: StoredGroundTruth | None) -> str | None:
+    """Why ``stored`` (a forest's result) no longer matches the brushed labels of its step, or None when it does.
+
+    A result trained before more slices were brushed (or some were changed or erased) must not be offered for
+    acceptance as if it were current."""
+    from core.workflow.labels import LabelStore
+
+    if stored is None:
+        return None
+    store = LabelStore(project)
+    now = store.step_slices(stored.step)
+    was = list(stored.slices)
+    if sorted(now) != sorted(was):
+        added, gone = sorted(set(now) - set(was)), sorted(set(was) - set(now))
+        parts = ([f"{len(added)} slice{'s' if len(added) != 1 else ''} brushed since ({', '.join(f'z {z}' for z in added[:6])})"]
+                 if added else []) + ([f"{len(gone)} no longer labelled"] if gone else [])
+        return (f"This forest was trained on {len(was)} slice{'s' if len(was) != 1 else ''} of {stored.step_name}; "
+                f"{' and '.join(parts)}. Train it again to use every label.")
+    digest = stored.meta.get("labels_sha256")
+    if digest and digest != _labels_digest(store.volume(stored.step)):
+        return (f"The labels of {stored.step_name} changed after this forest was trained (strokes added, erased or "
+                "undone). Train it again to use them.")
+    return None
 
 
 def load_candidate(project) -> StoredGroundTruth | None:
@@ -249,6 +281,9 @@ def accept_candidate(project) -> StoredGroundTruth:
         cand = load_candidate(project)
         if cand is None:
             raise ReactomoError("There is no random-forest result to accept yet; train the forest first.")
+        stale = staleness(project, cand)
+        if stale:
+            raise ReactomoError(stale.replace("Train it again", "Train the forest again before accepting"))
         folder = Path(project.root) / GT_DIR / "accepted"
         _store(folder, step=cand.step, step_name=cand.step_name, slices=cand.slices, labels=cand.labels,
                uncertainty=cand.uncertainty,

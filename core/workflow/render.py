@@ -365,7 +365,7 @@ class NumbersOverTime:
         r = self.record
         b = r["block"]
         return (f"Block z {b[0]}-{b[1]}, y {b[2]}-{b[3]}, x {b[4]}-{b[5]} voxels, factor {r['settings']['factor']}, "
-                f"{len(r['steps'])} step(s); made in {r.get('seconds', 0):.1f} s{' (cached)' if self.cached else ''}.")
+                f"{len(r['steps'])} step{'s' if len(r['steps']) != 1 else ''}; made in {r.get('seconds', 0):.1f} s{' (cached)' if self.cached else ''}.")
 
 
 def _over_time_sources(project, name: str) -> list[tuple[int, Path, float, PhaseTable]]:
@@ -484,5 +484,5 @@ def numbers_over_time(project, name: str, config: RenderConfig | None = None, *,
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path.with_suffix(".csv"), _csv(rows))
     atomic_write_json(path, record)
-    report(1.0, f"3D numbers of {len(sources)} step(s) in {record['seconds']:.1f} s")
+    report(1.0, f"3D numbers of {len(sources)} step{'s' if len(sources) != 1 else ''} in {record['seconds']:.1f} s")
     return NumbersOverTime(path, record, cached=False)
