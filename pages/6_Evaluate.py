@@ -135,7 +135,8 @@ c2.download_button("Download metrics (CSV)", report_csv(rows),
                    mime="text/csv", icon=":material/download:", key="ev_metrics_csv", width="stretch")
 left, right = st.columns([2, 3])
 left.plotly_chart(confusion_heatmap(report.confusion, report.names,
-                                    title="Confusion matrix (counts, % of each reference row)"),
+                                    title="Confusion matrix (counts, % of each reference row)",
+                                    reference="known truth" if reference == "demo truth" else "ground truth (forest)"),
                   width="stretch", key="ev_confusion")
 with right:
     if reference == "demo truth":

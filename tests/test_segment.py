@@ -430,3 +430,23 @@ def test_a_network_fed_neighbouring_slices_segments_a_volume_slab_by_slab_as_in_
     np.testing.assert_array_equal(part.labels, whole[2:5])
     with pytest.raises(ReactomoError, match=r"\(n, 3, y, x\)"):
         predict_slices(net, apply_normalisation(scan[:2], norm), config=cfg, class_codes=CODES)
+
+
+def test_the_model_cache_is_bounded(tmp_path):
+    """Issue 16: every cache has a limit; a server where many models are checked keeps the newest few loaded."""
+    import shutil
+
+    from core.network import inference
+
+    inference.clear_model_cache()
+    folders = []
+    for k in range(inference.CACHE_MODELS + 2):
+        folders.append(tmp_path / f"m{k}")
+        shutil.copytree(ROOT / "models" / "demo-unet", folders[-1])
+    first = load_model_cached(folders[0])[0]
+    assert load_model_cached(folders[0])[0] is first  # a hit
+    for f in folders[1:]:
+        load_model_cached(f)
+    assert len(inference._CACHE) == inference.CACHE_MODELS
+    assert load_model_cached(folders[0])[0] is not first  # the oldest was dropped, so it is loaded again
+    inference.clear_model_cache()

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -829,8 +830,11 @@ def _write_pages(target: Path, pages: Iterator[np.ndarray], shape: tuple[int, in
 
 
 # ------------------------------------------------------------------------------------------------ model cache
-_CACHE: dict[tuple, tuple[torch.nn.Module, dict[str, Any]]] = {}
+_CACHE: "OrderedDict[tuple, tuple[torch.nn.Module, dict[str, Any]]]" = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+#: Models kept loaded per process, least recently used dropped first: a server where many models are checked keeps
+#: a bounded number in memory (a U-Net of width 16 is ~2 MB of weights, a wide one ~100 MB).
+CACHE_MODELS = 4
 
 
 def load_model_cached(folder: str | os.PathLike, *, phases: Any = None, device: str | torch.device = "cpu"):
@@ -856,6 +860,10 @@ def load_model_cached(folder: str | os.PathLike, *, phases: Any = None, device: 
             hit = load_bundle(path, phases=phases, device=device)
             _CACHE[key] = hit
             log.info("cached model %s on %s", path, device)
+            while len(_CACHE) > CACHE_MODELS:
+                _CACHE.popitem(last=False)
+        else:
+            _CACHE.move_to_end(key)
     return hit
 
 

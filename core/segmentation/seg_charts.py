@@ -77,8 +77,12 @@ def cleaning_chart(before: Mapping, after: Mapping, phases, *, voxel_size_um: fl
     return fig
 
 
-def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str = "Confusion matrix") -> go.Figure:
-    """Rows reference (truth), columns prediction; colour = row-normalised %, text = count and %."""
+def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str = "Confusion matrix",
+                      reference: str = "reference") -> go.Figure:
+    """Rows reference, columns prediction; colour = row-normalised %, text = count and %.
+
+    ``reference`` names what the rows are (e.g. "known truth" or "ground truth (random forest)"): never "truth" for a
+    reference that is itself a model's labelling."""
     c = np.asarray(confusion, dtype=np.int64)
     k = len(names)
     if c.shape != (k, k):
@@ -89,11 +93,12 @@ def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str
     text = [[f"{c[i, j]:,}<br>{pct[i, j]:.1f} %" if np.isfinite(pct[i, j]) else f"{c[i, j]:,}" for j in range(k)]
             for i in range(k)]
     fig = go.Figure(go.Heatmap(
-        z=pct, x=list(names), y=list(names), text=text, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=100,
+        z=pct, x=list(names), y=list(names), text=text, texttemplate="%{text}", textfont=dict(size=15),
+        colorscale="Blues", zmin=0, zmax=100,
         colorbar=dict(title=dict(text="% of reference row", side="right")),
-        hovertemplate="reference %{y}<br>predicted %{x}<br>%{text}<extra></extra>"))
-    fig.update_layout(title=title, xaxis_title="predicted phase", yaxis_title="reference phase (truth)", font=_FONT,
-                      height=400, margin=dict(l=80, r=10, t=50, b=60))
+        hovertemplate=f"{reference} %{{y}}<br>predicted %{{x}}<br>%{{text}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="predicted phase", yaxis_title=f"{reference} phase", font=_FONT,
+                      height=460, margin=dict(l=80, r=10, t=50, b=60))
     fig.update_yaxes(autorange="reversed")
     return fig
 
