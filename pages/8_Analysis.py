@@ -35,6 +35,51 @@ def _small_number_columns(df: pd.DataFrame) -> dict:
     return config
 
 
+_UNITS = (("_pct_per_h", " (% per h)"), ("_per_h", " (per h)"), ("_mm3", " (mm³)"), ("_um", " (µm)"), ("_mol", " (mol)"),
+          ("_pct", " (%)"), ("_s", " (s)"))
+_WORDS = {"n": "amount", "x": "x (extent)", "y": "y (reactant left)", "ci": "95 % CI", "lt": "local thickness",
+          "eqd": "equivalent diameter", "q1": "Q1", "q3": "Q3"}
+
+
+def _header(col: str) -> str:
+    """A CSV column name as a table header: words and units (``time_s`` -> ``time (s)``)."""
+    if col.endswith("_ci") and len(col) > 3:
+        return f"{_header(col[:-3])}, 95 % CI"
+    unit = ""
+    for suffix, text in _UNITS:
+        if col.endswith(suffix) and len(col) > len(suffix):
+            col, unit = col[: -len(suffix)], text
+            break
+    words = [_WORDS.get(w, w) for w in col.split("_")]
+    return (" ".join(words) + unit).replace("amount gypsum", "gypsum").replace("amount bassanite", "bassanite")
+
+
+def _interval(v):
+    """``"(7.6149658306585115, 11.259536426030886)"`` -> ``"[7.61, 11.3]"``; anything else unchanged."""
+    if isinstance(v, str) and v.startswith("(") and v.endswith(")") and "," in v:
+        try:
+            a, b = (float(x) for x in v[1:-1].split(","))
+        except ValueError:
+            return v
+        return f"[{a:.3g}, {b:.3g}]"
+    return v
+
+
+def _tidy(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The table as a reader wants it: intervals rounded, a sentence repeated on every row taken out (returned, to
+    be written once under the table), headers in words with units."""
+    notes = []
+    for col in list(df.columns):
+        if pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col]):
+            vals = df[col].dropna().unique()
+            if len(vals) == 1 and isinstance(vals[0], str) and len(vals[0]) > 60:
+                notes.append(vals[0])
+                df = df.drop(columns=[col])
+                continue
+            df[col] = df[col].map(_interval)
+    return df.rename(columns={c: _header(c) for c in df.columns}), notes
+
+
 ui.page_setup("Analysis")
 project = ui.require_project(read_view=True)
 ui.sidebar_project(project)
@@ -82,11 +127,19 @@ c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1], vertical_alignment="bottom")
 name = c1.selectbox("Segmentation", names, index=default, key="an_seg",
                     help="A segmentation of this project (Segment page); its analysis is saved in the project.")
 running = latest is not None and latest.is_active
+saved = None
+with ui.user_errors():
+    saved = saved_analysis(project, name)
+run_band_pct = 100.0 * float(saved["summary"]["config"]["band"]) if saved else 2.0
+stamp = (name, saved["summary"].get("created") if saved else None)
+if ss.get("an_band_for") != stamp or "an_band_view" not in ss:  # widget values do not survive a page switch; a new
+    ss["an_band_for"] = stamp  # analysis (or another segmentation) starts from the band of its run
+    ss["an_band_view"] = float(min(max(round(run_band_pct, 4), 0.1), 20.0))
+band_pct = c2.number_input("Band (± %)", min_value=0.1, max_value=20.0, step=0.5, key="an_band_view",
+                           help="Half-width of the band every check is judged with (the study: all points inside "
+                                "±2 %). A new run writes its files with it; on results already there, the verdict, "
+                                "counts and charts follow at once, while the files on disk keep the band of their run.")
 if not READ_ONLY:  # the run's settings and its button change the project: not in the read-only view
-    band = c2.number_input("Run band (± %)", min_value=0.1, max_value=20.0, value=2.0, step=0.5, key="an_band",
-                           help="Half-width of the internal-standard band the CSV files and the report are written with "
-                                "(the study: all points inside ±2 %). The results below can be judged with another band "
-                                "without running the analysis again.")
     n_boot = c3.number_input("Bootstrap resamples", min_value=50, max_value=20000, value=500, step=50, key="an_boot",
                              help="Resamples behind every bootstrap interval (pore sizes, growth rate).")
     sub_mvox = c4.number_input("Pore sub-volume (Mvoxel)", min_value=0.01, max_value=10000.0, value=32.0, step=1.0, key="an_sub",
@@ -98,7 +151,7 @@ if not READ_ONLY:  # the run's settings and its button change the project: not i
     st.caption(f"Voxel size {project.voxel_size_um():g} µm and step times from the project (Data page).")
     if st.button("Run the analysis", icon=":material/analytics:", type="primary", disabled=running, key="an_run"):
         with ui.user_errors():
-            config = AnalysisConfig(voxel_size_um=project.voxel_size_um(), band=float(band) / 100.0, n_boot=int(n_boot),
+            config = AnalysisConfig(voxel_size_um=project.voxel_size_um(), band=float(band_pct) / 100.0, n_boot=int(n_boot),
                                     pore_max_voxels=int(float(sub_mvox) * 1e6), onset=onset)
             config.validate()
             times = project.times_s()
@@ -107,30 +160,20 @@ if not READ_ONLY:  # the run's settings and its button change the project: not i
             submit_job(project, KIND, params, title=f"Analyse {name}")
             st.rerun()
 
-result = None
-with ui.user_errors():
-    result = saved_analysis(project, name)
+result = saved
 if result is None:
     st.info(f"'{name}' has not been analysed yet" + ("." if READ_ONLY else ": press **Run the analysis**."))
     st.stop()
 
-# the band is editable on the results: everything band-dependent is recomputed from summary.json (no label file)
-run_band_pct = 100.0 * float(result["summary"]["config"]["band"])
-stamp = (name, result["summary"].get("created"))
-if ss.get("an_band_for") != stamp or "an_band_view" not in ss:  # widget values do not survive a page switch  # a new analysis (or another segmentation) starts from the band of its run
-    ss["an_band_for"] = stamp
-    ss["an_band_view"] = float(min(max(round(run_band_pct, 4), 0.1), 20.0))
-st.subheader("Results")
-cb, cn = st.columns([1, 4], vertical_alignment="bottom")
-band_pct = cb.number_input("Band (± %)", min_value=0.1, max_value=20.0, step=0.5, key="an_band_view",
-                           help="Judge the steps with another band: the verdict, the counts and the charts follow at "
-                                "once, from the saved numbers. The run's own band stays the verdict of record.")
 rebanded = abs(float(band_pct) - run_band_pct) > 1e-9
 run_verdict = result["summary"]["verdict"]  # the verdict of record: at the band the analysis was run with
 run_result = result
 if rebanded:
     with ui.user_errors():
         result = with_band(result, float(band_pct) / 100.0)
+st.subheader("Results")
+if rebanded:
+    cn = st.container()
     cn.caption(f"Judged here with ±{band_pct:g} %. The files on disk (CSV, report) were written with the band of the "
                f"run, ±{run_band_pct:g} %; the downloads beside follow ±{band_pct:g} %.")
     d1, d2 = cn.columns(2)
@@ -142,9 +185,6 @@ if rebanded:
                        file_name=f"{name}-report-band{band_pct:g}pct.html", mime="text/html",
                        icon=":material/description:", key="an_dl_band_report", width="stretch",
                        help="Made when clicked: the same report as on disk, judged with the band chosen here.")
-else:
-    cn.caption(f"The band of the run, ±{run_band_pct:g} %. Change it to judge the steps with another band without "
-               "running again; the files on disk (CSV, report) keep the band of the run.")
 
 s = result["summary"]
 v = s["verdict"]  # the verdict over every check; green only when none fails
@@ -196,16 +236,27 @@ if jm.get("k") is not None:
                                                  + ((jm.get("model_choice") or {}).get("reason") or ""))
 
 figs = figures(result)
+sections = st.tabs([title for title, _ in figs] + ["Tables", "Exports"])
 for i, (title, fig) in enumerate(figs):
-    st.plotly_chart(fig, width="stretch", key=f"an_fig_{i}", config=CHART_CONFIG)
-    st.caption(method_of(fig))
+    with sections[i]:
+        st.plotly_chart(fig, width="stretch", key=f"an_fig_{i}", config=CHART_CONFIG)
+        st.caption(method_of(fig))
 
-st.subheader("Tables")
-tabs = st.tabs(["Molar evolution", "Pore-volume check", "Inert phases", "Pore sizes", "Pore size distribution", "Growth"])
+with sections[-2]:
+    tabs = st.tabs(["Molar evolution", "Pore-volume check", "Inert phases", "Pore sizes", "Pore size distribution", "Growth"])
 files = {fname: i for i, fname in enumerate(ANALYSIS_FILES)}
 folder = analysis_folder(project, name)
 # tables whose inside_band column depends on the band: from the re-judged result when the band was changed
 banded_tables = {"molar_evolution.csv": "molar_evolution", "pore_check.csv": "pore_check", "inert.csv": "inert"}
+
+
+def _show_table(df: pd.DataFrame) -> None:
+    shown, notes = _tidy(df)
+    st.dataframe(shown, width="stretch", hide_index=True, column_config=_small_number_columns(shown))
+    for note in notes:
+        st.caption(note)
+
+
 for fname, i in files.items():
     with tabs[i]:
         if rebanded and fname in banded_tables:
@@ -213,8 +264,7 @@ for fname, i in files.items():
             if not text:
                 st.caption("No rows.")
                 continue
-            df = pd.read_csv(io.StringIO(text))
-            st.dataframe(df, width="stretch", hide_index=True, column_config=_small_number_columns(df))
+            _show_table(pd.read_csv(io.StringIO(text)))
             st.download_button(f"Download {fname} (±{band_pct:g} %)", text,
                                file_name=f"{name}-{fname.removesuffix('.csv')}-band{band_pct:g}pct.csv", mime="text/csv",
                                icon=":material/download:", key=f"an_dl_{i}")
@@ -227,12 +277,12 @@ for fname, i in files.items():
         if df is None:
             st.caption("No rows.")
             continue
-        st.dataframe(df, width="stretch", hide_index=True, column_config=_small_number_columns(df))
+        _show_table(df)
         st.download_button(f"Download {fname}", data, file_name=f"{name}-{fname}", mime="text/csv",
                            icon=":material/download:", key=f"an_dl_{i}")
 
-st.subheader("Exports")
-c1, c2, c3 = st.columns(3)
+exports = sections[-1]
+c1, c2, c3 = exports.columns(3)
 report = report_bytes(folder, run_result)
 if report is not None:
     c1.download_button("Download the HTML report", report, file_name=f"{name}-report.html", mime="text/html",
@@ -279,6 +329,6 @@ if mt is not None and c2.toggle("Prepare the label TIFFs (zip)", key="an_zip_on"
                            icon=":material/folder_zip:", key="an_zip")
     except (OSError, ReactomoError) as exc:
         c2.error(f"The label files could not be packed: {exc}")
-st.caption("Any chart: the camera icon of its toolbar saves it as SVG (vector); **Prepare PNG images** renders all of "
+exports.caption("Any chart: the camera icon of its toolbar saves it as SVG (vector); **Prepare PNG images** renders all of "
            "them as PNG with their method under the plot (`python -m core analyze ... --figures png|svg|pdf` does the "
            "same from the command line); the CSV files hold every number shown.")

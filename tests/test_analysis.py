@@ -276,7 +276,12 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     assert at.metric[0].value == "6 / 6"  # the internal standard alone, as before
     # every table of the analysis folder is shown and offered, read through core.workflow.paths
     tables = [d.value for d in at.dataframe[1:]]
-    assert len(tables) == 6 and len(tables[0]) == 6 and "deviation_pct" in tables[0].columns
+    assert len(tables) == 6 and len(tables[0]) == 6 and "deviation (%)" in tables[0].columns  # headers in words
+    pore = tables[1]
+    assert "time (s)" in pore.columns and pore["time (s)"].notna().all()  # pore-volume tab: times, not None
+    assert "method" not in pore.columns  # the method sentence is written once under the table, not on every row
+    inert = tables[2]
+    assert all(str(v).startswith("[") and len(str(v)) < 30 for v in inert["drift (% per h), 95 % CI"])  # no raw dumps
     labels = {b.label for b in at.get("download_button")}
     assert {"Download growth.csv", "Download pore_sizes.csv"} <= labels
     at.number_input(key="an_band_view").set_value(6.0).run()
@@ -365,8 +370,16 @@ def test_browser_analysis_page_and_report_screenshots(tmp_path, monkeypatch):
         pg.set_viewport_size({"width": 1400, "height": 4200})
         pg.wait_for_timeout(1000)
         text = pg.inner_text("body")
-        assert "Traceback" not in text and "Molar evolution" in text and "Pore size over time" in text
+        assert "Traceback" not in text and "Molar evolution" in text
+        # issue 16: the charts sit in tabs under the verdict (the page was 6,800 px tall), each tab one chart
+        for tab in ("Pore sizes", "Tables", "Exports"):
+            assert pg.get_by_role("tab", name=tab).count() >= 1, tab
+        height = pg.evaluate("document.querySelector('[data-testid=\"stMainBlockContainer\"]').getBoundingClientRect().height")
+        assert height < 3500, height
         pg.screenshot(path=str(shots / "analysis.png"), full_page=True)
+        pg.get_by_role("tab", name="Pore sizes").first.click()
+        pg.wait_for_timeout(800)
+        assert "Pore size over time" in pg.inner_text("body")
         pg.goto((out / "report.html").as_uri())  # offline: a file, no server
         pg.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 6", timeout=60_000)
         pg.wait_for_timeout(800)

@@ -332,3 +332,20 @@ def test_growth_figure_shows_the_plateau_and_the_model_choice():
     names = [tr.name for tr in fig.data]
     assert any("α_max = 0.8" in nm and "n = " in nm for nm in names) and any("delta method" in nm for nm in names)
     assert f["model_choice"]["reason"] in method_of(fig) and max(fig.data[-1].y) < 0.9
+
+
+def test_the_growth_rate_is_not_extrapolated_at_the_ends():
+    """Issue 16: a rising sigmoid read as shrinking (negative rate) at its first and last step, an edge effect of the
+    local cubic; there the slope is now a straight line's through the points centred on the step."""
+    import numpy as np
+
+    from core.analysis.kinetics import growth_rate
+
+    t = np.arange(10) * 300.0
+    y = 0.9 * (1 - np.exp(-(t / 1500.0) ** 2.5))
+    r = growth_rate(t, y, n_boot=50)
+    assert (r["rate"] >= 0).all(), r["rate"]
+    true = 3600 * np.gradient(y, t)
+    assert r["rate"][0] < r["rate"].max() / 2 and r["rate"][-1] < r["rate"].max() / 2  # the ends stay small
+    assert np.argmax(r["rate"]) == np.argmax(true)
+    assert "not extrapolated" in r["method"]

@@ -553,6 +553,16 @@ def _local_poly_operators(t: np.ndarray, window: int, order: int) -> tuple[np.nd
         P = np.linalg.pinv(V)  # rows: coefficient j as a linear function of y
         S[i, idx] = P[0]
         D[i, idx] = P[1] / scale
+        if lo != i - h and order > 1:
+            # near either end the window is one-sided: the slope of a cubic extrapolated to its end swings (a rising
+            # sigmoid read as shrinking at its first and last step). There the slope is a straight line's through the
+            # largest window centred on the point (its two neighbours at the second step), or through the three
+            # nearest points at the first and last step (one-sided)
+            k = min(i, n - 1 - i)
+            near = np.arange(i - k, i + k + 1) if k >= 1 else (np.arange(0, min(3, n)) if i == 0 else np.arange(max(0, n - 3), n))
+            P1 = np.linalg.pinv(np.vander((t[near] - t[i]) / scale, 2, increasing=True))
+            D[i] = 0.0
+            D[i, near] = P1[1] / scale
     return S, D
 
 
@@ -657,7 +667,9 @@ def growth_rate(
         dev = Yb @ D.T - (D @ smoothed)[None, :]
         name = "savgol"
         how = (f"local polynomial of degree {order} over {window} points (Savitzky-Golay, least squares per point "
-               "for uneven times), its derivative")
+               "for uneven times), its derivative; where the window would be one-sided (the first and last "
+               f"{window // 2} steps) a straight line's slope through the points centred on the step instead, so the "
+               "ends are not extrapolated")
         win_out, ord_out = window, order
     else:
         from scipy.interpolate import UnivariateSpline

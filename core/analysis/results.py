@@ -318,7 +318,8 @@ def analyze(
     extent = stoichiometry.extent_two_ways(rows)
     times_ok = all(t is not None for t in data.times_s)
     tkw = {"times_s": data.times_s} if times_ok else {}
-    pore_rows = stoichiometry.pore_check(data.counts, phases=phases, reaction=reaction, voxel_size_um=vs, band=config.band)
+    pore_rows = stoichiometry.pore_check(data.counts, phases=phases, reaction=reaction, voxel_size_um=vs, band=config.band,
+                                         **tkw)
     for r, s in zip(pore_rows, data.steps):
         r["step"] = s
     inert_rows = stoichiometry.inert_constancy(data.counts, phases=phases, reaction=reaction, voxel_size_um=vs,
