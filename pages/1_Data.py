@@ -155,20 +155,27 @@ with st.expander("Acquisition, phases and region of interest", icon=":material/t
         st.markdown("**Experiment conditions** (free text, shown at the top of the analysis report)")
         have = project.conditions()
         k1, k2, k3 = st.columns(3)
-        cond = {"sample": k1.text_input("Sample", have.get("sample", ""), key="cond_sample",
+        cond = {"sample": k1.text_input("Sample", have.get("sample", ""), key=f"cond_sample_{project.name}",
                                         placeholder="e.g. Volterra gypsum VG-3"),
-                "temperature": k2.text_input("Temperature", have.get("temperature", ""), key="cond_temperature",
+                "temperature": k2.text_input("Temperature", have.get("temperature", ""), key=f"cond_temperature_{project.name}",
                                              placeholder="e.g. 120 °C"),
-                "pressure": k3.text_input("Pressure", have.get("pressure", ""), key="cond_pressure",
+                "pressure": k3.text_input("Pressure", have.get("pressure", ""), key=f"cond_pressure_{project.name}",
                                           placeholder="e.g. 5 MPa pore pressure"),
-                "stress": k1.text_input("Stress", have.get("stress", ""), key="cond_stress",
+                "stress": k1.text_input("Stress", have.get("stress", ""), key=f"cond_stress_{project.name}",
                                         placeholder="e.g. 20 MPa differential"),
-                "beamline": k2.text_input("Beamline", have.get("beamline", ""), key="cond_beamline",
+                "beamline": k2.text_input("Beamline", have.get("beamline", ""), key=f"cond_beamline_{project.name}",
                                           placeholder="e.g. ESRF ID19, 2.75 µm"),
-                "notes": k3.text_input("Notes", have.get("notes", ""), key="cond_notes")}
-        if st.form_submit_button("Save conditions"):
+                "notes": k3.text_input("Notes", have.get("notes", ""), key=f"cond_notes_{project.name}")}
+        # only what this user changed is written: a field someone else saved meanwhile (another browser, the CLI)
+        # is not overwritten by the old value still standing in this form
+        shown = st.session_state.get(f"cond_shown_{project.name}", have)
+        changed = {k: v for k, v in cond.items() if v != shown.get(k, "")}
+        if not st.form_submit_button("Save conditions"):
+            st.session_state[f"cond_shown_{project.name}"] = dict(cond)
+        else:
             with ui.user_errors():
-                project.set_conditions(cond)
+                project.set_conditions(changed)
+                st.session_state[f"cond_shown_{project.name}"] = dict(cond)
                 st.session_state["data_flash"] = "Saved the experiment conditions."
                 st.rerun()
     st.markdown("**Phase table** (label codes are used everywhere: files, arrays, CLI)")

@@ -117,8 +117,8 @@ def test_data_page_saves_settings(workspace, demo_project):
 
 def test_data_page_saves_the_experiment_conditions_and_refuses_bad_text(workspace, demo_project):
     at = _app("pages/1_Data.py", project="demo").run()
-    at.text_input(key="cond_sample").set_value("VG-3 gypsum")
-    at.text_input(key="cond_stress").set_value("20 MPa differential")
+    at.text_input(key="cond_sample_demo").set_value("VG-3 gypsum")
+    at.text_input(key="cond_stress_demo").set_value("20 MPa differential")
     _button(at, "Save conditions").click().run()
     assert not at.exception and not at.error
     from core.workflow.project import open_project
@@ -126,7 +126,7 @@ def test_data_page_saves_the_experiment_conditions_and_refuses_bad_text(workspac
     assert open_project("demo", workspace=workspace).conditions() == {"sample": "VG-3 gypsum",
                                                                         "stress": "20 MPa differential"}
     before = (workspace / "demo" / "project.json").read_text()
-    at.text_input(key="cond_notes").set_value("x" * 400)
+    at.text_input(key="cond_notes_demo").set_value("x" * 400)
     _button(at, "Save conditions").click().run()
     assert len(at.error) == 1 and "at most 300 characters" in at.error[0].value
     assert (workspace / "demo" / "project.json").read_text() == before
