@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def test_load_demo_and_browse_data_page(server, page):
     page.goto(server["url"])
     settle(page)
     page.get_by_role("button", name="Load demo experiment").click()
-    page.get_by_text("Open Data").wait_for(timeout=180_000)
+    page.get_by_text("Open Data").wait_for(timeout=180_000)  # the project at once, the demo made by the worker:
+    page.get_by_text(re.compile(r"Data — \d+ steps of")).wait_for(timeout=300_000)  # the checklist follows it
     settle(page)
     assert (server["workspace"] / "demo" / "project.json").exists()
     body = page.inner_text("body")
@@ -144,7 +146,7 @@ def test_ground_truth_page_trains_and_sends_back_to_label(server, page):
     assert "Random-forest labelling" in text and "mean Dice" in text and "Traceback" not in text
     page.screenshot(path=str(SHOTS / "ground_truth.png"), full_page=True)
     page.get_by_role("button", name="Accept as the project's ground truth").click()
-    page.get_by_text("This labelling is the project's ground truth.").wait_for()
+    page.get_by_text(re.compile(r"This labelling \(\d+ slices?\) is the project's ground truth")).wait_for()
     settle(page)
     assert open_project("demo", workspace=server["workspace"]).manifest["ground_truth"]["slices"]
     page.get_by_role("button", name="Label more where it is unsure").click()

@@ -94,7 +94,7 @@ def test_draw_a_stroke_see_it_counted_and_keep_it_after_a_reload(label_server, l
 
     # The demo's scribbles come in on top, and every phase is then labelled.
     pg.get_by_role("button", name="Import the demo's scribbles").click()
-    pg.get_by_text("Imported the demo's scribbles").wait_for()
+    pg.get_by_text("Imported the demo's scribbles").first.wait_for()
     settle(pg)
     assert _phase_row(pg, "bassanite")[0] > pixels and _phase_row(pg, "celestite")[1] == len(demo["label_slices"])
     assert "No labels yet" not in pg.inner_text("body")

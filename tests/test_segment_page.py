@@ -253,7 +253,8 @@ def test_evaluate_metrics_confusion_comparison_and_dice_per_step(demo_project, s
 
     charts = _charts(at)
     confusion = next(c for c in charts if c["data"][0]["type"] == "heatmap")
-    assert confusion["layout"]["yaxis"]["title"]["text"] == "reference phase (truth)"
+    assert confusion["layout"]["yaxis"]["title"]["text"] == "known truth phase"  # named after its reference
+    assert all(len(t.split("<br>")[0]) <= 7 for row in confusion["data"][0]["text"] for t in row)  # fits its cell
     per_step = next(c for c in charts if c["layout"].get("yaxis", {}).get("title", {}).get("text") == "Dice (0-1)")
     assert per_step["layout"]["xaxis"]["title"]["text"] == "time (min)"
 

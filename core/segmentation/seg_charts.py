@@ -73,7 +73,8 @@ def cleaning_chart(before: Mapping, after: Mapping, phases, *, voxel_size_um: fl
                          hovertemplate="%{x}: %{y:.4g}<extra>after</extra>"))
     fig.update_layout(title=title, barmode="group", yaxis_title=f"{unit}, log scale", xaxis_title="phase", font=_FONT,
                       height=360, legend=_LEGEND, margin=dict(l=70, r=10, t=70, b=50))
-    fig.update_yaxes(type="log", exponentformat="power")  # small phases stay visible next to the matrix phase
+    fig.update_yaxes(type="log", exponentformat="power", dtick=1)  # small phases stay visible next to the matrix
+    # phase; one labelled tick per decade (10⁻³, 10⁻²), not "5 2 10⁻³ 5 2"
     return fig
 
 
@@ -90,13 +91,18 @@ def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str
     totals = c.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = np.where(totals > 0, c / np.maximum(totals, 1) * 100.0, np.nan)
-    text = [[f"{c[i, j]:,}<br>{pct[i, j]:.1f} %" if np.isfinite(pct[i, j]) else f"{c[i, j]:,}" for j in range(k)]
-            for i in range(k)]
+    def compact(n: int) -> str:  # a count that fits its cell: 1.21 M, 798 k, 4,391
+        return f"{n / 1e6:.3g} M" if n >= 1e6 else f"{n / 1e3:.3g} k" if n >= 1e4 else f"{n:,}"
+
+    text = [[f"{compact(int(c[i, j]))}<br>{pct[i, j]:.1f} %" if np.isfinite(pct[i, j]) else compact(int(c[i, j]))
+             for j in range(k)] for i in range(k)]
     fig = go.Figure(go.Heatmap(
         z=pct, x=list(names), y=list(names), text=text, texttemplate="%{text}", textfont=dict(size=15),
         colorscale="Blues", zmin=0, zmax=100,
         colorbar=dict(title=dict(text="% of reference row", side="right")),
-        hovertemplate=f"{reference} %{{y}}<br>predicted %{{x}}<br>%{{text}}<extra></extra>"))
+        customdata=[[f"{int(c[i, j]):,}" for j in range(k)] for i in range(k)],
+        hovertemplate=f"{reference} %{{y}}<br>predicted %{{x}}<br>%{{customdata}} voxels, %{{z:.1f}} % of the row"
+                      "<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="predicted phase", yaxis_title=f"{reference} phase", font=_FONT,
                       height=460, margin=dict(l=80, r=10, t=50, b=60))
     fig.update_yaxes(autorange="reversed")
