@@ -486,8 +486,9 @@ if demo:
             slices_ = changed or list(demo.get("label_slices", [])) or [int(z)]
             ss["label_goto"] = (int(demo_step), int(slices_[0]))
             st.rerun()
-    if note := ss.pop("label_demo_note", None):
-        d2.success(note, icon=":material/check_circle:")
+    flash = ss.get("label_flash")  # kept until the next change, like the status under the canvas
+    if flash and flash[0] == "saved" and flash[1].startswith("Imported the demo's scribbles"):
+        d2.success(ss.get("label_demo_note") or flash[1], icon=":material/check_circle:")
     else:
         d2.caption(f"The demo experiment comes with scribbles on {len(demo.get('label_slices', []))} slices of "
                    f"{scans[int(demo.get('label_step', 0))].name}, like a user's first labelling session.")

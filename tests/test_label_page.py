@@ -181,6 +181,9 @@ def test_import_the_demos_scribbles(workspace, demo_project):
     demo = demo_project.demo()
     assert LabelStore(demo_project).step_slices(demo["label_step"]) == demo["label_slices"]
     assert "Imported the demo's scribbles" in _texts(at)
+    # confirmed beside the button too, and still there after the extra rerun a new canvas causes (issue 16)
+    at.run()
+    assert any(m.value.startswith(f"Imported the demo's scribbles: {len(demo['label_slices'])} slices") for m in at.success)
 
 
 def _upload(at, name: str, data: bytes):
