@@ -1176,8 +1176,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-fraction", type=float, default=0.2)
     tr.add_argument("--no-augment", action="store_true", help="no flips, rotations, shear or scale")
     tr.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice")
-    tr.add_argument("--class-weights", default="balanced",
-                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default balanced)")
+    tr.add_argument("--class-weights", default="sqrt",
+                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default sqrt)")
     tr.add_argument("--edge-px", type=int, default=0,
                     help="leave the ground truth's labels within this many pixels of a phase boundary out of the U-Net's "
                          "training (the forest never saw an edge; default 0: train on every label)")
@@ -1291,8 +1291,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--context", type=int, default=0,
                     help="neighbouring slices on each side given to the U-Net (default 0: one; 1: three slices, 2.5D)")
     ru.add_argument("--loss", default="ce+dice", help="the U-Net's loss: ce, dice or ce+dice (default ce+dice)")
-    ru.add_argument("--class-weights", default="balanced",
-                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default balanced)")
+    ru.add_argument("--class-weights", default="sqrt",
+                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default sqrt)")
     ru.add_argument("--edge-px", type=int, default=0,
                     help="leave the ground truth's labels within this many pixels of a phase boundary out of the U-Net's "
                          "training (the forest never saw an edge; default 0: train on every label)")

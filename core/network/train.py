@@ -98,7 +98,8 @@ class TrainConfig:
     loss : {"ce", "dice", "ce+dice"}
     class_weights : {"none", "balanced", "sqrt"}
         ``"balanced"`` weighs the cross-entropy by inverse phase frequency in the training pixels (rare phases such
-        as celestite count more), clipped to 0.1-10x the mean; ``"sqrt"`` by its square root.
+        as celestite count more), clipped to 0.1-10x the mean; ``"sqrt"`` (the default since 2026-12-06, chosen on the
+        accuracy benchmark's tuning half: README, "Ablation on the tuning half") by its square root.
     edge_px : int
         The ground truth's labels within this many pixels of a boundary between two phases are left out of the
         training targets and the validation (0 = train on every label; see :func:`without_edges`).
@@ -127,7 +128,7 @@ class TrainConfig:
     max_gain: float = 0.02
     max_offset: float = 0.005
     loss: Literal["ce", "dice", "ce+dice"] = "ce+dice"
-    class_weights: Literal["none", "balanced", "sqrt"] = "balanced"
+    class_weights: Literal["none", "balanced", "sqrt"] = "sqrt"
     edge_px: int = 0
     edge_codes: tuple[int, ...] = ()
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"

@@ -63,7 +63,7 @@ class RunConfig:
     depth: int = 4
     context: int = 0  # neighbouring slices on each side fed to the U-Net (0 = one slice; 1 = 2.5D, three slices)
     loss: str = "ce+dice"  # the U-Net's loss: "ce", "dice" or "ce+dice"
-    class_weights: str = "balanced"  # cross-entropy weights by phase frequency: "none", "sqrt" or "balanced"
+    class_weights: str = "sqrt"  # cross-entropy weights by phase frequency: "none", "sqrt" or "balanced"
     edge_px: int = 0  # the forest's labels within this many pixels of a phase boundary are not trained on (0 = all)
     edge_phases: tuple[str, ...] = ()  # only boundaries touching these phases count as edges (empty = every boundary)
 
