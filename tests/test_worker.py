@@ -187,3 +187,24 @@ def test_only_the_newest_interrupted_job_of_a_kind_is_put_back(tmp_path):
     assert requeue_interrupted(tmp_path) == [new]
     assert read_job(tmp_path, new).status == "queued" and read_job(tmp_path, old).status == "interrupted"
     assert read_job(tmp_path, seg).status == "interrupted"
+
+
+def test_a_queued_job_left_without_a_worker_gets_one_from_the_next_reader(demo_project, worker_mode):
+    """A job queued while no worker lives (the server died between writing the record and starting the worker, or
+    the worker exited idle at that moment) does not wait forever: the page that reads it starts a worker."""
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from core.workflow.jobs import _job_folder, _load_record, _write_record
+    from core.workflow.worker import QUEUE_GRACE_S, worker_status
+
+    handle = queue_job(demo_project.root, "rm-rf", params={})  # written, and no worker started
+    assert worker_status(worker_mode) is None
+    assert read_job(demo_project.root, handle.id).status == "queued" and worker_status(worker_mode) is None  # young
+    folder = _job_folder(demo_project.root, handle.id)
+    old = (datetime.now(timezone.utc) - timedelta(seconds=QUEUE_GRACE_S + 5)).isoformat()
+    _write_record(folder, replace(_load_record(folder), created=old))
+    read_job(demo_project.root, handle.id)  # what a page polling the job does
+    done = _wait_for(lambda: (r := read_job(demo_project.root, handle.id)) and not r.is_active and r, 120, "the job")
+    assert done.status == "failed" and done.error.startswith("Unknown job kind 'rm-rf'")  # a worker claimed and ran it
+    assert done.pid != os.getpid()

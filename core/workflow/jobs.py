@@ -260,7 +260,20 @@ def _orphan_reason(folder: Path, rec: JobRecord, stale_after_s: float) -> str | 
     return None
 
 
+def _revive_if_waiting(folder: Path, rec: JobRecord) -> None:
+    """A worker job still queued after a grace period may have lost its worker (one that exited idle just as the
+    job was written, or never started): start one. The reader is a page or the CLI polling the job."""
+    from core.workflow.worker import QUEUE_GRACE_S, revive_queue
+
+    born = _parse_iso(rec.created)
+    if born is not None and (_now() - born).total_seconds() > QUEUE_GRACE_S:
+        revive_queue(folder.parent.parent)
+
+
 def _resolve(folder: Path, rec: JobRecord, stale_after_s: float) -> JobRecord:
+    if rec.runner == "worker" and rec.status == "queued":
+        _revive_if_waiting(folder, rec)
+        return rec
     reason = _orphan_reason(folder, rec, stale_after_s)
     if reason is None:
         return rec

@@ -42,7 +42,8 @@ from typing import Any
 
 from core.errors import ReactomoError
 
-__all__ = ["JOB_KINDS", "submit_job", "job_function", "run_worker", "worker_status", "ensure_worker", "ENV_RUNNER"]
+__all__ = ["JOB_KINDS", "submit_job", "job_function", "run_worker", "worker_status", "ensure_worker", "revive_queue",
+           "ENV_RUNNER"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ DEAD_AFTER_S = 20.0
 #: A worker a page (or scripts/app.sh) started exits after this many seconds with nothing queued; the next job
 #: starts another. So a stopped dashboard leaves no process behind for long, and a job it was running finishes.
 IDLE_EXIT_S = 1800
+#: A queued job read after waiting this many seconds with no worker alive gets one (see :func:`revive_queue`).
+QUEUE_GRACE_S = 10.0
+#: Workspaces this process serves as their worker.
+_SERVING: set[Path] = set()
 
 
 # ------------------------------------------------------------------------------------------------ job kinds
@@ -185,9 +190,12 @@ def submit_job(project, kind: str, params: dict, *, title: str = ""):
     fn = job_function(project, kind, params)  # refuses an unknown kind before anything is written
     if mode == "thread":
         return start_job(project.root, kind, fn, params=params, title=title)
-    handle = queue_job(project.root, kind, params=params, title=title)
+    # The worker is started *before* the record is written: a server killed between the two would otherwise leave
+    # a queued job with nobody to run it (CI caught it, on a loaded 2-core machine). A worker started for a job
+    # that is then refused simply exits after IDLE_EXIT_S. A queued job that still finds no worker (one that exited
+    # idle at the wrong moment) gets one from the next page that reads it (core.workflow.jobs.read_job).
     ensure_worker(Path(project.root).parent)
-    return handle
+    return queue_job(project.root, kind, params=params, title=title)
 
 
 # ------------------------------------------------------------------------------------------------ the worker
@@ -223,6 +231,23 @@ def ensure_worker(workspace: str | os.PathLike) -> bool:
         subprocess.Popen([sys.executable, "-m", "core", "--workspace", str(workspace), "worker", "--idle-exit", str(IDLE_EXIT_S)], cwd=root, env=env,
                          stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
     return True
+
+
+def revive_queue(project_root: str | os.PathLike) -> bool:
+    """Start a worker for the workspace of ``project_root`` when it is a project of a workspace and no worker is
+    alive; for a queued job found waiting longer than :data:`QUEUE_GRACE_S`. True if one was started."""
+    from core.workflow.project import MANIFEST
+
+    root = Path(project_root)
+    if not (root / MANIFEST).exists():  # not a project the worker would serve
+        return False
+    if root.parent.resolve() in _SERVING:  # the worker itself, looking at its queue
+        return False
+    try:
+        return ensure_worker(root.parent)
+    except OSError as exc:  # a read-only workspace: the page still shows the record
+        log.warning("Could not start a worker for %s: %s", root.parent, exc)
+        return False
 
 
 def _projects(workspace: Path) -> list[Path]:
@@ -289,6 +314,7 @@ def run_worker(workspace: str | os.PathLike, *, once: bool = False, poll_s: floa
 
     beater = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
     beater.start()
+    _SERVING.add(workspace.resolve())
     n = 0
     try:
         say(f"Reactomo worker {os.getpid()} serving {workspace}.")
@@ -320,6 +346,7 @@ def run_worker(workspace: str | os.PathLike, *, once: bool = False, poll_s: floa
             n += 1
             idle_since = time.monotonic()
     finally:
+        _SERVING.discard(workspace.resolve())
         beat_stop.set()
         beater.join(timeout=5)
         try:
