@@ -78,6 +78,7 @@ def test_eta_appears_once_progress_moves(tmp_path):
     assert h.record().eta_s is None
     step.set()
     assert moved.wait(3)
+    assert _until(lambda: h.record().progress == 0.25)  # read from disk: wait for the write on a loaded machine
     rec = h.record()
     assert rec.progress == 0.25 and rec.eta_s is not None and rec.eta_s >= 0
     assert h.wait(3).status == "done"

@@ -204,7 +204,10 @@ def test_a_queued_job_left_without_a_worker_gets_one_from_the_next_reader(demo_p
     folder = _job_folder(demo_project.root, handle.id)
     old = (datetime.now(timezone.utc) - timedelta(seconds=QUEUE_GRACE_S + 5)).isoformat()
     _write_record(folder, replace(_load_record(folder), created=old))
-    read_job(demo_project.root, handle.id)  # what a page polling the job does
+    for _ in range(5):  # what a page polling the job does, several times before the worker's first heartbeat
+        read_job(demo_project.root, handle.id)
     done = _wait_for(lambda: (r := read_job(demo_project.root, handle.id)) and not r.is_active and r, 120, "the job")
     assert done.status == "failed" and done.error.startswith("Unknown job kind 'rm-rf'")  # a worker claimed and ran it
     assert done.pid != os.getpid()
+    log = (worker_mode / "worker.log").read_text()
+    assert log.count("serving") == 1 and "one is enough" not in log  # the polls started one worker, not five

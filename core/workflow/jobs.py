@@ -36,6 +36,8 @@ import logging
 import math
 import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -263,8 +265,6 @@ def _orphan_reason(folder: Path, rec: JobRecord, stale_after_s: float) -> str | 
 def _revive_if_waiting(folder: Path, rec: JobRecord) -> None:
     """A worker job still queued after a grace period may have lost its worker (one that exited idle just as the
     job was written, or never started): start one. The reader is a page or the CLI polling the job."""
-    from core.workflow.worker import QUEUE_GRACE_S, revive_queue
-
     born = _parse_iso(rec.created)
     if born is not None and (_now() - born).total_seconds() > QUEUE_GRACE_S:
         revive_queue(folder.parent.parent)
@@ -291,6 +291,76 @@ def _resolve(folder: Path, rec: JobRecord, stale_after_s: float) -> JobRecord:
     except OSError as exc:  # a read-only project still gets the right answer
         log.warning("Could not mark job %s interrupted: %s", rec.id, exc)
     return rec
+
+
+# ------------------------------------------------------------------------------------------------ the worker process
+# Where a workspace's worker process is found and started. It lives here, below core.workflow.worker (which runs the
+# worker's loop and re-exports these), because reading a queued job may have to start a worker (:func:`read_job`).
+STATE_NAME = ".worker.json"
+#: A worker whose heartbeat is older than this is taken for dead (and a page starts another).
+DEAD_AFTER_S = 20.0
+#: A worker a page (or scripts/app.sh) started exits after this many seconds with nothing queued; the next job
+#: starts another. So a stopped dashboard leaves no process behind for long, and a job it was running finishes.
+IDLE_EXIT_S = 1800
+#: A queued job read after waiting this many seconds with no worker alive gets one (see :func:`revive_queue`).
+QUEUE_GRACE_S = 10.0
+#: Workspaces this process serves as their worker.
+_SERVING: set[Path] = set()
+
+
+def worker_status(workspace: str | os.PathLike) -> dict[str, Any] | None:
+    """The workspace's worker (``pid``, ``started``, ``heartbeat``, ``job``) when it is alive, else None."""
+    path = Path(workspace) / STATE_NAME
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid, beat = state.get("pid"), _parse_iso(state.get("heartbeat"))
+    if not isinstance(pid, int) or not _pid_alive(pid) or beat is None:
+        return None
+    if (_now() - beat).total_seconds() > DEAD_AFTER_S:
+        return None
+    return state
+
+
+def ensure_worker(workspace: str | os.PathLike) -> bool:
+    """Start a worker for ``workspace`` when none is alive; True if one was started.
+
+    It runs as its own session (``start_new_session``), so stopping the web server does not stop it, with its log
+    in ``<workspace>/worker.log``.
+    """
+    workspace = Path(workspace)
+    if worker_status(workspace) is not None:
+        return False
+    root = Path(__file__).resolve().parents[2]  # the repository: ``python -m core`` runs from there
+    env = {**os.environ, "REACTOMO_WORKSPACE": str(workspace)}
+    with open(workspace / "worker.log", "ab") as logf:
+        child = subprocess.Popen([sys.executable, "-m", "core", "--workspace", str(workspace), "worker", "--idle-exit",
+                                  str(IDLE_EXIT_S)], cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                                 stderr=logf, start_new_session=True)
+    # Until its first heartbeat (a second or two of imports), the child stands for the worker: a page polling a
+    # queued job in the meantime must not start another one.
+    now = _iso(_now())
+    atomic_write_json(workspace / STATE_NAME, {"pid": child.pid, "started": now, "heartbeat": now, "job": None,
+                                               "starting": True})
+    return True
+
+
+def revive_queue(project_root: str | os.PathLike) -> bool:
+    """Start a worker for the workspace of ``project_root`` when it is a project of a workspace and no worker is
+    alive; for a queued job found waiting longer than :data:`QUEUE_GRACE_S`. True if one was started."""
+    from core.workflow.project import MANIFEST
+
+    root = Path(project_root)
+    if not (root / MANIFEST).exists():  # not a project the worker would serve
+        return False
+    if root.parent.resolve() in _SERVING:  # the worker itself, looking at its queue
+        return False
+    try:
+        return ensure_worker(root.parent)
+    except OSError as exc:  # a read-only workspace: the page still shows the record
+        log.warning("Could not start a worker for %s: %s", root.parent, exc)
+        return False
 
 
 # ------------------------------------------------------------------------------------------------ public reads

@@ -33,14 +33,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core.errors import ReactomoError
+from core.workflow.jobs import (  # the worker process's whereabouts live with the job records; re-exported here
+    DEAD_AFTER_S,
+    IDLE_EXIT_S,
+    QUEUE_GRACE_S,
+    STATE_NAME,
+    _SERVING,
+    ensure_worker,
+    revive_queue,
+    worker_status,
+)
 
 __all__ = ["JOB_KINDS", "submit_job", "job_function", "run_worker", "worker_status", "ensure_worker", "revive_queue",
            "ENV_RUNNER"]
@@ -48,19 +56,9 @@ __all__ = ["JOB_KINDS", "submit_job", "job_function", "run_worker", "worker_stat
 log = logging.getLogger(__name__)
 
 ENV_RUNNER = "REACTOMO_JOB_RUNNER"
-STATE_NAME = ".worker.json"
 LOCK_TARGET = ".worker"
 #: Seconds between the worker's heartbeats in ``<workspace>/.worker.json``.
 BEAT_S = 2.0
-#: A worker whose heartbeat is older than this is taken for dead (and a page starts another).
-DEAD_AFTER_S = 20.0
-#: A worker a page (or scripts/app.sh) started exits after this many seconds with nothing queued; the next job
-#: starts another. So a stopped dashboard leaves no process behind for long, and a job it was running finishes.
-IDLE_EXIT_S = 1800
-#: A queued job read after waiting this many seconds with no worker alive gets one (see :func:`revive_queue`).
-QUEUE_GRACE_S = 10.0
-#: Workspaces this process serves as their worker.
-_SERVING: set[Path] = set()
 
 
 # ------------------------------------------------------------------------------------------------ job kinds
@@ -199,57 +197,6 @@ def submit_job(project, kind: str, params: dict, *, title: str = ""):
 
 
 # ------------------------------------------------------------------------------------------------ the worker
-def worker_status(workspace: str | os.PathLike) -> dict[str, Any] | None:
-    """The workspace's worker (``pid``, ``started``, ``heartbeat``, ``job``) when it is alive, else None."""
-    from core.workflow.jobs import _parse_iso, _now, _pid_alive
-
-    path = Path(workspace) / STATE_NAME
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    pid, beat = state.get("pid"), _parse_iso(state.get("heartbeat"))
-    if not isinstance(pid, int) or not _pid_alive(pid) or beat is None:
-        return None
-    if (_now() - beat).total_seconds() > DEAD_AFTER_S:
-        return None
-    return state
-
-
-def ensure_worker(workspace: str | os.PathLike) -> bool:
-    """Start a worker for ``workspace`` when none is alive; True if one was started.
-
-    It runs as its own session (``start_new_session``), so stopping the web server does not stop it, with its log
-    in ``<workspace>/worker.log``.
-    """
-    workspace = Path(workspace)
-    if worker_status(workspace) is not None:
-        return False
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "REACTOMO_WORKSPACE": str(workspace)}
-    with open(workspace / "worker.log", "ab") as logf:
-        subprocess.Popen([sys.executable, "-m", "core", "--workspace", str(workspace), "worker", "--idle-exit", str(IDLE_EXIT_S)], cwd=root, env=env,
-                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
-    return True
-
-
-def revive_queue(project_root: str | os.PathLike) -> bool:
-    """Start a worker for the workspace of ``project_root`` when it is a project of a workspace and no worker is
-    alive; for a queued job found waiting longer than :data:`QUEUE_GRACE_S`. True if one was started."""
-    from core.workflow.project import MANIFEST
-
-    root = Path(project_root)
-    if not (root / MANIFEST).exists():  # not a project the worker would serve
-        return False
-    if root.parent.resolve() in _SERVING:  # the worker itself, looking at its queue
-        return False
-    try:
-        return ensure_worker(root.parent)
-    except OSError as exc:  # a read-only workspace: the page still shows the record
-        log.warning("Could not start a worker for %s: %s", root.parent, exc)
-        return False
-
-
 def _projects(workspace: Path) -> list[Path]:
     from core.workflow.project import MANIFEST
 
