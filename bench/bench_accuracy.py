@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.family import VARIANTS, ensure, split, variant  # noqa: E402
+from bench.family import VARIANTS, ensure, second_labelling, split, variant  # noqa: E402
 
 CODES = (1, 2, 3, 4)
 NAMES = {1: "gypsum", 2: "bassanite", 3: "pore", 4: "celestite"}
@@ -94,9 +94,12 @@ def score_run(dataset_dir: Path, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_variant(name: str, *, family_root: Path, runs_root: Path, extra: list[str]) -> dict[str, Any]:
+def run_variant(name: str, *, family_root: Path, runs_root: Path, extra: list[str], second: bool = False) -> dict[str, Any]:
     v = variant(name)
     data = ensure(v, family_root)
+    if second:  # the simulated second labelling (bench.family.second_labelling), given to `run` as a second pair
+        path, step = second_labelling(data)
+        extra = [*extra, "--scribbles", str(path), "--label-step", str(step)]
     ds = json.loads((data / "dataset.json").read_text())
     out = runs_root / v.name
     if out.exists():
@@ -198,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-root", default=str(ROOT / "bench" / ".runs"))
     ap.add_argument("--out", help="JSON file for every number")
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
+    ap.add_argument("--second-labelling", action="store_true",
+                    help="also give `run` the simulated user's second labelling of each variant (bench/family.py)")
     ap.add_argument("--from", dest="saved", nargs="+", help="print the tables of saved JSON files instead of running")
     ap.add_argument("--ablation", action="store_true", help="with --from: one line of means per saved file")
     ap.add_argument("--append", action="store_true",
@@ -221,10 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         names = [v.name for v in VARIANTS]
     else:
         names = split()[a.split]
+    # what the JSON calls this configuration: run's extra arguments, and the bench's own second labelling
+    recorded = [*extra, "--second-labelling"] if a.second_labelling else list(extra)
     kept: list[dict[str, Any]] = []
     if a.append and a.out and Path(a.out).is_file():
         old = json.loads(Path(a.out).read_text())
-        if old.get("label") != a.label or old.get("extra_args") != extra:
+        if old.get("label") != a.label or old.get("extra_args") != recorded:
             print(f"{a.out} holds another configuration ({old.get('label')!r}, {old.get('extra_args')}); not appending.",
                   file=sys.stderr)
             return 2
@@ -232,12 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        row = run_variant(name, family_root=Path(a.family_root), runs_root=Path(a.runs_root) / a.label, extra=extra)
+        row = run_variant(name, family_root=Path(a.family_root), runs_root=Path(a.runs_root) / a.label, extra=extra,
+                          second=a.second_labelling)
         rows.append(row)
         print(table([row]).splitlines()[-1], file=sys.stderr, flush=True)
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.out).write_text(json.dumps({"label": a.label, "extra_args": extra, "date": dt.date.today().isoformat(),
+            Path(a.out).write_text(json.dumps({"label": a.label, "extra_args": recorded, "date": dt.date.today().isoformat(),
                                                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                                                "rows": _ordered(kept + rows)}, indent=1, default=float))
     print(table(rows))

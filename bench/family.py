@@ -138,6 +138,46 @@ def ensure(v: Variant, root: Path) -> Path:
     return folder
 
 
+#: Slices of the simulated second labelling (fewer than any first labelling: a user's second, shorter visit).
+SECOND_SLICES = 4
+
+
+def second_labelling(folder: Path) -> tuple[Path, int]:
+    """A simulated user's second labelling of a written variant: ``(scribbles TIFF, step)``.
+
+    The protocol, fixed before any run and the same for every variant: the user brushes the step at the other end of
+    the reaction from the one labelled first, as a user who saw only the scans would pick it (the second scan, where
+    the first laths are thin and few, when the first labelling was on step 2 or later; else the last scan), on
+    :data:`SECOND_SLICES` evenly spaced slices other than the first labelling's, with the same simulated brush
+    (strokes wholly inside their phase, :func:`core.imaging.synthetic._scribble_slice`). Written once beside
+    ``scribbles.tif`` as ``scribbles_step<k>.tif``.
+    """
+    import numpy as np
+
+    from core.imaging.io import read_labels, write_labels
+    from core.imaging.synthetic import _scribble_slice
+
+    meta = json.loads((folder / "dataset.json").read_text())
+    n = len(meta["steps"])
+    step = 1 if meta["label_step"] >= 2 else n - 1
+    path = folder / f"scribbles_step{step}.tif"
+    if path.exists():
+        return path, step
+    truth = read_labels(folder / meta["steps"][step]["truth"])
+    nz = truth.shape[0]
+    taken = set(meta["label_slices"])
+    candidates = [z for z in range(2, nz - 2) if z not in taken]
+    pick = [candidates[int(i)] for i in np.linspace(0, len(candidates) - 1, SECOND_SLICES + 2)[1:-1].round()]
+    cfg = meta["config"]
+    out = np.zeros(truth.shape, dtype=np.uint8)
+    for z in pick:
+        out[z] = _scribble_slice(truth[z], fraction=float(cfg["scribble_fraction"]),
+                                 rng=np.random.default_rng([int(cfg["seed"]), 41, step, z]))
+    write_labels(path.with_suffix(".part.tif"), out, voxel_size_um=meta.get("voxel_size_um"))
+    path.with_suffix(".part.tif").replace(path)
+    return path, step
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "bench" / ".family"), help="folder of the written variants")

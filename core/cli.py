@@ -1037,7 +1037,11 @@ def cmd_run(args) -> int:
     """The whole workflow without a browser: scribbles -> random forest -> U-Net -> segment -> clean -> check."""
     from core.workflow.run import RunConfig, run_workflow
 
-    config = RunConfig(scans=args.scans, scribbles=args.scribbles, label_step=args.label_step, out=args.out,
+    if len(args.scribbles) != len(args.label_step):
+        raise ReactomoError(f"Give one --label-step for each --scribbles; got {len(args.scribbles)} scribbles files and "
+                            f"{len(args.label_step)} steps.")
+    config = RunConfig(scans=args.scans, scribbles=args.scribbles[0], label_step=args.label_step[0], out=args.out,
+                       more_labels=tuple(zip(args.scribbles[1:], args.label_step[1:])),
                        epochs=args.epochs, device=args.device, seed=args.seed, voxel_size_um=args.voxel_size,
                        interval_s=args.interval, workers=args.workers, scheduler=args.scheduler, clean=not args.no_clean,
                        cleaning=_cleaning_mode(args.min_size, args.no_clean),
@@ -1283,8 +1287,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ru = sub.add_parser("run", help="the whole workflow headless: scribbles -> forest -> U-Net -> segment -> check")
     ru.add_argument("--scans", required=True, help="folder or glob of the scans (one per time step)")
-    ru.add_argument("--scribbles", required=True, help="uint8 label TIFF of brushed phase codes on the label step")
-    ru.add_argument("--label-step", type=int, required=True, help="index of the scribbled step")
+    ru.add_argument("--scribbles", required=True, action="append",
+                    help="uint8 label TIFF of brushed phase codes on the label step; repeat it with --label-step for "
+                         "more labelled steps (each gets its own forest, the U-Net learns from all)")
+    ru.add_argument("--label-step", type=int, required=True, action="append",
+                    help="index of the scribbled step (one per --scribbles, in the same order)")
     ru.add_argument("--out", required=True, help="new output folder")
     ru.add_argument("--epochs", type=int, default=40, help="maximum U-Net epochs (default 40)")
     ru.add_argument("--seed", type=int, default=0)
@@ -1386,13 +1393,14 @@ def _check_data_roots(args) -> None:
     roots = data_roots()
     for name in _DATA_ARGS:
         value = getattr(args, name, None)
-        if not value:
-            continue
-        text = os.path.expanduser(str(value))
-        cut = min((i for i, ch in enumerate(text) if ch in "*?["), default=None)
-        if cut is not None:
-            text = os.path.dirname(text[:cut]) or "."
-        check_inside_roots(text, roots)
+        for one in (value if isinstance(value, list) else [value]):  # `run --scribbles` may be given several times
+            if not one:
+                continue
+            text = os.path.expanduser(str(one))
+            cut = min((i for i, ch in enumerate(text) if ch in "*?["), default=None)
+            if cut is not None:
+                text = os.path.dirname(text[:cut]) or "."
+            check_inside_roots(text, roots)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,9 @@ class RunConfig:
     class_weights: str = "sqrt"  # cross-entropy weights by phase frequency: "none", "sqrt" or "balanced"
     edge_px: int = 0  # the forest's labels within this many pixels of a phase boundary are not trained on (0 = all)
     edge_phases: tuple[str, ...] = ()  # only boundaries touching these phases count as edges (empty = every boundary)
+    # more labelled steps, as (scribbles TIFF, step index) pairs: each step gets its own forest ground truth and the
+    # U-Net learns from all of them (a second labelling at the other end of the reaction, where laths look different)
+    more_labels: tuple[tuple[str, int], ...] = ()
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -157,38 +160,68 @@ def run_workflow(
             "are left out; the internal standard and pore sizes do not need times")
     else:
         say(f"   step times: every {interval:g} s (from {interval_source})")
-    with open_volume(scans[config.label_step]) as vol:
-        scribbles = read_labels(config.scribbles, shape=vol.shape, codes=phases.codes)
-        voxel_size = config.voxel_size_um or vol.voxel_size_um or 2.75
+    labelled = [(str(config.scribbles), int(config.label_step))] + [(str(p), int(k)) for p, k in config.more_labels]
+    seen_steps: set[int] = set()
+    for path, k in labelled:
+        if not 0 <= k < len(scans):
+            raise ReactomoError(f"--label-step {k} is not a step of these {len(scans)} scans; give 0 to {len(scans) - 1}.")
+        if k in seen_steps:
+            raise ReactomoError(f"Step {k} is labelled twice; give each labelled step one scribbles file.")
+        seen_steps.add(k)
+    # every scribbles file is read and checked before anything is written
+    brushed: list[tuple[str, int, np.ndarray, list[int]]] = []
+    for i, (path, k) in enumerate(labelled):
+        with open_volume(scans[k]) as vol:
+            scribbles = read_labels(path, shape=vol.shape, codes=phases.codes)
+            if i == 0:
+                voxel_size = config.voxel_size_um or vol.voxel_size_um or 2.75
         zs = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
         if not zs:
-            raise ReactomoError(f"The scribbles {config.scribbles} label no voxel (every value is 0); brush some phases first.")
+            raise ReactomoError(f"The scribbles {path} label no voxel (every value is 0); brush some phases first.")
         present = set(np.unique(scribbles[zs]).tolist()) - {0}
         missing = [p.name for p in phases if p.code not in present]
-        if missing:
+        if missing and i == 0:
             raise ReactomoError(f"The scribbles have no {', '.join(missing)}; brush every phase at least once.")
-        out.mkdir(parents=True, exist_ok=True)
-        # 1. random forest
-        say(f"1/4 random forest on {len(zs)} scribbled slices of step {config.label_step} ...")
+        if len(present) < 2:
+            raise ReactomoError(f"The scribbles {path} of step {k} hold one phase only; a forest needs two or more.")
+        brushed.append((path, k, scribbles, zs))
+    out.mkdir(parents=True, exist_ok=True)
+    stacks: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    forests: list[dict[str, Any]] = []
+    norm = None
+    for i, (path, k, scribbles, zs) in enumerate(brushed):
+        # 1. random forest, one per labelled step (each learns the look of its own step)
+        say(f"1/4 random forest on {len(zs)} scribbled slices of step {k} ...")
         t0 = time.perf_counter()
-        scan = vol.read()
+        with open_volume(scans[k]) as vol:
+            scan = vol.read()
+            if i == 0:  # one intensity normalisation, the label step's: the same one the model applies to every step
+                norm = fit_normalisation(vol, seed=config.seed)
         rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases,
-                                         on_progress=lambda f, m: progress(0.1 * f, f"random forest: {m}"))
-        timings["random_forest_s"] = time.perf_counter() - t0
-        write_labels(out / "ground_truth.tif", rf.labels, voxel_size_um=voxel_size)
-        # 2. U-Net
-        say(f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
-        t0 = time.perf_counter()
-        norm = fit_normalisation(vol, seed=config.seed)
-        images = apply_normalisation(context_slices(scan, zs, uc.in_channels), norm)
-        del scan
+                                         on_progress=lambda f, m: progress(0.1 * (i + f) / len(brushed), f"random forest: {m}"))
+        timings["random_forest_s"] = timings.get("random_forest_s", 0.0) + time.perf_counter() - t0
+        write_labels(out / ("ground_truth.tif" if i == 0 else f"ground_truth_step{k}.tif"), rf.labels,
+                     voxel_size_um=voxel_size)
+        stacks.append(apply_normalisation(context_slices(scan, zs, uc.in_channels), norm))
+        targets.append(rf.labels[zs])
+        forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs,
+                        "fractions": {str(c): v for c, v in rf.fractions.items()}})
+        del scan, rf
+    zs = forests[0]["slices"]
+    images = np.concatenate(stacks) if len(stacks) > 1 else stacks[0]
+    gt_labels = np.concatenate(targets) if len(targets) > 1 else targets[0]
+    del stacks, targets
+    # 2. U-Net
+    say(f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
+    t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     model = build_unet(uc)
 
     def on_epoch(h: dict) -> None:
         say(f"   epoch {h['epoch']:3d}  train {h['train_loss']:.4f}  val {h['val_loss']:.4f}  ({h['seconds']:.1f} s)")
 
-    result = train_unet(model, images, rf.labels[zs], config=tc, phases=phases, device=config.device, on_epoch=on_epoch,
+    result = train_unet(model, images, gt_labels, config=tc, phases=phases, device=config.device, on_epoch=on_epoch,
                         on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
     timings["train_s"] = time.perf_counter() - t0
     best = result.best
@@ -202,7 +235,7 @@ def run_workflow(
     from core.network.inference import choose_model_cleaning
     from core.network.train import held_out
 
-    xv, yv, where = held_out(images, rf.labels[zs], tc)  # scored where the network never trained
+    xv, yv, where = held_out(images, gt_labels, tc)  # scored where the network never trained
     choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=config.device,
                                    where=where, tta=config.tta)
     post, cleaning_why = cleaning_for(mode, phases, {"cleaning": choice.to_dict(phases)}, min_sizes=config.min_sizes,
@@ -211,7 +244,8 @@ def run_workflow(
     model_dir = save_bundle(out / "model", model, config=uc, phases=phases, normalisation=norm,
                             training={"config": tc.to_dict(), "device": result.device, "history": result.history},
                             provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
-                                        "scribbles": fingerprint(config.scribbles), "slices": zs, "step": config.label_step},
+                                        "scribbles": fingerprint(config.scribbles), "slices": zs, "step": config.label_step,
+                                        "labelled_steps": [{"step": f["step"], "slices": f["slices"]} for f in forests]},
                             metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                                      "epochs": len(result.history), "stopped_early": result.stopped_early,
                                      "seconds": result.seconds},
@@ -257,8 +291,10 @@ def run_workflow(
         "format": "reactomo.run", "format_version": 1, "config": asdict(config), "voxel_size_um": voxel_size,
         "interval_s": interval, "interval_source": interval_source,
         "versions": versions(), "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "inputs": {"scans": [fingerprint(s) for s in scans], "scribbles": fingerprint(config.scribbles)},
-        "random_forest": {"config": asdict(fc), "slices": zs, "fractions": {str(k): v for k, v in rf.fractions.items()}},
+        "inputs": {"scans": [fingerprint(s) for s in scans], "scribbles": fingerprint(config.scribbles),
+                   "more_scribbles": [f["scribbles"] for f in forests[1:]]},
+        "random_forest": {"config": asdict(fc), "slices": zs, "fractions": forests[0]["fractions"],
+                          "steps": forests},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,

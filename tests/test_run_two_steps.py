@@ -1,0 +1,77 @@
+"""`core run` with a second labelled step (issue 11: a second labelling at the other end of the reaction): each
+labelled step gets its own forest ground truth, and the U-Net learns from the slices of both."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.imaging.io import read_labels, write_labels
+
+
+def _second_scribbles(demo, tmp_path, step: int, *, codes=None):
+    """Scribbles on ``step`` of the small demo, brushed like the demo's own (the simulated user's brush)."""
+    from core.imaging.synthetic import _scribble_slice
+
+    meta = json.loads((demo / "dataset.json").read_text())
+    truth = read_labels(demo / meta["steps"][step]["truth"])
+    out = np.zeros(truth.shape, np.uint8)
+    for z in (3, 11):
+        out[z] = _scribble_slice(truth[z], fraction=0.05, rng=np.random.default_rng(z))
+    if codes is not None:
+        out[~np.isin(out, codes)] = 0
+    path = tmp_path / f"second_step{step}.tif"
+    write_labels(path, out)
+    return path, sorted(int(z) for z in np.flatnonzero(out.reshape(out.shape[0], -1).any(axis=1)))
+
+
+def _run(demo, out, *more):
+    return ["-q", "run", "--scans", str(demo / "scans"), "--scribbles", str(demo / "scribbles.tif"),
+            "--label-step", str(json.loads((demo / "dataset.json").read_text())["label_step"]), "--out", str(out),
+            "--epochs", "2", "--device", "cpu", *more]
+
+
+def test_a_second_labelled_step_gets_its_own_forest_and_trains_the_network(small_demo_dir, tmp_path, capsys):
+    meta = json.loads((small_demo_dir / "dataset.json").read_text())
+    first = meta["label_step"]
+    second = 3 if first != 3 else 1
+    path, zs2 = _second_scribbles(small_demo_dir, tmp_path, second)
+    out = tmp_path / "run"
+    assert main(_run(small_demo_dir, out, "--scribbles", str(path), "--label-step", str(second))) == 0
+    said = capsys.readouterr().out
+    assert f"of step {first} ..." in said and f"of step {second} ..." in said  # a forest per labelled step
+    run = json.loads((out / "run.json").read_text())
+    steps = run["random_forest"]["steps"]
+    assert [s["step"] for s in steps] == [first, second] and steps[1]["slices"] == zs2
+    assert run["config"]["more_labels"] == [[str(path), second]]
+    assert len(run["inputs"]["more_scribbles"]) == 1
+    gt2 = read_labels(out / f"ground_truth_step{second}.tif")  # the second forest's labelling, of the second scan
+    truth2 = read_labels(small_demo_dir / meta["steps"][second]["truth"])
+    assert gt2.shape == truth2.shape and float((gt2[zs2] == truth2[zs2]).mean()) > 0.8  # its labelled slices
+    card = json.loads((out / "model" / "card.json").read_text())
+    assert [s["step"] for s in card["provenance"]["labelled_steps"]] == [first, second]
+    # every step segmented by the network trained on both
+    assert len(list((out / "segmentations").glob("t*.tif"))) == len(meta["steps"])
+
+
+@pytest.mark.parametrize("more, words", [
+    (["--scribbles", "{second}"], "Give one --label-step for each --scribbles; got 2 scribbles files and 1 steps."),
+    (["--scribbles", "{second}", "--label-step", "{first}"], "is labelled twice; give each labelled step one scribbles file"),
+    (["--scribbles", "{second}", "--label-step", "9"], "--label-step 9 is not a step of these 4 scans; give 0 to 3."),
+    (["--scribbles", "{one_phase}", "--label-step", "{other}"], "hold one phase only; a forest needs two or more."),
+])
+def test_bad_second_labels_are_refused_before_anything_is_written(more, words, small_demo_dir, tmp_path, capsys):
+    meta = json.loads((small_demo_dir / "dataset.json").read_text())
+    first = meta["label_step"]
+    other = 3 if first != 3 else 1
+    second, _ = _second_scribbles(small_demo_dir, tmp_path, other)
+    one_phase, _ = _second_scribbles(small_demo_dir, tmp_path / "..", other, codes=[1])
+    fill = {"second": str(second), "first": str(first), "other": str(other), "one_phase": str(one_phase)}
+    out = tmp_path / "run"
+    code = main(_run(small_demo_dir, out, *[m.format(**fill) for m in more]))
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: ") and words in err and "Traceback" not in err
+    assert not out.exists()
