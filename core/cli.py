@@ -1048,7 +1048,8 @@ def cmd_run(args) -> int:
                        min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px, context=args.context,
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
-                       edge_phases=tuple(_names(args.edge_phases)))
+                       edge_phases=tuple(_names(args.edge_phases)),
+                       partial_volume=tuple(_names(args.partial_volume)))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1306,6 +1307,9 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--edge-phases", default="",
                     help="with --edge-px, only boundaries touching these phases (comma-separated names, e.g. celestite) "
                          "count as edges (default: every boundary)")
+    ru.add_argument("--partial-volume", default="",
+                    help="phases (comma-separated names, e.g. celestite) whose edge in the forest's ground truth is "
+                         "redrawn from the scan by linear unmixing before the U-Net learns it (default: none)")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

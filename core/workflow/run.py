@@ -69,6 +69,9 @@ class RunConfig:
     # more labelled steps, as (scribbles TIFF, step index) pairs: each step gets its own forest ground truth and the
     # U-Net learns from all of them (a second labelling at the other end of the reaction, where laths look different)
     more_labels: tuple[tuple[str, int], ...] = ()
+    # phases whose edge in the forest's ground truth is redrawn from the scan by linear unmixing before the U-Net
+    # learns from it (core.labelling.partial_volume); empty = the forest's labels as they are
+    partial_volume: tuple[str, ...] = ()
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -168,6 +171,9 @@ def run_workflow(
         if k in seen_steps:
             raise ReactomoError(f"Step {k} is labelled twice; give each labelled step one scribbles file.")
         seen_steps.add(k)
+    from core.labelling.partial_volume import redraw_partial_volume
+
+    pv_codes = [phases.by_name(n).code for n in config.partial_volume]  # an unknown name is refused here
     # every scribbles file is read and checked before anything is written
     brushed: list[tuple[str, int, np.ndarray, list[int]]] = []
     for i, (path, k) in enumerate(labelled):
@@ -201,12 +207,18 @@ def run_workflow(
         rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases,
                                          on_progress=lambda f, m: progress(0.1 * (i + f) / len(brushed), f"random forest: {m}"))
         timings["random_forest_s"] = timings.get("random_forest_s", 0.0) + time.perf_counter() - t0
-        write_labels(out / ("ground_truth.tif" if i == 0 else f"ground_truth_step{k}.tif"), rf.labels,
-                     voxel_size_um=voxel_size)
+        gt, redrawn = rf.labels, []
+        for code in pv_codes:  # edges taught from the scan, not from the forest's halo
+            gt, pv = redraw_partial_volume(scan, gt, code, slices=zs)
+            redrawn.append(pv)
+            if pv["applied"]:
+                say(f"   {phases.by_code(code).name}'s edge redrawn from the scan: {pv['before']} -> {pv['after']} px "
+                    f"on the labelled slices")
+        write_labels(out / ("ground_truth.tif" if i == 0 else f"ground_truth_step{k}.tif"), gt, voxel_size_um=voxel_size)
         stacks.append(apply_normalisation(context_slices(scan, zs, uc.in_channels), norm))
-        targets.append(rf.labels[zs])
+        targets.append(gt[zs])
         forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs,
-                        "fractions": {str(c): v for c, v in rf.fractions.items()}})
+                        "fractions": {str(c): v for c, v in rf.fractions.items()}, "partial_volume": redrawn})
         del scan, rf
     zs = forests[0]["slices"]
     images = np.concatenate(stacks) if len(stacks) > 1 else stacks[0]
