@@ -69,7 +69,8 @@ def score_run(dataset_dir: Path, run_dir: Path) -> dict[str, Any]:
             per_phase[c].append(dice[c])
         per_step.append({"step": s["name"], "mean": float(np.mean(list(dice.values()))),
                          **{NAMES[c]: dice.get(c) for c in CODES},
-                         "bassanite_found": int(rep.counts[2]["n_pred"]), "bassanite_true": int(rep.counts[2]["n_true"])})
+                         "bassanite_found": int(rep.counts[2]["n_pred"]), "bassanite_true": int(rep.counts[2]["n_true"]),
+                         "celestite_found": int(rep.counts[4]["n_pred"]), "celestite_true": int(rep.counts[4]["n_true"])})
     phase_mean = {NAMES[c]: float(np.mean(v)) for c, v in per_phase.items() if v}
     worst_phase = min(phase_mean, key=phase_mean.get)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -88,6 +89,9 @@ def score_run(dataset_dir: Path, run_dir: Path) -> dict[str, Any]:
         "pore_check_pct": max(abs(float(r["deviation_pct"])) for r in summary["pore_check"]),
         "celestite_drift_pct": max((abs(float(r["change_vs_first"])) * 100 for r in inert), default=float("nan")),
         "extent_error_pct": 100 * extent_err,
+        # against the truth, unlike the drift (the run's own check): mean |found / true − 1| of celestite over the steps
+        "celestite_volume_error_pct": 100 * float(np.mean([abs(r["celestite_found"] / r["celestite_true"] - 1)
+                                                           for r in per_step if r["celestite_true"]] or [np.nan])),
         "verdict_passed": verdict.get("passed"),
         "failed_checks": list(verdict.get("failed") or [c["name"] for c in checks if c.get("passed") is False]),
         "per_step": per_step,

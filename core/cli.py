@@ -487,6 +487,16 @@ def cmd_ground_truth(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- U-Net
+def _partial_volume(text: str) -> tuple[str, ...] | None:
+    """``run --partial-volume``: "inert" (None: the reaction's inert phases), "none" (()) or phase names."""
+    key = str(text or "").strip().lower()
+    if key == "inert":
+        return None
+    if key in ("none", ""):
+        return ()
+    return tuple(_names(text))
+
+
 def _names(text: str) -> list[str]:
     """Comma-separated names, blanks dropped."""
     return [n.strip() for n in str(text or "").split(",") if n.strip()]
@@ -1049,7 +1059,7 @@ def cmd_run(args) -> int:
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
                        edge_phases=tuple(_names(args.edge_phases)),
-                       partial_volume=tuple(_names(args.partial_volume)))
+                       partial_volume=_partial_volume(args.partial_volume))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1307,9 +1317,10 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--edge-phases", default="",
                     help="with --edge-px, only boundaries touching these phases (comma-separated names, e.g. celestite) "
                          "count as edges (default: every boundary)")
-    ru.add_argument("--partial-volume", default="",
-                    help="phases (comma-separated names, e.g. celestite) whose edge in the forest's ground truth is "
-                         "redrawn from the scan by linear unmixing before the U-Net learns it (default: none)")
+    ru.add_argument("--partial-volume", default="inert",
+                    help="phases (comma-separated names) whose edge in the forest's ground truth is redrawn from the "
+                         "scan by linear unmixing before the U-Net learns it: inert (default: the reaction's inert "
+                         "phases, celestite), none, or names")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

@@ -106,10 +106,15 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert card["unet"]["in_channels"] == 1  # one slice: the default since the tuning half's ablation
     truth = json.loads((demo / "dataset.json").read_text())
     volumes = list(csv.DictReader(open(out / "phase_volumes.csv")))
-    # celestite is inert: measured within 1.4 % of its first step at every step (band 2 %)
+    # celestite is inert. Since its edge is redrawn from the scan in the ground truth (the default since 2026-12-06),
+    # its volume is measured 2.8 % too large at the first step and 8.6 % at the last (the network's halo grows into
+    # the bassanite around the grains): asserted against the truth, and the run's own check must say it drifts
     cel = np.array([int(v["celestite_voxels"]) for v in volumes], float)
-    assert np.abs(cel / cel[0] - 1).max() < 0.02
-    assert truth["steps"][0]["counts"]["celestite"] > 0
+    true_cel = np.array([s["counts"]["celestite"] for s in truth["steps"]], float)
+    assert true_cel[0] > 0 and np.all(true_cel == true_cel[0])
+    assert np.abs(cel / true_cel - 1).max() < 0.12
+    drifts = np.abs(cel / cel[0] - 1).max() > 0.02
+    assert ("inert_constancy" in failed) == drifts  # the verdict tells the drift, whichever way it goes
 
 
 def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_run):

@@ -77,13 +77,13 @@ def test_bad_second_labels_are_refused_before_anything_is_written(more, words, s
     assert not out.exists()
 
 
-def test_partial_volume_redraws_celestite_in_the_ground_truth_the_network_learns(small_demo_dir, tmp_path, capsys):
+def test_by_default_celestite_is_redrawn_in_the_ground_truth_the_network_learns(small_demo_dir, tmp_path, capsys):
     meta = json.loads((small_demo_dir / "dataset.json").read_text())
     k, zs = meta["label_step"], meta["label_slices"]
     truth = read_labels(small_demo_dir / meta["steps"][k]["truth"])[zs] == 4
     plain, redrawn = tmp_path / "plain", tmp_path / "pv"
-    assert main(_run(small_demo_dir, plain, "--epochs", "1")) == 0
-    assert main(_run(small_demo_dir, redrawn, "--epochs", "1", "--partial-volume", "celestite")) == 0
+    assert main(_run(small_demo_dir, plain, "--epochs", "1", "--partial-volume", "none")) == 0
+    assert main(_run(small_demo_dir, redrawn, "--epochs", "1")) == 0  # the default: the reaction's inert phases
     said = capsys.readouterr().out
     assert "celestite's edge redrawn from the scan" in said
     info = json.loads((redrawn / "run.json").read_text())["random_forest"]["steps"][0]["partial_volume"][0]
@@ -93,7 +93,9 @@ def test_partial_volume_redraws_celestite_in_the_ground_truth_the_network_learns
         gt = read_labels(folder / "ground_truth.tif")[zs] == 4
         err[name] = abs(int(gt.sum()) - int(truth.sum())) / truth.sum()
     assert err["pv"] < err["plain"], err  # nearer the truth's celestite on the slices the network learns from
-    assert json.loads((redrawn / "run.json").read_text())["config"]["partial_volume"] == ["celestite"]
+    assert json.loads((redrawn / "run.json").read_text())["config"]["partial_volume"] is None  # = inert phases
+    plain_run = json.loads((plain / "run.json").read_text())
+    assert plain_run["config"]["partial_volume"] == [] and plain_run["random_forest"]["steps"][0]["partial_volume"] == []
 
 
 def test_an_unknown_phase_for_partial_volume_is_refused_before_writing(small_demo_dir, tmp_path, capsys):
