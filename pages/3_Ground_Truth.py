@@ -18,6 +18,7 @@ from core.labelling.features import FEATURE_GROUPS, FeatureConfig
 from core.labelling.forest import ForestConfig
 from core.workflow.ground_truth import (
     accept_candidate,
+    partial_volume_sentence,
     staleness,
     held_out_forest,
     labelled_steps,
@@ -139,6 +140,8 @@ with m4:
 
 # ------------------------------------------------------------------------------------------------ inspect
 st.subheader("Random-forest labelling")
+if pv := partial_volume_sentence(cand, project.phases()):
+    st.caption(pv)
 mean_unc = {z: float(np.mean(cand.slice_uncertainty(z))) for z in cand.slices}
 z = st.pills("Slice", list(cand.slices), default=cand.slices[0], key="gt_z",
              format_func=lambda k: f"z {k} · {mean_unc[k]:.2f}") or cand.slices[0]

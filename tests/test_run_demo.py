@@ -31,22 +31,23 @@ from core.cli import main
 from core.workflow.evaluate import evaluate_files
 from core.imaging.synthetic import DEMO, write_demo
 
-# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth
+# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, with celestite's edge redrawn
+# in the ground truth: celestite 0.89-0.92, was 0.82-0.85; pore at step 0 0.790, was 0.820)
 MEASURED = {
-    0: (0.989, None, 0.820, 0.849),
-    1: (0.979, 0.426, 0.852, 0.848),
-    2: (0.960, 0.670, 0.883, 0.842),
-    3: (0.933, 0.752, 0.896, 0.836),
-    4: (0.897, 0.787, 0.903, 0.832),
-    5: (0.846, 0.806, 0.906, 0.827),
-    6: (0.785, 0.816, 0.906, 0.823),
-    7: (0.725, 0.832, 0.908, 0.820),
-    8: (0.674, 0.836, 0.909, 0.819),
-    9: (0.636, 0.840, 0.910, 0.818),
+    0: (0.989, None, 0.790, 0.921),
+    1: (0.980, 0.460, 0.834, 0.919),
+    2: (0.960, 0.682, 0.872, 0.916),
+    3: (0.932, 0.756, 0.887, 0.911),
+    4: (0.894, 0.789, 0.895, 0.907),
+    5: (0.839, 0.805, 0.899, 0.902),
+    6: (0.775, 0.814, 0.899, 0.898),
+    7: (0.712, 0.829, 0.901, 0.895),
+    8: (0.658, 0.833, 0.902, 0.893),
+    9: (0.621, 0.837, 0.903, 0.891),
 }
 MARGIN = 0.05
-# largest |deviation| of the internal standard measured on 2026-12-05, and the margin a rerun may add
-MEASURED_MAX_DEVIATION_PCT = 5.65
+# largest |deviation| of the internal standard measured on 2026-12-06, and the margin a rerun may add
+MEASURED_MAX_DEVIATION_PCT = 5.59
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -83,7 +84,7 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured: -1.30 -0.68 +0.28 +1.27 +2.58 +3.37 +4.44 +4.62 +5.34 +5.65 % (target: all within 2 %, not met yet)
+    # measured: -1.94 -1.50 -0.81 +0.12 +1.63 +2.64 +3.94 +4.34 +5.19 +5.59 % (target: all within 2 %, not met yet)
     assert max(abs(d) for d in devs) <= MEASURED_MAX_DEVIATION_PCT + DEVIATION_MARGIN_PCT, devs
     assert all((r["inside_band"] == "True") == (abs(float(r["deviation_pct"])) <= 2.0) for r in rows)
     x = [float(r["x"]) for r in rows]

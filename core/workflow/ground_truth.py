@@ -33,6 +33,7 @@ __all__ = [
     "GT_DIR",
     "StoredGroundTruth",
     "labelled_steps",
+    "partial_volume_sentence",
     "train_candidate",
     "load_candidate",
     "load_accepted",
@@ -209,7 +210,17 @@ def train_candidate(
         result = ground_truth_from_scribbles(volume, scribbles, feature_config=feature_config,
                                              forest_config=forest_config, phases=project.phases(),
                                              on_progress=on_progress)
+        grey = np.stack([volume.slice(0, z) for z in result.slices])
     stacked = np.stack([result.labels[z] for z in result.slices])
+    # the inert phases' edges redrawn from the scan (the forest spreads a bright grain by a halo it was never shown
+    # an edge to refuse), as `core run` does by default: core.labelling.partial_volume
+    from core.labelling.partial_volume import redraw_partial_volume
+
+    redrawn = []
+    for code in project.reaction().inert:
+        stacked, info = redraw_partial_volume(grey, stacked, int(code))
+        redrawn.append(info)
+    del grey
     meta = {
         "kind": "random forest",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -221,6 +232,7 @@ def train_candidate(
         "brushed_pixels": {str(k): int(v) for k, v in result.forest.brushed_pixels.items()},
         "versions": dict(result.forest.versions),
         "labels_sha256": _labels_digest(scribbles),
+        "partial_volume": redrawn,
     }
     folder = Path(project.root) / GT_DIR / "candidate"
     _store(folder, step=step, step_name=scans[step].name, slices=result.slices, labels=stacked,
@@ -228,6 +240,20 @@ def train_candidate(
     log.info("project %s: forest ground truth of %s on %d slices in %.1f s", project.name, scans[step].name,
              len(result.slices), result.seconds.get("total", float("nan")))
     return _load(folder)  # type: ignore[return-value]
+
+
+def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
+    """One sentence on the edges redrawn from the scan in this ground truth ("" when none was)."""
+    done = [i for i in stored.meta.get("partial_volume") or [] if i.get("applied")]
+    if not done:
+        return ""
+    parts = []
+    for i in done:
+        before, after = int(i["before"]), int(i["after"])
+        change = 100.0 * (after / before - 1) if before else 0.0
+        parts.append(f"{phases.by_code(int(i['code'])).name} {before:,} → {after:,} px ({change:+.1f} %)")
+    return ("Edges of the inert phases redrawn from the scan by partial volume, since the forest spreads bright grains "
+            "by a halo: " + "; ".join(parts) + ".")
 
 
 def _labels_digest(scribbles: np.ndarray) -> str:
