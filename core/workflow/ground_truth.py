@@ -251,7 +251,8 @@ def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
     for i in done:
         before, after = int(i["before"]), int(i["after"])
         change = 100.0 * (after / before - 1) if before else 0.0
-        parts.append(f"{phases.by_code(int(i['code'])).name} {before:,} → {after:,} px ({change:+.1f} %)")
+        sign = f"{change:+.1f}".replace("-", "−")  # a typographic minus, as elsewhere on the pages
+        parts.append(f"{phases.by_code(int(i['code'])).name} {before:,} → {after:,} px ({sign} %)")
     return ("Edges of the inert phases redrawn from the scan by partial volume, since the forest spreads bright grains "
             "by a halo: " + "; ".join(parts) + ".")
 
