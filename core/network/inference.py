@@ -621,6 +621,7 @@ def segment_volume(
     normalisation: dict[str, Any] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    redraw: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> SegmentResult:
     """Segment a scan with a U-Net, slab by slab in bounded memory, optionally straight into a TIFF.
 
@@ -644,6 +645,9 @@ def segment_volume(
     postprocess : callable, optional
         ``fn(labels_slab) -> labels_slab`` applied to each slab's ``(n, y, x)`` uint8 labels before counting and
         writing (e.g. from :mod:`core.segmentation.postprocess`).
+    redraw : callable, optional
+        ``fn(labels_slab, grey_slab) -> labels_slab`` applied before ``postprocess`` with the slab's raw grey values
+        (e.g. :func:`core.labelling.partial_volume.redraw_partial_volume` for the inert phases' edges).
     normalisation : dict, optional
         Normalisation parameters to apply; default: fitted to this scan with the card's method and percentile.
     on_progress : callable, optional
@@ -696,7 +700,7 @@ def segment_volume(
         return _segment(
             model, card, vol, target, voxel_size, dev, config=config, z_range=z_range, region=region,
             postprocess=postprocess, normalisation=normalisation, on_progress=on_progress,
-            should_stop=should_stop, t_start=t_start,
+            should_stop=should_stop, t_start=t_start, redraw=redraw,
         )
     finally:
         if own:
@@ -705,7 +709,7 @@ def segment_volume(
 
 def _segment(
     model, card, vol, target, voxel_size, dev, *, config, z_range, region, postprocess, normalisation, on_progress,
-    should_stop, t_start,
+    should_stop, t_start, redraw=None,
 ) -> SegmentResult:
     nz, ny, nx = (int(v) for v in vol.shape)
     z0, z1 = _check_z_range(z_range, nz)
@@ -752,6 +756,7 @@ def _segment(
             h0, h1 = max(s0 - reach, 0), min(s1 + reach, nz)
             raw = vol[h0:h1, y0:y1, x0:x1] if isinstance(vol, np.ndarray) else vol.slab(h0, h1)[:, y0:y1, x0:x1]
             norm = apply_normalisation(raw, normalisation)
+            grey = raw[s0 - h0 : s1 - h0] if redraw is not None else None
             del raw
             if channels == 1:
                 images = norm
@@ -761,6 +766,9 @@ def _segment(
             del norm
             with torch.inference_mode():
                 lab = _labels(prep, images, config, lut)
+            if redraw is not None:
+                lab = redraw(lab, grey)
+                del grey
             if postprocess is not None:
                 want = (s1 - s0, y1 - y0, x1 - x0)
                 lab = postprocess(lab)

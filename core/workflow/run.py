@@ -272,6 +272,7 @@ def run_workflow(
     times = [i * interval for i in range(len(scans))] if interval is not None else None
     series = segment_series(model_dir, scans, out / "segmentations", phases=phases, times_s=times, voxel_size_um=voxel_size,
                             inference=inference, postprocess=post, cleaning_source=cleaning_why,
+                            partial_volume=pv_codes,
                             scheduler=config.scheduler, workers=config.workers,
                             on_progress=lambda f, m: progress(0.6 + 0.38 * f, f"segment: {m}"),
                             on_step=lambda o: say(f"   step {o.step:3d} {o.status} {o.error}".rstrip()))
