@@ -497,6 +497,12 @@ def _partial_volume(text: str) -> tuple[str, ...] | None:
     return tuple(_names(text))
 
 
+def _partial_volume_codes(text: str, phases) -> list[int] | None:
+    """``segment --partial-volume`` as phase codes (None: the phase table's inert phases)."""
+    names = _partial_volume(text)
+    return None if names is None else [phases.by_name(n).code for n in names]
+
+
 def _names(text: str) -> list[str]:
     """Comma-separated names, blanks dropped."""
     return [n.strip() for n in str(text or "").split(",") if n.strip()]
@@ -672,10 +678,12 @@ def cmd_segment(args) -> int:
                              rim_px=args.rim_px)
     print(why, flush=True)
     steps = [int(v) for v in _floats(args.steps, "--steps")] if args.steps else None
+    redraw = _partial_volume_codes(args.partial_volume, phases)  # an unknown phase is refused before anything is made
     _preflight(Path(args.out), "the segmentation folder", created_ok=True)
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
                             workers=args.workers, resume=not args.no_resume, on_step=_print_step, cleaning_source=why,
+                            partial_volume=redraw,
                             on_progress=_progress_printer(args.quiet or args.scheduler is not None or args.workers > 1))
     n_done, n_fail = len(result.done), len(result.failed)
     print(f"{n_done} of {len(result.steps)} steps segmented into {args.out} in {result.seconds:.1f} s "
@@ -1241,6 +1249,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--steps", help="only these step numbers, e.g. 0,5,9 (default all)")
     se.add_argument("--phases", help="JSON file with the project's phase table (default: the model's)")
     se.add_argument("--no-resume", action="store_true", help="segment again the steps already done with the same settings")
+    se.add_argument("--partial-volume", default="inert",
+                    help="phases whose edge is redrawn from the scan by linear unmixing before the cleaning: inert "
+                         "(default: the phase table's inert phases, celestite), none, or names")
     inference_options(se)
     se.set_defaults(func=cmd_segment)
 

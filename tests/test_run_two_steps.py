@@ -103,3 +103,24 @@ def test_an_unknown_phase_for_partial_volume_is_refused_before_writing(small_dem
     assert main(_run(small_demo_dir, out, "--partial-volume", "celestine")) == 2
     err = capsys.readouterr().err
     assert "No phase is called 'celestine'" in err.strip().splitlines()[-1] and not out.exists()
+
+
+def test_segment_redraws_the_inert_phase_by_default_and_not_with_none(small_demo_dir, tmp_path, capsys):
+    """`segment` redraws celestite's edge in the network's output by default (recorded in the segmentation's
+    settings), and leaves the network's labels as they are with --partial-volume none."""
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "models" / "demo-unet"
+    counts = {}
+    for how in ("inert", "none"):
+        out = tmp_path / how
+        assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out", str(out),
+                     "--steps", "0", "--partial-volume", how]) == 0
+        record = json.loads((out / "segmentation.json").read_text())
+        assert record["settings"]["partial_volume"] == ([4] if how == "inert" else [])
+        counts[how] = int((read_labels(sorted(out.glob("t*.tif"))[0]) == 4).sum())
+    capsys.readouterr()
+    assert counts["inert"] != counts["none"]  # the edge moved
+    assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out",
+                 str(tmp_path / "bad"), "--partial-volume", "celestine"]) == 2
+    assert "No phase is called 'celestine'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
