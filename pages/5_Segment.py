@@ -230,12 +230,17 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                                disabled=not some_z, help=None if some_z else "Tick \"Only some slices\" above first.")
 
             with st.expander("Inference settings", icon=":material/memory:"):
-                c1, c2, c3 = st.columns(3)
+                c1, c2, c3, c4 = st.columns(4)
                 tile = c1.number_input("Tile (px)", 16, 4096, idef.tile, step=16, key="seg_tile",
                                        help="Side of the square tiles pushed through the network; a tile as large as the slice is fastest on a CPU.")
                 overlap = c2.slider("Overlap", 0.0, 0.75, float(idef.overlap), 0.05, key="seg_overlap",
                                     help="Fraction of the tile side shared by neighbouring tiles (Gaussian blending).")
                 batch = c3.number_input("Batch (tiles per pass)", 1, 1024, idef.batch_size, key="seg_batch")
+                z_sigma = c4.number_input("Averaged over slices (σ)", 0.0, 3.0, float(idef.z_sigma), 0.1, key="seg_zsigma",
+                                          help="Each slice's phase probabilities are averaged with its neighbours' (a "
+                                               "Gaussian of this σ in slices) before labelling: CT noise is independent "
+                                               "from slice to slice, the rock is not. 0 labels every slice on its own; "
+                                               "0.7 (the default) was chosen on the accuracy benchmark's tuning half.")
 
             with st.expander("Post-processing (cleaning)", icon=":material/auto_fix_high:"):
                 st.caption(clean_why + " The internal standard is a check of the result, never a tuning target: "
@@ -298,7 +303,8 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                     scheduler = address or ""
                     check_offered_scheduler(scheduler)  # and again in the job: only an offered cluster is used
                 load_model_cached(ui.models_root() / model, phases=phases, device="cpu")  # refuses another phase table
-                inference = InferenceConfig(tile=int(tile), overlap=float(overlap), batch_size=int(batch))
+                inference = InferenceConfig(tile=int(tile), overlap=float(overlap), batch_size=int(batch),
+                                            z_sigma=float(z_sigma))
                 inference.validate()
                 post = PostprocessConfig(min_sizes={c: int(v) for c, v in min_sizes.items() if int(v) > 0},
                                          connectivity=connectivity, rim_phase=pdef.rim_phase, rim_around=pdef.rim_around,

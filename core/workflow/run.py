@@ -58,6 +58,7 @@ class RunConfig:
     batch_size: int = 2
     cpu_amp: bool | None = None
     tta: str = "none"  # test-time augmentation at inference: "none", "flips" or "dihedral"
+    z_sigma: float = 0.7  # slices over which the class probabilities are averaged before labelling (0 = off)
     band: float = 0.02
     width: int = 16
     depth: int = 4
@@ -135,7 +136,7 @@ def run_workflow(
         raise ReactomoError(f"epochs must be from 1 to 100; got {config.epochs}.")
     phases, reaction = DEFAULT_PHASES, Reaction()
     inference = InferenceConfig(tile=config.tile, overlap=config.overlap, batch_size=config.batch_size, device=config.device,
-                                cpu_amp=config.cpu_amp, tta=config.tta)
+                                cpu_amp=config.cpu_amp, tta=config.tta, z_sigma=config.z_sigma)
     inference.validate()
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
