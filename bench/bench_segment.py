@@ -83,8 +83,9 @@ def throughput(scan: Path, out_dir: Path, device: str) -> list[tuple[str, float,
 
     model, card = load_bundle(BUNDLE)
     cores = os.cpu_count() or 1
-    old = dict(tile=256, overlap=0.25, batch_size=8, cpu_amp=False)  # the defaults until 2026-12-04
-    default: dict = {}  # InferenceConfig() today: whole slices (tile 1024), batch 2, bfloat16 where the CPU has it
+    old = dict(tile=256, overlap=0.25, batch_size=8, cpu_amp=False, z_sigma=0.0)  # the defaults until 2026-12-04
+    default: dict = {}  # InferenceConfig() today: whole slices (tile 1024), batch 2, bfloat16 where the CPU has it,
+    # probabilities averaged over neighbouring slices (z_sigma 0.7)
     # (name, config fields, channels-last, fold batch norms, torch threads); the first row is the reference of the
     # "labels as the previous default" column
     cases = [
@@ -93,9 +94,12 @@ def throughput(scan: Path, out_dir: Path, device: str) -> list[tuple[str, float,
         ("previous default without batch-norm folding", old, True, False, cores),
         ("tile 256, overlap 0.25, batch 2, float32", dict(old, batch_size=2), True, True, cores),
         ("tile 512, overlap 0.25, batch 4, float32", dict(old, tile=512, batch_size=4), True, True, cores),
-        ("tile 1024 (whole slice), batch 2, float32", dict(tile=1024, batch_size=2, cpu_amp=False), True, True, cores),
+        ("tile 1024 (whole slice), batch 2, float32", dict(tile=1024, batch_size=2, cpu_amp=False, z_sigma=0.0), True, True, cores),
         ("tile 256, batch 8 + bfloat16", dict(old, cpu_amp=True), True, True, cores),
-        ("**InferenceConfig() (today's default): whole slice, batch 2, bfloat16 where native**", default, True, True, cores),
+        ("whole slice, batch 2, bfloat16 where native, each slice on its own (the default until 2026-12-06)",
+         dict(z_sigma=0.0), True, True, cores),
+        ("**InferenceConfig() (today's default): the same, probabilities averaged over slices (z_sigma 0.7)**", default,
+         True, True, cores),
         ("today's default, 1 torch thread", default, True, True, 1),
     ]
     rows = []

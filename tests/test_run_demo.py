@@ -15,7 +15,7 @@ measured level so that it can only get better, and check that the run says so.
 
 Floors: the Dice measured on 2026-12-05 minus 0.05 for run-to-run differences between CPUs. Since 2026-12-06 the
 defaults train with square-root class weights (chosen on the accuracy benchmark's tuning half); the run passes the
-same floors with them.
+same floors with them. The floors were measured again after celestite's edge redraw and the averaging over slices.
 """
 
 from __future__ import annotations
@@ -32,23 +32,24 @@ from core.workflow.evaluate import evaluate_files
 from core.imaging.synthetic import DEMO, write_demo
 
 # step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, with celestite's edge redrawn
-# from the scan in the ground truth and in the network's output: celestite 0.89-0.92, was 0.82-0.85; pore at step 0
-# 0.790, was 0.820)
+# from the scan in the ground truth and in the network's output, and the class probabilities averaged over
+# neighbouring slices (z_sigma 0.7): every Dice higher or equal, except pores at step 0, 0.784 against 0.790)
 MEASURED = {
-    0: (0.989, None, 0.790, 0.915),
-    1: (0.980, 0.459, 0.834, 0.912),
-    2: (0.960, 0.682, 0.871, 0.910),
-    3: (0.932, 0.756, 0.887, 0.906),
-    4: (0.894, 0.789, 0.894, 0.902),
-    5: (0.839, 0.805, 0.898, 0.898),
-    6: (0.775, 0.815, 0.899, 0.895),
-    7: (0.712, 0.829, 0.900, 0.893),
-    8: (0.658, 0.833, 0.902, 0.891),
-    9: (0.620, 0.837, 0.903, 0.890),
+    0: (0.991, None, 0.784, 0.915),
+    1: (0.982, 0.489, 0.834, 0.913),
+    2: (0.963, 0.701, 0.872, 0.910),
+    3: (0.936, 0.769, 0.887, 0.906),
+    4: (0.899, 0.798, 0.894, 0.902),
+    5: (0.845, 0.812, 0.898, 0.898),
+    6: (0.783, 0.820, 0.898, 0.895),
+    7: (0.721, 0.834, 0.899, 0.893),
+    8: (0.669, 0.839, 0.901, 0.891),
+    9: (0.631, 0.842, 0.901, 0.890),
 }
 MARGIN = 0.05
-# largest |deviation| of the internal standard measured on 2026-12-06, and the margin a rerun may add
-MEASURED_MAX_DEVIATION_PCT = 5.45
+# largest |deviation| of the internal standard measured on 2026-12-06 (5.45 % before the slice averaging), and the
+# margin a rerun may add
+MEASURED_MAX_DEVIATION_PCT = 5.79
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -71,7 +72,7 @@ def test_run_on_the_demo_meets_the_dice_floors_on_every_step_and_phase(demo_run)
         rep = evaluate_files(out / "segmentations" / f"t{step:03d}.tif", demo / "truth" / f"t{step:03d}.tif", codes=[1, 2, 3, 4])
         for code, measured in zip((1, 2, 3, 4), floors):
             got = rep.per_phase[code]["dice"]
-            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 0.9 %)
+            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 1.0 %)
                 assert rep.counts[code]["n_pred"] < 0.015 * sum(c["n_true"] for c in rep.counts.values())
                 continue
             if not got >= measured - MARGIN:
@@ -85,7 +86,7 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured: -1.95 -1.51 -0.84 +0.07 +1.55 +2.54 +3.84 +4.21 +5.06 +5.45 % (target: all within 2 %, not met yet)
+    # measured: -1.45 -0.99 -0.31 +0.57 +2.00 +2.97 +4.24 +4.58 +5.41 +5.79 % (target: all within 2 %, not met yet)
     assert max(abs(d) for d in devs) <= MEASURED_MAX_DEVIATION_PCT + DEVIATION_MARGIN_PCT, devs
     assert all((r["inside_band"] == "True") == (abs(float(r["deviation_pct"])) <= 2.0) for r in rows)
     x = [float(r["x"]) for r in rows]
@@ -109,7 +110,7 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     truth = json.loads((demo / "dataset.json").read_text())
     volumes = list(csv.DictReader(open(out / "phase_volumes.csv")))
     # celestite is inert. Since its edge is redrawn from the scan (the defaults since 2026-12-06) its volume is measured
-    # within -1.1 to +1.6 % of the truth at every step (it was 22-23 % too large), drifting by up to 2.7 % from the
+    # within -1.0 to +1.7 % of the truth at every step (it was 22-23 % too large), drifting by up to 2.7 % from the
     # first step: asserted against the truth, and the run's own check must say whether it drifts
     cel = np.array([int(v["celestite_voxels"]) for v in volumes], float)
     true_cel = np.array([s["counts"]["celestite"] for s in truth["steps"]], float)

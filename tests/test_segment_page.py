@@ -123,11 +123,18 @@ def test_a_cleaning_edited_on_the_page_is_recorded_as_set_by_hand(demo_project, 
     at.number_input(key="seg_tile").set_value(64)
     at.text_input(key="seg_name").set_value("by-hand")
     at.number_input(key="seg_min_2").set_value(37)
+    assert at.number_input(key="seg_zsigma").value == 0.7  # the default averaging over slices, offered on the page
+    at.number_input(key="seg_zsigma").set_value(0.0)
     _start(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
     job = _wait(demo_project)
     assert job.status == "done", job.error
     assert job.params["postprocess"]["min_sizes"]["2"] == 37
+    assert job.params["inference"]["z_sigma"] == 0.0
+    from core.segmentation.series import read_series_record
+
+    record = read_series_record(demo_project.root / "segmentations" / "by-hand")
+    assert record["settings"]["inference"]["z_sigma"] == 0.0  # what the labels were made with, kept with them
     assert job.params["cleaning_source"].startswith("Set by hand on the Segment page, starting from: ")
 
 

@@ -115,10 +115,11 @@ class InferenceConfig:
         standard deviation in slices (0 to 3; 0 = off, every slice labelled on its own). CT noise is independent
         from slice to slice while the rock is continuous, so the average of a few slices' independent guesses has
         less noise than one (the network sees one slice, or a few as channels). The neighbours are read beyond a
-        ``z_range`` where the scan has them and mirrored by the nearest slice at its ends; each slice is predicted
-        once (a few slices' probabilities are kept between slabs), so it costs almost no time. The default 0.7
-        was chosen on the accuracy family's tuning half by Dice against the truth (bench/bench_accuracy.py; the
-        README's ablation). :func:`predict_slices` labels the slices it is given each on its own.
+        ``z_range`` where the scan has them and replaced by the nearest slice beyond its ends; each slice is
+        predicted once (a few slices' probabilities are kept between slabs), so it costs a few per cent of the
+        time. The default 0.7 was chosen on the accuracy family's tuning half by Dice against the truth
+        (bench/bench_accuracy.py; the README's ablation). :func:`predict_slices` labels the slices it is given each
+        on its own.
 
     The defaults are the fastest settings that keep accuracy on the benchmark family: whole slices (a slice of up
     to 1024 x 1024 is one tile, so no overlap is computed twice; larger slices are tiled), 2 slices per forward
@@ -330,7 +331,12 @@ def _blend_slab(
             batch = torch.stack([x[s, :, y0 : y0 + th, x0 : x0 + tw] for s, y0, x0 in chunk])
         probs = _tile_probabilities(prep, batch, len(chunk), config.tta)
         if acc is None:
-            acc = torch.zeros((n, probs.shape[1], hp, wp), dtype=torch.float32, device=dev)
+            # channels-last like the network's output: the copy below and the argmax over classes read memory in
+            # order (the argmax of a (n, C, y, x) tensor laid out class-major is ~9x slower on a CPU)
+            acc = torch.empty((n, probs.shape[1], hp, wp), dtype=torch.float32, device=dev,
+                              memory_format=torch.channels_last)
+            if not single:
+                acc.zero_()
         if single:
             acc[chunk[0][0] : chunk[-1][0] + 1] = probs
             continue
@@ -824,7 +830,8 @@ def _segment(
         # an output slab is labelled as soon as the probabilities of its neighbours (up to r slices on) exist
         a, b = max(z0 - r, 0), min(z1 + r, nz)
         weights = [float(w) for w in kernel]
-        probs: dict[int, torch.Tensor] = {}
+        buf: torch.Tensor | None = None  # probabilities of slices first .. first + len(buf) - 1, channels-last
+        first = a
         greys: dict[int, np.ndarray] = {}
         k = 0
         for i0 in range(a, b, config.slab):
@@ -833,30 +840,33 @@ def _segment(
             images, grey = read(i0, i1)
             with torch.inference_mode():
                 p = _blend_slab(prep, images, config=config, normalise_weights=True)
-            del images
-            for j, z in enumerate(range(i0, i1)):
-                probs[z] = p[j]
-                if grey is not None:
-                    greys[z] = grey[j]
-            del p, grey
+                buf = p if buf is None else torch.cat([buf, p])
+            del images, p
+            if grey is not None:
+                greys.update({z: grey[j] for j, z in enumerate(range(i0, i1))})
+            del grey
             while k < len(steps):
                 s0 = steps[k]
                 s1 = min(s0 + config.slab, z1)
                 if min(s1 - 1 + r, nz - 1) >= i1:
                     break  # its neighbours are not predicted yet
+                n = s1 - s0
                 with torch.inference_mode():
-                    avg = torch.stack([
-                        sum(w * probs[min(max(z + d, 0), nz - 1)] for d, w in zip(range(-r, r + 1), weights))
-                        for z in range(s0, s1)
-                    ])
+                    # slices s0 - r .. s1 - 1 + r, the scan's first and last repeated beyond its ends
+                    near = buf[max(s0 - r, 0) - first : min(s1 + r, nz) - first]
+                    pre, post = max(0, r - s0), max(0, s1 + r - nz)
+                    if pre or post:
+                        near = torch.cat([near[:1]] * pre + [near] + [near[-1:]] * post)
+                    avg = near[0:n] * weights[0]
+                    for d in range(1, len(weights)):
+                        avg.add_(near[d : d + n], alpha=weights[d])
                     idx = avg.argmax(dim=1).to(torch.uint8).cpu().numpy()
-                del avg
-                grey_slab = np.stack([greys[z] for z in range(s0, s1)]) if redraw is not None else None
+                del near, avg
+                grey_slab = np.stack([greys.pop(z) for z in range(s0, s1)]) if redraw is not None else None
                 yield from finish(k, s0, s1, lut[idx], grey_slab)
-                for z in [z for z in probs if z < s1 - r]:
-                    del probs[z]
-                for z in [z for z in greys if z < s1]:
-                    del greys[z]
+                drop = (s1 - r) - first  # slices no later output needs
+                if drop > 0:
+                    buf, first = buf[drop:], first + drop
                 k += 1
 
     if target is None:
