@@ -141,7 +141,8 @@ def run_workflow(
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
                      seed=config.seed, edge_px=config.edge_px,
-                     edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases))
+                     edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
+                     regrow_pair=(int(reaction.reactant), int(reaction.product)))
     if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
         raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
