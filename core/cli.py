@@ -487,6 +487,17 @@ def cmd_ground_truth(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- U-Net
+def _temporal_default() -> bool:
+    from core.segmentation.temporal import DEFAULT
+
+    return DEFAULT
+
+
+def _temporal(args) -> bool:
+    """``--temporal`` / ``--no-temporal``, or the default."""
+    return _temporal_default() if args.temporal is None else bool(args.temporal)
+
+
 def _partial_volume(text: str) -> tuple[str, ...] | None:
     """``run --partial-volume``: "inert" (None: the reaction's inert phases), "none" (()) or phase names."""
     key = str(text or "").strip().lower()
@@ -683,8 +694,13 @@ def cmd_segment(args) -> int:
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
                             workers=args.workers, resume=not args.no_resume, on_step=_print_step, cleaning_source=why,
-                            partial_volume=redraw,
+                            partial_volume=redraw, temporal=_temporal(args),
                             on_progress=_progress_printer(args.quiet or args.scheduler is not None or args.workers > 1))
+    together = result.record.get("temporal") or {}
+    if together.get("applied"):
+        print(f"steps labelled together: {sum(together['changed_voxels'])} voxels relabelled along their histories", flush=True)
+    elif together:
+        print(f"steps labelled one by one: {together['reason']}", flush=True)
     n_done, n_fail = len(result.done), len(result.failed)
     print(f"{n_done} of {len(result.steps)} steps segmented into {args.out} in {result.seconds:.1f} s "
           f"({result.scheduler}); phase volumes in {Path(args.out) / 'phase_volumes.csv'}.")
@@ -1067,7 +1083,7 @@ def cmd_run(args) -> int:
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, z_sigma=args.z_sigma, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
                        edge_phases=tuple(_names(args.edge_phases)),
-                       partial_volume=_partial_volume(args.partial_volume))
+                       partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1256,6 +1272,8 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--partial-volume", default="inert",
                     help="phases whose edge is redrawn from the scan by linear unmixing before the cleaning: inert "
                          "(default: the phase table's inert phases, celestite), none, or names")
+    se.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
+                    help="label the steps together: each voxel follows its most probable history among those the reaction allows (the reactant may become the product or pore, nothing turns back); needs aligned scans and the whole series (default: %s)" % ("on" if _temporal_default() else "off"))
     inference_options(se)
     se.set_defaults(func=cmd_segment)
 
@@ -1320,6 +1338,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="index of the scribbled step (one per --scribbles, in the same order)")
     ru.add_argument("--out", required=True, help="new output folder")
     ru.add_argument("--epochs", type=int, default=40, help="maximum U-Net epochs (default 40)")
+    ru.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
+                    help="label the steps together: each voxel follows its most probable history among those the "
+                         "reaction allows (the reactant may become the product or pore, nothing turns back); needs "
+                         "aligned scans (default: %s)" % ("on" if _temporal_default() else "off"))
     ru.add_argument("--seed", type=int, default=0)
     ru.add_argument("--context", type=int, default=0,
                     help="neighbouring slices on each side given to the U-Net (default 0: one; 1: three slices, 2.5D)")

@@ -651,6 +651,7 @@ def segment_volume(
     on_progress: Callable[[float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     redraw: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    probabilities: Callable[[int, int, np.ndarray], None] | None = None,
 ) -> SegmentResult:
     """Segment a scan with a U-Net, slab by slab in bounded memory, optionally straight into a TIFF.
 
@@ -677,6 +678,10 @@ def segment_volume(
     redraw : callable, optional
         ``fn(labels_slab, grey_slab) -> labels_slab`` applied before ``postprocess`` with the slab's raw grey values
         (e.g. :func:`core.labelling.partial_volume.redraw_partial_volume` for the inert phases' edges).
+    probabilities : callable, optional
+        ``fn(z0, z1, probs)`` with the class probabilities ``(z1 - z0, C, y, x)`` float32 of every output slab, as
+        labelled (averaged over slices when ``config.z_sigma`` > 0), before ``redraw`` and ``postprocess``; ``z0, z1``
+        are scan slice indices (e.g. to label a series' steps together, :mod:`core.segmentation.temporal`).
     normalisation : dict, optional
         Normalisation parameters to apply; default: fitted to this scan with the card's method and percentile.
     on_progress : callable, optional
@@ -729,7 +734,7 @@ def segment_volume(
         return _segment(
             model, card, vol, target, voxel_size, dev, config=config, z_range=z_range, region=region,
             postprocess=postprocess, normalisation=normalisation, on_progress=on_progress,
-            should_stop=should_stop, t_start=t_start, redraw=redraw,
+            should_stop=should_stop, t_start=t_start, redraw=redraw, probabilities=probabilities,
         )
     finally:
         if own:
@@ -738,7 +743,7 @@ def segment_volume(
 
 def _segment(
     model, card, vol, target, voxel_size, dev, *, config, z_range, region, postprocess, normalisation, on_progress,
-    should_stop, t_start, redraw=None,
+    should_stop, t_start, redraw=None, probabilities=None,
 ) -> SegmentResult:
     nz, ny, nx = (int(v) for v in vol.shape)
     z0, z1 = _check_z_range(z_range, nz)
@@ -822,7 +827,13 @@ def _segment(
                 s1 = min(s0 + config.slab, z1)
                 images, grey = read(s0, s1)
                 with torch.inference_mode():
-                    lab = _labels(prep, images, config, lut)
+                    if probabilities is None:
+                        lab = _labels(prep, images, config, lut)
+                    else:
+                        p = _blend_slab(prep, images, config=config, normalise_weights=True)
+                        probabilities(s0, s1, p.float().cpu().numpy())
+                        lab = lut[p.argmax(dim=1).to(torch.uint8).cpu().numpy()]
+                        del p
                 del images
                 yield from finish(k, s0, s1, lab, grey)
             return
@@ -861,6 +872,8 @@ def _segment(
                     for d in range(1, len(weights)):
                         avg.add_(near[d : d + n], alpha=weights[d])
                     idx = avg.argmax(dim=1).to(torch.uint8).cpu().numpy()
+                    if probabilities is not None:
+                        probabilities(s0, s1, avg.float().cpu().numpy())
                 del near, avg
                 grey_slab = np.stack([greys.pop(z) for z in range(s0, s1)]) if redraw is not None else None
                 yield from finish(k, s0, s1, lut[idx], grey_slab)

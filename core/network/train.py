@@ -25,7 +25,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 from scipy.ndimage import affine_transform
 from safetensors.torch import load_file, save_file
 
@@ -132,10 +131,6 @@ class TrainConfig:
     class_weights: Literal["none", "balanced", "sqrt"] = "sqrt"
     edge_px: int = 0
     edge_codes: tuple[int, ...] = ()
-    regrow_pair: tuple[int, ...] = ()
-    regrow_px: int = 2
-    regrow_sigma: float = 1.0
-    regrow_p: float = 0.5
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -146,7 +141,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "transforms", tuple(self.transforms))
         object.__setattr__(self, "edge_codes", tuple(self.edge_codes))
-        object.__setattr__(self, "regrow_pair", tuple(self.regrow_pair))
         self.validate()
 
     def validate(self) -> None:
@@ -193,7 +187,6 @@ class TrainConfig:
         d = asdict(self)
         d["transforms"] = list(self.transforms)
         d["edge_codes"] = [int(c) for c in self.edge_codes]
-        d["regrow_pair"] = [int(c) for c in self.regrow_pair]
         return d
 
     @classmethod
@@ -202,7 +195,7 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ReactomoError(f"Unknown training settings {sorted(unknown)}; known are {sorted(known)}.")
-        return cls(**{k: (tuple(v) if k in ("transforms", "edge_codes", "regrow_pair") else v) for k, v in d.items()})
+        return cls(**{k: (tuple(v) if k == "transforms" else v) for k, v in d.items()})
 
 
 @dataclass
@@ -332,10 +325,6 @@ def augment_batch(
     max_scale: float = 0.15,
     max_gain: float = 0.02,
     max_offset: float = 0.005,
-    regrow: tuple[int, int, float] | None = None,
-    regrow_px: int = 2,
-    regrow_sigma: float = 1.0,
-    regrow_p: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Randomly flip, rotate by 90°, shear and scale every patch, image and labels alike, and jitter the image's
     gain and offset (new arrays).
@@ -364,8 +353,6 @@ def augment_batch(
     affine = any(t in transforms for t in ("shear", "scale"))
     for i in range(len(xo)):
         xi, yi = xo[i], yo[i]
-        if regrow is not None and rng.random() < regrow_p:
-            xi, yi = _regrow(xi, yi, regrow, rng=rng, px=regrow_px, sigma=regrow_sigma)
         if "flip" in transforms and rng.random() < 0.5:
             xi, yi = xi[..., ::-1], yi[..., ::-1]
         if "rot90" in transforms:
@@ -388,36 +375,6 @@ def augment_batch(
             xi = xi * np.float32(g) + np.float32(o)
         xo[i], yo[i] = xi, yi
     return xo, yo
-
-
-_S4 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-
-
-def _regrow(x: np.ndarray, y: np.ndarray, regrow: tuple[int, int, float], *, rng: np.random.Generator, px: int,
-            sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    a, b, contrast = regrow
-    grow, shrink, step = (a, b, -contrast) if rng.random() < 0.5 else (b, a, contrast)
-    d = int(rng.integers(1, px + 1))
-    m = ndi.binary_dilation(y == grow, structure=_S4, iterations=d) & (y == shrink)
-    if not m.any():
-        return x, y
-    delta = ndi.gaussian_filter(m.astype(np.float32), sigma, mode="mirror") * np.float32(step)
-    y = y.copy()
-    y[m] = grow
-    return (x + delta).astype(x.dtype, copy=False), y
-
-
-def regrow_contrast(images: np.ndarray, labels: np.ndarray, pair: tuple[int, int], *, inner: int = 2,
-                    min_pixels: int = 50) -> float | None:
-    """Median grey of ``pair[1]``'s interiors minus ``pair[0]``'s in the (normalised) training images, or None."""
-    centre = images[:, images.shape[1] // 2] if images.ndim == 4 else images
-    med = []
-    for code in pair:
-        inside = np.stack([ndi.binary_erosion(lab == code, structure=_S4, iterations=inner) for lab in labels])
-        if inside.sum() < min_pixels:
-            return None
-        med.append(float(np.median(centre[inside])))
-    return med[1] - med[0]
 
 
 def split_slices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -703,12 +660,6 @@ def train_unet(
     yi_tr = _class_index(y_tr, phases.codes)
     yi_va = _class_index(y_va, phases.codes)
     weight = _weights(yi_tr, k, config.class_weights)
-    regrow = None
-    if config.augment and config.regrow_pair:
-        contrast = regrow_contrast(tr_img, tr_lab, config.regrow_pair)
-        if contrast is not None:
-            regrow = (phases.codes.index(config.regrow_pair[0]), phases.codes.index(config.regrow_pair[1]), contrast)
-        log.info("regrow augmentation: %s", regrow)
     weight_dev = weight.to(dev) if weight is not None else None
     log.info("training on %d patches, validating on %d (%s split) on %s", len(x_tr), len(x_va), split["by"], dev)
 
@@ -752,9 +703,7 @@ def train_unet(
             for _ in range(factor - 1):
                 xa, ya = augment_batch(x_tr, yi_tr, rng=rng, transforms=config.transforms,
                                        max_shear=config.max_shear, max_scale=config.max_scale,
-                                       max_gain=config.max_gain, max_offset=config.max_offset,
-                                       regrow=regrow, regrow_px=config.regrow_px, regrow_sigma=config.regrow_sigma,
-                                       regrow_p=config.regrow_p)
+                                       max_gain=config.max_gain, max_offset=config.max_offset)
                 xs.append(xa)
                 ys.append(ya)
             x_ep, y_ep = np.concatenate(xs), np.concatenate(ys)

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 RECORD = "segmentation.json"
 VOLUMES = "phase_volumes.csv"
 FORMAT = "reactomo.segmentation"
+TEMPORAL_DIR = ".probabilities"  # the steps' class probabilities while the series waits to be labelled together
 
 
 def versions() -> dict[str, str]:
@@ -161,9 +162,30 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
             return labels
 
     region, z_range = settings.get("region"), settings.get("z_range")
-    res = segment_volume(model, card, scan, out_path, config=inference, postprocess=per_slab,
-                         z_range=tuple(z_range) if z_range else None, region=tuple(region) if region else None,
-                         on_progress=on_progress, should_stop=should_stop, redraw=redraw)
+    keep = None
+    if settings.get("temporal"):  # the class probabilities kept for labelling the steps together afterwards
+        from core.imaging.io import open_volume
+
+        with open_volume(scan) as vol:
+            nz, ny, nx = (int(v) for v in vol.shape)
+        zz = tuple(z_range) if z_range else (0, nz)
+        yx = tuple(region) if region else (0, ny, 0, nx)
+        path = probabilities_path(out_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
+                                          shape=(zz[1] - zz[0], len(codes), yx[1] - yx[0], yx[3] - yx[2]))
+
+        def keep(z0: int, z1: int, probs: np.ndarray) -> None:
+            store[z0 - zz[0] : z1 - zz[0]] = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    try:
+        res = segment_volume(model, card, scan, out_path, config=inference, postprocess=per_slab,
+                             z_range=tuple(z_range) if z_range else None, region=tuple(region) if region else None,
+                             on_progress=on_progress, should_stop=should_stop, redraw=redraw, probabilities=keep)
+    finally:
+        if keep is not None:
+            store.flush()
+            del store
     counts = {int(k): int(v) for k, v in res.counts.items()}
     report: dict[str, Any] | None = None
     if per_slab is not None:
@@ -180,6 +202,82 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
     return {"counts": counts, "seconds": res.seconds, "mvoxel_per_s": res.mvoxel_per_s, "warnings": list(res.warnings),
             "cleaning": _jsonable(report), "normalisation": _jsonable(res.normalisation), "device": str(res.device),
             "partial_volume": _jsonable(redrawn)}
+
+
+def probabilities_path(out_path: str | os.PathLike) -> Path:
+    """Where a step's class probabilities wait for the steps to be labelled together (uint8, 255 = 1)."""
+    p = Path(out_path)
+    return p.parent / TEMPORAL_DIR / (p.stem + ".npy")
+
+
+def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: list[int], voxel_size_um: float | None,
+                   on_progress: Callable[[float, str], None], slab: int = 8) -> dict[str, Any]:
+    """Label every step again along each voxel's most probable history (core.segmentation.temporal); rewrite the
+    label files and their counts. Only voxels whose label is the network's own (not changed by the edge redraw or
+    the cleaning) are relabelled."""
+    from core.imaging.io import open_volume, write_labels
+    from core.segmentation.temporal import MAX_SHIFT_VOX, allowed_transitions, most_probable_histories, step_shifts
+
+    reactant = [p.code for p in phases.by_role("reactant")]
+    products = [p.code for p in phases.by_role("product") + phases.by_role("pore")]
+    if len(reactant) != 1 or not products:
+        return {"applied": False, "reason": "the phase table names no single reactant and its products, so no history "
+                                            "can be told from another"}
+    if any(c not in codes for c in reactant + products):
+        return {"applied": False, "reason": "the model's classes do not hold the reaction's phases"}
+    allowed = allowed_transitions(codes, reactant[0], products)
+
+    def centre(i: int) -> np.ndarray:
+        with open_volume(outcomes[i].scan) as vol:
+            nz, ny, nx = (int(v) for v in vol.shape)
+            d, h, w = min(16, nz), min(256, ny), min(256, nx)
+            z0, y0, x0 = (nz - d) // 2, (ny - h) // 2, (nx - w) // 2
+            return np.asarray(vol.slab(z0, z0 + d)[:, y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
+
+    on_progress(0.0, "checking that the scans are aligned")
+    shifts = step_shifts(centre, len(outcomes))
+    worst = max(range(len(shifts)), key=lambda i: max(abs(v) for v in shifts[i]))
+    if max(abs(v) for v in shifts[worst]) > MAX_SHIFT_VOX:
+        sh = ", ".join(f"{v:g}" for v in shifts[worst])
+        return {"applied": False, "shifts_vox": shifts,
+                "reason": f"step {worst} is shifted by ({sh}) voxels (z, y, x) against step {worst - 1}, more than "
+                          f"{MAX_SHIFT_VOX:g}; register the scans to label the steps together"}
+    lut = np.asarray(codes, dtype=np.uint8)
+    stores = [np.load(probabilities_path(o.out_path), mmap_mode="r") for o in outcomes]
+    shape = stores[0].shape
+    if any(st.shape != shape for st in stores):
+        return {"applied": False, "reason": "the steps were segmented with different shapes"}
+    nz = shape[0]
+    tmp_dir = probabilities_path(outcomes[0].out_path).parent
+    new = [np.lib.format.open_memmap(tmp_dir / f"labels_{i}.npy", mode="w+", dtype=np.uint8, shape=(nz, shape[2], shape[3]))
+           for i in range(len(outcomes))]
+    changed = [0] * len(outcomes)
+    vols = [open_volume(o.out_path) for o in outcomes]
+    try:
+        for z0 in range(0, nz, slab):
+            z1 = min(z0 + slab, nz)
+            # (T, C, n, y, x), stored as uint8 with 255 = 1
+            probs = np.stack([np.asarray(st[z0:z1]) for st in stores]).transpose(0, 2, 1, 3, 4).astype(np.float32) / 255.0
+            hist = lut[most_probable_histories(probs, allowed)]
+            for i, vol in enumerate(vols):
+                final = np.asarray(vol.slab(z0, z1))
+                own = final == lut[probs[i].argmax(axis=0)]
+                out = np.where(own, hist[i], final)
+                changed[i] += int(np.count_nonzero(out != final))
+                new[i][z0:z1] = out
+            on_progress(0.2 + 0.7 * z1 / nz, f"labelled slices {z1} of {nz} of every step together")
+    finally:
+        for vol in vols:
+            vol.close()
+    for i, o in enumerate(outcomes):
+        labels = np.asarray(new[i])
+        write_labels(o.out_path, labels, voxel_size_um=voxel_size_um)
+        counts = np.bincount(labels.ravel(), minlength=256)
+        o.counts = {int(c): int(counts[c]) for c in sorted(set(codes) | set(np.flatnonzero(counts).tolist()))}
+    del new, stores
+    return {"applied": True, "shifts_vox": shifts, "changed_voxels": changed,
+            "allowed": f"{phases.by_code(reactant[0]).name} may become "
+                       + " or ".join(phases.by_code(c).name for c in products) + "; nothing else changes"}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -294,6 +392,7 @@ def segment_series(
     cleaning_source: str | None = None,
     redo: Sequence[int] = (),
     partial_volume: Sequence[int] | None = None,
+    temporal: bool = False,
 ) -> SeriesResult:
     """Segment the scans with one model bundle and write ``out_dir/<scan>.tif``, ``phase_volumes.csv`` and the record.
 
@@ -334,6 +433,13 @@ def segment_series(
         Progress ``(fraction, message)``; each finished step; cancel request (checked between slabs or steps).
     extra : dict, optional
         JSON-able information stored in the record (e.g. the project name).
+    partial_volume : sequence of int, optional
+        Phase codes whose edges are redrawn from the scan (default: the phase table's inert phases).
+    temporal : bool
+        Label the steps together: once every step is segmented, each voxel's labels follow its most probable history
+        among those the reaction allows (:mod:`core.segmentation.temporal`). Needs the whole series segmented in this
+        call (not resumed, no step failed) and aligned scans; otherwise the steps stay labelled one by one and the
+        record's ``temporal`` says why.
 
     Returns
     -------
@@ -415,7 +521,7 @@ def segment_series(
         settings = {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
                     "postprocess": postprocess.to_dict() if postprocess is not None else None,
                     "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
-                    "voxel_size_um": voxel_size_um, "partial_volume": partial_volume}
+                    "voxel_size_um": voxel_size_um, "partial_volume": partial_volume, "temporal": bool(temporal)}
         model_info = {"path": str(model_dir), "name": card.get("name", model_dir.name), "weights_sha256": card["weights_sha256"],
                       "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
         outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),
@@ -444,6 +550,7 @@ def segment_series(
 
         lock = threading.Lock()
         record: dict[str, Any] = {}
+        together: dict[str, Any] = dict(old.get("temporal") or {}) if old and not pending and temporal else {}
 
         def save() -> None:
             with lock:
@@ -453,7 +560,8 @@ def segment_series(
                                "scheduler": scheduler or "in-process", "workers": workers, "versions": versions(),
                                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "steps": [o.to_dict() for o in outcomes], **({"extra": extra} if extra else {}),
-                               **({"cleaning_source": cleaning_source} if cleaning_source else {})})
+                               **({"cleaning_source": cleaning_source} if cleaning_source else {}),
+                               **({"temporal": together} if together else {})})
                 atomic_write_json(out_dir / RECORD, record)
                 atomic_write_text(out_dir / VOLUMES, _csv_text(phase_volumes_rows(outcomes, phases, voxel_size_um), phases))
 
@@ -498,6 +606,28 @@ def segment_series(
         else:
             cancelled = _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report,
                                   stop, len(todo), done_before)
+        if temporal and pending and not cancelled:
+            import shutil
+
+            if len(pending) != n:
+                together = {"applied": False, "reason": "some steps were segmented earlier (resumed) or not asked for; "
+                                                        "segment every step again to label them together"}
+            elif any(outcomes[i].status != "done" for i in range(n)):
+                together = {"applied": False, "reason": "a step failed, so the steps were labelled one by one"}
+            elif n < 2:
+                together = {"applied": False, "reason": "one step has no history"}
+            else:
+                codes = [int(c) for c in card["class_codes"]]
+                try:
+                    together = _temporal_pass(outcomes, phases, codes, voxel_size_um,
+                                              lambda f, m: report(0.99, f"all steps: {m}"))
+                except OSError as exc:
+                    raise ReactomoError(f"The steps could not be labelled together ({exc.strerror or exc}); "
+                                        "the per-step labels are kept.") from None
+                finally:
+                    shutil.rmtree(out_dir / TEMPORAL_DIR, ignore_errors=True)
+            shutil.rmtree(out_dir / TEMPORAL_DIR, ignore_errors=True)
+            save()
         if cancelled:
             save()
             raise JobCancelled(f"Segmentation stopped; {sum(o.status == 'done' for o in outcomes)} of {n} steps are done and kept.")

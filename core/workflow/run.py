@@ -74,6 +74,8 @@ class RunConfig:
     # learns from it (core.labelling.partial_volume); None = the reaction's inert phases (celestite: the default since
     # 2026-12-06, chosen on the accuracy family's tuning half by scores against the truth); () = the forest's labels
     partial_volume: tuple[str, ...] | None = None
+    # label the steps together along each voxel's most probable history (core.segmentation.temporal)
+    temporal: bool = False
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -141,8 +143,7 @@ def run_workflow(
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
                      seed=config.seed, edge_px=config.edge_px,
-                     edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
-                     regrow_pair=(int(reaction.reactant), int(reaction.product)))
+                     edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases))
     if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
         raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
@@ -274,11 +275,16 @@ def run_workflow(
     times = [i * interval for i in range(len(scans))] if interval is not None else None
     series = segment_series(model_dir, scans, out / "segmentations", phases=phases, times_s=times, voxel_size_um=voxel_size,
                             inference=inference, postprocess=post, cleaning_source=cleaning_why,
-                            partial_volume=pv_codes,
+                            partial_volume=pv_codes, temporal=config.temporal,
                             scheduler=config.scheduler, workers=config.workers,
                             on_progress=lambda f, m: progress(0.6 + 0.38 * f, f"segment: {m}"),
                             on_step=lambda o: say(f"   step {o.step:3d} {o.status} {o.error}".rstrip()))
     timings["segment_s"] = time.perf_counter() - t0
+    together = series.record.get("temporal") or {}
+    if together.get("applied"):
+        say(f"   steps labelled together: {sum(together['changed_voxels'])} voxels relabelled along their histories")
+    elif together:
+        say(f"   steps labelled one by one: {together['reason']}")
     shutil.copyfile(out / "segmentations" / "phase_volumes.csv", out / "phase_volumes.csv")
     if series.failed:
         raise ReactomoError(f"{len(series.failed)} step(s) failed to segment ({', '.join(str(o.step) for o in series.failed)}); "

@@ -1,0 +1,124 @@
+"""One history per voxel: the steps of a series labelled together, in the direction the reaction runs.
+
+Why: the network labels every step on its own, from one noisy scan. But a voxel of a reacting rock has a history,
+and the reaction says which histories are possible: the reactant may turn into the product or into pore space
+(the fluid escapes), and nothing turns back; the product, the pores and the inert phases stay what they are. A voxel
+read as product at one step, reactant at the next and product again is noise. Labelling the series together, the
+most probable *history* of each voxel is chosen among those the reaction allows (a Viterbi pass over the steps, with
+the network's class probabilities of every step as the evidence), which pools the evidence of all steps where a
+single step's is weak.
+
+What it assumes, and checks: the scans are aligned (the same voxel is the same piece of rock at every step). The
+shift between consecutive steps is measured by phase correlation of a central slab (:func:`step_shifts`); a series
+whose steps move by more than half a voxel is labelled step by step, and the record says why.
+
+What it does not assume: how much of the reactant turns into product (the internal standard's question stays open:
+the histories constrain the direction of change, never its amount), nor when each voxel changes.
+
+Screened on the accuracy family's tuning half (README, "Ablation on the tuning half").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from core.errors import ReactomoError
+
+__all__ = ["DEFAULT", "allowed_transitions", "most_probable_histories", "step_shifts", "MAX_SHIFT_VOX"]
+
+#: Whether `segment`, `run` and the Segment page label the steps together unless told otherwise.
+DEFAULT = False
+#: Largest shift between consecutive steps (voxels) for which the scans count as aligned.
+MAX_SHIFT_VOX = 0.5
+_FORBIDDEN = np.float32(1e4)  # a cost no sum of log-probabilities (>= log 1e-4 per step) can pay back
+_FLOOR = 1e-4
+
+
+def allowed_transitions(class_codes: Sequence[int], reactant: int, products: Sequence[int]) -> np.ndarray:
+    """``(C, C)`` bool: ``[i, j]`` is True where class ``i`` may become class ``j`` between two steps.
+
+    Every class may stay; the reactant may become any of ``products`` (the product phase and the pore space);
+    nothing else changes.
+    """
+    codes = [int(c) for c in class_codes]
+    if len(set(codes)) != len(codes) or not codes:
+        raise ReactomoError(f"The class codes {codes} must be distinct and not empty.")
+    ok = np.eye(len(codes), dtype=bool)
+    if reactant not in codes:
+        raise ReactomoError(f"The reactant's code {reactant} is not one of the model's classes {codes}.")
+    for p in products:
+        if p not in codes:
+            raise ReactomoError(f"The code {p} is not one of the model's classes {codes}.")
+        ok[codes.index(reactant), codes.index(int(p))] = True
+    return ok
+
+
+def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Class index of every voxel at every step, along its most probable allowed history.
+
+    Parameters
+    ----------
+    probabilities : ndarray, shape (T, C, ...) float
+        Class probabilities of each step (any layout after the class axis; each voxel's history is independent).
+    allowed : ndarray (C, C) bool
+        :func:`allowed_transitions`.
+
+    Returns
+    -------
+    ndarray, shape (T, ...), uint8
+        The argmax of ``sum_t log p_t(h_t)`` over histories ``h`` with ``allowed[h_t, h_t+1]`` for every t; with one
+        step, the argmax of its probabilities.
+    """
+    p = np.asarray(probabilities)
+    if p.ndim < 2:
+        raise ReactomoError(f"Probabilities need the shape (steps, classes, ...); got {p.shape}.")
+    t_n, c_n = p.shape[:2]
+    allowed = np.asarray(allowed, dtype=bool)
+    if allowed.shape != (c_n, c_n) or not allowed.diagonal().all():
+        raise ReactomoError(f"The allowed transitions must be a ({c_n}, {c_n}) table in which every class may stay.")
+    rest = p.shape[2:]
+    logp = np.log(np.clip(p.reshape(t_n, c_n, -1).astype(np.float32), _FLOOR, 1.0))
+    cost = np.where(allowed, np.float32(0), _FORBIDDEN).astype(np.float32)
+    score = logp[0].copy()
+    back = np.zeros((t_n, c_n, logp.shape[2]), dtype=np.uint8)
+    for t in range(1, t_n):
+        cand = score[:, None, :] - cost[:, :, None]  # (from, to, voxels)
+        back[t] = cand.argmax(axis=0)
+        score = np.take_along_axis(cand, back[t][None].astype(np.intp), axis=0)[0] + logp[t]
+    out = np.empty((t_n, logp.shape[2]), dtype=np.uint8)
+    cur = score.argmax(axis=0).astype(np.intp)
+    for t in range(t_n - 1, -1, -1):
+        out[t] = cur
+        if t:
+            cur = np.take_along_axis(back[t], cur[None], axis=0)[0].astype(np.intp)
+    return out.reshape((t_n, *rest))
+
+
+def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Shift (z, y, x) in voxels that moves ``b`` onto ``a`` (phase correlation, to a tenth of a voxel)."""
+    from skimage.registration import phase_cross_correlation
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    shift, _, _ = phase_cross_correlation(a - a.mean(), b - b.mean(), upsample_factor=10, normalization=None,
+                                          disambiguate=False)
+    return np.asarray(shift, dtype=float)
+
+
+def step_shifts(read_slab: Any, n_steps: int, *, depth: int = 16, size: int = 256) -> list[list[float]]:
+    """Shift (z, y, x) in voxels of every step against the previous one, from a central block of each scan.
+
+    ``read_slab(step)`` returns the central block of that step's scan (any float array of one shape for all steps,
+    e.g. ``depth`` slices by ``size`` x ``size`` pixels). Step 0's shift is 0.
+    """
+    shifts = [[0.0, 0.0, 0.0]]
+    prev = np.asarray(read_slab(0), dtype=np.float32)
+    for t in range(1, n_steps):
+        cur = np.asarray(read_slab(t), dtype=np.float32)
+        if cur.shape != prev.shape:
+            raise ReactomoError(f"Step {t}'s scan has another shape than step {t - 1}'s; the steps cannot be labelled together.")
+        shifts.append([round(float(v), 3) for v in _shift(prev, cur)])
+        prev = cur
+    return shifts
