@@ -17,6 +17,7 @@ from core.workflow.jobs import list_jobs, read_job, request_cancel
 from core.segmentation.postprocess import PostprocessConfig, cleaning_for
 from core.segmentation.seg_charts import cleaning_chart, fraction_over_time
 from core.network.inference import InferenceConfig
+from core.segmentation.temporal import DEFAULT as TEMPORAL_DEFAULT
 from core.workflow.worker import submit_job
 from core.workflow.paths import phase_volume_rows, phase_volumes_csv, segmentation_record
 
@@ -241,6 +242,12 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                                                "Gaussian of this σ in slices) before labelling: CT noise is independent "
                                                "from slice to slice, the rock is not. 0 labels every slice on its own; "
                                                "0.7 (the default) was chosen on the accuracy benchmark's tuning half.")
+                together = st.checkbox("Label the steps together", value=TEMPORAL_DEFAULT, key="seg_temporal",
+                                       help="Once every step is segmented, each voxel's labels follow its most probable "
+                                            "history among those the reaction allows (the reactant may become the "
+                                            "product or pore, nothing turns back), from the network's probabilities "
+                                            "at every step. Needs aligned scans and all steps in one run; otherwise "
+                                            "the steps stay labelled one by one and the record says why.")
 
             with st.expander("Post-processing (cleaning)", icon=":material/auto_fix_high:"):
                 st.caption(clean_why + " The internal standard is a check of the result, never a tuning target: "
@@ -323,7 +330,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                           "postprocess": post.to_dict() if clean_on else None, "use_roi": bool(use_roi and roi),
                           "z_range": [int(z0), int(z1)] if some_z and (z0, z1) != (0, depth) else None,
                           "scheduler": scheduler, "workers": int(workers) if sched == "local" else 1,
-                          "project": project.name}
+                          "project": project.name, "temporal": bool(together)}
                 submit_job(project, KIND, params, title=f"Segment {name}")
                 ss["seg_flash"] = f"Started segmenting {_steps(len(steps))} as '{name}'."
                 ss["qc_seg"] = name
@@ -368,6 +375,12 @@ c2.caption(f"Model `{record.get('model', {}).get('name', '?')}` · {len(done)} o
            f"tile {settings.get('inference', {}).get('tile', '?')} px · cleaning "
            f"{'on' if settings.get('postprocess') and settings['postprocess'].get('enabled', True) else 'off'} · "
            f"{record.get('device', '?')}, {record.get('scheduler', '?')}")
+together = record.get("temporal") or {}
+if together.get("applied"):
+    st.caption(f":material/timeline: Steps labelled together: {sum(together.get('changed_voxels') or []):,} voxels "
+               f"relabelled along their most probable history ({together.get('allowed', '')}).")
+elif together:
+    st.caption(f":material/timeline: Steps labelled one by one: {together.get('reason', '')}.")
 
 rows = phase_volume_rows(project, seg_name)
 f1, f2 = st.columns([3, 1], vertical_alignment="bottom")

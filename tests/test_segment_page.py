@@ -410,3 +410,36 @@ def test_a_stored_cleaning_that_cannot_be_used_falls_back_to_the_study_with_a_wa
     # the study's cleaning fills the inputs: bassanite islands under 100 px, rim 2 px
     assert at.session_state["seg_clean"] is True and at.session_state["seg_min_2"] == 100 and at.session_state["seg_rim"] == 2
 
+
+
+def test_steps_labelled_together_from_the_page_and_said_under_the_results(demo_project, shipped_models):
+    at = _page("pages/5_Segment.py").run()
+    at.number_input(key="seg_tile").set_value(64)
+    at.text_input(key="seg_name").set_value("together")
+    at.checkbox(key="seg_temporal").check()
+    _start(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job = _wait(demo_project)
+    assert job.status == "done", job.error
+    assert job.params["temporal"] is True
+    from core.segmentation.series import read_series_record
+
+    record = read_series_record(demo_project.root / "segmentations" / "together")
+    assert record["settings"]["temporal"] is True and record["temporal"]["applied"] is True
+    at.run()
+    assert any("Steps labelled together:" in c.value and "voxels relabelled" in c.value for c in at.caption)
+    # two steps only: no history to follow, and the page says why
+    at.multiselect(key="seg_steps").set_value([1, 2])
+    at.text_input(key="seg_name").set_value("two-steps")
+    at.checkbox(key="seg_temporal").check()
+    _start(at)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # this job, not the first one
+        jobs = [j for j in list_jobs(demo_project.root, kind="segment") if j.params.get("name") == "two-steps"]
+        if jobs and not jobs[0].is_active:
+            break
+        time.sleep(0.2)
+    assert jobs and jobs[0].status == "done"
+    at.selectbox(key="qc_seg").set_value("two-steps")
+    at.run()
+    assert any("Steps labelled one by one:" in c.value and "segment every step again" in c.value for c in at.caption)

@@ -173,10 +173,12 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
         path = probabilities_path(out_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
-                                          shape=(zz[1] - zz[0], len(codes), yx[1] - yx[0], yx[3] - yx[2]))
+                                          shape=(zz[1] - zz[0], len(codes) + 1, yx[1] - yx[0], yx[3] - yx[2]))
 
         def keep(z0: int, z1: int, probs: np.ndarray) -> None:
-            store[z0 - zz[0] : z1 - zz[0]] = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+            # the probabilities (255 = 1) and, last, the class the network gave (ties and rounding aside)
+            store[z0 - zz[0] : z1 - zz[0], :-1] = np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
+            store[z0 - zz[0] : z1 - zz[0], -1] = probs.argmax(axis=1).astype(np.uint8)
 
     try:
         res = segment_volume(model, card, scan, out_path, config=inference, postprocess=per_slab,
@@ -256,12 +258,13 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     try:
         for z0 in range(0, nz, slab):
             z1 = min(z0 + slab, nz)
-            # (T, C, n, y, x), stored as uint8 with 255 = 1
-            probs = np.stack([np.asarray(st[z0:z1]) for st in stores]).transpose(0, 2, 1, 3, 4).astype(np.float32) / 255.0
+            block = np.stack([np.asarray(st[z0:z1]) for st in stores])  # (T, n, C + 1, y, x)
+            probs = block[:, :, :-1].transpose(0, 2, 1, 3, 4).astype(np.float32) / 255.0  # (T, C, n, y, x), 255 = 1
+            given = block[:, :, -1]  # (T, n, y, x): the class each step's network gave
             hist = lut[most_probable_histories(probs, allowed)]
             for i, vol in enumerate(vols):
                 final = np.asarray(vol.slab(z0, z1))
-                own = final == lut[probs[i].argmax(axis=0)]
+                own = final == lut[given[i]]
                 out = np.where(own, hist[i], final)
                 changed[i] += int(np.count_nonzero(out != final))
                 new[i][z0:z1] = out
@@ -277,7 +280,8 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     del new, stores
     return {"applied": True, "shifts_vox": shifts, "changed_voxels": changed,
             "allowed": f"{phases.by_code(reactant[0]).name} may become "
-                       + " or ".join(phases.by_code(c).name for c in products) + "; nothing else changes"}
+                       + " or ".join(phases.by_code(c).name for c in products) + ", which never turn back; "
+                       + "the other phases are placed by each step alone"}
 
 
 def _jsonable(obj: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Why: the network labels every step on its own, from one noisy scan. But a voxel of a reacting rock has a history,
 and the reaction says which histories are possible: the reactant may turn into the product or into pore space
-(the fluid escapes), and nothing turns back; the product, the pores and the inert phases stay what they are. A voxel
+(the fluid escapes), and nothing turns back: the product and the pores stay what they are. The inert phases are left
+free (each step's evidence alone places them), so that their constancy remains a check, not a constraint. A voxel
 read as product at one step, reactant at the next and product again is noise. Labelling the series together, the
 most probable *history* of each voxel is chosen among those the reaction allows (a Viterbi pass over the steps, with
 the network's class probabilities of every step as the evidence), which pools the evidence of all steps where a
@@ -40,8 +41,10 @@ _FLOOR = 1e-4
 def allowed_transitions(class_codes: Sequence[int], reactant: int, products: Sequence[int]) -> np.ndarray:
     """``(C, C)`` bool: ``[i, j]`` is True where class ``i`` may become class ``j`` between two steps.
 
-    Every class may stay; the reactant may become any of ``products`` (the product phase and the pore space);
-    nothing else changes.
+    Every class may stay; the reactant may become any of ``products`` (the product phase and the pore space), and
+    none of these three turns back. Phases outside the reaction (the inert ones, any other) are left free: each
+    step's evidence alone says where they are, so that their constancy stays a check of the segmentation
+    (``inert_constancy``) rather than something imposed on it.
     """
     codes = [int(c) for c in class_codes]
     if len(set(codes)) != len(codes) or not codes:
@@ -53,6 +56,11 @@ def allowed_transitions(class_codes: Sequence[int], reactant: int, products: Seq
         if p not in codes:
             raise ReactomoError(f"The code {p} is not one of the model's classes {codes}.")
         ok[codes.index(reactant), codes.index(int(p))] = True
+    reaction = {int(reactant), *(int(p) for p in products)}
+    for i, c in enumerate(codes):
+        if c not in reaction:  # free to come and go
+            ok[i, :] = True
+            ok[:, i] = True
     return ok
 
 

@@ -19,6 +19,12 @@ from core.workflow.paths import segmentation_folder
 __all__ = ["segment_project"]
 
 
+def _temporal_default() -> bool:
+    from core.segmentation.temporal import DEFAULT
+
+    return DEFAULT
+
+
 def segment_project(
     project,
     model_dir: str | os.PathLike,
@@ -35,6 +41,7 @@ def segment_project(
     on_step: Callable[[StepOutcome], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     cleaning_source: str | None = None,
+    temporal: bool | None = None,
 ) -> SeriesResult:
     """Segment a project's steps into ``<project>/segmentations/<name>/`` and record it in the manifest.
 
@@ -46,6 +53,8 @@ def segment_project(
     ``scheduler`` is None (this process), ``"local"`` (a local Dask cluster) or one of the addresses the
     administrator offers (:func:`configured_schedulers`); any other address is refused, since Dask unpickles what a
     scheduler's workers send back and a hostile scheduler could run code in this process.
+
+    ``temporal`` labels the steps together (:mod:`core.segmentation.temporal`; None = its default).
     """
     from core.errors import JobCancelled
     from core.workflow.project import sanitize_name
@@ -81,7 +90,8 @@ def segment_project(
                                 voxel_size_um=project.voxel_size_um(), inference=inference, postprocess=postprocess,
                                 z_range=z_range, region=region, steps=steps, scheduler=scheduler, workers=workers,
                                 on_progress=on_progress, on_step=on_step, should_stop=should_stop,
-                                extra={"project": project.name}, cleaning_source=cleaning_source)
+                                extra={"project": project.name}, cleaning_source=cleaning_source,
+                                temporal=_temporal_default() if temporal is None else bool(temporal))
     except JobCancelled:
         mark("cancelled")
         raise

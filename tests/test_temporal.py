@@ -1,0 +1,180 @@
+"""Labelling the steps together: the most probable allowed history of each voxel, the alignment check, a series."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+
+from core.errors import ReactomoError
+from core.imaging.io import read_labels
+from core.network.inference import InferenceConfig
+from core.phases import DEFAULT_PHASES
+from core.segmentation.series import TEMPORAL_DIR, read_series_record, segment_series
+from core.segmentation.temporal import allowed_transitions, most_probable_histories, step_shifts
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "demo-unet"
+FAST = InferenceConfig(tile=64, overlap=0.25, batch_size=8, device="cpu")
+CODES = [1, 2, 3, 4]  # gypsum, bassanite, pore, celestite
+ALLOWED = allowed_transitions(CODES, 1, [2, 3])
+
+
+def test_the_reaction_allows_the_reactant_to_become_product_or_pore_and_nothing_to_turn_back():
+    a = ALLOWED
+    assert a.diagonal().all()
+    assert a[0, 1] and a[0, 2]  # gypsum -> bassanite, gypsum -> pore
+    assert not a[1, 0] and not a[2, 0] and not a[1, 2] and not a[2, 1]  # nothing turns back
+    # celestite (inert) is free: its constancy stays a check of the segmentation, not a constraint on it
+    assert a[3].all() and a[:, 3].all()
+    assert a.sum() == 3 + 2 + 7
+
+
+def test_histories_are_the_best_allowed_ones_found_by_exhaustive_search():
+    rng = np.random.default_rng(3)
+    t_n, c_n, n = 4, 4, 150
+    p = rng.dirichlet(np.full(c_n, 0.7), size=(t_n, n)).transpose(0, 2, 1)  # (T, C, N)
+    got = most_probable_histories(p, ALLOWED)
+    logp = np.log(np.clip(p, 1e-4, 1.0))
+    allowed = [h for h in itertools.product(range(c_n), repeat=t_n) if all(ALLOWED[h[t], h[t + 1]] for t in range(t_n - 1))]
+    for v in range(n):
+        best = max(allowed, key=lambda h: sum(logp[t, h[t], v] for t in range(t_n)))
+        assert tuple(got[:, v]) == best
+        assert all(ALLOWED[got[t, v], got[t + 1, v]] for t in range(t_n - 1))
+
+
+def test_a_flicker_is_removed_and_strong_evidence_is_kept():
+    def probs(*rows):  # one voxel, each row the (gypsum, bassanite, pore, celestite) probabilities of a step
+        return np.array(rows, dtype=np.float32)[:, :, None]
+
+    # bassanite, then a weak gypsum call, then bassanite again: the voxel was bassanite from step 0 on
+    h = most_probable_histories(probs([0.1, 0.8, 0.05, 0.05], [0.5, 0.4, 0.05, 0.05], [0.1, 0.8, 0.05, 0.05]), ALLOWED)
+    assert h[:, 0].tolist() == [1, 1, 1]
+    # gypsum that turns into bassanite: kept as it was seen
+    h = most_probable_histories(probs([0.8, 0.1, 0.05, 0.05], [0.7, 0.2, 0.05, 0.05], [0.2, 0.7, 0.05, 0.05]), ALLOWED)
+    assert h[:, 0].tolist() == [0, 0, 1]
+    # one step: its own argmax
+    one = np.random.default_rng(0).dirichlet(np.ones(4), size=20).T[None]
+    assert np.array_equal(most_probable_histories(one, ALLOWED)[0], one[0].argmax(0))
+
+
+def test_bad_histories_input_is_refused():
+    with pytest.raises(ReactomoError, match="every class may stay"):
+        most_probable_histories(np.full((2, 4, 3), 0.25), np.zeros((4, 4), bool))
+    with pytest.raises(ReactomoError, match="shape"):
+        most_probable_histories(np.zeros(4), ALLOWED)
+    with pytest.raises(ReactomoError, match="reactant's code 9"):
+        allowed_transitions(CODES, 9, [2])
+    with pytest.raises(ReactomoError, match="code 7"):
+        allowed_transitions(CODES, 1, [7])
+
+
+def test_step_shifts_measure_a_moved_scan_and_say_zero_for_an_aligned_one():
+    rng = np.random.default_rng(1)
+    base = ndi.gaussian_filter(rng.random((16, 64, 64)), 2.0)
+    moved = np.roll(base, (0, 2, -1), axis=(0, 1, 2))
+    blocks = [base + rng.normal(0, 0.01, base.shape), base + rng.normal(0, 0.01, base.shape), moved]
+    shifts = step_shifts(lambda t: blocks[t], 3)
+    assert shifts[0] == [0.0, 0.0, 0.0]
+    assert np.allclose(shifts[1], 0, atol=0.11)
+    assert np.allclose(np.abs(shifts[2]), [0, 2, 1], atol=0.11)
+
+
+@pytest.fixture(scope="module")
+def scans(small_demo_dir):
+    return sorted((small_demo_dir / "scans").glob("*.tif"))
+
+
+def _forbidden(labels: list[np.ndarray]) -> int:
+    """Voxels whose labels change between two consecutive steps in a way the reaction does not allow."""
+    idx = {c: i for i, c in enumerate(CODES)}
+    lut = np.zeros(256, np.intp)
+    for c, i in idx.items():
+        lut[c] = i
+    return sum(int(np.count_nonzero(~ALLOWED[lut[a], lut[b]])) for a, b in zip(labels, labels[1:]))
+
+
+def test_a_series_labelled_together_has_only_allowed_histories(scans, tmp_path):
+    alone = segment_series(MODEL, scans, tmp_path / "alone", inference=FAST, postprocess=None, partial_volume=[])
+    together = segment_series(MODEL, scans, tmp_path / "together", inference=FAST, postprocess=None, partial_volume=[],
+                              temporal=True)
+    before = [read_labels(o.out_path) for o in alone.steps]
+    after = [read_labels(o.out_path) for o in together.steps]
+    assert _forbidden(before) > 0  # the network alone flickers on this noisy demo
+    assert _forbidden(after) == 0  # every voxel the network labelled now follows an allowed history
+    # celestite was not made constant: each step's own evidence still places it
+    assert len({int(np.count_nonzero(lab == 4)) for lab in after}) > 1
+    rec = read_series_record(tmp_path / "together")
+    assert rec["temporal"]["applied"] is True and rec["settings"]["temporal"] is True
+    assert rec["temporal"]["shifts_vox"][1] == [0.0, 0.0, 0.0]
+    changed = [int(np.count_nonzero(a != b)) for a, b in zip(before, after)]
+    assert rec["temporal"]["changed_voxels"] == changed and sum(changed) > 0
+    for o, lab in zip(together.steps, after):  # the counts and the phase volumes are those of the files
+        assert o.counts == {c: int(np.count_nonzero(lab == c)) for c in CODES}
+    rows = (tmp_path / "together" / "phase_volumes.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[[h for h in (tmp_path / "together" / "phase_volumes.csv").read_text().splitlines()[0].split(",")].index("bassanite_voxels")]) for r in rows] == [o.counts[2] for o in together.steps]
+    assert not (tmp_path / "together" / TEMPORAL_DIR).exists()  # the probabilities are gone once used
+    assert "temporal" not in read_series_record(tmp_path / "alone")
+
+
+def test_the_edge_redraw_and_the_cleaning_are_kept_where_they_changed_a_voxel(scans, tmp_path):
+    together = segment_series(MODEL, scans, tmp_path / "seg", inference=FAST, temporal=True)  # redraw + cleaning on
+    assert read_series_record(tmp_path / "seg")["temporal"]["applied"] is True
+    plain = segment_series(MODEL, scans, tmp_path / "plain", inference=FAST)  # the same, step by step
+    raw = segment_series(MODEL, scans, tmp_path / "raw", inference=FAST, postprocess=None, partial_volume=[])
+    moved = 0
+    for a, b, c in zip(together.steps, plain.steps, raw.steps):
+        la, lb, lc = read_labels(a.out_path), read_labels(b.out_path), read_labels(c.out_path)
+        kept = lb != lc  # the redraw or the cleaning changed these voxels
+        assert kept.any()
+        assert np.array_equal(la[kept], lb[kept])  # ... and they keep that label
+        moved += int(np.count_nonzero(la != lb))
+    assert moved > 0
+
+
+def test_moved_scans_are_labelled_one_by_one_and_the_record_says_why(scans, tmp_path):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    paths = []
+    for i, s in enumerate(scans):
+        vol = tifffile.imread(s)
+        if i == 2:
+            vol = np.roll(vol, 3, axis=2)  # the sample slipped by 3 voxels in x
+        paths.append(moved / s.name)
+        tifffile.imwrite(paths[-1], vol)
+    r = segment_series(MODEL, paths, tmp_path / "seg", inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    rec = read_series_record(tmp_path / "seg")
+    assert rec["temporal"]["applied"] is False
+    assert "step 2 is shifted by" in rec["temporal"]["reason"] and "register the scans" in rec["temporal"]["reason"]
+    alone = segment_series(MODEL, paths, tmp_path / "alone", inference=FAST, postprocess=None, partial_volume=[])
+    for a, b in zip(r.steps, alone.steps):  # exactly the step-by-step labels
+        assert np.array_equal(read_labels(a.out_path), read_labels(b.out_path))
+    assert not (tmp_path / "seg" / TEMPORAL_DIR).exists()
+
+
+def test_a_partly_resumed_series_is_not_labelled_together_and_says_so(scans, tmp_path):
+    out = tmp_path / "seg"
+    segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True, steps=[0, 1])
+    assert read_series_record(out)["temporal"]["applied"] is False
+    segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    rec = read_series_record(out)
+    assert rec["temporal"]["applied"] is False and "resumed" in rec["temporal"]["reason"]
+    assert json.dumps(rec)  # a plain JSON record
+
+
+def test_cli_segment_temporal_says_what_it_did(scans, tmp_path, capsys):
+    from core.cli import main
+
+    folder = scans[0].parent
+    assert main(["segment", "--model", str(MODEL), "--scans", str(folder), "--out", str(tmp_path / "seg"), "--tile", "64",
+                 "--temporal"]) == 0
+    out = capsys.readouterr().out
+    assert "steps labelled together:" in out and "voxels relabelled along their histories" in out
+    assert read_series_record(tmp_path / "seg")["settings"]["temporal"] is True
+    assert main(["segment", "--model", str(MODEL), "--scans", str(folder), "--out", str(tmp_path / "off"), "--tile", "64",
+                 "--no-temporal"]) == 0
+    assert read_series_record(tmp_path / "off")["settings"]["temporal"] is False
