@@ -218,7 +218,8 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     label files and their counts. Only voxels whose label is the network's own (not changed by the edge redraw or
     the cleaning) are relabelled."""
     from core.imaging.io import open_volume, write_labels
-    from core.segmentation.temporal import MAX_SHIFT_VOX, allowed_transitions, most_probable_histories, step_shifts
+    from core.segmentation.temporal import (MAX_SHIFT_VOX, allowed_transitions, free_classes, most_probable_histories,
+                                            step_shifts)
 
     reactant = [p.code for p in phases.by_role("reactant")]
     products = [p.code for p in phases.by_role("product") + phases.by_role("pore")]
@@ -228,6 +229,7 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     if any(c not in codes for c in reactant + products):
         return {"applied": False, "reason": "the model's classes do not hold the reaction's phases"}
     allowed = allowed_transitions(codes, reactant[0], products)
+    free = free_classes(codes, reactant[0], products)
 
     def centre(i: int) -> np.ndarray:
         with open_volume(outcomes[i].scan) as vol:
@@ -261,7 +263,7 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
             block = np.stack([np.asarray(st[z0:z1]) for st in stores])  # (T, n, C + 1, y, x)
             probs = block[:, :, :-1].transpose(0, 2, 1, 3, 4).astype(np.float32) / 255.0  # (T, C, n, y, x), 255 = 1
             given = block[:, :, -1]  # (T, n, y, x): the class each step's network gave
-            hist = lut[most_probable_histories(probs, allowed)]
+            hist = lut[most_probable_histories(probs, allowed, free)]
             for i, vol in enumerate(vols):
                 final = np.asarray(vol.slab(z0, z1))
                 own = final == lut[given[i]]

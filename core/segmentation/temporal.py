@@ -28,7 +28,7 @@ import numpy as np
 
 from core.errors import ReactomoError
 
-__all__ = ["DEFAULT", "allowed_transitions", "most_probable_histories", "step_shifts", "MAX_SHIFT_VOX"]
+__all__ = ["DEFAULT", "allowed_transitions", "free_classes", "most_probable_histories", "step_shifts", "MAX_SHIFT_VOX"]
 
 #: Whether `segment`, `run` and the Segment page label the steps together unless told otherwise.
 DEFAULT = False
@@ -42,9 +42,9 @@ def allowed_transitions(class_codes: Sequence[int], reactant: int, products: Seq
     """``(C, C)`` bool: ``[i, j]`` is True where class ``i`` may become class ``j`` between two steps.
 
     Every class may stay; the reactant may become any of ``products`` (the product phase and the pore space), and
-    none of these three turns back. Phases outside the reaction (the inert ones, any other) are left free: each
-    step's evidence alone says where they are, so that their constancy stays a check of the segmentation
-    (``inert_constancy``) rather than something imposed on it.
+    none of these turns back. The phases outside the reaction are not constrained here but left free
+    (:func:`free_classes`): each step's evidence alone places them, so that their constancy stays a check of the
+    segmentation (``inert_constancy``) rather than something imposed on it.
     """
     codes = [int(c) for c in class_codes]
     if len(set(codes)) != len(codes) or not codes:
@@ -56,15 +56,16 @@ def allowed_transitions(class_codes: Sequence[int], reactant: int, products: Seq
         if p not in codes:
             raise ReactomoError(f"The code {p} is not one of the model's classes {codes}.")
         ok[codes.index(reactant), codes.index(int(p))] = True
-    reaction = {int(reactant), *(int(p) for p in products)}
-    for i, c in enumerate(codes):
-        if c not in reaction:  # free to come and go
-            ok[i, :] = True
-            ok[:, i] = True
     return ok
 
 
-def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+def free_classes(class_codes: Sequence[int], reactant: int, products: Sequence[int]) -> np.ndarray:
+    """``(C,)`` bool: the classes outside the reaction (inert or other), placed by each step's evidence alone."""
+    reaction = {int(reactant), *(int(p) for p in products)}
+    return np.array([int(c) not in reaction for c in class_codes], dtype=bool)
+
+
+def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free: np.ndarray | None = None) -> np.ndarray:
     """Class index of every voxel at every step, along its most probable allowed history.
 
     Parameters
@@ -73,12 +74,17 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray) -> n
         Class probabilities of each step (any layout after the class axis; each voxel's history is independent).
     allowed : ndarray (C, C) bool
         :func:`allowed_transitions`.
+    free : ndarray (C,) bool, optional
+        Classes placed by each step alone (:func:`free_classes`): where a step's most probable class is free, the
+        voxel keeps it at that step, and that step gives no evidence to (and puts no constraint on) the voxel's
+        history among the other classes. A free class is never a bridge between two states the reaction does not
+        connect.
 
     Returns
     -------
     ndarray, shape (T, ...), uint8
-        The argmax of ``sum_t log p_t(h_t)`` over histories ``h`` with ``allowed[h_t, h_t+1]`` for every t; with one
-        step, the argmax of its probabilities.
+        Without free classes, the argmax of ``sum_t log p_t(h_t)`` over histories ``h`` with ``allowed[h_t, h_t+1]``
+        for every t; with one step, the argmax of its probabilities.
     """
     p = np.asarray(probabilities)
     if p.ndim < 2:
@@ -88,7 +94,17 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray) -> n
     if allowed.shape != (c_n, c_n) or not allowed.diagonal().all():
         raise ReactomoError(f"The allowed transitions must be a ({c_n}, {c_n}) table in which every class may stay.")
     rest = p.shape[2:]
-    logp = np.log(np.clip(p.reshape(t_n, c_n, -1).astype(np.float32), _FLOOR, 1.0))
+    flat = p.reshape(t_n, c_n, -1)
+    if free is not None and np.asarray(free, dtype=bool).any():
+        free = np.asarray(free, dtype=bool)
+        if free.shape != (c_n,) or free.all():
+            raise ReactomoError(f"The free classes must be a ({c_n},) mask that leaves at least one class constrained.")
+        first = flat.argmax(axis=1)  # (T, voxels)
+        alone = free[first]
+        keep = np.flatnonzero(~free)
+        sub = most_probable_histories(np.where(alone[:, None, :], 1.0, flat[:, keep]), allowed[np.ix_(keep, keep)])
+        return np.where(alone, first, keep[sub]).astype(np.uint8).reshape((t_n, *rest))
+    logp = np.log(np.clip(flat.astype(np.float32), _FLOOR, 1.0))
     cost = np.where(allowed, np.float32(0), _FORBIDDEN).astype(np.float32)
     score = logp[0].copy()
     back = np.zeros((t_n, c_n, logp.shape[2]), dtype=np.uint8)
