@@ -30,8 +30,10 @@ from core.errors import ReactomoError
 
 __all__ = ["DEFAULT", "allowed_transitions", "free_classes", "most_probable_histories", "step_shifts", "MAX_SHIFT_VOX"]
 
-#: Whether `segment`, `run` and the Segment page label the steps together unless told otherwise.
-DEFAULT = False
+#: Whether `segment`, `run` and the Segment page label the steps together unless told otherwise: on since
+#: 2026-12-06, chosen on the accuracy family's tuning half by the scores against the truth (README, "Ablation on the
+#: tuning half"). Beamtime mode (`watch`) labels each step as it arrives.
+DEFAULT = True
 #: Largest shift between consecutive steps (voxels) for which the scans count as aligned.
 MAX_SHIFT_VOX = 0.5
 _FORBIDDEN = np.float32(1e4)  # a cost no sum of log-probabilities (>= log 1e-4 per step) can pay back

@@ -74,8 +74,9 @@ class RunConfig:
     # learns from it (core.labelling.partial_volume); None = the reaction's inert phases (celestite: the default since
     # 2026-12-06, chosen on the accuracy family's tuning half by scores against the truth); () = the forest's labels
     partial_volume: tuple[str, ...] | None = None
-    # label the steps together along each voxel's most probable history (core.segmentation.temporal)
-    temporal: bool = False
+    # label the steps together along each voxel's most probable history (core.segmentation.temporal; on by default
+    # since 2026-12-06, chosen on the accuracy family's tuning half against the truth)
+    temporal: bool = True
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
