@@ -31,25 +31,26 @@ from core.cli import main
 from core.workflow.evaluate import evaluate_files
 from core.imaging.synthetic import DEMO, write_demo
 
-# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, with celestite's edge redrawn
-# from the scan in the ground truth and in the network's output, and the class probabilities averaged over
-# neighbouring slices (z_sigma 0.7): every Dice higher or equal, except pores at step 0, 0.784 against 0.790)
+# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, 09:00 UTC, with celestite's
+# edge redrawn from the scan in the ground truth and in the network's output, the class probabilities averaged over
+# neighbouring slices (z_sigma 0.7) and the steps labelled together along each voxel's history: every Dice higher or
+# equal than without the histories, except pores at step 0, 0.763 against 0.784)
 MEASURED = {
-    0: (0.991, None, 0.784, 0.915),
-    1: (0.982, 0.489, 0.834, 0.913),
-    2: (0.963, 0.701, 0.872, 0.910),
-    3: (0.936, 0.769, 0.887, 0.906),
-    4: (0.899, 0.798, 0.894, 0.902),
-    5: (0.845, 0.812, 0.898, 0.898),
-    6: (0.783, 0.820, 0.898, 0.895),
-    7: (0.721, 0.834, 0.899, 0.893),
-    8: (0.669, 0.839, 0.901, 0.891),
-    9: (0.631, 0.842, 0.901, 0.890),
+    0: (0.994, None, 0.763, 0.915),
+    1: (0.985, 0.537, 0.835, 0.913),
+    2: (0.966, 0.711, 0.876, 0.910),
+    3: (0.938, 0.769, 0.891, 0.906),
+    4: (0.902, 0.799, 0.898, 0.902),
+    5: (0.850, 0.814, 0.900, 0.898),
+    6: (0.791, 0.826, 0.900, 0.895),
+    7: (0.732, 0.840, 0.900, 0.893),
+    8: (0.685, 0.849, 0.901, 0.891),
+    9: (0.649, 0.857, 0.898, 0.890),
 }
 MARGIN = 0.05
-# largest |deviation| of the internal standard measured on 2026-12-06 (5.45 % before the slice averaging), and the
-# margin a rerun may add
-MEASURED_MAX_DEVIATION_PCT = 5.79
+# largest |deviation| of the internal standard measured on 2026-12-06, 09:00 UTC (5.79 % before the steps were labelled
+# together, 5.45 % before the slice averaging), and the margin a rerun may add
+MEASURED_MAX_DEVIATION_PCT = 5.85
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -72,7 +73,7 @@ def test_run_on_the_demo_meets_the_dice_floors_on_every_step_and_phase(demo_run)
         rep = evaluate_files(out / "segmentations" / f"t{step:03d}.tif", demo / "truth" / f"t{step:03d}.tif", codes=[1, 2, 3, 4])
         for code, measured in zip((1, 2, 3, 4), floors):
             got = rep.per_phase[code]["dice"]
-            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 1.0 %)
+            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 0.4 %, 1.0 % before the histories)
                 assert rep.counts[code]["n_pred"] < 0.015 * sum(c["n_true"] for c in rep.counts.values())
                 continue
             if not got >= measured - MARGIN:
@@ -86,7 +87,7 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured: -1.45 -0.99 -0.31 +0.57 +2.00 +2.97 +4.24 +4.58 +5.41 +5.79 % (target: all within 2 %, not met yet)
+    # measured: -0.62 -0.13 +0.64 +1.58 +2.89 +3.88 +4.79 +5.23 +5.68 +5.85 % (target: all within 2 %, not met yet)
     assert max(abs(d) for d in devs) <= MEASURED_MAX_DEVIATION_PCT + DEVIATION_MARGIN_PCT, devs
     assert all((r["inside_band"] == "True") == (abs(float(r["deviation_pct"])) <= 2.0) for r in rows)
     x = [float(r["x"]) for r in rows]

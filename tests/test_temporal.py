@@ -203,3 +203,43 @@ def test_cli_segment_temporal_says_what_it_did(scans, tmp_path, capsys):
     assert main(["segment", "--model", str(MODEL), "--scans", str(folder), "--out", str(tmp_path / "off"), "--tile", "64",
                  "--no-temporal"]) == 0
     assert read_series_record(tmp_path / "off")["settings"]["temporal"] is False
+
+
+def test_a_full_disk_during_the_pass_keeps_the_per_step_labels_and_says_so(scans, tmp_path, monkeypatch):
+    import errno
+
+    import core.imaging.io as io
+
+    alone = segment_series(MODEL, scans, tmp_path / "alone", inference=FAST, postprocess=None, partial_volume=[])
+    real, calls = io.write_labels, []
+
+    def fills_up(path, labels, **kw):
+        calls.append(path)
+        if len(calls) == 3:  # the third step's new labels do not fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, labels, **kw)
+
+    monkeypatch.setattr(io, "write_labels", fills_up)
+    with pytest.raises(ReactomoError, match="could not be labelled together .*No space left on device.*per-step labels are kept"):
+        segment_series(MODEL, scans, tmp_path / "seg", inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    for a, o in zip(alone.steps, read_series_record(tmp_path / "seg")["steps"]):
+        assert np.array_equal(read_labels(a.out_path), read_labels(o["out_path"]))  # nothing half-relabelled
+    assert not (tmp_path / "seg" / TEMPORAL_DIR).exists()
+
+
+def test_steps_are_labelled_together_by_default_in_segment_run_and_a_project():
+    import inspect
+
+    from core.cli import _temporal, build_parser
+    from core.workflow.run import RunConfig
+    from core.workflow.segment import segment_project
+
+    parser = build_parser()
+    for cmd in (["segment", "--model", "m", "--scans", "s", "--out", "o"],
+                ["run", "--scans", "s", "--scribbles", "x", "--label-step", "0", "--out", "o"]):
+        assert _temporal(parser.parse_args(cmd)) is True
+        assert _temporal(parser.parse_args([*cmd, "--no-temporal"])) is False
+    assert RunConfig(scans="s", scribbles="x", label_step=0, out="o").temporal is True
+    assert inspect.signature(segment_project).parameters["temporal"].default is None  # None: the default, on
+    # beamtime mode labels each scan as it arrives: the library's own default stays off
+    assert inspect.signature(segment_series).parameters["temporal"].default is False

@@ -274,12 +274,24 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     finally:
         for vol in vols:
             vol.close()
-    for i, o in enumerate(outcomes):
-        labels = np.asarray(new[i])
-        write_labels(o.out_path, labels, voxel_size_um=voxel_size_um)
-        counts = np.bincount(labels.ravel(), minlength=256)
-        o.counts = {int(c): int(counts[c]) for c in sorted(set(codes) | set(np.flatnonzero(counts).tolist()))}
+    # every step's new labels are written beside the old ones first, then all are renamed into place: a disk that
+    # fills up on the way leaves the per-step labels as they were
+    staged = []
+    try:
+        for i, o in enumerate(outcomes):
+            labels = np.asarray(new[i])
+            target = tmp_dir / f"labels_{i}.tif"
+            write_labels(target, labels, voxel_size_um=voxel_size_um)
+            counts = np.bincount(labels.ravel(), minlength=256)
+            staged.append((target, {int(c): int(counts[c]) for c in sorted(set(codes) | set(np.flatnonzero(counts).tolist()))}))
+    except BaseException:
+        for target, _ in staged:
+            target.unlink(missing_ok=True)
+        raise
     del new, stores
+    for o, (target, counts) in zip(outcomes, staged):
+        os.replace(target, o.out_path)
+        o.counts = counts
     return {"applied": True, "shifts_vox": shifts, "changed_voxels": changed,
             "allowed": f"{phases.by_code(reactant[0]).name} may become "
                        + " or ".join(phases.by_code(c).name for c in products) + ", which never turn back; "
@@ -634,6 +646,10 @@ def segment_series(
                     shutil.rmtree(out_dir / TEMPORAL_DIR, ignore_errors=True)
             shutil.rmtree(out_dir / TEMPORAL_DIR, ignore_errors=True)
             save()
+        if (out_dir / TEMPORAL_DIR).exists():  # left by a stopped or killed run: never used again
+            import shutil
+
+            shutil.rmtree(out_dir / TEMPORAL_DIR, ignore_errors=True)
         if cancelled:
             save()
             raise JobCancelled(f"Segmentation stopped; {sum(o.status == 'done' for o in outcomes)} of {n} steps are done and kept.")
