@@ -440,6 +440,7 @@ def test_steps_labelled_together_from_the_page_and_said_under_the_results(demo_p
             break
         time.sleep(0.2)
     assert jobs and jobs[0].status == "done"
+    at.run()  # the finished segmentation joins the list
     at.selectbox(key="qc_seg").set_value("two-steps")
     at.run()
     assert any("Steps labelled one by one:" in c.value and "segment every step again" in c.value for c in at.caption)

@@ -7,7 +7,9 @@ Each look at the scan folder (:class:`core.imaging.arrivals.Arrivals`) gives the
 reconstruction wrote it again), is segmented with the model and its automatic cleaning by the same
 :func:`core.segmentation.series.segment_series` a batch ``segment`` uses, into the same folder, once; then the
 analysis of every finished step is made again by the same :func:`core.analysis.results.analyze` as a batch
-``analyze``. So the live results *are* the batch results of the scans seen so far (tested).
+``analyze``. So the live results *are* the batch results of the scans seen so far (tested), each scan labelled on its
+own as it arrives, as ``segment --no-temporal`` does; a batch ``segment`` of the finished series labels the steps
+together (:mod:`core.segmentation.temporal`).
 
 Files, in the output folder (a segmentation folder like any other):
 
