@@ -59,6 +59,11 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     # and where that cleaning came from, as `segment` printed it
     why = next(line for line in text.splitlines() if line.startswith("Cleaning stored with the model"))
     assert f"cleaning chosen by</th><td style='text-align:left'>{html.escape(why)}" in report
+    # how the steps were labelled (together by default), and the averaging over slices, as the record has them
+    rec = json.loads((out / "segmentation.json").read_text())
+    assert rec["temporal"]["applied"] is True
+    assert f"labelled together: {sum(rec['temporal']['changed_voxels']):,} voxels relabelled" in report
+    assert "averaged over slices with σ 0.7" in report
 
 
 def test_segment_without_interval_takes_the_times_from_dataset_json(small_demo_dir, tmp_path, capsys):

@@ -468,13 +468,24 @@ def _card_summary(model: dict[str, Any]) -> dict[str, Any]:
             "provenance": card.get("provenance") or {}}
 
 
+def _steps_text(together: dict[str, Any]) -> str:
+    """How the steps were labelled (core.segmentation.temporal), in words, for the report."""
+    if together.get("applied"):
+        return (f"labelled together: {sum(together.get('changed_voxels') or []):,} voxels relabelled along their most "
+                f"probable history ({together.get('allowed', '')})")
+    if together:
+        return f"labelled one by one: {together.get('reason', '')}"
+    return "labelled one by one"
+
+
 def _segmentation_settings(record: dict[str, Any] | None) -> dict[str, Any]:
     """Inference and cleaning settings of the segmentation record (what shaped the labels), or {}."""
     if not record:
         return {}
     st = record.get("settings") or {}
     return {"inference": st.get("inference") or {}, "postprocess": st.get("postprocess") or {},
-            "device": record.get("device"), "cleaning_source": record.get("cleaning_source")}
+            "device": record.get("device"), "cleaning_source": record.get("cleaning_source"),
+            "temporal": record.get("temporal") or {}}
 
 
 def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -700,11 +711,13 @@ def report_html(result: dict[str, Any]) -> str:
                f"{ph.get(str(post.get('rim_around')), '?')} relabelled"
                if post.get("rim_phase") is not None and post.get("rim_px") else "no rim relabelling")
         seg_rows = [("inference", f"tile {inf.get('tile')}, overlap {inf.get('overlap')}, {inf.get('blend')} blending, "
-                                  f"batch {inf.get('batch_size')}, device {seg.get('device')}"),
+                                  f"batch {inf.get('batch_size')}, device {seg.get('device')}; probabilities averaged "
+                                  f"over slices with σ {inf.get('z_sigma', 0)}"),
                     ("cleaning", ("off" if not post.get("enabled", bool(post)) else
                                   (f"islands removed ({post.get('connectivity')}): {sizes}" if sizes else "no island removal")
                                   + f"; {rim}")),
-                    ("cleaning chosen by", seg.get("cleaning_source") or "(not recorded)")]
+                    ("cleaning chosen by", seg.get("cleaning_source") or "(not recorded)"),
+                    ("steps", _steps_text(seg.get("temporal") or {}))]
         card_html += f"<h3>Segmentation</h3>{_kv_table(seg_rows)}"
     cfg = s["config"]
     band = band_of(result)
