@@ -86,6 +86,14 @@ def test_a_free_phase_is_placed_by_each_step_and_is_never_a_bridge():
         assert [g for g, a in zip(got[:, v], alone) if not a] == [b for b, a in zip(best, alone) if not a]
 
 
+def test_where_rounding_ties_two_classes_the_class_the_network_gave_decides():
+    # stored as bytes, 0.500 and 0.501 both become 128/255: the network's own class (celestite) is what counts
+    p = np.array([[0.0, 128, 0, 128], [0.0, 128, 0, 128]], dtype=np.float32)[:, :, None] / 255.0
+    given = np.array([[3], [3]])
+    assert most_probable_histories(p, ALLOWED, FREE, given=given)[:, 0].tolist() == [3, 3]
+    assert most_probable_histories(p, ALLOWED, FREE)[:, 0].tolist() == [1, 1]  # the rounded argmax alone would not
+
+
 def test_bad_histories_input_is_refused():
     with pytest.raises(ReactomoError, match="every class may stay"):
         most_probable_histories(np.full((2, 4, 3), 0.25), np.zeros((4, 4), bool))
@@ -179,6 +187,20 @@ def test_moved_scans_are_labelled_one_by_one_and_the_record_says_why(scans, tmp_
     for a, b in zip(r.steps, alone.steps):  # exactly the step-by-step labels
         assert np.array_equal(read_labels(a.out_path), read_labels(b.out_path))
     assert not (tmp_path / "seg" / TEMPORAL_DIR).exists()
+
+
+def test_a_slow_drift_that_adds_up_is_caught_against_the_first_step(scans, tmp_path):
+    moved = tmp_path / "drift"
+    moved.mkdir()
+    paths = []
+    for i, s in enumerate(scans):
+        vol = tifffile.imread(s).astype(np.float32)
+        vol = ndi.shift(vol, (0, 0, 0.3 * i), order=1, mode="nearest")  # 0.3 voxel per step: 0.9 by the last
+        paths.append(moved / s.name)
+        tifffile.imwrite(paths[-1], vol.astype(np.uint16))
+    segment_series(MODEL, paths, tmp_path / "seg", inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    reason = read_series_record(tmp_path / "seg")["temporal"]["reason"]
+    assert "against step 0" in reason and "register the scans" in reason
 
 
 def test_a_partly_resumed_series_is_not_labelled_together_and_says_so(scans, tmp_path):

@@ -52,6 +52,8 @@ RECORD = "segmentation.json"
 VOLUMES = "phase_volumes.csv"
 FORMAT = "reactomo.segmentation"
 TEMPORAL_DIR = ".probabilities"  # the steps' class probabilities while the series waits to be labelled together
+STAGING_DIR = ".staged"  # inside TEMPORAL_DIR: the new labels before they are renamed into place
+_PASS_BYTES = 512 * 1024**2  # working memory of the pass that labels the steps together
 
 
 def versions() -> dict[str, str]:
@@ -163,13 +165,15 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
 
     region, z_range = settings.get("region"), settings.get("z_range")
     keep = None
-    if settings.get("temporal"):  # the class probabilities kept for labelling the steps together afterwards
+    if settings.get("keep_probabilities"):  # the class probabilities kept for labelling the steps together afterwards
         from core.imaging.io import open_volume
 
         with open_volume(scan) as vol:
             nz, ny, nx = (int(v) for v in vol.shape)
         zz = tuple(z_range) if z_range else (0, nz)
         yx = tuple(region) if region else (0, ny, 0, nx)
+    if keep is None and settings.get("keep_probabilities") and 0 <= zz[0] < zz[1] <= nz and 0 <= yx[0] < yx[1] <= ny \
+            and 0 <= yx[2] < yx[3] <= nx:  # a bad crop is refused by segment_volume with its own sentence
         path = probabilities_path(out_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
@@ -212,6 +216,39 @@ def probabilities_path(out_path: str | os.PathLike) -> Path:
     return p.parent / TEMPORAL_DIR / (p.stem + ".npy")
 
 
+def _can_label_together(pending: list[int], n: int, phases: PhaseTable, card: dict[str, Any], paths: list[Path],
+                        out_dir: Path, z_range: Any, region: Any) -> dict[str, Any]:
+    """{} when the steps can be labelled together after this call, else the record's reason why not."""
+    import shutil
+
+    if len(pending) != n:
+        return {"applied": False, "reason": "some steps were segmented earlier (resumed) or not asked for; segment every "
+                                            "step again to label them together"}
+    if n < 2:
+        return {"applied": False, "reason": "one step has no history"}
+    codes = [int(c) for c in card["class_codes"]]
+    reactant = [p.code for p in phases.by_role("reactant")]
+    products = [p.code for p in phases.by_role("product") + phases.by_role("pore")]
+    if len(reactant) != 1 or not products or any(c not in codes for c in reactant + products):
+        return {"applied": False, "reason": "the phase table names no single reactant and its products among the "
+                                            "model's classes, so no history can be told from another"}
+    from core.imaging.io import open_volume
+
+    with open_volume(paths[0]) as vol:
+        nz, ny, nx = (int(v) for v in vol.shape)
+    if z_range:
+        nz = max(0, min(int(z_range[1]), nz) - max(int(z_range[0]), 0))
+    if region:
+        ny, nx = max(0, int(region[1]) - int(region[0])), max(0, int(region[3]) - int(region[2]))
+    need = 1.1 * n * (len(codes) + 2) * nz * ny * nx  # the probabilities of every step, then its new labels
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        return {"applied": False, "reason": f"labelling the steps together needs {need / 1e9:.1f} GB free beside the "
+                                            f"labels and {free / 1e9:.1f} GB are; free some space or segment with "
+                                            "--no-temporal"}
+    return {}
+
+
 def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: list[int], voxel_size_um: float | None,
                    on_progress: Callable[[float, str], None], slab: int = 8) -> dict[str, Any]:
     """Label every step again along each voxel's most probable history (core.segmentation.temporal); rewrite the
@@ -240,36 +277,52 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
 
     on_progress(0.0, "checking that the scans are aligned")
     shifts = step_shifts(centre, len(outcomes))
-    worst = max(range(len(shifts)), key=lambda i: max(abs(v) for v in shifts[i]))
-    if max(abs(v) for v in shifts[worst]) > MAX_SHIFT_VOX:
-        sh = ", ".join(f"{v:g}" for v in shifts[worst])
-        return {"applied": False, "shifts_vox": shifts,
-                "reason": f"step {worst} is shifted by ({sh}) voxels (z, y, x) against step {worst - 1}, more than "
-                          f"{MAX_SHIFT_VOX:g}; register the scans to label the steps together"}
+    total = np.cumsum(np.asarray(shifts, dtype=float), axis=0)  # against step 0: a slow drift adds up
+    for i in range(1, len(shifts)):
+        step_off, total_off = max(abs(v) for v in shifts[i]), float(np.abs(total[i]).max())
+        if step_off > MAX_SHIFT_VOX or total_off > MAX_SHIFT_VOX:
+            sh = ", ".join(f"{v:g}" for v in (shifts[i] if step_off > MAX_SHIFT_VOX else np.round(total[i], 3)))
+            against = f"step {i - 1}" if step_off > MAX_SHIFT_VOX else "step 0"
+            return {"applied": False, "shifts_vox": shifts,
+                    "reason": f"step {i} is shifted by ({sh}) voxels (z, y, x) against {against}, more than "
+                              f"{MAX_SHIFT_VOX:g}; register the scans to label the steps together"}
     lut = np.asarray(codes, dtype=np.uint8)
     stores = [np.load(probabilities_path(o.out_path), mmap_mode="r") for o in outcomes]
     shape = stores[0].shape
     if any(st.shape != shape for st in stores):
         return {"applied": False, "reason": "the steps were segmented with different shapes"}
-    nz = shape[0]
-    tmp_dir = probabilities_path(outcomes[0].out_path).parent
-    new = [np.lib.format.open_memmap(tmp_dir / f"labels_{i}.npy", mode="w+", dtype=np.uint8, shape=(nz, shape[2], shape[3]))
-           for i in range(len(outcomes))]
-    changed = [0] * len(outcomes)
+    nz, ny, nx = shape[0], shape[2], shape[3]
+    t_n = len(outcomes)
+    # chunks of whole slices, or of rows of one slice, that keep the pass within _PASS_BYTES whatever the scan size
+    per_voxel = t_n * (4 * len(codes) + 24)  # float probabilities, their logarithms, back-pointers, labels
+    rows = int(max(1, min(ny, _PASS_BYTES // max(1, per_voxel * nx))))
+    depth = int(max(1, min(8, _PASS_BYTES // max(1, per_voxel * nx * ny)))) if rows == ny else 1
+    staging = probabilities_path(outcomes[0].out_path).parent / STAGING_DIR
+    staging.mkdir(parents=True, exist_ok=True)
+    new = [np.lib.format.open_memmap(staging / f"step_{i}.npy", mode="w+", dtype=np.uint8, shape=(nz, ny, nx))
+           for i in range(t_n)]
+    changed = [0] * t_n
+    counts = np.zeros((t_n, 256), dtype=np.int64)
     vols = [open_volume(o.out_path) for o in outcomes]
     try:
-        for z0 in range(0, nz, slab):
-            z1 = min(z0 + slab, nz)
-            block = np.stack([np.asarray(st[z0:z1]) for st in stores])  # (T, n, C + 1, y, x)
-            probs = block[:, :, :-1].transpose(0, 2, 1, 3, 4).astype(np.float32) / 255.0  # (T, C, n, y, x), 255 = 1
-            given = block[:, :, -1]  # (T, n, y, x): the class each step's network gave
-            hist = lut[most_probable_histories(probs, allowed, free)]
-            for i, vol in enumerate(vols):
-                final = np.asarray(vol.slab(z0, z1))
-                own = final == lut[given[i]]
-                out = np.where(own, hist[i], final)
-                changed[i] += int(np.count_nonzero(out != final))
-                new[i][z0:z1] = out
+        for z0 in range(0, nz, depth):
+            z1 = min(z0 + depth, nz)
+            finals = [np.asarray(vol.slab(z0, z1)) for vol in vols]
+            for y0 in range(0, ny, rows):
+                y1 = min(y0 + rows, ny)
+                block = np.stack([np.asarray(st[z0:z1, :, y0:y1]) for st in stores])  # (T, n, C + 1, rows, x)
+                probs = block[:, :, :-1].transpose(0, 2, 1, 3, 4).astype(np.float32)  # (T, C, n, rows, x)
+                probs *= np.float32(1.0 / 255.0)  # stored as uint8, 255 = 1
+                given = block[:, :, -1]  # (T, n, rows, x): the class each step's network gave
+                del block
+                hist = lut[most_probable_histories(probs, allowed, free, given=given)]
+                del probs
+                for i in range(t_n):
+                    final = finals[i][:, y0:y1]
+                    out = np.where(final == lut[given[i]], hist[i], final)  # only the network's own labels move
+                    changed[i] += int(np.count_nonzero(out != final))
+                    counts[i] += np.bincount(out.ravel(), minlength=256)
+                    new[i][z0:z1, y0:y1] = out
             on_progress(0.2 + 0.7 * z1 / nz, f"labelled slices {z1} of {nz} of every step together")
     finally:
         for vol in vols:
@@ -278,20 +331,24 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     # fills up on the way leaves the per-step labels as they were
     staged = []
     try:
-        for i, o in enumerate(outcomes):
-            labels = np.asarray(new[i])
-            target = tmp_dir / f"labels_{i}.tif"
-            write_labels(target, labels, voxel_size_um=voxel_size_um)
-            counts = np.bincount(labels.ravel(), minlength=256)
-            staged.append((target, {int(c): int(counts[c]) for c in sorted(set(codes) | set(np.flatnonzero(counts).tolist()))}))
+        for i in range(t_n):
+            target = staging / f"step_{i}.tif"
+            write_labels(target, np.asarray(new[i]), voxel_size_um=voxel_size_um)
+            staged.append(target)
     except BaseException:
-        for target, _ in staged:
+        for target in staged:
             target.unlink(missing_ok=True)
         raise
     del new, stores
-    for o, (target, counts) in zip(outcomes, staged):
-        os.replace(target, o.out_path)
-        o.counts = counts
+    for i, (o, target) in enumerate(zip(outcomes, staged)):
+        try:
+            os.replace(target, o.out_path)
+        except OSError as exc:
+            done = ", ".join(str(k) for k in range(i)) or "none"
+            raise ReactomoError(f"Step {i}'s labels could not be replaced ({exc.strerror or exc}); steps {done} hold the "
+                                f"steps labelled together, the others their own labels: segment again to make them "
+                                f"agree.") from None
+        o.counts = {int(c): int(counts[i][c]) for c in sorted(set(codes) | set(np.flatnonzero(counts[i]).tolist()))}
     return {"applied": True, "shifts_vox": shifts, "changed_voxels": changed,
             "allowed": f"{phases.by_code(reactant[0]).name} may become "
                        + " or ".join(phases.by_code(c).name for c in products) + ", which never turn back; "
@@ -569,6 +626,12 @@ def segment_series(
         lock = threading.Lock()
         record: dict[str, Any] = {}
         together: dict[str, Any] = dict(old.get("temporal") or {}) if old and not pending and temporal else {}
+        # labelling the steps together needs every step segmented now: decided before anything is kept for it
+        keep_probabilities = False
+        if temporal and pending:
+            together = _can_label_together(pending, n, phases, card, paths, out_dir, z_range, region)
+            keep_probabilities = not together
+        run_settings = {**settings, "keep_probabilities": keep_probabilities}  # not recorded: how, not what
 
         def save() -> None:
             with lock:
@@ -613,7 +676,8 @@ def segment_series(
 
                 report(base, f"step {i} ({name})")
                 try:
-                    res = _segment_one(str(model_dir), outcomes[i].scan, outcomes[i].out_path, settings, device, step_progress, stop)
+                    res = _segment_one(str(model_dir), outcomes[i].scan, outcomes[i].out_path, run_settings, device,
+                                       step_progress, stop)
                 except JobCancelled:
                     cancelled = True
                     break
@@ -622,29 +686,30 @@ def segment_series(
                     continue
                 finish(i, res, None)
         else:
-            cancelled = _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report,
+            cancelled = _run_dask(scheduler, workers, pending, outcomes, model_dir, run_settings, device, finish, report,
                                   stop, len(todo), done_before)
-        if temporal and pending and not cancelled:
+        if keep_probabilities and not cancelled:
             import shutil
 
-            if len(pending) != n:
-                together = {"applied": False, "reason": "some steps were segmented earlier (resumed) or not asked for; "
-                                                        "segment every step again to label them together"}
-            elif any(outcomes[i].status != "done" for i in range(n)):
+            if any(outcomes[i].status != "done" for i in range(n)):
                 together = {"applied": False, "reason": "a step failed, so the steps were labelled one by one"}
-            elif n < 2:
-                together = {"applied": False, "reason": "one step has no history"}
             else:
                 codes = [int(c) for c in card["class_codes"]]
                 try:
                     together = _temporal_pass(outcomes, phases, codes, voxel_size_um,
                                               lambda f, m: report(0.99, f"all steps: {m}"))
-                except OSError as exc:
-                    raise ReactomoError(f"The steps could not be labelled together ({exc.strerror or exc}); "
-                                        "the per-step labels are kept.") from None
+                except BaseException as exc:  # said in the record too, then raised
+                    together = {"applied": False, "reason": f"the pass that labels the steps together stopped: "
+                                                            f"{_sentence(exc)}"}
+                    save()
+                    if isinstance(exc, OSError):
+                        raise ReactomoError(f"The steps could not be labelled together ({exc.strerror or exc}); "
+                                            "the per-step labels are kept.") from None
+                    raise
                 finally:
                     shutil.rmtree(out_dir / TEMPORAL_DIR, ignore_errors=True)
-            shutil.rmtree(out_dir / TEMPORAL_DIR, ignore_errors=True)
+            save()
+        elif together and pending:
             save()
         if (out_dir / TEMPORAL_DIR).exists():  # left by a stopped or killed run: never used again
             import shutil

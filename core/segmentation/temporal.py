@@ -67,7 +67,8 @@ def free_classes(class_codes: Sequence[int], reactant: int, products: Sequence[i
     return np.array([int(c) not in reaction for c in class_codes], dtype=bool)
 
 
-def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free: np.ndarray | None = None) -> np.ndarray:
+def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free: np.ndarray | None = None,
+                            given: np.ndarray | None = None) -> np.ndarray:
     """Class index of every voxel at every step, along its most probable allowed history.
 
     Parameters
@@ -81,6 +82,9 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free
         voxel keeps it at that step, and that step gives no evidence to (and puts no constraint on) the voxel's
         history among the other classes. A free class is never a bridge between two states the reaction does not
         connect.
+    given : ndarray, shape (T, ...), integer, optional
+        The class each step's network gave (its argmax before any rounding of the stored probabilities); default
+        the argmax of ``probabilities``. Decides where a free class is taken.
 
     Returns
     -------
@@ -101,7 +105,7 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free
         free = np.asarray(free, dtype=bool)
         if free.shape != (c_n,) or free.all():
             raise ReactomoError(f"The free classes must be a ({c_n},) mask that leaves at least one class constrained.")
-        first = flat.argmax(axis=1)  # (T, voxels)
+        first = flat.argmax(axis=1) if given is None else np.asarray(given).reshape(t_n, -1)  # (T, voxels)
         alone = free[first]
         keep = np.flatnonzero(~free)
         sub = most_probable_histories(np.where(alone[:, None, :], 1.0, flat[:, keep]), allowed[np.ix_(keep, keep)])
