@@ -697,10 +697,10 @@ def cmd_segment(args) -> int:
                             partial_volume=redraw, temporal=_temporal(args),
                             on_progress=_progress_printer(args.quiet or args.scheduler is not None or args.workers > 1))
     together = result.record.get("temporal") or {}
-    if together.get("applied"):
-        print(f"steps labelled together: {sum(together['changed_voxels'])} voxels relabelled along their histories", flush=True)
-    elif together:
-        print(f"steps labelled one by one: {together['reason']}", flush=True)
+    if together:
+        from core.segmentation.temporal import describe
+
+        print(describe(together), flush=True)
     n_done, n_fail = len(result.done), len(result.failed)
     print(f"{n_done} of {len(result.steps)} steps segmented into {args.out} in {result.seconds:.1f} s "
           f"({result.scheduler}); phase volumes in {Path(args.out) / 'phase_volumes.csv'}.")
@@ -1214,23 +1214,26 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0 = off)")
     tr.add_argument("--val-fraction", type=float, default=0.2)
     tr.add_argument("--no-augment", action="store_true", help="no flips, rotations, shear or scale")
-    tr.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice")
-    tr.add_argument("--class-weights", default="sqrt",
-                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default sqrt)")
-    tr.add_argument("--edge-px", type=int, default=0,
-                    help="leave the ground truth's labels within this many pixels of a phase boundary out of the U-Net's "
-                         "training (the forest never saw an edge; default 0: train on every label)")
-    tr.add_argument("--edge-phases", default="",
-                    help="with --edge-px, only boundaries touching these phases (comma-separated names, e.g. celestite) "
-                         "count as edges (default: every boundary)")
+    def unet_options(sp):  # the U-Net's training options, the same on `train` and `run`
+        sp.add_argument("--loss", default="ce+dice", help="the U-Net's loss: ce, dice or ce+dice (default ce+dice)")
+        sp.add_argument("--class-weights", default="sqrt",
+                        help="cross-entropy weights by phase frequency: none, sqrt or balanced (default sqrt)")
+        sp.add_argument("--edge-px", type=int, default=0,
+                        help="leave the ground truth's labels within this many pixels of a phase boundary out of the "
+                             "U-Net's training (the forest never saw an edge; default 0: train on every label)")
+        sp.add_argument("--edge-phases", default="",
+                        help="with --edge-px, only boundaries touching these phases (comma-separated names, e.g. "
+                             "celestite) count as edges (default: every boundary)")
+        sp.add_argument("--context", type=int, default=0,
+                        help="neighbouring slices on each side given to the U-Net with each slice (default 0: the "
+                             "slice alone; 1: three slices, 2.5D)")
+        sp.add_argument("--seed", type=int, default=0)
+
+    unet_options(tr)
     tr.add_argument("--optimizer", default="adam", help="adam, adamw or sgd")
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--width", type=int, default=16, help="channels of the first level")
     tr.add_argument("--depth", type=int, default=4, help="levels of the U-Net")
-    tr.add_argument("--context", type=int, default=0,
-                    help="neighbouring slices on each side given to the U-Net with each slice (default 0: the slice "
-                         "alone; 1: three slices, 2.5D)")
-    tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
     tr.set_defaults(func=cmd_train)
@@ -1342,18 +1345,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="label the steps together: each voxel follows its most probable history among those the "
                          "reaction allows (the reactant may become the product or pore, nothing turns back); needs "
                          "aligned scans (default: %s)" % ("on" if _temporal_default() else "off"))
-    ru.add_argument("--seed", type=int, default=0)
-    ru.add_argument("--context", type=int, default=0,
-                    help="neighbouring slices on each side given to the U-Net (default 0: one; 1: three slices, 2.5D)")
-    ru.add_argument("--loss", default="ce+dice", help="the U-Net's loss: ce, dice or ce+dice (default ce+dice)")
-    ru.add_argument("--class-weights", default="sqrt",
-                    help="cross-entropy weights by phase frequency: none, sqrt or balanced (default sqrt)")
-    ru.add_argument("--edge-px", type=int, default=0,
-                    help="leave the ground truth's labels within this many pixels of a phase boundary out of the U-Net's "
-                         "training (the forest never saw an edge; default 0: train on every label)")
-    ru.add_argument("--edge-phases", default="",
-                    help="with --edge-px, only boundaries touching these phases (comma-separated names, e.g. celestite) "
-                         "count as edges (default: every boundary)")
+    unet_options(ru)
     ru.add_argument("--partial-volume", default="inert",
                     help="phases (comma-separated names) whose edge in the forest's ground truth is redrawn from the "
                          "scan by linear unmixing before the U-Net learns it: inert (default: the reaction's inert "

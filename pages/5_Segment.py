@@ -18,6 +18,7 @@ from core.segmentation.postprocess import PostprocessConfig, cleaning_for
 from core.segmentation.seg_charts import cleaning_chart, fraction_over_time
 from core.network.inference import InferenceConfig
 from core.segmentation.temporal import DEFAULT as TEMPORAL_DEFAULT
+from core.segmentation.temporal import describe as describe_steps
 from core.workflow.worker import submit_job
 from core.workflow.paths import phase_volume_rows, phase_volumes_csv, segmentation_record
 
@@ -376,11 +377,8 @@ c2.caption(f"Model `{record.get('model', {}).get('name', '?')}` · {len(done)} o
            f"{'on' if settings.get('postprocess') and settings['postprocess'].get('enabled', True) else 'off'} · "
            f"{record.get('device', '?')}, {record.get('scheduler', '?')}")
 together = record.get("temporal") or {}
-if together.get("applied"):
-    st.caption(f":material/timeline: Steps labelled together: {sum(together.get('changed_voxels') or []):,} voxels "
-               f"relabelled along their most probable history ({together.get('allowed', '')}).")
-elif together:
-    st.caption(f":material/timeline: Steps labelled one by one: {together.get('reason', '')}.")
+if together:
+    st.caption(f":material/timeline: {describe_steps(together)}")
 
 rows = phase_volume_rows(project, seg_name)
 f1, f2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -447,9 +445,15 @@ with ui.user_errors():
             } for p in phases])
             table["Change (%)"] = [(a - b_) / b_ * 100.0 if b_ else math.nan
                                    for b_, a in zip(table["Before (voxels)"], table["After (voxels)"])]
+            relabelled = together.get("applied") or step in (together.get("together_steps") or [])
+            final = {str(k): int(v) for k, v in (s.get("counts") or {}).items()}
+            if relabelled and final:  # the histories came after the cleaning: its counts are not the step's last word
+                table["Final, steps labelled together (voxels)"] = [final.get(str(p.code), 0) for p in phases]
             st.dataframe(table, hide_index=True, width="stretch", key="qc_cleaning_table",
                          column_config={"Change (%)": st.column_config.NumberColumn(format="%+.1f")})
-            st.caption(f"Cleaning relabelled {int(cleaning.get('changed', 0)):,} voxels of this step.")
+            st.caption(f"Cleaning relabelled {int(cleaning.get('changed', 0)):,} voxels of this step."
+                       + (" The steps were then labelled together along each voxel's history; the last column is "
+                          "what the step holds now (the volume chart above)." if relabelled and final else ""))
         else:
             st.caption("This segmentation was not cleaned, so there is no before/after comparison.")
     for w in s.get("warnings") or []:  # notes from segmenting this step (e.g. slices smaller than a tile)

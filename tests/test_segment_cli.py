@@ -62,7 +62,7 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     # how the steps were labelled (together by default), and the averaging over slices, as the record has them
     rec = json.loads((out / "segmentation.json").read_text())
     assert rec["temporal"]["applied"] is True
-    assert f"labelled together: {sum(rec['temporal']['changed_voxels']):,} voxels relabelled" in report
+    assert f"Steps labelled together: {sum(rec['temporal']['changed_voxels']):,} voxels relabelled" in report
     assert "averaged over slices with σ 0.7" in report
 
 

@@ -428,6 +428,13 @@ def test_steps_labelled_together_from_the_page_and_said_under_the_results(demo_p
     assert record["settings"]["temporal"] is True and record["temporal"]["applied"] is True
     at.run()
     assert any("Steps labelled together:" in c.value and "voxels relabelled" in c.value for c in at.caption)
+    # the cleaning's own before/after, and beside them what the step holds after the histories (its record's counts)
+    step = int(at.select_slider(key="qc_step").value)
+    assert (record["steps"][step].get("cleaning") or {}).get("before")  # the page cleans by default
+    table = next(d.value for d in at.dataframe if "Before (voxels)" in d.value.columns)
+    final = record["steps"][step]["counts"]
+    assert list(table["Final, steps labelled together (voxels)"]) == [int(final.get(str(c), 0)) for c in (1, 2, 3, 4)]
+    assert any("the last column is what the step holds now" in c.value for c in at.caption)
     # two steps only: no history to follow, and the page says why
     at.multiselect(key="seg_steps").set_value([1, 2])
     at.text_input(key="seg_name").set_value("two-steps")

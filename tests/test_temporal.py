@@ -213,6 +213,46 @@ def test_a_partly_resumed_series_is_not_labelled_together_and_says_so(scans, tmp
     assert json.dumps(rec)  # a plain JSON record
 
 
+def test_a_step_segmented_again_alone_after_the_series_was_labelled_together_leaves_a_record_that_says_mixed(scans, tmp_path):
+    from core.segmentation.temporal import describe
+
+    out = tmp_path / "seg"
+    first = segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    assert first.record["temporal"]["applied"] is True
+    together = read_labels(first.steps[0].out_path)
+    Path(first.steps[1].out_path).unlink()  # a lost file: step 1 is segmented again, on its own
+    segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    rec = read_series_record(out)["temporal"]
+    assert rec["applied"] is False and rec["mixed"] is True
+    assert rec["together_steps"] == [0, 2, 3] and rec["alone_steps"] == [1]
+    assert np.array_equal(read_labels(first.steps[0].out_path), together)  # the kept steps are not touched
+    text = describe(rec)
+    assert "steps 0, 2, 3 keep the labels of the series labelled together" in text
+    assert "step 1 was segmented again on its own" in text and "segment every step again" in text
+    # a second loss keeps the first one's history: steps 0 and 3 still hold labels from together, 1 and 2 do not
+    Path(first.steps[2].out_path).unlink()
+    segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    rec = read_series_record(out)["temporal"]
+    assert rec["together_steps"] == [0, 3] and rec["alone_steps"] == [1, 2]
+    assert "steps 0, 3 keep" in describe(rec) and "steps 1, 2 were segmented again on their own" in describe(rec)
+
+
+def test_a_phase_table_without_a_reactant_leaves_the_steps_one_by_one_and_says_why(scans, tmp_path):
+    import dataclasses
+
+    from core.phases import DEFAULT_PHASES, PhaseTable
+
+    no_roles = PhaseTable(tuple(dataclasses.replace(p, role="other") for p in DEFAULT_PHASES.phases))
+    r = segment_series(MODEL, scans, tmp_path / "seg", phases=no_roles, inference=FAST, postprocess=None,
+                       partial_volume=[], temporal=True)
+    rec = r.record["temporal"]
+    assert rec["applied"] is False and "no single reactant and its products" in rec["reason"]
+    alone = segment_series(MODEL, scans, tmp_path / "alone", inference=FAST, postprocess=None, partial_volume=[])
+    for a, b in zip(r.steps, alone.steps):  # the per-step labels, untouched
+        assert np.array_equal(read_labels(a.out_path), read_labels(b.out_path))
+    assert not (tmp_path / "seg" / TEMPORAL_DIR).exists()
+
+
 def test_cli_segment_temporal_says_what_it_did(scans, tmp_path, capsys):
     from core.cli import main
 
@@ -220,7 +260,7 @@ def test_cli_segment_temporal_says_what_it_did(scans, tmp_path, capsys):
     assert main(["segment", "--model", str(MODEL), "--scans", str(folder), "--out", str(tmp_path / "seg"), "--tile", "64",
                  "--temporal"]) == 0
     out = capsys.readouterr().out
-    assert "steps labelled together:" in out and "voxels relabelled along their histories" in out
+    assert "Steps labelled together:" in out and "voxels relabelled along their most probable history" in out
     assert read_series_record(tmp_path / "seg")["settings"]["temporal"] is True
     assert main(["segment", "--model", str(MODEL), "--scans", str(folder), "--out", str(tmp_path / "off"), "--tile", "64",
                  "--no-temporal"]) == 0

@@ -470,12 +470,9 @@ def _card_summary(model: dict[str, Any]) -> dict[str, Any]:
 
 def _steps_text(together: dict[str, Any]) -> str:
     """How the steps were labelled (core.segmentation.temporal), in words, for the report."""
-    if together.get("applied"):
-        return (f"labelled together: {sum(together.get('changed_voxels') or []):,} voxels relabelled along their most "
-                f"probable history ({together.get('allowed', '')})")
-    if together:
-        return f"labelled one by one: {together.get('reason', '')}"
-    return "labelled one by one"
+    from core.segmentation.temporal import describe
+
+    return describe(together)
 
 
 def _segmentation_settings(record: dict[str, Any] | None) -> dict[str, Any]:

@@ -216,6 +216,16 @@ def probabilities_path(out_path: str | os.PathLike) -> Path:
     return p.parent / TEMPORAL_DIR / (p.stem + ".npy")
 
 
+def _history_roles(phases: PhaseTable, codes: list[int]) -> tuple[int, list[int]] | str:
+    """(reactant, products and pore) of the phase table among the model's classes, or the reason there are none."""
+    reactant = [p.code for p in phases.by_role("reactant")]
+    products = [p.code for p in phases.by_role("product") + phases.by_role("pore")]
+    if len(reactant) != 1 or not products or any(c not in codes for c in reactant + products):
+        return ("the phase table names no single reactant and its products among the model's classes, so no history "
+                "can be told from another")
+    return reactant[0], products
+
+
 def _can_label_together(pending: list[int], n: int, phases: PhaseTable, card: dict[str, Any], paths: list[Path],
                         out_dir: Path, z_range: Any, region: Any) -> dict[str, Any]:
     """{} when the steps can be labelled together after this call, else the record's reason why not."""
@@ -227,11 +237,9 @@ def _can_label_together(pending: list[int], n: int, phases: PhaseTable, card: di
     if n < 2:
         return {"applied": False, "reason": "one step has no history"}
     codes = [int(c) for c in card["class_codes"]]
-    reactant = [p.code for p in phases.by_role("reactant")]
-    products = [p.code for p in phases.by_role("product") + phases.by_role("pore")]
-    if len(reactant) != 1 or not products or any(c not in codes for c in reactant + products):
-        return {"applied": False, "reason": "the phase table names no single reactant and its products among the "
-                                            "model's classes, so no history can be told from another"}
+    roles = _history_roles(phases, codes)
+    if isinstance(roles, str):
+        return {"applied": False, "reason": roles}
     from core.imaging.io import open_volume
 
     with open_volume(paths[0]) as vol:
@@ -258,15 +266,12 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     from core.segmentation.temporal import (MAX_SHIFT_VOX, allowed_transitions, free_classes, most_probable_histories,
                                             step_shifts)
 
-    reactant = [p.code for p in phases.by_role("reactant")]
-    products = [p.code for p in phases.by_role("product") + phases.by_role("pore")]
-    if len(reactant) != 1 or not products:
-        return {"applied": False, "reason": "the phase table names no single reactant and its products, so no history "
-                                            "can be told from another"}
-    if any(c not in codes for c in reactant + products):
-        return {"applied": False, "reason": "the model's classes do not hold the reaction's phases"}
-    allowed = allowed_transitions(codes, reactant[0], products)
-    free = free_classes(codes, reactant[0], products)
+    roles = _history_roles(phases, codes)
+    if isinstance(roles, str):
+        return {"applied": False, "reason": roles}
+    reactant, products = roles
+    allowed = allowed_transitions(codes, reactant, products)
+    free = free_classes(codes, reactant, products)
 
     def centre(i: int) -> np.ndarray:
         with open_volume(outcomes[i].scan) as vol:
@@ -350,7 +355,7 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
                                 f"agree.") from None
         o.counts = {int(c): int(counts[i][c]) for c in sorted(set(codes) | set(np.flatnonzero(counts[i]).tolist()))}
     return {"applied": True, "shifts_vox": shifts, "changed_voxels": changed,
-            "allowed": f"{phases.by_code(reactant[0]).name} may become "
+            "allowed": f"{phases.by_code(reactant).name} may become "
                        + " or ".join(phases.by_code(c).name for c in products) + ", which never turn back; "
                        + "the other phases are placed by each step alone"}
 
@@ -629,8 +634,19 @@ def segment_series(
         # labelling the steps together needs every step segmented now: decided before anything is kept for it
         keep_probabilities = False
         if temporal and pending:
+            earlier = dict(old.get("temporal") or {}) if old else {}
             together = _can_label_together(pending, n, phases, card, paths, out_dir, z_range, region)
             keep_probabilities = not together
+            kept = [i for i in range(n) if i not in pending and outcomes[i].resumed]
+            if together and (earlier.get("applied") or earlier.get("mixed")) and kept:
+                # some steps keep the labels the series got together, the others are labelled alone now: say so
+                before = set(earlier.get("together_steps") or []) if earlier.get("mixed") else set(range(n))
+                kept = [i for i in kept if i in before]
+                if kept:
+                    together = {"applied": False, "mixed": True, "together_steps": kept,
+                                "alone_steps": sorted(set(range(n)) - set(kept)),
+                                "reason": "some steps were segmented again on their own after the series was labelled "
+                                          "together; segment every step again to label them all together"}
         run_settings = {**settings, "keep_probabilities": keep_probabilities}  # not recorded: how, not what
 
         def save() -> None:

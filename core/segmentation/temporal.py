@@ -28,7 +28,8 @@ import numpy as np
 
 from core.errors import ReactomoError
 
-__all__ = ["DEFAULT", "allowed_transitions", "free_classes", "most_probable_histories", "step_shifts", "MAX_SHIFT_VOX"]
+__all__ = ["DEFAULT", "allowed_transitions", "describe", "free_classes", "most_probable_histories", "step_shifts",
+           "MAX_SHIFT_VOX"]
 
 #: Whether `segment`, `run` and the Segment page label the steps together unless told otherwise: on since
 #: 2026-12-06, chosen on the accuracy family's tuning half by the scores against the truth (README, "Ablation on the
@@ -38,6 +39,37 @@ DEFAULT = True
 MAX_SHIFT_VOX = 0.5
 _FORBIDDEN = np.float32(1e4)  # a cost no sum of log-probabilities (>= log 1e-4 per step) can pay back
 _FLOOR = 1e-4
+
+
+def _steps(steps: Sequence[int]) -> str:
+    steps = [int(k) for k in steps]
+    return ("step " if len(steps) == 1 else "steps ") + ", ".join(str(k) for k in steps)
+
+
+def describe(together: dict[str, Any] | None) -> str:
+    """How the steps of a segmentation were labelled, in one sentence (the record's ``temporal``), for the CLI, the
+    Segment page and the report alike.
+
+    >>> describe({"applied": True, "changed_voxels": [10, 5], "allowed": "gypsum may become bassanite"})
+    'Steps labelled together: 15 voxels relabelled along their most probable history (gypsum may become bassanite).'
+    >>> describe({"applied": False, "reason": "one step has no history"})
+    'Steps labelled one by one: one step has no history.'
+    >>> describe({})
+    'Steps labelled one by one.'
+    """
+    together = together or {}
+    if together.get("applied"):
+        allowed = together.get("allowed")
+        return (f"Steps labelled together: {sum(together.get('changed_voxels') or []):,} voxels relabelled along their "
+                f"most probable history" + (f" ({allowed})." if allowed else "."))
+    if together.get("mixed"):
+        kept, alone = together.get("together_steps") or [], together.get("alone_steps") or []
+        return (f"Steps labelled partly together: {_steps(kept)} {'keeps' if len(kept) == 1 else 'keep'} the labels "
+                f"of the series labelled together, {_steps(alone)} {'was' if len(alone) == 1 else 'were'} segmented "
+                f"again on {'its' if len(alone) == 1 else 'their'} own afterwards; segment every step again to label "
+                f"them all together.")
+    reason = str(together.get("reason") or "").rstrip(".")
+    return f"Steps labelled one by one: {reason}." if reason else "Steps labelled one by one."
 
 
 def allowed_transitions(class_codes: Sequence[int], reactant: int, products: Sequence[int]) -> np.ndarray:

@@ -282,10 +282,10 @@ def run_workflow(
                             on_step=lambda o: say(f"   step {o.step:3d} {o.status} {o.error}".rstrip()))
     timings["segment_s"] = time.perf_counter() - t0
     together = series.record.get("temporal") or {}
-    if together.get("applied"):
-        say(f"   steps labelled together: {sum(together['changed_voxels'])} voxels relabelled along their histories")
-    elif together:
-        say(f"   steps labelled one by one: {together['reason']}")
+    if together:
+        from core.segmentation.temporal import describe
+
+        say(f"   {describe(together)}")
     shutil.copyfile(out / "segmentations" / "phase_volumes.csv", out / "phase_volumes.csv")
     if series.failed:
         raise ReactomoError(f"{len(series.failed)} step(s) failed to segment ({', '.join(str(o.step) for o in series.failed)}); "
