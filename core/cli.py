@@ -487,6 +487,16 @@ def cmd_ground_truth(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- U-Net
+def _thin_pair(phases, share: float) -> tuple[int, ...]:
+    """(reactant, product) of the phase table for ``--thin-examples``, or () when it is off."""
+    if not share:
+        return ()
+    reactant, product = phases.by_role("reactant"), phases.by_role("product")
+    if len(reactant) != 1 or len(product) != 1:
+        raise ReactomoError("--thin-examples needs a phase table with one reactant and one product.")
+    return (reactant[0].code, product[0].code)
+
+
 def _temporal_default() -> bool:
     from core.segmentation.temporal import DEFAULT
 
@@ -540,7 +550,8 @@ def cmd_train(args) -> int:
                      max_epochs=args.epochs, patience=args.patience, val_fraction=args.val_fraction,
                      augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
                      optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
-                     edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)))
+                     edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)),
+                     thin_p=args.thin_examples, thin_pair=_thin_pair(phases, args.thin_examples))
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -1082,7 +1093,7 @@ def cmd_run(args) -> int:
                        min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px, context=args.context,
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, z_sigma=args.z_sigma, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
-                       edge_phases=tuple(_names(args.edge_phases)),
+                       edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
@@ -1227,6 +1238,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--context", type=int, default=0,
                         help="neighbouring slices on each side given to the U-Net with each slice (default 0: the "
                              "slice alone; 1: three slices, 2.5D)")
+        sp.add_argument("--thin-examples", type=float, default=0.0,
+                        help="share of the augmented training patches (0-1) that get thin laths of the product painted "
+                             "into the reactant and of the reactant into the product, with the contrast and edge blur "
+                             "measured on the labels: thin objects whose labels are right by construction (default 0)")
         sp.add_argument("--seed", type=int, default=0)
 
     unet_options(tr)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage as ndi
 from scipy.ndimage import affine_transform
 from safetensors.torch import load_file, save_file
 
@@ -105,6 +106,13 @@ class TrainConfig:
         training targets and the validation (0 = train on every label; see :func:`without_edges`).
     edge_codes : tuple of int
         Only boundaries that touch one of these phase codes count as edges (empty: every boundary).
+    thin_p : float
+        Share of the augmented patches (0-1) that get thin structures painted into them (see :func:`paint_thin`):
+        laths of one phase of ``thin_pair`` inside the other's interiors, with the contrast and edge blur measured
+        on the training slices, so that the network sees thin objects whose labels are right by construction
+        (scribbles, and the forest taught by them, never show one). 0 = off.
+    thin_pair : tuple of two int
+        The two phase codes (reactant, product) for ``thin_p``.
     optimizer : {"adam", "adamw", "sgd"}
     lr, weight_decay : float
     min_delta : float
@@ -131,6 +139,8 @@ class TrainConfig:
     class_weights: Literal["none", "balanced", "sqrt"] = "sqrt"
     edge_px: int = 0
     edge_codes: tuple[int, ...] = ()
+    thin_p: float = 0.0
+    thin_pair: tuple[int, ...] = ()
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -141,6 +151,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "transforms", tuple(self.transforms))
         object.__setattr__(self, "edge_codes", tuple(self.edge_codes))
+        object.__setattr__(self, "thin_pair", tuple(int(c) for c in self.thin_pair))
         self.validate()
 
     def validate(self) -> None:
@@ -172,6 +183,10 @@ class TrainConfig:
         real("min_delta", 0.0, 1.0)
         whole("seed", 0, 2**31 - 1)
         whole("edge_px", 0, 8)
+        real("thin_p", 0.0, 1.0)
+        if self.thin_p and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2
+                            or not all(1 <= c <= 255 for c in self.thin_pair)):
+            raise ReactomoError(f"thin_p needs thin_pair, two different phase codes; got {list(self.thin_pair)}.")
         for c in self.edge_codes:
             if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= 255:
                 raise ReactomoError(f"edge_codes must be phase codes from 1 to 255; got {c!r}.")
@@ -187,6 +202,7 @@ class TrainConfig:
         d = asdict(self)
         d["transforms"] = list(self.transforms)
         d["edge_codes"] = [int(c) for c in self.edge_codes]
+        d["thin_pair"] = [int(c) for c in self.thin_pair]
         return d
 
     @classmethod
@@ -195,7 +211,7 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise ReactomoError(f"Unknown training settings {sorted(unknown)}; known are {sorted(known)}.")
-        return cls(**{k: (tuple(v) if k == "transforms" else v) for k, v in d.items()})
+        return cls(**{k: (tuple(v) if k in ("transforms", "edge_codes", "thin_pair") else v) for k, v in d.items()})
 
 
 @dataclass
@@ -325,6 +341,7 @@ def augment_batch(
     max_scale: float = 0.15,
     max_gain: float = 0.02,
     max_offset: float = 0.005,
+    thin: ThinExamples | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Randomly flip, rotate by 90°, shear and scale every patch, image and labels alike, and jitter the image's
     gain and offset (new arrays).
@@ -340,6 +357,8 @@ def augment_batch(
     max_gain, max_offset : float
         ``"intensity"`` maps the image to ``x * g + o`` with ``g`` uniform in ``1 ± max_gain`` and ``o`` uniform in
         ``± max_offset`` (one draw per patch); labels are unchanged.
+    thin : ThinExamples, optional
+        Paint thin structures into a share of the patches first (:func:`paint_thin`; labels are class indices).
 
     Returns
     -------
@@ -353,6 +372,8 @@ def augment_batch(
     affine = any(t in transforms for t in ("shear", "scale"))
     for i in range(len(xo)):
         xi, yi = xo[i], yo[i]
+        if thin is not None and rng.random() < thin.p:
+            xi, yi = paint_thin(xi, yi, thin, rng=rng)
         if "flip" in transforms and rng.random() < 0.5:
             xi, yi = xi[..., ::-1], yi[..., ::-1]
         if "rot90" in transforms:
@@ -375,6 +396,133 @@ def augment_batch(
             xi = xi * np.float32(g) + np.float32(o)
         xo[i], yo[i] = xi, yi
     return xo, yo
+
+
+@dataclass(frozen=True)
+class ThinExamples:
+    """What :func:`paint_thin` needs, measured once on the training slices: the two phases (class indices), the
+    second's grey minus the first's (normalised units), the edge blur (Gaussian σ, pixels) and the share of patches."""
+
+    a: int
+    b: int
+    contrast: float
+    sigma: float
+    p: float
+
+
+_S4 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+
+
+def _lath(shape: tuple[int, int], cy: float, cx: float, theta: float, length: float, width: float,
+          ss: int = 4) -> np.ndarray:
+    """Area fraction (0-1) of each pixel covered by a rectangle of ``length`` × ``width`` pixels centred at
+    (cy, cx), its long side at angle ``theta``: the exact shape, sampled ``ss`` × ``ss`` times per pixel."""
+    g = (np.arange(shape[0] * ss) + 0.5) / ss - 0.5
+    h = (np.arange(shape[1] * ss) + 0.5) / ss - 0.5
+    yy, xx = np.meshgrid(g, h, indexing="ij")
+    u = (xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)
+    v = -(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)
+    inside = (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
+    return inside.reshape(shape[0], ss, shape[1], ss).mean(axis=(1, 3)).astype(np.float32)
+
+
+def paint_thin(x: np.ndarray, y: np.ndarray, thin: ThinExamples, *, rng: np.random.Generator, margin: int = 2,
+               n_max: int = 3, widths: tuple[float, float] = (0.8, 3.0),
+               lengths: tuple[float, float] = (6.0, 30.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Paint 1 to ``n_max`` thin laths of one phase of the pair into the interior of the other (new arrays).
+
+    Why: scribbles stay inside phases, so the forest's labels of thin objects (young laths of the product, the last
+    remnants of the reactant) are wrong at exactly the scale where the reaction starts and ends, and a network taught
+    by them learns that. A lath painted here has a label that is right by construction: its image is the patch's
+    own (real noise, real texture) plus the two phases' contrast times the lath's area fraction, blurred as the
+    scan's edges are; its pixels more than half covered get its phase. Only where the host phase is labelled ``margin``
+    pixels around the lath, so no painted lath touches another phase's edge.
+
+    Parameters
+    ----------
+    x : ndarray (c, p, p), float
+        One patch (every channel is changed alike: the laths are plates that cross the neighbouring slices).
+    y : ndarray (p, p), int
+        Its class indices.
+    thin : ThinExamples
+    rng : numpy.random.Generator
+    """
+    host, new, step = (thin.a, thin.b, thin.contrast) if rng.random() < 0.5 else (thin.b, thin.a, -thin.contrast)
+    inside = ndi.binary_erosion(y == host, structure=_S4, iterations=margin + 1)
+    if not inside.any():
+        return x, y
+    where = np.argwhere(inside)
+    paint = np.zeros(y.shape, np.float32)
+    for _ in range(int(rng.integers(1, n_max + 1))):
+        cy, cx = where[rng.integers(len(where))]
+        frac = _lath(y.shape, float(cy), float(cx), float(rng.uniform(0.0, math.pi)), float(rng.uniform(*lengths)),
+                     float(rng.uniform(*widths)))
+        cover = frac > 0
+        if not inside[cover].all() or (paint[ndi.binary_dilation(cover, structure=_S4, iterations=margin)] > 0).any():
+            continue
+        paint += frac
+    if not paint.any():
+        return x, y
+    delta = ndi.gaussian_filter(paint, thin.sigma, mode="mirror") * np.float32(step)
+    y = y.copy()
+    y[paint >= 0.5] = new
+    return (x + delta[None]).astype(x.dtype, copy=False), y
+
+
+def thin_examples(images: np.ndarray, labels: np.ndarray, pair: tuple[int, int], codes: tuple[int, ...], p: float, *,
+                  inner: int = 2, min_pixels: int = 50) -> ThinExamples | None:
+    """Measure what :func:`paint_thin` needs on the training slices, or None where a phase has too few interior
+    pixels to know its grey value.
+
+    The contrast is the median grey of ``pair[1]``'s interiors minus ``pair[0]``'s (eroded by ``inner`` pixels).
+    The blur is the width of the scan's edges: around every boundary between the two phases of the slices whose
+    contrast is largest (of those with interiors), the grey value against the signed distance to the boundary is
+    fitted by an error function; its σ (clipped to 0.3-2 pixels) is the edge blur the painted laths get.
+    """
+    from scipy.optimize import least_squares
+    from scipy.special import ndtr
+
+    centre = images[:, images.shape[1] // 2] if images.ndim == 4 else images
+    level = {}
+    for code in codes:
+        inside = np.stack([ndi.binary_erosion(lab == code, structure=_S4, iterations=inner) for lab in labels])
+        if inside.sum() >= min_pixels:
+            level[code] = float(np.median(centre[inside]))
+    if pair[0] not in level or pair[1] not in level:
+        return None
+    contrast = level[pair[1]] - level[pair[0]]
+    # the edge blur, from the pair of touching phases with the largest contrast (the noise matters least there)
+    sigma = 1.0
+    pairs = sorted(((c1, c2) for c1 in level for c2 in level if c1 < c2), key=lambda q: -abs(level[q[0]] - level[q[1]]))
+    for a, b in pairs:
+        ds, gs = [], []
+        for img, lab in zip(centre, labels):
+            A, B = lab == a, lab == b
+            if not A.any() or not B.any():
+                continue
+            out_a, out_b = ndi.distance_transform_edt(~A), ndi.distance_transform_edt(~B)
+            sd = np.where(A, 0.5 - ndi.distance_transform_edt(A), out_a - 0.5)
+            near = (A & (out_b <= 6)) | (B & (out_a <= 6))
+            ds.append(sd[near])
+            gs.append(img[near].astype(np.float64))
+        d = np.concatenate(ds) if ds else np.empty(0)
+        if np.count_nonzero(np.abs(d) <= 1) < 200:  # too little of an edge between these two
+            continue
+        g = np.concatenate(gs)
+        xs, ys = [], []
+        for lo in np.arange(-6.0, 6.0, 0.5):
+            m = (d >= lo) & (d < lo + 0.5)
+            if m.sum() > 20:
+                xs.append(float(d[m].mean()))
+                ys.append(float(np.median(g[m])))
+        if len(xs) < 6:
+            continue
+        xs_, ys_ = np.array(xs), np.array(ys)
+        fit = least_squares(lambda q: q[0] + q[1] * ndtr((xs_ - q[2]) / max(abs(q[3]), 1e-3)) - ys_,
+                            [ys_[0], ys_[-1] - ys_[0], 0.0, 1.0]).x
+        sigma = float(np.clip(abs(fit[3]), 0.3, 2.0))
+        break
+    return ThinExamples(a=codes.index(pair[0]), b=codes.index(pair[1]), contrast=float(contrast), sigma=sigma, p=float(p))
 
 
 def split_slices(n: int, *, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -660,6 +808,10 @@ def train_unet(
     yi_tr = _class_index(y_tr, phases.codes)
     yi_va = _class_index(y_va, phases.codes)
     weight = _weights(yi_tr, k, config.class_weights)
+    thin = None
+    if config.augment and config.thin_p and all(c in phases.codes for c in config.thin_pair):
+        thin = thin_examples(tr_img, tr_lab, config.thin_pair, tuple(phases.codes), config.thin_p)
+        log.info("thin structures painted into %.0f %% of the augmented patches: %s", 100 * config.thin_p, thin)
     weight_dev = weight.to(dev) if weight is not None else None
     log.info("training on %d patches, validating on %d (%s split) on %s", len(x_tr), len(x_va), split["by"], dev)
 
@@ -703,7 +855,7 @@ def train_unet(
             for _ in range(factor - 1):
                 xa, ya = augment_batch(x_tr, yi_tr, rng=rng, transforms=config.transforms,
                                        max_shear=config.max_shear, max_scale=config.max_scale,
-                                       max_gain=config.max_gain, max_offset=config.max_offset)
+                                       max_gain=config.max_gain, max_offset=config.max_offset, thin=thin)
                 xs.append(xa)
                 ys.append(ya)
             x_ep, y_ep = np.concatenate(xs), np.concatenate(ys)

@@ -67,6 +67,10 @@ class RunConfig:
     class_weights: str = "sqrt"  # cross-entropy weights by phase frequency: "none", "sqrt" or "balanced"
     edge_px: int = 0  # the forest's labels within this many pixels of a phase boundary are not trained on (0 = all)
     edge_phases: tuple[str, ...] = ()  # only boundaries touching these phases count as edges (empty = every boundary)
+    # share of the augmented training patches that get thin laths of the product painted into the reactant and of
+    # the reactant into the product, with the contrast and edge blur measured on the labels (core.network.train.
+    # paint_thin; 0 = off)
+    thin_examples: float = 0.0
     # more labelled steps, as (scribbles TIFF, step index) pairs: each step gets its own forest ground truth and the
     # U-Net learns from all of them (a second labelling at the other end of the reaction, where laths look different)
     more_labels: tuple[tuple[str, int], ...] = ()
@@ -144,7 +148,8 @@ def run_workflow(
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
                      seed=config.seed, edge_px=config.edge_px,
-                     edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases))
+                     edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
+                     thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)))
     if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
         raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
