@@ -487,16 +487,6 @@ def cmd_ground_truth(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- U-Net
-def _thin_pair(phases, share: float) -> tuple[int, ...]:
-    """(reactant, product) of the phase table for ``--thin-examples``, or () when it is off."""
-    if not share:
-        return ()
-    reactant, product = phases.by_role("reactant"), phases.by_role("product")
-    if len(reactant) != 1 or len(product) != 1:
-        raise ReactomoError("--thin-examples needs a phase table with one reactant and one product.")
-    return (reactant[0].code, product[0].code)
-
-
 def _temporal_default() -> bool:
     from core.segmentation.temporal import DEFAULT
 
@@ -551,7 +541,7 @@ def cmd_train(args) -> int:
                      augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
                      optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)),
-                     thin_p=args.thin_examples, thin_pair=_thin_pair(phases, args.thin_examples))
+                     thin_p=args.thin_examples)
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -584,7 +574,8 @@ def cmd_train(args) -> int:
     choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=device, where=where)
     print(f"cleaning for this model: {choice.method}", flush=True)
     save_bundle(out, model, config=uc, phases=phases, normalisation=norm, cleaning=choice.to_dict(phases),
-                training={"config": tc.to_dict(), "device": result.device, "history": result.history},
+                training={"config": tc.to_dict(), "device": result.device, "history": result.history,
+                          **({"thin_examples": result.thin} if result.thin else {})},
                 provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
                 metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                          "epochs": len(result.history), "stopped_early": result.stopped_early, "seconds": result.seconds},

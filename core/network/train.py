@@ -112,7 +112,7 @@ class TrainConfig:
         on the training slices, so that the network sees thin objects whose labels are right by construction
         (scribbles, and the forest taught by them, never show one). 0 = off.
     thin_pair : tuple of two int
-        The two phase codes (reactant, product) for ``thin_p``.
+        The two phase codes for ``thin_p``; empty (the default): the phase table's reactant and product.
     optimizer : {"adam", "adamw", "sgd"}
     lr, weight_decay : float
     min_delta : float
@@ -184,9 +184,10 @@ class TrainConfig:
         whole("seed", 0, 2**31 - 1)
         whole("edge_px", 0, 8)
         real("thin_p", 0.0, 1.0)
-        if self.thin_p and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2
-                            or not all(1 <= c <= 255 for c in self.thin_pair)):
-            raise ReactomoError(f"thin_p needs thin_pair, two different phase codes; got {list(self.thin_pair)}.")
+        if self.thin_pair and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2
+                               or not all(1 <= c <= 255 for c in self.thin_pair)):
+            raise ReactomoError(f"thin_pair must be two different phase codes (reactant, product) or empty; got "
+                                f"{list(self.thin_pair)}.")
         for c in self.edge_codes:
             if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= 255:
                 raise ReactomoError(f"edge_codes must be phase codes from 1 to 255; got {c!r}.")
@@ -233,6 +234,9 @@ class TrainResult:
     seconds : float
         Wall time of this call.
     device : str
+    thin : dict or None
+        With ``TrainConfig.thin_p``: what the painted laths were made of (phase codes, contrast in normalised grey,
+        edge blur σ in pixels, share of patches), as measured on the training slices; None when off or unmeasurable.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -242,6 +246,7 @@ class TrainResult:
     cancelled: bool
     seconds: float
     device: str
+    thin: dict[str, Any] | None = None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -413,30 +418,26 @@ class ThinExamples:
 _S4 = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
-def _lath(shape: tuple[int, int], cy: float, cx: float, theta: float, length: float, width: float,
-          ss: int = 4) -> np.ndarray:
-    """Area fraction (0-1) of each pixel covered by a rectangle of ``length`` × ``width`` pixels centred at
-    (cy, cx), its long side at angle ``theta``: the exact shape, sampled ``ss`` × ``ss`` times per pixel."""
-    g = (np.arange(shape[0] * ss) + 0.5) / ss - 0.5
-    h = (np.arange(shape[1] * ss) + 0.5) / ss - 0.5
-    yy, xx = np.meshgrid(g, h, indexing="ij")
+def _lath(shape: tuple[int, int], cy: float, cx: float, theta: float, length: float, width: float) -> np.ndarray:
+    """The pixels whose centre lies in a rectangle of ``length`` × ``width`` pixels centred at (cy, cx), its long
+    side at angle ``theta``: a lath on the pixel grid, as labels are."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
     u = (xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)
     v = -(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)
-    inside = (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
-    return inside.reshape(shape[0], ss, shape[1], ss).mean(axis=(1, 3)).astype(np.float32)
+    return (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
 
 
 def paint_thin(x: np.ndarray, y: np.ndarray, thin: ThinExamples, *, rng: np.random.Generator, margin: int = 2,
-               n_max: int = 3, widths: tuple[float, float] = (0.8, 3.0),
+               n_max: int = 3, widths: tuple[float, float] = (1.0, 3.0),
                lengths: tuple[float, float] = (6.0, 30.0)) -> tuple[np.ndarray, np.ndarray]:
     """Paint 1 to ``n_max`` thin laths of one phase of the pair into the interior of the other (new arrays).
 
     Why: scribbles stay inside phases, so the forest's labels of thin objects (young laths of the product, the last
     remnants of the reactant) are wrong at exactly the scale where the reaction starts and ends, and a network taught
-    by them learns that. A lath painted here has a label that is right by construction: its image is the patch's
-    own (real noise, real texture) plus the two phases' contrast times the lath's area fraction, blurred as the
-    scan's edges are; its pixels more than half covered get its phase. Only where the host phase is labelled ``margin``
-    pixels around the lath, so no painted lath touches another phase's edge.
+    by them learns that. A lath painted here has a label that is right by construction: it is a set of pixels (as a
+    label is), its image is the patch's own (real noise, real texture) plus the two phases' contrast on those pixels,
+    blurred as the scan's edges are, and exactly those pixels get its phase. Only where the host phase is labelled
+    ``margin`` pixels around the lath, so no painted lath touches another phase's edge.
 
     Parameters
     ----------
@@ -452,21 +453,26 @@ def paint_thin(x: np.ndarray, y: np.ndarray, thin: ThinExamples, *, rng: np.rand
     if not inside.any():
         return x, y
     where = np.argwhere(inside)
-    paint = np.zeros(y.shape, np.float32)
+    paint = np.zeros(y.shape, bool)
     for _ in range(int(rng.integers(1, n_max + 1))):
         cy, cx = where[rng.integers(len(where))]
-        frac = _lath(y.shape, float(cy), float(cx), float(rng.uniform(0.0, math.pi)), float(rng.uniform(*lengths)),
+        lath = _lath(y.shape, float(cy), float(cx), float(rng.uniform(0.0, math.pi)), float(rng.uniform(*lengths)),
                      float(rng.uniform(*widths)))
-        cover = frac > 0
-        if not inside[cover].all() or (paint[ndi.binary_dilation(cover, structure=_S4, iterations=margin)] > 0).any():
+        if not lath.any() or not inside[lath].all() or paint[ndi.binary_dilation(lath, structure=_S4, iterations=margin)].any():
             continue
-        paint += frac
+        paint |= lath
     if not paint.any():
         return x, y
-    delta = ndi.gaussian_filter(paint, thin.sigma, mode="mirror") * np.float32(step)
+    delta = ndi.gaussian_filter(paint.astype(np.float32), thin.sigma, mode="mirror") * np.float32(step)
     y = y.copy()
-    y[paint >= 0.5] = new
+    y[paint] = new
     return (x + delta[None]).astype(x.dtype, copy=False), y
+
+
+def _reaction_pair(phases: PhaseTable) -> tuple[int, ...]:
+    """(reactant, product) codes of the phase table, or () when it does not name exactly one of each."""
+    reactant, product = phases.by_role("reactant"), phases.by_role("product")
+    return (reactant[0].code, product[0].code) if len(reactant) == 1 and len(product) == 1 else ()
 
 
 def thin_examples(images: np.ndarray, labels: np.ndarray, pair: tuple[int, int], codes: tuple[int, ...], p: float, *,
@@ -809,8 +815,9 @@ def train_unet(
     yi_va = _class_index(y_va, phases.codes)
     weight = _weights(yi_tr, k, config.class_weights)
     thin = None
-    if config.augment and config.thin_p and all(c in phases.codes for c in config.thin_pair):
-        thin = thin_examples(tr_img, tr_lab, config.thin_pair, tuple(phases.codes), config.thin_p)
+    pair = tuple(config.thin_pair) or _reaction_pair(phases)
+    if config.augment and config.thin_p and pair and all(c in phases.codes for c in pair):
+        thin = thin_examples(tr_img, tr_lab, pair, tuple(phases.codes), config.thin_p)
         log.info("thin structures painted into %.0f %% of the augmented patches: %s", 100 * config.thin_p, thin)
     weight_dev = weight.to(dev) if weight is not None else None
     log.info("training on %d patches, validating on %d (%s split) on %s", len(x_tr), len(x_va), split["by"], dev)
@@ -922,8 +929,13 @@ def train_unet(
     finally:
         torch.use_deterministic_algorithms(det_before)
     model.load_state_dict(best_state)
+    thin_info = None
+    if thin is not None:
+        thin_info = {"codes": [int(c) for c in pair], "contrast": round(thin.contrast, 6),
+                     "edge_sigma_px": round(thin.sigma, 3), "share": thin.p}
     return TrainResult(state_dict=best_state, history=history, best_epoch=best_epoch, stopped_early=stopped_early,
-                       cancelled=cancelled, seconds=time.perf_counter() - t_start, device=device_summary(dev))
+                       cancelled=cancelled, seconds=time.perf_counter() - t_start, device=device_summary(dev),
+                       thin=thin_info)
 
 
 @torch.no_grad()

@@ -267,7 +267,8 @@ def run_workflow(
                                       rim_px=config.rim_px)
     say(f"   cleaning: {cleaning_why}")
     model_dir = save_bundle(out / "model", model, config=uc, phases=phases, normalisation=norm,
-                            training={"config": tc.to_dict(), "device": result.device, "history": result.history},
+                            training={"config": tc.to_dict(), "device": result.device, "history": result.history,
+                          **({"thin_examples": result.thin} if result.thin else {})},
                             provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
                                         "scribbles": fingerprint(config.scribbles), "slices": zs, "step": config.label_step,
                                         "labelled_steps": [{"step": f["step"], "slices": f["slices"]} for f in forests]},

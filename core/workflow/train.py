@@ -99,7 +99,8 @@ def train_project_model(
     metrics = {"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": result.cancelled,
                "seconds": result.seconds}
-    training = {"config": train_config.to_dict(), "device": result.device, "history": result.history}
+    training = {"config": train_config.to_dict(), "device": result.device, "history": result.history,
+                **({"thin_examples": result.thin} if result.thin else {})}
     provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
                   "slices": list(stored.slices), "ground_truth": stored.meta.get("kind", "random forest"),
                   "scan": _fingerprint(str(project.scan_path(stored.step))), "scan_shape": list(scan.shape)}
