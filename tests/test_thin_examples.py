@@ -117,3 +117,7 @@ def test_a_real_training_paints_and_records_what_it_painted():
     off = train_unet(build_unet(UNetConfig(n_classes=len(CODES), width=4, depth=2)), img, lab,
                      config=TrainConfig(patch_size=32, batch_size=8, max_epochs=1, patience=0), phases=DEFAULT_PHASES)
     assert off.thin is None
+    unaugmented = train_unet(build_unet(UNetConfig(n_classes=len(CODES), width=4, depth=2)), img, lab,
+                             config=TrainConfig(patch_size=32, batch_size=8, max_epochs=1, patience=0, thin_p=1.0,
+                                                augment_factor=1), phases=DEFAULT_PHASES)
+    assert unaugmented.thin is None  # no augmented copy, nothing painted, nothing claimed

@@ -75,12 +75,19 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
     assert not at.exception, at.exception
     assert any("Device:" in m.value and ("CPU" in m.value or "CUDA" in m.value) for m in at.markdown)
     assert at.text_input(key="tr_name").value == "demo-unet-1"
-    _start(_tiny(at, "tiny"))
+    _tiny(at, "tiny")
+    at.slider(key="tr_thin").set_value(50)
+    at.slider(key="tr_factor").set_value(2)  # painted into the augmented copies
+    _start(at)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     job = _wait(gt_project)
     assert job.status == "done", job.error
     assert job.params["unet"]["width"] == 4 and job.params["train"]["max_epochs"] == 2
+    assert job.params["train"]["thin_p"] == 0.5  # thin laths painted, and what they were made of is in the card
+    from core.network.bundle import read_card as _card
+
+    assert _card(models / "tiny")["training"]["thin_examples"]["share"] == 0.5
     assert (job.params["models_root"]) == str(models)
 
     at.run()

@@ -816,7 +816,7 @@ def train_unet(
     weight = _weights(yi_tr, k, config.class_weights)
     thin = None
     pair = tuple(config.thin_pair) or _reaction_pair(phases)
-    if config.augment and config.thin_p and pair and all(c in phases.codes for c in pair):
+    if config.augment and config.augment_factor > 1 and config.thin_p and pair and all(c in phases.codes for c in pair):
         thin = thin_examples(tr_img, tr_lab, pair, tuple(phases.codes), config.thin_p)
         log.info("thin structures painted into %.0f %% of the augmented patches: %s", 100 * config.thin_p, thin)
     weight_dev = weight.to(dev) if weight is not None else None
