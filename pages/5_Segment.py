@@ -440,20 +440,21 @@ with ui.user_errors():
                             width="stretch", key="qc_cleaning")
             table = pd.DataFrame([{
                 "Phase": p.name,
-                "Before (voxels)": int(cleaning["before"].get(str(p.code), 0)),
-                "After (voxels)": int(cleaning["after"].get(str(p.code), 0)),
+                "Before": int(cleaning["before"].get(str(p.code), 0)),
+                "After": int(cleaning["after"].get(str(p.code), 0)),
             } for p in phases])
             table["Change (%)"] = [(a - b_) / b_ * 100.0 if b_ else math.nan
-                                   for b_, a in zip(table["Before (voxels)"], table["After (voxels)"])]
+                                   for b_, a in zip(table["Before"], table["After"])]
             relabelled = together.get("applied") or step in (together.get("together_steps") or [])
             final = {str(k): int(v) for k, v in (s.get("counts") or {}).items()}
             if relabelled and final:  # the histories came after the cleaning: its counts are not the step's last word
-                table["Final, steps labelled together (voxels)"] = [final.get(str(p.code), 0) for p in phases]
+                table["Final"] = [final.get(str(p.code), 0) for p in phases]
             st.dataframe(table, hide_index=True, width="stretch", key="qc_cleaning_table",
                          column_config={"Change (%)": st.column_config.NumberColumn(format="%+.1f")})
-            st.caption(f"Cleaning relabelled {int(cleaning.get('changed', 0)):,} voxels of this step."
-                       + (" The steps were then labelled together along each voxel's history; the last column is "
-                          "what the step holds now (the volume chart above)." if relabelled and final else ""))
+            st.caption(f"Voxels of each phase before and after the cleaning, which relabelled "
+                       f"{int(cleaning.get('changed', 0)):,} voxels of this step."
+                       + (" The steps were then labelled together along each voxel's history; \"Final\" is what the "
+                          "step holds now (the volume chart above)." if relabelled and final else ""))
         else:
             st.caption("This segmentation was not cleaned, so there is no before/after comparison.")
     for w in s.get("warnings") or []:  # notes from segmenting this step (e.g. slices smaller than a tile)

@@ -108,7 +108,7 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
     assert fractions["data"][0]["x"] == [5.0, 10.0]  # steps 1 and 2 at 300 s and 600 s
     assert any(t["type"] == "image" for c in charts for t in c["data"])  # the slice with its labels
     assert any(c["layout"]["barmode"] == "group" for c in charts if "barmode" in c["layout"])  # cleaning before/after
-    cleaning = _table(at, "Before (voxels)")
+    cleaning = _table(at, "Before")
     assert list(cleaning["Phase"]) == list(demo_project.phases().names)
     assert at.select_slider(key="qc_step").value == 1
     at.select_slider(key="qc_step").set_value(2)
@@ -431,10 +431,10 @@ def test_steps_labelled_together_from_the_page_and_said_under_the_results(demo_p
     # the cleaning's own before/after, and beside them what the step holds after the histories (its record's counts)
     step = int(at.select_slider(key="qc_step").value)
     assert (record["steps"][step].get("cleaning") or {}).get("before")  # the page cleans by default
-    table = next(d.value for d in at.dataframe if "Before (voxels)" in d.value.columns)
+    table = _table(at, "Before")
     final = record["steps"][step]["counts"]
-    assert list(table["Final, steps labelled together (voxels)"]) == [int(final.get(str(c), 0)) for c in (1, 2, 3, 4)]
-    assert any("the last column is what the step holds now" in c.value for c in at.caption)
+    assert list(table["Final"]) == [int(final.get(str(c), 0)) for c in (1, 2, 3, 4)]
+    assert any("\"Final\" is what the step holds now" in c.value for c in at.caption)
     # two steps only: no history to follow, and the page says why
     at.multiselect(key="seg_steps").set_value([1, 2])
     at.text_input(key="seg_name").set_value("two-steps")
