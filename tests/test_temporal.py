@@ -289,6 +289,49 @@ def test_a_full_disk_during_the_pass_keeps_the_per_step_labels_and_says_so(scans
     assert not (tmp_path / "seg" / TEMPORAL_DIR).exists()
 
 
+@pytest.mark.parametrize("fails_at", [2, 5])  # a step's probabilities (2nd of 4), the pass's staged labels (5th)
+def test_a_disk_without_room_for_the_memory_maps_is_an_error_not_a_crash(scans, tmp_path, monkeypatch, fails_at):
+    import errno
+    import os
+
+    import core.segmentation.series as series
+
+    real, calls = os.posix_fallocate, []
+
+    def full(fd, offset, length):  # the blocks of a memory map cannot be reserved: the disk is full
+        calls.append(length)
+        if len(calls) == fails_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(series.os, "posix_fallocate", full)
+    alone = segment_series(MODEL, scans, tmp_path / "alone", inference=FAST, postprocess=None, partial_volume=[])
+    calls.clear()
+    if fails_at == 2:  # every step is segmented all the same, the series one by one, and the record says why
+        r = segment_series(MODEL, scans, tmp_path / "seg", inference=FAST, postprocess=None, partial_volume=[],
+                           temporal=True)
+        assert all(o.status == "done" for o in r.steps)
+        assert r.record["temporal"]["applied"] is False and "no room for the class probabilities of step 1" in \
+            r.record["temporal"]["reason"]
+    else:
+        with pytest.raises(ReactomoError, match="could not be labelled together .*No space left on device.*kept"):
+            segment_series(MODEL, scans, tmp_path / "seg", inference=FAST, postprocess=None, partial_volume=[],
+                           temporal=True)
+    for a, o in zip(alone.steps, read_series_record(tmp_path / "seg")["steps"]):
+        assert np.array_equal(read_labels(a.out_path), read_labels(o["out_path"]))  # the per-step labels
+    assert not (tmp_path / "seg" / TEMPORAL_DIR).exists()
+
+
+def test_memory_maps_have_their_blocks_on_disk(tmp_path):
+    import os
+
+    from core.segmentation.series import _disk_backed
+
+    store = _disk_backed(tmp_path / "p.npy", (4, 5, 64, 64))
+    st = os.stat(tmp_path / "p.npy")
+    assert store.shape == (4, 5, 64, 64) and st.st_blocks * 512 >= st.st_size  # reserved, not a sparse file
+
+
 def test_steps_are_labelled_together_by_default_in_segment_run_and_a_project():
     import inspect
 

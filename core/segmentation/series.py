@@ -164,7 +164,7 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
             return labels
 
     region, z_range = settings.get("region"), settings.get("z_range")
-    keep = None
+    keep, store = None, None
     if settings.get("keep_probabilities"):  # the class probabilities kept for labelling the steps together afterwards
         from core.imaging.io import open_volume
 
@@ -172,12 +172,17 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
             nz, ny, nx = (int(v) for v in vol.shape)
         zz = tuple(z_range) if z_range else (0, nz)
         yx = tuple(region) if region else (0, ny, 0, nx)
-    if keep is None and settings.get("keep_probabilities") and 0 <= zz[0] < zz[1] <= nz and 0 <= yx[0] < yx[1] <= ny \
+    if settings.get("keep_probabilities") and 0 <= zz[0] < zz[1] <= nz and 0 <= yx[0] < yx[1] <= ny \
             and 0 <= yx[2] < yx[3] <= nx:  # a bad crop is refused by segment_volume with its own sentence
         path = probabilities_path(out_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
-                                          shape=(zz[1] - zz[0], len(codes) + 1, yx[1] - yx[0], yx[3] - yx[2]))
+        try:
+            store = _disk_backed(path, (zz[1] - zz[0], len(codes) + 1, yx[1] - yx[0], yx[3] - yx[2]))
+        except OSError as exc:  # the step is segmented all the same; the series is then labelled one by one
+            log.info("no room for the class probabilities of %s: %s", out_path, exc)
+            store = None
+
+    if store is not None:
 
         def keep(z0: int, z1: int, probs: np.ndarray) -> None:
             # the probabilities (255 = 1) and, last, the class the network gave (ties and rounding aside)
@@ -208,6 +213,27 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
     return {"counts": counts, "seconds": res.seconds, "mvoxel_per_s": res.mvoxel_per_s, "warnings": list(res.warnings),
             "cleaning": _jsonable(report), "normalisation": _jsonable(res.normalisation), "device": str(res.device),
             "partial_volume": _jsonable(redrawn)}
+
+
+def _disk_backed(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 .npy memory map whose blocks are reserved on disk now.
+
+    A memory map on a sparse file that meets a full disk kills the process (SIGBUS) when a page is written back; with
+    the blocks reserved first, a full disk is an OSError here, which the caller turns into a sentence."""
+    import errno
+
+    store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        try:
+            with open(path, "r+b") as fh:
+                os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                del store
+                Path(path).unlink(missing_ok=True)
+                raise
+            # a file system that cannot reserve blocks (EOPNOTSUPP, EINVAL): written as before
+    return store
 
 
 def probabilities_path(out_path: str | os.PathLike) -> Path:
@@ -304,8 +330,7 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     depth = int(max(1, min(8, _PASS_BYTES // max(1, per_voxel * nx * ny)))) if rows == ny else 1
     staging = probabilities_path(outcomes[0].out_path).parent / STAGING_DIR
     staging.mkdir(parents=True, exist_ok=True)
-    new = [np.lib.format.open_memmap(staging / f"step_{i}.npy", mode="w+", dtype=np.uint8, shape=(nz, ny, nx))
-           for i in range(t_n)]
+    new = [_disk_backed(staging / f"step_{i}.npy", (nz, ny, nx)) for i in range(t_n)]
     changed = [0] * t_n
     counts = np.zeros((t_n, 256), dtype=np.int64)
     vols = [open_volume(o.out_path) for o in outcomes]
@@ -707,8 +732,13 @@ def segment_series(
         if keep_probabilities and not cancelled:
             import shutil
 
+            lost = [i for i in range(n) if not probabilities_path(outcomes[i].out_path).is_file()]
             if any(outcomes[i].status != "done" for i in range(n)):
                 together = {"applied": False, "reason": "a step failed, so the steps were labelled one by one"}
+            elif lost:
+                together = {"applied": False, "reason": f"the disk had no room for the class probabilities of step "
+                                                        f"{lost[0]}, so the steps were labelled one by one; free some "
+                                                        f"space and segment again to label them together"}
             else:
                 codes = [int(c) for c in card["class_codes"]]
                 try:
