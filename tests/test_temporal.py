@@ -237,6 +237,45 @@ def test_a_step_segmented_again_alone_after_the_series_was_labelled_together_lea
     assert "steps 0, 3 keep" in describe(rec) and "steps 1, 2 were segmented again on their own" in describe(rec)
 
 
+def test_the_mixed_record_follows_the_scans_when_a_late_scan_renumbers_the_steps(scans, tmp_path):
+    from core.segmentation.temporal import describe
+
+    out = tmp_path / "seg"
+    first = segment_series(MODEL, scans[1:], out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    assert first.record["temporal"]["applied"] is True
+    Path(first.steps[2].out_path).unlink()
+    segment_series(MODEL, scans[1:], out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    rec = read_series_record(out)["temporal"]
+    assert rec["together_steps"] == [0, 1] and rec["alone_steps"] == [2]
+    # a scan that sorts first arrives: every step number moves by one, the record's too
+    segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    rec = read_series_record(out)["temporal"]
+    assert rec["together_scans"] == [str(p) for p in scans[1:3]]
+    assert rec["together_steps"] == [1, 2] and rec["alone_steps"] == [0, 3] and rec["missing_steps"] == []
+    # nothing left to do on a part of the series: the record is carried over in that part's numbers
+    segment_series(MODEL, scans[2:], out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    rec = read_series_record(out)["temporal"]
+    assert rec["together_steps"] == [0] and rec["alone_steps"] == [1]
+    assert describe(rec).startswith("Steps labelled partly together: step 0 keeps")
+
+
+def test_a_stopped_redo_after_labelling_together_says_which_step_is_not_segmented(scans, tmp_path):
+    from core.errors import JobCancelled
+    from core.segmentation.temporal import describe
+
+    out = tmp_path / "seg"
+    first = segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True)
+    Path(first.steps[3].out_path).unlink()
+    with pytest.raises(JobCancelled):
+        segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=True,
+                       should_stop=lambda: True)
+    rec = read_series_record(out)["temporal"]
+    assert rec["together_steps"] == [0, 1, 2] and rec["alone_steps"] == [] and rec["missing_steps"] == [3]
+    text = describe(rec)
+    assert "steps 0, 1, 2 keep the labels" in text and "step 3 is not segmented" in text
+    assert "again on its own" not in text  # nothing was segmented alone
+
+
 def test_a_phase_table_without_a_reactant_leaves_the_steps_one_by_one_and_says_why(scans, tmp_path):
     import dataclasses
 

@@ -99,6 +99,8 @@ def test_the_setting_is_validated_and_round_trips():
     with pytest.raises(ReactomoError, match="thin_pair must be two different phase codes"):
         TrainConfig(thin_p=0.5, thin_pair=(2, 2))
     assert TrainConfig(thin_p=0.5).thin_pair == ()  # the phase table's reactant and product
+    with pytest.raises(ReactomoError, match="thin_pair must be two different phase codes"):
+        TrainConfig(thin_p=0.5, thin_pair=("a", 2))
     with pytest.raises(ReactomoError, match="thin_p must be a number from 0.0 to 1.0"):
         TrainConfig(thin_p=1.5, thin_pair=(1, 2))
     cfg = TrainConfig(thin_p=0.5, thin_pair=(1, 2))
@@ -112,12 +114,46 @@ def test_a_real_training_paints_and_records_what_it_painted():
     cfg = TrainConfig(patch_size=32, batch_size=8, max_epochs=1, augment=True, augment_factor=2, patience=0,
                       thin_p=1.0)  # the pair from the phase table's roles: gypsum, bassanite
     r = train_unet(net, img, lab, config=cfg, phases=DEFAULT_PHASES)
-    assert r.thin is not None and r.thin["codes"] == [1, 2] and r.thin["share"] == 1.0
+    assert r.thin is not None and r.thin["codes"] == [1, 2] and r.thin["share"] == 1.0 and r.thin["painted"] is True
     assert r.thin["contrast"] == pytest.approx(0.1, abs=0.01) and 0.5 <= r.thin["edge_sigma_px"] <= 1.1
     off = train_unet(build_unet(UNetConfig(n_classes=len(CODES), width=4, depth=2)), img, lab,
                      config=TrainConfig(patch_size=32, batch_size=8, max_epochs=1, patience=0), phases=DEFAULT_PHASES)
     assert off.thin is None
-    unaugmented = train_unet(build_unet(UNetConfig(n_classes=len(CODES), width=4, depth=2)), img, lab,
-                             config=TrainConfig(patch_size=32, batch_size=8, max_epochs=1, patience=0, thin_p=1.0,
-                                                augment_factor=1), phases=DEFAULT_PHASES)
-    assert unaugmented.thin is None  # no augmented copy, nothing painted, nothing claimed
+    # a label step without one of the two phases: nothing painted, and the card says why
+    no_bassanite = np.where(lab == 2, 1, lab).astype(np.uint8)
+    r = train_unet(build_unet(UNetConfig(n_classes=len(CODES), width=4, depth=2)), img, no_bassanite, config=cfg,
+                   phases=DEFAULT_PHASES)
+    assert r.thin["painted"] is False and "too few interior pixels" in r.thin["reason"]
+
+
+def test_the_edge_blur_is_measured_across_the_real_edges_even_when_edges_are_not_trained_on():
+    img, lab = _scan(1.0, noise=0.01)
+    torch.manual_seed(0)
+    cfg = TrainConfig(patch_size=32, batch_size=8, max_epochs=1, augment=True, augment_factor=2, patience=0,
+                      thin_p=1.0, edge_px=2)
+    r = train_unet(build_unet(UNetConfig(n_classes=len(CODES), width=4, depth=2)), img, lab, config=cfg,
+                   phases=DEFAULT_PHASES)
+    assert r.thin["painted"] is True and r.thin["edge_sigma_px"] == pytest.approx(1.0, abs=0.15)
+
+
+def test_grey_values_that_do_not_differ_paint_nothing():
+    img, lab = _scan(0.8, contrast=0.0)
+    assert thin_examples(img, lab, (1, 2), CODES, 0.5) is None
+
+
+def test_thin_laths_without_augmented_copies_are_refused_in_a_sentence(tmp_path, capsys):
+    with pytest.raises(ReactomoError, match="painted into the augmented copies"):
+        TrainConfig(thin_p=0.5, augment_factor=1)
+    with pytest.raises(ReactomoError, match="painted into the augmented copies"):
+        TrainConfig(thin_p=0.5, augment=False)
+    from core.cli import main
+
+    img, lab = _scan(0.8)
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "scan.tif", (img * 1000).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "gt.tif", lab)
+    code = main(["train", "--scan", str(tmp_path / "scan.tif"), "--ground-truth", str(tmp_path / "gt.tif"),
+                 "--out", str(tmp_path / "models" / "m"), "--no-augment", "--thin-examples", "0.5"])
+    assert code == 2 and "painted into the augmented copies" in capsys.readouterr().err
+    assert not (tmp_path / "models" / "m").exists()  # nothing made

@@ -63,6 +63,16 @@ def _wait(project, timeout: float = 60.0):
     pytest.fail("the training job did not finish in time")
 
 
+def test_thin_laths_without_augmented_copies_are_refused_in_the_page(gt_project, models):
+    at = _page().run()
+    _tiny(at, "no-copies")  # factor 1: no augmented copy to paint into
+    at.slider(key="tr_thin").set_value(50)
+    _start(at)
+    assert not at.exception, at.exception
+    assert any("painted into the augmented copies" in e.value for e in at.error), [e.value for e in at.error]
+    assert not list_jobs(gt_project.root, kind="train")  # nothing started
+
+
 def test_without_accepted_ground_truth_points_to_the_ground_truth_page(demo_project, models):
     at = _page().run()
     assert not at.exception

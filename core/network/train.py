@@ -151,7 +151,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "transforms", tuple(self.transforms))
         object.__setattr__(self, "edge_codes", tuple(self.edge_codes))
-        object.__setattr__(self, "thin_pair", tuple(int(c) for c in self.thin_pair))
+        object.__setattr__(self, "thin_pair", tuple(self.thin_pair))
         self.validate()
 
     def validate(self) -> None:
@@ -184,10 +184,13 @@ class TrainConfig:
         whole("seed", 0, 2**31 - 1)
         whole("edge_px", 0, 8)
         real("thin_p", 0.0, 1.0)
-        if self.thin_pair and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2
-                               or not all(1 <= c <= 255 for c in self.thin_pair)):
+        if self.thin_pair and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2 or not all(
+                isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 1 <= c <= 255 for c in self.thin_pair)):
             raise ReactomoError(f"thin_pair must be two different phase codes (reactant, product) or empty; got "
                                 f"{list(self.thin_pair)}.")
+        if self.thin_p and (not self.augment or self.augment_factor < 2):
+            raise ReactomoError("Thin laths are painted into the augmented copies of the patches; switch augmentation "
+                                "on with a factor of 2 or more, or paint no thin laths.")
         for c in self.edge_codes:
             if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 1 <= c <= 255:
                 raise ReactomoError(f"edge_codes must be phase codes from 1 to 255; got {c!r}.")
@@ -235,8 +238,9 @@ class TrainResult:
         Wall time of this call.
     device : str
     thin : dict or None
-        With ``TrainConfig.thin_p``: what the painted laths were made of (phase codes, contrast in normalised grey,
-        edge blur σ in pixels, share of patches), as measured on the training slices; None when off or unmeasurable.
+        With ``TrainConfig.thin_p``: ``share``, ``codes``, ``painted`` and what the laths were made of (``contrast``
+        in normalised grey, ``edge_sigma_px``) as measured on the training slices, or the ``reason`` none were
+        painted; None when off.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -427,7 +431,7 @@ def _lath(shape: tuple[int, int], cy: float, cx: float, theta: float, length: fl
     return (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
 
 
-def paint_thin(x: np.ndarray, y: np.ndarray, thin: ThinExamples, *, rng: np.random.Generator, margin: int = 2,
+def paint_thin(x: np.ndarray, y: np.ndarray, thin: ThinExamples, *, rng: np.random.Generator, margin: int | None = None,
                n_max: int = 3, widths: tuple[float, float] = (1.0, 3.0),
                lengths: tuple[float, float] = (6.0, 30.0)) -> tuple[np.ndarray, np.ndarray]:
     """Paint 1 to ``n_max`` thin laths of one phase of the pair into the interior of the other (new arrays).
@@ -437,7 +441,8 @@ def paint_thin(x: np.ndarray, y: np.ndarray, thin: ThinExamples, *, rng: np.rand
     by them learns that. A lath painted here has a label that is right by construction: it is a set of pixels (as a
     label is), its image is the patch's own (real noise, real texture) plus the two phases' contrast on those pixels,
     blurred as the scan's edges are, and exactly those pixels get its phase. Only where the host phase is labelled
-    ``margin`` pixels around the lath, so no painted lath touches another phase's edge.
+    ``margin`` pixels around the lath (default: 2, or 2 σ of the blur where that is more), so no painted lath's grey
+    reaches another phase or an unlabelled pixel.
 
     Parameters
     ----------
@@ -449,6 +454,8 @@ def paint_thin(x: np.ndarray, y: np.ndarray, thin: ThinExamples, *, rng: np.rand
     rng : numpy.random.Generator
     """
     host, new, step = (thin.a, thin.b, thin.contrast) if rng.random() < 0.5 else (thin.b, thin.a, -thin.contrast)
+    if margin is None:
+        margin = max(2, math.ceil(2.0 * thin.sigma))
     inside = ndi.binary_erosion(y == host, structure=_S4, iterations=margin + 1)
     if not inside.any():
         return x, y
@@ -480,7 +487,8 @@ def thin_examples(images: np.ndarray, labels: np.ndarray, pair: tuple[int, int],
     """Measure what :func:`paint_thin` needs on the training slices, or None where a phase has too few interior
     pixels to know its grey value.
 
-    The contrast is the median grey of ``pair[1]``'s interiors minus ``pair[0]``'s (eroded by ``inner`` pixels).
+    The contrast is the median grey of ``pair[1]``'s interiors minus ``pair[0]``'s (eroded by ``inner`` pixels);
+    None when it is within three standard errors of zero (the phases cannot be told apart by grey value).
     The blur is the width of the scan's edges: around every boundary between the two phases of the slices whose
     contrast is largest (of those with interiors), the grey value against the signed distance to the boundary is
     fitted by an error function; its σ (clipped to 0.3-2 pixels) is the edge blur the painted laths get.
@@ -489,14 +497,20 @@ def thin_examples(images: np.ndarray, labels: np.ndarray, pair: tuple[int, int],
     from scipy.special import ndtr
 
     centre = images[:, images.shape[1] // 2] if images.ndim == 4 else images
-    level = {}
+    level: dict[int, float] = {}
+    spread: dict[int, float] = {}
     for code in codes:
         inside = np.stack([ndi.binary_erosion(lab == code, structure=_S4, iterations=inner) for lab in labels])
         if inside.sum() >= min_pixels:
-            level[code] = float(np.median(centre[inside]))
+            grey = centre[inside]
+            level[code] = float(np.median(grey))
+            # standard error of that median (1.25 σ / √n, σ from the median absolute deviation)
+            spread[code] = float(1.25 * 1.4826 * np.median(np.abs(grey - level[code])) / math.sqrt(grey.size))
     if pair[0] not in level or pair[1] not in level:
         return None
     contrast = level[pair[1]] - level[pair[0]]
+    if abs(contrast) <= 3.0 * spread.get(pair[0], 0.0) + 3.0 * spread.get(pair[1], 0.0):
+        return None  # the two phases' grey values do not differ: a painted lath would be invisible, its label noise
     # the edge blur, from the pair of touching phases with the largest contrast (the noise matters least there)
     sigma = 1.0
     pairs = sorted(((c1, c2) for c1 in level for c2 in level if c1 < c2), key=lambda q: -abs(level[q[0]] - level[q[1]]))
@@ -792,6 +806,7 @@ def train_unet(
         raise ReactomoError(f"The labels hold codes {bad} that are not in the phase table (codes {list(phases.codes)}).")
     if not labels.any():
         raise ReactomoError("The labels mark no pixel (every value is 0); label some slices first.")
+    whole_labels = labels  # the contrast and edge blur of thin laths are measured across the real edges
     if config.edge_px:  # never empties the labels: what is all edge is kept (see without_edges)
         labels = without_edges(labels, config.edge_px, config.edge_codes or None)
     k = len(phases)
@@ -815,10 +830,22 @@ def train_unet(
     yi_va = _class_index(y_va, phases.codes)
     weight = _weights(yi_tr, k, config.class_weights)
     thin = None
-    pair = tuple(config.thin_pair) or _reaction_pair(phases)
-    if config.augment and config.augment_factor > 1 and config.thin_p and pair and all(c in phases.codes for c in pair):
-        thin = thin_examples(tr_img, tr_lab, pair, tuple(phases.codes), config.thin_p)
-        log.info("thin structures painted into %.0f %% of the augmented patches: %s", 100 * config.thin_p, thin)
+    pair = tuple(int(c) for c in config.thin_pair) or _reaction_pair(phases)
+    thin_info: dict[str, Any] | None = None
+    if config.thin_p:  # augmentation on with a factor >= 2 (TrainConfig.validate)
+        thin_info = {"share": float(config.thin_p), "codes": [int(c) for c in pair], "painted": False}
+        if not pair or not all(c in phases.codes for c in pair):
+            thin_info["reason"] = "the phase table names no single reactant and product to paint"
+        else:
+            tr_whole = whole_labels[split["train"]] if split["by"] == "slice" else \
+                whole_labels[..., split["train_columns"][0]:split["train_columns"][1]]
+            thin = thin_examples(tr_img, tr_whole, pair, tuple(phases.codes), config.thin_p)
+            if thin is None:
+                thin_info["reason"] = ("the labels have too few interior pixels of one of the two phases, or the two "
+                                       "do not differ in grey value")
+            else:
+                thin_info.update(painted=True, contrast=round(thin.contrast, 6), edge_sigma_px=round(thin.sigma, 3))
+        log.info("thin laths: %s", thin_info)
     weight_dev = weight.to(dev) if weight is not None else None
     log.info("training on %d patches, validating on %d (%s split) on %s", len(x_tr), len(x_va), split["by"], dev)
 
@@ -836,7 +863,11 @@ def train_unet(
         ckpt.mkdir(parents=True, exist_ok=True)
         if resume and (ckpt / "last.json").exists():
             prev = json.loads((ckpt / "last.json").read_text())
-            if prev.get("config") != config.to_dict() or prev.get("data") != fingerprint:
+            try:  # compared as settings: a checkpoint from before a new setting (with its default) still fits
+                same = TrainConfig.from_dict(prev.get("config") or {}) == config
+            except ReactomoError:
+                same = False
+            if not same or prev.get("data") != fingerprint:
                 raise ReactomoError(f"The checkpoint in {ckpt} is from other settings or data; start without resume or use another folder.")
             _load_checkpoint(ckpt, "best", model, None)
             best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
@@ -929,10 +960,6 @@ def train_unet(
     finally:
         torch.use_deterministic_algorithms(det_before)
     model.load_state_dict(best_state)
-    thin_info = None
-    if thin is not None:
-        thin_info = {"codes": [int(c) for c in pair], "contrast": round(thin.contrast, 6),
-                     "edge_sigma_px": round(thin.sigma, 3), "share": thin.p}
     return TrainResult(state_dict=best_state, history=history, best_epoch=best_epoch, stopped_early=stopped_early,
                        cancelled=cancelled, seconds=time.perf_counter() - t_start, device=device_summary(dev),
                        thin=thin_info)

@@ -662,20 +662,30 @@ def segment_series(
             earlier = dict(old.get("temporal") or {}) if old else {}
             together = _can_label_together(pending, n, phases, card, paths, out_dir, z_range, region)
             keep_probabilities = not together
-            kept = [i for i in range(n) if i not in pending and outcomes[i].resumed]
-            if together and (earlier.get("applied") or earlier.get("mixed")) and kept:
-                # some steps keep the labels the series got together, the others are labelled alone now: say so
-                before = set(earlier.get("together_steps") or []) if earlier.get("mixed") else set(range(n))
-                kept = [i for i in kept if i in before]
+            if together and (earlier.get("applied") or earlier.get("mixed")):
+                # some steps keep the labels the series got together, the others are labelled alone now: said by
+                # scan, not by step number (a scan that arrives late renumbers the steps after it)
+                old_scans = [str(d.get("scan")) for d in old.get("steps", [])]
+                if earlier.get("mixed"):
+                    before = set(earlier.get("together_scans") or
+                                 [old_scans[k] for k in earlier.get("together_steps") or [] if k < len(old_scans)])
+                else:
+                    before = set(old_scans)
+                kept = [outcomes[i].scan for i in range(n)
+                        if i not in pending and outcomes[i].resumed and outcomes[i].scan in before]
                 if kept:
-                    together = {"applied": False, "mixed": True, "together_steps": kept,
-                                "alone_steps": sorted(set(range(n)) - set(kept)),
+                    together = {"applied": False, "mixed": True, "together_scans": kept,
                                 "reason": "some steps were segmented again on their own after the series was labelled "
                                           "together; segment every step again to label them all together"}
         run_settings = {**settings, "keep_probabilities": keep_probabilities}  # not recorded: how, not what
 
         def save() -> None:
             with lock:
+                if together.get("mixed"):  # the step numbers of this series, from what each step holds now
+                    ts = set(together.get("together_scans") or [])
+                    together["together_steps"] = [i for i, o in enumerate(outcomes) if o.scan in ts]
+                    together["alone_steps"] = [i for i, o in enumerate(outcomes) if o.scan not in ts and o.status == "done"]
+                    together["missing_steps"] = [i for i, o in enumerate(outcomes) if o.scan not in ts and o.status != "done"]
                 record.clear()
                 record.update({"format": FORMAT, "format_version": 1, "model": model_info, "settings": settings,
                                "phases": phases.to_dict(), "voxel_size_um": voxel_size_um, "device": device,
@@ -734,11 +744,11 @@ def segment_series(
 
             lost = [i for i in range(n) if not probabilities_path(outcomes[i].out_path).is_file()]
             if any(outcomes[i].status != "done" for i in range(n)):
-                together = {"applied": False, "reason": "a step failed, so the steps were labelled one by one"}
+                together = {"applied": False, "reason": "a step failed"}
             elif lost:
                 together = {"applied": False, "reason": f"the disk had no room for the class probabilities of step "
-                                                        f"{lost[0]}, so the steps were labelled one by one; free some "
-                                                        f"space and segment again to label them together"}
+                                                        f"{lost[0]}; free some space and segment again to label them "
+                                                        f"together"}
             else:
                 codes = [int(c) for c in card["class_codes"]]
                 try:

@@ -60,14 +60,23 @@ def describe(together: dict[str, Any] | None) -> str:
     together = together or {}
     if together.get("applied"):
         allowed = together.get("allowed")
-        return (f"Steps labelled together: {sum(together.get('changed_voxels') or []):,} voxels relabelled along their "
-                f"most probable history" + (f" ({allowed})." if allowed else "."))
+        n = sum(together.get("changed_voxels") or [])
+        return (f"Steps labelled together: {n:,} voxel{'' if n == 1 else 's'} relabelled along their most probable "
+                f"history" + (f" ({allowed})." if allowed else "."))
     if together.get("mixed"):
-        kept, alone = together.get("together_steps") or [], together.get("alone_steps") or []
-        return (f"Steps labelled partly together: {_steps(kept)} {'keeps' if len(kept) == 1 else 'keep'} the labels "
-                f"of the series labelled together, {_steps(alone)} {'was' if len(alone) == 1 else 'were'} segmented "
-                f"again on {'its' if len(alone) == 1 else 'their'} own afterwards; segment every step again to label "
-                f"them all together.")
+        kept = together.get("together_steps") or []
+        alone = together.get("alone_steps") or []
+        missing = together.get("missing_steps") or []
+        if not kept:
+            return "Steps labelled one by one: none of the steps labelled together is in this series any more."
+        text = (f"Steps labelled partly together: {_steps(kept)} {'keeps' if len(kept) == 1 else 'keep'} the labels "
+                f"of the series labelled together")
+        if alone:
+            text += (f", {_steps(alone)} {'was' if len(alone) == 1 else 'were'} segmented again on "
+                     f"{'its' if len(alone) == 1 else 'their'} own afterwards")
+        if missing:
+            text += f"; {_steps(missing)} {'is' if len(missing) == 1 else 'are'} not segmented"
+        return text + "; segment every step again to label them all together."
     reason = str(together.get("reason") or "").rstrip(".")
     return f"Steps labelled one by one: {reason}." if reason else "Steps labelled one by one."
 
