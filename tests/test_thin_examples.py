@@ -151,8 +151,8 @@ def test_thin_laths_without_augmented_copies_are_refused_in_a_sentence(tmp_path,
     img, lab = _scan(0.8)
     import tifffile
 
-    tifffile.imwrite(tmp_path / "scan.tif", (img * 1000).astype(np.uint16))
-    tifffile.imwrite(tmp_path / "gt.tif", lab)
+    tifffile.imwrite(tmp_path / "scan.tif", (img * 1000).astype(np.uint16), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "gt.tif", lab, photometric="minisblack")
     code = main(["train", "--scan", str(tmp_path / "scan.tif"), "--ground-truth", str(tmp_path / "gt.tif"),
                  "--out", str(tmp_path / "models" / "m"), "--no-augment", "--thin-examples", "0.5"])
     assert code == 2 and "painted into the augmented copies" in capsys.readouterr().err
