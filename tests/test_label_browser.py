@@ -37,11 +37,25 @@ def label_page(label_server):
         yield pg
 
 
-def _phase_row(pg, name: str) -> tuple[int, int]:
-    """(labelled pixels, slices) of a phase, read from the counter table on the page."""
-    cells = pg.locator('[data-testid="stTable"] tr').filter(has_text=name).first.locator("td").all_inner_texts()
-    numbers = [c.replace(",", "").strip() for c in cells if re.fullmatch(r"[\d,.]+", c.replace(",", "").strip())]
-    return int(numbers[1]), int(numbers[2])  # code, pixels, slices, share
+def _phase_row(pg, name: str, expect: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(labelled pixels, slices) of a phase, read from the counter table on the page.
+
+    The row is waited for (after a reload the page can be drawn before its script run has begun); with `expect`, the
+    row is read again until it shows those numbers or 30 s pass, and the last reading is returned.
+    """
+    row = pg.locator('[data-testid="stTable"] tr').filter(has_text=name).first
+    found: tuple[int, int] | None = None
+    for _ in range(60):
+        row.wait_for()
+        cells = row.locator("td").all_inner_texts()
+        numbers = [c.replace(",", "").strip() for c in cells if re.fullmatch(r"[\d,.]+", c.replace(",", "").strip())]
+        if len(numbers) >= 3:  # code, pixels, slices, share
+            found = (int(numbers[1]), int(numbers[2]))
+            if expect is None or found == expect:
+                return found
+        pg.wait_for_timeout(500)
+    assert found is not None, f"the counter table never showed a row for {name}"
+    return found
 
 
 def test_draw_a_stroke_see_it_counted_and_keep_it_after_a_reload(label_server, label_page, tmp_path):
@@ -54,7 +68,7 @@ def test_draw_a_stroke_see_it_counted_and_keep_it_after_a_reload(label_server, l
     pg.goto(f"{url}/label?project=demo")
     settle(pg)
     pg.locator("canvas.dc-canvas").first.wait_for()
-    assert _phase_row(pg, "bassanite") == (0, 0)
+    assert _phase_row(pg, "bassanite", expect=(0, 0)) == (0, 0)
     assert "No labels yet for gypsum, bassanite, pore, celestite" in pg.inner_text("body")
 
     pg.get_by_text("bassanite (2)").click()
@@ -89,7 +103,7 @@ def test_draw_a_stroke_see_it_counted_and_keep_it_after_a_reload(label_server, l
     pg.reload()
     settle(pg)
     pg.locator("canvas.dc-canvas").first.wait_for()
-    assert _phase_row(pg, "bassanite") == (pixels, 1)
+    assert _phase_row(pg, "bassanite", expect=(pixels, 1)) == (pixels, 1)
     assert f"this step: z {z}" in pg.inner_text("body")
 
     # The demo's scribbles come in on top, and every phase is then labelled.

@@ -58,7 +58,8 @@ def test_sessions_on_the_same_and_on_different_projects_keep_apart_and_lose_no_w
         # no cross-talk: each session is still on its own project, also after a reload
         for pg, name in ((first, "alpha"), (second, "alpha"), (third, "beta")):
             pg.reload()
-            settle(pg)
+            settle(pg)  # (a reloaded page can be drawn before its script run has begun: wait for the project line)
+            pg.locator('[data-testid="stSidebar"]').get_by_text(name, exact=True).first.wait_for()
             side = pg.locator('[data-testid="stSidebar"]').inner_text()
             assert f"Project:\n{name}" in side or f"Project: {name}" in side.replace("\n", " "), (name, side)
         # labels painted on the same project from two sessions' worth of writers at once: every stroke kept
