@@ -143,8 +143,13 @@ def stop_worker(workspace: Path) -> None:
 
 
 def settle(pg) -> None:
-    """Wait until the Streamlit app has rendered and no script run is in progress."""
+    """Wait until the Streamlit app has rendered and no script run is in progress.
+
+    A page just loaded (or reloaded) is drawn before its first script run has begun, and on two busy cores that run
+    can start later than any fixed pause: so first wait for the run's first element in the main block.
+    """
     pg.wait_for_selector('[data-testid="stApp"]')
+    pg.wait_for_selector('[data-testid="stMainBlockContainer"] [data-testid="stElementContainer"]', timeout=120_000)
     pg.wait_for_timeout(300)
     pg.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=120_000)
 
