@@ -499,19 +499,20 @@ def _temporal(args) -> bool:
 
 
 def _partial_volume(text: str) -> tuple[str, ...] | None:
-    """``run --partial-volume``: "inert" (None: the reaction's inert phases), "none" (()) or phase names."""
+    """``--partial-volume``: "auto" (None: the pores, then the inert phases), "none" (()) or names and role words."""
     key = str(text or "").strip().lower()
-    if key == "inert":
+    if key == "auto":
         return None
     if key in ("none", ""):
         return ()
     return tuple(_names(text))
 
 
-def _partial_volume_codes(text: str, phases) -> list[int] | None:
-    """``segment --partial-volume`` as phase codes (None: the phase table's inert phases)."""
-    names = _partial_volume(text)
-    return None if names is None else [phases.by_name(n).code for n in names]
+def _partial_volume_codes(text: str, phases) -> list[int]:
+    """``segment --partial-volume`` as phase codes (an unknown name is refused in a sentence)."""
+    from core.labelling.partial_volume import resolve_codes
+
+    return resolve_codes(phases, _partial_volume(text))
 
 
 def _names(text: str) -> list[str]:
@@ -1278,9 +1279,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--steps", help="only these step numbers, e.g. 0,5,9 (default all)")
     se.add_argument("--phases", help="JSON file with the project's phase table (default: the model's)")
     se.add_argument("--no-resume", action="store_true", help="segment again the steps already done with the same settings")
-    se.add_argument("--partial-volume", default="inert",
-                    help="phases whose edge is redrawn from the scan by linear unmixing before the cleaning: inert "
-                         "(default: the phase table's inert phases, celestite), none, or names")
+    se.add_argument("--partial-volume", default="auto",
+                    help="phases whose edge is redrawn from the scan by linear unmixing before the cleaning: auto "
+                         "(default: the pores, then the inert phases such as celestite), none, or comma-separated "
+                         "phase names and the role words pore and inert")
     se.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
                     help="label the steps together: each voxel follows its most probable history among those the reaction allows (the reactant may become the product or pore, nothing turns back); needs aligned scans and the whole series (default: %s)" % ("on" if _temporal_default() else "off"))
     inference_options(se)
@@ -1352,10 +1354,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "reaction allows (the reactant may become the product or pore, nothing turns back); needs "
                          "aligned scans (default: %s)" % ("on" if _temporal_default() else "off"))
     unet_options(ru)
-    ru.add_argument("--partial-volume", default="inert",
-                    help="phases (comma-separated names) whose edge in the forest's ground truth is redrawn from the "
-                         "scan by linear unmixing before the U-Net learns it: inert (default: the reaction's inert "
-                         "phases, celestite), none, or names")
+    ru.add_argument("--partial-volume", default="auto",
+                    help="phases whose edge is redrawn from the scan by linear unmixing, in the forest's ground truth "
+                         "before the U-Net learns it and in the U-Net's labels: auto (default: the pores, then the "
+                         "inert phases such as celestite), none, or comma-separated phase names and the role words "
+                         "pore and inert")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

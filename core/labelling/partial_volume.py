@@ -35,9 +35,52 @@ from scipy import ndimage as ndi
 
 from core.errors import ReactomoError
 
-__all__ = ["redraw_partial_volume"]
+__all__ = ["default_codes", "redraw_partial_volume", "resolve_codes"]
+
+#: the words ``resolve_codes`` reads as every phase of that role (a phase of that name wins)
+ROLE_WORDS = ("pore", "inert")
 
 _S2 = ndi.generate_binary_structure(2, 1)
+
+
+def default_codes(phases) -> list[int]:
+    """The phases whose edges are redrawn by default: the pore phase first, then the inert phases.
+
+    Both are far from their neighbours' grey values (pores dark, celestite bright), the case the unmixing is made for,
+    and the forest misplaces both edges (its smoothed features spread them). Chosen on the accuracy family's tuning
+    half against the truth (README, "Ablation on the tuning half": the inert phases alone since 2026-12-06, the pores
+    too since 2026-12-06, afternoon). Pores go first: a grain of an inert phase beside a pore is dimmed by it, and is
+    redrawn afterwards against the pore's final edge.
+    """
+    codes = [p.code for p in phases.by_role("pore")] + [p.code for p in phases.by_role("inert")]
+    return list(dict.fromkeys(int(c) for c in codes))
+
+
+def resolve_codes(phases, names: Sequence[str] | None) -> list[int]:
+    """Phase codes for a list of phase names or role words (``pore``, ``inert``), in the order given.
+
+    None gives :func:`default_codes`; an empty list, no redraw. A name of the phase table wins over a role word
+    (the default table's pore phase is called "pore" too).
+
+    Raises
+    ------
+    ReactomoError
+        For a name that is neither a phase nor a role word.
+    """
+    if names is None:
+        return default_codes(phases)
+    codes: list[int] = []
+    known = {p.name.lower(): p.code for p in phases}
+    for name in names:
+        key = str(name).strip().lower()
+        if key in known:
+            codes.append(int(known[key]))
+        elif key in ROLE_WORDS:
+            codes += [int(p.code) for p in phases.by_role(key)]
+        else:
+            raise ReactomoError(f"No phase is called '{name}'; the phase table has {list(phases.names)} "
+                                f"(or give pore or inert for every phase of that role).")
+    return list(dict.fromkeys(codes))
 
 
 def redraw_partial_volume(

@@ -539,7 +539,8 @@ def segment_series(
     extra : dict, optional
         JSON-able information stored in the record (e.g. the project name).
     partial_volume : sequence of int, optional
-        Phase codes whose edges are redrawn from the scan (default: the phase table's inert phases).
+        Phase codes whose edges are redrawn from the scan, in this order (default: the phase table's pore phase,
+        then its inert phases; :func:`core.labelling.partial_volume.default_codes`).
     temporal : bool
         Label the steps together: once every step is segmented, each voxel's labels follow its most probable history
         among those the reaction allows (:mod:`core.segmentation.temporal`). Needs the whole series segmented in this
@@ -593,10 +594,12 @@ def segment_series(
         postprocess = PostprocessConfig.from_dict(postprocess)
     if postprocess is not None:
         postprocess.validate()
-    # the inert phases' edges redrawn from the scan, slab by slab, before the cleaning (core.labelling.partial_volume):
-    # the default since 2026-12-06, chosen on the accuracy family's tuning half against the truth
+    # the pores' and the inert phases' edges redrawn from the scan, slab by slab, before the cleaning
+    # (core.labelling.partial_volume): chosen on the accuracy family's tuning half against the truth
     if partial_volume is None:
-        partial_volume = [p.code for p in phases.by_role("inert")]
+        from core.labelling.partial_volume import default_codes
+
+        partial_volume = default_codes(phases)
     partial_volume = [int(c) for c in partial_volume]
     unknown = [c for c in partial_volume if c not in phases.codes]
     if unknown:

@@ -212,12 +212,12 @@ def train_candidate(
                                              on_progress=on_progress)
         grey = np.stack([volume.slice(0, z) for z in result.slices])
     stacked = np.stack([result.labels[z] for z in result.slices])
-    # the inert phases' edges redrawn from the scan (the forest spreads a bright grain by a halo it was never shown
-    # an edge to refuse), as `core run` does by default: core.labelling.partial_volume
-    from core.labelling.partial_volume import redraw_partial_volume
+    # the pores' and the inert phases' edges redrawn from the scan (the forest spreads a high-contrast phase by its
+    # smoothed features, never shown an edge to refuse), as `core run` does by default: core.labelling.partial_volume
+    from core.labelling.partial_volume import default_codes, redraw_partial_volume
 
     redrawn = []
-    for code in project.reaction().inert:
+    for code in default_codes(project.phases()):
         stacked, info = redraw_partial_volume(grey, stacked, int(code))
         redrawn.append(info)
     del grey
@@ -253,8 +253,8 @@ def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
         change = 100.0 * (after / before - 1) if before else 0.0
         sign = f"{change:+.1f}".replace("-", "−")  # a typographic minus, as elsewhere on the pages
         parts.append(f"{phases.by_code(int(i['code'])).name} {before:,} → {after:,} px ({sign} %)")
-    return ("Edges of the inert phases redrawn from the scan by partial volume, since the forest spreads bright grains "
-            "by a halo: " + "; ".join(parts) + ".")
+    return ("Edges of the pores and the inert phases redrawn from the scan by partial volume (linear unmixing), since "
+            "the forest spreads phases far from their neighbours' grey by a halo or shrinks them: " + "; ".join(parts) + ".")
 
 
 def _labels_digest(scribbles: np.ndarray) -> str:

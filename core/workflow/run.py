@@ -75,8 +75,9 @@ class RunConfig:
     # U-Net learns from all of them (a second labelling at the other end of the reaction, where laths look different)
     more_labels: tuple[tuple[str, int], ...] = ()
     # phases whose edge in the forest's ground truth is redrawn from the scan by linear unmixing before the U-Net
-    # learns from it (core.labelling.partial_volume); None = the reaction's inert phases (celestite: the default since
-    # 2026-12-06, chosen on the accuracy family's tuning half by scores against the truth); () = the forest's labels
+    # learns from it, and in the U-Net's labels (core.labelling.partial_volume): phase names or the role words pore and
+    # inert; None = the pores, then the inert phases (the inert phases since 2026-12-06, the pores too since that
+    # afternoon, each chosen on the accuracy family's tuning half by scores against the truth); () = none
     partial_volume: tuple[str, ...] | None = None
     # label the steps together along each voxel's most probable history (core.segmentation.temporal; on by default
     # since 2026-12-06, chosen on the accuracy family's tuning half against the truth)
@@ -181,12 +182,9 @@ def run_workflow(
         if k in seen_steps:
             raise ReactomoError(f"Step {k} is labelled twice; give each labelled step one scribbles file.")
         seen_steps.add(k)
-    from core.labelling.partial_volume import redraw_partial_volume
+    from core.labelling.partial_volume import redraw_partial_volume, resolve_codes
 
-    if config.partial_volume is None:
-        pv_codes = [int(c) for c in reaction.inert]
-    else:
-        pv_codes = [phases.by_name(n).code for n in config.partial_volume]  # an unknown name is refused here
+    pv_codes = resolve_codes(phases, config.partial_volume)  # an unknown name is refused here, before any write
     # every scribbles file is read and checked before anything is written
     brushed: list[tuple[str, int, np.ndarray, list[int]]] = []
     for i, (path, k) in enumerate(labelled):
