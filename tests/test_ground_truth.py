@@ -80,21 +80,27 @@ def test_candidate_accept_and_volume(labelled_demo):
     assert load_accepted(labelled_demo).meta["created"] == cand.meta["created"]
 
 
-def test_the_inert_phase_edge_is_redrawn_nearer_the_truth_and_said(labelled_demo):
-    """The forest's celestite halo is redrawn from the scan (core.labelling.partial_volume) in the stored labels the
-    U-Net learns, as `run` does; the recorded counts are the stored ones, and the page's sentence names them."""
+def test_the_pore_and_inert_phase_edges_are_redrawn_nearer_the_truth_and_said(labelled_demo):
+    """The forest's pore and celestite edges are redrawn from the scan (core.labelling.partial_volume), pores first,
+    in the stored labels the U-Net learns, as `run` does; the recorded counts are the stored ones, the redrawn phases
+    are nearer the truth's area than the forest's, and the page's sentence names them."""
     from core.imaging.io import read_labels
     from core.workflow.ground_truth import partial_volume_sentence
 
     cand = train_candidate(labelled_demo)
-    [info] = cand.meta["partial_volume"]
-    assert info["applied"] and info["code"] == 4 and info["after"] == int((cand.labels == 4).sum())
+    pores, grains = cand.meta["partial_volume"]
+    assert [pores["code"], grains["code"]] == [3, 4]  # the pores first, then the inert phase
     demo = labelled_demo.demo()
     truth = read_labels(Path(labelled_demo.root) / demo["truth"][cand.step])
-    true_n = int(sum((truth[z] == 4).sum() for z in cand.slices))
-    assert abs(info["after"] - true_n) < abs(info["before"] - true_n), (info, true_n)  # nearer the truth
+    for info in (pores, grains):
+        code = info["code"]
+        assert info["applied"]
+        true_n = int(sum((truth[z] == code).sum() for z in cand.slices))
+        assert abs(info["after"] - true_n) < abs(info["before"] - true_n), (info, true_n)  # nearer the truth
+    assert grains["after"] == int((cand.labels == 4).sum())  # the last redraw's count is what is stored
     sentence = partial_volume_sentence(cand, labelled_demo.phases())
-    assert sentence.startswith("Edges of the inert phases redrawn from the scan") and f"{info['after']:,}" in sentence
+    assert sentence.startswith("Edges of the pores and the inert phases redrawn from the scan")
+    assert f"{grains['after']:,}" in sentence and "pore " in sentence and "celestite " in sentence
     assert demo["label_step"] == cand.step
 
 

@@ -8,7 +8,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from core.errors import ReactomoError
-from core.labelling.partial_volume import redraw_partial_volume
+from core.labelling.partial_volume import default_codes, redraw_partial_volume, resolve_codes
+from core.phases import DEFAULT_PHASES, Phase, PhaseTable
 
 BG, OBJ = 1, 4
 
@@ -86,3 +87,18 @@ def test_bad_shapes_and_slices_are_one_sentence():
         redraw_partial_volume(image, truth.astype(np.uint8), OBJ)
     with pytest.raises(ReactomoError, match=r"^Slice 7 is outside the volume's 0 to 2\.$"):
         redraw_partial_volume(image, _halo(truth), OBJ, slices=[7])
+
+
+def test_the_default_redraws_the_pores_first_then_the_inert_phases_and_names_and_roles_resolve():
+    """The default order (pores, then inert phases: a grain beside a pore is redrawn against the pore's final edge),
+    phase names in the order given without repeats, the role words, and one sentence for an unknown name."""
+    assert default_codes(DEFAULT_PHASES) == [3, 4] == resolve_codes(DEFAULT_PHASES, None)
+    assert resolve_codes(DEFAULT_PHASES, ()) == []
+    assert resolve_codes(DEFAULT_PHASES, ("inert",)) == [4]
+    assert resolve_codes(DEFAULT_PHASES, (" Celestite", "pore", "celestite")) == [4, 3]
+    other = PhaseTable((Phase(1, "KBr", role="reactant"), Phase(2, "KCl", role="product"), Phase(5, "void", role="pore"),
+                        Phase(7, "spinel", role="inert"), Phase(8, "rutile", role="inert")))
+    assert default_codes(other) == [5, 7, 8] and resolve_codes(other, ("pore",)) == [5]  # role words read by role
+    assert resolve_codes(other, ("rutile", "inert")) == [8, 7]
+    with pytest.raises(ReactomoError, match=r"No phase is called 'celestine'; the phase table has .*pore or inert"):
+        resolve_codes(DEFAULT_PHASES, ("celestine",))

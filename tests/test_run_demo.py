@@ -6,16 +6,16 @@ Since 2026-12-05 the demo is scanned by the simulated tomograph at the study's d
 contrast 0.08, noise 850) and the run uses its defaults: the cleaning is chosen from the ground truth of the
 labelled slices (here: none), never from the internal standard.
 
-Measured on 2026-12-05 (2-core AMD EPYC, defaults: one input slice, cleaning chosen from the ground truth): the
-internal standard misses the ±2 % band from step 4 on (largest deviation 5.65 % at the last step: late bassanite is
-under-found, the reaction extent reads 0.685 instead of 0.85) and the run's verdict fails (internal standard, pore
-volume, fit against the theory, trend); celestite stays within 1.4 % of its first step.
-That is the known gap issue 11 tracks with bench/bench_accuracy.py; these tests hold the
-measured level so that it can only get better, and check that the run says so.
+Measured on 2026-12-06, afternoon (2-core AMD EPYC, the defaults: one input slice, cleaning chosen from the ground
+truth, the pores' and celestite's edges redrawn from the scan, the steps labelled together): the internal standard is
+inside the ±2 % band at every step (largest deviation 1.46 %; 5.85 % before the pores' edges were redrawn, when late
+bassanite was under-found and the extent read 0.712 instead of 0.85; now 0.759) and the run's verdict fails on the fit
+against the theory and the trend; celestite stays within 0.5 % of its first step. The accuracy targets of issue 11
+are tracked with bench/bench_accuracy.py; these tests hold the measured level and check that the run says so.
 
-Floors: the Dice measured on 2026-12-05 minus 0.05 for run-to-run differences between CPUs. Since 2026-12-06 the
-defaults train with square-root class weights (chosen on the accuracy benchmark's tuning half); the run passes the
-same floors with them. The floors were measured again after celestite's edge redraw and the averaging over slices.
+Floors: the Dice measured minus 0.05 for run-to-run differences between CPUs, measured again whenever a default
+changes (the defaults are chosen on the accuracy benchmark's tuning half, never on this demo): after the square-root
+class weights, celestite's edge redraw, the averaging over slices, the steps labelled together and the pores' redraw.
 """
 
 from __future__ import annotations
@@ -31,26 +31,30 @@ from core.cli import main
 from core.workflow.evaluate import evaluate_files
 from core.imaging.synthetic import DEMO, write_demo
 
-# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, 09:00 UTC, with celestite's
-# edge redrawn from the scan in the ground truth and in the network's output, the class probabilities averaged over
-# neighbouring slices (z_sigma 0.7) and the steps labelled together along each voxel's history: every Dice higher or
-# equal than without the histories, except pores at step 0, 0.763 against 0.784)
+# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, afternoon, with the pores' and
+# then celestite's edges redrawn from the scan in the ground truth and in the network's output, the class probabilities
+# averaged over neighbouring slices (z_sigma 0.7) and the steps labelled together along each voxel's history). Against
+# the defaults of 09:00 UTC (celestite redrawn alone): pores 0.03 higher from step 2 on and gypsum up to 0.02 higher
+# at the late steps, but bassanite at step 1 0.464 against 0.537 and pores at step 0 0.714 against 0.763 (the default
+# was chosen on the accuracy family's tuning half, where it was better on 5 of 6 variants; this demo is not a choosing
+# set, and these floors follow what it measures)
 MEASURED = {
-    0: (0.994, None, 0.763, 0.915),
-    1: (0.985, 0.537, 0.835, 0.913),
-    2: (0.966, 0.711, 0.876, 0.910),
-    3: (0.938, 0.769, 0.891, 0.906),
-    4: (0.902, 0.799, 0.898, 0.902),
-    5: (0.850, 0.814, 0.900, 0.898),
-    6: (0.791, 0.826, 0.900, 0.895),
-    7: (0.732, 0.840, 0.900, 0.893),
-    8: (0.685, 0.849, 0.901, 0.891),
-    9: (0.649, 0.857, 0.898, 0.890),
+    0: (0.993, None, 0.714, 0.915),
+    1: (0.983, 0.464, 0.847, 0.912),
+    2: (0.965, 0.691, 0.895, 0.909),
+    3: (0.938, 0.767, 0.913, 0.905),
+    4: (0.904, 0.805, 0.922, 0.902),
+    5: (0.856, 0.825, 0.926, 0.898),
+    6: (0.800, 0.840, 0.927, 0.895),
+    7: (0.745, 0.856, 0.928, 0.893),
+    8: (0.701, 0.866, 0.930, 0.892),
+    9: (0.668, 0.875, 0.929, 0.890),
 }
 MARGIN = 0.05
-# largest |deviation| of the internal standard measured on 2026-12-06, 09:00 UTC (5.79 % before the steps were labelled
-# together, 5.45 % before the slice averaging), and the margin a rerun may add
-MEASURED_MAX_DEVIATION_PCT = 5.85
+# largest |deviation| of the internal standard measured on 2026-12-06, afternoon (5.85 % before the pores' edges were
+# redrawn, 5.79 % before the steps were labelled together, 5.45 % before the slice averaging), and the margin a rerun
+# may add
+MEASURED_MAX_DEVIATION_PCT = 1.46
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -87,7 +91,8 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured: -0.62 -0.13 +0.64 +1.58 +2.89 +3.88 +4.79 +5.23 +5.68 +5.85 % (target: all within 2 %, not met yet)
+    # measured: -1.02 -0.40 +0.06 +0.47 +1.00 +1.20 +1.46 +1.33 +1.40 +1.20 % (all within the 2 % band since the pores'
+    # edges are redrawn; -0.62 ... +5.85 % before)
     assert max(abs(d) for d in devs) <= MEASURED_MAX_DEVIATION_PCT + DEVIATION_MARGIN_PCT, devs
     assert all((r["inside_band"] == "True") == (abs(float(r["deviation_pct"])) <= 2.0) for r in rows)
     x = [float(r["x"]) for r in rows]
@@ -111,8 +116,9 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     truth = json.loads((demo / "dataset.json").read_text())
     volumes = list(csv.DictReader(open(out / "phase_volumes.csv")))
     # celestite is inert. Since its edge is redrawn from the scan (the defaults since 2026-12-06) its volume is measured
-    # within -1.0 to +1.7 % of the truth at every step (it was 22-23 % too large), drifting by up to 2.7 % from the
-    # first step: asserted against the truth, and the run's own check must say whether it drifts
+    # within -2.3 to -1.5 % of the truth at every step (it was 22-23 % too large), drifting by up to 0.5 % from the
+    # first step (2.7 % before the pores were redrawn first): asserted against the truth, and the run's own check must
+    # say whether it drifts
     cel = np.array([int(v["celestite_voxels"]) for v in volumes], float)
     true_cel = np.array([s["counts"]["celestite"] for s in truth["steps"]], float)
     assert true_cel[0] > 0 and np.all(true_cel == true_cel[0])
@@ -135,7 +141,7 @@ def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_r
     k_true = math.log(2) ** (1 / cfg["avrami_n"]) / (cfg["half_time_fraction"] * cfg["interval_s"] * (cfg["steps"] - 1))
     jm = json.loads((out / "summary.json").read_text())["jmak"]
     assert jm["model_choice"]["chosen"] == "plateau" and jm["t0"] == 0
-    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.20  # measured 0.144 low: the extent error of this run
+    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.20  # measured 0.054 low (0.144 before the pores' redraw)
     assert abs(jm["n"] - cfg["avrami_n"]) < 0.25
     assert abs(jm["k"] / k_true - 1) < 0.1
     assert jm["n_ci"][0] < jm["n"] < jm["n_ci"][1] and jm["alpha_max_ci"][0] < jm["alpha_max"] < jm["alpha_max_ci"][1]

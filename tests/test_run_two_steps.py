@@ -77,23 +77,22 @@ def test_bad_second_labels_are_refused_before_anything_is_written(more, words, s
     assert not out.exists()
 
 
-def test_by_default_celestite_is_redrawn_in_the_ground_truth_the_network_learns(small_demo_dir, tmp_path, capsys):
+def test_by_default_pores_and_celestite_are_redrawn_in_the_ground_truth_the_network_learns(small_demo_dir, tmp_path, capsys):
     meta = json.loads((small_demo_dir / "dataset.json").read_text())
     k, zs = meta["label_step"], meta["label_slices"]
-    truth = read_labels(small_demo_dir / meta["steps"][k]["truth"])[zs] == 4
+    truth = read_labels(small_demo_dir / meta["steps"][k]["truth"])[zs]
     plain, redrawn = tmp_path / "plain", tmp_path / "pv"
     assert main(_run(small_demo_dir, plain, "--epochs", "1", "--partial-volume", "none")) == 0
-    assert main(_run(small_demo_dir, redrawn, "--epochs", "1")) == 0  # the default: the reaction's inert phases
+    assert main(_run(small_demo_dir, redrawn, "--epochs", "1")) == 0  # the default: the pores, then the inert phases
     said = capsys.readouterr().out
-    assert "celestite's edge redrawn from the scan" in said
-    info = json.loads((redrawn / "run.json").read_text())["random_forest"]["steps"][0]["partial_volume"][0]
-    assert info["applied"] and info["code"] == 4
-    err = {}
-    for name, folder in (("plain", plain), ("pv", redrawn)):
-        gt = read_labels(folder / "ground_truth.tif")[zs] == 4
-        err[name] = abs(int(gt.sum()) - int(truth.sum())) / truth.sum()
-    assert err["pv"] < err["plain"], err  # nearer the truth's celestite on the slices the network learns from
-    assert json.loads((redrawn / "run.json").read_text())["config"]["partial_volume"] is None  # = inert phases
+    assert "pore's edge redrawn from the scan" in said and "celestite's edge redrawn from the scan" in said
+    infos = json.loads((redrawn / "run.json").read_text())["random_forest"]["steps"][0]["partial_volume"]
+    assert [i["code"] for i in infos] == [3, 4] and all(i["applied"] for i in infos)
+    for code in (3, 4):  # nearer the truth's area on the slices the network learns from
+        err = {name: abs(int((read_labels(folder / "ground_truth.tif")[zs] == code).sum()) - int((truth == code).sum()))
+               for name, folder in (("plain", plain), ("pv", redrawn))}
+        assert err["pv"] < err["plain"], (code, err)
+    assert json.loads((redrawn / "run.json").read_text())["config"]["partial_volume"] is None  # = the default
     plain_run = json.loads((plain / "run.json").read_text())
     assert plain_run["config"]["partial_volume"] == [] and plain_run["random_forest"]["steps"][0]["partial_volume"] == []
 
@@ -105,22 +104,26 @@ def test_an_unknown_phase_for_partial_volume_is_refused_before_writing(small_dem
     assert "No phase is called 'celestine'" in err.strip().splitlines()[-1] and not out.exists()
 
 
-def test_segment_redraws_the_inert_phase_by_default_and_not_with_none(small_demo_dir, tmp_path, capsys):
-    """`segment` redraws celestite's edge in the network's output by default (recorded in the segmentation's
-    settings), and leaves the network's labels as they are with --partial-volume none."""
+def test_segment_redraws_pores_and_the_inert_phase_by_default_and_not_with_none(small_demo_dir, tmp_path, capsys):
+    """`segment` redraws the pores' and then celestite's edges in the network's output by default (recorded in the
+    segmentation's settings, in that order), the role word inert alone, and leaves the network's labels as they are
+    with --partial-volume none."""
     from pathlib import Path
 
     model = Path(__file__).resolve().parents[1] / "models" / "demo-unet"
-    counts = {}
-    for how in ("inert", "none"):
+    labels = {}
+    for how, codes in (("auto", [3, 4]), ("inert", [4]), ("none", [])):
         out = tmp_path / how
         assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out", str(out),
                      "--steps", "0", "--partial-volume", how]) == 0
         record = json.loads((out / "segmentation.json").read_text())
-        assert record["settings"]["partial_volume"] == ([4] if how == "inert" else [])
-        counts[how] = int((read_labels(sorted(out.glob("t*.tif"))[0]) == 4).sum())
+        assert record["settings"]["partial_volume"] == codes
+        labels[how] = read_labels(sorted(out.glob("t*.tif"))[0])
     capsys.readouterr()
-    assert counts["inert"] != counts["none"]  # the edge moved
+    assert (labels["inert"] == 4).sum() != (labels["none"] == 4).sum()  # celestite's edge moved
+    changed = (labels["inert"] == 3) != (labels["none"] == 3)  # "inert" moves pores only where celestite's edge was
+    assert np.all((labels["none"][changed] == 4) | (labels["inert"][changed] == 4))
+    assert (labels["auto"] == 3).sum() != (labels["none"] == 3).sum()  # and moved by the default
     assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out",
                  str(tmp_path / "bad"), "--partial-volume", "celestine"]) == 2
     assert "No phase is called 'celestine'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
