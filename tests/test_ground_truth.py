@@ -99,7 +99,7 @@ def test_the_pore_and_inert_phase_edges_are_redrawn_nearer_the_truth_and_said(la
         assert abs(info["after"] - true_n) < abs(info["before"] - true_n), (info, true_n)  # nearer the truth
     assert grains["after"] == int((cand.labels == 4).sum())  # the last redraw's count is what is stored
     sentence = partial_volume_sentence(cand, labelled_demo.phases())
-    assert sentence.startswith("Edges of the pores and the inert phases redrawn from the scan")
+    assert sentence.startswith("Edges redrawn from the scan by partial volume")
     assert f"{grains['after']:,}" in sentence and "pore " in sentence and "celestite " in sentence
     assert demo["label_step"] == cand.step
 

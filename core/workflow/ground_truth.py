@@ -253,8 +253,8 @@ def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
         change = 100.0 * (after / before - 1) if before else 0.0
         sign = f"{change:+.1f}".replace("-", "−")  # a typographic minus, as elsewhere on the pages
         parts.append(f"{phases.by_code(int(i['code'])).name} {before:,} → {after:,} px ({sign} %)")
-    return ("Edges of the pores and the inert phases redrawn from the scan by partial volume (linear unmixing), since "
-            "the forest spreads phases far from their neighbours' grey by a halo or shrinks them: " + "; ".join(parts) + ".")
+    return ("Edges redrawn from the scan by partial volume (linear unmixing), since the forest misplaces the edges of "
+            "phases far from their neighbours' grey: " + "; ".join(parts) + ".")
 
 
 def _labels_digest(scribbles: np.ndarray) -> str:
