@@ -3,8 +3,9 @@ the scribbled slices, scored like ``bench/bench_accuracy.py``.
 
 Everything else is ``python -m core run`` with its defaults (same network, training, inference, cleaning and
 analysis), so the gap between a variant's row here and its row in ``bench_accuracy.py`` is what the labels from the
-scribbles cost; the row itself is what the network reaches with perfect labels of the same slices. Celestite's edge
-is not redrawn here (the truth has no halo to remove).
+scribbles cost; the row itself is what the network reaches with perfect labels of the same slices. No edge is
+redrawn here, in the ground truth or in the network's output (``partial_volume=()``): the truth has no halo to remove,
+and the network taught by it places the edges itself.
 
 Usage::
 

@@ -102,3 +102,9 @@ def test_the_default_redraws_the_pores_first_then_the_inert_phases_and_names_and
     assert resolve_codes(other, ("rutile", "inert")) == [8, 7]
     with pytest.raises(ReactomoError, match=r"No phase is called 'celestine'; the phase table has .*pore or inert"):
         resolve_codes(DEFAULT_PHASES, ("celestine",))
+    bare = PhaseTable((Phase(1, "KBr", role="reactant"), Phase(2, "KCl", role="product")))
+    assert default_codes(bare) == []
+    with pytest.raises(ReactomoError, match=r"has no phase of role inert, so there is nothing to redraw"):
+        resolve_codes(bare, ("inert",))
+    with pytest.raises(ReactomoError, match=r"'auto' stands alone"):
+        resolve_codes(DEFAULT_PHASES, ("auto", "celestite"))

@@ -6,7 +6,7 @@ Since 2026-12-05 the demo is scanned by the simulated tomograph at the study's d
 contrast 0.08, noise 850) and the run uses its defaults: the cleaning is chosen from the ground truth of the
 labelled slices (here: none), never from the internal standard.
 
-Measured on 2026-12-06, afternoon (2-core AMD EPYC, the defaults: one input slice, cleaning chosen from the ground
+Measured on 2026-12-06, 13:00 UTC (2-core AMD EPYC, the defaults: one input slice, cleaning chosen from the ground
 truth, the pores' and celestite's edges redrawn from the scan, the steps labelled together): the internal standard is
 inside the ±2 % band at every step (largest deviation 1.46 %; 5.85 % before the pores' edges were redrawn, when late
 bassanite was under-found and the extent read 0.712 instead of 0.85; now 0.759) and the run's verdict fails on the fit
@@ -31,7 +31,7 @@ from core.cli import main
 from core.workflow.evaluate import evaluate_files
 from core.imaging.synthetic import DEMO, write_demo
 
-# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, afternoon, with the pores' and
+# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, 13:00 UTC, with the pores' and
 # then celestite's edges redrawn from the scan in the ground truth and in the network's output, the class probabilities
 # averaged over neighbouring slices (z_sigma 0.7) and the steps labelled together along each voxel's history). Against
 # the defaults of 09:00 UTC (celestite redrawn alone): pores 0.03 higher from step 2 on and gypsum up to 0.02 higher
@@ -51,7 +51,7 @@ MEASURED = {
     9: (0.668, 0.875, 0.929, 0.890),
 }
 MARGIN = 0.05
-# largest |deviation| of the internal standard measured on 2026-12-06, afternoon (5.85 % before the pores' edges were
+# largest |deviation| of the internal standard measured on 2026-12-06, 13:00 UTC (5.85 % before the pores' edges were
 # redrawn, 5.79 % before the steps were labelled together, 5.45 % before the slice averaging), and the margin a rerun
 # may add
 MEASURED_MAX_DEVIATION_PCT = 1.46
@@ -129,10 +129,11 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
 
 def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_run):
     """No --interval: the times come from the demo's dataset.json, and the JMAK fit of the segmented extent finds the
-    demo's law (alpha_max = 0.85, n = 2, k = ln2^(1/n) / (0.45 x duration)). Measured on 2026-12-05: plateau chosen,
-    k = 2.48 /h (truth 2.47), n = 2.08, alpha_max = 0.706: the rate and the exponent are right, the plateau is low by
-    the run's extent error (late bassanite under-found, see the module docstring). The CIs are statistical only: the
-    segmentation's own bias is not in them, hence tolerances here."""
+    demo's law (alpha_max = 0.85, n = 2, k = ln2^(1/n) / (0.45 x duration)). Measured on 2026-12-06, 13:00 UTC:
+    plateau chosen, k = 2.30 /h (truth 2.47), n = 2.02, alpha_max = 0.796 (0.706 before the pores' edges were
+    redrawn): the rate and the exponent are right, the plateau is low by the run's extent error (late bassanite
+    still a little under-found). The CIs are statistical only: the segmentation's own bias is not in them, hence
+    tolerances here."""
     demo, out = demo_run
     run = json.loads((out / "run.json").read_text())
     assert run["interval_s"] == 300 and run["interval_source"].endswith("dataset.json")
@@ -141,7 +142,7 @@ def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_r
     k_true = math.log(2) ** (1 / cfg["avrami_n"]) / (cfg["half_time_fraction"] * cfg["interval_s"] * (cfg["steps"] - 1))
     jm = json.loads((out / "summary.json").read_text())["jmak"]
     assert jm["model_choice"]["chosen"] == "plateau" and jm["t0"] == 0
-    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.20  # measured 0.054 low (0.144 before the pores' redraw)
+    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.12  # measured 0.054 low (0.144 before the pores' redraw)
     assert abs(jm["n"] - cfg["avrami_n"]) < 0.25
     assert abs(jm["k"] / k_true - 1) < 0.1
     assert jm["n_ci"][0] < jm["n"] < jm["n_ci"][1] and jm["alpha_max_ci"][0] < jm["alpha_max"] < jm["alpha_max_ci"][1]

@@ -92,9 +92,12 @@ def test_by_default_pores_and_celestite_are_redrawn_in_the_ground_truth_the_netw
         err = {name: abs(int((read_labels(folder / "ground_truth.tif")[zs] == code).sum()) - int((truth == code).sum()))
                for name, folder in (("plain", plain), ("pv", redrawn))}
         assert err["pv"] < err["plain"], (code, err)
-    assert json.loads((redrawn / "run.json").read_text())["config"]["partial_volume"] is None  # = the default
+    record = json.loads((redrawn / "run.json").read_text())
+    assert record["config"]["partial_volume"] is None  # = the default, resolved and recorded beside it
+    assert record["partial_volume"] == {"codes": [3, 4], "phases": ["pore", "celestite"]}
     plain_run = json.loads((plain / "run.json").read_text())
     assert plain_run["config"]["partial_volume"] == [] and plain_run["random_forest"]["steps"][0]["partial_volume"] == []
+    assert plain_run["partial_volume"] == {"codes": [], "phases": []}
 
 
 def test_an_unknown_phase_for_partial_volume_is_refused_before_writing(small_demo_dir, tmp_path, capsys):

@@ -387,3 +387,23 @@ def test_steps_are_labelled_together_by_default_in_segment_run_and_a_project():
     assert inspect.signature(segment_project).parameters["temporal"].default is None  # None: the default, on
     # beamtime mode labels each scan as it arrives: the library's own default stays off
     assert inspect.signature(segment_series).parameters["temporal"].default is False
+
+
+def test_steps_done_with_other_settings_are_never_silently_dropped(scans, tmp_path):
+    """A folder segmented with one setting, then asked for only some steps with another: refused in one sentence
+    that names the steps left out, before anything is written; all steps again with the new setting is fine."""
+    import json
+
+    out = tmp_path / "seg"
+    segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[], temporal=False)
+    before = (out / "segmentation.json").read_bytes()
+    labels = {p.name: p.read_bytes() for p in out.glob("t*.tif")}
+    with pytest.raises(ReactomoError, match=r"holds \d step\(s\) segmented with another model or other settings "
+                                            r"\(.*\) that this call leaves out; segment every step again"):
+        segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[4], temporal=False,
+                       steps=[0])
+    assert (out / "segmentation.json").read_bytes() == before  # nothing changed
+    assert {p.name: p.read_bytes() for p in out.glob("t*.tif")} == labels
+    segment_series(MODEL, scans, out, inference=FAST, postprocess=None, partial_volume=[4], temporal=False)
+    record = json.loads((out / "segmentation.json").read_text())
+    assert record["settings"]["partial_volume"] == [4] and all(s["status"] == "done" for s in record["steps"])

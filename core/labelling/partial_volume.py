@@ -51,7 +51,7 @@ def default_codes(phases) -> list[int]:
     Both are far from their neighbours' grey values (pores dark, celestite bright), the case the unmixing is made for,
     and the forest misplaces both edges (its smoothed features spread them). Chosen on the accuracy family's tuning
     half against the truth (README, "Ablation on the tuning half": the inert phases alone since 2026-12-06, the pores
-    too since 2026-12-06, afternoon). Pores go first: a grain of an inert phase beside a pore is dimmed by it, and is
+    too since 2026-12-06, 13:00 UTC). Pores go first: a grain of an inert phase beside a pore is dimmed by it, and is
     redrawn afterwards against the pore's final edge.
     """
     codes = [p.code for p in phases.by_role("pore")] + [p.code for p in phases.by_role("inert")]
@@ -78,7 +78,14 @@ def resolve_codes(phases, names: Sequence[str] | None) -> list[int]:
         if key in known:
             codes.append(int(known[key]))
         elif key in ROLE_WORDS:
-            codes += [int(p.code) for p in phases.by_role(key)]
+            found = [int(p.code) for p in phases.by_role(key)]
+            if not found:
+                raise ReactomoError(f"The phase table has no phase of role {key}, so there is nothing to redraw for "
+                                    f"'{name}'; give phase names from {list(phases.names)}.")
+            codes += found
+        elif key in ("auto", "none"):
+            raise ReactomoError(f"'{key}' stands alone, not in a list of phases; give it by itself, or phase names "
+                                f"from {list(phases.names)}.")
         else:
             raise ReactomoError(f"No phase is called '{name}'; the phase table has {list(phases.names)} "
                                 f"(or give pore or inert for every phase of that role).")

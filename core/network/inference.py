@@ -677,7 +677,7 @@ def segment_volume(
         writing (e.g. from :mod:`core.segmentation.postprocess`).
     redraw : callable, optional
         ``fn(labels_slab, grey_slab) -> labels_slab`` applied before ``postprocess`` with the slab's raw grey values
-        (e.g. :func:`core.labelling.partial_volume.redraw_partial_volume` for the inert phases' edges).
+        (e.g. :func:`core.labelling.partial_volume.redraw_partial_volume` for the pores' and inert phases' edges).
     probabilities : callable, optional
         ``fn(z0, z1, probs)`` with the class probabilities ``(z1 - z0, C, y, x)`` float32 of every output slab, as
         labelled (averaged over slices when ``config.z_sigma`` > 0), before ``redraw`` and ``postprocess``; ``z0, z1``

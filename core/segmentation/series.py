@@ -634,7 +634,20 @@ def segment_series(
                       "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
         outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),
                                 time_s=float(times_s[i]) if times_s is not None else None) for i, p in enumerate(paths)]
-        old = read_series_record(out_dir) if resume else None
+        prior = read_series_record(out_dir)
+        if prior and (prior.get("model", {}).get("weights_sha256") != model_info["weights_sha256"]
+                      or prior.get("settings") != settings):
+            # steps done before with another model or other settings, not asked for now, would silently drop out of
+            # the record (and of the results made from it): refused, so a series never mixes two segmentations
+            wanted, listed = {str(paths[i]) for i in todo}, {str(p) for p in paths}
+            left = [Path(str(d.get("scan"))).name for d in prior.get("steps", [])
+                    if d.get("status") == "done" and str(d.get("scan")) in listed and str(d.get("scan")) not in wanted]
+            if left:
+                raise ReactomoError(
+                    f"The folder {out_dir} holds {len(left)} step(s) segmented with another model or other settings "
+                    f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}) that this call leaves out; segment "
+                    f"every step again, or write to a new folder.")
+        old = prior if resume else None
         if old and old.get("model", {}).get("weights_sha256") == model_info["weights_sha256"] and old.get("settings") == settings:
             # matched by scan, not by position: a scan that arrives late and sorts before others (live at a
             # beamline) shifts the step numbers of the later ones, which stay done

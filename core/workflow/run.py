@@ -76,8 +76,8 @@ class RunConfig:
     more_labels: tuple[tuple[str, int], ...] = ()
     # phases whose edge in the forest's ground truth is redrawn from the scan by linear unmixing before the U-Net
     # learns from it, and in the U-Net's labels (core.labelling.partial_volume): phase names or the role words pore and
-    # inert; None = the pores, then the inert phases (the inert phases since 2026-12-06, the pores too since that
-    # afternoon, each chosen on the accuracy family's tuning half by scores against the truth); () = none
+    # inert; None = the pores, then the inert phases (the inert phases since 2026-12-06, the pores too since 13:00
+    # UTC the same day, each chosen on the accuracy family's tuning half by scores against the truth); () = none
     partial_volume: tuple[str, ...] | None = None
     # label the steps together along each voxel's most probable history (core.segmentation.temporal; on by default
     # since 2026-12-06, chosen on the accuracy family's tuning half against the truth)
@@ -325,6 +325,8 @@ def run_workflow(
                    "more_scribbles": [f["scribbles"] for f in forests[1:]]},
         "random_forest": {"config": asdict(fc), "slices": zs, "fractions": forests[0]["fractions"],
                           "steps": forests},
+        # the phases whose edges were redrawn, in order, as codes and names (config.partial_volume None = the default)
+        "partial_volume": {"codes": pv_codes, "phases": [phases.by_code(c).name for c in pv_codes]},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
