@@ -64,6 +64,10 @@ def test_segment_command_writes_labels_and_volumes(small_demo_dir, tmp_path, cap
     assert rec["temporal"]["applied"] is True
     assert f"Steps labelled together: {sum(rec['temporal']['changed_voxels']):,} voxels relabelled" in report
     assert "averaged over slices with σ 0.7" in report
+    # the edges redrawn from the scan, by default the pores' and then celestite's
+    assert rec["settings"]["partial_volume"] == [3, 4]
+    assert ("edges redrawn from the scan</th><td style='text-align:left'>pore, celestite (linear unmixing, in this "
+            "order, before the cleaning)") in report
 
 
 def test_segment_without_interval_takes_the_times_from_dataset_json(small_demo_dir, tmp_path, capsys):

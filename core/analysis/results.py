@@ -482,7 +482,7 @@ def _segmentation_settings(record: dict[str, Any] | None) -> dict[str, Any]:
     st = record.get("settings") or {}
     return {"inference": st.get("inference") or {}, "postprocess": st.get("postprocess") or {},
             "device": record.get("device"), "cleaning_source": record.get("cleaning_source"),
-            "temporal": record.get("temporal") or {}}
+            "temporal": record.get("temporal") or {}, "partial_volume": st.get("partial_volume")}
 
 
 def result_from_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -713,6 +713,10 @@ def report_html(result: dict[str, Any]) -> str:
                     ("cleaning", ("off" if not post.get("enabled", bool(post)) else
                                   (f"islands removed ({post.get('connectivity')}): {sizes}" if sizes else "no island removal")
                                   + f"; {rim}")),
+                    ("edges redrawn from the scan",
+                     "(not recorded)" if seg.get("partial_volume") is None else
+                     (", ".join(ph.get(str(c), str(c)) for c in seg["partial_volume"])
+                      + " (linear unmixing, in this order, before the cleaning)" if seg["partial_volume"] else "none")),
                     ("cleaning chosen by", seg.get("cleaning_source") or "(not recorded)"),
                     ("steps", _steps_text(seg.get("temporal") or {}))]
         card_html += f"<h3>Segmentation</h3>{_kv_table(seg_rows)}"
