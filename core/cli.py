@@ -455,7 +455,8 @@ def cmd_labels(args) -> int:
 
 def cmd_ground_truth(args) -> int:
     """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
-    from core.workflow.ground_truth import accept_candidate, held_out_forest, load_candidate, threshold_comparison, train_candidate
+    from core.workflow.ground_truth import (accept_candidate, held_out_forest, load_candidate, partial_volume_sentence,
+                                            redraw_outdated, threshold_comparison, train_candidate)
     from core.workflow.project import open_project
 
     project = open_project(args.project)
@@ -464,6 +465,8 @@ def cmd_ground_truth(args) -> int:
         cand = train_candidate(project, step=_step_index(project, args.step), feature_config=fcfg,
                                forest_config=rcfg, on_progress=_progress_printer(args.quiet))
         print(f"Random forest on {len(cand.slices)} slices of {cand.step_name} in {cand.meta['seconds']['total']:.1f} s.")
+        if pv := partial_volume_sentence(cand, project.phases()):
+            print(pv)
         held = held_out_forest(project, cand)
         cmp = threshold_comparison(project, cand, method="otsu", held_out=held)
         names = {p.code: p.name for p in project.phases()}
@@ -483,6 +486,8 @@ def cmd_ground_truth(args) -> int:
     if args.accept or args.accept_only:
         acc = accept_candidate(project)
         print(f"Accepted as the ground truth of '{project.name}': {len(acc.slices)} slices of {acc.step_name}.")
+        if outdated := redraw_outdated(acc, project.phases()):
+            print(outdated)
     return 0
 
 

@@ -19,6 +19,7 @@ from core.labelling.forest import ForestConfig
 from core.workflow.ground_truth import (
     accept_candidate,
     partial_volume_sentence,
+    redraw_outdated,
     staleness,
     held_out_forest,
     labelled_steps,
@@ -142,6 +143,8 @@ with m4:
 st.subheader("Random-forest labelling")
 if pv := partial_volume_sentence(cand, project.phases()):
     st.caption(pv)
+if outdated := redraw_outdated(cand, project.phases()):
+    st.info(outdated, icon=":material/update:")
 mean_unc = {z: float(np.mean(cand.slice_uncertainty(z))) for z in cand.slices}
 z = st.pills("Slice", list(cand.slices), default=cand.slices[0], key="gt_z",
              format_func=lambda k: f"z {k} · {mean_unc[k]:.2f}") or cand.slices[0]

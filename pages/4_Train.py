@@ -12,7 +12,7 @@ import ui
 from core.network.bundle import check_bundle_name, delete_bundle, list_bundles, rename_bundle
 from core.charts import training_curves, validation_dice_curves
 from core.errors import ReactomoError
-from core.workflow.ground_truth import load_accepted
+from core.workflow.ground_truth import load_accepted, redraw_outdated
 from core.workflow.jobs import list_jobs, read_events, request_cancel
 from core.network.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, check_training_memory, quality_warning
 from core.network.train import MIN_MEAN_DICE, MIN_PHASE_DICE
@@ -107,6 +107,8 @@ st.markdown(f":material/memory: **Device:** {device_summary(device)} · chosen a
             f"({'mixed precision on' if device.type == 'cuda' else 'no GPU found, so the CPU'})")
 st.caption(f"Ground truth: {accepted.step_name}, {len(accepted.slices)} slices "
            f"({', '.join(f'z {z}' for z in accepted.slices)}) · models are saved to `{ui.models_root()}`")
+if outdated := redraw_outdated(accepted, phases):
+    st.info(outdated.replace("This labelling", "The accepted ground truth"), icon=":material/update:")
 
 if msg := ss.pop("train_flash", None):
     st.success(msg, icon=":material/check_circle:")

@@ -321,3 +321,42 @@ def test_a_forest_trained_before_more_labels_is_stale_and_cannot_be_accepted(lab
     strokes[0, 0] = 4 if store.get(cand.step, z)[0, 0] != 4 else 1
     store.paint(cand.step, z, strokes)
     assert "changed after this forest was trained" in staleness(labelled_demo, cand)
+
+
+def test_a_labelling_kept_from_an_earlier_redraw_default_is_said_on_the_page_and_in_the_cli(labelled_demo, capsys):
+    """A candidate stored before the pores' edges were redrawn by default (celestite alone, 2026-12-06) or before any
+    redraw is a valid labelling, still acceptable, but the user is told that the workflow now redraws more, and how
+    to catch up; a current candidate says nothing of the kind."""
+    import json
+
+    from core.cli import main
+    from core.workflow.ground_truth import GT_DIR, redraw_outdated
+
+    cand = train_candidate(labelled_demo)
+    phases = labelled_demo.phases()
+    assert redraw_outdated(cand, phases) == ""
+    meta_path = Path(labelled_demo.root) / GT_DIR / "candidate" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["partial_volume"] = [i for i in meta["partial_volume"] if i["code"] == 4]  # as stored before the change
+    meta_path.write_text(json.dumps(meta))
+    old = load_candidate(labelled_demo)
+    sentence = redraw_outdated(old, phases)
+    assert "were those of celestite;" in sentence and "now redraws pore, celestite" in sentence
+    assert "Train the forest again" in sentence
+    at = _page("demo").run()
+    assert not at.exception
+    assert [i.value for i in at.info if "earlier default" in i.value] == [sentence]
+    # still acceptable (nothing about it is wrong), and the CLI says the same sentence when it is accepted
+    assert main(["ground-truth", "demo", "--accept-only"]) == 0
+    assert sentence in capsys.readouterr().out
+    assert load_accepted(labelled_demo).meta["partial_volume"] == meta["partial_volume"]
+    train = AppTest.from_file(str(ROOT / "pages/4_Train.py"), default_timeout=120)
+    train.session_state["project_name"] = "demo"
+    train.run()
+    assert not train.exception
+    assert [i.value for i in train.info if "earlier default" in i.value] == [
+        sentence.replace("This labelling", "The accepted ground truth")]
+    # a labelling from before any redraw names no phase as redrawn
+    del meta["partial_volume"]
+    meta_path.write_text(json.dumps(meta))
+    assert "were those of no phase;" in redraw_outdated(load_candidate(labelled_demo), phases)

@@ -361,3 +361,30 @@ def test_a_second_watcher_on_the_same_folder_is_refused(tmp_path, capsys):
         code = subprocess.run([sys.executable, "-m", "core", "-q", "watch", "--scans", str(tmp_path), "--model", str(MODEL),
                                "--out", str(out), "--once"], cwd=ROOT, capture_output=True, text=True)
     assert code.returncode == 2 and "live run" in code.stderr and "Traceback" not in code.stderr
+
+
+def test_a_watch_restarted_with_other_settings_on_a_used_folder_is_refused_when_it_starts(tmp_path, demo, capsys):
+    """A watcher restarted on a folder segmented with other settings (here: no averaging over slices) would only meet
+    segment_series' refusal when the next scan arrives, possibly hours later: it is refused at once, in one sentence,
+    and changes nothing; the same settings resume as before."""
+    from core.workflow.live import Watcher, read_live_state
+
+    scans, out = tmp_path / "scans", tmp_path / "seg"
+    scans.mkdir()
+    for k in (0, 1):
+        write_volume(scans / f"t00{k}.tif", demo.scans[k])
+    clock = Clock()
+    assert _quiet(Watcher(_config(scans, out), clock=clock), clock) == 2
+    labels = {p.name: p.read_bytes() for p in sorted(out.glob("t*.tif"))}
+    state = read_live_state(out)
+    with pytest.raises(ReactomoError, match=r"holds 2 step\(s\) segmented with another model or other settings"):
+        Watcher(_config(scans, out, inference={"tile": 64, "z_sigma": 0.0}), clock=clock)
+    write_volume(scans / "t002.tif", demo.scans[2])
+    code = main(["-q", "watch", "--scans", str(scans), "--model", str(MODEL), "--out", str(out), "--once",
+                 "--tile", "64", "--z-sigma", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "give a new output folder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("t*.tif"))} == labels  # nothing changed
+    assert read_live_state(out) == state
+    w = Watcher(_config(scans, out), clock=clock)  # the same settings: goes on where it stopped
+    assert _quiet(w, clock) == 1 and w.scans["t002.tif"]["status"] == "done"

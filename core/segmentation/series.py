@@ -474,6 +474,79 @@ def _label_name(scan: Path) -> str:
     return stem + ".tif"
 
 
+def _resolve_settings(phases: PhaseTable, inference: Any, postprocess: Any, partial_volume: Sequence[int] | None):
+    """The inference, cleaning and partial-volume settings of a series, defaults filled in and checked."""
+    from core.network.inference import InferenceConfig
+    from core.segmentation.postprocess import PostprocessConfig, default_postprocess
+
+    inference = inference if inference is not None else InferenceConfig()
+    if isinstance(inference, dict):
+        inference = InferenceConfig.from_dict(inference)
+    inference.validate()
+    if isinstance(postprocess, str):
+        if postprocess != "default":
+            raise ReactomoError(f"postprocess must be 'default', None or a PostprocessConfig; got {postprocess!r}.")
+        postprocess = default_postprocess(phases)
+    elif isinstance(postprocess, dict):
+        postprocess = PostprocessConfig.from_dict(postprocess)
+    if postprocess is not None:
+        postprocess.validate()
+    # the pores' and the inert phases' edges redrawn from the scan, slab by slab, before the cleaning
+    # (core.labelling.partial_volume): chosen on the accuracy family's tuning half against the truth
+    if partial_volume is None:
+        from core.labelling.partial_volume import default_codes
+
+        partial_volume = default_codes(phases)
+    partial_volume = [int(c) for c in partial_volume]
+    unknown = [c for c in partial_volume if c not in phases.codes]
+    if unknown:
+        raise ReactomoError(f"Phase code {unknown[0]} is not in the phase table (codes {list(phases.codes)}); it cannot be redrawn.")
+    return inference, postprocess, partial_volume
+
+
+def _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal) -> dict[str, Any]:
+    """The ``settings`` of a segmentation record: what must match for two runs to make one series."""
+    return {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
+            "postprocess": postprocess.to_dict() if postprocess is not None else None,
+            "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
+            "voxel_size_um": voxel_size_um, "partial_volume": partial_volume, "temporal": bool(temporal)}
+
+
+def _done_otherwise(prior: dict[str, Any] | None, weights_sha256: str, settings: dict[str, Any],
+                    scans: Sequence[str | os.PathLike] | None = None) -> list[str]:
+    """Names of the scans the record ``prior`` has done with another model or other settings than these (only
+    among ``scans`` when given)."""
+    if not prior or (prior.get("model", {}).get("weights_sha256") == weights_sha256
+                     and prior.get("settings") == settings):
+        return []
+    among = None if scans is None else {str(p) for p in scans}
+    return [Path(str(d.get("scan"))).name for d in prior.get("steps", [])
+            if d.get("status") == "done" and (among is None or str(d.get("scan")) in among)]
+
+
+def folder_conflict(out_dir: str | os.PathLike, model_dir: str | os.PathLike, *, phases: PhaseTable | None = None,
+                    voxel_size_um: float | None = None, inference: Any = None, postprocess: Any = "default",
+                    z_range: tuple[int, int] | None = None, region: tuple[int, int, int, int] | None = None,
+                    partial_volume: Sequence[int] | None = None, temporal: bool = False) -> str | None:
+    """One sentence when ``out_dir`` already holds steps segmented with another model or other settings than
+    :func:`segment_series` would use with these arguments (None when it holds none).
+
+    For a caller that adds steps to a folder one at a time (beamtime mode): it is told when it starts, not when the
+    next scan arrives and :func:`segment_series` refuses to mix the two."""
+    from core.network.bundle import read_card
+
+    card = read_card(Path(os.path.abspath(os.fspath(model_dir))))
+    phases = phases or PhaseTable.from_dict(card["phases"])
+    inference, postprocess, partial_volume = _resolve_settings(phases, inference, postprocess, partial_volume)
+    settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal)
+    left = _done_otherwise(read_series_record(Path(out_dir)), card["weights_sha256"], settings)
+    if not left:
+        return None
+    return (f"The folder {out_dir} holds {len(left)} step(s) segmented with another model or other settings "
+            f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}); give a new output folder, or segment every "
+            f"step again there with `segment`.")
+
+
 def segment_series(
     model_dir: str | os.PathLike,
     scans: Sequence[str | os.PathLike],
@@ -561,8 +634,7 @@ def segment_series(
     """
     from core.network.bundle import read_card
     from core.errors import JobCancelled
-    from core.segmentation.postprocess import PostprocessConfig, default_postprocess
-    from core.network.inference import InferenceConfig, load_model_cached
+    from core.network.inference import load_model_cached
 
     t_start = time.perf_counter()
     model_dir = Path(os.path.abspath(os.fspath(model_dir)))
@@ -582,28 +654,7 @@ def segment_series(
             raise ReactomoError(f"Steps {bad or '[]'} are not in this series of {n} scans; give step numbers from 0 to {n - 1}.")
     if times_s is not None and len(times_s) != n:
         raise ReactomoError(f"{len(times_s)} times were given for {n} scans; give one time per scan.")
-    inference = inference if inference is not None else InferenceConfig()
-    if isinstance(inference, dict):
-        inference = InferenceConfig.from_dict(inference)
-    inference.validate()
-    if isinstance(postprocess, str):
-        if postprocess != "default":
-            raise ReactomoError(f"postprocess must be 'default', None or a PostprocessConfig; got {postprocess!r}.")
-        postprocess = default_postprocess(phases)
-    elif isinstance(postprocess, dict):
-        postprocess = PostprocessConfig.from_dict(postprocess)
-    if postprocess is not None:
-        postprocess.validate()
-    # the pores' and the inert phases' edges redrawn from the scan, slab by slab, before the cleaning
-    # (core.labelling.partial_volume): chosen on the accuracy family's tuning half against the truth
-    if partial_volume is None:
-        from core.labelling.partial_volume import default_codes
-
-        partial_volume = default_codes(phases)
-    partial_volume = [int(c) for c in partial_volume]
-    unknown = [c for c in partial_volume if c not in phases.codes]
-    if unknown:
-        raise ReactomoError(f"Phase code {unknown[0]} is not in the phase table (codes {list(phases.codes)}); it cannot be redrawn.")
+    inference, postprocess, partial_volume = _resolve_settings(phases, inference, postprocess, partial_volume)
     if workers < 1 or workers > 256:
         raise ReactomoError(f"workers must be from 1 to 256; got {workers}.")
     if scheduler is None and workers > 1:
@@ -626,27 +677,21 @@ def segment_series(
     # with the first one's; label files a killed writer left half-written go first
     with writer_lock(out_dir, what=f"the segmentation folder {out_dir}"):
         remove_orphan_temporaries(out_dir)
-        settings = {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
-                    "postprocess": postprocess.to_dict() if postprocess is not None else None,
-                    "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
-                    "voxel_size_um": voxel_size_um, "partial_volume": partial_volume, "temporal": bool(temporal)}
+        settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal)
         model_info = {"path": str(model_dir), "name": card.get("name", model_dir.name), "weights_sha256": card["weights_sha256"],
                       "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
         outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),
                                 time_s=float(times_s[i]) if times_s is not None else None) for i, p in enumerate(paths)]
         prior = read_series_record(out_dir)
-        if prior and (prior.get("model", {}).get("weights_sha256") != model_info["weights_sha256"]
-                      or prior.get("settings") != settings):
-            # steps done before with another model or other settings, not asked for now, would silently drop out of
-            # the record (and of the results made from it): refused, so a series never mixes two segmentations
-            wanted, listed = {str(paths[i]) for i in todo}, {str(p) for p in paths}
-            left = [Path(str(d.get("scan"))).name for d in prior.get("steps", [])
-                    if d.get("status") == "done" and str(d.get("scan")) in listed and str(d.get("scan")) not in wanted]
-            if left:
-                raise ReactomoError(
-                    f"The folder {out_dir} holds {len(left)} step(s) segmented with another model or other settings "
-                    f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}) that this call leaves out; segment "
-                    f"every step again, or write to a new folder.")
+        # steps done before with another model or other settings, not asked for now, would silently drop out of
+        # the record (and of the results made from it): refused, so a series never mixes two segmentations
+        wanted = {str(paths[i]) for i in todo}
+        left = _done_otherwise(prior, card["weights_sha256"], settings, [p for p in paths if str(p) not in wanted])
+        if left:
+            raise ReactomoError(
+                f"The folder {out_dir} holds {len(left)} step(s) segmented with another model or other settings "
+                f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}) that this call leaves out; segment "
+                f"every step again, or write to a new folder.")
         old = prior if resume else None
         if old and old.get("model", {}).get("weights_sha256") == model_info["weights_sha256"] and old.get("settings") == settings:
             # matched by scan, not by position: a scan that arrives late and sorts before others (live at a

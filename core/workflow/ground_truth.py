@@ -34,6 +34,7 @@ __all__ = [
     "StoredGroundTruth",
     "labelled_steps",
     "partial_volume_sentence",
+    "redraw_outdated",
     "train_candidate",
     "load_candidate",
     "load_accepted",
@@ -255,6 +256,31 @@ def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
         parts.append(f"{phases.by_code(int(i['code'])).name} {before:,} → {after:,} px ({sign} %)")
     return ("Edges redrawn from the scan by partial volume (linear unmixing), since the forest misplaces the edges of "
             "phases far from their neighbours' grey: " + "; ".join(parts) + ".")
+
+
+def redraw_outdated(stored: StoredGroundTruth | None, phases) -> str:
+    """One sentence when ``stored`` had other edges redrawn than the current default redraws ("" when the same).
+
+    A labelling kept from before a default changed (celestite alone until 2026-12-06, 13:00 UTC; nothing before
+    that) is still a valid labelling, so it is not refused, but the U-Net taught by it learns the edges the forest
+    drew for the phases it leaves out, and ``core run`` would redraw them: the user is told, and how to catch up.
+    """
+    from core.labelling.partial_volume import default_codes
+
+    if stored is None:
+        return ""
+    want = default_codes(phases)
+    had = [int(i["code"]) for i in stored.meta.get("partial_volume") or [] if "code" in i]
+    if had == want:
+        return ""
+
+    def names(codes):
+        known = [phases.by_code(c).name for c in codes if c in phases.codes]
+        return ", ".join(known) if known else "no phase"
+
+    return (f"This labelling was made with an earlier default: the edges redrawn from the scan were those of "
+            f"{names(had)}; the workflow now redraws {names(want)}, in this order, as `core run` does. Train the "
+            "forest again to label with the current default (the network learns these edges).")
 
 
 def _labels_digest(scribbles: np.ndarray) -> str:

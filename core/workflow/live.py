@@ -186,6 +186,14 @@ class Watcher:
                                  clock=time.monotonic)
         self.out = Path(config.out)
         self.live = self.out / "live"
+        # a folder segmented before with another model or other settings is refused now, when the watch starts,
+        # rather than when the next scan arrives (segment_series never mixes two segmentations in one series)
+        from core.segmentation.series import folder_conflict
+
+        conflict = folder_conflict(self.out, self.model_dir, phases=self.phases, voxel_size_um=config.voxel_size_um,
+                                   inference=self.inference, postprocess=self.postprocess)
+        if conflict:
+            raise ReactomoError(conflict)
         try:
             self.live.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
