@@ -108,7 +108,8 @@ st.markdown(f":material/memory: **Device:** {device_summary(device)} · chosen a
 st.caption(f"Ground truth: {accepted.step_name}, {len(accepted.slices)} slices "
            f"({', '.join(f'z {z}' for z in accepted.slices)}) · models are saved to `{ui.models_root()}`")
 if outdated := redraw_outdated(accepted, phases):
-    st.info(outdated.replace("This labelling", "The accepted ground truth"), icon=":material/update:")
+    st.info(outdated.replace("This labelling", "The accepted ground truth").replace(
+        "Train the forest again", "Train the forest again on the Ground truth page and accept it"), icon=":material/update:")
 
 if msg := ss.pop("train_flash", None):
     st.success(msg, icon=":material/check_circle:")

@@ -355,7 +355,8 @@ def test_a_labelling_kept_from_an_earlier_redraw_default_is_said_on_the_page_and
     train.run()
     assert not train.exception
     assert [i.value for i in train.info if "earlier default" in i.value] == [
-        sentence.replace("This labelling", "The accepted ground truth")]
+        sentence.replace("This labelling", "The accepted ground truth").replace(
+            "Train the forest again", "Train the forest again on the Ground truth page and accept it")]
     # a labelling from before any redraw names no phase as redrawn
     del meta["partial_volume"]
     meta_path.write_text(json.dumps(meta))
