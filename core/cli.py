@@ -453,6 +453,13 @@ def cmd_labels(args) -> int:
     return 0
 
 
+def _transforms(args) -> tuple[str, ...]:
+    """The training patches' transforms: the geometric ones, and the grey-value jitter with ``--intensity-augment``."""
+    from core.network.train import GEOMETRY
+
+    return GEOMETRY + (("intensity",) if getattr(args, "intensity_augment", False) else ())
+
+
 def cmd_ground_truth(args) -> int:
     """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
     from core.workflow.ground_truth import (accept_candidate, held_out_forest, load_candidate, partial_volume_sentence,
@@ -547,7 +554,7 @@ def cmd_train(args) -> int:
                      augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
                      optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)),
-                     thin_p=args.thin_examples)
+                     thin_p=args.thin_examples, transforms=_transforms(args))
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -1091,6 +1098,7 @@ def cmd_run(args) -> int:
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, z_sigma=args.z_sigma, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
                        edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
+                       intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
@@ -1239,6 +1247,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of the augmented training patches (0-1) that get thin laths of the product painted "
                              "into the reactant and of the reactant into the product, with the contrast and edge blur "
                              "measured on the labels: thin objects whose labels are right by construction (default 0)")
+        sp.add_argument("--intensity-augment", action="store_true",
+                        help="also jitter the training patches' grey values by a random gain and offset (the residual "
+                             "drift between steps the normalisation leaves; default off)")
         sp.add_argument("--seed", type=int, default=0)
 
     unet_options(tr)

@@ -71,6 +71,9 @@ class RunConfig:
     # the reactant into the product, with the contrast and edge blur measured on the labels (core.network.train.
     # paint_thin; 0 = off)
     thin_examples: float = 0.0
+    # also jitter the training patches' grey values by a random gain and offset (core.network.train, "intensity"):
+    # the residual drift between steps that the normalisation leaves (off by default)
+    intensity_augment: bool = False
     # more labelled steps, as (scribbles TIFF, step index) pairs: each step gets its own forest ground truth and the
     # U-Net learns from all of them (a second labelling at the other end of the reaction, where laths look different)
     more_labels: tuple[tuple[str, int], ...] = ()
@@ -120,7 +123,7 @@ def run_workflow(
     from core.network.inference import InferenceConfig, context_slices
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
-    from core.network.train import TrainConfig, train_unet
+    from core.network.train import GEOMETRY, TrainConfig, train_unet
     from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
@@ -150,7 +153,8 @@ def run_workflow(
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
                      seed=config.seed, edge_px=config.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
-                     thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)))
+                     thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)),
+                     transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()))
     if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
         raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
