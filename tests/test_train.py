@@ -377,3 +377,20 @@ def test_training_away_from_the_edges_trains():
     cfg = TrainConfig(**{**FAST, "max_epochs": 2, "edge_px": 1})
     r = train_unet(_net(), img, lab, config=cfg, phases=DEFAULT_PHASES)
     assert len(r.history) == 2 and np.isfinite(r.history[-1]["train_loss"])
+
+
+def test_cli_train_intensity_augment_trains_with_the_grey_value_jitter_and_records_it(cli_files, capsys):
+    """`train --intensity-augment` (and `run`, through the same option) adds the gain/offset jitter to the geometric
+    transforms; the model card records it, so a result says how its network was taught."""
+    from core.network.bundle import read_card
+    from core.network.train import GEOMETRY
+
+    tmp, scan, gt, _ = cli_files
+    common = ["train", "--scan", str(scan), "--ground-truth", str(gt), "--patch", "24", "--epochs", "1",
+              "--width", "4", "--depth", "2"]
+    rc, _, err = _cli(capsys, *common, "--out", str(tmp / "models" / "jit"), "--intensity-augment")
+    assert rc == 0, err
+    assert tuple(read_card(tmp / "models" / "jit")["training"]["config"]["transforms"]) == GEOMETRY + ("intensity",)
+    rc, _, err = _cli(capsys, *common, "--out", str(tmp / "models" / "plain"))
+    assert rc == 0, err
+    assert tuple(read_card(tmp / "models" / "plain")["training"]["config"]["transforms"]) == GEOMETRY
