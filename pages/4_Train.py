@@ -15,7 +15,7 @@ from core.errors import ReactomoError
 from core.workflow.ground_truth import load_accepted, redraw_outdated
 from core.workflow.jobs import list_jobs, read_events, request_cancel
 from core.network.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, check_training_memory, quality_warning
-from core.network.train import MIN_MEAN_DICE, MIN_PHASE_DICE
+from core.network.train import MIN_MEAN_DICE, MIN_PHASE_DICE, dice_text
 from core.network.unet import UNetConfig, device_summary, select_device
 from core.workflow.worker import submit_job
 from core.workflow.paths import training_checkpoints
@@ -72,7 +72,7 @@ def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
         val_dice = (card or {}).get("val_dice") or best.get("val_dice") or {}
         dice = [v for v in val_dice.values() if v is not None and v == v]
         at = (card or {}).get("best_epoch") or best.get("epoch")
-        extra = f", best epoch {at} with mean validation Dice {sum(dice) / len(dice):.3f}" if dice else ""
+        extra = f", best epoch {at} with mean validation Dice {dice_text(sum(dice) / len(dice))}" if dice else ""
         if poor := _poor(val_dice):
             return "warning", f"Training finished after {epochs}{extra}; the model '{name}' is in the registry below. {poor}"
         return "success", f"Training finished after {epochs}{extra}; the model '{name}' is in the registry below."
@@ -134,7 +134,7 @@ def live_run(job_id: str) -> None:
     epochs = job.params.get("train", {}).get("max_epochs", "?")
     m1, m2, m3, m4 = st.columns([2, 1, 1, 1], vertical_alignment="center")
     m1.markdown(f"**{job.params.get('name', job.title)}** · started {(job.started or job.created or '')[:19].replace('T', ' ')} UTC")
-    m2.metric("Epoch", f"{len(history)} / {epochs}")
+    m2.metric("Epochs done", f"{len(history)} / {epochs}")
     m3.metric("Time left", ui.fmt_duration(job.eta_s) if job.status == "running" else "waiting")
     with m4:
         if st.button("Stop", icon=":material/stop_circle:", key="train_stop", width="stretch",

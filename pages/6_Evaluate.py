@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.workflow.evaluate import comparison_rows, evaluate_segmentation, references, report_csv
+from core.workflow.evaluate import comparison_rows, evaluate_segmentation, references, report_csv, training_overlap
 from core.segmentation.metrics import METRICS, pool_reports
 from core.segmentation.seg_charts import confusion_heatmap, dice_per_step_chart
 from core.workflow.paths import segmentation_record, segmentation_stamp
@@ -63,8 +63,12 @@ scans = project.scans()
 times = project.times_s()
 
 c1, c2 = st.columns([3, 2])
-chosen = c1.multiselect("Segmentations", list(segs), default=list(segs)[-3:], key="ev_segs",
-                        format_func=lambda n: f"{n} · model {segs[n].get('model_name', '?')}")
+# a segmentation still running is offered (its finished steps can be scored) but not chosen for the user: its label
+# step may not be done yet, and a half series is not what a first look should score
+finished = [n for n in segs if segs[n].get("status") not in ("running", "live")]
+chosen = c1.multiselect("Segmentations", list(segs), default=(finished or list(segs))[-3:], key="ev_segs",
+                        format_func=lambda n: f"{n} · model {segs[n].get('model_name', '?')}"
+                                              + (" (still running)" if n not in finished else ""))
 ref_keys = list(refs)
 reference = c2.radio("Reference", ref_keys, index=ref_keys.index("demo truth") if "demo truth" in refs else 0,
                      key="ev_ref", horizontal=True, captions=[refs[k] for k in ref_keys])
@@ -78,6 +82,10 @@ for name in chosen:
         reports[name] = _evaluate(project.name, name, reference, segmentation_stamp(project, name))
 if not reports:
     st.stop()
+if reference == "ground truth":
+    for name in reports:
+        if note := training_overlap(project, name):
+            st.warning(note, icon=":material/school:")
 
 # ------------------------------------------------------------------------------------------------ one view, one segmentation
 all_steps = sorted({s for r in reports.values() for s in r})

@@ -15,7 +15,7 @@ from core.imaging.arrivals import RULES
 from core.network.bundle import list_bundles
 from core.segmentation.seg_charts import fraction_over_time
 from core.workflow.jobs import list_jobs, request_cancel
-from core.workflow.live import live_view
+from core.workflow.live import live_start_problem, live_view
 from core.workflow.project import data_roots
 from core.workflow.worker import submit_job
 
@@ -165,12 +165,17 @@ with st.form("live_start"):
     c1, c2, c3 = st.columns(3)
     model = c1.selectbox("Model", [b.name for b in bundles], key="live_model")
     name = c2.text_input("Segmentation name", value=f"live-{datetime.now():%Y%m%d-%H%M}", key="live_name")
-    interval = c3.number_input("Seconds between scans", 1.0, 86_400.0, 60.0, step=5.0, key="live_interval")
+    # a project that already holds scans (a live run resumed, or its first scans opened on the Data page) says how
+    # far apart they are and how many slices each has: the form starts from that, not from a beamline's usual values
+    held = project.scans()
+    interval = c3.number_input("Seconds between scans", 1.0, 86_400.0,
+                               float(min(max(project.interval_s(), 1.0), 86_400.0)) if held else 60.0, step=5.0,
+                               key="live_interval")
     rule = st.radio("A scan is complete when", list(RULES), format_func=RULE_TEXT.get, key="live_rule")
     d1, d2, d3 = st.columns(3)
     quiet = d1.number_input("Quiet window (s)", 0.2, 3600.0, 2.0, key="live_quiet",
                             help="For the quiet-window rule: how long size and time must stay unchanged.")
-    slices = d2.number_input("Slices per scan", 1, 100_000, 2016, key="live_slices",
+    slices = d2.number_input("Slices per scan", 1, 100_000, int(held[0].shape[0]) if held else 2016, key="live_slices",
                              help="For the slices rule: the number of 2D slices of a complete scan.")
     quick = d3.checkbox("Quick mode", key="live_quick",
                         help="When a whole scan takes longer than the interval on this machine: the central slab of "
@@ -188,10 +193,8 @@ if go:
         path = check_inside_roots(folder.strip(), data_roots())
         if not path.is_dir():
             raise ReactomoError(f"{path} is not a folder; give the folder the reconstruction writes into.")
-        have = project.scans()
-        if have and any(project.scan_path(i).resolve().parent != path.resolve() for i in range(len(have))):
-            raise ReactomoError(f"Project '{project.name}' already holds scans from another folder; create a new project "
-                                "for the live run (its scans will be the ones that arrive).")
+        if problem := live_start_problem(project, path, float(interval)):
+            raise ReactomoError(problem)
         submit_job(project, KIND, {"name": name, "scans": str(path), "model_dir": str(ui.models_root() / model),
                                    "interval_s": float(interval), "complete": rule, "quiet_s": float(quiet),
                                    "slices": int(slices) if rule == "slices" else None, "quick": bool(quick)},

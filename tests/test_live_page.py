@@ -92,3 +92,34 @@ def test_a_live_run_from_the_page_shows_its_status_and_results_and_stops(live_pr
     assert [Path(project.scan_path(i)).name for i in range(len(project.scans()))] == ["t000.tif", "t001.tif", "t002.tif"]
     assert project.times_s() == [0.0, 60.0, 120.0]
     assert project.manifest["segmentations"]["run1"]["status"] == "stopped"
+
+
+def test_a_live_run_at_other_step_times_than_the_project_is_refused_and_the_form_starts_from_the_project(demo_project):
+    """A user walk found a live run at the form's 60 s silently re-timing a project of scans 300 s apart (its kinetics
+    with it): the form now starts from the project's interval and slice count, and another interval is refused in one
+    sentence, on the page and in core, before anything starts."""
+    from core.errors import ReactomoError
+    from core.workflow.live import live_project as start_live, live_start_problem
+
+    folder = demo_project.scan_path(0).parent
+    gap, times = demo_project.interval_s(), demo_project.times_s()
+    assert gap != 60.0 and live_start_problem(demo_project, folder, gap) is None
+    why = live_start_problem(demo_project, folder, 60.0)
+    assert why == (f"Project 'demo' has its steps {gap:g} s apart, and this live run says 60 s between scans: it would "
+                   f"change the time of every step, and the kinetics made from them. Give {gap:g} s between scans, or "
+                   "start the live run in a new project.")
+    with pytest.raises(ReactomoError, match="would change the time of every step"):
+        start_live(demo_project, name="late", scans=folder, model_dir=ROOT / "models" / "demo-unet", interval_s=60.0,
+                   once=True)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["project_name"] = "demo"
+    at.run()
+    assert not at.exception
+    assert at.number_input(key="live_interval").value == gap
+    assert at.number_input(key="live_slices").value == demo_project.scans()[0].shape[0]
+    at.text_input(key="live_scans").set_value(str(folder))
+    at.number_input(key="live_interval").set_value(60.0)
+    at.get("form_submit_button")[0].click()
+    at.run()
+    assert [e.value for e in at.error] == [why]
+    assert list_jobs(demo_project.root, kind="live") == [] and demo_project.times_s() == times

@@ -451,3 +451,37 @@ def test_steps_labelled_together_from_the_page_and_said_under_the_results(demo_p
     at.selectbox(key="qc_seg").set_value("two-steps")
     at.run()
     assert any("Steps labelled one by one:" in c.value and "segment every step again" in c.value for c in at.caption)
+
+
+def test_evaluate_says_when_the_ground_truth_slices_are_the_models_training_slices(demo_project, tmp_path, monkeypatch):
+    """A user walk found Evaluate scoring a network on its own training slices against the ground truth (mean Dice
+    0.88) without a word; and a segmentation still running, chosen by default, showing as an error."""
+    from core.network.train import TrainConfig
+    from core.network.unet import UNetConfig
+    from core.workflow.evaluate import training_overlap
+    from core.workflow.ground_truth import accept_candidate, train_candidate
+    from core.workflow.labels import import_demo_scribbles
+    from core.workflow.segment import segment_project
+    from core.workflow.train import train_project_model
+
+    monkeypatch.setenv("REACTOMO_MODELS", str(tmp_path / "models"))
+    import_demo_scribbles(demo_project)
+    train_candidate(demo_project)
+    gt = accept_candidate(demo_project)
+    model = train_project_model(demo_project, name="tiny", unet_config=UNetConfig(n_classes=4, width=4, depth=2),
+                                train_config=TrainConfig(patch_size=16, batch_size=8, max_epochs=1, augment=False,
+                                                         patience=0), device="cpu", models_root=tmp_path / "models")
+    segment_project(demo_project, model, name="own", steps=[gt.step])
+    segment_project(demo_project, SHIPPED, name="shipped", steps=[gt.step])  # made from another demo: no overlap
+    note = training_overlap(demo_project, "own")
+    zs = ", ".join(f"z {z}" for z in gt.slices)
+    assert note.startswith(f"The model of 'own' (tiny) was trained on {len(gt.slices)} of these {len(gt.slices)} "
+                           f"ground-truth slices ({zs}): on them the Dice says how well it learned")
+    assert training_overlap(demo_project, "shipped") == ""
+    demo_project.update(lambda m: m["segmentations"]["shipped"].update(status="running"))  # as while it runs
+    at = _page("pages/6_Evaluate.py").run()
+    assert at.multiselect(key="ev_segs").value == ["own"]  # the running one is offered, not chosen
+    assert at.multiselect(key="ev_segs").format_func("shipped") == "shipped · model demo-unet (still running)"
+    at.radio(key="ev_ref").set_value("ground truth").run()
+    assert not at.exception and not at.error
+    assert [w.value for w in at.warning if "was trained on" in w.value] == [note]

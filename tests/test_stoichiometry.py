@@ -255,11 +255,14 @@ def test_a_fit_that_excludes_the_theory_by_more_than_the_band_fails_alone():
     assert d["intercept"] == pytest.approx(1, abs=1e-3) and fit["value"] == pytest.approx(2.56, abs=0.02)
     assert fit["limit"] == 2.0
     assert fit["sentence"].startswith(f"Fit against the theory: slope {d['slope']:.3f} [{d['slope_ci'][0]:.3f}, ")
-    assert "exclude the theory (-1 and 1) and differ from it by 2.6 %, more than the ±2 % band." in fit["sentence"]
+    # the interval that misses the theory is named, and only that one (the intercept's holds 1 here)
+    assert d["intercept_ci"][0] <= 1 <= d["intercept_ci"][1]
+    assert (": the slope's interval excludes -1, and the line differs from the theory by 2.6 %, more than the ±2 % band."
+            in fit["sentence"]) and "intercept's interval excludes" not in fit["sentence"]
     assert v["sentence"] == fit["sentence"]
     # with a ±4 % band the same difference is too small to matter: the fit passes
     wide = _judge(_series(consumed, deviation_pct=dev), band=0.04)
-    assert wide["passed"] is True and "differ from it by only 2.6 %" in wide["checks"][3]["sentence"]
+    assert wide["passed"] is True and "differs from the theory by only 2.6 %" in wide["checks"][3]["sentence"]
 
 
 def test_a_fit_whose_intervals_hold_the_theory_passes_even_when_far_from_it():
@@ -336,3 +339,18 @@ def test_an_inert_phase_never_found_is_not_evaluated_rather_than_constant():
     # absent at the first step but found later: a failure, as before
     late = [{**c, CELESTITE: 0 if i == 0 else 500} for i, c in enumerate(_series(CONSUMED10))]
     assert _passed(_judge(late))["inert_constancy"] is False
+
+
+def test_a_fit_whose_intercept_alone_misses_the_theory_names_the_intercept_only():
+    """The verdict once said "slope ... and intercept ... exclude the theory" when the slope's interval held -1."""
+    rng = np.random.default_rng(3)
+    x = np.linspace(0.0, 0.6, 8)
+    y = 0.96 - x + rng.normal(0, 0.002, x.size)  # the right slope, 4 % off at the start
+    rows = [{"step": i, "time_s": None, "x": xi, "y": yi, "deviation_pct": 100 * (1 - yi - xi)}
+            for i, (xi, yi) in enumerate(zip(x, y))]
+    fit = overall_verdict(rows, [], [], band=0.02)["checks"][3]
+    d = fit["details"]
+    assert d["slope_ci"][0] <= -1 <= d["slope_ci"][1] and not d["intercept_ci"][0] <= 1 <= d["intercept_ci"][1]
+    assert fit["passed"] is False
+    assert ": the intercept's interval excludes 1, and the line differs" in fit["sentence"]
+    assert "slope's interval excludes" not in fit["sentence"]

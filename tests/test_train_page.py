@@ -225,7 +225,7 @@ def test_a_good_model_is_a_success(gt_project, models):
     _finished_run(gt_project, models, "fine", good)
     at = _page().run()
     assert not at.exception, at.exception
-    assert any("Training finished after 2 epochs, best epoch 2 with mean validation Dice 0.940" in s.value for s in at.success)
+    assert any("Training finished after 2 epochs, best epoch 2 with mean validation Dice 0.94" in s.value for s in at.success)
     assert not any("Training finished" in w.value for w in at.warning)
     assert list(at.dataframe[0].value["Validation"]) == ["good"]
 

@@ -47,6 +47,7 @@ __all__ = [
     "train_unet",
     "TRANSFORMS",
     "quality_warning",
+    "dice_text",
     "MIN_PHASE_DICE",
     "MIN_MEAN_DICE",
 ]
@@ -995,6 +996,16 @@ MIN_PHASE_DICE = 0.5
 MIN_MEAN_DICE = 0.8
 
 
+def dice_text(v: float) -> str:
+    """A Dice value as the training's sentences write it: two decimals, rounded down (0.499 reads 0.49, never "0.50 is
+    under 0.5"), so a page that shows a mean beside :func:`quality_warning` shows the same number.
+
+    >>> dice_text(0.579), dice_text(0.4999), dice_text(1.0)
+    ('0.57', '0.49', '1.00')
+    """
+    return f"{math.floor(float(v) * 100 + 1e-9) / 100:.2f}"
+
+
 def quality_warning(val_dice: Any, *, min_phase: float = MIN_PHASE_DICE, min_mean: float = MIN_MEAN_DICE) -> str | None:
     """One sentence when a model's validation Dice is poor, ``None`` when it is fine.
 
@@ -1048,8 +1059,7 @@ def quality_warning(val_dice: Any, *, min_phase: float = MIN_PHASE_DICE, min_mea
     def _and(items: list[str]) -> str:
         return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
-    def _f(v: float) -> str:  # rounded down: 0.499 reads 0.49, never "0.50 is under 0.5"
-        return f"{math.floor(v * 100 + 1e-9) / 100:.2f}"
+    _f = dice_text
 
     parts = []
     if weak:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from core.errors import ReactomoError
 from core.segmentation.metrics import METRICS, MetricsReport, confusion_table, metrics_from_table
 
-__all__ = ["evaluate_files", "evaluate_segmentation", "comparison_rows", "report_csv", "references"]
+__all__ = ["evaluate_files", "evaluate_segmentation", "comparison_rows", "report_csv", "references", "training_overlap"]
 
 _SLAB = 16
 
@@ -136,6 +137,45 @@ def evaluate_segmentation(project, name: str, *, reference: str = "demo truth", 
         out[stored.step] = metrics_from_table(table, codes=codes, names=phases.names)
         return out
     raise ReactomoError(f"Unknown reference {reference!r}; use 'ground truth' or 'demo truth'.")
+
+
+def training_overlap(project, name: str) -> str:
+    """One sentence when the accepted ground truth's slices are ones the segmentation's model was trained on ("" when
+    none are, or when it cannot be told): scored against them, the Dice says how well the network learned its own
+    training labels, not how well it segments what it never saw."""
+    from core.network.bundle import read_card
+    from core.segmentation.series import read_series_record
+    from core.workflow.ground_truth import load_accepted
+
+    seg = project.manifest["segmentations"].get(name) or {}
+    stored = load_accepted(project)
+    if stored is None or not seg:
+        return ""
+    try:
+        rec = read_series_record(seg["path"]) or {}
+        card = read_card(Path(rec["model"]["path"]))
+    except (ReactomoError, OSError, KeyError, TypeError, ValueError):
+        return ""
+    prov = card.get("provenance") or {}
+    step = prov.get("step", prov.get("label_step"))  # a project's model, or the shipped one (made from a demo)
+    if step is None or int(step) != int(stored.step):
+        return ""
+    if prov.get("project") is not None and prov["project"] != project.name:
+        return ""
+    if "demo_config" in prov:  # trained on a demo experiment: this project's slices only if it is that demo
+        scans = project.scans()
+        if not project.demo() or not scans or list(scans[0].shape) != list(prov["demo_config"].get("shape") or []):
+            return ""
+    shared = sorted(set(int(z) for z in prov.get("slices") or []) & set(int(z) for z in stored.slices))
+    if not shared:
+        return ""
+    demo = project.demo()
+    return (f"The model of '{name}' ({card.get('name', Path(rec['model']['path']).name)}) was trained on "
+            f"{len(shared)} of these {len(stored.slices)} ground-truth slices ({', '.join(f'z {z}' for z in shared[:8])}"
+            f"{', ...' if len(shared) > 8 else ''}): on them the Dice says how well it learned its own training "
+            "labels, not how well it segments what it never saw"
+            + ("; the demo truth scores every voxel of every step." if demo and demo.get("truth") else
+               "; label a few other slices and accept them to judge it."))
 
 
 def comparison_rows(reports: dict[str, MetricsReport], *, metric: str = "dice") -> list[dict[str, Any]]:

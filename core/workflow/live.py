@@ -595,6 +595,29 @@ def run_live(config: LiveConfig, *, should_stop: Callable[[], bool] | None = Non
 ENV_ALERT_COMMAND = "REACTOMO_ALERT_COMMAND"
 
 
+def live_start_problem(project, scans: str | os.PathLike, interval_s: float) -> str | None:
+    """Why a live run of ``scans`` with ``interval_s`` between scans cannot go into ``project``, or None.
+
+    The project's time series becomes the scans segmented so far, at ``interval_s`` apart: a project holding other
+    scans, or the same scans at other times, would be changed without a word (its kinetics with it)."""
+    have = project.scans()
+    if not have:
+        return None
+    folder = Path(scans).resolve()
+    if any(Path(project.scan_path(i)).resolve().parent != folder for i in range(len(have))):
+        return (f"Project '{project.name}' already holds scans from another folder; start a live run in a new project "
+                "(its scans will be the ones that arrive).")
+    times = project.times_s()
+    if all(abs(t - i * float(interval_s)) <= 1e-6 * max(1.0, abs(t)) for i, t in enumerate(times)):
+        return None
+    gap = project.interval_s()
+    regular = all(abs(t - i * gap) <= 1e-6 * max(1.0, abs(t)) for i, t in enumerate(times))
+    now = f"has its steps {gap:g} s apart" if regular else "has its own step times (set on the Data page)"
+    return (f"Project '{project.name}' {now}, and this live run says {float(interval_s):g} s between scans: it would "
+            f"change the time of every step, and the kinetics made from them. "
+            + (f"Give {gap:g} s between scans, " if regular else "") + "or start the live run in a new project.")
+
+
 def live_project(project, *, name: str, scans: str | os.PathLike, model_dir: str | os.PathLike,
                  interval_s: float = 60.0, complete: str = "quiet", quiet_s: float = 2.0, slices: int | None = None,
                  quick: bool = False, inference: dict[str, Any] | None = None, poll_s: float = 1.0,
@@ -605,17 +628,17 @@ def live_project(project, *, name: str, scans: str | os.PathLike, model_dir: str
     series is the scans segmented so far, so the Segment, Analysis and 3D pages and the report work during the
     experiment and after it, as for any project. The alert command is the administrator's (``REACTOMO_ALERT_COMMAND``).
 
-    Refused with a sentence when the project already holds other scans than this folder's."""
+    Refused with a sentence when the project already holds other scans than this folder's, or these scans at other
+    times (:func:`live_start_problem`)."""
     from core.imaging.io import discover_scans
     from core.workflow.paths import segmentation_folder
     from core.workflow.project import sanitize_name
 
     clean = sanitize_name(name)
     folder = Path(scans).resolve()
-    have = project.scans()
-    if have and any(Path(project.scan_path(i)).resolve().parent != folder for i in range(len(have))):
-        raise ReactomoError(f"Project '{project.name}' already holds scans from another folder; start a live run in a "
-                            "new project (its scans will be the ones that arrive).")
+    problem = live_start_problem(project, folder, interval_s)
+    if problem:
+        raise ReactomoError(problem)
     out = segmentation_folder(project, clean)
     config = LiveConfig(scans=str(folder), model=str(Path(model_dir).resolve()), out=str(out), interval_s=interval_s,
                         complete=complete, quiet_s=quiet_s, slices=slices, quick=quick, poll_s=poll_s,
