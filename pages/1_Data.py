@@ -14,6 +14,12 @@ from core.workflow.project import data_roots
 from core.imaging.synthetic import DEMO, demo_config
 from core.workflow.paths import upload_folder
 
+
+def _num_text(values) -> list[str]:
+    """Numbers with two decimals, "–" for a missing one (e.g. the pore space's density)."""
+    return ["–" if v is None or v != v else f"{float(v):.2f}" for v in values]
+
+
 ui.page_setup("Data")
 project = ui.require_project()
 ui.sidebar_project(project)
@@ -182,14 +188,16 @@ with st.expander("Acquisition, phases and region of interest", icon=":material/t
     table = pd.DataFrame(project.phases().to_dict())
     shown = pd.DataFrame({
         "code": table["code"], "phase": table["name"], "formula": [pretty_formula(f) for f in table["formula"]],
-        "role": table["role"], "density (kg/m³)": table["density_kg_m3"],
-        "molar mass (g/mol)": table["molar_mass_g_mol"], "molar volume (cm³/mol)": table["molar_volume_cm3_mol"],
+        # written out here, "–" where a phase needs none (the pore space): the grid draws a missing number as "None"
+        "role": table["role"], "density (kg/m³)": _num_text(table["density_kg_m3"]),
+        "molar mass (g/mol)": _num_text(table["molar_mass_g_mol"]),
+        "molar volume (cm³/mol)": _num_text(table["molar_volume_cm3_mol"]),
         "colour": table["colour"],
     })
     st.dataframe(
-        shown.style.format(na_rep="–", precision=2, subset=["density (kg/m³)", "molar mass (g/mol)",
-                                                           "molar volume (cm³/mol)"])
-        .map(lambda c: f"background-color: {c}; color: {c}", subset=["colour"]),
+        shown.style.map(lambda c: f"background-color: {c}; color: {c}", subset=["colour"])
+        .set_properties(subset=["density (kg/m³)", "molar mass (g/mol)", "molar volume (cm³/mol)"],
+                        **{"text-align": "right"}),
         hide_index=True, width="stretch",
         column_config={"colour": st.column_config.TextColumn("colour", width="small")},
     )

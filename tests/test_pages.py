@@ -103,6 +103,11 @@ def test_data_page_viewer_and_histograms(workspace, demo_project):
     assert not at.exception
     legend = [t["name"] for t in __import__("json").loads(at.get("plotly_chart")[0].proto.spec)["data"][1:]]
     assert set(legend) <= {"gypsum", "bassanite", "pore", "celestite"} and "gypsum" in legend
+    # the phase table writes "–" where a phase needs no number (the pore space), never "None" (a user walk saw it)
+    phases = next(d.value for d in at.dataframe if "molar mass (g/mol)" in d.value.columns)
+    pore = phases[phases["phase"] == "pore"].iloc[0]
+    assert [pore["density (kg/m³)"], pore["molar mass (g/mol)"], pore["molar volume (cm³/mol)"]] == ["–"] * 3
+    assert phases[phases["phase"] == "gypsum"].iloc[0]["molar mass (g/mol)"] == "172.17"
 
 
 def test_data_page_saves_settings(workspace, demo_project):

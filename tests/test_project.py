@@ -552,7 +552,7 @@ def test_status_reflects_progress(proj):
     proj.update(lambda m: m["labels"].__setitem__("0", {"slices": [20]}))
     proj.update(lambda m: m["models"].append({"name": "unet-1"}))
     assert [s.done for s in proj.status()] == [True, True, False, True, False, False, False]
-    assert proj.status()[3].detail == "1 model saved"
+    assert proj.status()[3].detail == "1 model trained in this project"
     proj.set_roi({"z": [0, 20], "y": [0, 128], "x": [0, 128]})
     assert proj.status()[0].detail.endswith("region of interest 20×128×128")
     s = list_projects(workspace=proj.root.parent)[0]

@@ -1079,9 +1079,9 @@ class Project:
         else:
             detail = "No scans yet; open scans or generate the demo on the Data page."
 
-        def count(section: str, noun: str, todo: str) -> tuple[bool, str]:
+        def count(section: str, noun: str, todo: str, done: str = "saved") -> tuple[bool, str]:
             n = len(m[section])
-            return (n > 0, f"{n} {noun}{'s' if n != 1 else ''} saved" if n else todo)
+            return (n > 0, f"{n} {noun}{'s' if n != 1 else ''} {done}" if n else todo)
 
         def labels_row() -> tuple[bool, str]:
             steps = {k: v.get("slices", []) for k, v in m["labels"].items() if isinstance(v, dict)}
@@ -1109,7 +1109,9 @@ class Project:
         rows = [
             ("labels", "Labels", *labels_row()),
             ("ground_truth", "Ground truth", *ground_truth_row()),
-            ("model", "Model", *count("models", "model", "No model yet; train a U-Net on the ground truth.")),
+            # the models trained in this project (the registry also lists the shipped ones and other projects')
+            ("model", "Model", *count("models", "model", "No model yet; train a U-Net on the ground truth (or segment "
+                                      "with a model of the registry).", done="trained in this project")),
             ("segmentation", "Segmentation", *count("segmentations", "segmentation", "No segmentation yet; segment the time steps with a model.")),
             ("evaluation", "Evaluation", *evaluation_row(), True),
             ("analysis", "Analysis", *count("analysis", "analysis result", "No analysis yet; run the analysis on a segmentation.")),
