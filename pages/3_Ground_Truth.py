@@ -81,7 +81,7 @@ def _compare(project_name: str, created: str, method: str, ranges: tuple | None)
 SIGMAS = [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]
 fdef, rdef = FeatureConfig(), ForestConfig()
 with st.expander("Random forest settings", expanded=load_candidate(project) is None, icon=":material/tune:"):
-    with st.form("rf_settings", border=False):
+    with st.form("rf_settings", border=False, enter_to_submit=False):  # Enter never starts a long job
         c1, c2, c3 = st.columns(3)
         step = c1.selectbox("Labelled step", list(steps), key="gt_step",
                             format_func=lambda i: f"{scans[i].name} · t = {times[i] / 60:.1f} min · {len(steps[i])} slices")

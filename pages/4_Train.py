@@ -173,9 +173,13 @@ def _default_name() -> str:
     return f"{project.name}-unet-{i}"
 
 
+# a name already in the registry (the run that just ended saved under it) is replaced by a free one, so the next
+# run does not start with a name that is refused
+if st.session_state.get("tr_name") in {b.name for b in list_bundles(ui.models_root())}:
+    st.session_state["tr_name"] = _default_name()
 tdef, udef = TrainConfig(), UNetConfig()
 with st.expander("Training settings", expanded=not active, icon=":material/tune:"):
-    with st.form("train_settings", border=False):
+    with st.form("train_settings", border=False, enter_to_submit=False):  # Enter never starts a long job
         st.markdown("**Patches**")
         c1, c2, c3, c4 = st.columns(4)
         patch = c1.number_input("Patch size (px)", 8, 1024, tdef.patch_size, step=8, key="tr_patch",

@@ -173,7 +173,11 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
         st.markdown('<a href="./train" target="_self">Go to the Train page</a>', unsafe_allow_html=True)
     else:
         names = [b.name for b in bundles]
-        model = st.selectbox("Model", names, key="seg_model", help=f"Models of the registry in `{ui.models_root()}`.")
+        # the model trained last in this project when it is in the registry, else the registry's first
+        mine = [str(r.get("name")) for r in project.manifest.get("models") or [] if r.get("name") in names]
+        model = st.selectbox("Model", names, index=names.index(mine[-1]) if mine else 0, key="seg_model",
+                             help=f"Models of the registry in `{ui.models_root()}`; the one trained last in this "
+                                  "project is chosen to start with.")
         b = next(x for x in bundles if x.name == model)
         dice = _mean_dice(b)
         st.caption(f":material/deployed_code: **{b.name}** · created {ui.fmt_date(b.created)} UTC · phases: {', '.join(b.phases)}"
@@ -218,7 +222,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
         # outside the form, so that the z-range slider follows it at once
         some_z = st.checkbox("Only some slices (z range)", value=False, key="seg_some_z",
                              help="Segment a z range of every scan instead of the whole scan.")
-        with st.form("seg_settings", border=False):
+        with st.form("seg_settings", border=False, enter_to_submit=False):  # Enter never starts a long job
             steps = st.multiselect("Steps", list(range(len(scans))), default=list(range(len(scans))), key="seg_steps",
                                    format_func=lambda i: f"{scans[i].name} · {times[i] / 60:.1f} min",
                                    help="All steps by default; remove the ones to skip.")

@@ -156,7 +156,7 @@ if not bundles:
             "scan of the experiment, or an earlier one of the same rock) before the beamtime.")
     st.stop()
 
-with st.form("live_start"):
+with st.form("live_start", enter_to_submit=False):  # Enter never starts a live run
     st.subheader("Start watching")
     roots = ", ".join(f"`{r}`" for r in data_roots())
     folder = st.text_input("Scan folder on the server", key="live_scans",

@@ -485,3 +485,18 @@ def test_evaluate_says_when_the_ground_truth_slices_are_the_models_training_slic
     at.radio(key="ev_ref").set_value("ground truth").run()
     assert not at.exception and not at.error
     assert [w.value for w in at.warning if "was trained on" in w.value] == [note]
+
+
+def test_the_segment_page_starts_from_the_model_trained_last_in_this_project(demo_project, tmp_path, monkeypatch):
+    """A user walk trained a model and found Segment offering the shipped one first."""
+    import shutil
+
+    registry = tmp_path / "models"
+    for name in ("alpha", "mine", "zeta"):
+        shutil.copytree(SHIPPED, registry / name)
+    monkeypatch.setenv("REACTOMO_MODELS", str(registry))
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception and at.selectbox(key="seg_model").value == "alpha"  # nothing trained here: the first
+    demo_project.update(lambda m: m.setdefault("models", []).extend([{"name": "mine"}, {"name": "gone"}]))
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception and at.selectbox(key="seg_model").value == "mine"  # "gone" left the registry

@@ -311,3 +311,16 @@ def test_interrupted_run_shows_its_curves_and_resumes_from_its_checkpoint_folder
     assert job.id != job_id and job.status == "done", job.error
     assert job.params["resume"] is True and job.params["checkpoint_dir"] == str(folder / "checkpoints")
     assert [b.name for b in list_bundles(models)] == ["again"]
+
+
+def test_a_model_name_taken_by_the_last_run_is_replaced_by_a_free_one(gt_project, models):
+    """A user walk trained 'demo-unet-1', then found the field still holding it and the next start refused."""
+    import shutil
+
+    at = _page()
+    at.session_state["tr_name"] = "mine"  # as after the form that started a run under that name
+    at.run()
+    assert not at.exception and at.text_input(key="tr_name").value == "mine"  # free: kept
+    shutil.copytree(ROOT / "models" / "demo-unet", models / "mine")  # as the run saves it when it ends
+    at.run()
+    assert not at.exception and at.text_input(key="tr_name").value == "demo-unet-1"
