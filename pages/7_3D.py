@@ -34,10 +34,10 @@ COLUMNS = {"phase": "Phase", "objects": "Objects", "objects_touching_block_edge"
 def numbers_table(df: pd.DataFrame) -> pd.DataFrame:
     """The 3D numbers as a table: units in the headers, an en dash where a number is undefined (no object)."""
     fmt = {"Share of block": lambda v: f"{v * 100:.2f} %", "Largest pore cluster": lambda v: f"{v * 100:.1f} %",
-           "Volume (mm³)": "{:.3e}".format, "Surface (mm²)": "{:.4f}".format,
+           "Volume (mm³)": "{:.5f}".format, "Surface (mm²)": "{:.4f}".format,
            "Specific surface (mm²/mm³)": "{:.1f}".format, "Median object (µm³)": "{:,.0f}".format,
            "90th pct object (µm³)": "{:,.0f}".format, "Largest object (µm³)": "{:,.0f}".format,
-           "Median eq. diameter (µm)": "{:.1f}".format, "Time (s)": "{:g}".format}
+           "Median eq. diameter (µm)": "{:.1f}".format, "Time (min)": "{:.1f}".format}
     out = df.copy()
     for col, f in fmt.items():
         if col in out.columns:
@@ -74,12 +74,16 @@ if not segs:
     st.stop()
 
 times = project.times_s()
+scan_names = [x.name for x in project.scans()]
 phases = project.phases()
 choosable = [p for p in phases if p.code > 0]
 
 
-def step_label(k: int, t: list[float]) -> str:
-    return f"{k} (t = {t[k]:g} s)" if k < len(t) else str(k)
+def step_label(k: int, t: list[float], names: list[str] | None = None) -> str:
+    """"t005 · 25.0 min", as the other pages name a step."""
+    if k >= len(t):
+        return str(k)
+    return f"{names[k] if names and k < len(names) else f'step {k}'} · {t[k] / 60:.1f} min"
 
 
 # ------------------------------------------------------------------------------------------------ what to show
@@ -89,7 +93,7 @@ steps = segs[name]
 if ss.get("r3_step") not in steps:
     ss["r3_step"] = steps[len(steps) // 2]
 step = c2.select_slider("Step", steps, key="r3_step",
-                        format_func=lambda k: step_label(k, times),
+                        format_func=lambda k: step_label(k, times, scan_names),
                         help="The time step to show. A step already meshed with these settings is shown at once.")
 compare = st.radio("Views", ["One view", "Two steps side by side", "Two experiments side by side"], horizontal=True,
                    key="r3_compare", help="Side by side, both views are meshed with the same block and settings and "
@@ -99,7 +103,7 @@ second = None  # (project, segmentation, step) of the right-hand view
 if compare == "Two steps side by side":
     if ss.get("r3_step2") not in steps:
         ss["r3_step2"] = steps[-1] if steps[-1] != step else steps[0]
-    other_step = st.select_slider("Second step", steps, key="r3_step2", format_func=lambda k: step_label(k, times))
+    other_step = st.select_slider("Second step", steps, key="r3_step2", format_func=lambda k: step_label(k, times, scan_names))
     second = (project, name, other_step)
 elif compare == "Two experiments side by side":
     others = [p.name for p in list_projects() if p.name != project.name]
@@ -116,7 +120,7 @@ elif compare == "Two experiments side by side":
             else:
                 oseg = d2.selectbox("Its segmentation", list(osegs), key="r3_seg2")
                 ostep = d3.selectbox("Its step", osegs[oseg], key="r3_ostep2",
-                                     format_func=lambda k: step_label(k, other.times_s()))
+                                     format_func=lambda k: step_label(k, other.times_s(), [x.name for x in other.scans()]))
                 second = (other, oseg, ostep)
 
 with st.expander("Block, phases and detail", expanded=False):
@@ -205,7 +209,7 @@ def progress(proj, job_id: str, key: str) -> None:
 def view(column, proj, seg: str, k: int, key: str):
     """Show the cached render, or start (or follow) its job; returns the render when shown."""
     with column:
-        st.markdown(f"**{proj.name} / {seg}, step {step_label(k, proj.times_s())}**")
+        st.markdown(f"**{proj.name} / {seg}, {step_label(k, proj.times_s(), [x.name for x in proj.scans()])}**")
         result = None
         with ui.user_errors():
             result = cached_render(proj, seg, k, config)
@@ -312,8 +316,10 @@ else:
     st.plotly_chart(numbers_over_time_chart(over.rows, metric, label=lab, unit=unit, phases=phases,
                                             percent=metric in ("volume_fraction", "largest_cluster_share")),
                     width="stretch")
-    table = pd.DataFrame(over.rows).drop(columns=["code", "voxels"], errors="ignore").rename(
-        columns={"step": "Step", "time_s": "Time (s)", **COLUMNS})
+    table = pd.DataFrame(over.rows).drop(columns=["code", "voxels"], errors="ignore")
+    if "time_s" in table.columns:  # minutes, as on the chart above and every other page
+        table["time_s"] = table["time_s"] / 60.0
+    table = table.rename(columns={"step": "Step", "time_s": "Time (min)", **COLUMNS})
     st.dataframe(numbers_table(table), hide_index=True, width="stretch")
     st.caption(f"{over.caption()} Method. {METHOD}")
     st.download_button("numbers_over_time.csv", over.csv_text(), file_name=f"{project.name}-{name}-numbers-over-time.csv",

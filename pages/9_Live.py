@@ -54,7 +54,8 @@ def _due(text: str | None) -> str:
     return f"in {ui.fmt_duration(-s)}" if s <= 0 else f"overdue by {ui.fmt_duration(s)}"
 
 
-def status_strip(view) -> None:
+def status_strip(view, ended: dict | None = None) -> None:
+    """The live run's status; ``ended``: the record of a run that is no longer watching (nothing is expected)."""
     s = view.status
     c = st.columns(5)
     c[0].metric("Last scan seen", s.get("last_seen") or "–", help="The newest complete scan in the folder.")
@@ -69,8 +70,14 @@ def status_strip(view) -> None:
                 delta=None if keeps is None else (f"keeps up with {interval:g} s" if keeps else f"slower than {interval:g} s"),
                 delta_color="normal" if keeps else "inverse",
                 help="Median of the last scans' segmentation times, against the arrival interval.")
-    c[4].metric("Next scan expected", _due(s.get("next_expected")),
-                help="The last arrival plus the interval.")
+    if ended is None:
+        c[4].metric("Next scan expected", _due(s.get("next_expected")),
+                    help="The last arrival plus the interval.")
+    else:
+        when = str(ended.get("updated") or "")
+        c[4].metric("Watcher", str(ended.get("status") or "stopped"),
+                    help=(f"Since {when.replace('T', ' ').rstrip('Z')} UTC. " if when else "")
+                    + "It watches no more; start a new live run above to go on.")
     if s.get("quick"):
         st.caption("Quick mode: the central slab of each scan is segmented first (labelled **quick** below), whole "
                    "scans when there is time.")
@@ -210,5 +217,5 @@ if lives:
     with ui.user_errors():
         view = live_view(project, pick)
     if view is not None:
-        status_strip(view)
+        status_strip(view, ended=(project.manifest.get("segmentations") or {}).get(pick) or {})
         results(view)

@@ -92,6 +92,9 @@ def test_a_live_run_from_the_page_shows_its_status_and_results_and_stops(live_pr
     assert [Path(project.scan_path(i)).name for i in range(len(project.scans()))] == ["t000.tif", "t001.tif", "t002.tif"]
     assert project.times_s() == [0.0, 60.0, 120.0]
     assert project.manifest["segmentations"]["run1"]["status"] == "stopped"
+    # a stopped run expects no scan: its strip says it stopped, never "overdue" (a user walk saw that)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown.get("Watcher") == "stopped" and "Next scan expected" not in shown
 
 
 def test_a_live_run_at_other_step_times_than_the_project_is_refused_and_the_form_starts_from_the_project(demo_project):

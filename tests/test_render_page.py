@@ -111,6 +111,10 @@ def test_numbers_over_time_are_computed_in_the_worker_and_shown_as_a_chart_table
     assert not at.exception and not at.error
     table = next(d.value for d in at.dataframe if "Step" in d.value.columns)
     assert sorted(set(table["Step"])) == [0, 1, 3] and set(table["Phase"]) == {"bassanite", "pore"}
+    # minutes and plain decimals, as on the chart and the other pages (a user walk saw seconds and "6.198e-03")
+    times = demo_project.times_s()
+    assert [float(x) for x in table["Time (min)"]] == [round(times[k] / 60, 1) for k in table["Step"]]
+    assert all("e" not in v for v in table["Volume (mm³)"] if v != "–")
     assert any("over time" in str(c.proto.spec) for c in at.get("plotly_chart"))
     assert "Method." in _text(at) and "3 steps" in _text(at)
     at.selectbox(key="r3_over_metric").set_value("objects").run()
