@@ -345,7 +345,8 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
 st.subheader("Quality check")
 segs = project.manifest.get("segmentations") or {}
 if not segs:
-    st.info("This project has no segmentation yet: choose a model and start one above.")
+    st.info("The first segmentation is running: its steps can be checked here as soon as they are written."
+            if active else "This project has no segmentation yet: choose a model and start one above.")
     st.stop()
 seg_names = list(segs)
 if ss.get("qc_seg") not in seg_names:
