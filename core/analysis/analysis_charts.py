@@ -319,7 +319,11 @@ def growth_figure(t_s: Sequence[float], fraction: Sequence[float], *, fit: dict 
                                  name="rate 95 % band"), row=1, col=2)
         fig.add_trace(go.Scatter(x=rt, y=rate["rate"], mode="lines+markers", line=dict(color="black"), name="smoothed rate"),
                       row=1, col=2)
-    fig.update_layout(**{**_LAYOUT, "height": 520, "margin": {**_LAYOUT["margin"], "t": 90}}, title=f"{product} growth and kinetics")
+    # five long legend entries under two panels: two per row, well below the tick labels and the axis titles
+    fig.update_layout(**{**_LAYOUT, "height": 600, "margin": {**_LAYOUT["margin"], "t": 90, "b": 190},
+                         "legend": dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0,
+                                        entrywidth=0.5, entrywidthmode="fraction")},
+                      title=f"{product} growth and kinetics")
     fig.update_xaxes(title_text="time (min)")
     fig.update_yaxes(title_text="fraction", row=1, col=1)
     fig.update_yaxes(title_text="rate (fraction per hour)", row=1, col=2)
