@@ -63,6 +63,9 @@ def test_every_file_and_the_report_are_written_and_self_contained(analysed):
     assert not re.search(r"<script[^>]+src=", html)  # nothing to fetch: opens offline
     assert html.count('class="plotly-graph-div"') == len(figures(result)) >= 6
     assert result["summary"]["verdict"]["sentence"] in html and "Library versions" in html
+    # an interval is written with its estimate's precision (a user walk read "0.952 [0.9119, 0.9921]")
+    jm = re.search(r"n = (\d\.\d+) \[(-?\d[\d.e+-]*), (-?\d[\d.e+-]*)\]", html)
+    assert jm and {len(g.split(".")[1]) for g in jm.groups()} == {3}, jm
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["n_boot"] == 100 and summary["versions"]["numpy"] and summary["versions"]["numba"] and summary["versions"]["edt"]
 

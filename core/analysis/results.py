@@ -678,8 +678,8 @@ def report_html(result: dict[str, Any]) -> str:
     jm = s.get("jmak") or {}
     fit = s.get("fit") or {}
 
-    def fmt_ci(ci):
-        return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci and None not in ci else "(n/a)"
+    def fmt_ci(ci, fmt=".4g"):  # an interval written with the precision of its estimate
+        return f"[{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci and None not in ci else "(n/a)"
     norm = model.get("normalisation") or {}
     model_rows = [("name", model.get("name", "(unknown)")),
                   ("weights SHA-256", str(model.get("weights_sha256", ""))[:16] + "…"),
@@ -732,8 +732,8 @@ def report_html(result: dict[str, Any]) -> str:
     kin = ""
     if jm and "error" not in jm and jm.get("k") is not None:
         kin = (f"<p>JMAK (Avrami) fit of the reaction extent: k = {jm['k'] * 3600:.4g} per hour "
-               f"{fmt_ci([c * 3600 if c is not None else None for c in jm['k_ci']])}, n = {jm['n']:.3f} {fmt_ci(jm['n_ci'])}"
-               + (f", α_max = {jm['alpha_max']:.3f} {fmt_ci(jm.get('alpha_max_ci'))}" if jm.get("alpha_max_fitted")
+               f"{fmt_ci([c * 3600 if c is not None else None for c in jm['k_ci']])}, n = {jm['n']:.3f} {fmt_ci(jm['n_ci'], '.3f')}"
+               + (f", α_max = {jm['alpha_max']:.3f} {fmt_ci(jm.get('alpha_max_ci'), '.3f')}" if jm.get("alpha_max_fitted")
                   else f", α_max fixed at {jm.get('alpha_max') or 1.0:g}")
                + (f", half time (half of the plateau) {jm['half_time_s'] / 60:.1f} min" if jm.get("half_time_s") else "")
                + ". " + html.escape((jm.get("model_choice") or {}).get("reason") or "") + "</p>")
