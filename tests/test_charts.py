@@ -112,3 +112,18 @@ def test_extent_band_spans_exactly_the_two_estimates():
     n = len(rows)
     np.testing.assert_allclose(band.y[:n], np.maximum(loss, gain))
     np.testing.assert_allclose(band.y[n:], np.minimum(loss, gain)[::-1])
+
+
+def test_pore_sizes_at_the_voxel_size_are_marked_as_the_resolution_limit():
+    """A user walk read a median connected-pore diameter of exactly one voxel from 25 min on as a measurement."""
+    from core.analysis.analysis_charts import method_of, pore_size_figure
+
+    rows = [{"step": k, "time_s": 300.0 * k, "lt_median_um": m, "lt_q1_um": m, "lt_q3_um": m + 2,
+             "lt_median_ci_low": m, "lt_median_ci_high": m, "eqd_median_um": e}
+            for k, (m, e) in enumerate([(11.0, 9.0), (8.0, 3.4), (7.5, 3.4)])]
+    fig = pore_size_figure(rows, voxel_size_um=2.75)
+    assert any(a.text == "one voxel (2.75 µm)" for a in fig.layout.annotations)
+    assert "within 1.5 voxels (4.12 µm) is at the scan's resolution" in method_of(fig)
+    big = [{**r, "eqd_median_um": 9.0} for r in rows]
+    assert "resolution" not in method_of(pore_size_figure(big, voxel_size_um=2.75))
+    assert "resolution" not in method_of(pore_size_figure(rows)) and not pore_size_figure(rows).layout.annotations

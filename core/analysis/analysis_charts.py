@@ -170,8 +170,9 @@ def inert_figure(rows: Sequence[dict], *, band: float = 0.02, phases=None) -> go
     return fig
 
 
-def pore_size_figure(rows: Sequence[dict]) -> go.Figure:
-    """Pore size (local thickness) over time: median with its bootstrap 95 % CI and the interquartile range."""
+def pore_size_figure(rows: Sequence[dict], *, voxel_size_um: float | None = None) -> go.Figure:
+    """Pore size (local thickness) over time: median with its bootstrap 95 % CI and the interquartile range; with
+    ``voxel_size_um``, the size of one voxel as a line, and a warning in the method when a median is at that limit."""
     t = _minutes(rows)
     x_axis = t if t and t[0] is not None else [r["step"] for r in rows]
     g = lambda k: np.array([np.nan if r.get(k) in (None, "") else float(r[k]) for r in rows])  # noqa: E731
@@ -186,11 +187,18 @@ def pore_size_figure(rows: Sequence[dict]) -> go.Figure:
     if "eqd_median_um" in (rows[0] if rows else {}):
         fig.add_trace(go.Scatter(x=x_axis, y=g("eqd_median_um"), mode="lines+markers", line=dict(color="#7f7f7f", dash="dot"),
                                  name="median equivalent diameter of connected pores"))
-    method = rows[0].get("method", "") if rows else ""
+    method = rows[0].get("method", "") or ("Local thickness: diameter of the largest ball that fits in the pore "
+                                            "space and covers the voxel. CI: bootstrap over pores.") if rows else ""
+    if voxel_size_um:
+        vs = float(voxel_size_um)
+        fig.add_hline(y=vs, line=dict(color="#999", dash="dash", width=1),
+                      annotation_text=f"one voxel ({vs:g} µm)", annotation_position="bottom right")
+        medians = [m for k in ("lt_median_um", "eqd_median_um") if rows and k in rows[0] for m in g(k) if np.isfinite(m)]
+        if any(m <= 1.5 * vs for m in medians):
+            method += (f" A median within 1.5 voxels ({1.5 * vs:.3g} µm) is at the scan's resolution: pores of one or "
+                       "two voxels dominate it, so it says how small the smallest pores look, not how large they are.")
     fig.update_layout(**_LAYOUT, title="Pore size over time", xaxis_title="time (min)" if t and t[0] is not None else "step",
-                      yaxis_title="pore diameter (µm)",
-                      meta={"method": method or "Local thickness: diameter of the largest ball that fits in the pore "
-                                                "space and covers the voxel. CI: bootstrap over pores."})
+                      yaxis_title="pore diameter (µm)", meta={"method": method})
     return fig
 
 

@@ -585,7 +585,8 @@ def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:
     if result["inert"]:
         out.append(("Inert phase constancy", ac.inert_figure(result["inert"], band=band, phases=phases)))
     if result["pore_sizes"]:
-        out.append(("Pore sizes", ac.pore_size_figure(result["pore_sizes"])))
+        out.append(("Pore sizes", ac.pore_size_figure(result["pore_sizes"],
+                                                      voxel_size_um=(result.get("summary") or {}).get("voxel_size_um"))))
         if any(r.get("lt_distribution") for r in result["pore_sizes"]):
             out.append(("Pore size distribution", ac.pore_distribution_figure(result["pore_sizes"])))
         if any(r.get("eqd_distribution") for r in result["pore_sizes"]):
