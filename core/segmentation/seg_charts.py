@@ -99,12 +99,12 @@ def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str
     fig = go.Figure(go.Heatmap(
         z=pct, x=list(names), y=list(names), text=text, texttemplate="%{text}", textfont=dict(size=15),
         colorscale="Blues", zmin=0, zmax=100,
-        colorbar=dict(title=dict(text="% of reference row", side="right")),
+        colorbar=dict(title=dict(text="% of the reference row", side="right"), thickness=14),
         customdata=[[f"{int(c[i, j]):,}" for j in range(k)] for i in range(k)],
         hovertemplate=f"{reference} %{{y}}<br>predicted %{{x}}<br>%{{customdata}} voxels, %{{z:.1f}} % of the row"
                       "<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="predicted phase", yaxis_title=f"{reference} phase", font=_FONT,
-                      height=460, margin=dict(l=80, r=10, t=50, b=60))
+                      height=500, margin=dict(l=80, r=40, t=50, b=60))  # room for the colour bar's title
     fig.update_yaxes(autorange="reversed")
     return fig
 
