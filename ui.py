@@ -320,3 +320,15 @@ def fmt_date(text: str) -> str:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
     except (ValueError, AttributeError):
         return str(text)
+
+
+def job_message(project_root, job) -> str:
+    """A job's progress message; for a job still queued, what it waits for (the worker runs one job at a time)."""
+    from core.workflow.jobs import list_jobs
+
+    if job.status != "queued":
+        return job.message or "starting"
+    ahead = [j for j in list_jobs(project_root) if j.id != job.id and j.status == "running"]
+    if ahead:
+        return f"queued, waiting for '{ahead[0].title or ahead[0].kind}' to finish"
+    return job.message or "queued"

@@ -200,7 +200,7 @@ def progress(proj, job_id: str, key: str) -> None:
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     what = (f"3D numbers of every step of '{job.params.get('name')}'" if job.kind == OVER_TIME_KIND
             else f"Meshing step {job.params.get('step')} of '{job.params.get('name')}'")
-    c1.progress(min(max(float(job.progress), 0.0), 1.0), text=f"{what}: {job.message or 'queued'}")
+    c1.progress(min(max(float(job.progress), 0.0), 1.0), text=f"{what}: {ui.job_message(proj.root, job)}")
     if c2.button("Stop", icon=":material/stop_circle:", key=f"r3_stop_{key}", width="stretch"):
         with ui.user_errors():
             request_cancel(proj.root, job_id)

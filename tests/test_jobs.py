@@ -291,3 +291,27 @@ def test_bad_inputs_are_refused(tmp_path):
 
     rec = start_job(tmp_path, "train", work).wait(3)
     assert rec.status == "failed" and "JSON-able" in rec.error
+
+
+def test_a_queued_job_says_what_it_waits_for(tmp_path):
+    """A user walk saw the 3D page say "queued" while a segmentation held the worker, and no more."""
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+    import ui
+
+    go = threading.Event()
+
+    def work(ctx):
+        ctx.progress(0.1, "step 1 of 4")
+        assert go.wait(5)
+
+    h = start_job(tmp_path, "segment", work, title="Segment demo-unet-2")
+    assert _until(lambda: h.record().status == "running")
+    waiting = JobRecord(id="later", kind="render", status="queued")
+    assert ui.job_message(tmp_path, waiting) == "queued, waiting for 'Segment demo-unet-2' to finish"
+    assert ui.job_message(tmp_path, h.record()) == "step 1 of 4"  # a running job shows its own progress
+    go.set()
+    h.wait(5)
+    assert ui.job_message(tmp_path, waiting) == "queued"  # nothing ahead of it any more
