@@ -329,7 +329,7 @@ def phase_fraction_chart(fractions: dict, phases, *, title: str = "Phase fractio
 def dice_comparison_chart(dice: dict, phases, *, title: str = "Dice per phase") -> go.Figure:
     """Grouped bars: ``dice`` maps a method name → {phase code: Dice}; NaN (phase absent) is left out."""
     fig = go.Figure()
-    palette = ["#1f5f8b", "#b0b7bf", "#f58518", "#54a24b", "#e45756"]
+    palette = ["#1f3a5f", "#b0b7bf", "#6a3d9a", "#8c564b", "#222222"]  # none of them a phase's colour
     for k, (method, per_phase) in enumerate(dice.items()):
         xs, ys = [], []
         for p in phases:

@@ -127,3 +127,18 @@ def test_pore_sizes_at_the_voxel_size_are_marked_as_the_resolution_limit():
     big = [{**r, "eqd_median_um": 9.0} for r in rows]
     assert "resolution" not in method_of(pore_size_figure(big, voxel_size_um=2.75))
     assert "resolution" not in method_of(pore_size_figure(rows)) and not pore_size_figure(rows).layout.annotations
+
+
+def test_method_and_estimate_series_never_wear_a_phase_colour():
+    """A user walk read the threshold's bars (orange, green) and "from bassanite gain" (red) as phases."""
+    from core.analysis.analysis_charts import extent_figure
+    from core.charts import dice_comparison_chart
+    from core.phases import DEFAULT_PHASES
+
+    phase_colours = {p.colour.lower() for p in DEFAULT_PHASES}
+    dice = {name: {p.code: 0.8 for p in DEFAULT_PHASES} for name in ("random forest", "threshold", "held out")}
+    bars = dice_comparison_chart(dice, DEFAULT_PHASES)
+    assert not {t.marker.color.lower() for t in bars.data} & phase_colours
+    rows = [{"step": k, "time_s": 300.0 * k, "x": 0.1 * k, "y": 1 - 0.1 * k} for k in range(3)]
+    lines = [t for t in extent_figure(rows).data if t.mode == "lines+markers"]
+    assert len(lines) == 2 and not {t.line.color.lower() for t in lines} & phase_colours

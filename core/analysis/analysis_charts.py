@@ -100,8 +100,11 @@ def extent_figure(rows: Sequence[dict], *, reactant: str = "gypsum", product: st
     loss = [1 - float(r["y"]) for r in rows]
     gain = [float(r["x"]) for r in rows]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x_axis, y=loss, mode="lines+markers", name=f"from {reactant} loss (1 − y)"))
-    fig.add_trace(go.Scatter(x=x_axis, y=gain, mode="lines+markers", name=f"from {product} gain (x)"))
+    # neutral colours: a series in a phase's colour would read as that phase (the pores' red, gypsum's blue)
+    fig.add_trace(go.Scatter(x=x_axis, y=loss, mode="lines+markers", line=dict(color="#333333"),
+                             marker=dict(symbol="circle"), name=f"from {reactant} loss (1 − y)"))
+    fig.add_trace(go.Scatter(x=x_axis, y=gain, mode="lines+markers", line=dict(color="#6a3d9a", dash="dash"),
+                             marker=dict(symbol="square"), name=f"from {product} gain (x)"))
     # the band spans exactly the two estimates at each step (their disagreement), no wider
     hi, lo = np.maximum(loss, gain), np.minimum(loss, gain)
     fig.add_trace(go.Scatter(x=list(x_axis) + list(x_axis)[::-1], y=list(hi) + list(lo[::-1]),
