@@ -97,7 +97,7 @@ def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str
     text = [[f"{compact(int(c[i, j]))}<br>{pct[i, j]:.1f} %" if np.isfinite(pct[i, j]) else compact(int(c[i, j]))
              for j in range(k)] for i in range(k)]
     fig = go.Figure(go.Heatmap(
-        z=pct, x=list(names), y=list(names), text=text, texttemplate="%{text}", textfont=dict(size=15),
+        z=pct, x=list(names), y=list(names), text=text, texttemplate="%{text}", textfont=dict(size=12),
         colorscale="Blues", zmin=0, zmax=100,
         colorbar=dict(title=dict(text="% of the reference row", side="right"), thickness=14),
         customdata=[[f"{int(c[i, j]):,}" for j in range(k)] for i in range(k)],
