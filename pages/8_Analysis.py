@@ -206,11 +206,10 @@ else:
               if failing else v.get("sentence", "The checks could not be judged."))
              + (f"\n\nNot evaluated: {', '.join(c['label'] for c in skipped)}." if skipped else ""), icon=":material/error:")
 if checks:
-    st.dataframe(pd.DataFrame(verdict_rows(v)).drop(columns=["name", "limit_pct"]), width="stretch", hide_index=True,
-                 key="an_checks",
-                 column_config={"value_pct": st.column_config.NumberColumn("value (%)", format="%.2f"),
-                                "rule": st.column_config.TextColumn("passes when"),
-                                "sentence": st.column_config.TextColumn("why", width="large")})
+    # a static table wraps its sentences (a data grid would scroll them sideways)
+    vt = pd.DataFrame(verdict_rows(v)).drop(columns=["name", "limit_pct"])
+    vt["value_pct"] = ["–" if x is None or pd.isna(x) else f"{x:.2f}" for x in vt["value_pct"]]
+    st.table(vt.rename(columns={"value_pct": "value (%)", "rule": "passes when", "sentence": "why"}).set_index("check"))
     st.caption(v.get("method", ""))
 st.caption(":material/balance: The internal standard and the other checks judge the segmentation; they are never a "
            "tuning target. Choose the model, the cleaning and the island sizes before looking at them (Reactomo chooses "
@@ -296,7 +295,7 @@ if c3.button("Prepare PNG images", icon=":material/image:", key="an_png_prep",
              help="Renders every chart as a PNG (2000 px wide) with its method written under the plot."):
     ss.pop("an_png_zip", None)
     try:
-        with st.spinner(f"Rendering {len(figs)} charts as PNG ..."):
+        with c3, st.spinner(f"Rendering {len(figs)} charts as PNG ..."):
             ss["an_png_zip"] = (png_key, zip_images(figure_images(figs, "png", scale=2), "png"))
     except ReactomoError as exc:
         c3.error(str(exc), icon=":material/error:")

@@ -272,13 +272,13 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     assert not at.success  # the internal standard holds, but celestite does not: never green
     err = at.error[0].value
     assert err.startswith("1 of 5 checks fail.") and "Inert phases: celestite changes by up to +5.0 %" in err
-    checks = at.dataframe[0].value
+    checks = at.table[0].value  # a static table: its sentences wrap instead of scrolling sideways
     assert list(checks["result"]) == ["pass", "pass", "FAIL", "pass", "pass"]
-    assert checks["value_pct"][2] == pytest.approx(5.0) and checks["rule"][2] == "≤ 2.00 %"
-    assert checks["rule"][3] == "≤ 2.00 %, or the intervals contain −1 and 1"
+    assert checks["value (%)"].iloc[2] == "5.00" and checks["passes when"].iloc[2] == "≤ 2.00 %"
+    assert checks["passes when"].iloc[3] == "≤ 2.00 %, or the intervals contain −1 and 1"
     assert at.metric[0].value == "6 / 6"  # the internal standard alone, as before
     # every table of the analysis folder is shown and offered, read through core.workflow.paths
-    tables = [d.value for d in at.dataframe[1:]]
+    tables = [d.value for d in at.dataframe]
     assert len(tables) == 6 and len(tables[0]) == 6 and "deviation (%)" in tables[0].columns  # headers in words
     pore = tables[1]
     assert "time (s)" in pore.columns and pore["time (s)"].notna().all()  # pore-volume tab: times, not None
@@ -293,7 +293,7 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     # and the page says what failed at the band of record
     assert not at.success and at.info[0].value.startswith("All 5 checks pass (±6 % band)")
     assert any("At the run's ±2 % band, 1 of 5 checks fail" in w.value for w in at.warning)
-    assert list(at.dataframe[0].value["result"]) == ["pass"] * 5
+    assert list(at.table[0].value["result"]) == ["pass"] * 5
 
 
 # ------------------------------------------------------------------------------------------------------ the page
@@ -337,8 +337,8 @@ def test_page_runs_the_analysis_in_the_background_and_shows_it(demo_project):
         assert at.success[0].value == v["sentence"] and not at.error
     else:
         assert not at.success and all(c["sentence"] in at.error[0].value for c in v["checks"] if c["passed"] is False)
-    checks = at.dataframe[0].value
-    assert list(checks["check"]) == [c["label"] for c in v["checks"]]
+    checks = at.table[0].value
+    assert list(checks.index) == [c["label"] for c in v["checks"]]
     assert demo_project.manifest["analysis"]["s1"]["path"].endswith("analysis/s1")
     assert any(s.key == "analysis" and s.done for s in demo_project.status())
 

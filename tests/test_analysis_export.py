@@ -198,8 +198,8 @@ def test_page_band_input_rejudges_the_saved_analysis(demo_project, analysed, tmp
     assert not at.exception
     # every step inside ±6 %, but the deviation rises steadily by 5 %, more than half the band: still red
     assert at.metric[0].value == "4 / 4" and not at.success
-    checks = at.dataframe[0].value
-    assert "all 4 steps lie inside the ±6 % band" in checks["sentence"][0] and checks["result"][0] == "pass"
+    checks = at.table[0].value
+    assert "all 4 steps lie inside the ±6 % band" in checks["why"].iloc[0] and checks["result"].iloc[0] == "pass"
     assert "Trend over time: the deviation drifts steadily" in at.error[0].value and "Internal standard" not in at.error[0].value
     assert any("written with the band of the run, ±2 %" in c.value for c in at.caption)
     keys = {b.key for b in at.get("download_button")}

@@ -232,6 +232,28 @@ def test_celestite_growing_at_the_expense_of_pores_fails_the_verdict_while_the_i
     assert _judge(counts, band=0.06)["passed"] is True  # within ±6 %: the same series passes
 
 
+def test_product_at_the_first_step_is_named_as_the_cause_of_the_internal_standard_failing():
+    # a ring artefact in the unreacted scan: 3 % of the gypsum's voxels read as bassanite at every step
+    counts = [dict(c) for c in _series(CONSUMED10)]
+    ring = 6_000
+    for c in counts:
+        c[GYPSUM] -= ring
+        c[BASSANITE] += ring
+    v = _judge(counts)
+    assert "internal_standard" in v["failed"]
+    rows = molar_evolution(counts, phases=DEFAULT_PHASES, voxel_size_um=VOX, times_s=TIMES10)
+    x0 = 100 * rows[0]["x"]
+    assert x0 > 2.0 and rows[0]["deviation_pct"] == pytest.approx(-x0)
+    is_check = v["checks"][0]
+    assert f"At the first step, the reference, product amounting to {x0:.1f} % of the reactant is already found" in is_check["sentence"]
+    assert "ring artefacts" in is_check["sentence"] and is_check["sentence"] in v["sentence"]
+    # a failure at later steps only (nothing at the first step) says nothing about the first step
+    late = _judge(_series(CONSUMED10, deviation_pct=[0.0] * 7 + [3.0, 3.5, 4.0]))
+    assert "internal_standard" in late["failed"] and "At the first step" not in late["checks"][0]["sentence"]
+    # nor does a passing series
+    assert "At the first step" not in _judge(_series(CONSUMED10))["checks"][0]["sentence"]
+
+
 def test_compaction_fails_the_pore_volume_check_alone():
     v = _judge(_series(CONSUMED10, pore_factor=0.8))
     assert v["failed"] == ["pore_volume"] and _passed(v) == {**ALL_PASS, "pore_volume": False} and v["passed"] is False

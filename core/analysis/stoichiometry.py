@@ -427,6 +427,13 @@ def _check(name: str, passed: bool | None, value: float | None, limit: float, se
 def _internal_standard_check(rows: Sequence[Mapping[str, Any]], band: float) -> tuple[dict[str, Any], dict[str, Any]]:
     iv = verdict(rows, band)
     sentence = f"{CHECKS['internal_standard']}: {_lower_first(iv['sentence'])}"
+    # at the first step (the reference, n0) the deviation is exactly the product found there: name that cause
+    x0 = _num(rows[0].get("x"))
+    if np.isfinite(x0) and x0 > band + 1e-12:
+        sentence += (f" At the first step, the reference, product amounting to {100 * x0:.1f} % of the reactant is "
+                     "already found; a scan taken before the reaction holds none, so these voxels are misread (ring "
+                     "artefacts are common in an unreacted, uniform scan: look at the first step's segmentation) or "
+                     "the reaction began before the first scan.")
     return _check("internal_standard", bool(iv["all_inside"]), iv["max_abs_deviation_pct"], 100 * band, sentence), iv
 
 
