@@ -209,7 +209,8 @@ if checks:
     # a static table wraps its sentences (a data grid would scroll them sideways)
     vt = pd.DataFrame(verdict_rows(v)).drop(columns=["name", "limit_pct"])
     vt["value_pct"] = ["–" if x is None or pd.isna(x) else f"{x:.2f}" for x in vt["value_pct"]]
-    st.table(vt.rename(columns={"value_pct": "value (%)", "rule": "passes when", "sentence": "why"}).set_index("check"))
+    vt = vt.rename(columns={"value_pct": "value (%)", "rule": "passes when", "sentence": "why"}).set_index("check")
+    st.table(vt.style.map(lambda r: "color: #c62828; font-weight: 600" if r == "FAIL" else "", subset=["result"]))
     st.caption(v.get("method", ""))
 st.caption(":material/balance: The internal standard and the other checks judge the segmentation; they are never a "
            "tuning target. Choose the model, the cleaning and the island sizes before looking at them (Reactomo chooses "
