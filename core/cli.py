@@ -510,6 +510,12 @@ def _temporal(args) -> bool:
     return _temporal_default() if args.temporal is None else bool(args.temporal)
 
 
+def _forest_time_context() -> int:
+    from core.labelling.forest import TIME_CONTEXT
+
+    return TIME_CONTEXT
+
+
 def _partial_volume(text: str) -> tuple[str, ...] | None:
     """``--partial-volume``: "auto" (None: the pores, then the inert phases), "none" (()) or names and role words."""
     key = str(text or "").strip().lower()
@@ -1099,7 +1105,8 @@ def cmd_run(args) -> int:
                        tta=args.tta, z_sigma=args.z_sigma, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
                        edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
                        intensity_augment=bool(args.intensity_augment),
-                       partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args))
+                       partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
+                       forest_time_context=args.forest_time_context)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1369,6 +1376,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="label the steps together: each voxel follows its most probable history among those the "
                          "reaction allows (the reactant may become the product or pore, nothing turns back); needs "
                          "aligned scans (default: %s)" % ("on" if _temporal_default() else "off"))
+    ru.add_argument("--forest-time-context", type=int, default=_forest_time_context(),
+                    help="time steps on each side of the labelled step whose scans the random forest also reads (the "
+                         "same features of the same slices: a thin young lath is thicker a step later, static rings "
+                         "are the same at every step); needs aligned scans, else the labelled step alone "
+                         "(0 to 3, default %(default)s)")
     unet_options(ru)
     ru.add_argument("--partial-volume", default="auto",
                     help="phases whose edge is redrawn from the scan by linear unmixing, in the forest's ground truth "

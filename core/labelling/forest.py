@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -835,6 +835,42 @@ def load_forest(path: str | os.PathLike, *, phases: PhaseTable | None = None) ->
 # ---------------------------------------------------------------------------------------------------------------
 # the whole step
 # ---------------------------------------------------------------------------------------------------------------
+#: Time steps on each side of the labelled step whose scans the forest also reads, where the scans are aligned
+#: (``run``, ``ground-truth`` and the Ground truth page; :func:`core.segmentation.temporal.aligned_neighbours`).
+TIME_CONTEXT = 0
+
+
+def _check_neighbours(neighbours: Any, shape: tuple[int, ...]) -> list[tuple[int, Any]]:
+    """``neighbours`` of :func:`ground_truth_from_scribbles` as sorted ``(offset, scan)`` pairs, each checked."""
+    from core.imaging.io import Volume
+
+    if not neighbours:
+        return []
+    if not isinstance(neighbours, Mapping):
+        raise ReactomoError(f"neighbours must map step offsets to scans, e.g. {{-1: previous, 1: next}}; got {type(neighbours).__name__}.")
+    out = []
+    for off, v in sorted(neighbours.items()):
+        if isinstance(off, bool) or not isinstance(off, (int, np.integer)) or off == 0:
+            raise ReactomoError(f"A neighbouring step's offset is {off!r}; give a non-zero whole number of steps, e.g. -1 or 1.")
+        if not isinstance(v, (np.ndarray, Volume)):
+            raise ReactomoError(f"The scan of step {int(off):+d} is a {type(v).__name__}; give a numpy array or an opened Volume.")
+        if tuple(v.shape) != shape:
+            raise ReactomoError(f"The scan of step {int(off):+d} has shape {tuple(v.shape)} but the labelled step's is {shape}; "
+                                "neighbouring steps must be scans of the same size, aligned.")
+        out.append((int(off), v))
+    return out
+
+
+def with_neighbours(own: FeatureStack, more: Sequence[tuple[int, FeatureStack]]) -> FeatureStack:
+    """One slice's features followed by the same features of the same slice at neighbouring steps
+    (``[(offset, stack), ...]``); the guide of the refinement stays this step's slice."""
+    if not more:
+        return own
+    data = np.concatenate([own.data] + [st.data for _, st in more], axis=0)
+    names = tuple(own.names) + tuple(f"{n} [step {off:+d}]" for off, st in more for n in st.names)
+    return FeatureStack(data=data, names=names, guide=own.guide, z=own.z, config=own.config, reference=own.reference)
+
+
 def ground_truth_from_scribbles(
     scan: np.ndarray | Any,
     scribbles: np.ndarray,
@@ -845,6 +881,7 @@ def ground_truth_from_scribbles(
     keep_probabilities: bool = False,
     n_jobs: int | None = None,
     on_progress: Progress | None = None,
+    neighbours: Mapping[int, np.ndarray | Any] | None = None,
 ) -> GroundTruthResult:
     """Train on the scribbles of a scan and label every scribbled slice completely.
 
@@ -863,6 +900,12 @@ def ground_truth_from_scribbles(
         Threads (default: all CPU cores).
     on_progress : callable, optional
         ``on_progress(fraction, message)``.
+    neighbours : mapping of int to scan, optional
+        Scans of neighbouring time steps of the same (aligned) sample, keyed by their offset from this step (e.g.
+        ``{-1: previous, 1: next}``). The forest then also reads the same features of the same slices in each of them
+        (each scan normalised on its own), after this step's own: a voxel has a history, so a thin young lath is
+        thicker one step later, and static structure (grain texture, ring artefacts) is the same at every step. The
+        scribbles stay this step's. Each neighbour must have this scan's shape. Feature names get ``" [step +1]"``.
 
     Returns
     -------
@@ -871,7 +914,8 @@ def ground_truth_from_scribbles(
     Raises
     ------
     ReactomoError
-        Scribbles of another shape, no scribbles, one phase only, codes outside the phase table, or bad settings.
+        Scribbles of another shape, no scribbles, one phase only, codes outside the phase table, neighbours of
+        another shape, or bad settings.
 
     Examples
     --------
@@ -905,6 +949,7 @@ def ground_truth_from_scribbles(
         )
     present = _codes_present(scribbles)
     _check_codes(present, phases, "scribbles")
+    others = _check_neighbours(neighbours, tuple(shape))
     zs = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
     nj = _n_jobs(n_jobs)
     seconds: dict[str, float] = {}
@@ -913,15 +958,26 @@ def ground_truth_from_scribbles(
     reference = None
     if feature_config.normalise == "volume":
         reference = intensity_reference(scan, percentiles=feature_config.percentiles)
-    plane_bytes = 4 * int(shape[1]) * int(shape[2]) * (feature_config.n_features + 1)
+    # each neighbour normalised on its own, as each step is when it is segmented
+    references = {off: intensity_reference(v, percentiles=feature_config.percentiles)
+                  if feature_config.normalise == "volume" else None for off, v in others}
+    plane_bytes = 4 * int(shape[1]) * int(shape[2]) * (feature_config.n_features * (1 + len(others)) + 1)
     keep = plane_bytes * len(zs) <= _FEATURE_MEMORY
     t0 = time.perf_counter()
 
     def stacks_for(batch: list[int], lo: float, hi: float) -> list[FeatureStack]:
-        return volume_features(
+        parts = 1 + len(others)
+        own = volume_features(
             scan, batch, config=feature_config, reference=reference, n_jobs=nj,
-            on_progress=lambda f, m: progress(lo + (hi - lo) * f, m),
+            on_progress=lambda f, m: progress(lo + (hi - lo) * f / parts, m),
         )
+        if not others:
+            return own
+        more = [volume_features(v, batch, config=feature_config, reference=references[off], n_jobs=nj,
+                                on_progress=lambda f, m, j=j: progress(lo + (hi - lo) * (j + 1 + f) / parts,
+                                                                       f"step {off:+d}: {m}"))
+                for j, (off, v) in enumerate(others)]
+        return [with_neighbours(st, [(off, m[i]) for (off, _), m in zip(others, more)]) for i, st in enumerate(own)]
 
     if keep:
         stacks = stacks_for(zs, 0.02, 0.45)
@@ -952,7 +1008,10 @@ def ground_truth_from_scribbles(
 
     def label_slice(i: int) -> int:
         z = zs[i]
-        st = stacks[i] if keep else volume_features(scan, [z], config=feature_config, reference=reference, n_jobs=1)[0]
+        st = stacks[i] if keep else with_neighbours(
+            volume_features(scan, [z], config=feature_config, reference=reference, n_jobs=1)[0],
+            [(off, volume_features(v, [z], config=feature_config, reference=references[off], n_jobs=1)[0])
+             for off, v in others])
         # one slice per thread: every stage of the slice (trees, refinement) then runs in parallel
         pred = predict_forest(forest, st, n_jobs=1 if nj > 1 and len(zs) > 1 else nj)
         labels[z] = pred.labels

@@ -28,8 +28,8 @@ import numpy as np
 
 from core.errors import ReactomoError
 
-__all__ = ["DEFAULT", "allowed_transitions", "describe", "free_classes", "most_probable_histories", "step_shifts",
-           "MAX_SHIFT_VOX"]
+__all__ = ["DEFAULT", "allowed_transitions", "aligned_neighbours", "describe", "free_classes", "most_probable_histories",
+           "step_shifts", "MAX_SHIFT_VOX"]
 
 #: Whether `segment`, `run` and the Segment page label the steps together unless told otherwise: on since
 #: 2026-12-06, chosen on the accuracy family's tuning half by the scores against the truth (README, "Ablation on the
@@ -193,3 +193,61 @@ def step_shifts(read_slab: Any, n_steps: int, *, depth: int = 16, size: int = 25
         shifts.append([round(float(v), 3) for v in _shift(prev, cur)])
         prev = cur
     return shifts
+
+
+def centre_block(path: Any, *, depth: int = 16, size: int = 256) -> np.ndarray:
+    """The central block (``depth`` slices of ``size`` x ``size`` pixels at most) of a scan file, as float32."""
+    from core.imaging.io import open_volume
+
+    with open_volume(path) as vol:
+        nz, ny, nx = (int(v) for v in vol.shape)
+        d, h, w = min(depth, nz), min(size, ny), min(size, nx)
+        z0, y0, x0 = (nz - d) // 2, (ny - h) // 2, (nx - w) // 2
+        return np.asarray(vol.slab(z0, z0 + d)[:, y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
+
+
+def aligned_neighbours(scans: Sequence[Any], step: int, reach: int) -> dict[str, Any]:
+    """Which neighbouring steps of ``step`` (up to ``reach`` on each side) a forest may read beside it.
+
+    The forest of the labelled step can read the same pixels at the steps around it (a voxel has a history) only if
+    the same pixel is the same piece of rock there: the scans must have one shape and be aligned, as for labelling
+    the steps together (every consecutive shift and the shift against ``step`` at most :data:`MAX_SHIFT_VOX`).
+
+    Returns
+    -------
+    dict
+        ``reach, offsets`` (the offsets used, e.g. ``[-1, 1]``; empty when none can be), ``steps`` (their indices),
+        ``applied`` (bool), ``reason`` (why none, or None) and ``shifts_vox`` (each step's shift against the
+        previous one, from ``step - reach``).
+    """
+    if isinstance(reach, bool) or not isinstance(reach, (int, np.integer)) or not 0 <= reach <= 3:
+        raise ReactomoError(f"The forest's time context is {reach!r} steps; give 0 to 3 steps on each side.")
+    lo, hi = max(0, step - int(reach)), min(len(scans) - 1, step + int(reach))
+    rec: dict[str, Any] = {"reach": int(reach), "offsets": [], "steps": [], "applied": False, "reason": None, "shifts_vox": []}
+    if reach == 0:
+        rec["reason"] = "the forest reads the labelled step alone (time context 0)"
+        return rec
+    if lo == hi:
+        rec["reason"] = "the series has one step"
+        return rec
+    window = list(range(lo, hi + 1))
+    try:
+        shifts = step_shifts(lambda i: centre_block(scans[window[i]]), len(window))
+    except ReactomoError:
+        rec["reason"] = "the neighbouring steps' scans have another shape than the labelled step's"
+        return rec
+    rec["shifts_vox"] = shifts
+    total = np.cumsum(np.asarray(shifts, dtype=float), axis=0)
+    k = window.index(step)
+    for i in range(1, len(window)):
+        against_label = total[i] - total[k]
+        worst = max(max(abs(v) for v in shifts[i]), float(np.abs(against_label).max()))
+        if worst > MAX_SHIFT_VOX:
+            rec["reason"] = (f"step {window[i]} is shifted by up to {worst:.2g} voxels against step {window[i - 1]} or the "
+                             f"labelled step, more than {MAX_SHIFT_VOX:g}; register the scans for the forest to read "
+                             "the steps around the labelled one")
+            return rec
+    rec["steps"] = [t for t in window if t != step]
+    rec["offsets"] = [t - step for t in rec["steps"]]
+    rec["applied"] = True
+    return rec

@@ -17,6 +17,7 @@ fingerprints of the input files:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.labelling.forest import TIME_CONTEXT as FOREST_TIME_CONTEXT
 
 from core.atomic import atomic_write_json
 from core.errors import ReactomoError
@@ -85,6 +88,10 @@ class RunConfig:
     # label the steps together along each voxel's most probable history (core.segmentation.temporal; on by default
     # since 2026-12-06, chosen on the accuracy family's tuning half against the truth)
     temporal: bool = True
+    # time steps on each side of a labelled step whose scans the forest also reads (the same features of the same
+    # slices; core.labelling.forest.ground_truth_from_scribbles, neighbours) when the scans are aligned; 0 = the
+    # labelled step alone
+    forest_time_context: int = FOREST_TIME_CONTEXT
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -120,6 +127,7 @@ def run_workflow(
     from core.imaging.normalise import apply_normalisation, fit_normalisation
     from core.phases import DEFAULT_PHASES, Reaction
     from core.segmentation.postprocess import cleaning
+    from core.segmentation.temporal import aligned_neighbours
     from core.network.inference import InferenceConfig, context_slices
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
@@ -155,6 +163,9 @@ def run_workflow(
                      edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
                      thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)),
                      transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()))
+    fcx = config.forest_time_context
+    if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
+        raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
     if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
         raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
     uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
@@ -219,8 +230,16 @@ def run_workflow(
             scan = vol.read()
             if i == 0:  # one intensity normalisation, the label step's: the same one the model applies to every step
                 norm = fit_normalisation(vol, seed=config.seed)
-        rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases,
-                                         on_progress=lambda f, m: progress(0.1 * (i + f) / len(brushed), f"random forest: {m}"))
+        around = aligned_neighbours(scans, k, config.forest_time_context)
+        if around["applied"]:
+            say(f"   the forest also reads step{'s' if len(around['steps']) > 1 else ''} "
+                f"{', '.join(str(t) for t in around['steps'])} (the same slices, aligned)")
+        elif config.forest_time_context:
+            say(f"   the forest reads step {k} alone: {around['reason']}")
+        with contextlib.ExitStack() as opened:
+            near = {off: opened.enter_context(open_volume(scans[t])) for off, t in zip(around["offsets"], around["steps"])}
+            rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases, neighbours=near,
+                                             on_progress=lambda f, m: progress(0.1 * (i + f) / len(brushed), f"random forest: {m}"))
         timings["random_forest_s"] = timings.get("random_forest_s", 0.0) + time.perf_counter() - t0
         gt, redrawn = rf.labels, []
         for code in pv_codes:  # edges taught from the scan, not from the forest's halo
@@ -233,7 +252,8 @@ def run_workflow(
         stacks.append(apply_normalisation(context_slices(scan, zs, uc.in_channels), norm))
         targets.append(gt[zs])
         forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs,
-                        "fractions": {str(c): v for c, v in rf.fractions.items()}, "partial_volume": redrawn})
+                        "fractions": {str(c): v for c, v in rf.fractions.items()}, "partial_volume": redrawn,
+                        "time_context": around})
         del scan, rf
     zs = forests[0]["slices"]
     images = np.concatenate(stacks) if len(stacks) > 1 else stacks[0]
