@@ -463,15 +463,19 @@ def _transforms(args) -> tuple[str, ...]:
 def cmd_ground_truth(args) -> int:
     """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
     from core.workflow.ground_truth import (accept_candidate, held_out_forest, load_candidate, partial_volume_sentence,
-                                            redraw_outdated, threshold_comparison, train_candidate)
+                                            redraw_outdated, threshold_comparison, time_context_sentence,
+                                            train_candidate)
     from core.workflow.project import open_project
 
     project = open_project(args.project)
     if not args.accept_only:
         fcfg, rcfg = _forest_settings(args)
         cand = train_candidate(project, step=_step_index(project, args.step), feature_config=fcfg,
-                               forest_config=rcfg, on_progress=_progress_printer(args.quiet))
+                               forest_config=rcfg, on_progress=_progress_printer(args.quiet),
+                               time_context=args.forest_time_context)
         print(f"Random forest on {len(cand.slices)} slices of {cand.step_name} in {cand.meta['seconds']['total']:.1f} s.")
+        if tc := time_context_sentence(cand, project.scans()):
+            print(tc)
         if pv := partial_volume_sentence(cand, project.phases()):
             print(pv)
         held = held_out_forest(project, cand)
@@ -1222,6 +1226,9 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--trees", type=int)
     gt.add_argument("--seed", type=int)
     gt.add_argument("--3d", dest="context_3d", action=argparse.BooleanOptionalAction, default=None)
+    gt.add_argument("--forest-time-context", type=int, default=_forest_time_context(),
+                    help="time steps on each side of the labelled step whose scans the forest also reads, when the "
+                         "scans are aligned (0 to 3, default %(default)s; the same as `run`)")
     gt.add_argument("--accept", action="store_true", help="accept the result as the project's ground truth")
     gt.add_argument("--accept-only", action="store_true", help="accept the last result without training again")
     gt.set_defaults(func=cmd_ground_truth)

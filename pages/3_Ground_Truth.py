@@ -15,7 +15,7 @@ from core.charts import (
     uncertainty_figure,
 )
 from core.labelling.features import FEATURE_GROUPS, FeatureConfig
-from core.labelling.forest import ForestConfig
+from core.labelling.forest import TIME_CONTEXT, ForestConfig
 from core.workflow.ground_truth import (
     accept_candidate,
     partial_volume_sentence,
@@ -27,6 +27,7 @@ from core.workflow.ground_truth import (
     load_candidate,
     most_uncertain_window,
     threshold_comparison,
+    time_context_sentence,
     train_candidate,
 )
 
@@ -97,6 +98,12 @@ with st.expander("Random forest settings", expanded=load_candidate(project) is N
                                        "time, and 64 trees nothing more; the features and the edge-aware refinement "
                                        "do the work, and few trees keep retraining after a stroke interactive.")
         seed = c6.number_input("Seed", 0, 2**31 - 1, rdef.seed, key="gt_seed")
+        time_context = c4.number_input(
+            "Neighbouring time steps read (each side)", 0, 3, TIME_CONTEXT, key="gt_time_context",
+            help="The forest also reads the same slices of this many steps before and after the labelled one (a thin "
+                 "young lath is thicker a step later; rings and grain texture are the same at every step). Only "
+                 "when the scans are aligned; the labelling says what was read. The same setting as `core run "
+                 "--forest-time-context`.")
         train = st.form_submit_button("Train random forest", type="primary", icon=":material/forest:")
 if train:
     bar = st.progress(0.0, text="Training the random forest")
@@ -105,7 +112,7 @@ if train:
         fcfg = FeatureConfig(sigmas=sigmas, groups=tuple(g for g in FEATURE_GROUPS if g in groups), context_3d=bool(context_3d))
         rcfg = ForestConfig(n_trees=int(n_trees), seed=int(seed))
         train_candidate(project, step=int(step), feature_config=fcfg, forest_config=rcfg,
-                        on_progress=ui.progress_callback(bar))
+                        on_progress=ui.progress_callback(bar), time_context=int(time_context))
         ss["gt_flash"] = "Trained the random forest; its labelling is below."
         st.rerun()
 
@@ -143,6 +150,8 @@ with m4:
 st.subheader("Random-forest labelling")
 if pv := partial_volume_sentence(cand, project.phases()):
     st.caption(pv)
+if tc := time_context_sentence(cand, scans):
+    st.caption(tc)
 if outdated := redraw_outdated(cand, project.phases()):
     st.info(outdated, icon=":material/update:")
 mean_unc = {z: float(np.mean(cand.slice_uncertainty(z))) for z in cand.slices}

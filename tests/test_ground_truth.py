@@ -361,3 +361,35 @@ def test_a_labelling_kept_from_an_earlier_redraw_default_is_said_on_the_page_and
     del meta["partial_volume"]
     meta_path.write_text(json.dumps(meta))
     assert "were those of no phase;" in redraw_outdated(load_candidate(labelled_demo), phases)
+
+
+def test_the_forest_reads_the_neighbouring_steps_and_says_so_on_the_page_and_in_the_cli(labelled_demo, capsys):
+    """With a time context the candidate's forest reads the aligned steps around the labelled one (its features name
+    them), the labelling records what was read, the held-out check judges that same forest, and the page and
+    `ground-truth` say it in one sentence; with 0 it reads the labelled step alone and says nothing."""
+    from core.cli import main
+    from core.labelling.forest import load_forest
+    from core.workflow.ground_truth import time_context_sentence
+
+    scans = labelled_demo.scans()
+    cand = train_candidate(labelled_demo, time_context=1)
+    k = cand.step
+    tc = cand.meta["time_context"]
+    want = [t for t in (k - 1, k + 1) if 0 <= t < len(scans)]
+    assert tc["applied"] and tc["steps"] == want and tc["offsets"] == [t - k for t in want]
+    names = load_forest(cand.folder / "classifier.skops").feature_names
+    assert any(n.endswith(" [step +1]") for n in names) == (k + 1 < len(scans))
+    sentence = time_context_sentence(cand, scans)
+    assert sentence.startswith("The forest also read ") and all(scans[t].name in sentence for t in want)
+    held = held_out_forest(labelled_demo, cand)  # trains forests on the same features: no mismatch
+    assert held.scribbles.any() and (held.forest[held.scribbles > 0] > 0).all()
+    at = _page("demo").run()
+    assert not at.exception and sentence in [c.value for c in at.caption]
+    alone = train_candidate(labelled_demo, time_context=0)
+    assert alone.meta["time_context"]["applied"] is False and time_context_sentence(alone, scans) == ""
+    assert not any("[step" in n for n in load_forest(alone.folder / "classifier.skops").feature_names)
+    capsys.readouterr()
+    assert main(["ground-truth", "demo", "--forest-time-context", "1"]) == 0
+    assert sentence in capsys.readouterr().out
+    assert main(["ground-truth", "demo", "--forest-time-context", "5"]) == 2
+    assert "0 to 3 steps" in capsys.readouterr().err

@@ -130,3 +130,27 @@ def test_segment_redraws_pores_and_the_inert_phase_by_default_and_not_with_none(
     assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out",
                  str(tmp_path / "bad"), "--partial-volume", "celestine"]) == 2
     assert "No phase is called 'celestine'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_the_forest_reads_the_steps_around_the_labelled_one_and_the_run_records_it(small_demo_dir, tmp_path, capsys):
+    meta = json.loads((small_demo_dir / "dataset.json").read_text())
+    k, n = meta["label_step"], len(meta["steps"])
+    out = tmp_path / "run"
+    assert main(_run(small_demo_dir, out, "--epochs", "1", "--forest-time-context", "1")) == 0
+    want = [t for t in (k - 1, k + 1) if 0 <= t < n]
+    said = capsys.readouterr().out
+    assert f"the forest also reads steps {', '.join(map(str, want))} (the same slices, aligned)" in said
+    run = json.loads((out / "run.json").read_text())
+    tc = run["random_forest"]["steps"][0]["time_context"]
+    assert tc["applied"] and tc["steps"] == want and tc["reach"] == 1 and run["config"]["forest_time_context"] == 1
+    alone = tmp_path / "alone"
+    assert main(_run(small_demo_dir, alone, "--epochs", "1", "--forest-time-context", "0")) == 0
+    assert "the forest also reads" not in capsys.readouterr().out
+    tc0 = json.loads((alone / "run.json").read_text())["random_forest"]["steps"][0]["time_context"]
+    assert tc0["applied"] is False and tc0["steps"] == []
+    # the forests learned from different features, so their ground truths differ
+    assert (read_labels(out / "ground_truth.tif") != read_labels(alone / "ground_truth.tif")).any()
+    bad = tmp_path / "bad"
+    assert main(_run(small_demo_dir, bad, "--forest-time-context", "4")) == 2
+    err = capsys.readouterr().err
+    assert "The forest's time context must be 0 to 3 steps on each side; got 4." in err and not bad.exists()

@@ -15,6 +15,8 @@ result, and a refresh of the page shows the last training again.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 import shutil
@@ -34,6 +36,7 @@ __all__ = [
     "StoredGroundTruth",
     "labelled_steps",
     "partial_volume_sentence",
+    "time_context_sentence",
     "redraw_outdated",
     "train_candidate",
     "load_candidate",
@@ -173,6 +176,7 @@ def train_candidate(
     feature_config=None,
     forest_config=None,
     on_progress: Progress | None = None,
+    time_context: int | None = None,
 ) -> StoredGroundTruth:
     """Train the forest on the brushed labels of ``step`` and store the full labelling as the candidate.
 
@@ -185,6 +189,10 @@ def train_candidate(
     forest_config : core.labelling.forest.ForestConfig, optional
     on_progress : callable, optional
         ``on_progress(fraction, message)``.
+    time_context : int, optional
+        Time steps on each side of ``step`` whose scans the forest also reads when they are aligned (default
+        :data:`core.labelling.forest.TIME_CONTEXT`; :func:`core.segmentation.temporal.aligned_neighbours`). What was
+        read, or why not, is kept in the candidate's ``meta["time_context"]``.
 
     Raises
     ------
@@ -192,7 +200,8 @@ def train_candidate(
         No labels, labels of one phase only, codes outside the phase table, bad settings.
     """
     from core.labelling.features import FeatureConfig
-    from core.labelling.forest import ForestConfig, ground_truth_from_scribbles
+    from core.labelling.forest import TIME_CONTEXT, ForestConfig, ground_truth_from_scribbles
+    from core.segmentation.temporal import aligned_neighbours
     from core.workflow.labels import LabelStore
 
     scans = project.scans()
@@ -207,10 +216,13 @@ def train_candidate(
     feature_config = feature_config or FeatureConfig()
     forest_config = forest_config or ForestConfig()
     scribbles = store.volume(step)
-    with project.open_step(step) as volume:
+    around = aligned_neighbours([s.path for s in scans], step, TIME_CONTEXT if time_context is None else time_context)
+    with contextlib.ExitStack() as opened:
+        volume = opened.enter_context(project.open_step(step))
+        near = {off: opened.enter_context(project.open_step(t)) for off, t in zip(around["offsets"], around["steps"])}
         result = ground_truth_from_scribbles(volume, scribbles, feature_config=feature_config,
                                              forest_config=forest_config, phases=project.phases(),
-                                             on_progress=on_progress)
+                                             on_progress=on_progress, neighbours=near)
         grey = np.stack([volume.slice(0, z) for z in result.slices])
     stacked = np.stack([result.labels[z] for z in result.slices])
     # the pores' and the inert phases' edges redrawn from the scan (the forest spreads a high-contrast phase by its
@@ -234,6 +246,7 @@ def train_candidate(
         "versions": dict(result.forest.versions),
         "labels_sha256": _labels_digest(scribbles),
         "partial_volume": redrawn,
+        "time_context": around,
     }
     folder = Path(project.root) / GT_DIR / "candidate"
     _store(folder, step=step, step_name=scans[step].name, slices=result.slices, labels=stacked,
@@ -241,6 +254,24 @@ def train_candidate(
     log.info("project %s: forest ground truth of %s on %d slices in %.1f s", project.name, scans[step].name,
              len(result.slices), result.seconds.get("total", float("nan")))
     return _load(folder)  # type: ignore[return-value]
+
+
+def time_context_sentence(stored: StoredGroundTruth, scans=None) -> str:
+    """One sentence on the neighbouring time steps the forest read beside the labelled one ("" when it was told to
+    read none). ``scans`` (the project's :class:`core.imaging.io.ScanInfo` list) names the steps."""
+    tc = stored.meta.get("time_context") or {}
+    if not tc or not tc.get("reach"):
+        return ""
+
+    def name(t: int) -> str:
+        return scans[t].name if scans is not None and 0 <= t < len(scans) else f"step {t}"
+
+    if tc.get("applied"):
+        steps = [name(int(t)) for t in tc.get("steps") or []]
+        return (f"The forest also read {' and '.join(steps) if len(steps) <= 2 else ', '.join(steps)}, the same slices "
+                f"of the neighbouring step{'s' if len(steps) > 1 else ''} (the scans are aligned): a thin young lath is "
+                "thicker a step later, and the rock's static structure is the same at every step.")
+    return f"The forest read {stored.step_name} alone: {tc.get('reason') or 'no neighbouring step could be read'}."
 
 
 def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
@@ -610,6 +641,7 @@ def held_out_labels(
     folds: int = 5,
     n_jobs: int | None = None,
     on_progress: Progress | None = None,
+    neighbours=None,
 ) -> HeldOutForest:
     """Cross-validate the forest on the scribbles: label each scribbled pixel with a forest trained without it.
 
@@ -636,6 +668,9 @@ def held_out_labels(
         Threads.
     on_progress : callable, optional
         ``on_progress(fraction, message)``.
+    neighbours : mapping of int to scan, optional
+        The neighbouring time steps the forest also reads, as in
+        :func:`core.labelling.forest.ground_truth_from_scribbles` (the same features, so the same forest is judged).
 
     Returns
     -------
@@ -647,7 +682,7 @@ def held_out_labels(
         Scribbles not matching ``slices`` or the scan, or bad settings.
     """
     from core.labelling.features import FeatureConfig, FeatureStack, intensity_reference, volume_features
-    from core.labelling.forest import ForestConfig, predict_forest, train_forest
+    from core.labelling.forest import ForestConfig, _check_neighbours, predict_forest, train_forest, with_neighbours
     from core.phases import DEFAULT_PHASES
 
     progress = on_progress or (lambda f, m: None)
@@ -672,18 +707,27 @@ def held_out_labels(
     codes = [int(c) for c in np.unique(scribbles) if c]
     unjudged = tuple(c for c in codes if np.unique(group[scribbles == c]).size < 2)
 
-    reference = None
-    if feature_config.normalise == "volume":
-        reference = intensity_reference(scan, percentiles=feature_config.percentiles)
-    plane_bytes = 4 * scribbles.shape[1] * scribbles.shape[2] * (feature_config.n_features + 1)
+    others = _check_neighbours(neighbours, tuple(scan.shape))
+    volumes = [(0, scan)] + others
+    references = {}
+    for off, v in volumes:
+        references[off] = (intensity_reference(v, percentiles=feature_config.percentiles)
+                           if feature_config.normalise == "volume" else None)
+
+    def features(batch: list[int], on_progress=None) -> list:
+        parts = [volume_features(v, batch, config=feature_config, reference=references[off], n_jobs=n_jobs,
+                                 on_progress=on_progress if off == 0 else None) for off, v in volumes]
+        return [with_neighbours(own, [(off, p[i]) for (off, _), p in zip(others, parts[1:])])
+                for i, own in enumerate(parts[0])]
+
+    plane_bytes = 4 * scribbles.shape[1] * scribbles.shape[2] * (feature_config.n_features * len(volumes) + 1)
     keep = plane_bytes * len(zs) <= _FEATURE_MEMORY
     full: list = [None] * len(zs)
     if keep:  # all slices at once: computed in parallel threads
-        full = volume_features(scan, zs, config=feature_config, reference=reference, n_jobs=n_jobs,
-                               on_progress=lambda f, m: progress(0.4 * f, m))
+        full = features(zs, on_progress=lambda f, m: progress(0.4 * f, m))
     brushed: list = []  # per slice: (compact FeatureStack of its brushed pixels, their codes, their groups)
     for i, z in enumerate(zs):
-        st = full[i] if keep else volume_features(scan, [z], config=feature_config, reference=reference, n_jobs=n_jobs)[0]
+        st = full[i] if keep else features([z])[0]
         mask = scribbles[i] > 0
         compact = FeatureStack(data=np.ascontiguousarray(st.data[:, mask])[:, None, :], names=st.names,
                                guide=np.zeros((1, int(mask.sum())), np.float32), z=None, config=feature_config,
@@ -709,8 +753,7 @@ def held_out_labels(
             held = group[i] == f
             if not held.any():
                 continue
-            st = full[i] if full[i] is not None else volume_features(scan, [z], config=feature_config,
-                                                                     reference=reference, n_jobs=n_jobs)[0]
+            st = full[i] if full[i] is not None else features([z])[0]
             pred = predict_forest(forest, st, n_jobs=n_jobs)
             labels[i][held] = pred.labels[held]
             scored[i][held] = scribbles[i][held]
@@ -733,9 +776,13 @@ def held_out_forest(project, stored: StoredGroundTruth, *, folds: int = 5, on_pr
     scribbles = np.stack([store.get(stored.step, z) for z in stored.slices])
     fcfg = FeatureConfig.from_dict(stored.meta["feature_config"]) if stored.meta.get("feature_config") else None
     rcfg = ForestConfig.from_dict(stored.meta["forest_config"]) if stored.meta.get("forest_config") else None
-    with project.open_step(stored.step) as vol:
+    around = stored.meta.get("time_context") or {}
+    with contextlib.ExitStack() as opened:
+        vol = opened.enter_context(project.open_step(stored.step))
+        near = {int(off): opened.enter_context(project.open_step(int(t)))
+                for off, t in zip(around.get("offsets") or [], around.get("steps") or [])}
         return held_out_labels(vol, scribbles, stored.slices, feature_config=fcfg, forest_config=rcfg,
-                               phases=project.phases(), folds=folds, on_progress=on_progress)
+                               phases=project.phases(), folds=folds, on_progress=on_progress, neighbours=near)
 
 
 def most_uncertain_window(uncertainty: np.ndarray, *, window: int) -> tuple[int, int]:
