@@ -289,8 +289,8 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     label files and their counts. Only voxels whose label is the network's own (not changed by the edge redraw or
     the cleaning) are relabelled."""
     from core.imaging.io import open_volume, write_labels
-    from core.segmentation.temporal import (MAX_SHIFT_VOX, allowed_transitions, free_classes, most_probable_histories,
-                                            step_shifts)
+    from core.segmentation.temporal import (MAX_SHIFT_VOX, allowed_transitions, centre_block, free_classes,
+                                            most_probable_histories, step_shifts)
 
     roles = _history_roles(phases, codes)
     if isinstance(roles, str):
@@ -299,15 +299,8 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     allowed = allowed_transitions(codes, reactant, products)
     free = free_classes(codes, reactant, products)
 
-    def centre(i: int) -> np.ndarray:
-        with open_volume(outcomes[i].scan) as vol:
-            nz, ny, nx = (int(v) for v in vol.shape)
-            d, h, w = min(16, nz), min(256, ny), min(256, nx)
-            z0, y0, x0 = (nz - d) // 2, (ny - h) // 2, (nx - w) // 2
-            return np.asarray(vol.slab(z0, z0 + d)[:, y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
-
     on_progress(0.0, "checking that the scans are aligned")
-    shifts = step_shifts(centre, len(outcomes))
+    shifts = step_shifts(lambda i: centre_block(outcomes[i].scan), len(outcomes))
     total = np.cumsum(np.asarray(shifts, dtype=float), axis=0)  # against step 0: a slow drift adds up
     for i in range(1, len(shifts)):
         step_off, total_off = max(abs(v) for v in shifts[i]), float(np.abs(total[i]).max())
