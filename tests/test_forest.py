@@ -494,3 +494,17 @@ def test_only_aligned_neighbouring_steps_are_read(series, tmp_path):
     assert "another shape" in aligned_neighbours(paths, 1, 1)["reason"]
     with pytest.raises(ReactomoError, match="0 to 3 steps"):
         aligned_neighbours(paths, 1, 4)
+    # a slow drift: 0.4 voxel between consecutive steps, under the limit each time, but the first step of a window of
+    # reach 2 lies 0.8 voxel from the labelled one
+    from scipy import ndimage
+
+    base = exp.scans[1].astype(np.float32)
+    drift = [tmp_path / f"d{i}.tif" for i in range(5)]
+    for i, p in enumerate(drift):
+        tifffile.imwrite(p, ndimage.shift(base, (0, 0, 0.4 * min(i, 2)), order=1, mode="nearest"))
+    far = aligned_neighbours(drift, 2, 2)
+    assert not far["applied"] and "step 0 is shifted by up to 0.8 voxels against the labelled step" in far["reason"]
+    assert aligned_neighbours(drift, 3, 1)["offsets"] == [-1, 1]  # steps 2, 3, 4 did not move
+    # a scan that cannot be read is said, not taken for a shape
+    (tmp_path / "d4.tif").write_bytes(b"not a tiff")
+    assert "cannot be read" in aligned_neighbours(drift, 3, 1)["reason"]

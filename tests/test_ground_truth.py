@@ -383,6 +383,15 @@ def test_the_forest_reads_the_neighbouring_steps_and_says_so_on_the_page_and_in_
     assert sentence.startswith("The forest also read ") and all(scans[t].name in sentence for t in want)
     held = held_out_forest(labelled_demo, cand)  # trains forests on the same features: no mismatch
     assert held.scribbles.any() and (held.forest[held.scribbles > 0] > 0).all()
+    import core.workflow.ground_truth as gtmod
+
+    keep = gtmod._FEATURE_MEMORY
+    try:  # the path that keeps only the brushed pixels' features gives the same held-out labels
+        gtmod._FEATURE_MEMORY = 0
+        again = held_out_forest(labelled_demo, cand)
+    finally:
+        gtmod._FEATURE_MEMORY = keep
+    np.testing.assert_array_equal(again.forest, held.forest)
     at = _page("demo").run()
     assert not at.exception and sentence in [c.value for c in at.caption]
     alone = train_candidate(labelled_demo, time_context=0)
@@ -393,3 +402,30 @@ def test_the_forest_reads_the_neighbouring_steps_and_says_so_on_the_page_and_in_
     assert sentence in capsys.readouterr().out
     assert main(["ground-truth", "demo", "--forest-time-context", "5"]) == 2
     assert "0 to 3 steps" in capsys.readouterr().err
+
+
+def test_a_labelling_read_beside_other_scans_is_stale_and_one_from_before_reads_the_step_alone(labelled_demo, monkeypatch):
+    import json
+
+    import core.workflow.ground_truth as gtmod
+    from core.workflow.ground_truth import GT_DIR, staleness, time_context_sentence
+
+    cand = train_candidate(labelled_demo, time_context=1)
+    assert staleness(labelled_demo, cand) is None and cand.meta["time_context"]["names"]
+    meta_path = Path(labelled_demo.root) / GT_DIR / "candidate" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["time_context"]["names"] = ["t_other"] * len(meta["time_context"]["names"])  # scans replaced since
+    meta_path.write_text(json.dumps(meta))
+    moved = load_candidate(labelled_demo)
+    assert "have changed since. Train it again" in staleness(labelled_demo, moved)
+    with pytest.raises(ReactomoError, match="have changed since"):
+        held_out_forest(labelled_demo, moved)
+    # a labelling stored before the time context existed: no sentence, the held-out check reads the step alone
+    del meta["time_context"]
+    meta_path.write_text(json.dumps(meta))
+    old = load_candidate(labelled_demo)
+    assert time_context_sentence(old, labelled_demo.scans()) == "" and staleness(labelled_demo, old) is None
+    # (its forest read the neighbours, so the held-out check, on the step alone, trains its own forests: it works)
+    monkeypatch.setattr(gtmod, "_FEATURE_MEMORY", 0)  # and through the path that keeps only the brushed pixels
+    held = held_out_forest(labelled_demo, old)
+    assert held.scribbles.any()

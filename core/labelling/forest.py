@@ -977,7 +977,13 @@ def ground_truth_from_scribbles(
                                 on_progress=lambda f, m, j=j: progress(lo + (hi - lo) * (j + 1 + f) / parts,
                                                                        f"step {off:+d}: {m}"))
                 for j, (off, v) in enumerate(others)]
-        return [with_neighbours(st, [(off, m[i]) for (off, _), m in zip(others, more)]) for i, st in enumerate(own)]
+        out = []
+        for i in range(len(own)):  # one slice at a time, its parts let go as soon as they are joined
+            out.append(with_neighbours(own[i], [(off, m[i]) for (off, _), m in zip(others, more)]))
+            own[i] = None  # type: ignore[call-overload]
+            for m in more:
+                m[i] = None
+        return out
 
     if keep:
         stacks = stacks_for(zs, 0.02, 0.45)
@@ -1013,7 +1019,7 @@ def ground_truth_from_scribbles(
             [(off, volume_features(v, [z], config=feature_config, reference=references[off], n_jobs=1)[0])
              for off, v in others])
         # one slice per thread: every stage of the slice (trees, refinement) then runs in parallel
-        pred = predict_forest(forest, st, n_jobs=1 if nj > 1 and len(zs) > 1 else nj)
+        pred = predict_forest(forest, st, n_jobs=1 if threads > 1 else nj)
         labels[z] = pred.labels
         unc[i] = _uncertainty(pred.probabilities)
         if probs is not None:
@@ -1023,8 +1029,10 @@ def ground_truth_from_scribbles(
         return z
 
     # progress is reported from the calling thread only (a UI may not be updated from worker threads)
-    if nj > 1 and len(zs) > 1:
-        with ThreadPoolExecutor(min(nj, len(zs))) as ex:
+    # without kept features each thread computes a slice's (and its neighbours') planes: as many threads as fit
+    threads = min(nj, len(zs)) if keep else max(1, min(nj, len(zs), _FEATURE_MEMORY // max(plane_bytes, 1)))
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as ex:
             for k, z in enumerate(ex.map(label_slice, range(len(zs)))):
                 progress(0.55 + 0.45 * (k + 1) / len(zs), f"Labelled slice {z} ({k + 1} of {len(zs)})")
     else:

@@ -231,21 +231,33 @@ def aligned_neighbours(scans: Sequence[Any], step: int, reach: int) -> dict[str,
         rec["reason"] = "the series has one step"
         return rec
     window = list(range(lo, hi + 1))
+    from core.imaging.io import open_volume
+
     try:
+        shapes = []
+        for t in window:
+            with open_volume(scans[t]) as vol:
+                shapes.append(tuple(int(v) for v in vol.shape))
+        if len(set(shapes)) > 1:
+            other = next(t for t, sh in zip(window, shapes) if sh != shapes[window.index(step)])
+            rec["reason"] = (f"step {other}'s scan has another shape than the labelled step's "
+                             f"({shapes[window.index(other)]} against {shapes[window.index(step)]})")
+            return rec
         shifts = step_shifts(lambda i: centre_block(scans[window[i]]), len(window))
-    except ReactomoError:
-        rec["reason"] = "the neighbouring steps' scans have another shape than the labelled step's"
+    except ReactomoError as exc:
+        rec["reason"] = f"a neighbouring step's scan cannot be read ({str(exc).rstrip('.')})"
         return rec
     rec["shifts_vox"] = shifts
     total = np.cumsum(np.asarray(shifts, dtype=float), axis=0)
     k = window.index(step)
-    for i in range(1, len(window)):
+    for i in range(len(window)):  # every step of the window, the first one too, against its predecessor and the label
         against_label = total[i] - total[k]
         worst = max(max(abs(v) for v in shifts[i]), float(np.abs(against_label).max()))
         if worst > MAX_SHIFT_VOX:
-            rec["reason"] = (f"step {window[i]} is shifted by up to {worst:.2g} voxels against step {window[i - 1]} or the "
-                             f"labelled step, more than {MAX_SHIFT_VOX:g}; register the scans for the forest to read "
-                             "the steps around the labelled one")
+            before = f"step {window[i - 1]} or " if i else ""
+            rec["reason"] = (f"step {window[i]} is shifted by up to {worst:.2g} voxels against {before}the labelled "
+                             f"step, more than {MAX_SHIFT_VOX:g}; register the scans for the forest to read the steps "
+                             "around the labelled one")
             return rec
     rec["steps"] = [t for t in window if t != step]
     rec["offsets"] = [t - step for t in rec["steps"]]

@@ -217,6 +217,7 @@ def train_candidate(
     forest_config = forest_config or ForestConfig()
     scribbles = store.volume(step)
     around = aligned_neighbours([s.path for s in scans], step, TIME_CONTEXT if time_context is None else time_context)
+    around["names"] = [scans[t].name for t in around["steps"]]  # to tell later whether they are still those scans
     with contextlib.ExitStack() as opened:
         volume = opened.enter_context(project.open_step(step))
         near = {off: opened.enter_context(project.open_step(t)) for off, t in zip(around["offsets"], around["steps"])}
@@ -342,7 +343,21 @@ def staleness(project, stored: StoredGroundTruth | None) -> str | None:
     if digest and digest != _labels_digest(store.volume(stored.step)):
         return (f"The labels of {stored.step_name} changed after this forest was trained (strokes added, erased or "
                 "undone). Train it again to use them.")
-    return None
+    return _neighbours_changed(project, stored)
+
+
+def _neighbours_changed(project, stored: StoredGroundTruth) -> str | None:
+    """A sentence when the neighbouring steps the forest read are no longer the project's scans at those steps."""
+    tc = stored.meta.get("time_context") or {}
+    names, steps = tc.get("names"), tc.get("steps") or []
+    if not names:
+        return None
+    scans = project.scans()
+    now = [scans[int(t)].name if 0 <= int(t) < len(scans) else None for t in steps]
+    if now == list(names):
+        return None
+    return (f"The forest also read {', '.join(names)} beside {stored.step_name}, but the project's scans at those steps "
+            "have changed since. Train it again to read the current ones.")
 
 
 def load_candidate(project) -> StoredGroundTruth | None:
@@ -715,8 +730,11 @@ def held_out_labels(
                            if feature_config.normalise == "volume" else None)
 
     def features(batch: list[int], on_progress=None) -> list:
+        n = len(volumes)
         parts = [volume_features(v, batch, config=feature_config, reference=references[off], n_jobs=n_jobs,
-                                 on_progress=on_progress if off == 0 else None) for off, v in volumes]
+                                 on_progress=None if on_progress is None else
+                                 (lambda f, m, j=j: on_progress((j + f) / n, m)))
+                 for j, (off, v) in enumerate(volumes)]
         return [with_neighbours(own, [(off, p[i]) for (off, _), p in zip(others, parts[1:])])
                 for i, own in enumerate(parts[0])]
 
@@ -777,6 +795,8 @@ def held_out_forest(project, stored: StoredGroundTruth, *, folds: int = 5, on_pr
     fcfg = FeatureConfig.from_dict(stored.meta["feature_config"]) if stored.meta.get("feature_config") else None
     rcfg = ForestConfig.from_dict(stored.meta["forest_config"]) if stored.meta.get("forest_config") else None
     around = stored.meta.get("time_context") or {}
+    if moved := _neighbours_changed(project, stored):
+        raise ReactomoError(moved)
     with contextlib.ExitStack() as opened:
         vol = opened.enter_context(project.open_step(stored.step))
         near = {int(off): opened.enter_context(project.open_step(int(t)))
