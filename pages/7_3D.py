@@ -272,8 +272,11 @@ if shown:
     for pname, k, r in shown:
         for row in r.numbers:
             rows.append({"view": f"{pname}, step {k}", **row})
-    df = pd.DataFrame(rows).drop(columns=["code", "voxels"], errors="ignore").rename(columns=COLUMNS)
-    st.dataframe(numbers_table(df.rename(columns={"view": "View"})), hide_index=True, width="stretch")
+    df = numbers_table(pd.DataFrame(rows).drop(columns=["code", "voxels"], errors="ignore").rename(columns=COLUMNS))
+    # one column per phase (and view), one row per number: narrow enough to read without scrolling sideways
+    views, names = df.pop("view"), df.pop("Phase")
+    df.index = list(names) if views.nunique() == 1 else [f"{v} · {p}" for v, p in zip(views, names)]
+    st.dataframe(df.T.fillna("–").astype(str).rename_axis("Number"), width="stretch")
     st.caption(f"Method. {METHOD}")
     for i, (pname, k, r) in enumerate(shown):
         n1, n2 = st.columns(2)

@@ -60,8 +60,10 @@ def test_the_page_renders_a_step_in_the_worker_and_shows_it_with_its_numbers(dem
     assert not at.exception and not at.error
     text = _text(at)
     assert "3D numbers" in text and "Block z" in text and "triangles: bassanite" in text and "Method." in text
-    table = next(d.value for d in at.dataframe if "Specific surface (mm²/mm³)" in d.value.columns)
-    assert set(table["Phase"]) == {"bassanite", "pore"} and (table["Objects"] >= 0).all()
+    # one column per phase, one row per number (narrow: no sideways scrolling)
+    table = next(d.value for d in at.dataframe if "Specific surface (mm²/mm³)" in d.value.index)
+    assert set(table.columns) == {"bassanite", "pore"} and all(int(v) >= 0 for v in table.loc["Objects"])
+    assert table.loc["Volume (mm³)"].str.fullmatch(r"\d+\.\d{5}").all()
     assert len(at.get("iframe")) == 1  # the interactive view
     # the same settings again: straight from the cache, no new job
     at.run()
@@ -78,8 +80,8 @@ def test_two_steps_side_by_side_are_rendered_one_after_the_other(demo_project):
     assert sorted(j.params["step"] for j in jobs) == [1, 3] and all(j.status == "done" for j in jobs)
     at.run()
     assert not at.exception and len(at.get("iframe")) == 2
-    table = next(d.value for d in at.dataframe if "View" in d.value.columns)
-    assert set(table["View"]) == {"demo, step 1", "demo, step 3"}
+    table = next(d.value for d in at.dataframe if "Objects" in d.value.index)
+    assert set(table.columns) == {f"demo, step {k} · {p}" for k in (1, 3) for p in ("bassanite", "pore")}
 
 
 def test_no_phase_chosen_is_one_sentence_and_starts_nothing(demo_project):
