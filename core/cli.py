@@ -520,6 +520,12 @@ def _forest_time_context() -> int:
     return TIME_CONTEXT
 
 
+def _edge_background_default() -> str:
+    from core.labelling.partial_volume import EDGE_BACKGROUND
+
+    return EDGE_BACKGROUND
+
+
 def _partial_volume(text: str) -> tuple[str, ...] | None:
     """``--partial-volume``: "auto" (None: the pores, then the inert phases), "none" (()) or names and role words."""
     key = str(text or "").strip().lower()
@@ -719,7 +725,7 @@ def cmd_segment(args) -> int:
     result = segment_series(args.model, scans, args.out, phases=phases, times_s=times, voxel_size_um=args.voxel_size,
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
                             workers=args.workers, resume=not args.no_resume, on_step=_print_step, cleaning_source=why,
-                            partial_volume=redraw, temporal=_temporal(args),
+                            partial_volume=redraw, temporal=_temporal(args), edge_background=args.edge_background,
                             on_progress=_progress_printer(args.quiet or args.scheduler is not None or args.workers > 1))
     together = result.record.get("temporal") or {}
     if together:
@@ -1110,7 +1116,7 @@ def cmd_run(args) -> int:
                        edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
                        intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
-                       forest_time_context=args.forest_time_context)
+                       forest_time_context=args.forest_time_context, edge_background=args.edge_background)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1313,6 +1319,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="phases whose edge is redrawn from the scan by linear unmixing before the cleaning: auto "
                          "(default: the pores, then the inert phases such as celestite), none, or comma-separated "
                          "phase names and the role words pore and inert")
+    se.add_argument("--edge-background", choices=("beyond", "nearest"), default=None,
+                    help="how the band of a redrawn edge reads the phase around it: beyond (the reactant's and "
+                         "products' labels within it taken from the nearest such pixel beyond the band, since a "
+                         "grain's blurred rim looks like another phase) or nearest (the classifier's labels kept) "
+                         "(default: %s)" % _edge_background_default())
     se.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
                     help="label the steps together: each voxel follows its most probable history among those the reaction allows (the reactant may become the product or pore, nothing turns back); needs aligned scans and the whole series (default: %s)" % ("on" if _temporal_default() else "off"))
     inference_options(se)
@@ -1394,6 +1405,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "before the U-Net learns it and in the U-Net's labels: auto (default: the pores, then the "
                          "inert phases such as celestite), none, or comma-separated phase names and the role words "
                          "pore and inert")
+    ru.add_argument("--edge-background", choices=("beyond", "nearest"), default=None,
+                    help="how the band of a redrawn edge reads the phase around it: beyond (the reactant's and "
+                         "products' labels within it taken from the nearest such pixel beyond the band, since a "
+                         "grain's blurred rim looks like another phase) or nearest (the classifier's labels kept) "
+                         "(default: %s)" % _edge_background_default())
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

@@ -152,15 +152,18 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
     redraw = None
     redrawn: dict[int, dict[str, int]] = {}
     pv_codes = [int(c) for c in settings.get("partial_volume") or []]
+    matrix = [int(c) for c in settings.get("partial_volume_matrix") or []]
     if pv_codes:
         from core.labelling.partial_volume import redraw_partial_volume
 
         def redraw(labels: np.ndarray, grey: np.ndarray) -> np.ndarray:
             for code in pv_codes:
-                labels, info = redraw_partial_volume(grey, labels, code)
+                labels, info = redraw_partial_volume(grey, labels, code, matrix=matrix)
                 tally = redrawn.setdefault(code, {"before": 0, "after": 0})
                 tally["before"] += int(info["before"])
                 tally["after"] += int(info["after"])
+                if matrix:
+                    tally["matrix_relabelled"] = tally.get("matrix_relabelled", 0) + int(info["matrix_relabelled"])
             return labels
 
     region, z_range = settings.get("region"), settings.get("z_range")
@@ -467,8 +470,10 @@ def _label_name(scan: Path) -> str:
     return stem + ".tif"
 
 
-def _resolve_settings(phases: PhaseTable, inference: Any, postprocess: Any, partial_volume: Sequence[int] | None):
-    """The inference, cleaning and partial-volume settings of a series, defaults filled in and checked."""
+def _resolve_settings(phases: PhaseTable, inference: Any, postprocess: Any, partial_volume: Sequence[int] | None,
+                      edge_background: str | None = None):
+    """The inference, cleaning and partial-volume settings of a series, defaults filled in and checked; the last
+    item is the partial-volume redraw's ``matrix`` (:func:`core.labelling.partial_volume.matrix_codes`)."""
     from core.network.inference import InferenceConfig
     from core.segmentation.postprocess import PostprocessConfig, default_postprocess
 
@@ -494,15 +499,22 @@ def _resolve_settings(phases: PhaseTable, inference: Any, postprocess: Any, part
     unknown = [c for c in partial_volume if c not in phases.codes]
     if unknown:
         raise ReactomoError(f"Phase code {unknown[0]} is not in the phase table (codes {list(phases.codes)}); it cannot be redrawn.")
-    return inference, postprocess, partial_volume
+    from core.labelling.partial_volume import matrix_codes
+
+    matrix = matrix_codes(phases, edge_background) if partial_volume else []
+    return inference, postprocess, partial_volume, matrix
 
 
-def _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal) -> dict[str, Any]:
+def _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal,
+                     matrix=()) -> dict[str, Any]:
     """The ``settings`` of a segmentation record: what must match for two runs to make one series."""
-    return {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
-            "postprocess": postprocess.to_dict() if postprocess is not None else None,
-            "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
-            "voxel_size_um": voxel_size_um, "partial_volume": partial_volume, "temporal": bool(temporal)}
+    record = {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
+              "postprocess": postprocess.to_dict() if postprocess is not None else None,
+              "z_range": list(z_range) if z_range else None, "region": list(region) if region else None,
+              "voxel_size_um": voxel_size_um, "partial_volume": partial_volume, "temporal": bool(temporal)}
+    if matrix:  # only when used, so the records of series segmented before it match their own settings
+        record["partial_volume_matrix"] = [int(c) for c in matrix]
+    return record
 
 
 def _done_otherwise(prior: dict[str, Any] | None, weights_sha256: str, settings: dict[str, Any],
@@ -520,7 +532,8 @@ def _done_otherwise(prior: dict[str, Any] | None, weights_sha256: str, settings:
 def folder_conflict(out_dir: str | os.PathLike, model_dir: str | os.PathLike, *, phases: PhaseTable | None = None,
                     voxel_size_um: float | None = None, inference: Any = None, postprocess: Any = "default",
                     z_range: tuple[int, int] | None = None, region: tuple[int, int, int, int] | None = None,
-                    partial_volume: Sequence[int] | None = None, temporal: bool = False) -> str | None:
+                    partial_volume: Sequence[int] | None = None, temporal: bool = False,
+                    edge_background: str | None = None) -> str | None:
     """One sentence when ``out_dir`` already holds steps segmented with another model or other settings than
     :func:`segment_series` would use with these arguments (None when it holds none).
 
@@ -530,8 +543,10 @@ def folder_conflict(out_dir: str | os.PathLike, model_dir: str | os.PathLike, *,
 
     card = read_card(Path(os.path.abspath(os.fspath(model_dir))))
     phases = phases or PhaseTable.from_dict(card["phases"])
-    inference, postprocess, partial_volume = _resolve_settings(phases, inference, postprocess, partial_volume)
-    settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal)
+    inference, postprocess, partial_volume, matrix = _resolve_settings(phases, inference, postprocess, partial_volume,
+                                                                       edge_background)
+    settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal,
+                                matrix)
     left = _done_otherwise(read_series_record(Path(out_dir)), card["weights_sha256"], settings)
     if not left:
         return None
@@ -564,6 +579,7 @@ def segment_series(
     redo: Sequence[int] = (),
     partial_volume: Sequence[int] | None = None,
     temporal: bool = False,
+    edge_background: str | None = None,
 ) -> SeriesResult:
     """Segment the scans with one model bundle and write ``out_dir/<scan>.tif``, ``phase_volumes.csv`` and the record.
 
@@ -607,6 +623,9 @@ def segment_series(
     partial_volume : sequence of int, optional
         Phase codes whose edges are redrawn from the scan, in this order (default: the phase table's pore phase,
         then its inert phases; :func:`core.labelling.partial_volume.default_codes`).
+    edge_background : {"beyond", "nearest"}, optional
+        How a redrawn edge's band reads the phase around it (:func:`core.labelling.partial_volume.matrix_codes`);
+        default :data:`core.labelling.partial_volume.EDGE_BACKGROUND`.
     temporal : bool
         Label the steps together: once every step is segmented, each voxel's labels follow its most probable history
         among those the reaction allows (:mod:`core.segmentation.temporal`). Needs the whole series segmented in this
@@ -647,7 +666,8 @@ def segment_series(
             raise ReactomoError(f"Steps {bad or '[]'} are not in this series of {n} scans; give step numbers from 0 to {n - 1}.")
     if times_s is not None and len(times_s) != n:
         raise ReactomoError(f"{len(times_s)} times were given for {n} scans; give one time per scan.")
-    inference, postprocess, partial_volume = _resolve_settings(phases, inference, postprocess, partial_volume)
+    inference, postprocess, partial_volume, matrix = _resolve_settings(phases, inference, postprocess, partial_volume,
+                                                                       edge_background)
     if workers < 1 or workers > 256:
         raise ReactomoError(f"workers must be from 1 to 256; got {workers}.")
     if scheduler is None and workers > 1:
@@ -670,7 +690,8 @@ def segment_series(
     # with the first one's; label files a killed writer left half-written go first
     with writer_lock(out_dir, what=f"the segmentation folder {out_dir}"):
         remove_orphan_temporaries(out_dir)
-        settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal)
+        settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal,
+                                    matrix)
         model_info = {"path": str(model_dir), "name": card.get("name", model_dir.name), "weights_sha256": card["weights_sha256"],
                       "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
         outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),

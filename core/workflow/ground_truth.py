@@ -228,11 +228,12 @@ def train_candidate(
     stacked = np.stack([result.labels[z] for z in result.slices])
     # the pores' and the inert phases' edges redrawn from the scan (the forest spreads a high-contrast phase by its
     # smoothed features, never shown an edge to refuse), as `core run` does by default: core.labelling.partial_volume
-    from core.labelling.partial_volume import default_codes, redraw_partial_volume
+    from core.labelling.partial_volume import default_codes, matrix_codes, redraw_partial_volume
 
     redrawn = []
+    matrix = matrix_codes(project.phases())  # the phase around each edge read from beyond its band, as `run` does
     for code in default_codes(project.phases()):
-        stacked, info = redraw_partial_volume(grey, stacked, int(code))
+        stacked, info = redraw_partial_volume(grey, stacked, int(code), matrix=matrix)
         redrawn.append(info)
     del grey
     meta = {
@@ -286,8 +287,15 @@ def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
         change = 100.0 * (after / before - 1) if before else 0.0
         sign = f"{change:+.1f}".replace("-", "−")  # a typographic minus, as elsewhere on the pages
         parts.append(f"{phases.by_code(int(i['code'])).name} {before:,} → {after:,} px ({sign} %)")
+    around = sum(int(i.get("matrix_relabelled") or 0) for i in done)
+    matrix = [int(c) for c in (done[0].get("matrix") or [])]
+    beyond = ""
+    if matrix:
+        named = ", ".join(phases.by_code(c).name for c in matrix if c in phases.codes)
+        beyond = (f" Within each edge's band, where a pixel is a blend of the two sides, {around:,} px of {named} were "
+                  "given the label found just beyond the band.")
     return ("Edges redrawn from the scan by partial volume (linear unmixing), since the forest misplaces the edges of "
-            "phases far from their neighbours' grey: " + "; ".join(parts) + ".")
+            "phases far from their neighbours' grey: " + "; ".join(parts) + "." + beyond)
 
 
 def redraw_outdated(stored: StoredGroundTruth | None, phases) -> str:
@@ -297,19 +305,27 @@ def redraw_outdated(stored: StoredGroundTruth | None, phases) -> str:
     that) is still a valid labelling, so it is not refused, but the U-Net taught by it learns the edges the forest
     drew for the phases it leaves out, and ``core run`` would redraw them: the user is told, and how to catch up.
     """
-    from core.labelling.partial_volume import default_codes
+    from core.labelling.partial_volume import default_codes, matrix_codes
 
     if stored is None:
         return ""
     want = default_codes(phases)
-    had = [int(i["code"]) for i in stored.meta.get("partial_volume") or [] if "code" in i]
-    if had == want:
-        return ""
+    done = [i for i in stored.meta.get("partial_volume") or [] if "code" in i]
+    had = [int(i["code"]) for i in done]
 
     def names(codes):
         known = [phases.by_code(c).name for c in codes if c in phases.codes]
         return ", ".join(known) if known else "no phase"
 
+    if had == want:
+        want_matrix = matrix_codes(phases) if want else []
+        had_matrix = [int(c) for c in (done[0].get("matrix") or [])] if done else []
+        if had_matrix == want_matrix:
+            return ""
+        now = (f"re-reads the {names(want_matrix)} labels within each edge's band from beyond it" if want_matrix
+               else "keeps the forest's labels within each edge's band")
+        return (f"This labelling was made with an earlier default for the phase around a redrawn edge; the workflow "
+                f"now {now}, as `core run` does. Train the forest again to label with the current default.")
     return (f"This labelling was made with an earlier default: the edges redrawn from the scan were those of "
             f"{names(had)}; the workflow now redraws {names(want)}, in this order, as `core run` does. Train the "
             "forest again to label with the current default (the network learns these edges).")

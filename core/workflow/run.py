@@ -85,6 +85,10 @@ class RunConfig:
     # inert; None = the pores, then the inert phases (the inert phases since 2026-12-06, the pores too since 13:00
     # UTC the same day, each chosen on the accuracy family's tuning half by scores against the truth); () = none
     partial_volume: tuple[str, ...] | None = None
+    # how the band of a redrawn edge reads the phase around it (core.labelling.partial_volume.matrix_codes):
+    # "beyond" (the reactant's and products' labels there re-read from beyond the band), "nearest" (kept);
+    # None = core.labelling.partial_volume.EDGE_BACKGROUND
+    edge_background: str | None = None
     # label the steps together along each voxel's most probable history (core.segmentation.temporal; on by default
     # since 2026-12-06, chosen on the accuracy family's tuning half against the truth)
     temporal: bool = True
@@ -197,9 +201,11 @@ def run_workflow(
         if k in seen_steps:
             raise ReactomoError(f"Step {k} is labelled twice; give each labelled step one scribbles file.")
         seen_steps.add(k)
-    from core.labelling.partial_volume import redraw_partial_volume, resolve_codes
+    from core.labelling.partial_volume import EDGE_BACKGROUND, matrix_codes, redraw_partial_volume, resolve_codes
 
     pv_codes = resolve_codes(phases, config.partial_volume)  # an unknown name is refused here, before any write
+    edge_background = EDGE_BACKGROUND if config.edge_background is None else config.edge_background
+    matrix = matrix_codes(phases, edge_background) if pv_codes else matrix_codes(phases, edge_background)[:0]
     # every scribbles file is read and checked before anything is written
     brushed: list[tuple[str, int, np.ndarray, list[int]]] = []
     for i, (path, k) in enumerate(labelled):
@@ -243,11 +249,12 @@ def run_workflow(
         timings["random_forest_s"] = timings.get("random_forest_s", 0.0) + time.perf_counter() - t0
         gt, redrawn = rf.labels, []
         for code in pv_codes:  # edges taught from the scan, not from the forest's halo
-            gt, pv = redraw_partial_volume(scan, gt, code, slices=zs)
+            gt, pv = redraw_partial_volume(scan, gt, code, slices=zs, matrix=matrix)
             redrawn.append(pv)
             if pv["applied"]:
+                around_it = (f", {pv['matrix_relabelled']} px of its band re-read from beyond it" if matrix else "")
                 say(f"   {phases.by_code(code).name}'s edge redrawn from the scan: {pv['before']} -> {pv['after']} px "
-                    f"on the labelled slices")
+                    f"on the labelled slices{around_it}")
         write_labels(out / ("ground_truth.tif" if i == 0 else f"ground_truth_step{k}.tif"), gt, voxel_size_um=voxel_size)
         stacks.append(apply_normalisation(context_slices(scan, zs, uc.in_channels), norm))
         targets.append(gt[zs])
@@ -304,7 +311,7 @@ def run_workflow(
     times = [i * interval for i in range(len(scans))] if interval is not None else None
     series = segment_series(model_dir, scans, out / "segmentations", phases=phases, times_s=times, voxel_size_um=voxel_size,
                             inference=inference, postprocess=post, cleaning_source=cleaning_why,
-                            partial_volume=pv_codes, temporal=config.temporal,
+                            partial_volume=pv_codes, temporal=config.temporal, edge_background=edge_background,
                             scheduler=config.scheduler, workers=config.workers,
                             on_progress=lambda f, m: progress(0.6 + 0.38 * f, f"segment: {m}"),
                             on_step=lambda o: say(f"   step {o.step:3d} {o.status} {o.error}".rstrip()))
@@ -350,7 +357,9 @@ def run_workflow(
         "random_forest": {"config": asdict(fc), "slices": zs, "fractions": forests[0]["fractions"],
                           "steps": forests},
         # the phases whose edges were redrawn, in order, as codes and names (config.partial_volume None = the default)
-        "partial_volume": {"codes": pv_codes, "phases": [phases.by_code(c).name for c in pv_codes]},
+        # and how their bands read the phase around them (the matrix phases re-read from beyond the band, or none)
+        "partial_volume": {"codes": pv_codes, "phases": [phases.by_code(c).name for c in pv_codes],
+                           "edge_background": edge_background if pv_codes else None, "matrix": matrix},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
