@@ -108,3 +108,60 @@ def test_the_default_redraws_the_pores_first_then_the_inert_phases_and_names_and
         resolve_codes(bare, ("inert",))
     with pytest.raises(ReactomoError, match=r"'auto' stands alone"):
         resolve_codes(DEFAULT_PHASES, ("auto", "celestite"))
+
+
+GYP, BAS, PORE = 1, 2, 3
+
+
+def _ring(obj, px=1):
+    return ndi.binary_dilation(obj, iterations=px) & ~obj
+
+
+@pytest.mark.parametrize("bright", [40000.0, 12000.0])  # a bright grain (celestite) and a dark one (a pore)
+def test_the_band_reads_the_phase_around_from_beyond_it(bright):
+    """A grain's blurred rim looks like another matrix phase (celestite's rim in gypsum like the brighter bassanite, a
+    pore's rim in bassanite like the darker gypsum): with ``matrix`` the rim takes the phase found beyond the band,
+    a real lath that touches the grain and runs on past the band keeps its label, other phases are never touched,
+    and without ``matrix`` the classifier's rim is kept."""
+    image, truth, _ = _scene((6, 9), bright=bright)
+    host, rim_as = (GYP, BAS) if bright > 24000 else (BAS, GYP)
+    lab = np.where(truth, OBJ, host).astype(np.uint8)
+    rim = _ring(truth)
+    lab[rim] = rim_as  # the classifier's halo, read as the other matrix phase
+    lath = np.zeros_like(truth)
+    lath[16:20, 26:48] = True  # 4 px wide, from the first disk (centre 20, 20; radius 6) out beyond the band
+    lath &= ~truth
+    lab[lath] = rim_as
+    lab[70:74, 70:74] = 5  # a phase outside the matrix, inside no band: untouched
+    far_pore = np.zeros_like(truth)
+    far_pore[47:49, 30:32] = True  # beside the second disk (centre 48, 20; radius 9), inside its band
+    lab[far_pore] = 5
+    labels = np.stack([lab] * 3)
+    kept, info_kept = redraw_partial_volume(image, labels, OBJ)
+    fixed, info = redraw_partial_volume(image, labels, OBJ, matrix=(GYP, BAS))
+    assert info_kept["matrix"] == [] and info_kept["matrix_relabelled"] == 0
+    assert info["matrix"] == [GYP, BAS] and info["matrix_relabelled"] > 0
+    # the grain itself is redrawn the same way either way
+    assert np.array_equal(fixed == OBJ, kept == OBJ)
+    for z in range(3):
+        halo = rim & ~lath & (kept[z] == rim_as)
+        assert halo.sum() > 20 and np.mean(kept[z][halo] == rim_as) == 1.0  # the halo stays without matrix
+        assert np.mean(fixed[z][halo] == host) > 0.95  # ... and is read from beyond it with matrix
+        assert np.mean(fixed[z][lath] == rim_as) > 0.9  # the real lath keeps its phase
+        assert np.array_equal(fixed[z] == 5, kept[z] == 5)  # phases outside the matrix are never touched
+    changed = (fixed != kept)
+    assert info["matrix_relabelled"] == int(changed.sum())
+    assert np.all(np.isin(fixed[changed], (GYP, BAS))) and np.all(np.isin(kept[changed], (GYP, BAS)))
+
+
+def test_the_matrix_is_the_reaction_s_reactant_and_products_and_a_bad_mode_is_one_sentence():
+    from core.labelling.partial_volume import EDGE_BACKGROUND, EDGE_BACKGROUNDS, matrix_codes
+
+    assert EDGE_BACKGROUND in EDGE_BACKGROUNDS
+    assert matrix_codes(DEFAULT_PHASES, "beyond") == [GYP, BAS] and matrix_codes(DEFAULT_PHASES, "nearest") == []
+    assert matrix_codes(DEFAULT_PHASES) == matrix_codes(DEFAULT_PHASES, EDGE_BACKGROUND)
+    other = PhaseTable((Phase(1, "KBr", role="reactant"), Phase(2, "KCl", role="product"), Phase(6, "KI", role="product"),
+                        Phase(5, "void", role="pore")))
+    assert matrix_codes(other, "beyond") == [1, 2, 6]
+    with pytest.raises(ReactomoError, match=r"^The edge background must be one of beyond, nearest; got 'sideways'\.$"):
+        matrix_codes(DEFAULT_PHASES, "sideways")

@@ -94,10 +94,14 @@ def test_by_default_pores_and_celestite_are_redrawn_in_the_ground_truth_the_netw
         assert err["pv"] < err["plain"], (code, err)
     record = json.loads((redrawn / "run.json").read_text())
     assert record["config"]["partial_volume"] is None  # = the default, resolved and recorded beside it
-    assert record["partial_volume"] == {"codes": [3, 4], "phases": ["pore", "celestite"]}
+    from core.labelling.partial_volume import EDGE_BACKGROUND, matrix_codes
+    from core.phases import DEFAULT_PHASES
+
+    assert record["partial_volume"] == {"codes": [3, 4], "phases": ["pore", "celestite"],
+                                        "edge_background": EDGE_BACKGROUND, "matrix": matrix_codes(DEFAULT_PHASES)}
     plain_run = json.loads((plain / "run.json").read_text())
     assert plain_run["config"]["partial_volume"] == [] and plain_run["random_forest"]["steps"][0]["partial_volume"] == []
-    assert plain_run["partial_volume"] == {"codes": [], "phases": []}
+    assert plain_run["partial_volume"] == {"codes": [], "phases": [], "edge_background": None, "matrix": []}
 
 
 def test_an_unknown_phase_for_partial_volume_is_refused_before_writing(small_demo_dir, tmp_path, capsys):
@@ -130,6 +134,47 @@ def test_segment_redraws_pores_and_the_inert_phase_by_default_and_not_with_none(
     assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out",
                  str(tmp_path / "bad"), "--partial-volume", "celestine"]) == 2
     assert "No phase is called 'celestine'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_segment_reads_the_phase_around_a_redrawn_edge_from_beyond_its_band_when_asked(small_demo_dir, tmp_path, capsys):
+    """`segment --edge-background beyond` re-reads gypsum and bassanite within the band of every redrawn edge from
+    beyond it, and records the matrix in the series' settings (so such a series never mixes with a plain one);
+    `nearest` keeps the network's labels there and records nothing new (older series keep matching their record)."""
+    from pathlib import Path
+
+    from core.cli import _edge_background_default
+
+    model = Path(__file__).resolve().parents[1] / "models" / "demo-unet"
+    labels, records = {}, {}
+    for how in ("beyond", "nearest"):
+        out = tmp_path / how
+        assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out", str(out),
+                     "--steps", "2", "--edge-background", how, "--no-temporal"]) == 0
+        records[how] = json.loads((out / "segmentation.json").read_text())
+        labels[how] = read_labels(out / "t002.tif")
+    capsys.readouterr()
+    assert records["beyond"]["settings"]["partial_volume_matrix"] == [1, 2]
+    assert "partial_volume_matrix" not in records["nearest"]["settings"]
+    changed = labels["beyond"] != labels["nearest"]
+    assert changed.any() and np.all(np.isin(labels["beyond"][changed], (1, 2)))  # only gypsum and bassanite move
+    assert np.all(np.isin(labels["nearest"][changed], (1, 2)))
+    # the same folder with the other choice is another segmentation: refused, never mixed
+    other = "nearest" if _edge_background_default() == "beyond" else "beyond"
+    assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out",
+                 str(tmp_path / other), "--steps", "3", "--no-temporal"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_a_bad_edge_background_is_refused_before_writing(small_demo_dir, tmp_path):
+    from core.errors import ReactomoError
+    from core.workflow.run import RunConfig, run_workflow
+
+    meta = json.loads((small_demo_dir / "dataset.json").read_text())
+    out = tmp_path / "run"
+    with pytest.raises(ReactomoError, match=r"^The edge background must be one of beyond, nearest; got 'sideways'\.$"):
+        run_workflow(RunConfig(scans=str(small_demo_dir / "scans"), scribbles=str(small_demo_dir / "scribbles.tif"),
+                               label_step=meta["label_step"], out=str(out), epochs=1, edge_background="sideways"))
+    assert not out.exists()
 
 
 def test_the_forest_reads_the_steps_around_the_labelled_one_and_the_run_records_it(small_demo_dir, tmp_path, capsys):

@@ -51,7 +51,7 @@ __all__ = ["EDGE_BACKGROUND", "EDGE_BACKGROUNDS", "default_codes", "matrix_codes
 #: takes the label of the nearest such pixel beyond it) or "nearest" (the classifier's labels of the band are kept,
 #: and a pixel the object gives up takes its nearest neighbour's). Chosen on the accuracy family's tuning half
 #: (README, "Ablation on the tuning half").
-EDGE_BACKGROUND = "nearest"
+EDGE_BACKGROUND = "beyond"
 EDGE_BACKGROUNDS = ("beyond", "nearest")
 
 #: the words ``resolve_codes`` reads as every phase of that role (a phase of that name wins)
