@@ -165,3 +165,32 @@ def test_the_matrix_is_the_reaction_s_reactant_and_products_and_a_bad_mode_is_on
     assert matrix_codes(other, "beyond") == [1, 2, 6]
     with pytest.raises(ReactomoError, match=r"^The edge background must be one of beyond, nearest; got 'sideways'\.$"):
         matrix_codes(DEFAULT_PHASES, "sideways")
+
+
+def test_the_band_in_3d_reaches_the_slices_above_and_below_a_grain():
+    """A voxel just above a grain's top is a blend too, yet in no slice's band: the 3D band re-reads it from beyond,
+    keeps a lath that runs on past the band, and never touches unlabelled voxels or phases outside the matrix."""
+    from core.labelling.partial_volume import matrix_from_beyond_3d
+
+    zz, yy, xx = np.mgrid[:16, :40, :40]
+    grain = (zz - 8) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 16  # radius 4
+    lab = np.full(grain.shape, GYP, np.uint8)
+    lab[grain] = OBJ
+    cap = ndi.binary_dilation(grain, ndi.generate_binary_structure(3, 1)) & ~grain
+    lab[cap] = BAS  # the 3D halo read as the product
+    lath = (np.abs(yy - 20) <= 1) & (xx >= 24) & (zz >= 7) & (zz <= 9) & ~grain
+    lab[lath] = BAS  # a real lath touching the grain and running on to the edge of the block
+    lab[0, :4, :4] = 0  # unlabelled
+    lab[15, 30:34, 30:34] = PORE  # another phase, far away
+    out, changed = matrix_from_beyond_3d(lab, [OBJ], [GYP, BAS])
+    halo = cap & ~lath
+    top = np.zeros_like(grain)
+    top[3] = cap[3]  # the slice above the grain's top: in no slice's band, since the grain is absent there
+    assert top.any() and not grain[3].any() and np.all(out[top] == GYP)
+    assert np.mean(out[halo] == GYP) > 0.95 and np.mean(out[lath] == BAS) > 0.9
+    assert np.all(out[0, :4, :4] == 0) and np.all(out[15, 30:34, 30:34] == PORE) and np.all(out[grain] == OBJ)
+    assert changed == int((out != lab).sum()) > 0
+    none, zero = matrix_from_beyond_3d(lab, [OBJ], [])
+    assert zero == 0 and np.array_equal(none, lab)
+    with pytest.raises(ReactomoError, match=r"^The labels must be a \(z, y, x\) block; got 2 dimensions\.$"):
+        matrix_from_beyond_3d(lab[0], [OBJ], [GYP, BAS])

@@ -150,11 +150,11 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
             return cleaned
 
     redraw = None
-    redrawn: dict[int, dict[str, int]] = {}
+    redrawn: dict[Any, Any] = {}
     pv_codes = [int(c) for c in settings.get("partial_volume") or []]
     matrix = [int(c) for c in settings.get("partial_volume_matrix") or []]
     if pv_codes:
-        from core.labelling.partial_volume import redraw_partial_volume
+        from core.labelling.partial_volume import matrix_from_beyond_3d, redraw_partial_volume
 
         def redraw(labels: np.ndarray, grey: np.ndarray) -> np.ndarray:
             for code in pv_codes:
@@ -164,6 +164,9 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
                 tally["after"] += int(info["after"])
                 if matrix:
                     tally["matrix_relabelled"] = tally.get("matrix_relabelled", 0) + int(info["matrix_relabelled"])
+            if matrix and labels.ndim == 3:  # the band across the slab's slices too (the blur is 3D)
+                labels, moved = matrix_from_beyond_3d(labels, pv_codes, matrix)
+                redrawn["band_3d"] = redrawn.get("band_3d", 0) + moved
             return labels
 
     region, z_range = settings.get("region"), settings.get("z_range")
