@@ -276,6 +276,11 @@ def time_context_sentence(stored: StoredGroundTruth, scans=None) -> str:
     return f"The forest read {stored.step_name} alone: {tc.get('reason') or 'no neighbouring step could be read'}."
 
 
+def _joined(words: list[str], last: str) -> str:
+    """"a", "a and b", "a, b and c" (``last`` the closing word)."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}" if words else "no phase"
+
+
 def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
     """One sentence on the edges redrawn from the scan in this ground truth ("" when none was)."""
     done = [i for i in stored.meta.get("partial_volume") or [] if i.get("applied")]
@@ -291,7 +296,7 @@ def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
     matrix = [int(c) for c in (done[0].get("matrix") or [])]
     beyond = ""
     if matrix:
-        named = ", ".join(phases.by_code(c).name for c in matrix if c in phases.codes)
+        named = _joined([phases.by_code(c).name for c in matrix if c in phases.codes], "or")
         beyond = (f" Within each edge's band, where a pixel is a blend of the two sides, {around:,} px of {named} were "
                   "given the label found just beyond the band.")
     return ("Edges redrawn from the scan by partial volume (linear unmixing), since the forest misplaces the edges of "
@@ -322,7 +327,8 @@ def redraw_outdated(stored: StoredGroundTruth | None, phases) -> str:
         had_matrix = [int(c) for c in (done[0].get("matrix") or [])] if done else []
         if had_matrix == want_matrix:
             return ""
-        now = (f"re-reads the {names(want_matrix)} labels within each edge's band from beyond it" if want_matrix
+        now = (f"re-reads the {_joined([phases.by_code(c).name for c in want_matrix if c in phases.codes], 'and')} "
+               "labels within each edge's band from beyond it" if want_matrix
                else "keeps the forest's labels within each edge's band")
         return (f"This labelling was made with an earlier default for the phase around a redrawn edge; the workflow "
                 f"now {now}, as `core run` does. Train the forest again to label with the current default.")
