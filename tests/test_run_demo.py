@@ -15,7 +15,8 @@ are tracked with bench/bench_accuracy.py; these tests hold the measured level an
 
 Floors: the Dice measured minus 0.05 for run-to-run differences between CPUs, measured again whenever a default
 changes (the defaults are chosen on the accuracy benchmark's tuning half, never on this demo): after the square-root
-class weights, celestite's edge redraw, the averaging over slices, the steps labelled together and the pores' redraw.
+class weights, celestite's edge redraw, the averaging over slices, the steps labelled together, the pores' redraw and
+the band of each redrawn edge read from beyond it (2026-12-06, 22:45 UTC: largest deviation 1.80 %).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from core.cli import main
 from core.workflow.evaluate import evaluate_files
 from core.imaging.synthetic import DEMO, write_demo
 
-# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth (2026-12-06, 13:00 UTC, with the pores' and
+# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth, again on 2026-12-06, 22:45 UTC, after the
+# band of each redrawn edge was read from beyond it (bassanite at step 1 0.499 against 0.464, pores at step 0 0.681
+# against 0.714, the rest within 0.01). Before that (2026-12-06, 13:00 UTC, with the pores' and
 # then celestite's edges redrawn from the scan in the ground truth and in the network's output, the class probabilities
 # averaged over neighbouring slices (z_sigma 0.7) and the steps labelled together along each voxel's history). Against
 # the defaults of 09:00 UTC (celestite redrawn alone): pores 0.03 higher from step 2 on and gypsum up to 0.02 higher
@@ -39,22 +42,22 @@ from core.imaging.synthetic import DEMO, write_demo
 # was chosen on the accuracy family's tuning half, where it was better on 5 of 6 variants; this demo is not a choosing
 # set, and these floors follow what it measures)
 MEASURED = {
-    0: (0.993, None, 0.714, 0.915),
-    1: (0.983, 0.464, 0.847, 0.912),
-    2: (0.965, 0.691, 0.895, 0.909),
-    3: (0.938, 0.767, 0.913, 0.905),
-    4: (0.904, 0.805, 0.922, 0.902),
-    5: (0.856, 0.825, 0.926, 0.898),
-    6: (0.800, 0.840, 0.927, 0.895),
-    7: (0.745, 0.856, 0.928, 0.893),
-    8: (0.701, 0.866, 0.930, 0.892),
-    9: (0.668, 0.875, 0.929, 0.890),
+    0: (0.994, None, 0.681, 0.915),
+    1: (0.984, 0.499, 0.841, 0.912),
+    2: (0.966, 0.703, 0.892, 0.910),
+    3: (0.940, 0.772, 0.911, 0.906),
+    4: (0.906, 0.807, 0.920, 0.902),
+    5: (0.858, 0.826, 0.924, 0.898),
+    6: (0.801, 0.840, 0.926, 0.895),
+    7: (0.747, 0.855, 0.927, 0.894),
+    8: (0.701, 0.864, 0.929, 0.892),
+    9: (0.667, 0.871, 0.928, 0.890),
 }
 MARGIN = 0.05
 # largest |deviation| of the internal standard measured on 2026-12-06, 13:00 UTC (5.85 % before the pores' edges were
 # redrawn, 5.79 % before the steps were labelled together, 5.45 % before the slice averaging), and the margin a rerun
 # may add
-MEASURED_MAX_DEVIATION_PCT = 1.46
+MEASURED_MAX_DEVIATION_PCT = 1.80  # 1.46 % before the band of each redrawn edge was read from beyond it
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -91,8 +94,8 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured: -1.02 -0.40 +0.06 +0.47 +1.00 +1.20 +1.46 +1.33 +1.40 +1.20 % (all within the 2 % band since the pores'
-    # edges are redrawn; -0.62 ... +5.85 % before)
+    # measured (2026-12-06, 22:45 UTC): -0.54 +0.09 +0.54 +0.90 +1.38 +1.52 +1.72 +1.65 +1.80 +1.68 %; at 13:00 UTC
+    # -1.02 ... +1.46 % (all within the 2 % band since the pores' edges are redrawn; -0.62 ... +5.85 % before)
     assert max(abs(d) for d in devs) <= MEASURED_MAX_DEVIATION_PCT + DEVIATION_MARGIN_PCT, devs
     assert all((r["inside_band"] == "True") == (abs(float(r["deviation_pct"])) <= 2.0) for r in rows)
     x = [float(r["x"]) for r in rows]
