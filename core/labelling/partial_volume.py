@@ -245,32 +245,20 @@ def matrix_from_beyond_3d(labels: np.ndarray, codes: Sequence[int], matrix: Sequ
     if lab.ndim != 3:
         raise ReactomoError(f"The labels must be a (z, y, x) block; got {lab.ndim} dimensions.")
     out = lab.copy()
-    matrix = [int(c) for c in matrix]
     changed = 0
     for code in codes:
-        obj = out == int(code)
-        if not obj.any() or not matrix:
-            continue
-        near = ndi.binary_dilation(obj, _S3, iterations=width)
-        is_matrix = np.isin(out, [c for c in matrix if c != int(code)])
-        band = near & ~obj & is_matrix
-        source = is_matrix & ~near
-        if not band.any() or not source.any():
-            continue
-        idx = ndi.distance_transform_edt(~source, return_distances=False, return_indices=True)
-        beyond = out[tuple(idx)]
-        moved = band & (beyond != out)
-        out[moved] = beyond[moved]
-        changed += int(moved.sum())
+        rest = [int(c) for c in matrix if int(c) != int(code)]
+        if rest:
+            changed += _matrix_from_beyond(out, out == int(code), rest, width)
     return out, changed
 
 
 def _matrix_from_beyond(row: np.ndarray, obj: np.ndarray, matrix: Sequence[int], width: int) -> int:
-    """In place: matrix pixels of ``row`` within ``width`` of ``obj`` take the nearest matrix label beyond; the count
-    of pixels changed."""
+    """In place: matrix pixels of ``row`` (a slice, or a block in 3D) within ``width`` of ``obj`` take the nearest
+    matrix label beyond; the count of pixels changed."""
     if not obj.any():
         return 0
-    near = ndi.binary_dilation(obj, _S2, iterations=width)
+    near = ndi.binary_dilation(obj, _S3 if row.ndim == 3 else _S2, iterations=width)
     is_matrix = np.isin(row, matrix)
     band = near & ~obj & is_matrix
     source = is_matrix & ~near

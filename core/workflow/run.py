@@ -205,7 +205,8 @@ def run_workflow(
 
     pv_codes = resolve_codes(phases, config.partial_volume)  # an unknown name is refused here, before any write
     edge_background = EDGE_BACKGROUND if config.edge_background is None else config.edge_background
-    matrix = matrix_codes(phases, edge_background) if pv_codes else matrix_codes(phases, edge_background)[:0]
+    matrix = matrix_codes(phases, edge_background)  # a bad mode is refused here, before any write
+    matrix = matrix if pv_codes else []
     # every scribbles file is read and checked before anything is written
     brushed: list[tuple[str, int, np.ndarray, list[int]]] = []
     for i, (path, k) in enumerate(labelled):
