@@ -209,11 +209,14 @@ def cmd_data(args) -> int:
             project.set_roi(None)
         elif roi is not None:
             project.set_roi(roi)
+        if args.rings is not None:
+            project.set_rings(args.rings)
     scans = project.scans()
     m = project.manifest
     shape = "×".join(map(str, scans[0].shape)) if scans else "-"
     print(f"Project '{project.name}': {len(scans)} steps of {shape} {scans[0].dtype if scans else ''}, "
-          f"voxel {m['voxel_size_um']} µm, region {m.get('roi') or 'whole volume'}.")
+          f"voxel {m['voxel_size_um']} µm, region {m.get('roi') or 'whole volume'}, ring artefacts "
+          f"{'removed' if project.rings() == 'remove' else 'kept'}.")
     if project.conditions():
         print("Conditions: " + "; ".join(f"{k} {v}" for k, v in project.conditions().items()) + ".")
     return 0
@@ -307,7 +310,7 @@ def cmd_rf(args) -> int:
     import numpy as np
 
     from core.labelling.forest import ground_truth_from_scribbles, save_forest
-    from core.imaging.io import open_volume, read_labels, write_labels, write_volume
+    from core.imaging.io import read_labels, write_labels, write_volume
 
     phases = _phases_from(args.phases)
     out = Path(args.out)
@@ -316,7 +319,9 @@ def cmd_rf(args) -> int:
     _check_outputs([out / name for name in _RF_OUTPUTS], args.overwrite)
     feature_config, forest_config = _forest_settings(args)
     _preflight(out, "the output folder", created_ok=True)  # before the forest is trained, not after
-    with open_volume(args.scan) as scan:
+    from core.imaging.rings import RINGS, open_scan
+
+    with open_scan(args.scan, rings=args.rings or RINGS) as scan:
         scribbles = read_labels(args.scribbles, shape=scan.shape, codes=phases.codes)
         result = ground_truth_from_scribbles(scan, scribbles, feature_config=feature_config, forest_config=forest_config,
                                              phases=phases, on_progress=_progress_printer(args.quiet))
@@ -526,6 +531,20 @@ def _edge_background_default() -> str:
     return EDGE_BACKGROUND
 
 
+def _rings_default() -> str:
+    from core.imaging.rings import RINGS
+
+    return RINGS
+
+
+def rings_option(parser, what: str) -> None:
+    """``--rings remove|keep`` (core.imaging.rings)."""
+    parser.add_argument("--rings", choices=("remove", "keep"), default=None,
+                        help=f"ring artefacts of the scans: remove (measured on each scan around the rotation axis and "
+                             f"subtracted before {what} reads it; the model remembers it, so segment reads new scans the "
+                             f"same way) or keep (default: %s)" % _rings_default())
+
+
 def _partial_volume(text: str) -> tuple[str, ...] | None:
     """``--partial-volume``: "auto" (None: the pores, then the inert phases), "none" (()) or names and role words."""
     key = str(text or "").strip().lower()
@@ -554,7 +573,7 @@ def cmd_train(args) -> int:
     import torch
 
     from core.network.bundle import check_bundle_name, save_bundle
-    from core.imaging.io import open_volume, read_labels
+    from core.imaging.io import read_labels
     from core.imaging.normalise import apply_normalisation, fit_normalisation
     from core.network.train import TrainConfig, quality_warning, train_unet
     from core.network.unet import UNetConfig, build_unet, select_device
@@ -576,12 +595,15 @@ def cmd_train(args) -> int:
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
     uc.validate()
     device = select_device(args.device)
-    with open_volume(args.scan) as scan:
+    from core.imaging.rings import RINGS, check_rings_mode, open_scan
+
+    rings = check_rings_mode(args.rings or RINGS)
+    with open_scan(args.scan, rings=rings) as scan:
         labels = read_labels(args.ground_truth, shape=scan.shape, codes=phases.codes)
         zs = [int(z) for z in np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1))]
         if not zs:
             raise ReactomoError(f"The ground truth {args.ground_truth} labels no slice (every value is 0); give labels on some slices.")
-        norm = fit_normalisation(scan, seed=args.seed)
+        norm = {**fit_normalisation(scan, seed=args.seed), "rings": rings}
         from core.network.inference import context_slices
 
         images = apply_normalisation(context_slices(scan, zs, uc.in_channels), norm)
@@ -1116,7 +1138,8 @@ def cmd_run(args) -> int:
                        edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
                        intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
-                       forest_time_context=args.forest_time_context, edge_background=args.edge_background)
+                       forest_time_context=args.forest_time_context, edge_background=args.edge_background,
+                       rings=args.rings)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1176,6 +1199,9 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--clear-roi", action="store_true", help="use the whole volume")
     da.add_argument("--phases", help="JSON file with the phase table (a list of phases)")
     da.add_argument("--no-check", action="store_true", help="skip the NaN/constant-image check of every step")
+    da.add_argument("--rings", choices=("remove", "keep"), default=None,
+                    help="ring artefacts: remove (measured on each scan and subtracted before the forest and the "
+                         "network read it) or keep; new projects remove them")
     da.add_argument("--condition", action="append", default=[], metavar="KEY=TEXT",
                     help="an experiment condition for the report: sample, temperature, pressure, stress, beamline or "
                          "notes, e.g. --condition 'temperature=120 °C' (empty text clears it); repeatable")
@@ -1190,6 +1216,7 @@ def build_parser() -> argparse.ArgumentParser:
     rf = sub.add_parser("rf", help="random-forest ground truth of every scribbled slice of a scan")
     rf.add_argument("--scan", required=True, help="the scan: a multi-page TIFF or a folder of 2D TIFF slices")
     rf.add_argument("--scribbles", required=True, help="uint8 label TIFF of the same shape (0 = unlabelled)")
+    rings_option(rf, "the forest")
     rf.add_argument("--out", required=True, help="output folder: ground_truth.tif, uncertainty.tif, classifier.skops/.json")
     rf.add_argument("--sigmas", help="feature scales in pixels, comma-separated (default 0.7,1,2,4)")
     rf.add_argument("--features", help="feature groups, comma-separated: intensity, gradient, structure, neighbourhood, "
@@ -1279,6 +1306,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--depth", type=int, default=4, help="levels of the U-Net")
     tr.add_argument("--device", default="auto", help="auto, cpu or cuda")
     tr.add_argument("--phases", help="JSON file with the phase table (default: gypsum, bassanite, pore, celestite)")
+    rings_option(tr, "the network")
     tr.set_defaults(func=cmd_train)
 
     def inference_options(sp):
@@ -1410,6 +1438,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "products' labels within it taken from the nearest such pixel beyond the band, since a "
                          "grain's blurred rim looks like another phase) or nearest (the classifier's labels kept) "
                          "(default: %s)" % _edge_background_default())
+    rings_option(ru, "the forest and the network")
     inference_options(ru)
     ru.set_defaults(func=cmd_run)
 

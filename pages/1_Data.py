@@ -133,11 +133,19 @@ with st.expander("Acquisition, phases and region of interest", icon=":material/t
             st.markdown("**Acquisition**")
             vs = st.number_input("Voxel size (µm)", min_value=0.0, value=float(manifest["voxel_size_um"]), format="%.3f", key="acq_voxel")
             iv = st.number_input("Time between steps (s)", min_value=0.0, value=float(manifest.get("interval_s", 60.0)), key="acq_interval")
+            rings = st.radio("Ring artefacts", ["remove", "keep"], index=0 if project.rings() == "remove" else 1,
+                             format_func=lambda m: {"remove": "Remove", "keep": "Keep as reconstructed"}[m],
+                             horizontal=True, key="acq_rings",
+                             help="Rings (a miscalibrated detector column) are measured on each scan around the "
+                                  "rotation axis and subtracted before the forest and the network read it; a model "
+                                  "remembers the choice, so new scans are read the same way. The viewer shows the "
+                                  "scans as reconstructed.")
             if st.form_submit_button("Save acquisition settings"):
                 with ui.user_errors():
                     with project.transaction():
                         project.set_voxel_size(vs)
                         project.set_interval(iv)
+                        project.set_rings(rings)
                     st.session_state["data_flash"] = "Saved the acquisition settings."
                     st.rerun()
     with c2:

@@ -730,6 +730,21 @@ def segment_volume(
         if own:
             vol.close()  # type: ignore[union-attr]
         raise ReactomoError(f"The labels file {target} is the scan itself; give another file name, e.g. {target.stem}_labels.tif.")
+    # the scan is read as the model's scans were: with their ring artefacts removed when the card says so
+    from core.imaging.rings import model_rings, with_rings
+
+    try:
+        read_as, opened = with_rings(vol, model_rings(normalisation if normalisation is not None else card.get("normalisation")))
+    except BaseException:
+        if own:
+            vol.close()  # type: ignore[union-attr]
+        raise
+    if opened:
+        if own:
+            vol.close()  # type: ignore[union-attr]
+        vol, own = read_as, True
+    else:
+        vol = read_as
     try:
         return _segment(
             model, card, vol, target, voxel_size, dev, config=config, z_range=z_range, region=region,
@@ -762,6 +777,12 @@ def _segment(
     else:
         apply_normalisation(np.zeros(1, np.float32), normalisation)  # checks the parameters
     normalisation = dict(normalisation)
+    from core.imaging.rings import model_rings, rings_summary
+
+    normalisation["rings"] = model_rings(spec if "rings" not in normalisation else normalisation)
+    removed = rings_summary(vol)
+    if removed is not None or isinstance(vol, np.ndarray) and normalisation["rings"] == "remove":
+        normalisation["rings_removed"] = removed or {"in_memory": True}
 
     trained = (card.get("provenance") or {}).get("scan_dtype")
     if trained and str(np.dtype(vol.dtype)) != str(trained):

@@ -249,6 +249,7 @@ def train_candidate(
         "labels_sha256": _labels_digest(scribbles),
         "partial_volume": redrawn,
         "time_context": around,
+        "rings": project.rings(),  # how the scans were read (ring artefacts removed or kept)
     }
     folder = Path(project.root) / GT_DIR / "candidate"
     _store(folder, step=step, step_name=scans[step].name, slices=result.slices, labels=stacked,

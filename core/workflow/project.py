@@ -22,7 +22,7 @@ Manifest (schema 1)::
      "scans": [{"name": "t000", "path": "...", "kind": "stack", "shape": [z, y, x], "dtype": "uint16",
                 "time_s": 0.0}],
      "phases": [...], "reaction": {...}, "roi": null | {"z": [z0, z1], "y": [y0, y1], "x": [x0, x1]},
-     "demo": null | {...}, "labels": {}, "ground_truth": {}, "models": [], "segmentations": {}, "analysis": {}}
+     "demo": null | {...}, "rings": "remove" | "keep" (absent: "keep"), "labels": {}, "ground_truth": {}, "models": [], "segmentations": {}, "analysis": {}}
 
 Paths inside the project folder are stored relative to it (so a project folder can be moved or shared), paths
 outside it as absolute paths. ROI ranges are half-open voxel ranges ``[start, end)`` in ``(z, y, x)`` order.
@@ -892,13 +892,31 @@ class Project:
 
         self.update(apply)
 
-    def open_step(self, i: int) -> Volume:
-        """Open the scan of time step ``i`` lazily (see :func:`core.imaging.io.open_volume`); close it when done."""
-        from core.imaging.io import open_volume
+    def open_step(self, i: int, *, raw: bool = False) -> Volume:
+        """Open the scan of time step ``i`` lazily, as the project reads it: with its ring artefacts removed when
+        :meth:`rings` is ``"remove"`` (:func:`core.imaging.rings.open_scan`), unless ``raw``; close it when done."""
+        from core.imaging.rings import open_scan
 
         scans = self.manifest["scans"]
         s = scans[self._index(i, len(scans))]
-        return open_volume(self.resolve_path(s["path"]), kind=s["kind"])
+        return open_scan(self.resolve_path(s["path"]), kind=s["kind"], rings="keep" if raw else self.rings())
+
+    def rings(self) -> str:
+        """What the project does with ring artefacts: ``"remove"`` or ``"keep"`` (:mod:`core.imaging.rings`).
+
+        New projects take :data:`core.imaging.rings.RINGS`; a project made before the setting existed reads its
+        scans as they are (``"keep"``), as its labels and models were made."""
+        from core.imaging.rings import check_rings_mode
+
+        return check_rings_mode(self.manifest.get("rings", "keep"))
+
+    def set_rings(self, mode: str) -> None:
+        """Remove (``"remove"``) or keep (``"keep"``) the scans' ring artefacts from now on (labels already accepted
+        stay; the ground truth's record says how its scans were read)."""
+        from core.imaging.rings import check_rings_mode
+
+        value = check_rings_mode(mode)
+        self.update(lambda m: m.__setitem__("rings", value))
 
     # -- region of interest ------------------------------------------------------------------------------------
     def roi(self) -> dict[str, list[int]] | None:
@@ -1132,6 +1150,12 @@ def project_exists(name: str, *, workspace: str | os.PathLike | None = None) -> 
     return _has_manifest(workspace_dir(workspace) / safe)
 
 
+def _rings_default() -> str:
+    from core.imaging.rings import RINGS
+
+    return RINGS
+
+
 def create_project(
     name: str,
     *,
@@ -1189,6 +1213,7 @@ def create_project(
         "reaction": DEFAULT_REACTION.to_dict(),
         "roi": None,
         "demo": None,
+        "rings": _rings_default(),
         **{key: default() for key, default in _SECTIONS.items()},
     }
     try:

@@ -96,6 +96,9 @@ class RunConfig:
     # slices; core.labelling.forest.ground_truth_from_scribbles, neighbours) when the scans are aligned; 0 = the
     # labelled step alone
     forest_time_context: int = FOREST_TIME_CONTEXT
+    # ring artefacts: "remove" (measured on each scan and subtracted before the forest and the network read it;
+    # core.imaging.rings), "keep"; None = core.imaging.rings.RINGS
+    rings: str | None = None
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -204,6 +207,9 @@ def run_workflow(
     from core.labelling.partial_volume import EDGE_BACKGROUND, matrix_codes, redraw_partial_volume, resolve_codes
 
     pv_codes = resolve_codes(phases, config.partial_volume)  # an unknown name is refused here, before any write
+    from core.imaging.rings import RINGS, check_rings_mode, open_scan, rings_summary
+
+    rings = check_rings_mode(RINGS if config.rings is None else config.rings)  # refused here, before any write
     edge_background = EDGE_BACKGROUND if config.edge_background is None else config.edge_background
     matrix = matrix_codes(phases, edge_background)  # a bad mode is refused here, before any write
     matrix = matrix if pv_codes else []
@@ -233,10 +239,14 @@ def run_workflow(
         # 1. random forest, one per labelled step (each learns the look of its own step)
         say(f"1/4 random forest on {len(zs)} scribbled slices of step {k} ...")
         t0 = time.perf_counter()
-        with open_volume(scans[k]) as vol:
+        with open_scan(scans[k], rings=rings) as vol:
             scan = vol.read()
             if i == 0:  # one intensity normalisation, the label step's: the same one the model applies to every step
-                norm = fit_normalisation(vol, seed=config.seed)
+                norm = {**fit_normalisation(vol, seed=config.seed), "rings": rings}
+            removed = rings_summary(vol)
+        if removed is not None:
+            say(f"   ring artefacts of step {k} removed: {removed['pixels_moved_over_100_grey']:,} px of a slice moved by "
+                f"over 100 grey, the largest ring {removed['largest_grey']:,.0f} grey")
         around = aligned_neighbours(scans, k, config.forest_time_context)
         if around["applied"]:
             say(f"   the forest also reads step{'s' if len(around['steps']) > 1 else ''} "
@@ -244,7 +254,8 @@ def run_workflow(
         elif config.forest_time_context:
             say(f"   the forest reads step {k} alone: {around['reason']}")
         with contextlib.ExitStack() as opened:
-            near = {off: opened.enter_context(open_volume(scans[t])) for off, t in zip(around["offsets"], around["steps"])}
+            near = {off: opened.enter_context(open_scan(scans[t], rings=rings))
+                    for off, t in zip(around["offsets"], around["steps"])}
             rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases, neighbours=near,
                                              on_progress=lambda f, m: progress(0.1 * (i + f) / len(brushed), f"random forest: {m}"))
         timings["random_forest_s"] = timings.get("random_forest_s", 0.0) + time.perf_counter() - t0
@@ -259,7 +270,7 @@ def run_workflow(
         write_labels(out / ("ground_truth.tif" if i == 0 else f"ground_truth_step{k}.tif"), gt, voxel_size_um=voxel_size)
         stacks.append(apply_normalisation(context_slices(scan, zs, uc.in_channels), norm))
         targets.append(gt[zs])
-        forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs,
+        forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs, "rings_removed": removed,
                         "fractions": {str(c): v for c, v in rf.fractions.items()}, "partial_volume": redrawn,
                         "time_context": around})
         del scan, rf
@@ -366,6 +377,9 @@ def run_workflow(
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
                      "chosen_from_ground_truth": choice.to_dict(phases),
                      "independent_of": "the internal standard and every other check of the reaction (not looked at)"},
+        # ring artefacts: removed from every scan before the forest and the network read it, or kept (the mode is in
+        # the model card's normalisation too, so `segment` reads new scans the same way)
+        "rings": {"mode": rings, "label_step": forests[0].get("rings_removed")},
         "segmentation": series.record, "internal_standard": rows, "verdict": verdict, "summary": summary,
     })
     progress(1.0, "done")

@@ -84,7 +84,7 @@ def train_project_model(
     from core.network.inference import context_slices
 
     with project.open_step(stored.step) as vol:
-        norm = fit_normalisation(vol, seed=train_config.seed)
+        norm = {**fit_normalisation(vol, seed=train_config.seed), "rings": project.rings()}  # segment reads scans so too
         raw = context_slices(vol, stored.slices, unet_config.in_channels)
     images = apply_normalisation(raw, norm)
     torch.manual_seed(train_config.seed)
