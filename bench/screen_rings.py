@@ -5,7 +5,7 @@ For each tuning variant the scans are made a second time with ``ring_grey = 0`` 
 the rings use their own random stream), so ``scan - twin`` is each step's ring image, known exactly. Reported:
 
 - ``ring_rms``: RMS of the rings over the volume, and over the voxels where they exceed ``--level`` grey;
-- ``after_rms``: RMS of ``remove_rings(scan) - twin`` on the same voxels (what the filter leaves, or adds), and over
+- ``after_rms``: RMS of ``fit_rings(scan).apply(scan) - twin`` on the same voxels (what the filter leaves, or adds), and over
   the voxels with no ring (what it adds elsewhere);
 - from a saved run's labels (``--runs``): the share of gypsum/bassanite errors on ring voxels against their share of
   the volume, and the worst step mean Dice if every ring voxel were labelled right (an upper bound of the gain).
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
     from core.imaging.io import read_tiff_volume
-    from core.imaging.rings import remove_rings
+    from core.imaging.rings import fit_rings
     from core.imaging.synthetic import make_demo
 
     settings = {k: float(v) for k, v in (s.split("=", 1) for s in a.setting)}
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             free = twin.scans[k].astype(np.float32)
             ring = scan - free
             t1 = time.perf_counter()
-            fixed = remove_rings(scan, **settings)
+            fixed = fit_rings(scan, **settings).apply(scan)
             secs = time.perf_counter() - t1
             on = np.abs(ring) > a.level
             left = fixed - free

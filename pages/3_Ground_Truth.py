@@ -20,6 +20,7 @@ from core.workflow.ground_truth import (
     accept_candidate,
     partial_volume_sentence,
     redraw_outdated,
+    rings_sentence,
     staleness,
     held_out_forest,
     labelled_steps,
@@ -152,6 +153,8 @@ if pv := partial_volume_sentence(cand, project.phases()):
     st.caption(pv)
 if tc := time_context_sentence(cand, scans):
     st.caption(tc)
+if rs := rings_sentence(cand, project):
+    st.caption(rs)
 if outdated := redraw_outdated(cand, project.phases()):
     st.info(outdated, icon=":material/update:")
 mean_unc = {z: float(np.mean(cand.slice_uncertainty(z))) for z in cand.slices}

@@ -106,6 +106,16 @@ def test_the_pore_and_inert_phase_edges_are_redrawn_nearer_the_truth_and_said(la
     assert pores["matrix"] == grains["matrix"] == [1, 2]
     moved = pores["matrix_relabelled"] + grains["matrix_relabelled"]
     assert moved > 0 and f"{moved:,} px of gypsum or bassanite were given the label found just beyond the band" in sentence
+    # the forest read the scans as the project says (a new project removes their rings), and the page says so
+    from core.imaging.rings import RINGS
+    from core.workflow.ground_truth import rings_sentence
+
+    assert cand.meta["rings"] == RINGS == labelled_demo.rings()
+    said = rings_sentence(cand, labelled_demo)
+    assert said.startswith("The forest read the scans with their ring artefacts removed") and "changed" not in said
+    labelled_demo.set_rings("keep")
+    assert rings_sentence(cand, labelled_demo).endswith("train the forest again so that it reads the scans as the "
+                                                        "network will.")
 
 
 def test_forest_beats_thresholds_against_the_demo_truth(labelled_demo):

@@ -118,6 +118,13 @@ def test_data_page_saves_settings(workspace, demo_project):
     from core.workflow.project import open_project
 
     assert open_project("demo", workspace=workspace).manifest["voxel_size_um"] == 1.25
+    # ring artefacts: a new project removes them; the page keeps them when asked, and the project reads so from now on
+    assert open_project("demo", workspace=workspace).rings() == "remove"
+    assert at.radio(key="acq_rings").value == "remove"
+    at.radio(key="acq_rings").set_value("keep")
+    _button(at, "Save acquisition settings").click().run()
+    assert not at.exception and open_project("demo", workspace=workspace).rings() == "keep"
+    assert at.radio(key="acq_rings").value == "keep"
 
 
 def test_data_page_saves_the_experiment_conditions_and_refuses_bad_text(workspace, demo_project):

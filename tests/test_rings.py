@@ -19,6 +19,7 @@ from core.imaging.rings import (RING_DEFAULTS, check_rings_mode, fit_rings, mode
 from core.imaging.tomography import ScanPhysics, Tomograph, scan_volume
 
 N, NZ = 96, 16
+MODEL_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "models" / "demo-unet"
 
 
 def _rock(seed: int = 0) -> np.ndarray:
@@ -195,3 +196,86 @@ def test_a_project_removes_rings_when_made_now_and_keeps_them_when_made_before(t
     manifest = json.loads((p.root / "project.json").read_text()) if (p.root / "project.json").exists() else None
     if manifest is not None:
         assert "rings" not in manifest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the workflow: train, segment, run and the project read scans as the setting says, and a model remembers it
+# ---------------------------------------------------------------------------------------------------------------
+def test_train_records_the_rings_in_the_card_and_segment_reads_new_scans_the_same_way(small_demo_dir, tmp_path, capsys):
+    from core.cli import main
+    from core.imaging.io import read_labels
+
+    meta = json.loads((small_demo_dir / "dataset.json").read_text())
+    k = meta["label_step"]
+    scan = small_demo_dir / meta["steps"][k]["scan"]
+    cards = {}
+    for mode in ("remove", "keep"):
+        out = tmp_path / "models" / mode
+        assert main(["-q", "train", "--scan", str(scan), "--ground-truth", str(small_demo_dir / "scribbles.tif"),
+                     "--out", str(out), "--epochs", "1", "--patch", "32", "--batch", "4", "--device", "cpu",
+                     "--rings", mode]) == 0
+        cards[mode] = json.loads((out / "card.json").read_text())
+        assert cards[mode]["normalisation"]["rings"] == mode
+    capsys.readouterr()
+    # the same weights (the shipped model's) read a scan with and without its rings: the card alone decides
+    import shutil
+
+    seg = {}
+    model = tmp_path / "models" / "shipped"
+    shutil.copytree(MODEL_DIR, model)
+    for mode in ("remove", "keep"):  # the card edited in place: the process's cached model follows it
+        card = json.loads((model / "card.json").read_text())
+        card["normalisation"]["rings"] = mode
+        (model / "card.json").write_text(json.dumps(card))
+        out = tmp_path / f"seg-{mode}"
+        assert main(["-q", "segment", "--model", str(model), "--scans", str(small_demo_dir / "scans"), "--out", str(out),
+                     "--steps", str(k), "--no-temporal", "--partial-volume", "none"]) == 0
+        record = json.loads((out / "segmentation.json").read_text())
+        assert record["model"]["normalisation"]["rings"] == mode
+        seg[mode] = read_labels(sorted(out.glob("t*.tif"))[0])
+    capsys.readouterr()
+    assert not np.array_equal(seg["remove"], seg["keep"])
+    # the shipped model, saved before the setting existed (no "rings" in its card), reads scans as they are
+    assert "rings" not in json.loads((MODEL_DIR / "card.json").read_text())["normalisation"]
+
+
+def test_a_bad_rings_mode_is_refused_before_anything_is_written(small_demo_dir, tmp_path, capsys):
+    from core.cli import main
+    from core.workflow.run import RunConfig, run_workflow
+
+    meta = json.loads((small_demo_dir / "dataset.json").read_text())
+    out = tmp_path / "run"
+    with pytest.raises(ReactomoError, match=r"^The rings setting is 'off'; use 'remove'"):
+        run_workflow(RunConfig(scans=str(small_demo_dir / "scans"), scribbles=str(small_demo_dir / "scribbles.tif"),
+                               label_step=meta["label_step"], out=str(out), epochs=1, rings="off"))
+    assert not out.exists()
+    assert main(["-q", "run", "--scans", str(small_demo_dir / "scans"), "--scribbles", str(small_demo_dir / "scribbles.tif"),
+                 "--label-step", str(meta["label_step"]), "--out", str(out), "--rings", "off"]) == 2
+    assert "--rings" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_data_command_sets_the_projects_rings_and_the_forest_reads_them(small_demo_dir, workspace, capsys):
+    from core.cli import main
+    from core.workflow.project import create_project, open_project
+
+    p = create_project("rings-data", workspace=workspace)
+    assert main(["data", p.name, "--scans", str(small_demo_dir / "scans")]) == 0
+    assert "ring artefacts removed" in capsys.readouterr().out
+    with open_project(p.name).open_step(1) as vol, open_project(p.name).open_step(1, raw=True) as raw:
+        assert isinstance(vol, ring_corrected_class()) and not isinstance(raw, ring_corrected_class())
+        assert not np.array_equal(vol.slice(0, 3), raw.slice(0, 3))
+    assert main(["data", p.name, "--rings", "keep"]) == 0
+    assert "ring artefacts kept" in capsys.readouterr().out
+    assert open_project(p.name).rings() == "keep"
+    with open_project(p.name).open_step(1) as vol:
+        assert not isinstance(vol, ring_corrected_class())
+    assert main(["data", p.name, "--rings", "sometimes"]) == 2
+    assert open_project(p.name).rings() == "keep"
+
+
+def test_a_scan_of_tiny_slices_is_read_as_it_is(tmp_path):
+    vol = (np.arange(3 * 10 * 12, dtype=np.uint16).reshape(3, 10, 12) * 7)
+    path = write_volume(tmp_path / "tiny.tif", vol)
+    with open_scan(path, rings="remove") as v:
+        np.testing.assert_array_equal(v.read(), vol)
+        assert rings_summary(v)["bins_with_rings"] == 0 and rings_summary(v)["slices_read"] == 0

@@ -62,7 +62,7 @@ RING_MODES = ("remove", "keep")
 #: The default of ``run``, ``segment``, ``train`` and the project (see the README's benchmark for the choice).
 RINGS = "remove"
 _N_THETA = 360
-_MAX_VOXELS = 32_000_000  # residuals pooled at most (float32: 128 MB)
+_MAX_VOXELS = 16_000_000  # residuals pooled at most (with their bins and sort order, about 0.4 GB at most)
 
 
 def check_rings_mode(mode: Any) -> str:
@@ -226,7 +226,7 @@ def fit_rings(volume: Any, **settings: Any) -> Rings:
     n_bin = int(float(back[1].max()) / s["dr"]) + 2
     sector = (back[0] * (360.0 / _N_THETA) / s["sector_deg"]).astype(np.int64) % n_sec
     rbin = (back[1] / s["dr"]).astype(np.int64)
-    label = np.broadcast_to((sector * n_bin + rbin).ravel(), (len(zs), ny * nx)).ravel()
+    label = np.broadcast_to((sector * n_bin + rbin).ravel().astype(np.int32), (len(zs), ny * nx)).ravel()
     values = res.ravel()
     order = np.lexsort((values, label))  # by bin, then by value: a bin's median is its middle element(s)
     lab_sorted, val_sorted = label[order], values[order]
@@ -298,7 +298,10 @@ def _fitted(vol: Any, settings: dict[str, float]) -> Rings:
         key = None
     if key is not None and key in _FITTED:
         return _FITTED[key]
-    rings = fit_rings(_RawView(vol), **settings)
+    if min(vol.shape[1:]) < 16:  # too small a slice to tell a ring from the rock: read as it is
+        rings = Rings((vol.shape[1], vol.shape[2]), settings, np.zeros((1, 1), np.float32), [])
+    else:
+        rings = fit_rings(_RawView(vol), **settings)
     if key is not None:
         if len(_FITTED) >= _FITTED_MAX:
             _FITTED.pop(next(iter(_FITTED)))

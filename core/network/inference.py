@@ -21,6 +21,7 @@ numbers are in bench/bench_segment.py's output.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -966,8 +967,8 @@ CACHE_MODELS = 4
 def load_model_cached(folder: str | os.PathLike, *, phases: Any = None, device: str | torch.device = "cpu"):
     """:func:`core.network.bundle.load_bundle`, loaded once per process (e.g. once per Dask worker).
 
-    The cache key is the bundle's resolved path, the weights checksum in its card, the device and the phase table,
-    so a re-saved bundle is loaded afresh. Thread-safe. The returned model is shared: do not train or modify it
+    The cache key is the bundle's resolved path, the weights checksum in its card, the card's normalisation (how
+    the model reads a scan, rings included), the device and the phase table, so a re-saved bundle is loaded afresh. Thread-safe. The returned model is shared: do not train or modify it
     (:func:`segment_volume` and :func:`predict_slices` work on copies).
 
     Returns
@@ -977,9 +978,12 @@ def load_model_cached(folder: str | os.PathLike, *, phases: Any = None, device: 
     from core.network.bundle import _phase_key, load_bundle, read_card
 
     path = Path(os.path.expanduser(os.fspath(folder))).resolve()
-    sha = read_card(path)["weights_sha256"]
+    card = read_card(path)
+    sha = card["weights_sha256"]
     pkey = None if phases is None else tuple(_phase_key(phases))
-    key = (str(path), sha, str(torch.device(device)), pkey)
+    # how the model reads a scan (normalisation, rings) is in the card beside the weights: a changed card is reloaded
+    how = json.dumps(card.get("normalisation"), sort_keys=True, default=str)
+    key = (str(path), sha, str(torch.device(device)), pkey, how)
     with _CACHE_LOCK:
         hit = _CACHE.get(key)
         if hit is None:

@@ -38,6 +38,7 @@ __all__ = [
     "partial_volume_sentence",
     "time_context_sentence",
     "redraw_outdated",
+    "rings_sentence",
     "train_candidate",
     "load_candidate",
     "load_accepted",
@@ -275,6 +276,21 @@ def time_context_sentence(stored: StoredGroundTruth, scans=None) -> str:
                 f"of the neighbouring step{'s' if len(steps) > 1 else ''} (the scans are aligned): a thin young lath is "
                 "thicker a step later, and the rock's static structure is the same at every step.")
     return f"The forest read {stored.step_name} alone: {tc.get('reason') or 'no neighbouring step could be read'}."
+
+
+def rings_sentence(stored: StoredGroundTruth, project=None) -> str:
+    """One sentence on how the forest read the scans: with their ring artefacts removed or as reconstructed; and when
+    the project's setting has changed since ("" for a labelling made before the setting existed, read as is)."""
+    mode = stored.meta.get("rings")
+    if mode is None:
+        return ""
+    said = ("The forest read the scans with their ring artefacts removed (measured on each scan around the rotation "
+            "axis; the Data page's setting)." if mode == "remove" else
+            "The forest read the scans as reconstructed, ring artefacts kept (the Data page's setting).")
+    if project is not None and project.rings() != mode:
+        said += (" The project's setting has changed since: train the forest again so that it reads the scans as the "
+                 "network will.")
+    return said
 
 
 def _joined(words: list[str], last: str) -> str:

@@ -468,13 +468,14 @@ class Watcher:
 
     def _measure(self, scan: Path) -> dict[str, Any]:
         """Mean max-probability, share of uncertain pixels and normalised grey-value quantiles of a few slices."""
-        from core.imaging.io import open_volume
         from core.imaging.normalise import apply_normalisation, fit_normalisation
         from core.network.inference import InferenceConfig, context_slices, input_channels, load_model_cached, predict_slices
 
         model, card = load_model_cached(self.model_dir, phases=self.phases, device="cpu")
         spec = card.get("normalisation") or {}
-        with open_volume(scan) as vol:
+        from core.imaging.rings import model_rings, open_scan
+
+        with open_scan(scan, rings=model_rings(spec)) as vol:  # read as the model reads every scan
             norm = fit_normalisation(vol, method=spec.get("method", "bright-tail"), upper=float(spec.get("upper", 99.0)))
             nz = vol.shape[0]
             zs = sorted({int(round(z)) for z in np.linspace(nz * 0.25, nz * 0.75, QC_SLICES)})
