@@ -241,16 +241,17 @@ def _mtime(path: str) -> float:
 
 
 @st.cache_data(max_entries=48, show_spinner=False)
-def _read_slice(path: str, kind: str, axis: int, index: int, mtime: float) -> np.ndarray:
-    from core.imaging.io import open_volume
+def _read_slice(path: str, kind: str, axis: int, index: int, mtime: float, rings: str = "keep") -> np.ndarray:
+    from core.imaging.rings import open_scan
 
-    with open_volume(path, kind=kind) as vol:
+    with open_scan(path, kind=kind, rings=rings) as vol:
         return np.array(vol.slice(axis, index))
 
 
-def read_slice(scan, axis: int, index: int) -> np.ndarray:
-    """One 2D slice of a step, cached on (path, orientation, index, file time): never the whole scan."""
-    return _read_slice(scan.path, scan.kind, int(axis), int(index), _mtime(scan.path))
+def read_slice(scan, axis: int, index: int, *, rings: str = "keep") -> np.ndarray:
+    """One 2D slice of a step, cached on (path, orientation, index, file time): never the whole scan. ``rings="remove"``
+    reads it with the scan's ring artefacts removed, as the forest and the network read it (core.imaging.rings)."""
+    return _read_slice(scan.path, scan.kind, int(axis), int(index), _mtime(scan.path), rings)
 
 
 def read_file_slice(path, axis: int, index: int) -> np.ndarray:

@@ -138,8 +138,8 @@ with st.expander("Acquisition, phases and region of interest", icon=":material/t
                              horizontal=True, key="acq_rings",
                              help="Rings (a miscalibrated detector column) are measured on each scan around the "
                                   "rotation axis and subtracted before the forest and the network read it; a model "
-                                  "remembers the choice, so new scans are read the same way. The viewer shows the "
-                                  "scans as reconstructed.")
+                                  "remembers the choice, so new scans are read the same way. The slice viewer shows "
+                                  "the scans as reconstructed unless its toggle says otherwise.")
             if st.form_submit_button("Save acquisition settings"):
                 with ui.user_errors():
                     with project.transaction():
@@ -260,6 +260,10 @@ with controls:
     else:
         window = st.slider("Display window (grey value)", vmin, vmax, (lo, hi), key="view_window")
     st.caption(f"Window {window[0]:.0f} – {window[1]:.0f}")
+    no_rings = st.toggle("Ring artefacts removed", value=False, key="view_rings",
+                         help="Show the slice as the forest and the network read it when the project removes ring "
+                              "artefacts (measured on the whole scan around the rotation axis; the first view of a "
+                              "step takes a moment). Off: as reconstructed.")
     demo = project.demo()
     show_truth = False
     if demo and len(demo.get("truth", [])) == len(scans):
@@ -270,7 +274,7 @@ with controls:
 
 with view:
     with ui.user_errors():
-        image = ui.read_slice(scans[step], orientation, index)
+        image = ui.read_slice(scans[step], orientation, index, rings="remove" if no_rings else "keep")
         roi = manifest.get("roi")
         box = None
         if roi:
@@ -288,7 +292,8 @@ with view:
             axis=orientation,
             window=window,
             roi=box,
-            title=f"{scans[step].name} · t = {times[step] / 60:.1f} min · {AXIS_NAMES[orientation][0]} slice {index}",
+            title=f"{scans[step].name} · t = {times[step] / 60:.1f} min · {AXIS_NAMES[orientation][0]} slice {index}"
+                  + (" · ring artefacts removed" if no_rings else ""),
         )
         st.plotly_chart(fig, width="stretch", key="slice_chart")
 

@@ -10,13 +10,18 @@ Measured on 2026-12-06, 13:00 UTC (2-core AMD EPYC, the defaults: one input slic
 truth, the pores' and celestite's edges redrawn from the scan, the steps labelled together): the internal standard is
 inside the ±2 % band at every step (largest deviation 1.46 %; 5.85 % before the pores' edges were redrawn, when late
 bassanite was under-found and the extent read 0.712 instead of 0.85; now 0.759) and the run's verdict fails on the fit
-against the theory and the trend; celestite stays within 0.5 % of its first step. The accuracy targets of issue 11
-are tracked with bench/bench_accuracy.py; these tests hold the measured level and check that the run says so.
+against the theory and the trend; celestite stays within 0.5 % of its first step. Measured again on 2026-12-07,
+00:15 UTC, with the scans' ring artefacts removed (the default since then): largest deviation 0.98 %, the extent reads
+0.812 at the last step, and every check of the verdict passes (the fit's intervals contain the theory, no trend,
+celestite within 0.7 %). The tests do not ask for a green verdict: they ask that it says what the checks say. The
+accuracy targets of issue 11 are tracked with bench/bench_accuracy.py; these tests hold the measured level and check
+that the run says so.
 
 Floors: the Dice measured minus 0.05 for run-to-run differences between CPUs, measured again whenever a default
 changes (the defaults are chosen on the accuracy benchmark's tuning half, never on this demo): after the square-root
-class weights, celestite's edge redraw, the averaging over slices, the steps labelled together, the pores' redraw and
-the band of each redrawn edge read from beyond it (2026-12-06, 22:45 UTC: largest deviation 1.80 %).
+class weights, celestite's edge redraw, the averaging over slices, the steps labelled together, the pores' redraw,
+the band of each redrawn edge read from beyond it (2026-12-06, 22:45 UTC: largest deviation 1.80 %) and the scans'
+ring artefacts removed (2026-12-07, 00:15 UTC: largest deviation 0.98 %, every check of the verdict passes).
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ from core.cli import main
 from core.workflow.evaluate import evaluate_files
 from core.imaging.synthetic import DEMO, write_demo
 
-# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth, again on 2026-12-06, 22:45 UTC, after the
-# band of each redrawn edge was read from beyond it (bassanite at step 1 0.499 against 0.464, pores at step 0 0.681
+# step: (gypsum, bassanite, pore, celestite) measured Dice against the truth, again on 2026-12-07, 00:15 UTC, after the
+# scans' ring artefacts were removed before the forest and the network (core.imaging.rings): higher at every step and
+# phase but celestite's (within 0.001): bassanite at step 1 0.564 against 0.499, pores at step 0 0.771 against 0.681,
+# bassanite 0.02-0.04 higher from step 2 on, gypsum 0.01-0.03 higher at the late steps. On 2026-12-06, 22:45 UTC, after
+# the band of each redrawn edge was read from beyond it (bassanite at step 1 0.499 against 0.464, pores at step 0 0.681
 # against 0.714, the rest within 0.01). Before that (2026-12-06, 13:00 UTC, with the pores' and
 # then celestite's edges redrawn from the scan in the ground truth and in the network's output, the class probabilities
 # averaged over neighbouring slices (z_sigma 0.7) and the steps labelled together along each voxel's history). Against
@@ -42,22 +50,22 @@ from core.imaging.synthetic import DEMO, write_demo
 # was chosen on the accuracy family's tuning half, where it was better on 5 of 6 variants; this demo is not a choosing
 # set, and these floors follow what it measures)
 MEASURED = {
-    0: (0.994, None, 0.681, 0.915),
-    1: (0.984, 0.499, 0.841, 0.912),
-    2: (0.966, 0.703, 0.892, 0.910),
-    3: (0.940, 0.772, 0.911, 0.906),
-    4: (0.906, 0.807, 0.920, 0.902),
-    5: (0.858, 0.826, 0.924, 0.898),
-    6: (0.801, 0.840, 0.926, 0.895),
-    7: (0.747, 0.855, 0.927, 0.894),
-    8: (0.701, 0.864, 0.929, 0.892),
-    9: (0.667, 0.871, 0.928, 0.890),
+    0: (0.995, None, 0.771, 0.916),
+    1: (0.986, 0.564, 0.856, 0.913),
+    2: (0.969, 0.737, 0.899, 0.910),
+    3: (0.945, 0.798, 0.916, 0.906),
+    4: (0.914, 0.831, 0.923, 0.902),
+    5: (0.869, 0.848, 0.927, 0.899),
+    6: (0.818, 0.862, 0.927, 0.895),
+    7: (0.768, 0.877, 0.928, 0.894),
+    8: (0.728, 0.887, 0.929, 0.891),
+    9: (0.694, 0.893, 0.928, 0.890),
 }
 MARGIN = 0.05
 # largest |deviation| of the internal standard measured on 2026-12-06, 13:00 UTC (5.85 % before the pores' edges were
 # redrawn, 5.79 % before the steps were labelled together, 5.45 % before the slice averaging), and the margin a rerun
 # may add
-MEASURED_MAX_DEVIATION_PCT = 1.80  # 1.46 % before the band of each redrawn edge was read from beyond it
+MEASURED_MAX_DEVIATION_PCT = 0.98  # 1.80 % before the rings were removed, 1.46 % before the band of each edge
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -80,7 +88,7 @@ def test_run_on_the_demo_meets_the_dice_floors_on_every_step_and_phase(demo_run)
         rep = evaluate_files(out / "segmentations" / f"t{step:03d}.tif", demo / "truth" / f"t{step:03d}.tif", codes=[1, 2, 3, 4])
         for code, measured in zip((1, 2, 3, 4), floors):
             got = rep.per_phase[code]["dice"]
-            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 0.4 %, 1.0 % before the histories)
+            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 0.13 % with the rings removed, 0.4 % before, 1.0 % before the histories)
                 assert rep.counts[code]["n_pred"] < 0.015 * sum(c["n_true"] for c in rep.counts.values())
                 continue
             if not got >= measured - MARGIN:
@@ -94,7 +102,9 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured (2026-12-06, 22:45 UTC): -0.54 +0.09 +0.54 +0.90 +1.38 +1.52 +1.72 +1.65 +1.80 +1.68 %; at 13:00 UTC
+    # measured (2026-12-07, 00:15 UTC, rings removed): -0.19 +0.34 +0.60 +0.69 +0.98 +0.86 +0.76 +0.47 +0.48 +0.24 %,
+    # and the verdict passed every check for the first time; on 2026-12-06, 22:45 UTC:
+    # -0.54 +0.09 +0.54 +0.90 +1.38 +1.52 +1.72 +1.65 +1.80 +1.68 %; at 13:00 UTC
     # -1.02 ... +1.46 % (all within the 2 % band since the pores' edges are redrawn; -0.62 ... +5.85 % before)
     assert max(abs(d) for d in devs) <= MEASURED_MAX_DEVIATION_PCT + DEVIATION_MARGIN_PCT, devs
     assert all((r["inside_band"] == "True") == (abs(float(r["deviation_pct"])) <= 2.0) for r in rows)
@@ -134,7 +144,7 @@ def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_r
     """No --interval: the times come from the demo's dataset.json, and the JMAK fit of the segmented extent finds the
     demo's law (alpha_max = 0.85, n = 2, k = ln2^(1/n) / (0.45 x duration)). Measured on 2026-12-06, 13:00 UTC:
     plateau chosen, k = 2.30 /h (truth 2.47), n = 2.02, alpha_max = 0.796 (0.706 before the pores' edges were
-    redrawn): the rate and the exponent are right, the plateau is low by the run's extent error (late bassanite
+    redrawn); on 2026-12-07, 00:15 UTC, with the rings removed: k = 2.34 /h, n = 2.11, alpha_max = 0.842: the rate and the exponent are right, the plateau is low by the run's extent error (late bassanite
     still a little under-found). The CIs are statistical only: the segmentation's own bias is not in them, hence
     tolerances here."""
     demo, out = demo_run
@@ -145,7 +155,7 @@ def test_run_takes_the_step_times_from_the_demo_and_recovers_its_kinetics(demo_r
     k_true = math.log(2) ** (1 / cfg["avrami_n"]) / (cfg["half_time_fraction"] * cfg["interval_s"] * (cfg["steps"] - 1))
     jm = json.loads((out / "summary.json").read_text())["jmak"]
     assert jm["model_choice"]["chosen"] == "plateau" and jm["t0"] == 0
-    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.12  # measured 0.054 low (0.144 before the pores' redraw)
+    assert abs(jm["alpha_max"] - truth["extent_max"]) < 0.12  # measured 0.008 low with the rings removed (0.054 before, 0.144 before the pores' redraw)
     assert abs(jm["n"] - cfg["avrami_n"]) < 0.25
     assert abs(jm["k"] / k_true - 1) < 0.1
     assert jm["n_ci"][0] < jm["n"] < jm["n_ci"][1] and jm["alpha_max_ci"][0] < jm["alpha_max"] < jm["alpha_max_ci"][1]

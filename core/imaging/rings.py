@@ -21,11 +21,16 @@ How
 2. Rings: the residuals are pooled in bins of ``dr`` pixels of radius and ``sector_deg`` degrees of angle, over
    the slices read (up to ``max_slices``, evenly spaced), and each bin's median taken. A detector column's ring
    lies at the same place on every slice, while a grain, a pore or a lath changes from slice to slice, so the median
-   over slices keeps the ring and drops the rock. A running median over ``arc_sectors`` neighbouring sectors along
-   the arc then drops what one sector alone holds.
+   over slices keeps the ring and drops the rock. A running median along the arc, over at least ``arc_sectors``
+   sectors and ``arc_px`` pixels of arc (near the axis a sector is short), of the sectors that hold pixels at that
+   radius, then drops what one sector alone holds.
 3. Noise gate: a median of ``n`` samples of noise ``sigma`` has a noise of about ``1.25 sigma / sqrt(n)``; a bin
    under ``gate`` times that (``sigma`` robustly measured on all residuals, ``n`` the bin's samples) is set to 0,
    so a scan without rings is left as it is instead of being given arcs of filtered noise.
+4. Left alone: bins within the radial median's reach of an edge that most slices share at one radius (the signed
+   step of the background, median over the slices and the sector, over ``edge`` × sigma: a cylindrical sample's
+   outline or a container's wall, whose blur would pass for a ring), bins nearer the axis than ``min_radius``, and
+   everything outside the inscribed circle (the field of view; in the corners a circle is cut into short arcs).
 
 The axis is the slice's centre, ``((ny - 1) / 2, (nx - 1) / 2)``, as reconstructions are made. What it assumes: a
 ring lies at the same radius on the slices read (a detector column's defect, the usual cause); a ring on a few
@@ -33,10 +38,12 @@ slices only falls under the median and is left in place, never made worse.
 
 The settings are physical rather than tuned: a defect spans 1-3 detector columns blurred by the detector, so an
 11-pixel median along the radius leaves it whole; bins of 1/4 pixel of radius follow a ring's profile. The arc
-(10° sectors, a median over 5 of them) and the gate were set by how close the corrected scans of one tuning variant
-of the benchmark family (v06) came to the same scans made without rings (``bench/screen_rings.py``), never by the
-segmentation or the internal standard. Measured there: the rings' RMS on the voxels they move by over 300 grey
-fell from 791 to 197 grey at the first step and from 767 to 327 at the last; elsewhere 88 -> 89 and 85 -> 97.
+(10° sectors, a median over at least 5 of them and 40 px) and the gate were set by how close the corrected scans of
+one tuning variant of the benchmark family (v06) came to the same scans made without rings (``bench/screen_rings.py``),
+never by the segmentation or the internal standard. Measured there: the rings' RMS on the voxels they move by over
+300 grey fell from 791 to 191 grey at the first step and from 767 to 341 at the last; elsewhere 88 -> 87 and
+85 -> 95; on the ring-free twin 26 px of a slice move by over 100 grey. On the tuning half's whole workflow
+(``bench/results/ring-removal-rules.txt``) it is the default since 2026-12-07 (:data:`RINGS`).
 """
 
 from __future__ import annotations
