@@ -211,7 +211,8 @@ def fit_rings(volume: Any, **settings: Any) -> Rings:
     Raises
     ------
     ReactomoError
-        A volume that is not 3D, slices smaller than 16 x 16, values that are not finite; bad settings.
+        A volume that is not 3D, slices smaller than 16 x 16; bad settings. Values that are not finite are measured
+        around (taken as the slice's median) and stay what they are when the rings are subtracted.
     """
     s = ring_settings(**settings)
     shape = tuple(int(v) for v in volume.shape)
@@ -226,8 +227,9 @@ def fit_rings(volume: Any, **settings: Any) -> Rings:
     steps = np.empty((len(zs),) + pts.shape[1:], dtype=np.float32)
     for i, z in enumerate(zs):
         sl = np.asarray(volume[z] if isinstance(volume, np.ndarray) else volume.slice(0, z), dtype=np.float32)
-        if not np.isfinite(sl).all():
-            raise ReactomoError(f"Slice {z} of the scan holds values that are not finite numbers; rings cannot be measured.")
+        finite = np.isfinite(sl)
+        if not finite.all():  # measured around them; refusing NaN or infinity is the normalisation's call, with its sentence
+            sl = np.where(finite, sl, np.float32(np.median(sl[finite])) if finite.any() else np.float32(0.0))
         res[i], steps[i] = _residual(sl, pts, back, s["radial_width"])
     n_sec = max(1, int(round(360.0 / s["sector_deg"])))
     n_bin = int(float(back[1].max()) / s["dr"]) + 2
