@@ -66,7 +66,8 @@ RING_DEFAULTS: dict[str, float] = {"radial_width": 11, "dr": 0.25, "sector_deg":
                                    "gate": 3.0, "edge": 4.0, "min_radius": 4.0, "max_slices": 64}
 #: What the workflow does with rings: "remove" (measure and subtract them) or "keep" (read the scans as they are).
 RING_MODES = ("remove", "keep")
-#: The default of ``run``, ``segment``, ``train`` and the project (see the README's benchmark for the choice).
+#: The default of ``run``, ``train``, ``rf`` and new projects (``segment`` and ``watch`` read scans as the model card says;
+#: see the README's benchmark and ``bench/results/ring-removal-rules.txt`` for the choice).
 RINGS = "remove"
 _N_THETA = 360
 _MAX_VOXELS = 16_000_000  # residuals pooled at most (with their bins and sort order, about 0.4 GB at most)
@@ -110,7 +111,7 @@ def ring_settings(**changes: Any) -> dict[str, float]:
 
 @lru_cache(maxsize=8)
 def _grids(ny: int, nx: int, cy: float, cx: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Polar sample points (y, x) of a slice, each pixel's (angle index, radius), and which polar samples are inside."""
+    """Polar sample points (y, x) of a slice, each pixel's (angle index, radius) for the way back, and the radii."""
     r_max = math.hypot(max(cy, ny - 1 - cy), max(cx, nx - 1 - cx))
     radii = np.arange(int(math.ceil(r_max)) + 2, dtype=np.float64)
     theta = np.arange(_N_THETA) * (2.0 * math.pi / _N_THETA)
