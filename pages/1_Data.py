@@ -274,7 +274,11 @@ with controls:
 
 with view:
     with ui.user_errors():
-        image = ui.read_slice(scans[step], orientation, index, rings="remove" if no_rings else "keep")
+        if no_rings:  # the first view of a step measures its rings on the whole scan (seconds on a big one)
+            with st.spinner(f"Measuring the ring artefacts of {scans[step].name} ..."):
+                image = ui.read_slice(scans[step], orientation, index, rings="remove")
+        else:
+            image = ui.read_slice(scans[step], orientation, index)
         roi = manifest.get("roi")
         box = None
         if roi:

@@ -735,7 +735,8 @@ def segment_volume(
     from core.imaging.rings import model_rings, with_rings
 
     try:
-        read_as, opened = with_rings(vol, model_rings(normalisation if normalisation is not None else card.get("normalisation")))
+        given = normalisation if isinstance(normalisation, dict) and "rings" in normalisation else None
+        read_as, opened = with_rings(vol, model_rings(given or card.get("normalisation")))
     except BaseException:
         if own:
             vol.close()  # type: ignore[union-attr]
