@@ -519,6 +519,12 @@ def _temporal(args) -> bool:
     return _temporal_default() if args.temporal is None else bool(args.temporal)
 
 
+def _time_context_default() -> int:
+    from core.network.inference import TIME_CONTEXT
+
+    return TIME_CONTEXT
+
+
 def _forest_time_context() -> int:
     from core.labelling.forest import TIME_CONTEXT
 
@@ -1139,7 +1145,7 @@ def cmd_run(args) -> int:
                        intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
-                       rings=args.rings)
+                       rings=args.rings, time_context=args.time_context)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1428,6 +1434,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "are the same at every step); needs aligned scans, else the labelled step alone "
                          "(0 to 3, default %(default)s)")
     unet_options(ru)
+    ru.add_argument("--time-context", type=int, default=None,
+                    help="time steps on each side whose same slice the U-Net also reads as input channels (each scan "
+                         "normalised on its own; needs aligned scans, else the scan itself stands in, as at the "
+                         "series' ends); recorded in the model card so `segment` reads the same "
+                         "(0 to 3, default %s)" % _time_context_default())
     ru.add_argument("--partial-volume", default="auto",
                     help="phases whose edge is redrawn from the scan by linear unmixing, in the forest's ground truth "
                          "before the U-Net learns it and in the U-Net's labels: auto (default: the pores, then the "

@@ -59,6 +59,8 @@ __all__ = [
     "choose_model_cleaning",
     "context_slices",
     "input_channels",
+    "model_time_context",
+    "time_offsets",
     "z_kernel",
 ]
 
@@ -441,6 +443,25 @@ def input_channels(model: torch.nn.Module) -> int:
     return int(getattr(cfg, "in_channels", 1) or 1)
 
 
+TIME_CONTEXT = 0  # steps on each side whose same slice a new network reads beside its own (run --time-context)
+
+
+def model_time_context(card: Any) -> int:
+    """Time steps on each side a model reads beside the scan it labels: its card's normalisation ``"time_context"``
+    (0 for models made before it). Channel layout: the scan's own slice (with its neighbouring slices) first, then the
+    same slice of the steps ``-N .. -1, +1 .. +N``, each normalised on its own."""
+    spec = card.get("normalisation") if isinstance(card, dict) else None
+    value = spec.get("time_context", 0) if isinstance(spec, dict) else 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        raise ReactomoError(f"The model card's time context is {value!r}; it must be 0 to 3 steps on each side.")
+    return int(value)
+
+
+def time_offsets(reach: int) -> list[int]:
+    """The neighbouring steps' offsets in channel order: ``-reach .. -1, 1 .. reach``."""
+    return [o for o in range(-int(reach), int(reach) + 1) if o]
+
+
 def context_slices(volume: Any, zs: Sequence[int], channels: int) -> np.ndarray:
     """Slices ``zs`` of a volume with their neighbours as channels, ``(n, channels, y, x)`` (``(n, y, x)`` for 1).
 
@@ -653,6 +674,7 @@ def segment_volume(
     should_stop: Callable[[], bool] | None = None,
     redraw: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     probabilities: Callable[[int, int, np.ndarray], None] | None = None,
+    neighbours: Sequence[str | os.PathLike | Volume | np.ndarray | None] | None = None,
 ) -> SegmentResult:
     """Segment a scan with a U-Net, slab by slab in bounded memory, optionally straight into a TIFF.
 
@@ -690,6 +712,12 @@ def segment_volume(
     should_stop : callable, optional
         Checked before each slab; when it returns True, :class:`core.errors.JobCancelled` is raised and no file is
         left at ``out_path``.
+    neighbours : sequence, optional
+        For a model that reads the steps around the scan (:func:`model_time_context` ``N`` > 0): the scans of the
+        steps ``-N .. -1, +1 .. +N`` in that order (paths, volumes or arrays of the scan's shape, aligned with it), each
+        read as the card says and normalised on its own; None in a place (a step before the first or after the last)
+        or no list at all reads the scan itself there, as the network learnt for a missing step (a note says so when
+        no list was given).
 
     Returns
     -------
@@ -747,20 +775,62 @@ def segment_volume(
         vol, own = read_as, True
     else:
         vol = read_as
+    import contextlib
+
     try:
-        return _segment(
-            model, card, vol, target, voxel_size, dev, config=config, z_range=z_range, region=region,
-            postprocess=postprocess, normalisation=normalisation, on_progress=on_progress,
-            should_stop=should_stop, t_start=t_start, redraw=redraw, probabilities=probabilities,
-        )
+        with contextlib.ExitStack() as opened_near:
+            near = _open_neighbours(card, vol, neighbours, given or card.get("normalisation"), opened_near)
+            return _segment(
+                model, card, vol, target, voxel_size, dev, config=config, z_range=z_range, region=region,
+                postprocess=postprocess, normalisation=normalisation, on_progress=on_progress,
+                should_stop=should_stop, t_start=t_start, redraw=redraw, probabilities=probabilities,
+                neighbours=near, neighbours_given=neighbours is not None,
+            )
     finally:
         if own:
             vol.close()  # type: ignore[union-attr]
 
 
+def _open_neighbours(card: dict[str, Any], vol: Any, neighbours: Any, spec: Any, stack: Any) -> list[Any]:
+    """The model's neighbouring steps, opened and read as the card says: one entry per offset, None = the scan itself."""
+    from core.imaging.rings import model_rings, with_rings
+
+    reach = model_time_context(card)
+    if neighbours is None or reach == 0:
+        return [None] * (2 * reach)
+    if isinstance(neighbours, (str, os.PathLike, np.ndarray, Volume)) or not isinstance(neighbours, Sequence):
+        raise ReactomoError("neighbours must be a list of scans, one per neighbouring step; got "
+                            f"{type(neighbours).__name__}.")
+    if len(neighbours) != 2 * reach:
+        raise ReactomoError(f"This model reads {reach} step(s) on each side, so it needs {2 * reach} neighbouring "
+                            f"scans (steps {', '.join(f'{o:+d}' for o in time_offsets(reach))}); got {len(neighbours)}.")
+    mode = model_rings(spec)
+    out: list[Any] = []
+    for o, item in zip(time_offsets(reach), neighbours):
+        if item is None or (isinstance(item, (str, os.PathLike)) and not isinstance(vol, np.ndarray)
+                            and Path(item).resolve() == Path(vol.path).resolve()):
+            out.append(None)
+            continue
+        if isinstance(item, (str, os.PathLike)):
+            nv = stack.enter_context(open_volume(item))
+        elif isinstance(item, (Volume, np.ndarray)):
+            nv = item
+        else:
+            raise ReactomoError(f"The scan of step {o:+d} must be a path, an opened Volume or an array; got "
+                                f"{type(item).__name__}.")
+        if tuple(int(v) for v in nv.shape) != tuple(int(v) for v in vol.shape):
+            raise ReactomoError(f"The scan of step {o:+d} has shape {tuple(nv.shape)}, not the scan's "
+                                f"{tuple(vol.shape)}; a model that reads the steps around needs aligned scans of one shape.")
+        read_as, was_opened = with_rings(nv, mode)
+        if was_opened:
+            stack.callback(read_as.close)
+        out.append(read_as)
+    return out
+
+
 def _segment(
     model, card, vol, target, voxel_size, dev, *, config, z_range, region, postprocess, normalisation, on_progress,
-    should_stop, t_start, redraw=None, probabilities=None,
+    should_stop, t_start, redraw=None, probabilities=None, neighbours=(), neighbours_given=False,
 ) -> SegmentResult:
     nz, ny, nx = (int(v) for v in vol.shape)
     z0, z1 = _check_z_range(z_range, nz)
@@ -797,8 +867,24 @@ def _segment(
         log.debug("slices %d x %d are smaller than a %d-pixel tile: predicted whole (padded to a multiple of %d)",
                   shape[1], shape[2], t, prep.multiple)
 
-    channels = input_channels(model)
+    neighbours = list(neighbours or [])
+    steps_near = len(neighbours)  # the same slice of the steps around, channels after the scan's own slices
+    channels = input_channels(model) - steps_near
+    if channels < 1 or channels % 2 == 0:
+        raise ReactomoError(f"The model takes {input_channels(model)} input channels, which does not fit its card's "
+                            f"time context of {steps_near // 2} step(s) on each side; re-save the model with its card.")
     reach = channels // 2  # neighbouring slices read on each side
+    near_norm: list[dict[str, Any] | None] = []
+    for nv in neighbours:  # each step normalised on its own, as the scan is
+        if nv is None:
+            near_norm.append(None)
+        else:
+            near_norm.append(fit_normalisation(nv, method=spec.get("method", "bright-tail"), upper=spec.get("upper", 99.0)))
+    if steps_near and not neighbours_given:
+        _note(warnings, "This model also reads the steps before and after the scan; none were given, so it read the "
+                        "scan in their place (as at a series' first and last step). Segment the series to give them.")
+    if steps_near:  # which neighbouring steps were read (False: the scan itself in the place of a missing one)
+        normalisation["time_context"] = {"reach": steps_near // 2, "read": [nv is not None for nv in neighbours]}
     counts = np.zeros(256, dtype=np.int64)
     labels_out = None if target is not None else np.empty(shape, np.uint8)
     steps = list(range(z0, z1, config.slab))
@@ -814,10 +900,21 @@ def _segment(
         norm = apply_normalisation(raw, normalisation)
         grey = np.array(raw[s0 - h0 : s1 - h0]) if redraw is not None else None
         del raw
-        if channels == 1:
+        if channels == 1 and not steps_near:
             return norm, grey
         idx = np.clip(np.arange(s0, s1)[:, None] + np.arange(-reach, reach + 1)[None], 0, nz - 1) - h0
-        return norm[idx], grey
+        own = norm[idx]
+        if not steps_near:
+            return own, grey
+        centre = own[:, reach]
+        extra = []
+        for nv, nn in zip(neighbours, near_norm):
+            if nv is None:
+                extra.append(centre)
+            else:
+                other = nv[s0:s1, y0:y1, x0:x1] if isinstance(nv, np.ndarray) else nv.slab(s0, s1)[:, y0:y1, x0:x1]
+                extra.append(apply_normalisation(other, nn))
+        return np.concatenate([own, np.stack(extra, axis=1)], axis=1), grey
 
     def finish(k: int, s0: int, s1: int, lab: np.ndarray, grey: np.ndarray | None) -> np.ndarray:
         if redraw is not None:

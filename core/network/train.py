@@ -114,6 +114,12 @@ class TrainConfig:
         (scribbles, and the forest taught by them, never show one). 0 = off.
     thin_pair : tuple of two int
         The two phase codes for ``thin_p``; empty (the default): the phase table's reactant and product.
+    time_channels : int
+        The last this many input channels are the same slice at other time steps (a network that reads the steps
+        around the scan, ``run --time-context``); 0 = none.
+    time_dropout : float
+        In the augmented copies, each of those channels is replaced by the slice's own channel with this probability:
+        what the network reads where a step is missing (a series' first and last step, a scan not yet arrived).
     optimizer : {"adam", "adamw", "sgd"}
     lr, weight_decay : float
     min_delta : float
@@ -142,6 +148,8 @@ class TrainConfig:
     edge_codes: tuple[int, ...] = ()
     thin_p: float = 0.0
     thin_pair: tuple[int, ...] = ()
+    time_channels: int = 0
+    time_dropout: float = 0.0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -185,6 +193,8 @@ class TrainConfig:
         whole("seed", 0, 2**31 - 1)
         whole("edge_px", 0, 8)
         real("thin_p", 0.0, 1.0)
+        whole("time_channels", 0, 6)
+        real("time_dropout", 0.0, 1.0)
         if self.thin_pair and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2 or not all(
                 isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 1 <= c <= 255 for c in self.thin_pair)):
             raise ReactomoError(f"thin_pair must be two different phase codes (reactant, product) or empty; got "
@@ -352,6 +362,8 @@ def augment_batch(
     max_gain: float = 0.02,
     max_offset: float = 0.005,
     thin: ThinExamples | None = None,
+    time_channels: int = 0,
+    time_dropout: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Randomly flip, rotate by 90°, shear and scale every patch, image and labels alike, and jitter the image's
     gain and offset (new arrays).
@@ -369,6 +381,9 @@ def augment_batch(
         ``± max_offset`` (one draw per patch); labels are unchanged.
     thin : ThinExamples, optional
         Paint thin structures into a share of the patches first (:func:`paint_thin`; labels are class indices).
+    time_channels, time_dropout :
+        The last ``time_channels`` channels are other time steps' slices; each is replaced by the slice's own
+        (centre) channel with probability ``time_dropout`` (a missing step).
 
     Returns
     -------
@@ -404,6 +419,12 @@ def augment_batch(
             g = 1.0 + rng.uniform(-max_gain, max_gain)
             o = rng.uniform(-max_offset, max_offset)
             xi = xi * np.float32(g) + np.float32(o)
+        if time_channels and time_dropout:
+            own = (xi.shape[0] - time_channels) // 2
+            gone = rng.random(time_channels) < time_dropout
+            if gone.any():
+                xi = np.array(xi, copy=True)
+                xi[xi.shape[0] - time_channels:][gone] = xi[own]
         xo[i], yo[i] = xi, yi
     return xo, yo
 
@@ -822,6 +843,10 @@ def train_unet(
         pixels = n * max(h, p) * max(w, p) / config.stride_ratio ** 2
         check_training_memory(config, width=unet_config.width, in_channels=chans,
                               data_bytes=int(pixels * (4 * chans + 1 + 8)), n_patches=math.ceil(pixels / p ** 2))
+    n_in = images.shape[1] if images.ndim == 4 else 1
+    if config.time_channels and (n_in - config.time_channels < 1 or (n_in - config.time_channels) % 2 == 0):
+        raise ReactomoError(f"The images have {n_in} channels, too few or the wrong number for {config.time_channels} "
+                            "channels of other time steps after the slice's own (an odd number of them).")
     tr_img, tr_lab, va_img, va_lab, split = _split(images, labels, config)
     x_tr, y_tr = make_patches(tr_img, tr_lab, patch_size=config.patch_size, stride_ratio=config.stride_ratio)
     x_va, y_va = make_patches(va_img, va_lab, patch_size=config.patch_size, stride_ratio=1.0)
@@ -894,7 +919,8 @@ def train_unet(
             for _ in range(factor - 1):
                 xa, ya = augment_batch(x_tr, yi_tr, rng=rng, transforms=config.transforms,
                                        max_shear=config.max_shear, max_scale=config.max_scale,
-                                       max_gain=config.max_gain, max_offset=config.max_offset, thin=thin)
+                                       max_gain=config.max_gain, max_offset=config.max_offset, thin=thin,
+                                       time_channels=config.time_channels, time_dropout=config.time_dropout)
                 xs.append(xa)
                 ys.append(ya)
             x_ep, y_ep = np.concatenate(xs), np.concatenate(ys)

@@ -129,8 +129,10 @@ class SeriesResult:
 # ------------------------------------------------------------------------------------------------- one step
 def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, Any], device: str,
                  on_progress: Callable[[float, str], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Segment and clean one scan into ``out_path`` (also a Dask task: plain arguments, plain result)."""
+                 should_stop: Callable[[], bool] | None = None,
+                 neighbours: list[str | None] | None = None) -> dict[str, Any]:
+    """Segment and clean one scan into ``out_path`` (also a Dask task: plain arguments, plain result); ``neighbours``:
+    the scans of the steps around it for a model that reads them (None in a place: the scan itself)."""
     from core.segmentation.postprocess import PostprocessConfig, postprocess
     from core.network.inference import InferenceConfig, load_model_cached, segment_volume
 
@@ -198,7 +200,8 @@ def _segment_one(model_dir: str, scan: str, out_path: str, settings: dict[str, A
     try:
         res = segment_volume(model, card, scan, out_path, config=inference, postprocess=per_slab,
                              z_range=tuple(z_range) if z_range else None, region=tuple(region) if region else None,
-                             on_progress=on_progress, should_stop=should_stop, redraw=redraw, probabilities=keep)
+                             on_progress=on_progress, should_stop=should_stop, redraw=redraw, probabilities=keep,
+                             neighbours=neighbours)
     finally:
         if keep is not None:
             store.flush()
@@ -655,6 +658,9 @@ def segment_series(
     model_dir = Path(os.path.abspath(os.fspath(model_dir)))
     card = read_card(model_dir)
     trained = PhaseTable.from_dict(card["phases"])
+    from core.network.inference import model_time_context
+
+    model_time_context(card)  # a bad card is refused here, before anything is written
     # loads and checks the weights (checksum, phase table) here, before anything is written
     load_model_cached(model_dir, phases=phases, device="cpu")
     phases = phases or trained
@@ -756,6 +762,12 @@ def segment_series(
                                 "reason": "some steps were segmented again on their own after the series was labelled "
                                           "together; segment every step again to label them all together"}
         run_settings = {**settings, "keep_probabilities": keep_probabilities}  # not recorded: how, not what
+        from core.network.inference import model_time_context
+
+        reach = model_time_context(card)
+        near, time_record = time_neighbours(paths, reach) if reach and pending else (None, None)
+        if reach and not pending and old:
+            time_record = old.get("time_context")
 
         def save() -> None:
             with lock:
@@ -771,7 +783,8 @@ def segment_series(
                                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "steps": [o.to_dict() for o in outcomes], **({"extra": extra} if extra else {}),
                                **({"cleaning_source": cleaning_source} if cleaning_source else {}),
-                               **({"temporal": together} if together else {})})
+                               **({"temporal": together} if together else {}),
+                               **({"time_context": time_record} if time_record else {})})
                 atomic_write_json(out_dir / RECORD, record)
                 atomic_write_text(out_dir / VOLUMES, _csv_text(phase_volumes_rows(outcomes, phases, voxel_size_um), phases))
 
@@ -806,7 +819,7 @@ def segment_series(
                 report(base, f"step {i} ({name})")
                 try:
                     res = _segment_one(str(model_dir), outcomes[i].scan, outcomes[i].out_path, run_settings, device,
-                                       step_progress, stop)
+                                       step_progress, stop, near[i] if near else None)
                 except JobCancelled:
                     cancelled = True
                     break
@@ -816,7 +829,7 @@ def segment_series(
                 finish(i, res, None)
         else:
             cancelled = _run_dask(scheduler, workers, pending, outcomes, model_dir, run_settings, device, finish, report,
-                                  stop, len(todo), done_before)
+                                  stop, len(todo), done_before, near)
         if keep_probabilities and not cancelled:
             import shutil
 
@@ -870,7 +883,29 @@ def _probe_scheduler(scheduler: str) -> None:
     _connect(scheduler).close()
 
 
-def _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report, stop, total, done_before) -> bool:
+def time_neighbours(paths: Sequence[Path], reach: int) -> tuple[list[list[str | None]], dict[str, Any]]:
+    """For a model that reads ``reach`` steps on each side: each step's neighbouring scans in channel order (None = the
+    step's own scan: beyond the series' ends, or around a step whose window is not aligned) and a record."""
+    from core.network.inference import time_offsets
+    from core.segmentation.temporal import aligned_neighbours
+
+    n = len(paths)
+    near: list[list[str | None]] = []
+    alone: dict[int, str] = {}
+    for i in range(n):
+        around = aligned_neighbours(list(paths), i, reach) if n > 1 else {"applied": False, "reason": "the series has one step"}
+        if around["applied"]:
+            near.append([str(paths[i + o]) if 0 <= i + o < n else None for o in time_offsets(reach)])
+        else:
+            near.append([None] * (2 * reach))
+            alone[i] = str(around["reason"] or "").replace("the forest to read", "the network to read")
+    record = {"reach": int(reach), "steps_read_alone": sorted(alone),
+              "reason": next(iter(alone.values()), None) if alone else None}
+    return near, record
+
+
+def _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device, finish, report, stop, total, done_before,
+              near=None) -> bool:
     """Run the pending steps as Dask tasks; returns True when cancelled."""
     import torch
     from distributed import Client, LocalCluster, as_completed
@@ -888,7 +923,7 @@ def _run_dask(scheduler, workers, pending, outcomes, model_dir, settings, device
             futures = {}
             for i in pending:
                 f = client.submit(_segment_one, str(model_dir), outcomes[i].scan, outcomes[i].out_path, settings, device,
-                                  key=f"reactomo-segment-{i}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
+                                  None, None, near[i] if near else None, key=f"reactomo-segment-{i}-{os.getpid()}-{time.monotonic_ns()}", pure=False)
                 futures[f] = i
             n_done = 0
             report(done_before / total, f"{len(pending)} steps sent to {scheduler} ({workers} worker{'s' if workers != 1 else ''})")

@@ -99,6 +99,26 @@ class RunConfig:
     # ring artefacts: "remove" (measured on each scan and subtracted before the forest and the network read it;
     # core.imaging.rings), "keep"; None = core.imaging.rings.RINGS
     rings: str | None = None
+    # time steps on each side whose same slice the U-Net also reads as input channels, each scan normalised on its own
+    # (the scans must be aligned; a step beyond the series' ends, or of a series that is not aligned, is read as the
+    # scan itself, as the network learns from training copies where a neighbour is left out); None =
+    # core.network.inference.TIME_CONTEXT. Recorded in the model card's normalisation, so `segment` reads the same.
+    time_context: int | None = None
+    time_dropout: float = 0.2  # share of the training copies in which each neighbouring step is left out (replaced)
+
+
+def _time_context_steps(scans: list[Any], k: int, reach: int) -> dict[str, Any]:
+    """The steps whose scans stand in the U-Net's time channels for step ``k`` (offsets ``-reach .. -1, 1 .. reach``):
+    the step itself beyond the series' ends and, for every offset, when the scans around are not aligned."""
+    from core.network.inference import time_offsets
+    from core.segmentation.temporal import aligned_neighbours
+
+    around = aligned_neighbours(scans, k, reach)
+    steps = [min(max(k + o, 0), len(scans) - 1) for o in time_offsets(reach)]
+    if not around["applied"]:
+        reason = str(around["reason"] or "").replace("the forest to read", "the U-Net to read")
+        return {"steps": [k] * len(steps), "reason": reason}
+    return {"steps": steps, "reason": None}
 
 
 def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -164,18 +184,25 @@ def run_workflow(
     inference = InferenceConfig(tile=config.tile, overlap=config.overlap, batch_size=config.batch_size, device=config.device,
                                 cpu_amp=config.cpu_amp, tta=config.tta, z_sigma=config.z_sigma)
     inference.validate()
+    from core.network.inference import TIME_CONTEXT, time_offsets
+
+    tcx = TIME_CONTEXT if config.time_context is None else config.time_context
+    if isinstance(tcx, bool) or not isinstance(tcx, int) or not 0 <= tcx <= 3:
+        raise ReactomoError(f"The U-Net's time context must be 0 to 3 steps on each side; got {tcx!r}.")
     tc = TrainConfig(patch_size=64, stride_ratio=0.5, batch_size=16, max_epochs=config.epochs, patience=8,
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
                      seed=config.seed, edge_px=config.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
                      thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)),
-                     transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()))
+                     transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()),
+                     time_channels=2 * tcx, time_dropout=config.time_dropout if tcx else 0.0)
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
     if isinstance(config.context, bool) or not isinstance(config.context, int) or not 0 <= config.context <= 3:
         raise ReactomoError(f"context must be 0 to 3 neighbouring slices on each side; got {config.context!r}.")
-    uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth, in_channels=2 * config.context + 1)
+    uc = UNetConfig(n_classes=len(phases), width=config.width, depth=config.depth,
+                    in_channels=2 * config.context + 1 + 2 * tcx)
     uc.validate()
     fc = ForestConfig(seed=config.seed)
     from core.segmentation.postprocess import CLEANING_MODES
@@ -234,6 +261,7 @@ def run_workflow(
     stacks: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     forests: list[dict[str, Any]] = []
+    time_read: list[dict[str, Any]] = []
     norm = None
     for i, (path, k, scribbles, zs) in enumerate(brushed):
         # 1. random forest, one per labelled step (each learns the look of its own step)
@@ -268,7 +296,25 @@ def run_workflow(
                 say(f"   {phases.by_code(code).name}'s edge redrawn from the scan: {pv['before']} -> {pv['after']} px "
                     f"on the labelled slices{around_it}")
         write_labels(out / ("ground_truth.tif" if i == 0 else f"ground_truth_step{k}.tif"), gt, voxel_size_um=voxel_size)
-        stacks.append(apply_normalisation(context_slices(scan, zs, uc.in_channels), norm))
+        own = apply_normalisation(context_slices(scan, zs, 2 * config.context + 1), norm)
+        if tcx:  # the same slices of the steps around, each normalised on its own (the scan itself where none is)
+            if own.ndim == 3:
+                own = own[:, None]
+            read = _time_context_steps(scans, k, tcx)
+            extra = []
+            for t in read["steps"]:
+                if t == k:
+                    extra.append(own[:, config.context])
+                    continue
+                with open_scan(scans[t], rings=rings) as other:
+                    other_norm = fit_normalisation(other, seed=config.seed)
+                    extra.append(apply_normalisation(np.stack([np.asarray(other.slice(0, z)) for z in zs]), other_norm))
+            own = np.concatenate([own, np.stack(extra, axis=1)], axis=1)
+            time_read.append({"step": k, **read})
+            say(f"   the U-Net also reads step{'s' if len(set(read['steps']) - {k}) != 1 else ''} "
+                f"{', '.join(str(t) for t in read['steps'] if t != k) or 'none'} beside step {k}"
+                + (f" ({read['reason']})" if read["reason"] else ""))
+        stacks.append(own)
         targets.append(gt[zs])
         forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs, "rings_removed": removed,
                         "fractions": {str(c): v for c, v in rf.fractions.items()}, "partial_volume": redrawn,
@@ -307,7 +353,8 @@ def run_workflow(
     post, cleaning_why = cleaning_for(mode, phases, {"cleaning": choice.to_dict(phases)}, min_sizes=config.min_sizes,
                                       rim_px=config.rim_px)
     say(f"   cleaning: {cleaning_why}")
-    model_dir = save_bundle(out / "model", model, config=uc, phases=phases, normalisation=norm,
+    model_dir = save_bundle(out / "model", model, config=uc, phases=phases,
+                            normalisation={**norm, **({"time_context": tcx} if tcx else {})},
                             training={"config": tc.to_dict(), "device": result.device, "history": result.history,
                           **({"thin_examples": result.thin} if result.thin else {})},
                             provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
@@ -372,7 +419,7 @@ def run_workflow(
         # and how their bands read the phase around them (the matrix phases re-read from beyond the band, or none)
         "partial_volume": {"codes": pv_codes, "phases": [phases.by_code(c).name for c in pv_codes],
                            "edge_background": edge_background if pv_codes else None, "matrix": matrix},
-        "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "device": result.device, "best_epoch": result.best_epoch,
+        "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "time_context": {"reach": tcx, "training": time_read}, "device": result.device, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
                      "chosen_from_ground_truth": choice.to_dict(phases),
