@@ -898,7 +898,9 @@ def time_neighbours(paths: Sequence[Path], reach: int) -> tuple[list[list[str | 
             near.append([str(paths[i + o]) if 0 <= i + o < n else None for o in time_offsets(reach)])
         else:
             near.append([None] * (2 * reach))
-            alone[i] = str(around["reason"] or "").replace("the forest to read", "the network to read")
+            alone[i] = (str(around["reason"] or "").replace(f"against step {i} or the labelled step", f"against step {i}")
+                        .replace("the labelled step", f"step {i}")
+                        .replace("the forest to read the steps around the labelled one", "the network to read the steps around each"))
     record = {"reach": int(reach), "steps_read_alone": sorted(alone),
               "reason": next(iter(alone.values()), None) if alone else None}
     return near, record
