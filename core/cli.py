@@ -595,7 +595,7 @@ def cmd_train(args) -> int:
                      augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
                      optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)),
-                     thin_p=args.thin_examples, transforms=_transforms(args))
+                     thin_p=args.thin_examples, transforms=_transforms(args), average_epochs=args.average_epochs)
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -623,7 +623,10 @@ def cmd_train(args) -> int:
               f"({r['seconds']:.1f} s)", flush=True)
 
     result = train_unet(model, images, labels[zs], config=tc, phases=phases, device=device, on_epoch=on_epoch)
-    best = result.best
+    best = result.kept  # the weights saved: the averaged ones when averaging, else the best epoch's
+    if result.averaged:
+        print(f"weights of epochs {', '.join(str(e) for e in result.averaged['epochs'])} averaged: validation loss "
+              f"{result.averaged['val_loss']:.4f}", flush=True)
     from core.network.inference import choose_model_cleaning
     from core.network.train import held_out
 
@@ -635,7 +638,8 @@ def cmd_train(args) -> int:
                           **({"thin_examples": result.thin} if result.thin else {})},
                 provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
                 metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
-                         "epochs": len(result.history), "stopped_early": result.stopped_early, "seconds": result.seconds},
+                         "epochs": len(result.history), "stopped_early": result.stopped_early, "seconds": result.seconds,
+                         **({"averaged_epochs": result.averaged["epochs"]} if result.averaged else {})},
                 seed=args.seed)
     print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
           f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device}.")
@@ -1145,7 +1149,7 @@ def cmd_run(args) -> int:
                        intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
-                       rings=args.rings, time_context=args.time_context)
+                       rings=args.rings, time_context=args.time_context, average_epochs=args.average_epochs)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1303,6 +1307,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--intensity-augment", action="store_true",
                         help="also jitter the training patches' grey values by a random gain and offset (the residual "
                              "drift between steps the normalisation leaves; default off)")
+        sp.add_argument("--average-epochs", type=int, default=0,
+                        help="keep the average of the weights of this many epochs of lowest validation loss, with the "
+                             "batch-norm statistics measured again (weight averaging; default 0: the best epoch)")
         sp.add_argument("--seed", type=int, default=0)
 
     unet_options(tr)

@@ -117,6 +117,11 @@ class TrainConfig:
     time_channels : int
         The last this many input channels are the same slice at other time steps (a network that reads the steps
         around the scan, ``run --time-context``); 0 = none.
+    average_epochs : int
+        When 2 or more: the weights of this many epochs with the lowest validation loss are averaged into the model
+        that is kept (weight averaging, as in stochastic weight averaging: a point in the middle of the low region the
+        training visited rather than its single lowest epoch), the batch-norm statistics measured again on the training
+        patches, and the average validated like an epoch (:attr:`TrainResult.averaged`). 0 or 1: the best epoch.
     time_dropout : float
         In the augmented copies, each of those channels is replaced by the slice's own channel with this probability:
         what the network reads where a step is missing (a series' first and last step, a scan not yet arrived).
@@ -150,6 +155,7 @@ class TrainConfig:
     thin_pair: tuple[int, ...] = ()
     time_channels: int = 0
     time_dropout: float = 0.0
+    average_epochs: int = 0
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -194,6 +200,7 @@ class TrainConfig:
         whole("edge_px", 0, 8)
         real("thin_p", 0.0, 1.0)
         whole("time_channels", 0, 6)
+        whole("average_epochs", 0, 20)
         real("time_dropout", 0.0, 1.0)
         if self.thin_pair and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2 or not all(
                 isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 1 <= c <= 255 for c in self.thin_pair)):
@@ -248,6 +255,9 @@ class TrainResult:
     seconds : float
         Wall time of this call.
     device : str
+    averaged : dict or None
+        With ``TrainConfig.average_epochs`` >= 2: ``epochs`` (those averaged), ``val_loss`` and ``val_dice`` of the
+        averaged weights, which the model holds; None otherwise (or when fewer than two epochs ran).
     thin : dict or None
         With ``TrainConfig.thin_p``: ``share``, ``codes``, ``painted`` and what the laths were made of (``contrast``
         in normalised grey, ``edge_sigma_px``) as measured on the training slices, or the ``reason`` none were
@@ -262,10 +272,16 @@ class TrainResult:
     seconds: float
     device: str
     thin: dict[str, Any] | None = None
+    averaged: dict[str, Any] | None = None
 
     @property
     def best(self) -> dict[str, Any]:
         return self.history[self.best_epoch - 1] if self.best_epoch else {}
+
+    @property
+    def kept(self) -> dict[str, Any]:
+        """The validation of the weights kept: the averaged ones (``epochs``, ``val_loss``, ``val_dice``) or the best epoch's."""
+        return self.averaged or self.best
 
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -906,6 +922,8 @@ def train_unet(
     total_steps = max(1, (config.max_epochs - len(history)) * n_batches)
     step = 0
     stopped_early = cancelled = False
+    top: list[tuple[float, int, dict[str, torch.Tensor]]] = []  # the lowest validation losses' weights (averaging)
+    averaged: dict[str, Any] | None = None
     det_before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -964,6 +982,10 @@ def train_unet(
                 "partial": cancelled,
             }
             history.append(record)
+            if config.average_epochs >= 2 and not cancelled and math.isfinite(val_loss):
+                top.append((val_loss, epoch, {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}))
+                top.sort(key=lambda t: (t[0], t[1]))
+                del top[config.average_epochs:]
             if val_loss < best_loss - config.min_delta:
                 best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
                 best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
@@ -984,12 +1006,47 @@ def train_unet(
             stopped_early = False
         if not cancelled and config.patience and bad_epochs >= config.patience and len(history) < config.max_epochs:
             stopped_early = True
+        if len(top) >= 2 and not cancelled:  # weight averaging over the epochs of lowest validation loss
+            avg = {n: (torch.stack([t[2][n].float() for t in top]).mean(0).to(v.dtype) if v.is_floating_point()
+                       else v.clone()) for n, v in top[0][2].items()}
+            model.load_state_dict(avg)
+            _remeasure_batch_norm(model, x_tr, dev=dev, batch=config.batch_size, amp=use_amp)
+            val_loss, dice = _validate(model, x_va, yi_va, k=k, kind=config.loss, weight=weight_dev, dev=dev,
+                                       batch=config.batch_size, amp=use_amp)
+            averaged = {"epochs": sorted(t[1] for t in top), "val_loss": val_loss,
+                        "val_dice": {p.name: d for p, d in zip(phases, dice)}}
+            best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+            log.info("weights of epochs %s averaged: val %.4f (best epoch %d: %.4f)", averaged["epochs"], val_loss,
+                     best_epoch, best_loss)
     finally:
         torch.use_deterministic_algorithms(det_before)
     model.load_state_dict(best_state)
     return TrainResult(state_dict=best_state, history=history, best_epoch=best_epoch, stopped_early=stopped_early,
                        cancelled=cancelled, seconds=time.perf_counter() - t_start, device=device_summary(dev),
-                       thin=thin_info)
+                       thin=thin_info, averaged=averaged)
+
+
+@torch.no_grad()
+def _remeasure_batch_norm(model: torch.nn.Module, x: np.ndarray, *, dev, batch: int, amp: bool) -> None:
+    """The batch-norm layers' running statistics measured again, as a plain average over the patches ``x`` (averaged
+    weights change every layer's input; the averaged statistics of the epochs do not describe it)."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    model.train()
+    try:
+        for b in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[b:b + batch])).to(dev)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                model(xb)
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        model.eval()
 
 
 @torch.no_grad()

@@ -105,6 +105,9 @@ class RunConfig:
     # core.network.inference.TIME_CONTEXT. Recorded in the model card's normalisation, so `segment` reads the same.
     time_context: int | None = None
     time_dropout: float = 0.2  # share of the training copies in which each neighbouring step is left out (replaced)
+    # the U-Net kept is the average of the weights of this many epochs of lowest validation loss (core.network.train,
+    # average_epochs; 0 = the best epoch's)
+    average_epochs: int = 0
 
 
 def _time_context_steps(scans: list[Any], k: int, reach: int) -> dict[str, Any]:
@@ -195,7 +198,8 @@ def run_workflow(
                      edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
                      thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)),
                      transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()),
-                     time_channels=2 * tcx, time_dropout=config.time_dropout if tcx else 0.0)
+                     time_channels=2 * tcx, time_dropout=config.time_dropout if tcx else 0.0,
+                     average_epochs=config.average_epochs)
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
@@ -336,7 +340,10 @@ def run_workflow(
     result = train_unet(model, images, gt_labels, config=tc, phases=phases, device=config.device, on_epoch=on_epoch,
                         on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
     timings["train_s"] = time.perf_counter() - t0
-    best = result.best
+    best = result.kept  # the weights saved: the averaged ones when averaging, else the best epoch's
+    if result.averaged:
+        say(f"   weights of epochs {', '.join(str(e) for e in result.averaged['epochs'])} averaged: validation loss "
+            f"{result.averaged['val_loss']:.4f} (best epoch {result.best_epoch}: {result.best['val_loss']:.4f})")
     from core.network.train import quality_warning
 
     poor = quality_warning(best["val_dice"])  # never called a success: said here, kept in run.json
@@ -362,6 +369,7 @@ def run_workflow(
                                         "labelled_steps": [{"step": f["step"], "slices": f["slices"]} for f in forests]},
                             metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                                      "epochs": len(result.history), "stopped_early": result.stopped_early,
+                                     **({"averaged_epochs": result.averaged["epochs"]} if result.averaged else {}),
                                      "seconds": result.seconds},
                             seed=config.seed, cleaning=choice.to_dict(phases))
     # 3. segment every step
@@ -420,7 +428,8 @@ def run_workflow(
         "partial_volume": {"codes": pv_codes, "phases": [phases.by_code(c).name for c in pv_codes],
                            "edge_background": edge_background if pv_codes else None, "matrix": matrix},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "time_context": {"reach": tcx, "training": time_read}, "device": result.device, "best_epoch": result.best_epoch,
-                 "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor},
+                 "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor,
+                 "averaged": result.averaged},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
                      "chosen_from_ground_truth": choice.to_dict(phases),
                      "independent_of": "the internal standard and every other check of the reaction (not looked at)"},
