@@ -394,3 +394,62 @@ def test_cli_train_intensity_augment_trains_with_the_grey_value_jitter_and_recor
     rc, _, err = _cli(capsys, *common, "--out", str(tmp / "models" / "plain"))
     assert rc == 0, err
     assert tuple(read_card(tmp / "models" / "plain")["training"]["config"]["transforms"]) == GEOMETRY
+
+
+# ------------------------------------------------------------------------------------------------ weight averaging
+def test_weight_averaging_keeps_the_mean_of_the_lowest_validation_epochs():
+    """`average_epochs` K: the model kept holds the mean weights of the K epochs of lowest validation loss (not the
+    best epoch's), with its own validation in `averaged`; the training trajectory itself is the same as without it."""
+    from core.network.train import _validate, _class_index
+
+    img, lab = _tiny_problem(n=3)
+    cfg = dict(FAST, max_epochs=4, lr=0.01)
+    plain = train_unet(_net(), img, lab, config=TrainConfig(**cfg), phases=DEFAULT_PHASES)  # keeps the best epoch
+    avg = train_unet(_net(), img, lab, config=TrainConfig(**cfg, average_epochs=3), phases=DEFAULT_PHASES)
+    assert [h["val_loss"] for h in avg.history] == [h["val_loss"] for h in plain.history]  # the same epochs
+    lowest = sorted(range(1, 5), key=lambda e: (plain.history[e - 1]["val_loss"], e))[:3]
+    assert avg.averaged["epochs"] == sorted(lowest) and avg.best_epoch == plain.best_epoch
+    assert set(avg.averaged["val_dice"]) == set(DEFAULT_PHASES.names) and avg.kept is avg.averaged
+    assert plain.averaged is None and plain.kept == plain.best
+    conv = next(k for k in avg.state_dict if k.endswith("weight") and avg.state_dict[k].ndim == 4)
+    assert not torch.equal(avg.state_dict[conv], plain.state_dict[conv])
+    # the averaged weights' validation is what the kept model scores
+    model = _net()
+    model.load_state_dict(avg.state_dict)
+    from core.network.train import _split, make_patches
+
+    _, _, va_img, va_lab, _ = _split(img, lab, TrainConfig(**cfg))
+    xv, yv = make_patches(va_img, va_lab, patch_size=16)
+    loss, _ = _validate(model, xv, _class_index(yv, DEFAULT_PHASES.codes), k=len(DEFAULT_PHASES), kind="ce+dice",
+                        weight=None, dev=torch.device("cpu"), batch=8, amp=False)
+    assert loss == pytest.approx(avg.averaged["val_loss"], rel=0.05)
+
+
+def test_batch_norm_statistics_are_measured_again_on_the_patches():
+    from core.network.train import _remeasure_batch_norm
+
+    model = _net()
+    x = np.random.default_rng(0).normal(3.0, 2.0, (12, 1, 16, 16)).astype(np.float32)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    _remeasure_batch_norm(model, x, dev=torch.device("cpu"), batch=len(x), amp=False)
+    hook.remove()
+    want = seen[0].mean(dim=(0, 2, 3))
+    assert torch.allclose(bn.running_mean, want, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training  # put back as it was
+
+
+def test_weight_averaging_is_refused_out_of_range_and_reaches_the_cli(cli_files, capsys):
+    from core.network.bundle import read_card
+
+    with pytest.raises(ReactomoError, match="average_epochs must be a whole number from 0 to 20; got 21"):
+        TrainConfig(average_epochs=21)
+    tmp, scan, gt, _ = cli_files
+    rc, text, err = _cli(capsys, "train", "--scan", str(scan), "--ground-truth", str(gt), "--patch", "24",
+                         "--epochs", "3", "--width", "4", "--depth", "2", "--out", str(tmp / "models" / "avg"),
+                         "--average-epochs", "2")
+    assert rc == 0, err
+    card = read_card(tmp / "models" / "avg")
+    assert card["training"]["config"]["average_epochs"] == 2 and len(card["metrics"]["averaged_epochs"]) == 2
+    assert "averaged: validation loss" in text
