@@ -453,3 +453,18 @@ def test_weight_averaging_is_refused_out_of_range_and_reaches_the_cli(cli_files,
     card = read_card(tmp / "models" / "avg")
     assert card["training"]["config"]["average_epochs"] == 2 and len(card["metrics"]["averaged_epochs"]) == 2
     assert "averaged: validation loss" in text
+
+
+def test_a_resumed_training_averages_the_same_epochs_as_an_uninterrupted_one(tmp_path):
+    img, lab = _tiny_problem()
+    cfg2 = TrainConfig(**{**FAST, "max_epochs": 2, "average_epochs": 3})
+    train_unet(_net(), img, lab, config=cfg2, phases=DEFAULT_PHASES, checkpoint_dir=tmp_path)
+    assert (tmp_path / "top.safetensors").is_file()
+    cfg4 = TrainConfig(**{**FAST, "max_epochs": 4, "average_epochs": 3})
+    state = json.loads((tmp_path / "last.json").read_text())
+    state["config"] = cfg4.to_dict()
+    (tmp_path / "last.json").write_text(json.dumps(state))
+    resumed = train_unet(_net(), img, lab, config=cfg4, phases=DEFAULT_PHASES, checkpoint_dir=tmp_path, resume=True)
+    full = train_unet(_net(), img, lab, config=cfg4, phases=DEFAULT_PHASES)
+    assert resumed.averaged["epochs"] == full.averaged["epochs"]
+    assert resumed.averaged["val_loss"] == pytest.approx(full.averaged["val_loss"], rel=1e-4)

@@ -705,6 +705,37 @@ def _load_checkpoint(folder: Path, tag: str, model: torch.nn.Module, optimiser: 
     return state
 
 
+def _save_top(folder: Path, top: list[tuple[float, int, dict[str, torch.Tensor]]]) -> None:
+    """The weights of the epochs kept for averaging, with their validation losses, written atomically."""
+    tensors = {f"{epoch}.{k}": v.contiguous() for _, epoch, sd in top for k, v in sd.items()}
+    tmp = folder / ".top.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"top": json.dumps([[loss, epoch] for loss, epoch, _ in top])})
+    os.replace(tmp, folder / "top.safetensors")
+
+
+def _load_top(folder: Path, epochs_done: int) -> list[tuple[float, int, dict[str, torch.Tensor]]]:
+    """What :func:`_save_top` wrote, for the epochs a resumed history holds (none if the file is missing or unreadable)."""
+    from safetensors import safe_open
+
+    path = folder / "top.safetensors"
+    if not path.is_file():
+        return []
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            listed = json.loads((f.metadata() or {}).get("top", "[]"))
+            keys = list(f.keys())
+            out = []
+            for loss, epoch in listed:
+                if int(epoch) > epochs_done:
+                    continue
+                pre = f"{int(epoch)}."
+                out.append((float(loss), int(epoch), {k[len(pre):]: f.get_tensor(k) for k in keys if k.startswith(pre)}))
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.info("the weights kept for averaging in %s cannot be read (%s); averaging starts again", folder, exc)
+        return []
+    return sorted(out, key=lambda t: (t[0], t[1]))
+
+
 # -------------------------------------------------------------------------------------------------- training
 def _optimiser(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
@@ -897,6 +928,7 @@ def train_unet(
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, bad_epochs = math.inf, 0, 0
     best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+    top: list[tuple[float, int, dict[str, torch.Tensor]]] = []  # the lowest validation losses' weights (averaging)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fingerprint = hashlib.sha256(
         np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes()
@@ -915,6 +947,8 @@ def train_unet(
             best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
             state = _load_checkpoint(ckpt, "last", model, optimiser)
             history, best_loss, best_epoch, bad_epochs = state["history"], state["best_loss"], state["best_epoch"], state["bad_epochs"]
+            if config.average_epochs >= 2:
+                top = _load_top(ckpt, len(history))
             log.info("resumed from %s at epoch %d", ckpt, len(history))
 
     factor = config.augment_factor if config.augment else 1
@@ -922,7 +956,6 @@ def train_unet(
     total_steps = max(1, (config.max_epochs - len(history)) * n_batches)
     step = 0
     stopped_early = cancelled = False
-    top: list[tuple[float, int, dict[str, torch.Tensor]]] = []  # the lowest validation losses' weights (averaging)
     averaged: dict[str, Any] | None = None
     det_before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -986,6 +1019,8 @@ def train_unet(
                 top.append((val_loss, epoch, {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}))
                 top.sort(key=lambda t: (t[0], t[1]))
                 del top[config.average_epochs:]
+                if ckpt is not None:  # kept beside the checkpoints, so a resumed run averages the same epochs
+                    _save_top(ckpt, top)
             if val_loss < best_loss - config.min_delta:
                 best_loss, best_epoch, bad_epochs = val_loss, epoch, 0
                 best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
