@@ -519,6 +519,12 @@ def _temporal(args) -> bool:
     return _temporal_default() if args.temporal is None else bool(args.temporal)
 
 
+def _average_epochs_default() -> int:
+    from core.network.train import AVERAGE_EPOCHS
+
+    return AVERAGE_EPOCHS
+
+
 def _time_context_default() -> int:
     from core.network.inference import TIME_CONTEXT
 
@@ -1307,9 +1313,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--intensity-augment", action="store_true",
                         help="also jitter the training patches' grey values by a random gain and offset (the residual "
                              "drift between steps the normalisation leaves; default off)")
-        sp.add_argument("--average-epochs", type=int, default=0,
+        sp.add_argument("--average-epochs", type=int, default=_average_epochs_default(),
                         help="keep the average of the weights of this many epochs of lowest validation loss, with the "
-                             "batch-norm statistics measured again (weight averaging; default 0: the best epoch)")
+                             "batch-norm statistics measured again (weight averaging; 0 or 1: the best epoch alone; "
+                             "default %(default)s)")
         sp.add_argument("--seed", type=int, default=0)
 
     unet_options(tr)

@@ -179,8 +179,9 @@ def test_the_memory_estimate_grows_with_the_settings_and_the_budget_is_configura
             memory_budget_bytes()
 
 
-def _finished_run(project, models, name: str, val_dice: dict) -> None:
-    """A done training job and its saved model whose card holds ``val_dice`` as the best epoch's Dice."""
+def _finished_run(project, models, name: str, val_dice: dict, averaged: list[int] | None = None) -> None:
+    """A done training job and its saved model whose card holds ``val_dice`` as the kept weights' Dice (the best
+    epoch's, or with ``averaged`` the average of those epochs')."""
     import json
 
     from core.network.bundle import save_bundle
@@ -192,7 +193,8 @@ def _finished_run(project, models, name: str, val_dice: dict) -> None:
     ucfg = UNetConfig(width=4, depth=2, n_classes=len(phases))
     save_bundle(models / name, build_unet(ucfg), config=ucfg, phases=phases, normalisation={"offset": 0.0, "scale": 1.0},
                 training={}, provenance={"project": project.name},
-                metrics={"best_epoch": 2, "val_loss": 0.9, "val_dice": val_dice, "epochs": 2}, seed=0)
+                metrics={"best_epoch": 2, "val_loss": 0.9, "val_dice": val_dice, "epochs": 2,
+                         **({"averaged_epochs": averaged} if averaged else {})}, seed=0)
     job_id = _new_job_id()
     folder = project.root / "jobs" / job_id
     folder.mkdir(parents=True)
@@ -324,3 +326,13 @@ def test_a_model_name_taken_by_the_last_run_is_replaced_by_a_free_one(gt_project
     shutil.copytree(ROOT / "models" / "demo-unet", models / "mine")  # as the run saves it when it ends
     at.run()
     assert not at.exception and at.text_input(key="tr_name").value == "demo-unet-1"
+
+
+def test_a_model_of_averaged_weights_says_which_epochs_were_averaged(gt_project, models):
+    good = {"gypsum": 0.98, "bassanite": 0.92, "pore": 0.92, "celestite": None}
+    _finished_run(gt_project, models, "merged", good, averaged=[1, 2])
+    at = _page().run()
+    assert not at.exception, at.exception
+    assert any("Training finished after 2 epochs, the weights of epochs 1, 2 averaged with mean validation Dice 0.94"
+               in s.value for s in at.success)
+    assert at.number_input(key="tr_average").value == 5

@@ -63,6 +63,10 @@ TRANSFORMS = ("flip", "rot90", "shear", "scale", "intensity")
 # offset jitter near the gypsum-bassanite gap (~0.024 normalised) erases the cue that separates them.
 GEOMETRY = ("flip", "rot90", "shear", "scale")
 MAX_EPOCHS = 100
+#: The weights kept are the average of this many epochs of lowest validation loss (TrainConfig.average_epochs; the
+#: default since 2026-12-07, chosen on the accuracy family's tuning half with two seeds against the truth:
+#: README, "Ablation on the tuning half", bench/results/weight-averaging-rules.txt).
+AVERAGE_EPOCHS = 5
 IGNORE = -1
 
 
@@ -122,6 +126,7 @@ class TrainConfig:
         that is kept (weight averaging, as in stochastic weight averaging: a point in the middle of the low region the
         training visited rather than its single lowest epoch), the batch-norm statistics measured again on the training
         patches, and the average validated like an epoch (:attr:`TrainResult.averaged`). 0 or 1: the best epoch.
+        Default :data:`AVERAGE_EPOCHS`.
     time_dropout : float
         In the augmented copies, each of those channels is replaced by the slice's own channel with this probability:
         what the network reads where a step is missing (a series' first and last step, a scan not yet arrived).
@@ -155,7 +160,7 @@ class TrainConfig:
     thin_pair: tuple[int, ...] = ()
     time_channels: int = 0
     time_dropout: float = 0.0
-    average_epochs: int = 0
+    average_epochs: int = AVERAGE_EPOCHS
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
