@@ -13,7 +13,11 @@ bassanite was under-found and the extent read 0.712 instead of 0.85; now 0.759) 
 against the theory and the trend; celestite stays within 0.5 % of its first step. Measured again on 2026-12-07,
 00:15 UTC, with the scans' ring artefacts removed (the default since then): largest deviation 0.98 %, the extent reads
 0.812 at the last step, and every check of the verdict passes (the fit's intervals contain the theory, no trend,
-celestite within 0.7 %). The tests do not ask for a green verdict: they ask that it says what the checks say. The
+celestite within 0.7 %). Measured again on 2026-12-07, 04:05 UTC, with the network's weights averaged over its 5
+epochs of lowest validation loss (the default since then, chosen on the accuracy family's tuning half): every Dice
+within 0.012 of that, mostly a little lower, the largest deviation 1.86 %, the extent 0.767 at the last step, and the
+verdict fails on the trend alone (the deviation grows by 1.7 % over the experiment, more than half the band). The
+tests do not ask for a green verdict: they ask that it says what the checks say. The
 accuracy targets of issue 11 are tracked with bench/bench_accuracy.py; these tests hold the measured level and check
 that the run says so.
 
@@ -21,7 +25,8 @@ Floors: the Dice measured minus 0.05 for run-to-run differences between CPUs, me
 changes (the defaults are chosen on the accuracy benchmark's tuning half, never on this demo): after the square-root
 class weights, celestite's edge redraw, the averaging over slices, the steps labelled together, the pores' redraw,
 the band of each redrawn edge read from beyond it (2026-12-06, 22:45 UTC: largest deviation 1.80 %) and the scans'
-ring artefacts removed (2026-12-07, 00:15 UTC: largest deviation 0.98 %, every check of the verdict passes).
+ring artefacts removed (2026-12-07, 00:15 UTC: largest deviation 0.98 %, every check of the verdict passes) and the
+weights averaged (2026-12-07, 04:05 UTC: largest deviation 1.86 %, the trend check fails).
 """
 
 from __future__ import annotations
@@ -49,23 +54,30 @@ from core.imaging.synthetic import DEMO, write_demo
 # at the late steps, but bassanite at step 1 0.464 against 0.537 and pores at step 0 0.714 against 0.763 (the default
 # was chosen on the accuracy family's tuning half, where it was better on 5 of 6 variants; this demo is not a choosing
 # set, and these floors follow what it measures)
+# Measured again on 2026-12-07, 04:05 UTC, with the weights of the 5 epochs of lowest validation loss averaged (the
+# default since 03:45 UTC, chosen on the accuracy family's tuning half): within 0.012 of the rings' row at every step
+# and phase, mostly a little lower (bassanite at the last step 0.881 against 0.893, at step 1 0.556 against 0.564; pores
+# at step 0 0.766 against 0.771); the rings' row (00:15 UTC) was:
+# 0: (0.995, None, 0.771, 0.916), 1: (0.986, 0.564, 0.856, 0.913), 5: (0.869, 0.848, 0.927, 0.899),
+# 9: (0.694, 0.893, 0.928, 0.890)
 MEASURED = {
-    0: (0.995, None, 0.771, 0.916),
-    1: (0.986, 0.564, 0.856, 0.913),
-    2: (0.969, 0.737, 0.899, 0.910),
-    3: (0.945, 0.798, 0.916, 0.906),
-    4: (0.914, 0.831, 0.923, 0.902),
-    5: (0.869, 0.848, 0.927, 0.899),
-    6: (0.818, 0.862, 0.927, 0.895),
-    7: (0.768, 0.877, 0.928, 0.894),
-    8: (0.728, 0.887, 0.929, 0.891),
-    9: (0.694, 0.893, 0.928, 0.890),
+    0: (0.995, None, 0.766, 0.916),
+    1: (0.986, 0.556, 0.856, 0.913),
+    2: (0.969, 0.733, 0.899, 0.910),
+    3: (0.945, 0.792, 0.916, 0.906),
+    4: (0.913, 0.822, 0.923, 0.903),
+    5: (0.867, 0.837, 0.927, 0.899),
+    6: (0.813, 0.851, 0.927, 0.895),
+    7: (0.762, 0.865, 0.929, 0.894),
+    8: (0.719, 0.874, 0.930, 0.891),
+    9: (0.687, 0.881, 0.929, 0.890),
 }
 MARGIN = 0.05
 # largest |deviation| of the internal standard measured on 2026-12-06, 13:00 UTC (5.85 % before the pores' edges were
 # redrawn, 5.79 % before the steps were labelled together, 5.45 % before the slice averaging), and the margin a rerun
 # may add
-MEASURED_MAX_DEVIATION_PCT = 0.98  # 1.80 % before the rings were removed, 1.46 % before the band of each edge
+MEASURED_MAX_DEVIATION_PCT = 1.86  # with the weights averaged (2026-12-07, 04:05 UTC); 0.98 % with the rings removed,
+# 1.80 % before the rings were removed, 1.46 % before the band of each edge
 DEVIATION_MARGIN_PCT = 1.5
 
 
@@ -88,7 +100,7 @@ def test_run_on_the_demo_meets_the_dice_floors_on_every_step_and_phase(demo_run)
         rep = evaluate_files(out / "segmentations" / f"t{step:03d}.tif", demo / "truth" / f"t{step:03d}.tif", codes=[1, 2, 3, 4])
         for code, measured in zip((1, 2, 3, 4), floors):
             got = rep.per_phase[code]["dice"]
-            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 0.13 % with the rings removed, 0.4 % before, 1.0 % before the histories)
+            if measured is None:  # bassanite at t = 0: absent from the truth; little may be predicted (measured 0.09 % with the weights averaged, 0.13 % with the rings removed, 0.4 % before, 1.0 % before the histories)
                 assert rep.counts[code]["n_pred"] < 0.015 * sum(c["n_true"] for c in rep.counts.values())
                 continue
             if not got >= measured - MARGIN:
@@ -102,7 +114,9 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured (2026-12-07, 00:15 UTC, rings removed): -0.19 +0.34 +0.60 +0.69 +0.98 +0.86 +0.76 +0.47 +0.48 +0.24 %,
+    # measured (2026-12-07, 04:05 UTC, weights averaged): -0.14 +0.46 +0.86 +1.14 +1.63 +1.74 +1.86 +1.68 +1.77 +1.61 %,
+    # every check but the trend passes (+1.71 % over the experiment, more than half the band);
+    # (2026-12-07, 00:15 UTC, rings removed): -0.19 +0.34 +0.60 +0.69 +0.98 +0.86 +0.76 +0.47 +0.48 +0.24 %,
     # and the verdict passed every check for the first time; on 2026-12-06, 22:45 UTC:
     # -0.54 +0.09 +0.54 +0.90 +1.38 +1.52 +1.72 +1.65 +1.80 +1.68 %; at 13:00 UTC
     # -1.02 ... +1.46 % (all within the 2 % band since the pores' edges are redrawn; -0.62 ... +5.85 % before)
