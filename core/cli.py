@@ -631,8 +631,9 @@ def cmd_train(args) -> int:
     result = train_unet(model, images, labels[zs], config=tc, phases=phases, device=device, on_epoch=on_epoch)
     best = result.kept  # the weights saved: the averaged ones when averaging, else the best epoch's
     if result.averaged:
-        print(f"weights of epochs {', '.join(str(e) for e in result.averaged['epochs'])} averaged: validation loss "
-              f"{result.averaged['val_loss']:.4f}", flush=True)
+        from core.network.train import averaged_sentence
+
+        print(averaged_sentence(result), flush=True)
     from core.network.inference import choose_model_cleaning
     from core.network.train import held_out
 
@@ -645,7 +646,7 @@ def cmd_train(args) -> int:
                 provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
                 metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                          "epochs": len(result.history), "stopped_early": result.stopped_early, "seconds": result.seconds,
-                         **({"averaged_epochs": result.averaged["epochs"]} if result.averaged else {})},
+                         **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {})},
                 seed=args.seed)
     print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
           f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device}.")

@@ -404,7 +404,7 @@ def test_weight_averaging_keeps_the_mean_of_the_lowest_validation_epochs():
 
     img, lab = _tiny_problem(n=3)
     cfg = dict(FAST, max_epochs=4, lr=0.01)
-    plain = train_unet(_net(), img, lab, config=TrainConfig(**cfg), phases=DEFAULT_PHASES)  # keeps the best epoch
+    plain = train_unet(_net(), img, lab, config=TrainConfig(**cfg, average_epochs=0), phases=DEFAULT_PHASES)  # best epoch
     avg = train_unet(_net(), img, lab, config=TrainConfig(**cfg, average_epochs=3), phases=DEFAULT_PHASES)
     assert [h["val_loss"] for h in avg.history] == [h["val_loss"] for h in plain.history]  # the same epochs
     lowest = sorted(range(1, 5), key=lambda e: (plain.history[e - 1]["val_loss"], e))[:3]
@@ -468,3 +468,26 @@ def test_a_resumed_training_averages_the_same_epochs_as_an_uninterrupted_one(tmp
     full = train_unet(_net(), img, lab, config=cfg4, phases=DEFAULT_PHASES)
     assert resumed.averaged["epochs"] == full.averaged["epochs"]
     assert resumed.averaged["val_loss"] == pytest.approx(full.averaged["val_loss"], rel=1e-4)
+
+
+def test_an_average_that_validates_worse_than_the_best_epoch_is_not_kept(monkeypatch, capsys):
+    """A short run far from converged can average its poor early epochs in: the best epoch is kept then, and said."""
+    import core.network.train as train_mod
+    from core.network.train import averaged_sentence
+
+    def spoiled(model, x, **kw):  # stands for an average worse than every epoch in it
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, 5.0)  # loud, confident and wrong
+        model.eval()
+
+    monkeypatch.setattr(train_mod, "_remeasure_batch_norm", spoiled)
+    img, lab = _tiny_problem()
+    cfg = dict(FAST, max_epochs=3, lr=0.01)
+    plain = train_unet(_net(), img, lab, config=TrainConfig(**cfg, average_epochs=0), phases=DEFAULT_PHASES)
+    r = train_unet(_net(), img, lab, config=TrainConfig(**cfg, average_epochs=3), phases=DEFAULT_PHASES)
+    assert r.averaged["kept"] is False and "so the best epoch is kept" in r.averaged["reason"]
+    assert r.kept == r.best and r.averaged_epochs == []
+    assert all(torch.equal(r.state_dict[k], plain.state_dict[k]) for k in plain.state_dict)
+    assert "averaged and not kept" in averaged_sentence(r)

@@ -18,7 +18,7 @@ def test_the_study_model_is_fine():
 
 def test_a_phase_under_half_is_named_with_its_value():
     w = quality_warning({**GOOD, "celestite": 0.41})  # mean 0.807: only the phase is poor
-    assert w == ("The best validation Dice is poor: celestite 0.41 is under 0.5; brush more celestite, train longer "
+    assert w == ("The validation Dice is poor: celestite 0.41 is under 0.5; brush more celestite, train longer "
                  "or check the ground truth before using this model.")
 
 
@@ -30,7 +30,7 @@ def test_several_weak_phases_and_a_poor_mean():
 
 def test_a_poor_mean_alone_names_the_lowest_phase():
     w = quality_warning({"gypsum": 0.79, "bassanite": 0.7, "pore": 0.85})
-    assert w.startswith("The best validation Dice is poor: the mean 0.78 is under 0.8 (lowest: bassanite 0.70)")
+    assert w.startswith("The validation Dice is poor: the mean 0.78 is under 0.8 (lowest: bassanite 0.70)")
 
 
 @pytest.mark.parametrize("value, poor", [(0.5, False), (0.4999, True)])

@@ -262,7 +262,9 @@ class TrainResult:
     device : str
     averaged : dict or None
         With ``TrainConfig.average_epochs`` >= 2: ``epochs`` (those averaged), ``val_loss`` and ``val_dice`` of the
-        averaged weights, which the model holds; None otherwise (or when fewer than two epochs ran).
+        averaged weights, and ``kept``: True when the model holds them, False (with a ``reason``) when they validated
+        worse than the best epoch, whose weights are then kept; None without averaging (or when fewer than two epochs
+        ran).
     thin : dict or None
         With ``TrainConfig.thin_p``: ``share``, ``codes``, ``painted`` and what the laths were made of (``contrast``
         in normalised grey, ``edge_sigma_px``) as measured on the training slices, or the ``reason`` none were
@@ -285,8 +287,14 @@ class TrainResult:
 
     @property
     def kept(self) -> dict[str, Any]:
-        """The validation of the weights kept: the averaged ones (``epochs``, ``val_loss``, ``val_dice``) or the best epoch's."""
-        return self.averaged or self.best
+        """The validation of the weights kept: the averaged ones (``epochs``, ``val_loss``, ``val_dice``) or the best
+        epoch's (no averaging, or an average that validated worse than the best epoch)."""
+        return self.averaged if self.averaged and self.averaged.get("kept", True) else self.best
+
+    @property
+    def averaged_epochs(self) -> list[int]:
+        """The epochs whose weights the model holds averaged (empty: the best epoch's weights)."""
+        return list(self.averaged["epochs"]) if self.averaged and self.averaged.get("kept", True) else []
 
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -1054,16 +1062,30 @@ def train_unet(
             val_loss, dice = _validate(model, x_va, yi_va, k=k, kind=config.loss, weight=weight_dev, dev=dev,
                                        batch=config.batch_size, amp=use_amp)
             averaged = {"epochs": sorted(t[1] for t in top), "val_loss": val_loss,
-                        "val_dice": {p.name: d for p, d in zip(phases, dice)}}
-            best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
-            log.info("weights of epochs %s averaged: val %.4f (best epoch %d: %.4f)", averaged["epochs"], val_loss,
-                     best_epoch, best_loss)
+                        "val_dice": {p.name: d for p, d in zip(phases, dice)}, "kept": bool(val_loss <= best_loss)}
+            if averaged["kept"]:
+                best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+            else:  # e.g. a short run still far from converged: its early epochs pull the average back
+                averaged["reason"] = (f"the averaged weights' validation loss {val_loss:.4f} is above the best "
+                                      f"epoch's {best_loss:.4f}, so the best epoch is kept")
+            log.info("weights of epochs %s averaged: val %.4f (best epoch %d: %.4f)%s", averaged["epochs"], val_loss,
+                     best_epoch, best_loss, "" if averaged["kept"] else "; the best epoch kept")
     finally:
         torch.use_deterministic_algorithms(det_before)
     model.load_state_dict(best_state)
     return TrainResult(state_dict=best_state, history=history, best_epoch=best_epoch, stopped_early=stopped_early,
                        cancelled=cancelled, seconds=time.perf_counter() - t_start, device=device_summary(dev),
                        thin=thin_info, averaged=averaged)
+
+
+def averaged_sentence(result: "TrainResult") -> str:
+    """What weight averaging did, in one sentence (the CLI's and the run's line)."""
+    a = result.averaged or {}
+    epochs = ", ".join(str(e) for e in a.get("epochs", []))
+    if a.get("kept", True):
+        return (f"weights of epochs {epochs} averaged: validation loss {a.get('val_loss', float('nan')):.4f} (best epoch "
+                f"{result.best_epoch}: {result.best.get('val_loss', float('nan')):.4f})")
+    return f"weights of epochs {epochs} averaged and not kept: {a.get('reason', '')}"
 
 
 @torch.no_grad()
@@ -1157,7 +1179,7 @@ def quality_warning(val_dice: Any, *, min_phase: float = MIN_PHASE_DICE, min_mea
     >>> quality_warning({"gypsum": 0.97, "bassanite": 0.92, "pore": 0.93, "celestite": 0.85}) is None
     True
     >>> print(quality_warning({"gypsum": 0.97, "bassanite": 0.9, "pore": 0.93, "celestite": 0.41}))
-    The best validation Dice is poor: celestite 0.41 is under 0.5; brush more celestite, train longer or check the ground truth before using this model.
+    The validation Dice is poor: celestite 0.41 is under 0.5; brush more celestite, train longer or check the ground truth before using this model.
     """
     if not isinstance(val_dice, dict):
         raise ReactomoError(f"val_dice must map phase names to Dice values; got {type(val_dice).__name__}.")
@@ -1191,7 +1213,7 @@ def quality_warning(val_dice: Any, *, min_phase: float = MIN_PHASE_DICE, min_mea
         low = min(known.items(), key=lambda nv: nv[1])
         parts.append(f"the mean {_f(mean)} is under {min_mean:g}" + ("" if weak else f" (lowest: {low[0]} {_f(low[1])})"))
     what = f"brush more {_and([n for n, _ in weak])}" if weak else "brush more labels"
-    return (f"The best validation Dice is poor: {', and '.join(parts)}; {what}, train longer or check the ground truth "
+    return (f"The validation Dice is poor: {', and '.join(parts)}; {what}, train longer or check the ground truth "
             "before using this model.")
 
 

@@ -342,8 +342,9 @@ def run_workflow(
     timings["train_s"] = time.perf_counter() - t0
     best = result.kept  # the weights saved: the averaged ones when averaging, else the best epoch's
     if result.averaged:
-        say(f"   weights of epochs {', '.join(str(e) for e in result.averaged['epochs'])} averaged: validation loss "
-            f"{result.averaged['val_loss']:.4f} (best epoch {result.best_epoch}: {result.best['val_loss']:.4f})")
+        from core.network.train import averaged_sentence
+
+        say(f"   {averaged_sentence(result)}")
     from core.network.train import quality_warning
 
     poor = quality_warning(best["val_dice"])  # never called a success: said here, kept in run.json
@@ -369,7 +370,7 @@ def run_workflow(
                                         "labelled_steps": [{"step": f["step"], "slices": f["slices"]} for f in forests]},
                             metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                                      "epochs": len(result.history), "stopped_early": result.stopped_early,
-                                     **({"averaged_epochs": result.averaged["epochs"]} if result.averaged else {}),
+                                     **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
                                      "seconds": result.seconds},
                             seed=config.seed, cleaning=choice.to_dict(phases))
     # 3. segment every step
