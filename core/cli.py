@@ -646,7 +646,8 @@ def cmd_train(args) -> int:
                 provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
                 metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                          "epochs": len(result.history), "stopped_early": result.stopped_early, "seconds": result.seconds,
-                         **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {})},
+                         **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
+                         **({"averaging": result.averaged} if result.averaged else {})},
                 seed=args.seed)
     print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
           f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device}.")

@@ -74,6 +74,10 @@ def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
         at = (card or {}).get("best_epoch") or best.get("epoch")
         merged = (card or {}).get("averaged_epochs") or []
         kept = (f"the weights of epochs {', '.join(str(e) for e in merged)} averaged" if merged else f"best epoch {at}")
+        tried = (card or {}).get("averaging") or {}
+        if tried and tried.get("kept") is False:  # an average that validated worse than the best epoch
+            kept += (f" (the average of epochs {', '.join(str(e) for e in tried.get('epochs', []))} validated worse, so "
+                     "it was not kept)")
         extra = f", {kept} with mean validation Dice {dice_text(sum(dice) / len(dice))}" if dice else ""
         if poor := _poor(val_dice):
             return "warning", f"Training finished after {epochs}{extra}; the model '{name}' is in the registry below. {poor}"

@@ -452,6 +452,8 @@ def test_weight_averaging_is_refused_out_of_range_and_reaches_the_cli(cli_files,
     assert rc == 0, err
     card = read_card(tmp / "models" / "avg")
     assert card["training"]["config"]["average_epochs"] == 2 and len(card["metrics"]["averaged_epochs"]) == 2
+    assert card["metrics"]["averaging"]["kept"] is True
+    assert card["metrics"]["averaging"]["epochs"] == card["metrics"]["averaged_epochs"]
     assert "averaged: validation loss" in text
 
 

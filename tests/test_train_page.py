@@ -179,7 +179,8 @@ def test_the_memory_estimate_grows_with_the_settings_and_the_budget_is_configura
             memory_budget_bytes()
 
 
-def _finished_run(project, models, name: str, val_dice: dict, averaged: list[int] | None = None) -> None:
+def _finished_run(project, models, name: str, val_dice: dict, averaged: list[int] | None = None,
+                  averaging: dict | None = None) -> None:
     """A done training job and its saved model whose card holds ``val_dice`` as the kept weights' Dice (the best
     epoch's, or with ``averaged`` the average of those epochs')."""
     import json
@@ -194,7 +195,8 @@ def _finished_run(project, models, name: str, val_dice: dict, averaged: list[int
     save_bundle(models / name, build_unet(ucfg), config=ucfg, phases=phases, normalisation={"offset": 0.0, "scale": 1.0},
                 training={}, provenance={"project": project.name},
                 metrics={"best_epoch": 2, "val_loss": 0.9, "val_dice": val_dice, "epochs": 2,
-                         **({"averaged_epochs": averaged} if averaged else {})}, seed=0)
+                         **({"averaged_epochs": averaged} if averaged else {}),
+                         **({"averaging": averaging} if averaging else {})}, seed=0)
     job_id = _new_job_id()
     folder = project.root / "jobs" / job_id
     folder.mkdir(parents=True)
@@ -336,3 +338,13 @@ def test_a_model_of_averaged_weights_says_which_epochs_were_averaged(gt_project,
     assert any("Training finished after 2 epochs, the weights of epochs 1, 2 averaged with mean validation Dice 0.94"
                in s.value for s in at.success)
     assert at.number_input(key="tr_average").value == 5
+
+
+def test_an_average_that_was_not_kept_is_said_beside_the_best_epoch(gt_project, models):
+    good = {"gypsum": 0.98, "bassanite": 0.92, "pore": 0.92, "celestite": None}
+    _finished_run(gt_project, models, "unmerged", good,
+                  averaging={"epochs": [1, 2], "val_loss": 1.2, "kept": False, "reason": "worse"})
+    at = _page().run()
+    assert not at.exception, at.exception
+    assert any("best epoch 2 (the average of epochs 1, 2 validated worse, so it was not kept) with mean validation "
+               "Dice 0.94" in s.value for s in at.success)

@@ -371,6 +371,7 @@ def run_workflow(
                             metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                                      "epochs": len(result.history), "stopped_early": result.stopped_early,
                                      **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
+                         **({"averaging": result.averaged} if result.averaged else {}),
                                      "seconds": result.seconds},
                             seed=config.seed, cleaning=choice.to_dict(phases))
     # 3. segment every step

@@ -98,7 +98,8 @@ def train_project_model(
     best = result.kept  # the averaged weights' validation when averaging, else the best epoch's
     metrics = {"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": result.cancelled,
-               "seconds": result.seconds, **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {})}
+               "seconds": result.seconds, **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
+                         **({"averaging": result.averaged} if result.averaged else {})}
     training = {"config": train_config.to_dict(), "device": result.device, "history": result.history,
                 **({"thin_examples": result.thin} if result.thin else {})}
     provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
