@@ -187,7 +187,7 @@ def run_workflow(
     inference = InferenceConfig(tile=config.tile, overlap=config.overlap, batch_size=config.batch_size, device=config.device,
                                 cpu_amp=config.cpu_amp, tta=config.tta, z_sigma=config.z_sigma)
     inference.validate()
-    from core.network.inference import TIME_CONTEXT, time_offsets
+    from core.network.inference import TIME_CONTEXT
 
     tcx = TIME_CONTEXT if config.time_context is None else config.time_context
     if isinstance(tcx, bool) or not isinstance(tcx, int) or not 0 <= tcx <= 3:
