@@ -525,6 +525,12 @@ def _average_epochs_default() -> int:
     return AVERAGE_EPOCHS
 
 
+def _lr_drop_default() -> int:
+    from core.network.train import LR_DROP_PATIENCE
+
+    return LR_DROP_PATIENCE
+
+
 def _time_context_default() -> int:
     from core.network.inference import TIME_CONTEXT
 
@@ -601,7 +607,8 @@ def cmd_train(args) -> int:
                      augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
                      optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)),
-                     thin_p=args.thin_examples, transforms=_transforms(args), average_epochs=args.average_epochs)
+                     thin_p=args.thin_examples, transforms=_transforms(args), average_epochs=args.average_epochs,
+                     lr_drop_patience=args.lr_drop)
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -1157,7 +1164,8 @@ def cmd_run(args) -> int:
                        intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
-                       rings=args.rings, time_context=args.time_context, average_epochs=args.average_epochs)
+                       rings=args.rings, time_context=args.time_context, average_epochs=args.average_epochs,
+                       lr_drop=args.lr_drop)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1319,6 +1327,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the average of the weights of this many epochs of lowest validation loss, with the "
                              "batch-norm statistics measured again (weight averaging; 0 or 1: the best epoch alone; "
                              "default %(default)s)")
+        sp.add_argument("--lr-drop", type=int, default=_lr_drop_default(),
+                        help="multiply the learning rate by 0.3 after this many epochs without a lower validation loss "
+                             "(0 = a constant learning rate; default %(default)s)")
         sp.add_argument("--seed", type=int, default=0)
 
     unet_options(tr)

@@ -493,3 +493,45 @@ def test_an_average_that_validates_worse_than_the_best_epoch_is_not_kept(monkeyp
     assert r.kept == r.best and r.averaged_epochs == []
     assert all(torch.equal(r.state_dict[k], plain.state_dict[k]) for k in plain.state_dict)
     assert "averaged and not kept" in averaged_sentence(r)
+
+
+def test_the_learning_rate_drops_after_epochs_without_improvement_and_resumes_where_it_was(tmp_path):
+    """`lr_drop_patience` N: after N epochs without a lower validation loss the learning rate is multiplied by
+    `lr_drop_factor`; the count starts again after each drop; a resumed training goes on at the dropped rate."""
+    img, lab = _tiny_problem()
+    # min_delta 0.5: no epoch after the first counts as an improvement
+    cfg = dict(FAST, max_epochs=6, lr=1e-3, min_delta=0.5, average_epochs=0)
+    const = train_unet(_net(), img, lab, config=TrainConfig(**cfg), phases=DEFAULT_PHASES)
+    assert [h["lr"] for h in const.history] == pytest.approx([1e-3] * 6)
+    drop = TrainConfig(**cfg, lr_drop_patience=2, lr_drop_factor=0.5)
+    full = train_unet(_net(), img, lab, config=drop, phases=DEFAULT_PHASES)
+    assert [h["lr"] for h in full.history] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
+    # the first epochs are the same training; the dropped rate changes what follows
+    assert full.history[2]["train_loss"] == pytest.approx(const.history[2]["train_loss"], rel=1e-6)
+    assert full.history[5]["train_loss"] != pytest.approx(const.history[5]["train_loss"], rel=1e-6)
+    # interrupted after 4 epochs (one drop done, one bad epoch counted) and resumed: the same rates and losses
+    first = TrainConfig(**{**cfg, "max_epochs": 4}, lr_drop_patience=2, lr_drop_factor=0.5)
+    train_unet(_net(), img, lab, config=first, phases=DEFAULT_PHASES, checkpoint_dir=tmp_path)
+    state = json.loads((tmp_path / "last.json").read_text())
+    assert state["lr_bad"] == 1
+    state["config"] = drop.to_dict()
+    (tmp_path / "last.json").write_text(json.dumps(state))
+    resumed = train_unet(_net(), img, lab, config=drop, phases=DEFAULT_PHASES, checkpoint_dir=tmp_path, resume=True)
+    assert [h["lr"] for h in resumed.history] == pytest.approx([h["lr"] for h in full.history])
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in full.history], rel=1e-5)
+
+
+def test_learning_rate_drop_is_refused_out_of_range_and_reaches_the_cli(cli_files, capsys):
+    from core.network.bundle import read_card
+
+    with pytest.raises(ReactomoError, match="lr_drop_factor must be a number from 0.01 to 1.0; got 0"):
+        TrainConfig(lr_drop_factor=0)
+    tmp, scan, gt, _ = cli_files
+    args = ["train", "--scan", str(scan), "--ground-truth", str(gt), "--patch", "24", "--epochs", "2", "--width", "4",
+            "--depth", "2"]
+    rc, text, err = _cli(capsys, *args, "--out", str(tmp / "models" / "bad"), "--lr-drop", "-1")
+    assert rc != 0 and "lr_drop_patience must be a whole number from 0 to 100; got -1." in err
+    assert "Traceback" not in err and not (tmp / "models" / "bad").exists()
+    rc, text, err = _cli(capsys, *args, "--out", str(tmp / "models" / "drop"), "--lr-drop", "3")
+    assert rc == 0, err
+    assert read_card(tmp / "models" / "drop")["training"]["config"]["lr_drop_patience"] == 3

@@ -67,6 +67,11 @@ MAX_EPOCHS = 100
 #: default since 2026-12-07, chosen on the accuracy family's tuning half with two seeds against the truth:
 #: README, "Ablation on the tuning half", bench/results/weight-averaging-rules.txt).
 AVERAGE_EPOCHS = 5
+#: Epochs without a lower validation loss after which the learning rate is multiplied by LR_DROP_FACTOR
+#: (TrainConfig.lr_drop_patience; 0 = a constant learning rate, the default: a drop after 3 such epochs was tried on the
+#: accuracy family's tuning half, README "Ablation on the tuning half", bench/results/lr-drop-rules.txt).
+LR_DROP_PATIENCE = 0
+LR_DROP_FACTOR = 0.3
 IGNORE = -1
 
 
@@ -127,6 +132,13 @@ class TrainConfig:
         training visited rather than its single lowest epoch), the batch-norm statistics measured again on the training
         patches, and the average validated like an epoch (:attr:`TrainResult.averaged`). 0 or 1: the best epoch.
         Default :data:`AVERAGE_EPOCHS`.
+    lr_drop_patience : int
+        When the validation loss has not improved for this many epochs (counted from its last improvement or the last
+        drop), the learning rate is multiplied by ``lr_drop_factor`` (as torch's ReduceLROnPlateau); 0 = a constant
+        learning rate. Early stopping counts the same epochs, so choose it below ``patience``. Default
+        :data:`LR_DROP_PATIENCE`.
+    lr_drop_factor : float
+        The factor of each drop (0.01-1). Default :data:`LR_DROP_FACTOR`.
     time_dropout : float
         In the augmented copies, each of those channels is replaced by the slice's own channel with this probability:
         what the network reads where a step is missing (a series' first and last step, a scan not yet arrived).
@@ -161,6 +173,8 @@ class TrainConfig:
     time_channels: int = 0
     time_dropout: float = 0.0
     average_epochs: int = AVERAGE_EPOCHS
+    lr_drop_patience: int = LR_DROP_PATIENCE
+    lr_drop_factor: float = LR_DROP_FACTOR
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -206,6 +220,8 @@ class TrainConfig:
         real("thin_p", 0.0, 1.0)
         whole("time_channels", 0, 6)
         whole("average_epochs", 0, 20)
+        whole("lr_drop_patience", 0, MAX_EPOCHS)
+        real("lr_drop_factor", 0.01, 1.0)
         real("time_dropout", 0.0, 1.0)
         if self.thin_pair and (len(self.thin_pair) != 2 or len(set(self.thin_pair)) != 2 or not all(
                 isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 1 <= c <= 255 for c in self.thin_pair)):
@@ -940,6 +956,7 @@ def train_unet(
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     history: list[dict[str, Any]] = []
     best_loss, best_epoch, bad_epochs = math.inf, 0, 0
+    lr_bad = 0  # epochs without improvement since the last improvement or learning-rate drop
     best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
     top: list[tuple[float, int, dict[str, torch.Tensor]]] = []  # the lowest validation losses' weights (averaging)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -960,6 +977,7 @@ def train_unet(
             best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
             state = _load_checkpoint(ckpt, "last", model, optimiser)
             history, best_loss, best_epoch, bad_epochs = state["history"], state["best_loss"], state["best_epoch"], state["bad_epochs"]
+            lr_bad = int(state.get("lr_bad", 0))  # the learning rate itself comes back with the optimiser's state
             if config.average_epochs >= 2:
                 top = _load_top(ckpt, len(history))
             log.info("resumed from %s at epoch %d", ckpt, len(history))
@@ -1039,12 +1057,20 @@ def train_unet(
                 best_state = {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
                 if ckpt is not None:
                     _save_checkpoint(ckpt, "best", model, None, {"epoch": epoch, "val_loss": val_loss})
+                lr_bad = 0
             else:
                 bad_epochs += 1
+                lr_bad += 1
+                if config.lr_drop_patience and lr_bad >= config.lr_drop_patience and not cancelled:
+                    for group in optimiser.param_groups:
+                        group["lr"] *= config.lr_drop_factor
+                    lr_bad = 0
+                    log.info("validation loss not improved for %d epochs: learning rate now %.3g",
+                             config.lr_drop_patience, optimiser.param_groups[0]["lr"])
             if ckpt is not None:
                 _save_checkpoint(ckpt, "last", model, optimiser, {
                     "config": config.to_dict(), "data": fingerprint, "history": history, "best_loss": best_loss,
-                    "best_epoch": best_epoch, "bad_epochs": bad_epochs, "split": split})
+                    "best_epoch": best_epoch, "bad_epochs": bad_epochs, "lr_bad": lr_bad, "split": split})
             log.info("epoch %d: train %.4f, val %.4f", epoch, record["train_loss"], val_loss)
             if on_epoch is not None:
                 on_epoch(dict(record))

@@ -108,6 +108,9 @@ class RunConfig:
     # the U-Net kept is the average of the weights of this many epochs of lowest validation loss (core.network.train,
     # average_epochs; 0 = the best epoch's; None = core.network.train.AVERAGE_EPOCHS, the default since 2026-12-07)
     average_epochs: int | None = None
+    # the learning rate is multiplied by core.network.train.LR_DROP_FACTOR after this many epochs without a lower
+    # validation loss (core.network.train, lr_drop_patience; 0 = constant; None = core.network.train.LR_DROP_PATIENCE)
+    lr_drop: int | None = None
 
 
 def _time_context_steps(scans: list[Any], k: int, reach: int) -> dict[str, Any]:
@@ -161,7 +164,7 @@ def run_workflow(
     from core.network.inference import InferenceConfig, context_slices
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
-    from core.network.train import AVERAGE_EPOCHS, GEOMETRY, TrainConfig, train_unet
+    from core.network.train import AVERAGE_EPOCHS, GEOMETRY, LR_DROP_PATIENCE, TrainConfig, train_unet
     from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
@@ -199,7 +202,8 @@ def run_workflow(
                      thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)),
                      transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()),
                      time_channels=2 * tcx, time_dropout=config.time_dropout if tcx else 0.0,
-                     average_epochs=AVERAGE_EPOCHS if config.average_epochs is None else config.average_epochs)
+                     average_epochs=AVERAGE_EPOCHS if config.average_epochs is None else config.average_epochs,
+                     lr_drop_patience=LR_DROP_PATIENCE if config.lr_drop is None else config.lr_drop)
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
