@@ -525,6 +525,17 @@ def _average_epochs_default() -> int:
     return AVERAGE_EPOCHS
 
 
+def _train_precision_default() -> str:
+    from core.network.train import CPU_AMP
+
+    return {None: "auto", True: "bfloat16", False: "float32"}[CPU_AMP]
+
+
+def _train_precision(args) -> bool | None:
+    """``--train-precision``: None (bfloat16 where the CPU has it natively), True (bfloat16) or False (float32)."""
+    return {"auto": None, "bfloat16": True, "float32": False}[args.train_precision]
+
+
 def _lr_drop_default() -> int:
     from core.network.train import LR_DROP_PATIENCE
 
@@ -608,7 +619,7 @@ def cmd_train(args) -> int:
                      optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)),
                      thin_p=args.thin_examples, transforms=_transforms(args), average_epochs=args.average_epochs,
-                     lr_drop_patience=args.lr_drop)
+                     lr_drop_patience=args.lr_drop, cpu_amp=_train_precision(args))
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
     uc = UNetConfig(n_classes=len(phases), width=args.width, depth=args.depth, in_channels=2 * args.context + 1)
@@ -648,7 +659,8 @@ def cmd_train(args) -> int:
     choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=device, where=where)
     print(f"cleaning for this model: {choice.method}", flush=True)
     save_bundle(out, model, config=uc, phases=phases, normalisation=norm, cleaning=choice.to_dict(phases),
-                training={"config": tc.to_dict(), "device": result.device, "history": result.history,
+                training={"config": tc.to_dict(), "device": result.device, "precision": result.precision,
+                          "history": result.history,
                           **({"thin_examples": result.thin} if result.thin else {})},
                 provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
                 metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
@@ -657,7 +669,7 @@ def cmd_train(args) -> int:
                          **({"averaging": result.averaged} if result.averaged else {})},
                 seed=args.seed)
     print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
-          f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device}.")
+          f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device} in {result.precision}.")
     if poor := quality_warning(best["val_dice"]):  # saved all the same (exit 0), but not called a success
         print(f"warning: {poor}", file=sys.stderr)
     return 0
@@ -1165,7 +1177,7 @@ def cmd_run(args) -> int:
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
                        rings=args.rings, time_context=args.time_context, average_epochs=args.average_epochs,
-                       lr_drop=args.lr_drop)
+                       lr_drop=args.lr_drop, train_cpu_amp=_train_precision(args))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1330,6 +1342,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--lr-drop", type=int, default=_lr_drop_default(),
                         help="multiply the learning rate by 0.3 after this many epochs without a lower validation loss "
                              "(0 = a constant learning rate; default %(default)s)")
+        sp.add_argument("--train-precision", choices=("auto", "bfloat16", "float32"), default=_train_precision_default(),
+                        help="the training's arithmetic on a CPU: auto = bfloat16 where the CPU has it natively "
+                             "(AVX-512 BF16/AMX), else float32 (default %(default)s)")
         sp.add_argument("--seed", type=int, default=0)
 
     unet_options(tr)

@@ -196,10 +196,15 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
         val = c4.slider("Validation share (%)", 5, 50, int(tdef.val_fraction * 100), key="tr_val",
                         help="Held out by slice (by a strip when there is one slice), never seen in training.")
         st.markdown("**Schedule and loss**")
-        c1, c2, c0, c3, c4 = st.columns(5)
+        c1, c2, c5, c0, c3, c4 = st.columns(6)
         epochs = c1.number_input("Max epochs", 1, MAX_EPOCHS, tdef.max_epochs, key="tr_epochs")
         patience = c2.number_input("Early-stopping patience (epochs)", 0, MAX_EPOCHS, tdef.patience, key="tr_patience",
                                    help="Stop when the validation loss has not improved for this many epochs; 0 = never.")
+        lr_drop = c5.number_input("Learning-rate drop after (epochs)", 0, MAX_EPOCHS, tdef.lr_drop_patience,
+                                  key="tr_lr_drop",
+                                  help=f"The learning rate is multiplied by {tdef.lr_drop_factor:g} after this many "
+                                       "epochs without a lower validation loss (count it below the early-stopping "
+                                       "patience); 0 keeps it constant.")
         averaged = c0.number_input("Epochs averaged", 0, 20, tdef.average_epochs, key="tr_average",
                                    help="The model kept is the average of the weights of this many epochs of lowest "
                                         "validation loss, its batch-norm statistics measured again (weight averaging); "
@@ -261,7 +266,8 @@ if start:
                            max_epochs=int(epochs), patience=int(patience), val_fraction=val / 100.0,
                            augment=bool(augment), transforms=tuple(transforms), augment_factor=int(factor),
                            loss=loss, class_weights=weights, optimizer=optimiser,
-                           lr=float(lr), seed=int(seed), thin_p=thin_pct / 100.0, average_epochs=int(averaged))
+                           lr=float(lr), seed=int(seed), thin_p=thin_pct / 100.0, average_epochs=int(averaged),
+                           lr_drop_patience=int(lr_drop))
         ucfg = UNetConfig(width=int(width), depth=int(depth), n_classes=len(phases), in_channels=int(context))
         check_training_memory(tcfg, width=ucfg.width, in_channels=ucfg.in_channels)  # refused here, not in the job
         _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(),

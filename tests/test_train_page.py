@@ -88,6 +88,7 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
     _tiny(at, "tiny")
     at.slider(key="tr_thin").set_value(50)
     at.slider(key="tr_factor").set_value(2)  # painted into the augmented copies
+    at.number_input(key="tr_lr_drop").set_value(1)
     _start(at)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -95,6 +96,7 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
     assert job.status == "done", job.error
     assert job.params["unet"]["width"] == 4 and job.params["train"]["max_epochs"] == 2
     assert job.params["train"]["thin_p"] == 0.5  # thin laths painted, and what they were made of is in the card
+    assert job.params["train"]["lr_drop_patience"] == 1  # the learning-rate drop reaches the training
     from core.network.bundle import read_card as _card
 
     assert _card(models / "tiny")["training"]["thin_examples"]["share"] == 0.5

@@ -111,6 +111,9 @@ class RunConfig:
     # the learning rate is multiplied by core.network.train.LR_DROP_FACTOR after this many epochs without a lower
     # validation loss (core.network.train, lr_drop_patience; 0 = constant; None = core.network.train.LR_DROP_PATIENCE)
     lr_drop: int | None = None
+    # the training's arithmetic on a CPU: None = bfloat16 where native, True = bfloat16, False = float32; "default" =
+    # core.network.train.CPU_AMP
+    train_cpu_amp: bool | None | str = "default"
 
 
 def _time_context_steps(scans: list[Any], k: int, reach: int) -> dict[str, Any]:
@@ -164,7 +167,7 @@ def run_workflow(
     from core.network.inference import InferenceConfig, context_slices
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
-    from core.network.train import AVERAGE_EPOCHS, GEOMETRY, LR_DROP_PATIENCE, TrainConfig, train_unet
+    from core.network.train import AVERAGE_EPOCHS, CPU_AMP, GEOMETRY, LR_DROP_PATIENCE, TrainConfig, train_unet
     from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
@@ -203,7 +206,8 @@ def run_workflow(
                      transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()),
                      time_channels=2 * tcx, time_dropout=config.time_dropout if tcx else 0.0,
                      average_epochs=AVERAGE_EPOCHS if config.average_epochs is None else config.average_epochs,
-                     lr_drop_patience=LR_DROP_PATIENCE if config.lr_drop is None else config.lr_drop)
+                     lr_drop_patience=LR_DROP_PATIENCE if config.lr_drop is None else config.lr_drop,
+                     cpu_amp=CPU_AMP if config.train_cpu_amp == "default" else config.train_cpu_amp)
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
@@ -367,7 +371,8 @@ def run_workflow(
     say(f"   cleaning: {cleaning_why}")
     model_dir = save_bundle(out / "model", model, config=uc, phases=phases,
                             normalisation={**norm, **({"time_context": tcx} if tcx else {})},
-                            training={"config": tc.to_dict(), "device": result.device, "history": result.history,
+                            training={"config": tc.to_dict(), "device": result.device, "precision": result.precision,
+                                      "history": result.history,
                           **({"thin_examples": result.thin} if result.thin else {})},
                             provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
                                         "scribbles": fingerprint(config.scribbles), "slices": zs, "step": config.label_step,
@@ -433,7 +438,8 @@ def run_workflow(
         # and how their bands read the phase around them (the matrix phases re-read from beyond the band, or none)
         "partial_volume": {"codes": pv_codes, "phases": [phases.by_code(c).name for c in pv_codes],
                            "edge_background": edge_background if pv_codes else None, "matrix": matrix},
-        "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "time_context": {"reach": tcx, "training": time_read}, "device": result.device, "best_epoch": result.best_epoch,
+        "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "time_context": {"reach": tcx, "training": time_read}, "device": result.device,
+                 "precision": result.precision, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor,
                  "averaged": result.averaged},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,

@@ -100,7 +100,8 @@ def train_project_model(
                "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": result.cancelled,
                "seconds": result.seconds, **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
                          **({"averaging": result.averaged} if result.averaged else {})}
-    training = {"config": train_config.to_dict(), "device": result.device, "history": result.history,
+    training = {"config": train_config.to_dict(), "device": result.device, "precision": result.precision,
+                "history": result.history,
                 **({"thin_examples": result.thin} if result.thin else {})}
     provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
                   "slices": list(stored.slices), "ground_truth": stored.meta.get("kind", "random forest"),
