@@ -187,7 +187,7 @@ tdef, udef = TrainConfig(), UNetConfig()
 with st.expander("Training settings", expanded=not active, icon=":material/tune:"):
     with st.form("train_settings", border=False, enter_to_submit=False):  # Enter never starts a long job
         st.markdown("**Patches**")
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3, c4, c5 = st.columns(5)
         patch = c1.number_input("Patch size (px)", 8, 1024, tdef.patch_size, step=8, key="tr_patch",
                                 help="Side of the square training patches, in scan pixels.")
         stride = c2.selectbox("Stride", [1.0, 0.5], key="tr_stride",
@@ -195,6 +195,14 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
         batch = c3.number_input("Batch size", 1, 1024, tdef.batch_size, key="tr_batch")
         val = c4.slider("Validation share (%)", 5, 50, int(tdef.val_fraction * 100), key="tr_val",
                         help="Held out by slice (by a strip when there is one slice), never seen in training.")
+        arithmetic = ["auto", "bfloat16", "float32"]
+        cpu_amp = c5.selectbox("CPU arithmetic", arithmetic, key="tr_cpu_amp",
+                               index=arithmetic.index({None: "auto", True: "bfloat16", False: "float32"}[tdef.cpu_amp]),
+                               format_func=lambda k: {"auto": "auto (bfloat16 where native)", "bfloat16": "bfloat16",
+                                                      "float32": "float32"}[k],
+                               help="Training on a CPU in bfloat16 with channels-last convolutions is about twice as "
+                                    "fast where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); the weights "
+                                    "and the loss stay float32. A GPU trains in float16 either way.")
         st.markdown("**Schedule and loss**")
         c1, c2, c5, c0, c3, c4 = st.columns(6)
         epochs = c1.number_input("Max epochs", 1, MAX_EPOCHS, tdef.max_epochs, key="tr_epochs")
@@ -267,7 +275,8 @@ if start:
                            augment=bool(augment), transforms=tuple(transforms), augment_factor=int(factor),
                            loss=loss, class_weights=weights, optimizer=optimiser,
                            lr=float(lr), seed=int(seed), thin_p=thin_pct / 100.0, average_epochs=int(averaged),
-                           lr_drop_patience=int(lr_drop))
+                           lr_drop_patience=int(lr_drop),
+                           cpu_amp={"auto": None, "bfloat16": True, "float32": False}[cpu_amp])
         ucfg = UNetConfig(width=int(width), depth=int(depth), n_classes=len(phases), in_channels=int(context))
         check_training_memory(tcfg, width=ucfg.width, in_channels=ucfg.in_channels)  # refused here, not in the job
         _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(),

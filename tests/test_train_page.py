@@ -80,6 +80,12 @@ def test_without_accepted_ground_truth_points_to_the_ground_truth_page(demo_proj
     assert any('href="./ground-truth"' in m.value for m in at.markdown)
 
 
+def _card_precision(path) -> str:
+    from core.network.bundle import read_card as _card
+
+    return _card(path)["training"]["precision"]
+
+
 def test_train_see_curves_rename_and_delete(gt_project, models):
     at = _page().run()
     assert not at.exception, at.exception
@@ -89,6 +95,7 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
     at.slider(key="tr_thin").set_value(50)
     at.slider(key="tr_factor").set_value(2)  # painted into the augmented copies
     at.number_input(key="tr_lr_drop").set_value(1)
+    at.selectbox(key="tr_cpu_amp").set_value("bfloat16")
     _start(at)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -97,6 +104,7 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
     assert job.params["unet"]["width"] == 4 and job.params["train"]["max_epochs"] == 2
     assert job.params["train"]["thin_p"] == 0.5  # thin laths painted, and what they were made of is in the card
     assert job.params["train"]["lr_drop_patience"] == 1  # the learning-rate drop reaches the training
+    assert job.params["train"]["cpu_amp"] is True and _card_precision(models / "tiny") == "bfloat16"
     from core.network.bundle import read_card as _card
 
     assert _card(models / "tiny")["training"]["thin_examples"]["share"] == 0.5
