@@ -1,6 +1,7 @@
 """U-Net quality and training time on the demo experiment: RF ground truth vs the full-truth ceiling, and an ablation.
 
 Run: .venv/bin/python bench/bench_unet.py [--epochs 40] [--seed 0] [--device cpu] [--skip-ablation]
+     .venv/bin/python bench/bench_unet.py --step-timing   (the time of one training step in each CPU arithmetic)
 
 Data: the default demo experiment (``DemoConfig()``: 10 steps of 40 x 256 x 256, seed 0, label step 4 with 4
 scribbled slices). Every model is the shipped model's network and settings (``scripts/make_demo_model.sh``: width
@@ -91,6 +92,54 @@ def mean(d: dict[int, float]) -> float:
     return float(np.nanmean([d[c] for c in CODES]))
 
 
+def step_timing(steps: int = 20, warmup: int = 3) -> int:
+    """Milliseconds per training step of the default U-Net (width 16, depth 4; a batch of 16 patches of 64 x 64, the
+    loss ce+dice, Adam) on the CPU, in float32 and bfloat16 autocast, each with and without channels-last
+    convolutions, measured the way :func:`core.network.train.train_unet` runs them, one after the other in one
+    process. Prints a Markdown table."""
+    import torch
+
+    from core.network.inference import native_bfloat16
+    from core.network.train import _autocast, _channels_last, _loss
+    from core.network.unet import UNetConfig, build_unet
+
+    dev = torch.device("cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 1, 64, 64, generator=gen)
+    y = torch.randint(0, 4, (16, 64, 64), generator=gen)
+    rows = []
+    for label, bf16, cl in (("float32", False, False), ("float32, channels-last", False, True),
+                            ("bfloat16", True, False), ("bfloat16, channels-last (the default where native)", True, True)):
+        torch.manual_seed(0)
+        model = build_unet(UNetConfig(n_classes=4, width=16, depth=4))
+        model.train()
+        if cl:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with _autocast(dev, bf16):
+                logits = model(_channels_last(x) if cl else x)
+            _loss(logits.float(), y, kind="ce+dice", weight=None).backward()
+            opt.step()
+
+        for _ in range(warmup):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rows.append((label, 1000 * (time.perf_counter() - t0) / steps))
+    base = rows[0][1]
+    print(f"Training step of the default U-Net, batch 16 of 64 x 64 ({dt.date.today()}, {platform.machine()}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, native bfloat16: "
+          f"{native_bfloat16()})\n")
+    print("| arithmetic | ms per step | speed-up |\n|---|---|---|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:.0f} | {base / ms:.2f}x |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40, as the shipped model)")
@@ -99,7 +148,11 @@ def main() -> int:
     ap.add_argument("--skip-ablation", action="store_true", help="only RF vs ceiling")
     ap.add_argument("--scarce", action="store_true",
                     help="only the scarce-label ablation: RF ground truth of ONE scribbled slice, with and without augmentation")
+    ap.add_argument("--step-timing", action="store_true",
+                    help="only the time of one training step in float32 and bfloat16, with and without channels-last")
     args = ap.parse_args()
+    if args.step_timing:
+        return step_timing()
 
     import torch
 

@@ -535,3 +535,37 @@ def test_learning_rate_drop_is_refused_out_of_range_and_reaches_the_cli(cli_file
     rc, text, err = _cli(capsys, *args, "--out", str(tmp / "models" / "drop"), "--lr-drop", "3")
     assert rc == 0, err
     assert read_card(tmp / "models" / "drop")["training"]["config"]["lr_drop_patience"] == 3
+
+
+def test_training_in_bfloat16_learns_records_its_precision_and_gives_standard_layout_weights():
+    """`cpu_amp` True: forward and backward in bfloat16 with channels-last convolutions; the weights kept are float32 in
+    the standard layout (saved and loaded like any other), and the training learns as in float32."""
+    img, lab = _tiny_problem()
+    cfg = dict(FAST, max_epochs=6, lr=0.01, average_epochs=0)
+    f32 = train_unet(_net(), img, lab, config=TrainConfig(**cfg, cpu_amp=False), phases=DEFAULT_PHASES)
+    model = _net()
+    bf = train_unet(model, img, lab, config=TrainConfig(**cfg, cpu_amp=True), phases=DEFAULT_PHASES)
+    assert f32.precision == "float32" and bf.precision == "bfloat16"
+    assert all(v.dtype == f32.state_dict[k].dtype and v.is_contiguous() for k, v in bf.state_dict.items())
+    assert all(p.is_contiguous() for p in model.parameters())  # the model is handed back in the standard layout
+    losses = [h["train_loss"] for h in bf.history]
+    assert losses[-1] < 0.8 * losses[0]  # it learns
+    assert abs(bf.history[-1]["train_loss"] - f32.history[-1]["train_loss"]) < 0.1 * f32.history[0]["train_loss"]
+    # and the same seed gives the same bfloat16 training twice
+    again = train_unet(_net(), img, lab, config=TrainConfig(**cfg, cpu_amp=True), phases=DEFAULT_PHASES)
+    assert all(torch.equal(again.state_dict[k], bf.state_dict[k]) for k in bf.state_dict)
+    with pytest.raises(ReactomoError, match="cpu_amp must be true, false or none"):
+        TrainConfig(cpu_amp="yes")
+
+
+def test_cli_train_precision_reaches_the_card(cli_files, capsys):
+    from core.network.bundle import read_card
+
+    tmp, scan, gt, _ = cli_files
+    rc, text, err = _cli(capsys, "train", "--scan", str(scan), "--ground-truth", str(gt), "--patch", "24", "--epochs",
+                         "2", "--width", "4", "--depth", "2", "--out", str(tmp / "models" / "f32"),
+                         "--train-precision", "float32")
+    assert rc == 0, err
+    card = read_card(tmp / "models" / "f32")
+    assert card["training"]["config"]["cpu_amp"] is False and card["training"]["precision"] == "float32"
+    assert "in float32." in text
