@@ -198,7 +198,7 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
         arithmetic = ["auto", "bfloat16", "float32"]
         cpu_amp = c5.selectbox("CPU arithmetic", arithmetic, key="tr_cpu_amp",
                                index=arithmetic.index({None: "auto", True: "bfloat16", False: "float32"}[tdef.cpu_amp]),
-                               format_func=lambda k: {"auto": "auto (bfloat16 where native)", "bfloat16": "bfloat16",
+                               format_func=lambda k: {"auto": "auto (native bf16)", "bfloat16": "bfloat16",
                                                       "float32": "float32"}[k],
                                help="Training on a CPU in bfloat16 with channels-last convolutions is about twice as "
                                     "fast where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); the weights "
