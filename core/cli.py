@@ -525,15 +525,19 @@ def _average_epochs_default() -> int:
     return AVERAGE_EPOCHS
 
 
+#: the CPU arithmetic options of --precision (inference) and --train-precision (training), as the configs' cpu_amp
+ARITHMETIC = {"auto": None, "bfloat16": True, "float32": False}
+
+
 def _train_precision_default() -> str:
     from core.network.train import CPU_AMP
 
-    return {None: "auto", True: "bfloat16", False: "float32"}[CPU_AMP]
+    return next(k for k, v in ARITHMETIC.items() if v is CPU_AMP)
 
 
 def _train_precision(args) -> bool | None:
     """``--train-precision``: None (bfloat16 where the CPU has it natively), True (bfloat16) or False (float32)."""
-    return {"auto": None, "bfloat16": True, "float32": False}[args.train_precision]
+    return ARITHMETIC[args.train_precision]
 
 
 def _lr_drop_default() -> int:
@@ -709,7 +713,7 @@ def _precision(args) -> bool | None:
     choice = getattr(args, "precision", "auto")
     if getattr(args, "bf16", False):
         choice = "bfloat16"
-    return {"auto": None, "bfloat16": True, "float32": False}[choice]
+    return ARITHMETIC[choice]
 
 
 def _cleaning_mode(items: list[str], no_clean: bool) -> str:

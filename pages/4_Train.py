@@ -195,11 +195,9 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
         batch = c3.number_input("Batch size", 1, 1024, tdef.batch_size, key="tr_batch")
         val = c4.slider("Validation share (%)", 5, 50, int(tdef.val_fraction * 100), key="tr_val",
                         help="Held out by slice (by a strip when there is one slice), never seen in training.")
-        arithmetic = ["auto", "bfloat16", "float32"]
-        cpu_amp = c5.selectbox("CPU arithmetic", arithmetic, key="tr_cpu_amp",
-                               index=arithmetic.index({None: "auto", True: "bfloat16", False: "float32"}[tdef.cpu_amp]),
-                               format_func=lambda k: {"auto": "auto (native bf16)", "bfloat16": "bfloat16",
-                                                      "float32": "float32"}[k],
+        arithmetic = {None: "auto (native bf16)", True: "bfloat16", False: "float32"}  # TrainConfig.cpu_amp
+        cpu_amp = c5.selectbox("CPU arithmetic", list(arithmetic), key="tr_cpu_amp",
+                               index=list(arithmetic).index(tdef.cpu_amp), format_func=arithmetic.get,
                                help="Training on a CPU in bfloat16 with channels-last convolutions is about twice as "
                                     "fast where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); the weights "
                                     "and the loss stay float32. A GPU trains in float16 either way.")
@@ -276,7 +274,7 @@ if start:
                            loss=loss, class_weights=weights, optimizer=optimiser,
                            lr=float(lr), seed=int(seed), thin_p=thin_pct / 100.0, average_epochs=int(averaged),
                            lr_drop_patience=int(lr_drop),
-                           cpu_amp={"auto": None, "bfloat16": True, "float32": False}[cpu_amp])
+                           cpu_amp=cpu_amp)
         ucfg = UNetConfig(width=int(width), depth=int(depth), n_classes=len(phases), in_channels=int(context))
         check_training_memory(tcfg, width=ucfg.width, in_channels=ucfg.in_channels)  # refused here, not in the job
         _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(),

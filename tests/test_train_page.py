@@ -95,7 +95,7 @@ def test_train_see_curves_rename_and_delete(gt_project, models):
     at.slider(key="tr_thin").set_value(50)
     at.slider(key="tr_factor").set_value(2)  # painted into the augmented copies
     at.number_input(key="tr_lr_drop").set_value(1)
-    at.selectbox(key="tr_cpu_amp").set_value("bfloat16")
+    at.selectbox(key="tr_cpu_amp").set_value(True)  # bfloat16
     _start(at)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]

@@ -156,8 +156,8 @@ class TrainConfig:
     amp : bool
         Mixed precision (float16) on CUDA.
     cpu_amp : bool or None
-        bfloat16 arithmetic on a CPU (about 1.7x faster per batch on a CPU that computes it natively, with channels-last
-        convolutions); None = where native (:func:`core.network.inference.native_bfloat16`), False = float32. The
+        bfloat16 arithmetic on a CPU (about 2x faster per step on a CPU that computes it natively, with channels-last
+        convolutions; ``bench/bench_unet.py --step-timing``); None = where native (:func:`core.network.inference.native_bfloat16`), False = float32. The
         precision used is in :attr:`TrainResult.precision`. Default :data:`CPU_AMP`.
     """
 
@@ -931,7 +931,6 @@ def train_unet(
         from core.network.inference import native_bfloat16
 
         use_amp = bool(native_bfloat16() if config.cpu_amp is None else config.cpu_amp)
-    amp_dtype = torch.bfloat16 if dev.type == "cpu" else torch.float16
     precision = ("bfloat16" if dev.type == "cpu" else "float16") if use_amp else "float32"
 
     unet_config = getattr(model, "config", None)
