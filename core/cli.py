@@ -546,6 +546,12 @@ def _lr_drop_default() -> int:
     return LR_DROP_PATIENCE
 
 
+def _ensemble_default() -> int:
+    from core.network.train import ENSEMBLE
+
+    return ENSEMBLE
+
+
 def _time_context_default() -> int:
     from core.network.inference import TIME_CONTEXT
 
@@ -1181,7 +1187,7 @@ def cmd_run(args) -> int:
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
                        rings=args.rings, time_context=args.time_context, average_epochs=args.average_epochs,
-                       lr_drop=args.lr_drop, train_cpu_amp=_train_precision(args))
+                       lr_drop=args.lr_drop, train_cpu_amp=_train_precision(args), ensemble=args.ensemble)
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1470,6 +1476,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="index of the scribbled step (one per --scribbles, in the same order)")
     ru.add_argument("--out", required=True, help="new output folder")
     ru.add_argument("--epochs", type=int, default=40, help="maximum U-Net epochs (default 40)")
+    ru.add_argument("--ensemble", type=int, default=_ensemble_default(),
+                    help="U-Nets trained apart (seeds --seed, --seed + 1, ...; the same held-out slices) whose class "
+                         "probabilities are averaged; each takes a whole training (default %(default)s)")
     ru.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
                     help="label the steps together: each voxel follows its most probable history among those the "
                          "reaction allows (the reactant may become the product or pore, nothing turns back); needs "

@@ -237,7 +237,7 @@ def test_weights_not_fitting_config_refused(tmp_path):
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        (dict(format_version=2), r"format_version 2, newer than the 1 this Reactomo reads; update Reactomo"),
+        (dict(format_version=3), r"format_version 3, newer than the 2 this Reactomo reads; update Reactomo"),
         (dict(format="other.model"), r"format 'other.model', not 'reactomo.unet'"),
         (dict(format_version="1"), r"format_version '1'"),
         (dict(class_codes=[4, 3, 2, 1]), r"inconsistent"),

@@ -11,6 +11,11 @@ A bundle is a folder ``models/NAME/`` holding
      "versions": {"torch", "numpy", "safetensors", "reactomo"}, "seed": int,
      "weights_sha256": hex digest of weights.safetensors}
 
+  An ensemble (:class:`core.network.unet.UNetEnsemble`, several networks of one config whose probabilities are
+  averaged) adds ``"ensemble": {"members": n, "seeds": [...]}`` and holds every member's tensors under
+  ``members.<i>.``; its card has ``format_version`` 2, so a Reactomo that cannot average networks refuses it by
+  its version instead of failing on the tensors. A single network's card keeps version 1.
+
 The normalisation, training, provenance and metrics dicts are opaque here: they are stored as the trainer gives
 them (they must be JSON-able). A bundle is written into a hidden temporary folder and renamed into place, so a
 half-written bundle never appears under its name.
@@ -39,7 +44,7 @@ import core
 from core.atomic import atomic_write_json, move_to_trash
 from core.errors import ReactomoError
 from core.phases import PhaseTable
-from core.network.unet import UNet, UNetConfig
+from core.network.unet import UNet, UNetConfig, UNetEnsemble, members_of
 
 __all__ = [
     "FORMAT",
@@ -52,12 +57,13 @@ __all__ = [
     "rename_bundle",
     "delete_bundle",
     "check_bundle_name",
+    "ensemble_members",
 ]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "reactomo.unet"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this Reactomo reads and writes (2: an ensemble; a single network is still written as 1)
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
 TRASH = ".trash"
@@ -105,9 +111,11 @@ def _describe(phases: PhaseTable) -> str:
     return "[" + ", ".join(f"{p.code} {p.name}" for p in phases) + "]"
 
 
-def _check_fits(state: dict[str, torch.Tensor], config: UNetConfig, *, what: str) -> None:
-    """Raise unless ``state`` has exactly the tensor names and shapes of a UNet built from ``config``."""
-    expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
+def _check_fits(state: dict[str, torch.Tensor], config: UNetConfig, *, what: str, members: int = 1) -> None:
+    """Raise unless ``state`` has exactly the tensor names and shapes of a UNet built from ``config`` (of an ensemble
+    of ``members`` of them when ``members`` > 1)."""
+    one = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
+    expected = one if members == 1 else {f"members.{i}.{k}": v for i in range(members) for k, v in one.items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
@@ -146,6 +154,8 @@ class BundleSummary:
     cleaning : dict
         The cleaning chosen for the model from its ground truth (``card["cleaning"]``), or {} for a model saved
         without one.
+    members : int
+        Networks whose probabilities the model averages (1 for a single U-Net).
     """
 
     name: str
@@ -155,6 +165,7 @@ class BundleSummary:
     metrics: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     size_bytes: int = 0
     cleaning: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    members: int = 1
 
 
 def save_bundle(
@@ -170,6 +181,7 @@ def save_bundle(
     seed: int,
     overwrite: bool = False,
     cleaning: dict[str, Any] | None = None,
+    ensemble_seeds: list[int] | None = None,
 ) -> Path:
     """Save ``model`` and its card as the bundle folder ``folder`` (e.g. ``models/demo``).
 
@@ -178,7 +190,8 @@ def save_bundle(
     folder : path-like
         The bundle folder; its name must pass :func:`check_bundle_name`. Its parent is created if missing.
     model : torch.nn.Module
-        A :class:`UNet` (or any module with the same state dict) built from ``config``.
+        A :class:`UNet` (or any module with the same state dict) built from ``config``, or a
+        :class:`UNetEnsemble` of such networks (saved with every member; the card gets ``"ensemble"``).
     config : UNetConfig
         The architecture; ``config.n_classes`` must equal ``len(phases)``.
     phases : PhaseTable
@@ -192,6 +205,8 @@ def save_bundle(
     cleaning : dict, optional
         The cleaning chosen for this model from its own ground truth (:meth:`core.segmentation.postprocess.CleaningChoice.to_dict`),
         stored as ``card["cleaning"]``; segmentation with the automatic cleaning uses it.
+    ensemble_seeds : list of int, optional
+        For an ensemble, the seed each member was trained with (default ``seed, seed + 1, ...``).
 
     Returns
     -------
@@ -223,11 +238,12 @@ def save_bundle(
     if folder.exists() and not overwrite:
         raise ReactomoError(f"A model called '{name}' already exists in {folder.parent}; choose another name or pass overwrite=True.")
 
+    members = members_of(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _check_fits(state, config, what="model's weights")
+    _check_fits(state, config, what="model's weights", members=members)
     card: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if members > 1 else 1,
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "unet": config.to_dict(),
@@ -245,6 +261,11 @@ def save_bundle(
         },
         "seed": int(seed),
     }
+    if members > 1:
+        seeds = ensemble_seeds if ensemble_seeds is not None else [int(seed) + i for i in range(members)]
+        if len(seeds) != members or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in seeds):
+            raise ReactomoError(f"The ensemble has {members} networks but its seeds are {seeds!r}; give one integer per network.")
+        card["ensemble"] = {"members": members, "seeds": [int(v) for v in seeds]}
     if cleaning is not None:
         if not isinstance(cleaning, dict):
             raise ReactomoError(f"The bundle's cleaning must be a dict; got {type(cleaning).__name__}.")
@@ -328,8 +349,8 @@ def load_bundle(
 
     Returns
     -------
-    model : UNet
-        In eval mode on ``device``; output class ``i`` is phase code ``card["class_codes"][i]``.
+    model : UNet or UNetEnsemble
+        In eval mode on ``device`` (an ensemble when the card says ``"ensemble"``); output class ``i`` is phase code ``card["class_codes"][i]``.
     card : dict
         The model card (see the module docstring).
 
@@ -366,12 +387,24 @@ def load_bundle(
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for malformed files
         raise ReactomoError(f"The weights file {weights} cannot be read as safetensors ({exc}); re-save the model.") from None
-    _check_fits(state, config, what=f"weights of model {folder.name}")
-    model = UNet(config)
+    members = ensemble_members(card)
+    _check_fits(state, config, what=f"weights of model {folder.name}", members=members)
+    model = UNet(config) if members == 1 else UNetEnsemble([UNet(config) for _ in range(members)])
     model.load_state_dict(state, strict=True)
     model.to(torch.device(device)).eval()
     log.info("loaded model bundle %s on %s", folder, device)
     return model, card
+
+
+def ensemble_members(card: dict[str, Any]) -> int:
+    """How many networks a bundle averages: its card's ``ensemble.members`` (1 for a single network)."""
+    spec = card.get("ensemble")
+    if spec is None:
+        return 1
+    n = spec.get("members") if isinstance(spec, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= 16:
+        raise ReactomoError(f"The model card's ensemble is {spec!r}; it must say how many networks it averages (2 to 16).")
+    return n
 
 
 def _size(folder: Path) -> int:
@@ -393,6 +426,7 @@ def list_bundles(root: str | os.PathLike) -> list[BundleSummary]:
         try:
             card = read_card(sub)
             names = tuple(PhaseTable.from_dict(card["phases"]).names)
+            members = ensemble_members(card)
         except ReactomoError as exc:
             log.warning("skipping model folder %s: %s", sub, exc)
             continue
@@ -405,6 +439,7 @@ def list_bundles(root: str | os.PathLike) -> list[BundleSummary]:
                 metrics=dict(card.get("metrics") or {}),
                 size_bytes=_size(sub),
                 cleaning=dict(card.get("cleaning") or {}),
+                members=members,
             )
         )
     return out

@@ -45,6 +45,9 @@ __all__ = [
     "check_training_memory",
     "memory_budget_bytes",
     "train_unet",
+    "train_ensemble",
+    "EnsembleResult",
+    "ENSEMBLE",
     "TRANSFORMS",
     "quality_warning",
     "dice_text",
@@ -78,6 +81,10 @@ LR_DROP_FACTOR = 0.3
 #: within the margins written first) and halved the training time (README, "Ablation on the tuning half",
 #: bench/results/fast-training-rules.txt).
 CPU_AMP: bool | None = None
+#: Networks trained apart (seeds seed, seed + 1, ...; one validation split) whose class probabilities are averaged
+#: (train_ensemble, core.network.unet.UNetEnsemble; `run --ensemble N`); 1 = a single network.
+ENSEMBLE = 1
+MAX_ENSEMBLE = 4
 IGNORE = -1
 
 
@@ -159,6 +166,10 @@ class TrainConfig:
         bfloat16 arithmetic on a CPU (about 2x faster per step on a CPU that computes it natively, with channels-last
         convolutions; ``bench/bench_unet.py --step-timing``); None = where native (:func:`core.network.inference.native_bfloat16`), False = float32. The
         precision used is in :attr:`TrainResult.precision`. Default :data:`CPU_AMP`.
+    split_seed : int or None
+        Seed of the choice of validation slices; None = ``seed``. The networks of an ensemble share one split (each
+        with its own ``seed`` for the initial weights, patch order and augmentation), so slices held out from one are
+        held out from all, and choices made after training are scored where none of them trained.
     """
 
     patch_size: int = 64
@@ -192,6 +203,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     cpu_amp: bool | None = CPU_AMP
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transforms", tuple(self.transforms))
@@ -227,6 +239,8 @@ class TrainConfig:
         real("weight_decay", 0.0, 1.0)
         real("min_delta", 0.0, 1.0)
         whole("seed", 0, 2**31 - 1)
+        if self.split_seed is not None:
+            whole("split_seed", 0, 2**31 - 1)
         whole("edge_px", 0, 8)
         real("thin_p", 0.0, 1.0)
         whole("time_channels", 0, 6)
@@ -253,6 +267,11 @@ class TrainConfig:
         for t in self.transforms:
             if t not in TRANSFORMS:
                 raise ReactomoError(f"Unknown augmentation {t!r}; use some of {list(TRANSFORMS)}{_did_you_mean(t, TRANSFORMS)}.")
+
+    @property
+    def held_out_seed(self) -> int:
+        """The seed of the validation split: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else int(self.split_seed)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -666,7 +685,7 @@ def _split(images: np.ndarray, labels: np.ndarray, config: TrainConfig):
     """(train images, train labels, val images, val labels, description)."""
     n = images.shape[0]
     if n >= 2:
-        tr, va = split_slices(n, val_fraction=config.val_fraction, seed=config.seed)
+        tr, va = split_slices(n, val_fraction=config.val_fraction, seed=config.held_out_seed)
         return images[tr], labels[tr], images[va], labels[va], {"by": "slice", "train": tr, "val": va}
     # one slice: the right-hand strip (val_fraction of the columns) is validation, the rest training
     w = images.shape[-1]
@@ -1325,4 +1344,115 @@ def without_edges(labels: np.ndarray, px: int, codes: tuple[int, ...] | None = N
         m = labels == code
         thin |= m & ~ndimage.binary_opening(m, structure=st, iterations=px)
     out[edge & ~thin] = 0
+    return out
+
+
+@dataclass
+class EnsembleResult:
+    """What :func:`train_ensemble` gives back.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The trained :class:`~core.network.unet.UNet` (one member) or :class:`~core.network.unet.UNetEnsemble`.
+    members : list of TrainResult
+        One per network, in order (fewer than asked when ``should_stop`` ended the training).
+    seeds : list of int
+        The seed of each network (``config.seed + i``).
+    val_dice : dict of str to float or None
+        Dice per phase of the averaged network on the held-out slices (the single network's own for one member).
+    seconds : float
+    """
+
+    model: torch.nn.Module
+    members: list[TrainResult]
+    seeds: list[int]
+    val_dice: dict[str, float | None]
+    seconds: float
+
+    @property
+    def cancelled(self) -> bool:
+        return any(r.cancelled for r in self.members)
+
+
+def train_ensemble(
+    build: Callable[[], torch.nn.Module],
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    members: int = ENSEMBLE,
+    config: TrainConfig = TrainConfig(),
+    phases: PhaseTable,
+    device: str | torch.device = "auto",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> EnsembleResult:
+    """Train ``members`` U-Nets on the same labelled slices and average them (:class:`UNetEnsemble`).
+
+    Network ``i`` starts from ``torch.manual_seed(config.seed + i)`` and draws its patch order and augmentation from
+    that seed, so the networks differ where one training differs from another run with another seed; every network
+    holds out the same validation slices (``split_seed`` = ``config.held_out_seed``), so :func:`held_out` names slices
+    none of them trained on. With ``members=1`` this is exactly :func:`train_unet` of a network built after
+    ``torch.manual_seed(config.seed)``.
+
+    Parameters
+    ----------
+    build : callable
+        Returns a freshly initialised network (called once per member, after seeding torch).
+    images, labels, config, phases, device, on_epoch, on_progress, should_stop
+        As for :func:`train_unet`; ``on_epoch`` gets the epoch's history dict with ``"member"`` (1-based) added, and
+        ``on_progress`` the fraction of the whole ensemble.
+    members : int
+        1 to :data:`MAX_ENSEMBLE`.
+    """
+    from core.network.unet import UNetEnsemble
+
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or not 1 <= members <= MAX_ENSEMBLE:
+        raise ReactomoError(f"An ensemble holds 1 to {MAX_ENSEMBLE} networks; got {members!r}.")
+    if config.seed + members - 1 > 2**31 - 1:
+        raise ReactomoError(f"The seed {config.seed} leaves no room for {members} networks' seeds; give a seed below {2**31 - members}.")
+    t0 = time.perf_counter()
+    nets: list[torch.nn.Module] = []
+    results: list[TrainResult] = []
+    seeds: list[int] = []
+    for i in range(int(members)):
+        cfg = config if members == 1 else replace(config, seed=config.seed + i, split_seed=config.held_out_seed)
+        torch.manual_seed(cfg.seed)
+        net = build()
+        tell = (lambda h, i=i: on_epoch({**h, "member": i + 1})) if on_epoch else None
+        if on_progress is None:
+            said = None
+        elif members == 1:
+            said = on_progress
+        else:
+            said = (lambda f, m, i=i: on_progress((i + f) / members, f"network {i + 1} of {members}: {m}"))
+        r = train_unet(net, images, labels, config=cfg, phases=phases, device=device, on_epoch=tell, on_progress=said,
+                       should_stop=should_stop)
+        nets.append(net)
+        results.append(r)
+        seeds.append(cfg.seed)
+        if r.cancelled:
+            break
+    model = nets[0] if len(nets) == 1 else UNetEnsemble(nets)
+    if len(nets) == 1:
+        dice = dict(results[0].kept.get("val_dice") or {})
+    else:
+        dice = _held_out_dice(model, images, labels, config, phases, device)
+    return EnsembleResult(model, results, seeds, dice, time.perf_counter() - t0)
+
+
+def _held_out_dice(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: TrainConfig,
+                   phases: PhaseTable, device: str | torch.device) -> dict[str, float | None]:
+    """Dice per phase of ``model``'s labels of the held-out slices (None where a phase is absent there)."""
+    from core.network.inference import InferenceConfig, predict_slices
+
+    xv, yv, _ = held_out(np.asarray(images), np.asarray(labels), config)
+    dev = select_device(str(device)) if not isinstance(device, torch.device) else device
+    pred = predict_slices(model, np.ascontiguousarray(xv, dtype=np.float32), config=InferenceConfig(device=str(dev)),
+                          class_codes=phases.codes)
+    out: dict[str, float | None] = {}
+    for p in phases:
+        t, q = yv == p.code, (pred == p.code) & (yv > 0)
+        out[p.name] = None if not t.any() else float(2 * (t & q).sum() / (t.sum() + q.sum()))
     return out

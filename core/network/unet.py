@@ -22,7 +22,7 @@ from torch import nn
 
 from core.errors import ReactomoError
 
-__all__ = ["UNetConfig", "UNet", "build_unet", "select_device", "device_summary"]
+__all__ = ["UNetConfig", "UNet", "UNetEnsemble", "members_of", "build_unet", "select_device", "device_summary"]
 
 Norm = Literal["batch", "instance", "group"]
 Up = Literal["transpose", "bilinear"]
@@ -217,6 +217,40 @@ class UNet(nn.Module):
         for block in self.up:
             x = block(x, skips.pop())
         return self.head(x)[..., :h, :w]
+
+
+class UNetEnsemble(nn.Module):
+    """Several U-Nets of one config, trained apart, read as one network: the mean of their class probabilities.
+
+    ``forward`` returns the logarithm of the members' mean softmax, so a softmax of its output (what inference does)
+    gives exactly the averaged probabilities, and its arg-max is the averaged vote. Everything that reads a network's
+    ``config`` (input channels, classes, the size multiple) reads the members' shared one.
+
+    Parameters
+    ----------
+    members : sequence of UNet
+        Two or more networks built from the same :class:`UNetConfig`.
+    """
+
+    def __init__(self, members: "list[UNet] | tuple[UNet, ...]") -> None:
+        super().__init__()
+        members = list(members)
+        if len(members) < 2 or not all(isinstance(m, UNet) for m in members):
+            raise ReactomoError(f"An ensemble needs two or more U-Nets; got {len(members)} network(s).")
+        if any(m.config != members[0].config for m in members[1:]):
+            raise ReactomoError("The networks of an ensemble must share one U-Net config (width, depth, channels, "
+                                "classes); train every member with the same settings.")
+        self.config = members[0].config
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([F.log_softmax(m(x).float(), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+
+def members_of(model: nn.Module) -> int:
+    """How many networks ``model`` averages: the members of a :class:`UNetEnsemble`, else 1."""
+    return len(model.members) if isinstance(model, UNetEnsemble) else 1
 
 
 def build_unet(config: UNetConfig) -> UNet:

@@ -114,6 +114,9 @@ class RunConfig:
     # the training's arithmetic on a CPU: None = bfloat16 where native, True = bfloat16, False = float32; "default" =
     # core.network.train.CPU_AMP
     train_cpu_amp: bool | None | str = "default"
+    # U-Nets trained apart (seeds seed, seed + 1, ...; the same held-out slices) whose class probabilities are averaged
+    # (core.network.train.train_ensemble); None = core.network.train.ENSEMBLE
+    ensemble: int | None = None
 
 
 def _time_context_steps(scans: list[Any], k: int, reach: int) -> dict[str, Any]:
@@ -167,7 +170,8 @@ def run_workflow(
     from core.network.inference import InferenceConfig, context_slices
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
-    from core.network.train import AVERAGE_EPOCHS, CPU_AMP, GEOMETRY, LR_DROP_PATIENCE, TrainConfig, train_unet
+    from core.network.train import (AVERAGE_EPOCHS, CPU_AMP, ENSEMBLE, GEOMETRY, LR_DROP_PATIENCE, MAX_ENSEMBLE,
+                                    TrainConfig, train_ensemble)
     from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
@@ -208,6 +212,11 @@ def run_workflow(
                      average_epochs=AVERAGE_EPOCHS if config.average_epochs is None else config.average_epochs,
                      lr_drop_patience=LR_DROP_PATIENCE if config.lr_drop is None else config.lr_drop,
                      cpu_amp=CPU_AMP if config.train_cpu_amp == "default" else config.train_cpu_amp)
+    members = ENSEMBLE if config.ensemble is None else config.ensemble
+    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_ENSEMBLE:
+        raise ReactomoError(f"The ensemble holds 1 to {MAX_ENSEMBLE} U-Nets; got {members!r}.")
+    if config.seed + members - 1 > 2**31 - 1:
+        raise ReactomoError(f"The seed {config.seed} leaves no room for {members} networks' seeds; give a seed below {2**31 - members}.")
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
@@ -337,22 +346,32 @@ def run_workflow(
     gt_labels = np.concatenate(targets) if len(targets) > 1 else targets[0]
     del stacks, targets
     # 2. U-Net
-    say(f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
+    many = (f"{members} U-Nets (seeds {config.seed} to {config.seed + members - 1}, probabilities averaged)"
+            if members > 1 else "U-Net")
+    say(f"2/4 {many}, up to {config.epochs} epochs each on {select_device(config.device)} ..." if members > 1 else
+        f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
     t0 = time.perf_counter()
-    torch.manual_seed(config.seed)
-    model = build_unet(uc)
 
     def on_epoch(h: dict) -> None:
-        say(f"   epoch {h['epoch']:3d}  train {h['train_loss']:.4f}  val {h['val_loss']:.4f}  ({h['seconds']:.1f} s)")
+        who = f"net {h['member']} " if members > 1 else ""
+        say(f"   {who}epoch {h['epoch']:3d}  train {h['train_loss']:.4f}  val {h['val_loss']:.4f}  ({h['seconds']:.1f} s)")
 
-    result = train_unet(model, images, gt_labels, config=tc, phases=phases, device=config.device, on_epoch=on_epoch,
-                        on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
+    trained = train_ensemble(lambda: build_unet(uc), images, gt_labels, members=members, config=tc, phases=phases,
+                             device=config.device, on_epoch=on_epoch,
+                             on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
+    model, result = trained.model, trained.members[0]
     timings["train_s"] = time.perf_counter() - t0
-    best = result.kept  # the weights saved: the averaged ones when averaging, else the best epoch's
-    if result.averaged:
-        from core.network.train import averaged_sentence
+    best = {**result.kept, "val_dice": trained.val_dice}  # the weights saved, validated on the held-out slices
+    from core.network.train import averaged_sentence
 
-        say(f"   {averaged_sentence(result)}")
+    for i, r in enumerate(trained.members):
+        if r.averaged:
+            say(f"   {'network ' + str(i + 1) + ': ' if members > 1 else ''}{averaged_sentence(r)}")
+    if members > 1:
+        from core.network.train import dice_text
+
+        say("   averaged network on the held-out slices: Dice "
+            + ", ".join(f"{n} {dice_text(v)}" for n, v in trained.val_dice.items() if v is not None))
     from core.network.train import quality_warning
 
     poor = quality_warning(best["val_dice"])  # never called a success: said here, kept in run.json
@@ -369,20 +388,26 @@ def run_workflow(
     post, cleaning_why = cleaning_for(mode, phases, {"cleaning": choice.to_dict(phases)}, min_sizes=config.min_sizes,
                                       rim_px=config.rim_px)
     say(f"   cleaning: {cleaning_why}")
+    # every network of an ensemble: its seed, epochs, validation (the first's history is the card's "history")
+    member_records = [{"seed": sd, "best_epoch": r.best_epoch, "epochs": len(r.history), "val_dice": r.kept["val_dice"],
+                       "averaged": r.averaged, "seconds": round(r.seconds, 3), "history": r.history}
+                      for sd, r in zip(trained.seeds, trained.members)]
     model_dir = save_bundle(out / "model", model, config=uc, phases=phases,
                             normalisation={**norm, **({"time_context": tcx} if tcx else {})},
                             training={"config": tc.to_dict(), "device": result.device, "precision": result.precision,
                                       "history": result.history,
-                          **({"thin_examples": result.thin} if result.thin else {})},
+                          **({"thin_examples": result.thin} if result.thin else {}),
+                          **({"members": member_records} if members > 1 else {})},
                             provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
                                         "scribbles": fingerprint(config.scribbles), "slices": zs, "step": config.label_step,
                                         "labelled_steps": [{"step": f["step"], "slices": f["slices"]} for f in forests]},
                             metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
+                                     **({"networks": members} if members > 1 else {}),
                                      "epochs": len(result.history), "stopped_early": result.stopped_early,
                                      **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
                          **({"averaging": result.averaged} if result.averaged else {}),
                                      "seconds": result.seconds},
-                            seed=config.seed, cleaning=choice.to_dict(phases))
+                            seed=config.seed, cleaning=choice.to_dict(phases), ensemble_seeds=trained.seeds if members > 1 else None)
     # 3. segment every step
     say(f"3/4 segmenting {len(scans)} steps ...")
     t0 = time.perf_counter()
@@ -441,7 +466,10 @@ def run_workflow(
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "time_context": {"reach": tcx, "training": time_read}, "device": result.device,
                  "precision": result.precision, "best_epoch": result.best_epoch,
                  "epochs": len(result.history), "val_dice": best["val_dice"], "quality_warning": poor,
-                 "averaged": result.averaged},
+                 "averaged": result.averaged,
+                 "ensemble": {"members": members, "seeds": trained.seeds,
+                              "networks": [{k: v for k, v in m.items() if k != "history"} for m in member_records],
+                              "val_dice_held_out": trained.val_dice}},
         "cleaning": {"mode": mode, "used": post.to_dict() if post is not None else None, "sentence": cleaning_why,
                      "chosen_from_ground_truth": choice.to_dict(phases),
                      "independent_of": "the internal standard and every other check of the reaction (not looked at)"},
