@@ -614,10 +614,12 @@ def cmd_train(args) -> int:
     from core.network.bundle import check_bundle_name, save_bundle
     from core.imaging.io import read_labels
     from core.imaging.normalise import apply_normalisation, fit_normalisation
-    from core.network.train import TrainConfig, quality_warning, train_unet
+    from core.network.train import MAX_ENSEMBLE, TrainConfig, member_records, quality_warning, train_ensemble
     from core.network.unet import UNetConfig, build_unet, select_device
 
     phases = _phases_from(args.phases)
+    if not 1 <= args.ensemble <= MAX_ENSEMBLE:
+        raise ReactomoError(f"--ensemble must be 1 to {MAX_ENSEMBLE} U-Nets; got {args.ensemble}.")
     out = Path(args.out)
     check_bundle_name(out.name)
     if out.exists():
@@ -648,20 +650,28 @@ def cmd_train(args) -> int:
 
         images = apply_normalisation(context_slices(scan, zs, uc.in_channels), norm)
         scan_path = str(Path(args.scan).resolve())
-    torch.manual_seed(args.seed)
-    model = build_unet(uc)
+    members = args.ensemble
 
     def on_epoch(r: dict) -> None:
         dice = ", ".join(f"{n} {v:.3f}" for n, v in r["val_dice"].items() if v is not None)
-        print(f"epoch {r['epoch']:3d}  train {r['train_loss']:.4f}  val {r['val_loss']:.4f}  Dice {dice}  "
+        who = f"net {r['member']} " if members > 1 else ""
+        print(f"{who}epoch {r['epoch']:3d}  train {r['train_loss']:.4f}  val {r['val_loss']:.4f}  Dice {dice}  "
               f"({r['seconds']:.1f} s)", flush=True)
 
-    result = train_unet(model, images, labels[zs], config=tc, phases=phases, device=device, on_epoch=on_epoch)
-    best = result.kept  # the weights saved: the averaged ones when averaging, else the best epoch's
-    if result.averaged:
-        from core.network.train import averaged_sentence
+    trained = train_ensemble(lambda: build_unet(uc), images, labels[zs], members=members, config=tc, phases=phases,
+                             device=device, on_epoch=on_epoch)
+    model, result = trained.model, trained.members[0]
+    best = {**result.kept, "val_dice": trained.val_dice}  # the saved weights' validation (the averaged network's)
+    from core.network.train import averaged_sentence
 
-        print(averaged_sentence(result), flush=True)
+    for i, r in enumerate(trained.members):
+        if r.averaged:
+            print(f"{'network ' + str(i + 1) + ': ' if members > 1 else ''}{averaged_sentence(r)}", flush=True)
+    if members > 1:
+        from core.network.train import dice_text
+
+        print("averaged network on the held-out slices: Dice "
+              + ", ".join(f"{n} {dice_text(v)}" for n, v in trained.val_dice.items() if v is not None), flush=True)
     from core.network.inference import choose_model_cleaning
     from core.network.train import held_out
 
@@ -671,15 +681,23 @@ def cmd_train(args) -> int:
     save_bundle(out, model, config=uc, phases=phases, normalisation=norm, cleaning=choice.to_dict(phases),
                 training={"config": tc.to_dict(), "device": result.device, "precision": result.precision,
                           "history": result.history,
-                          **({"thin_examples": result.thin} if result.thin else {})},
+                          **({"thin_examples": result.thin} if result.thin else {}),
+                          **({"members": member_records(trained)} if members > 1 else {})},
                 provenance={"scan": scan_path, "ground_truth": str(Path(args.ground_truth).resolve()), "slices": zs},
                 metrics={"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
                          "epochs": len(result.history), "stopped_early": result.stopped_early, "seconds": result.seconds,
                          **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
-                         **({"averaging": result.averaged} if result.averaged else {})},
-                seed=args.seed)
-    print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
-          f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device} in {result.precision}.")
+                         **({"averaging": result.averaged} if result.averaged else {}),
+                         **({"networks": members} if members > 1 else {})},
+                seed=args.seed, ensemble_seeds=trained.seeds if members > 1 else None)
+    if members > 1:
+        print(f"Model saved to {out}: {members} U-Nets (seeds {', '.join(str(v) for v in trained.seeds)}) averaged, "
+              f"best epochs {' and '.join(str(r.best_epoch) for r in trained.members)} of "
+              f"{' and '.join(str(len(r.history)) for r in trained.members)}, {trained.seconds:.1f} s on {result.device} "
+              f"in {result.precision}.")
+    else:
+        print(f"Model saved to {out}: best epoch {result.best_epoch} of {len(result.history)}"
+              f"{' (stopped early)' if result.stopped_early else ''}, {result.seconds:.1f} s on {result.device} in {result.precision}.")
     if poor := quality_warning(best["val_dice"]):  # saved all the same (exit 0), but not called a success
         print(f"warning: {poor}", file=sys.stderr)
     return 0
@@ -700,7 +718,8 @@ def cmd_models(args) -> int:
     for r in rows:
         dice = r.metrics.get("val_dice") or {}
         text = ", ".join(f"{n} {v:.3f}" for n, v in dice.items() if isinstance(v, (int, float)))
-        print(f"{r.name:<24} {r.created:<26} {', '.join(r.phases):<36} val Dice {text or '-'}")
+        many = f"  ({r.members} networks averaged)" if r.members > 1 else ""
+        print(f"{r.name:<24} {r.created:<26} {', '.join(r.phases):<36} val Dice {text or '-'}{many}")
     return 0
 
 
@@ -1355,6 +1374,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--train-precision", choices=("auto", "bfloat16", "float32"), default=_train_precision_default(),
                         help="the training's arithmetic on a CPU: auto = bfloat16 where the CPU has it natively "
                              "(AVX-512 BF16/AMX), else float32 (default %(default)s)")
+        sp.add_argument("--ensemble", type=int, default=_ensemble_default(),
+                        help="U-Nets trained apart (seeds --seed, --seed + 1, ...; the same held-out slices) whose class "
+                             "probabilities are averaged when segmenting; each takes a whole training (default "
+                             "%(default)s)")
         sp.add_argument("--seed", type=int, default=0)
 
     unet_options(tr)
@@ -1476,9 +1499,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="index of the scribbled step (one per --scribbles, in the same order)")
     ru.add_argument("--out", required=True, help="new output folder")
     ru.add_argument("--epochs", type=int, default=40, help="maximum U-Net epochs (default 40)")
-    ru.add_argument("--ensemble", type=int, default=_ensemble_default(),
-                    help="U-Nets trained apart (seeds --seed, --seed + 1, ...; the same held-out slices) whose class "
-                         "probabilities are averaged; each takes a whole training (default %(default)s)")
     ru.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
                     help="label the steps together: each voxel follows its most probable history among those the "
                          "reaction allows (the reactant may become the product or pore, nothing turns back); needs "

@@ -15,6 +15,7 @@ from core.errors import ReactomoError
 from core.workflow.ground_truth import load_accepted, redraw_outdated
 from core.workflow.jobs import list_jobs, read_events, request_cancel
 from core.network.train import LOSSES, MAX_EPOCHS, OPTIMISERS, TRANSFORMS, TrainConfig, check_training_memory, quality_warning
+from core.network.train import ENSEMBLE, MAX_ENSEMBLE
 from core.network.train import MIN_MEAN_DICE, MIN_PHASE_DICE, dice_text
 from core.network.unet import UNetConfig, device_summary, select_device
 from core.workflow.worker import submit_job
@@ -31,6 +32,14 @@ def _launch(project, params: dict) -> None:
 
 def _history(job) -> list[dict]:
     return [e for e in read_events(project.root, job.id) if "epoch" in e]
+
+
+def _networks(history: list[dict]) -> list[list[dict]]:
+    """The epochs of each network of an ensemble, in order (one list for a single network)."""
+    by: dict[int, list[dict]] = {}
+    for e in history:
+        by.setdefault(int(e.get("member", 1)), []).append(e)
+    return [by[k] for k in sorted(by)] or [[]]
 
 
 def _poor(val_dice) -> str | None:
@@ -62,11 +71,13 @@ def _curves(history: list[dict], key: str, planned: int | None = None) -> None:
 def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
     """(streamlit alert kind, one sentence) for a finished job."""
     name = job.params.get("name", "?")
+    nets = _networks(history)
     n = len(history)
-    epochs = f"{n} epoch{'s' if n != 1 else ''}"
+    epochs = (f"{n} epoch{'s' if n != 1 else ''}" if len(nets) == 1 else
+              f"{' and '.join(str(len(h)) for h in nets)} epochs of {len(nets)} networks")
     saved = (Path(job.params.get("models_root", ui.models_root())) / name / "card.json").exists()
     if job.status == "done":
-        best = min(history, key=lambda h: h["val_loss"] if h.get("val_loss") is not None else math.inf) if history else {}
+        best = min(nets[-1], key=lambda h: h["val_loss"] if h.get("val_loss") is not None else math.inf) if history else {}
         # the saved model's own card when it is in the registry (what Segment will use), else the best epoch seen
         card = next((b.metrics for b in _bundles(job.params.get("models_root", ui.models_root())) if b.name == name), None)
         val_dice = (card or {}).get("val_dice") or best.get("val_dice") or {}
@@ -74,7 +85,9 @@ def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
         at = (card or {}).get("best_epoch") or best.get("epoch")
         merged = (card or {}).get("averaged_epochs") or []
         kept = (f"the weights of epochs {', '.join(str(e) for e in merged)} averaged" if merged else f"best epoch {at}")
-        tried = (card or {}).get("averaging") or {}
+        if len(nets) > 1:  # the card's validation is the averaged network's on the held-out slices
+            kept = "their probabilities averaged,"
+        tried = ((card or {}).get("averaging") or {}) if len(nets) == 1 else {}
         if tried and tried.get("kept") is False:  # an average that validated worse than the best epoch
             kept += (f" (the average of epochs {', '.join(str(e) for e in tried.get('epochs', []))} validated worse, so "
                      "it was not kept)")
@@ -135,12 +148,15 @@ def live_run(job_id: str) -> None:
     job = read_job(project.root, job_id)
     if not job.is_active:
         st.rerun()  # the whole page switches to the final state
-    history = _history(job)
-    st.subheader("Training in progress")
+    nets = _networks(_history(job))
+    history = nets[-1]  # the network training now
+    members = int(job.params.get("members", 1))
+    st.subheader("Training in progress" if members == 1 else f"Training network {len(nets)} of {members}")
     epochs = job.params.get("train", {}).get("max_epochs", "?")
     m1, m2, m3, m4 = st.columns([2, 1, 1, 1], vertical_alignment="center")
-    m1.markdown(f"**{job.params.get('name', job.title)}** · started {(job.started or job.created or '')[:19].replace('T', ' ')} UTC")
-    m2.metric("Epochs done", f"{len(history)} / {epochs}")
+    m1.markdown(f"**{job.params.get('name', job.title)}** · started {(job.started or job.created or '')[:19].replace('T', ' ')} UTC"
+                + (f" · {members} networks, their probabilities averaged" if members > 1 else ""))
+    m2.metric("Epochs done" if members == 1 else f"Epochs of network {len(nets)}", f"{len(history)} / {epochs}")
     m3.metric("Time left", ui.fmt_duration(job.eta_s) if job.status == "running" else "waiting")
     with m4:
         if st.button("Stop", icon=":material/stop_circle:", key="train_stop", width="stretch",
@@ -167,7 +183,13 @@ elif latest is not None:
                 ckpt = latest.params.get("checkpoint_dir") or str(training_checkpoints(project, latest.id))
                 _launch(project, {**latest.params, "checkpoint_dir": ckpt, "resume": True})
                 st.rerun()
-    _curves(history, "last")
+    nets = _networks(history)
+    if len(nets) == 1:
+        _curves(history, "last")
+    else:
+        for i, (tab, h) in enumerate(zip(st.tabs([f"Network {i + 1}" for i in range(len(nets))]), nets)):
+            with tab:
+                _curves(h, f"last{i}")
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -243,7 +265,7 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
                                   "are right by construction. Off by default: on the benchmark's tuning half it raised "
                                   "the worst phase's Dice and lowered the extent error but left the worst step as it was.")
         st.markdown("**Optimiser and network**")
-        c1, c2, c3, c4, c5, c6 = st.columns(6)
+        c1, c2, c3, c4, c5, c6, c7 = st.columns(7)
         optimiser = c1.selectbox("Optimiser", list(OPTIMISERS), index=list(OPTIMISERS).index(tdef.optimizer), key="tr_opt",
                                  format_func=lambda k: {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD (momentum)"}[k])
         lr = c2.number_input("Learning rate", 1e-6, 1.0, tdef.lr, format="%.0e", step=1e-4, key="tr_lr")
@@ -255,7 +277,12 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
                                help="1: each slice alone (the default). 3: each slice with the slice above and below "
                                     "(2.5D). On the benchmark family's tuning half the two gave the same Dice, within "
                                     "the spread between two seeds, so the simpler one is the default.")
-        seed = c6.number_input("Seed", 0, 2**31 - 1, tdef.seed, key="tr_seed")
+        seed = c6.number_input("Seed", 0, 2**31 - 1 - MAX_ENSEMBLE, tdef.seed, key="tr_seed")
+        members = c7.number_input("Networks averaged", 1, MAX_ENSEMBLE, ENSEMBLE, key="tr_members",
+                                  help="Networks trained apart (seeds Seed, Seed + 1, ...; the same validation slices) "
+                                       "whose class probabilities are averaged when segmenting: the spread between "
+                                       "two trainings shrinks. Each network is a whole training, so 2 take twice "
+                                       "the time.")
         name = st.text_input("Model name", value=_default_name(), max_chars=100, key="tr_name",
                              help="Letters, digits, '-', '_' and '.'; the folder name in the model registry.")
         start = st.form_submit_button("Start training", type="primary", icon=":material/model_training:",
@@ -277,7 +304,7 @@ if start:
                            cpu_amp=cpu_amp)
         ucfg = UNetConfig(width=int(width), depth=int(depth), n_classes=len(phases), in_channels=int(context))
         check_training_memory(tcfg, width=ucfg.width, in_channels=ucfg.in_channels)  # refused here, not in the job
-        _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(),
+        _launch(project, {"name": name, "unet": ucfg.to_dict(), "train": tcfg.to_dict(), "members": int(members),
                           "models_root": str(ui.models_root()), "project": project.name})
         ss["train_flash"] = f"Started training '{name}'."
         st.rerun()
@@ -303,6 +330,7 @@ else:
         "Validation": [("unknown" if _dice(b) is None else "poor") if _poor(b.metrics.get("val_dice")) else "good"
                        for b in bundles],
         "Epochs": [b.metrics.get("epochs") for b in bundles],
+        "Networks": [b.members for b in bundles],
         "Size (MB)": [b.size_bytes / 1e6 for b in bundles],
     })
     st.dataframe(table, hide_index=True, width="stretch", column_config={

@@ -163,3 +163,54 @@ def test_a_bad_ensemble_is_refused_before_anything_is_written(small_demo_dir, tm
     assert main(_run(small_demo_dir, out, "--ensemble", "0")) != 0
     assert "The ensemble holds 1 to 4 U-Nets; got 0." in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_train_saves_an_ensemble_and_refuses_a_bad_count(tmp_path, capsys):
+    import tifffile
+
+    from core.imaging.io import write_labels
+    from core.imaging.synthetic import DemoConfig, make_demo
+
+    d = make_demo(DemoConfig(steps=2, shape=(8, 48, 48), seed=1))
+    tifffile.imwrite(tmp_path / "scan.tif", d.scans[1])
+    gt = np.zeros_like(d.truth[1])
+    gt[[2, 5]] = d.truth[1][[2, 5]]
+    write_labels(tmp_path / "gt.tif", gt)
+    args = ["train", "--scan", str(tmp_path / "scan.tif"), "--ground-truth", str(tmp_path / "gt.tif"), "--patch", "24",
+            "--epochs", "2", "--width", "4", "--depth", "2", "--no-augment"]
+    assert main([*args, "--out", str(tmp_path / "models" / "bad"), "--ensemble", "9"]) != 0
+    err = capsys.readouterr().err
+    assert "--ensemble must be 1 to 4 U-Nets; got 9." in err and "Traceback" not in err
+    assert not (tmp_path / "models" / "bad").exists()
+    assert main([*args, "--out", str(tmp_path / "models" / "pair"), "--ensemble", "2", "--seed", "3"]) == 0
+    text = capsys.readouterr().out
+    assert sum(line.startswith("net 2 epoch") for line in text.splitlines()) == 2
+    assert "2 U-Nets (seeds 3, 4) averaged" in text
+    card = read_card(tmp_path / "models" / "pair")
+    assert card["ensemble"] == {"members": 2, "seeds": [3, 4]} and card["metrics"]["networks"] == 2
+    assert main(["models", "--root", str(tmp_path / "models")]) == 0
+    assert "pair" in (listed := capsys.readouterr().out) and "(2 networks averaged)" in listed
+
+
+def test_a_stopped_ensemble_resumes_with_its_finished_network_kept_as_it_was(tmp_path):
+    images, labels = _data()
+    seen: list[tuple[int, int]] = []
+
+    def stop() -> bool:  # the user presses Stop once network 2 has finished its first epoch
+        return (2, 1) in seen
+
+    first = train_ensemble(lambda: build_unet(CFG), images, labels, members=2, config=TINY, phases=DEFAULT_PHASES,
+                           device="cpu", on_epoch=lambda h: seen.append((h["member"], h["epoch"])), should_stop=stop,
+                           checkpoint_dir=tmp_path)
+    assert first.cancelled and not first.members[0].cancelled and first.members[1].cancelled
+    assert (tmp_path / "network1" / "last.json").is_file() and (tmp_path / "network2" / "last.json").is_file()
+    again: list[tuple[int, int]] = []
+    resumed = train_ensemble(lambda: build_unet(CFG), images, labels, members=2, config=TINY, phases=DEFAULT_PHASES,
+                             device="cpu", on_epoch=lambda h: again.append((h["member"], h["epoch"])),
+                             checkpoint_dir=tmp_path, resume=True)
+    assert not resumed.cancelled and all(m == 2 for m, _ in again)  # network 1 is read back, not trained again
+    assert [len(r.history) for r in resumed.members] == [2, 2]
+    whole = train_ensemble(lambda: build_unet(CFG), images, labels, members=2, config=TINY, phases=DEFAULT_PHASES,
+                           device="cpu")
+    for k, v in whole.model.members[0].state_dict().items():
+        assert torch.equal(v, resumed.model.members[0].state_dict()[k]), k

@@ -358,3 +358,28 @@ def test_an_average_that_was_not_kept_is_said_beside_the_best_epoch(gt_project, 
     assert not at.exception, at.exception
     assert any("best epoch 2 (the average of epochs 1, 2 validated worse, so it was not kept) with mean validation "
                "Dice 0.94" in s.value for s in at.success)
+
+
+def test_two_networks_averaged_train_one_after_the_other_and_are_saved_as_one_model(gt_project, models):
+    at = _page().run()
+    _tiny(at, "pair")
+    at.number_input(key="tr_members").set_value(2)
+    _start(at)
+    assert not at.exception, at.exception
+    job = _wait(gt_project, timeout=120)
+    assert job.status == "done", job.error
+    assert job.params["members"] == 2
+    from core.network.bundle import load_bundle, read_card
+    from core.network.unet import UNetEnsemble
+
+    card = read_card(models / "pair")
+    assert card["ensemble"]["members"] == 2 and card["ensemble"]["seeds"] == [0, 1]
+    assert [m["epochs"] for m in card["training"]["members"]] == [2, 2]
+    assert isinstance(load_bundle(models / "pair")[0], UNetEnsemble)
+    at.run()
+    assert not at.exception, at.exception
+    said = [a.value for a in list(at.success) + list(at.warning) if "Training finished" in a.value]
+    assert len(said) == 1 and "after 2 and 2 epochs of 2 networks, their probabilities averaged" in said[0], said
+    assert [t.label for t in at.tabs] == ["Network 1", "Network 2"]
+    assert len(at.get("plotly_chart")) == 4  # loss and Dice curves of each network
+    assert list(at.dataframe[0].value["Networks"]) == [2]

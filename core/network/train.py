@@ -46,6 +46,7 @@ __all__ = [
     "memory_budget_bytes",
     "train_unet",
     "train_ensemble",
+    "member_records",
     "EnsembleResult",
     "ENSEMBLE",
     "TRANSFORMS",
@@ -1387,6 +1388,8 @@ def train_ensemble(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> EnsembleResult:
     """Train ``members`` U-Nets on the same labelled slices and average them (:class:`UNetEnsemble`).
 
@@ -1400,9 +1403,13 @@ def train_ensemble(
     ----------
     build : callable
         Returns a freshly initialised network (called once per member, after seeding torch).
-    images, labels, config, phases, device, on_epoch, on_progress, should_stop
+    images, labels, config, phases, device, on_epoch, on_progress, should_stop, resume
         As for :func:`train_unet`; ``on_epoch`` gets the epoch's history dict with ``"member"`` (1-based) added, and
         ``on_progress`` the fraction of the whole ensemble.
+    checkpoint_dir : path-like, optional
+        Checkpoints of a single network go here; those of network ``i`` of an ensemble in ``network<i>/`` below it,
+        so a resumed ensemble finds its finished networks finished (they are read back, not trained again) and goes
+        on with the one that was interrupted.
     members : int
         1 to :data:`MAX_ENSEMBLE`.
     """
@@ -1427,8 +1434,9 @@ def train_ensemble(
             said = on_progress
         else:
             said = (lambda f, m, i=i: on_progress((i + f) / members, f"network {i + 1} of {members}: {m}"))
+        where = None if checkpoint_dir is None else Path(checkpoint_dir) / (f"network{i + 1}" if members > 1 else "")
         r = train_unet(net, images, labels, config=cfg, phases=phases, device=device, on_epoch=tell, on_progress=said,
-                       should_stop=should_stop)
+                       should_stop=should_stop, checkpoint_dir=where, resume=resume)
         nets.append(net)
         results.append(r)
         seeds.append(cfg.seed)
@@ -1440,6 +1448,13 @@ def train_ensemble(
     else:
         dice = _held_out_dice(model, images, labels, config, phases, device)
     return EnsembleResult(model, results, seeds, dice, time.perf_counter() - t0)
+
+
+def member_records(trained: EnsembleResult) -> list[dict[str, Any]]:
+    """Every network of an ensemble as the card and run.json keep it: seed, epochs, validation, averaging, history."""
+    return [{"seed": sd, "best_epoch": r.best_epoch, "epochs": len(r.history), "val_dice": r.kept.get("val_dice"),
+             "averaged": r.averaged, "seconds": round(r.seconds, 3), "history": r.history}
+            for sd, r in zip(trained.seeds, trained.members)]
 
 
 def _held_out_dice(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, config: TrainConfig,

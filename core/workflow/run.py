@@ -346,10 +346,11 @@ def run_workflow(
     gt_labels = np.concatenate(targets) if len(targets) > 1 else targets[0]
     del stacks, targets
     # 2. U-Net
-    many = (f"{members} U-Nets (seeds {config.seed} to {config.seed + members - 1}, probabilities averaged)"
-            if members > 1 else "U-Net")
-    say(f"2/4 {many}, up to {config.epochs} epochs each on {select_device(config.device)} ..." if members > 1 else
-        f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
+    if members > 1:
+        say(f"2/4 {members} U-Nets (seeds {config.seed} to {config.seed + members - 1}, probabilities averaged), up to "
+            f"{config.epochs} epochs each on {select_device(config.device)} ...")
+    else:
+        say(f"2/4 U-Net, up to {config.epochs} epochs on {select_device(config.device)} ...")
     t0 = time.perf_counter()
 
     def on_epoch(h: dict) -> None:
@@ -389,9 +390,9 @@ def run_workflow(
                                       rim_px=config.rim_px)
     say(f"   cleaning: {cleaning_why}")
     # every network of an ensemble: its seed, epochs, validation (the first's history is the card's "history")
-    member_records = [{"seed": sd, "best_epoch": r.best_epoch, "epochs": len(r.history), "val_dice": r.kept["val_dice"],
-                       "averaged": r.averaged, "seconds": round(r.seconds, 3), "history": r.history}
-                      for sd, r in zip(trained.seeds, trained.members)]
+    from core.network.train import member_records as records
+
+    member_records = records(trained)
     model_dir = save_bundle(out / "model", model, config=uc, phases=phases,
                             normalisation={**norm, **({"time_context": tcx} if tcx else {})},
                             training={"config": tc.to_dict(), "device": result.device, "precision": result.precision,

@@ -14,10 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from core.errors import ReactomoError
-from core.network.train import TrainConfig, held_out, train_unet
+from core.network.train import ENSEMBLE, TrainConfig, held_out, member_records, train_ensemble
 from core.network.unet import UNetConfig, build_unet
 
 __all__ = ["train_project_model"]
@@ -49,13 +47,16 @@ def train_project_model(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    members: int = ENSEMBLE,
 ) -> Path:
     """Train a U-Net on the project's accepted ground truth and save it as the bundle ``models_root/name``.
 
     The images are the ground-truth slices of their step, normalised with :func:`core.imaging.normalise.fit_normalisation`
     of that step. The bundle's card holds the normalisation, the training settings and history, the provenance
     (project, step, slices, scan fingerprints) and the validation metrics; a record is appended to the project
-    manifest's ``models`` list.
+    manifest's ``models`` list. With ``members`` > 1 that many networks are trained apart (seeds ``seed``, ``seed + 1``,
+    ...; one validation split) and saved as one ensemble whose probabilities are averaged
+    (:func:`core.network.train.train_ensemble`).
 
     Returns
     -------
@@ -87,22 +88,25 @@ def train_project_model(
         norm = {**fit_normalisation(vol, seed=train_config.seed), "rings": project.rings()}  # segment reads scans so too
         raw = context_slices(vol, stored.slices, unet_config.in_channels)
     images = apply_normalisation(raw, norm)
-    torch.manual_seed(train_config.seed)
-    model = build_unet(unet_config)
-    result = train_unet(model, images, stored.labels, config=train_config, phases=phases, device=device,
-                        on_epoch=on_epoch, on_progress=on_progress, should_stop=should_stop,
-                        checkpoint_dir=checkpoint_dir, resume=resume)
+    trained = train_ensemble(lambda: build_unet(unet_config), images, stored.labels, members=members,
+                             config=train_config, phases=phases, device=device, on_epoch=on_epoch,
+                             on_progress=on_progress, should_stop=should_stop, checkpoint_dir=checkpoint_dir,
+                             resume=resume)
+    model, result = trained.model, trained.members[0]
     if not result.history:
         raise ReactomoError("Training was stopped before the first epoch; nothing was saved.")
+    n = len(trained.members)  # fewer than asked when stopped: the networks trained so far are kept, as one is
     scan = project.scans()[stored.step]
-    best = result.kept  # the averaged weights' validation when averaging, else the best epoch's
+    best = {**result.kept, "val_dice": trained.val_dice}  # the saved weights' validation (the averaged network's)
     metrics = {"best_epoch": result.best_epoch, "val_loss": best["val_loss"], "val_dice": best["val_dice"],
-               "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": result.cancelled,
-               "seconds": result.seconds, **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
-                         **({"averaging": result.averaged} if result.averaged else {})}
+               "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": trained.cancelled,
+               "seconds": trained.seconds, **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
+                         **({"averaging": result.averaged} if result.averaged else {}),
+               **({"networks": n} if n > 1 else {})}
     training = {"config": train_config.to_dict(), "device": result.device, "precision": result.precision,
                 "history": result.history,
-                **({"thin_examples": result.thin} if result.thin else {})}
+                **({"thin_examples": result.thin} if result.thin else {}),
+                **({"members": member_records(trained)} if n > 1 else {})}
     provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
                   "slices": list(stored.slices), "ground_truth": stored.meta.get("kind", "random forest"),
                   "scan": _fingerprint(str(project.scan_path(stored.step))), "scan_shape": list(scan.shape)}
@@ -111,7 +115,8 @@ def train_project_model(
     xv, yv, where = held_out(images, stored.labels, train_config)
     choice = choose_model_cleaning(model, xv, yv, phases=phases, class_codes=phases.codes, device=device, where=where)
     path = save_bundle(folder, model, config=unet_config, phases=phases, normalisation=norm, training=training,
-                       provenance=provenance, metrics=metrics, seed=train_config.seed, cleaning=choice.to_dict(phases))
+                       provenance=provenance, metrics=metrics, seed=train_config.seed, cleaning=choice.to_dict(phases),
+                       ensemble_seeds=trained.seeds if n > 1 else None)
     record = {"name": name, "path": str(Path(path).resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "step": stored.step, "slices": list(stored.slices), "val_loss": best["val_loss"], "val_dice": best["val_dice"]}
     project.update(lambda m: m.setdefault("models", []).append(record))

@@ -77,12 +77,13 @@ def _train(project, params: dict, ctx) -> dict:
         return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
     ckpt = Path(params["checkpoint_dir"]) if params.get("checkpoint_dir") else ctx.folder / "checkpoints"
-    resume = bool(params.get("resume")) or (ckpt / "last.json").exists()  # a worker restarted mid-training resumes
+    # a worker restarted mid-training resumes (an ensemble keeps each network's checkpoints in network<i>/)
+    resume = bool(params.get("resume")) or (ckpt / "last.json").exists() or any(ckpt.glob("network*/last.json"))
     path = train_project_model(
         project, name=params["name"], unet_config=UNetConfig.from_dict(params["unet"]),
         train_config=TrainConfig.from_dict(params["train"]), device="auto", models_root=params["models_root"],
         on_epoch=lambda rec: ctx.event(clean(rec)), on_progress=ctx.progress, should_stop=ctx.cancelled,
-        checkpoint_dir=ckpt, resume=resume,
+        checkpoint_dir=ckpt, resume=resume, members=int(params.get("members", 1)),
     )
     return {"model": params["name"], "path": str(path)}
 
