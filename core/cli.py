@@ -609,7 +609,6 @@ def _names(text: str) -> list[str]:
 def cmd_train(args) -> int:
     """Train a U-Net on a scan and its ground-truth label TIFF and save it as a model bundle."""
     import numpy as np
-    import torch
 
     from core.network.bundle import check_bundle_name, save_bundle
     from core.imaging.io import read_labels

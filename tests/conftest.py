@@ -174,3 +174,22 @@ def browser_page(*, height: int = 2000):
                 browser.close()
 
     return run()
+
+
+@pytest.fixture
+def cli_files(tmp_path):
+    """A tiny scan (8 x 48 x 48, demo step 1) and its truth on slices 2 and 5 as a ground-truth TIFF, for `train`:
+    (folder, scan path, ground-truth path, the full truth)."""
+    import numpy as np
+    import tifffile
+
+    from core.imaging.io import write_labels
+    from core.imaging.synthetic import DemoConfig, make_demo
+
+    d = make_demo(DemoConfig(steps=2, shape=(8, 48, 48), seed=1))
+    scan = tmp_path / "scan.tif"
+    tifffile.imwrite(scan, d.scans[1])
+    gt = np.zeros_like(d.truth[1])
+    gt[[2, 5]] = d.truth[1][[2, 5]]
+    write_labels(tmp_path / "gt.tif", gt)
+    return tmp_path, scan, tmp_path / "gt.tif", d.truth[1]

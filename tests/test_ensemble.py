@@ -165,18 +165,9 @@ def test_a_bad_ensemble_is_refused_before_anything_is_written(small_demo_dir, tm
     assert not out.exists()
 
 
-def test_cli_train_saves_an_ensemble_and_refuses_a_bad_count(tmp_path, capsys):
-    import tifffile
-
-    from core.imaging.io import write_labels
-    from core.imaging.synthetic import DemoConfig, make_demo
-
-    d = make_demo(DemoConfig(steps=2, shape=(8, 48, 48), seed=1))
-    tifffile.imwrite(tmp_path / "scan.tif", d.scans[1])
-    gt = np.zeros_like(d.truth[1])
-    gt[[2, 5]] = d.truth[1][[2, 5]]
-    write_labels(tmp_path / "gt.tif", gt)
-    args = ["train", "--scan", str(tmp_path / "scan.tif"), "--ground-truth", str(tmp_path / "gt.tif"), "--patch", "24",
+def test_cli_train_saves_an_ensemble_and_refuses_a_bad_count(cli_files, capsys):
+    tmp_path, scan, gt, _ = cli_files
+    args = ["train", "--scan", str(scan), "--ground-truth", str(gt), "--patch", "24",
             "--epochs", "2", "--width", "4", "--depth", "2", "--no-augment"]
     assert main([*args, "--out", str(tmp_path / "models" / "bad"), "--ensemble", "9"]) != 0
     err = capsys.readouterr().err

@@ -241,21 +241,6 @@ def _cli(capsys, *argv):
     return rc, out.out, out.err
 
 
-@pytest.fixture
-def cli_files(tmp_path):
-    from core.imaging.io import write_labels
-    from core.imaging.synthetic import DemoConfig, make_demo
-    import tifffile
-
-    d = make_demo(DemoConfig(steps=2, shape=(8, 48, 48), seed=1))
-    scan = tmp_path / "scan.tif"
-    tifffile.imwrite(scan, d.scans[1])
-    gt = np.zeros_like(d.truth[1])
-    gt[[2, 5]] = d.truth[1][[2, 5]]
-    write_labels(tmp_path / "gt.tif", gt)
-    return tmp_path, scan, tmp_path / "gt.tif", d.truth[1]
-
-
 def test_cli_train_writes_a_bundle_and_models_lists_it(cli_files, capsys):
     from core.network.bundle import load_bundle
 
