@@ -182,7 +182,9 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
         dice = _mean_dice(b)
         st.caption(f":material/deployed_code: **{b.name}** · created {ui.fmt_date(b.created)} UTC · phases: {', '.join(b.phases)}"
                    + (f" · mean validation Dice {dice:.3f}" if dice is not None else "")
-                   + (f" · {b.metrics['epochs']} epochs" if b.metrics.get("epochs") else ""))
+                   + (f" · {b.metrics['epochs']} epochs" if b.metrics.get("epochs") else "")
+                   + (f" · {b.members} networks averaged (each scan is read by all {b.members}: about "
+                      f"{b.members}× the time of one)" if b.members > 1 else ""))
         with ui.user_errors():
             from core.network.train import quality_warning
 

@@ -62,6 +62,31 @@ def _segment(project, name: str = "seg-a", steps=(1, 2)):
 
 
 # ------------------------------------------------------------------------------------------------ Segment page
+def test_a_model_of_two_networks_says_what_it_costs_and_segments(demo_project, tmp_path, monkeypatch):
+    import copy
+
+    from core.network.bundle import load_bundle, save_bundle
+    from core.network.unet import UNetConfig, UNetEnsemble
+    from core.phases import PhaseTable
+
+    model, card = load_bundle(SHIPPED)
+    root = tmp_path / "models"
+    monkeypatch.setenv("REACTOMO_MODELS", str(root))
+    save_bundle(root / "pair", UNetEnsemble([model, copy.deepcopy(model)]), config=UNetConfig.from_dict(card["unet"]),
+                phases=PhaseTable.from_dict(card["phases"]), normalisation=card["normalisation"],
+                training=card["training"], provenance=card["provenance"], metrics=card["metrics"], seed=card["seed"],
+                cleaning=card.get("cleaning"))
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    assert any("2 networks averaged" in c.value and "about 2× the time of one" in c.value for c in at.caption)
+    at.multiselect(key="seg_steps").set_value([1])
+    at.number_input(key="seg_tile").set_value(64)
+    _start(at)
+    assert not at.exception, at.exception
+    job = _wait(demo_project)
+    assert job.status == "done", job.error
+
+
 def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_models):
     at = _page("pages/5_Segment.py").run()
     assert not at.exception, at.exception
