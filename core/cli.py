@@ -613,12 +613,11 @@ def cmd_train(args) -> int:
     from core.network.bundle import check_bundle_name, save_bundle
     from core.imaging.io import read_labels
     from core.imaging.normalise import apply_normalisation, fit_normalisation
-    from core.network.train import MAX_ENSEMBLE, TrainConfig, member_records, quality_warning, train_ensemble
+    from core.network.train import TrainConfig, check_ensemble, member_records, quality_warning, train_ensemble
     from core.network.unet import UNetConfig, build_unet, select_device
 
     phases = _phases_from(args.phases)
-    if not 1 <= args.ensemble <= MAX_ENSEMBLE:
-        raise ReactomoError(f"--ensemble must be 1 to {MAX_ENSEMBLE} U-Nets; got {args.ensemble}.")
+    members = check_ensemble(args.ensemble, args.seed)  # before the scan is read
     out = Path(args.out)
     check_bundle_name(out.name)
     if out.exists():
@@ -649,8 +648,6 @@ def cmd_train(args) -> int:
 
         images = apply_normalisation(context_slices(scan, zs, uc.in_channels), norm)
         scan_path = str(Path(args.scan).resolve())
-    members = args.ensemble
-
     def on_epoch(r: dict) -> None:
         dice = ", ".join(f"{n} {v:.3f}" for n, v in r["val_dice"].items() if v is not None)
         who = f"net {r['member']} " if members > 1 else ""

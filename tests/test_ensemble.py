@@ -131,7 +131,7 @@ def test_members_train_with_their_own_seeds_on_one_validation_split():
 def test_a_bad_number_of_members_is_refused():
     images, labels = _data()
     for bad in (0, 5, True, 1.5):
-        with pytest.raises(ReactomoError, match="1 to 4 networks"):
+        with pytest.raises(ReactomoError, match="An ensemble holds 1 to 4 U-Nets"):
             train_ensemble(lambda: build_unet(CFG), images, labels, members=bad, config=TINY, phases=DEFAULT_PHASES)
 
 
@@ -161,7 +161,7 @@ def test_run_trains_two_networks_and_segments_with_their_average(small_demo_dir,
 def test_a_bad_ensemble_is_refused_before_anything_is_written(small_demo_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_run(small_demo_dir, out, "--ensemble", "0")) != 0
-    assert "The ensemble holds 1 to 4 U-Nets; got 0." in capsys.readouterr().err
+    assert "An ensemble holds 1 to 4 U-Nets; got 0." in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -171,7 +171,7 @@ def test_cli_train_saves_an_ensemble_and_refuses_a_bad_count(cli_files, capsys):
             "--epochs", "2", "--width", "4", "--depth", "2", "--no-augment"]
     assert main([*args, "--out", str(tmp_path / "models" / "bad"), "--ensemble", "9"]) != 0
     err = capsys.readouterr().err
-    assert "--ensemble must be 1 to 4 U-Nets; got 9." in err and "Traceback" not in err
+    assert "An ensemble holds 1 to 4 U-Nets; got 9." in err and "Traceback" not in err
     assert not (tmp_path / "models" / "bad").exists()
     assert main([*args, "--out", str(tmp_path / "models" / "pair"), "--ensemble", "2", "--seed", "3"]) == 0
     text = capsys.readouterr().out

@@ -46,6 +46,7 @@ __all__ = [
     "memory_budget_bytes",
     "train_unet",
     "train_ensemble",
+    "check_ensemble",
     "member_records",
     "EnsembleResult",
     "ENSEMBLE",
@@ -1376,6 +1377,15 @@ class EnsembleResult:
         return any(r.cancelled for r in self.members)
 
 
+def check_ensemble(members: Any, seed: int) -> int:
+    """``members`` as the number of networks of an ensemble trained from ``seed``, or one sentence why not."""
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or not 1 <= members <= MAX_ENSEMBLE:
+        raise ReactomoError(f"An ensemble holds 1 to {MAX_ENSEMBLE} U-Nets; got {members!r}.")
+    if seed + members - 1 > 2**31 - 1:
+        raise ReactomoError(f"The seed {seed} leaves no room for {members} networks' seeds; give a seed below {2**31 - members}.")
+    return int(members)
+
+
 def train_ensemble(
     build: Callable[[], torch.nn.Module],
     images: np.ndarray,
@@ -1415,10 +1425,7 @@ def train_ensemble(
     """
     from core.network.unet import UNetEnsemble
 
-    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or not 1 <= members <= MAX_ENSEMBLE:
-        raise ReactomoError(f"An ensemble holds 1 to {MAX_ENSEMBLE} networks; got {members!r}.")
-    if config.seed + members - 1 > 2**31 - 1:
-        raise ReactomoError(f"The seed {config.seed} leaves no room for {members} networks' seeds; give a seed below {2**31 - members}.")
+    check_ensemble(members, config.seed)
     t0 = time.perf_counter()
     nets: list[torch.nn.Module] = []
     results: list[TrainResult] = []
@@ -1466,8 +1473,7 @@ def _held_out_dice(model: torch.nn.Module, images: np.ndarray, labels: np.ndarra
     dev = select_device(str(device)) if not isinstance(device, torch.device) else device
     pred = predict_slices(model, np.ascontiguousarray(xv, dtype=np.float32), config=InferenceConfig(device=str(dev)),
                           class_codes=phases.codes)
-    out: dict[str, float | None] = {}
-    for p in phases:
-        t, q = yv == p.code, (pred == p.code) & (yv > 0)
-        out[p.name] = None if not t.any() else float(2 * (t & q).sum() / (t.sum() + q.sum()))
-    return out
+    from core.segmentation.metrics import dice_per_phase
+
+    dice = dice_per_phase(pred, yv, codes=phases.codes)  # over the labelled pixels
+    return {p.name: float(dice[p.code]) if (yv == p.code).any() else None for p in phases}

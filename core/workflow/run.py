@@ -170,8 +170,8 @@ def run_workflow(
     from core.network.inference import InferenceConfig, context_slices
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
-    from core.network.train import (AVERAGE_EPOCHS, CPU_AMP, ENSEMBLE, GEOMETRY, LR_DROP_PATIENCE, MAX_ENSEMBLE,
-                                    TrainConfig, train_ensemble)
+    from core.network.train import (AVERAGE_EPOCHS, CPU_AMP, ENSEMBLE, GEOMETRY, LR_DROP_PATIENCE, TrainConfig,
+                                    check_ensemble, train_ensemble)
     from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
@@ -212,11 +212,7 @@ def run_workflow(
                      average_epochs=AVERAGE_EPOCHS if config.average_epochs is None else config.average_epochs,
                      lr_drop_patience=LR_DROP_PATIENCE if config.lr_drop is None else config.lr_drop,
                      cpu_amp=CPU_AMP if config.train_cpu_amp == "default" else config.train_cpu_amp)
-    members = ENSEMBLE if config.ensemble is None else config.ensemble
-    if isinstance(members, bool) or not isinstance(members, int) or not 1 <= members <= MAX_ENSEMBLE:
-        raise ReactomoError(f"The ensemble holds 1 to {MAX_ENSEMBLE} U-Nets; got {members!r}.")
-    if config.seed + members - 1 > 2**31 - 1:
-        raise ReactomoError(f"The seed {config.seed} leaves no room for {members} networks' seeds; give a seed below {2**31 - members}.")
+    members = check_ensemble(ENSEMBLE if config.ensemble is None else config.ensemble, config.seed)  # before any write
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
