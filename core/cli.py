@@ -519,6 +519,17 @@ def _temporal(args) -> bool:
     return _temporal_default() if args.temporal is None else bool(args.temporal)
 
 
+def _match_volumes_default() -> bool:
+    from core.segmentation.temporal import MATCH_VOLUMES
+
+    return MATCH_VOLUMES
+
+
+_MATCH_HELP = ("with --temporal: first match each step's split between the reactant and the product to the network's "
+               "expected split (its class probabilities summed over the step), since the most probable class of each "
+               "voxel gives less of a scarce phase than that sum (default: %s)")
+
+
 def _average_epochs_default() -> int:
     from core.network.train import AVERAGE_EPOCHS
 
@@ -810,6 +821,7 @@ def cmd_segment(args) -> int:
                             inference=_inference_from(args), postprocess=post, steps=steps, scheduler=args.scheduler,
                             workers=args.workers, resume=not args.no_resume, on_step=_print_step, cleaning_source=why,
                             partial_volume=redraw, temporal=_temporal(args), edge_background=args.edge_background,
+                            match_volumes=args.match_volumes,
                             on_progress=_progress_printer(args.quiet or args.scheduler is not None or args.workers > 1))
     together = result.record.get("temporal") or {}
     if together:
@@ -1200,6 +1212,7 @@ def cmd_run(args) -> int:
                        edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
                        intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
+                       match_volumes=args.match_volumes,
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
                        rings=args.rings, time_context=args.time_context, average_epochs=args.average_epochs,
                        lr_drop=args.lr_drop, train_cpu_amp=_train_precision(args), ensemble=args.ensemble)
@@ -1431,6 +1444,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: %s)" % _edge_background_default())
     se.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=None,
                     help="label the steps together: each voxel follows its most probable history among those the reaction allows (the reactant may become the product or pore, nothing turns back); needs aligned scans and the whole series (default: %s)" % ("on" if _temporal_default() else "off"))
+    se.add_argument("--match-volumes", action=argparse.BooleanOptionalAction, default=None,
+                    help=_MATCH_HELP % ("on" if _match_volumes_default() else "off"))
     inference_options(se)
     se.set_defaults(func=cmd_segment)
 
@@ -1499,6 +1514,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="label the steps together: each voxel follows its most probable history among those the "
                          "reaction allows (the reactant may become the product or pore, nothing turns back); needs "
                          "aligned scans (default: %s)" % ("on" if _temporal_default() else "off"))
+    ru.add_argument("--match-volumes", action=argparse.BooleanOptionalAction, default=None,
+                    help=_MATCH_HELP % ("on" if _match_volumes_default() else "off"))
     ru.add_argument("--forest-time-context", type=int, default=_forest_time_context(),
                     help="time steps on each side of the labelled step whose scans the random forest also reads (the "
                          "same features of the same slices: a thin young lath is thicker a step later, static rings "

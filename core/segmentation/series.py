@@ -293,13 +293,14 @@ def _can_label_together(pending: list[int], n: int, phases: PhaseTable, card: di
 
 
 def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: list[int], voxel_size_um: float | None,
-                   on_progress: Callable[[float, str], None], slab: int = 8) -> dict[str, Any]:
+                   on_progress: Callable[[float, str], None], slab: int = 8, match_volumes: bool = False) -> dict[str, Any]:
     """Label every step again along each voxel's most probable history (core.segmentation.temporal); rewrite the
     label files and their counts. Only voxels whose label is the network's own (not changed by the edge redraw or
-    the cleaning) are relabelled."""
+    the cleaning) are relabelled. With ``match_volumes``, each step's split between the reactant and the product is
+    first matched to the network's expected split (:func:`core.segmentation.temporal.matched_offsets`)."""
     from core.imaging.io import open_volume, write_labels
     from core.segmentation.temporal import (MAX_SHIFT_VOX, allowed_transitions, centre_block, free_classes,
-                                            most_probable_histories, step_shifts)
+                                            matched_offsets, most_probable_histories, pair_histogram, step_shifts)
 
     roles = _history_roles(phases, codes)
     if isinstance(roles, str):
@@ -330,6 +331,22 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     per_voxel = t_n * (4 * len(codes) + 24)  # float probabilities, their logarithms, back-pointers, labels
     rows = int(max(1, min(ny, _PASS_BYTES // max(1, per_voxel * nx))))
     depth = int(max(1, min(8, _PASS_BYTES // max(1, per_voxel * nx * ny)))) if rows == ny else 1
+    log_bias, matched = None, None
+    if match_volumes:
+        product = [p.code for p in phases.by_role("product")]
+        if len(product) != 1:
+            matched = {"applied": False, "reason": "the phase table names no single product whose volume could be matched"}
+        else:
+            ri, pi = codes.index(reactant), codes.index(product[0])
+            hists = np.zeros((t_n, 256, 256), dtype=np.int64)
+            for i, st in enumerate(stores):
+                for z0 in range(0, nz, 4):
+                    hists[i] += pair_histogram(np.asarray(st[z0 : z0 + 4]), ri, pi)
+                on_progress(0.1 + 0.1 * (i + 1) / t_n, f"expected volumes of step {i + 1} of {t_n}")
+            offsets, info = matched_offsets(hists)
+            log_bias = np.zeros((t_n, len(codes)), dtype=np.float32)
+            log_bias[:, pi] = offsets
+            matched = {"applied": True, "product": phases.by_code(product[0]).name, **info}
     staging = probabilities_path(outcomes[0].out_path).parent / STAGING_DIR
     staging.mkdir(parents=True, exist_ok=True)
     new = [_disk_backed(staging / f"step_{i}.npy", (nz, ny, nx)) for i in range(t_n)]
@@ -347,7 +364,7 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
                 probs *= np.float32(1.0 / 255.0)  # stored as uint8, 255 = 1
                 given = block[:, :, -1]  # (T, n, rows, x): the class each step's network gave
                 del block
-                hist = lut[most_probable_histories(probs, allowed, free, given=given)]
+                hist = lut[most_probable_histories(probs, allowed, free, given=given, log_bias=log_bias)]
                 del probs
                 for i in range(t_n):
                     final = finals[i][:, y0:y1]
@@ -384,7 +401,8 @@ def _temporal_pass(outcomes: list["StepOutcome"], phases: PhaseTable, codes: lis
     return {"applied": True, "shifts_vox": shifts, "changed_voxels": changed,
             "allowed": f"{phases.by_code(reactant).name} may become "
                        + " or ".join(phases.by_code(c).name for c in products) + ", which never turn back; "
-                       + "the other phases are placed by each step alone"}
+                       + "the other phases are placed by each step alone",
+            **({"volumes_matched": matched} if matched is not None else {})}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -512,7 +530,7 @@ def _resolve_settings(phases: PhaseTable, inference: Any, postprocess: Any, part
 
 
 def _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal,
-                     matrix=()) -> dict[str, Any]:
+                     matrix=(), match_volumes=False) -> dict[str, Any]:
     """The ``settings`` of a segmentation record: what must match for two runs to make one series."""
     record = {"inference": {k: v for k, v in inference.to_dict().items() if k != "device"},
               "postprocess": postprocess.to_dict() if postprocess is not None else None,
@@ -520,6 +538,8 @@ def _settings_record(inference, postprocess, z_range, region, voxel_size_um, par
               "voxel_size_um": voxel_size_um, "partial_volume": partial_volume, "temporal": bool(temporal)}
     if matrix:  # only when used, so the records of series segmented before it match their own settings
         record["partial_volume_matrix"] = [int(c) for c in matrix]
+    if temporal and match_volumes:  # likewise only when used
+        record["match_volumes"] = True
     return record
 
 
@@ -539,7 +559,7 @@ def folder_conflict(out_dir: str | os.PathLike, model_dir: str | os.PathLike, *,
                     voxel_size_um: float | None = None, inference: Any = None, postprocess: Any = "default",
                     z_range: tuple[int, int] | None = None, region: tuple[int, int, int, int] | None = None,
                     partial_volume: Sequence[int] | None = None, temporal: bool = False,
-                    edge_background: str | None = None) -> str | None:
+                    edge_background: str | None = None, match_volumes: bool | None = None) -> str | None:
     """One sentence when ``out_dir`` already holds steps segmented with another model or other settings than
     :func:`segment_series` would use with these arguments (None when it holds none).
 
@@ -551,8 +571,10 @@ def folder_conflict(out_dir: str | os.PathLike, model_dir: str | os.PathLike, *,
     phases = phases or PhaseTable.from_dict(card["phases"])
     inference, postprocess, partial_volume, matrix = _resolve_settings(phases, inference, postprocess, partial_volume,
                                                                        edge_background)
+    if match_volumes is None:
+        from core.segmentation.temporal import MATCH_VOLUMES as match_volumes
     settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal,
-                                matrix)
+                                matrix, bool(match_volumes))
     left = _done_otherwise(read_series_record(Path(out_dir)), card["weights_sha256"], settings)
     if not left:
         return None
@@ -586,6 +608,7 @@ def segment_series(
     partial_volume: Sequence[int] | None = None,
     temporal: bool = False,
     edge_background: str | None = None,
+    match_volumes: bool | None = None,
 ) -> SeriesResult:
     """Segment the scans with one model bundle and write ``out_dir/<scan>.tif``, ``phase_volumes.csv`` and the record.
 
@@ -637,6 +660,10 @@ def segment_series(
         among those the reaction allows (:mod:`core.segmentation.temporal`). Needs the whole series segmented in this
         call (not resumed, no step failed) and aligned scans; otherwise the steps stay labelled one by one and the
         record's ``temporal`` says why.
+    match_volumes : bool, optional
+        With ``temporal``: first match each step's split between the reactant and the product to the network's
+        expected split (:func:`core.segmentation.temporal.matched_offsets`); recorded in ``temporal.volumes_matched``.
+        Default :data:`core.segmentation.temporal.MATCH_VOLUMES`.
 
     Returns
     -------
@@ -699,8 +726,10 @@ def segment_series(
     # with the first one's; label files a killed writer left half-written go first
     with writer_lock(out_dir, what=f"the segmentation folder {out_dir}"):
         remove_orphan_temporaries(out_dir)
+        if match_volumes is None:
+            from core.segmentation.temporal import MATCH_VOLUMES as match_volumes
         settings = _settings_record(inference, postprocess, z_range, region, voxel_size_um, partial_volume, temporal,
-                                    matrix)
+                                    matrix, bool(match_volumes))
         model_info = {"path": str(model_dir), "name": card.get("name", model_dir.name), "weights_sha256": card["weights_sha256"],
                       "normalisation": card.get("normalisation"), "class_codes": card["class_codes"]}
         outcomes = [StepOutcome(step=i, scan=str(p), out_path=str(out_dir / _label_name(p)),
@@ -844,7 +873,8 @@ def segment_series(
                 codes = [int(c) for c in card["class_codes"]]
                 try:
                     together = _temporal_pass(outcomes, phases, codes, voxel_size_um,
-                                              lambda f, m: report(0.99, f"all steps: {m}"))
+                                              lambda f, m: report(0.99, f"all steps: {m}"),
+                                              match_volumes=bool(match_volumes))
                 except BaseException as exc:  # said in the record too, then raised
                     together = {"applied": False, "reason": f"the pass that labels the steps together stopped: "
                                                             f"{_sentence(exc)}"}

@@ -28,17 +28,26 @@ import numpy as np
 
 from core.errors import ReactomoError
 
-__all__ = ["DEFAULT", "allowed_transitions", "aligned_neighbours", "describe", "free_classes", "most_probable_histories",
-           "step_shifts", "MAX_SHIFT_VOX"]
+__all__ = ["DEFAULT", "MATCH_VOLUMES", "allowed_transitions", "aligned_neighbours", "describe", "free_classes",
+           "matched_offsets", "most_probable_histories", "pair_histogram", "step_shifts", "MAX_SHIFT_VOX"]
 
 #: Whether `segment`, `run` and the Segment page label the steps together unless told otherwise: on since
 #: 2026-12-06, chosen on the accuracy family's tuning half by the scores against the truth (README, "Ablation on the
 #: tuning half"). Beamtime mode (`watch`) labels each step as it arrives.
 DEFAULT = True
+#: Whether labelling the steps together first matches each step's split between the reactant and the product to the
+#: network's expected split (:func:`matched_offsets`). Off until chosen on the tuning half
+#: (bench/results/volume-matching-rules.txt).
+MATCH_VOLUMES = False
 #: Largest shift between consecutive steps (voxels) for which the scans count as aligned.
 MAX_SHIFT_VOX = 0.5
 _FORBIDDEN = np.float32(1e4)  # a cost no sum of log-probabilities (>= log 1e-4 per step) can pay back
 _FLOOR = 1e-4
+
+
+def _signed(n: int | float) -> str:
+    n = int(round(n))
+    return f"{n:+,}".replace("-", "\u2212")
 
 
 def _steps(steps: Sequence[int]) -> str:
@@ -61,8 +70,16 @@ def describe(together: dict[str, Any] | None) -> str:
     if together.get("applied"):
         allowed = together.get("allowed")
         n = sum(together.get("changed_voxels") or [])
-        return (f"Steps labelled together: {n:,} voxel{'' if n == 1 else 's'} relabelled along their most probable "
+        text = (f"Steps labelled together: {n:,} voxel{'' if n == 1 else 's'} relabelled along their most probable "
                 f"history" + (f" ({allowed})." if allowed else "."))
+        matched = together.get("volumes_matched") or {}
+        if matched.get("applied"):
+            text += (f" Each step's {matched.get('product', 'product')} was first matched to the network's expected "
+                     f"volume ({_signed(sum(matched.get('expected_voxels') or []) - sum(matched.get('network_voxels') or []))}"
+                     f" voxels over the steps).")
+        elif matched.get("reason"):
+            text += f" Volumes not matched: {str(matched['reason']).rstrip('.')}."
+        return text
     if together.get("mixed"):
         kept = together.get("together_steps") or []
         alone = together.get("alone_steps") or []
@@ -108,8 +125,82 @@ def free_classes(class_codes: Sequence[int], reactant: int, products: Sequence[i
     return np.array([int(c) not in reaction for c in class_codes], dtype=bool)
 
 
+def pair_histogram(block: np.ndarray, reactant: int, product: int) -> np.ndarray:
+    """``(256, 256)`` int64 counts of (reactant, product) probability pairs over the voxels of ``block`` that the network
+    gave to one of the two, from stored probabilities.
+
+    ``block``: uint8 ``(n, C + 1, ...)`` as the series keeps them (``255`` = 1; the last plane is the class index the
+    network gave); ``reactant``, ``product``: class indices (not phase codes). Histograms of slabs add up to the step's.
+    """
+    b = np.asarray(block)
+    if b.dtype != np.uint8 or b.ndim < 3 or not (0 <= reactant < b.shape[1] - 1 and 0 <= product < b.shape[1] - 1):
+        raise ReactomoError("The stored probabilities must be uint8 (slices, classes + 1, ...) with both classes in them.")
+    given = b[:, -1]
+    pair = (given == reactant) | (given == product)
+    cells = b[:, reactant][pair].astype(np.int64) * 256 + b[:, product][pair]
+    return np.bincount(cells, minlength=256 * 256).reshape(256, 256)
+
+
+def matched_offsets(histograms: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """One offset per step for the product's log-probability that makes the labels' split between the reactant and the
+    product match the network's expected split.
+
+    Why: a step's class probabilities summed over its voxels are the network's expected phase volumes, but its labels
+    (the most probable class of each voxel) hold less of a scarce phase than that sum: a thin young lath is a row of
+    voxels the network gives 30-45 % product, all labelled reactant (the best threshold of a scarce class for Dice is
+    below one half). Among the voxels the network gave to either phase, the offset ``d`` is chosen so that the number
+    with ``log p_product + d > log p_reactant`` is as close as the stored probabilities allow to
+    ``N * sum(p_product) / sum(p_reactant + p_product)``. It uses the step's own probabilities only: no truth, and not
+    the internal standard, which stays a check of the volumes.
+
+    Parameters
+    ----------
+    histograms : ndarray, shape (T, 256, 256) integer
+        :func:`pair_histogram` of every step.
+
+    Returns
+    -------
+    offsets : ndarray, shape (T,) float32
+        0 where a step has no voxel of either phase.
+    record : dict
+        ``network_voxels`` (labelled product before), ``expected_voxels`` (the target, rounded) and ``offsets`` per
+        step, JSON-able.
+    """
+    h = np.asarray(histograms)
+    if h.ndim != 3 or h.shape[1:] != (256, 256) or (h < 0).any():
+        raise ReactomoError(f"The histograms of the steps must be (steps, 256, 256) counts; got {h.shape}.")
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    logs = np.log(np.clip(levels, _FLOOR, 1.0))
+    ratio = (logs[None, :] - logs[:, None]).ravel()  # log p_product - log p_reactant of every cell [reactant, product]
+    order = np.argsort(-ratio, kind="stable")
+    ratio_sorted = ratio[order]
+    pg, pb = np.meshgrid(levels, levels, indexing="ij")
+    offsets = np.zeros(h.shape[0], dtype=np.float32)
+    network, expected = [], []
+    for t in range(h.shape[0]):
+        counts = h[t].astype(np.float64).ravel()
+        n = counts.sum()
+        mass_b, mass = float((counts * pb.ravel()).sum()), float((counts * (pg + pb).ravel()).sum())
+        network.append(int(counts[ratio > 0].sum()))
+        if n == 0 or mass <= 0:
+            expected.append(0)
+            continue
+        target = n * mass_b / mass
+        expected.append(int(round(target)))
+        cum = np.cumsum(counts[order])
+        k = int(np.searchsorted(cum, target))  # first cell whose cumulative count reaches the target
+        if k > 0 and abs(cum[k - 1] - target) <= abs(cum[min(k, cum.size - 1)] - target):
+            k -= 1  # the nearer of the two counts
+        k = min(k, cum.size - 1)
+        nxt = ratio_sorted[k + 1] if k + 1 < ratio_sorted.size else ratio_sorted[k] - 1.0
+        # cells 0..k labelled product: the threshold halfway between the last one in and the first one out
+        offsets[t] = np.float32(-(ratio_sorted[k] + nxt) / 2.0)
+    return offsets, {"network_voxels": network, "expected_voxels": expected,
+                     "offsets": [round(float(d), 4) for d in offsets]}
+
+
 def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free: np.ndarray | None = None,
-                            given: np.ndarray | None = None) -> np.ndarray:
+                            given: np.ndarray | None = None, log_bias: np.ndarray | None = None) -> np.ndarray:
     """Class index of every voxel at every step, along its most probable allowed history.
 
     Parameters
@@ -126,6 +217,9 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free
     given : ndarray, shape (T, ...), integer, optional
         The class each step's network gave (its argmax before any rounding of the stored probabilities); default
         the argmax of ``probabilities``. Decides where a free class is taken.
+    log_bias : ndarray, shape (T, C) float, optional
+        Added to each step's log-probabilities of each class (:func:`matched_offsets`); not to the voxels whose class
+        at that step is free.
 
     Returns
     -------
@@ -140,6 +234,11 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free
     allowed = np.asarray(allowed, dtype=bool)
     if allowed.shape != (c_n, c_n) or not allowed.diagonal().all():
         raise ReactomoError(f"The allowed transitions must be a ({c_n}, {c_n}) table in which every class may stay.")
+    bias = None
+    if log_bias is not None:
+        bias = np.asarray(log_bias, dtype=np.float32)
+        if bias.shape != (t_n, c_n) or not np.isfinite(bias).all():
+            raise ReactomoError(f"The offsets of the log-probabilities must be a finite ({t_n}, {c_n}) table.")
     rest = p.shape[2:]
     flat = p.reshape(t_n, c_n, -1)
     if free is not None and np.asarray(free, dtype=bool).any():
@@ -149,9 +248,21 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free
         first = flat.argmax(axis=1) if given is None else np.asarray(given).reshape(t_n, -1)  # (T, voxels)
         alone = free[first]
         keep = np.flatnonzero(~free)
-        sub = most_probable_histories(np.where(alone[:, None, :], 1.0, flat[:, keep]), allowed[np.ix_(keep, keep)])
+        logp = np.log(np.clip(flat[:, keep].astype(np.float32), _FLOOR, 1.0))
+        if bias is not None:
+            logp += bias[:, keep, None]
+        logp = np.where(alone[:, None, :], np.float32(0), logp)  # a step where the class is free says nothing here
+        sub = _viterbi(logp, allowed[np.ix_(keep, keep)])
         return np.where(alone, first, keep[sub]).astype(np.uint8).reshape((t_n, *rest))
     logp = np.log(np.clip(flat.astype(np.float32), _FLOOR, 1.0))
+    if bias is not None:
+        logp += bias[:, :, None]
+    return _viterbi(logp, allowed).reshape((t_n, *rest))
+
+
+def _viterbi(logp: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Class index ``(T, voxels)`` uint8 of the history of highest summed log-evidence ``logp`` ``(T, C, voxels)``."""
+    t_n, c_n = logp.shape[:2]
     cost = np.where(allowed, np.float32(0), _FORBIDDEN).astype(np.float32)
     score = logp[0].copy()
     back = np.zeros((t_n, c_n, logp.shape[2]), dtype=np.uint8)
@@ -165,7 +276,7 @@ def most_probable_histories(probabilities: np.ndarray, allowed: np.ndarray, free
         out[t] = cur
         if t:
             cur = np.take_along_axis(back[t], cur[None], axis=0)[0].astype(np.intp)
-    return out.reshape((t_n, *rest))
+    return out
 
 
 def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -92,6 +92,9 @@ class RunConfig:
     # label the steps together along each voxel's most probable history (core.segmentation.temporal; on by default
     # since 2026-12-06, chosen on the accuracy family's tuning half against the truth)
     temporal: bool = True
+    # with temporal: each step's split between reactant and product first matched to the network's expected split
+    # (core.segmentation.temporal.matched_offsets); None = core.segmentation.temporal.MATCH_VOLUMES
+    match_volumes: bool | None = None
     # time steps on each side of a labelled step whose scans the forest also reads (the same features of the same
     # slices; core.labelling.forest.ground_truth_from_scribbles, neighbours) when the scans are aligned; 0 = the
     # labelled step alone
@@ -412,6 +415,7 @@ def run_workflow(
     series = segment_series(model_dir, scans, out / "segmentations", phases=phases, times_s=times, voxel_size_um=voxel_size,
                             inference=inference, postprocess=post, cleaning_source=cleaning_why,
                             partial_volume=pv_codes, temporal=config.temporal, edge_background=edge_background,
+                            match_volumes=config.match_volumes,
                             scheduler=config.scheduler, workers=config.workers,
                             on_progress=lambda f, m: progress(0.6 + 0.38 * f, f"segment: {m}"),
                             on_step=lambda o: say(f"   step {o.step:3d} {o.status} {o.error}".rstrip()))

@@ -42,6 +42,7 @@ def segment_project(
     should_stop: Callable[[], bool] | None = None,
     cleaning_source: str | None = None,
     temporal: bool | None = None,
+    match_volumes: bool | None = None,
 ) -> SeriesResult:
     """Segment a project's steps into ``<project>/segmentations/<name>/`` and record it in the manifest.
 
@@ -54,7 +55,8 @@ def segment_project(
     administrator offers (:func:`configured_schedulers`); any other address is refused, since Dask unpickles what a
     scheduler's workers send back and a hostile scheduler could run code in this process.
 
-    ``temporal`` labels the steps together (:mod:`core.segmentation.temporal`; None = its default).
+    ``temporal`` labels the steps together (:mod:`core.segmentation.temporal`; None = its default);
+    ``match_volumes`` first matches each step's product volume to the network's expected volume (None = its default).
     """
     from core.errors import JobCancelled
     from core.workflow.project import sanitize_name
@@ -91,7 +93,8 @@ def segment_project(
                                 z_range=z_range, region=region, steps=steps, scheduler=scheduler, workers=workers,
                                 on_progress=on_progress, on_step=on_step, should_stop=should_stop,
                                 extra={"project": project.name}, cleaning_source=cleaning_source,
-                                temporal=_temporal_default() if temporal is None else bool(temporal))
+                                temporal=_temporal_default() if temporal is None else bool(temporal),
+                                match_volumes=match_volumes)
     except JobCancelled:
         mark("cancelled")
         raise
