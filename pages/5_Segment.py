@@ -18,6 +18,7 @@ from core.segmentation.postprocess import PostprocessConfig, cleaning_for
 from core.segmentation.seg_charts import cleaning_chart, fraction_over_time
 from core.network.inference import InferenceConfig
 from core.segmentation.temporal import DEFAULT as TEMPORAL_DEFAULT
+from core.segmentation.temporal import MATCH_VOLUMES as MATCH_DEFAULT
 from core.segmentation.temporal import describe as describe_steps
 from core.workflow.worker import submit_job
 from core.workflow.paths import phase_volume_rows, phase_volumes_csv, segmentation_record
@@ -255,6 +256,14 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                                             "product or pore, nothing turns back), from the network's probabilities "
                                             "at every step. Needs aligned scans and all steps in one run; otherwise "
                                             "the steps stay labelled one by one and the record says why.")
+                match = st.checkbox("Match each step's product to the network's expected volume", value=MATCH_DEFAULT,
+                                    key="seg_match",
+                                    help="With the steps labelled together: each step's split between the reactant "
+                                         "and the product is first set to the network's own expected split (its "
+                                         "probabilities summed over the step). The most probable class of each voxel "
+                                         "gives less of a scarce phase than that sum: the thin laths of an early step, "
+                                         "the last reactant of a late one. Uses no truth and never the internal "
+                                         "standard, which stays a check.")
 
             with st.expander("Post-processing (cleaning)", icon=":material/auto_fix_high:"):
                 st.caption(clean_why + " The internal standard is a check of the result, never a tuning target: "
@@ -337,7 +346,8 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                           "postprocess": post.to_dict() if clean_on else None, "use_roi": bool(use_roi and roi),
                           "z_range": [int(z0), int(z1)] if some_z and (z0, z1) != (0, depth) else None,
                           "scheduler": scheduler, "workers": int(workers) if sched == "local" else 1,
-                          "project": project.name, "temporal": bool(together)}
+                          "project": project.name, "temporal": bool(together),
+                          "match_volumes": bool(together and match)}
                 submit_job(project, KIND, params, title=f"Segment {name}")
                 ss["seg_flash"] = f"Started segmenting {_steps(len(steps))} as '{name}'."
                 ss["qc_seg"] = name

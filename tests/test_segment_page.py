@@ -445,17 +445,20 @@ def test_steps_labelled_together_from_the_page_and_said_under_the_results(demo_p
     at.number_input(key="seg_tile").set_value(64)
     at.text_input(key="seg_name").set_value("together")
     at.checkbox(key="seg_temporal").check()
+    at.checkbox(key="seg_match").check()
     _start(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
     job = _wait(demo_project)
     assert job.status == "done", job.error
-    assert job.params["temporal"] is True
+    assert job.params["temporal"] is True and job.params["match_volumes"] is True
     from core.segmentation.series import read_series_record
 
     record = read_series_record(demo_project.root / "segmentations" / "together")
     assert record["settings"]["temporal"] is True and record["temporal"]["applied"] is True
+    assert record["settings"]["match_volumes"] is True and record["temporal"]["volumes_matched"]["applied"] is True
     at.run()
-    assert any("Steps labelled together:" in c.value and "voxels relabelled" in c.value for c in at.caption)
+    assert any("Steps labelled together:" in c.value and "voxels relabelled" in c.value
+               and "first matched to the network's expected volume" in c.value for c in at.caption)
     # the cleaning's own before/after, and beside them what the step holds after the histories (its record's counts)
     step = int(at.select_slider(key="qc_step").value)
     assert (record["steps"][step].get("cleaning") or {}).get("before")  # the page cleans by default

@@ -101,6 +101,7 @@ def _segment(project, params: dict, ctx) -> dict:
         workers=int(params.get("workers", 1)), on_progress=ctx.progress,
         on_step=lambda o: ctx.event({"step": o.step, "status": o.status, "error": o.error}), should_stop=ctx.cancelled,
         cleaning_source=params.get("cleaning_source"), temporal=params.get("temporal"),
+        match_volumes=params.get("match_volumes"),
     )
     return {"name": params["name"], "done": [o.step for o in result.done], "failed": [o.step for o in result.failed],
             "seconds": round(result.seconds, 2)}
