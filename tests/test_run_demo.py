@@ -70,23 +70,29 @@ from core.imaging.synthetic import DEMO, write_demo
 # the averaged weights' row (04:05 UTC) was:
 # 0: (0.995, None, 0.766, 0.916), 1: (0.986, 0.556, 0.856, 0.913), 2: (0.969, 0.733, 0.899, 0.910),
 # 9: (0.687, 0.881, 0.929, 0.890)
+# Measured again on 2026-12-07, 11:50 UTC, with each step's bassanite matched to the network's expected volume before
+# the steps are labelled together (the default since 11:15 UTC, chosen on the accuracy family's tuning half):
+# bassanite at step 1 0.595 against 0.522, step 2 0.741 against 0.723, step 3 0.794 against 0.787, every other value
+# within 0.002; the bfloat16 row (06:55 UTC) was:
+# 1: (0.986, 0.522, 0.855, 0.913), 2: (0.969, 0.723, 0.899, 0.910), 3: (0.944, 0.787, 0.916, 0.906)
 MEASURED = {
     0: (0.995, None, 0.752, 0.916),
-    1: (0.986, 0.522, 0.855, 0.913),
-    2: (0.969, 0.723, 0.899, 0.910),
-    3: (0.944, 0.787, 0.916, 0.906),
-    4: (0.912, 0.820, 0.924, 0.902),
-    5: (0.867, 0.837, 0.927, 0.899),
-    6: (0.813, 0.851, 0.928, 0.894),
+    1: (0.986, 0.595, 0.855, 0.913),
+    2: (0.969, 0.741, 0.899, 0.910),
+    3: (0.945, 0.794, 0.916, 0.906),
+    4: (0.913, 0.824, 0.924, 0.902),
+    5: (0.867, 0.839, 0.927, 0.899),
+    6: (0.814, 0.852, 0.928, 0.894),
     7: (0.762, 0.866, 0.929, 0.893),
     8: (0.719, 0.875, 0.930, 0.891),
-    9: (0.687, 0.882, 0.929, 0.890),
+    9: (0.688, 0.882, 0.929, 0.890),
 }
 MARGIN = 0.05
 # largest |deviation| of the internal standard measured on 2026-12-06, 13:00 UTC (5.85 % before the pores' edges were
 # redrawn, 5.79 % before the steps were labelled together, 5.45 % before the slice averaging), and the margin a rerun
 # may add
-MEASURED_MAX_DEVIATION_PCT = 1.88  # trained in bfloat16 (2026-12-07, 06:55 UTC); 1.86 % with the weights averaged
+MEASURED_MAX_DEVIATION_PCT = 1.64  # volumes matched (2026-12-07, 11:50 UTC); 1.88 % trained in bfloat16 (06:55 UTC);
+# 1.86 % with the weights averaged
 # (04:05 UTC); 0.98 % with the rings removed,
 # 1.80 % before the rings were removed, 1.46 % before the band of each edge
 DEVIATION_MARGIN_PCT = 1.5
@@ -125,7 +131,9 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert [int(r["step"]) for r in rows] == list(range(10))
     devs = [float(r["deviation_pct"]) for r in rows]
     assert all(math.isfinite(d) for d in devs)
-    # measured (2026-12-07, 04:05 UTC, weights averaged): -0.14 +0.46 +0.86 +1.14 +1.63 +1.74 +1.86 +1.68 +1.77 +1.61 %,
+    # measured (2026-12-07, 11:50 UTC, volumes matched): -0.34 +0.17 +0.54 +0.89 +1.38 +1.47 +1.64 +1.46 +1.56 +1.44 %,
+    # the verdict fails on the fit against the theory (slope -1.021 [-1.029, -1.012], 2.1 % from it) and the trend
+    # (+1.78 % over the experiment); (04:05 UTC, weights averaged): -0.14 +0.46 +0.86 +1.14 +1.63 +1.74 +1.86 +1.68 +1.77 +1.61 %,
     # every check but the trend passes (+1.71 % over the experiment, more than half the band);
     # (2026-12-07, 00:15 UTC, rings removed): -0.19 +0.34 +0.60 +0.69 +0.98 +0.86 +0.76 +0.47 +0.48 +0.24 %,
     # and the verdict passed every check for the first time; on 2026-12-06, 22:45 UTC:
