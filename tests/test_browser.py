@@ -70,10 +70,21 @@ def test_bad_path_shows_one_sentence_not_a_traceback(server, page):
     page.goto(server["url"] + "/data")
     settle(page)
     page.get_by_text("Open scans").first.click()
-    page.get_by_label("Path on the server").fill("/etc")
-    page.get_by_role("button", name="Open scans").click()
+    box = page.get_by_label("Path on the server")
     err = page.locator('[data-testid="stAlert"]').filter(has_text="outside the allowed data root")
-    err.wait_for()
+    seen = []
+    # once (a clean-clone CI run on 2026-12-07; cause not found, the same test passed in the other runs and alone) the
+    # submit got no answer in 60 s: tried twice, and what the page showed instead is kept for the failure message
+    for _ in range(2):
+        box.fill("/etc")
+        page.get_by_role("button", name="Open scans").click()
+        try:
+            err.wait_for(timeout=45_000)
+            break
+        except Exception:
+            seen.append({"path box": box.input_value(),
+                         "alerts": page.locator('[data-testid="stAlert"]').all_inner_texts()})
+    assert err.is_visible(), f"no 'outside the allowed data root' sentence; the page showed: {seen}"
     assert "Traceback" not in page.inner_text("body")
     page.screenshot(path=str(SHOTS / "data_error.png"), full_page=True)
 
