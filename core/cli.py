@@ -557,6 +557,12 @@ def _lr_drop_default() -> int:
     return LR_DROP_PATIENCE
 
 
+def _soft_labels_default() -> float:
+    from core.network.train import SOFT_LABELS
+
+    return SOFT_LABELS
+
+
 def _ensemble_default() -> int:
     from core.network.train import ENSEMBLE
 
@@ -1210,7 +1216,7 @@ def cmd_run(args) -> int:
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, z_sigma=args.z_sigma, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
                        edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
-                       intensity_augment=bool(args.intensity_augment),
+                       soft_labels=args.soft_labels, intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        match_volumes=args.match_volumes,
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
@@ -1522,6 +1528,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "are the same at every step); needs aligned scans, else the labelled step alone "
                          "(0 to 3, default %(default)s)")
     unet_options(ru)
+    ru.add_argument("--soft-labels", type=float, default=_soft_labels_default(),
+                    help="soft labels at the reactant/product boundary: the U-Net's training pixels of the pair whose "
+                         "forest split (the product's share) lies between S and 1 - S are labelled from that split, "
+                         "drawn again every epoch, instead of the forest's guess taught as certain (0 to 0.5; 0 = "
+                         "off; default %(default)s)")
     ru.add_argument("--time-context", type=int, default=None,
                     help="time steps on each side whose same slice the U-Net also reads as input channels (each scan "
                          "normalised on its own; needs aligned scans, else the scan itself stands in, as at the "

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +87,9 @@ CPU_AMP: bool | None = None
 #: (train_ensemble, core.network.unet.UNetEnsemble; `run --ensemble N`); 1 = a single network.
 ENSEMBLE = 1
 MAX_ENSEMBLE = 4
+#: Soft labels at the reactant/product boundary for `run` (TrainConfig.soft_labels): the band of the forest's split
+#: within which a pixel's label is drawn every epoch; 0 = off (hard labels).
+SOFT_LABELS = 0.0
 IGNORE = -1
 
 
@@ -138,6 +141,13 @@ class TrainConfig:
         (scribbles, and the forest taught by them, never show one). 0 = off.
     thin_pair : tuple of two int
         The two phase codes for ``thin_p``; empty (the default): the phase table's reactant and product.
+    soft_labels : float
+        Soft labels at the boundary of the pair ``thin_pair`` (the reactant and the product): with the forest's split
+        of each pixel between the two (``soft`` of :func:`train_unet`), every epoch each training pixel labelled one
+        of the two whose split ``q`` (the product's share) lies between ``soft_labels`` and ``1 - soft_labels`` is
+        labelled product with probability ``q``, reactant otherwise: in expectation the cross-entropy against the
+        forest's split as a soft target, where a hard label would teach its guess as certain (:func:`draw_soft`).
+        The validation keeps the hard labels. 0 = off (0-0.5).
     time_channels : int
         The last this many input channels are the same slice at other time steps (a network that reads the steps
         around the scan, ``run --time-context``); 0 = none.
@@ -193,6 +203,7 @@ class TrainConfig:
     edge_codes: tuple[int, ...] = ()
     thin_p: float = 0.0
     thin_pair: tuple[int, ...] = ()
+    soft_labels: float = 0.0
     time_channels: int = 0
     time_dropout: float = 0.0
     average_epochs: int = AVERAGE_EPOCHS
@@ -245,6 +256,7 @@ class TrainConfig:
             whole("split_seed", 0, 2**31 - 1)
         whole("edge_px", 0, 8)
         real("thin_p", 0.0, 1.0)
+        real("soft_labels", 0.0, 0.5)
         whole("time_channels", 0, 6)
         whole("average_epochs", 0, 20)
         whole("lr_drop_patience", 0, MAX_EPOCHS)
@@ -322,6 +334,10 @@ class TrainResult:
     precision : str
         The arithmetic of the training: ``"float16"`` (CUDA), ``"bfloat16"`` (CPU, ``TrainConfig.cpu_amp``) or
         ``"float32"``.
+    soft : dict or None
+        With ``TrainConfig.soft_labels``: ``band``, ``codes`` (reactant, product), ``applied`` and ``pixels`` (training
+        pixels whose label is drawn every epoch) with their ``share`` of the pair's training pixels, or the ``reason``
+        none are; None when off.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -334,6 +350,7 @@ class TrainResult:
     thin: dict[str, Any] | None = None
     averaged: dict[str, Any] | None = None
     precision: str = "float32"
+    soft: dict[str, Any] | None = None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -432,6 +449,70 @@ def make_patches(
     if not xs:
         return np.zeros((0, c, p, p), np.float32), np.zeros((0, p, p), labels.dtype)
     return np.stack(xs).astype(np.float32), np.stack(ys)
+
+
+SOFT_SCALE = 250  # a pixel's product share q is stored as round(250 q); 255 = no soft label (keeps its own)
+NO_SOFT = 255
+
+
+def soft_split(probabilities: np.ndarray, classes: Sequence[int], pair: Sequence[int],
+               keep: np.ndarray | None = None) -> np.ndarray:
+    """The product's share ``q = p_product / (p_reactant + p_product)`` of every pixel, as uint8 for :func:`train_unet`.
+
+    ``probabilities``: float ``(n, C, y, x)`` (the forest's, planes in the order of ``classes``, phase codes);
+    ``pair``: the (reactant, product) codes; ``keep``: bool ``(n, y, x)``, pixels whose label must stay as it is (the
+    brushed ones). Returns uint8 ``(n, y, x)``: ``round(250 q)``, or :data:`NO_SOFT` where kept, where the pair has no
+    probability, or where a class of the pair is not among ``classes``.
+    """
+    p = np.asarray(probabilities, dtype=np.float32)
+    codes = [int(c) for c in classes]
+    if p.ndim != 4 or p.shape[1] != len(codes):
+        raise ReactomoError(f"The forest's probabilities must be (slices, {len(codes)} classes, y, x); got {p.shape}.")
+    out = np.full((p.shape[0], *p.shape[2:]), NO_SOFT, dtype=np.uint8)
+    if len(pair) != 2 or any(int(c) not in codes for c in pair):
+        return out
+    r, q = p[:, codes.index(int(pair[0]))], p[:, codes.index(int(pair[1]))]
+    total = r + q
+    ok = total > 1e-6
+    out[ok] = np.rint(SOFT_SCALE * q[ok] / total[ok]).astype(np.uint8)
+    if keep is not None:
+        out[np.asarray(keep, dtype=bool)] = NO_SOFT
+    return out
+
+
+def draw_soft(y: np.ndarray, soft: np.ndarray, *, band: float, pair: tuple[int, int],
+              rng: np.random.Generator) -> np.ndarray:
+    """Class indices ``y`` with the pair's uncertain pixels drawn from the forest's split (a copy; ``y`` untouched).
+
+    A pixel of class ``pair[0]`` or ``pair[1]`` (class indices) whose ``soft`` share ``q`` (:func:`soft_split`) lies in
+    ``[band, 1 - band]`` becomes ``pair[1]`` with probability ``q``, else ``pair[0]``; every other pixel keeps its class.
+
+    >>> y = np.zeros((1, 1, 4), np.int64); s = np.array([[[0, 125, 250, 255]]], np.uint8)
+    >>> draw_soft(y, s, band=0.2, pair=(0, 1), rng=np.random.default_rng(0))[0, 0, [0, 2, 3]].tolist()
+    [0, 0, 0]
+    """
+    ri, pi = int(pair[0]), int(pair[1])
+    lo, hi = band * SOFT_SCALE, (1.0 - band) * SOFT_SCALE
+    free = (soft != NO_SOFT) & (soft >= lo) & (soft <= hi) & ((y == ri) | (y == pi))
+    out = y.copy()
+    u = rng.random(int(free.sum()), dtype=np.float32) * SOFT_SCALE
+    out[free] = np.where(u < soft[free], pi, ri)
+    return out
+
+
+def _patches_like(labels: np.ndarray, extra: np.ndarray, *, patch_size: int, stride_ratio: float, fill: int) -> np.ndarray:
+    """``extra`` (same shape as ``labels``) cut into the patches :func:`make_patches` keeps for ``labels``."""
+    p = int(patch_size)
+    stride = max(1, int(round(p * float(stride_ratio))))
+    n, h, w = labels.shape
+    ph, pw = max(0, p - h), max(0, p - w)
+    if ph or pw:
+        labels = np.pad(labels, ((0, 0), (0, ph), (0, pw)))
+        extra = np.pad(extra, ((0, 0), (0, ph), (0, pw)), constant_values=fill)
+        h, w = h + ph, w + pw
+    out = [extra[i, y0:y0 + p, x0:x0 + p] for i in range(n) for y0 in _starts(h, p, stride)
+           for x0 in _starts(w, p, stride) if labels[i, y0:y0 + p, x0:x0 + p].any()]
+    return np.stack(out) if out else np.zeros((0, p, p), extra.dtype)
 
 
 def augment_batch(
@@ -893,6 +974,7 @@ def train_unet(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    soft: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``model`` on labelled slices, with early stopping on the validation loss.
 
@@ -920,6 +1002,9 @@ def train_unet(
         Folder for ``best``/``last`` checkpoints (``.safetensors`` weights + ``.json`` state).
     resume : bool
         Continue from ``checkpoint_dir/last`` when it exists (epoch count, history, optimiser, best weights).
+    soft : ndarray, shape (n, y, x), uint8, optional
+        The forest's split of each pixel between the reactant and the product (:func:`soft_split`), for
+        ``config.soft_labels``; ignored when that is 0.
 
     Returns
     -------
@@ -968,12 +1053,39 @@ def train_unet(
                             "channels of other time steps after the slice's own (an odd number of them).")
     tr_img, tr_lab, va_img, va_lab, split = _split(images, labels, config)
     x_tr, y_tr = make_patches(tr_img, tr_lab, patch_size=config.patch_size, stride_ratio=config.stride_ratio)
+    soft_tr, soft_info, soft_pair = None, None, (0, 0)
+    if config.soft_labels:
+        pair = tuple(int(c) for c in config.thin_pair) or _reaction_pair(phases)
+        soft_info = {"band": float(config.soft_labels), "codes": [int(c) for c in pair], "applied": False}
+        if not pair or not all(c in phases.codes for c in pair):
+            soft_info["reason"] = "the phase table names no single reactant and product"
+        elif soft is None:
+            soft_info["reason"] = "the forest's probabilities of the labelled slices are not at hand"
+        else:
+            soft = np.asarray(soft)
+            if soft.dtype != np.uint8 or soft.shape != labels.shape:
+                raise ReactomoError(f"The soft labels must be uint8 of the labels' shape {labels.shape}; got "
+                                    f"{soft.dtype} {soft.shape}.")
+            tr_soft = soft[split["train"]] if split["by"] == "slice" else \
+                soft[..., split["train_columns"][0]:split["train_columns"][1]]
+            soft_tr = _patches_like(tr_lab, tr_soft, patch_size=config.patch_size, stride_ratio=config.stride_ratio,
+                                    fill=NO_SOFT)
+            soft_pair = (phases.codes.index(pair[0]), phases.codes.index(pair[1]))
     x_va, y_va = make_patches(va_img, va_lab, patch_size=config.patch_size, stride_ratio=1.0)
     if not len(x_tr):
         raise ReactomoError("No training patch holds a labelled pixel; label more slices or lower val_fraction.")
     yi_tr = _class_index(y_tr, phases.codes)
     yi_va = _class_index(y_va, phases.codes)
     weight = _weights(yi_tr, k, config.class_weights)
+    if soft_tr is not None:
+        lo, hi = config.soft_labels * SOFT_SCALE, (1.0 - config.soft_labels) * SOFT_SCALE
+        in_pair = (yi_tr == soft_pair[0]) | (yi_tr == soft_pair[1])
+        drawn = int(((soft_tr != NO_SOFT) & (soft_tr >= lo) & (soft_tr <= hi) & in_pair).sum())
+        soft_info.update(applied=drawn > 0, pixels=drawn, share=round(drawn / max(1, int(in_pair.sum())), 6))
+        if not drawn:
+            soft_info["reason"] = "no training pixel of the pair is uncertain enough"
+            soft_tr = None
+        log.info("soft labels: %s", soft_info)
     thin = None
     pair = tuple(int(c) for c in config.thin_pair) or _reaction_pair(phases)
     thin_info: dict[str, Any] | None = None
@@ -1007,6 +1119,7 @@ def train_unet(
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fingerprint = hashlib.sha256(
         np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes()
+        + (np.ascontiguousarray(soft).tobytes() if soft_tr is not None else b"")
     ).hexdigest()[:16]
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -1042,9 +1155,11 @@ def train_unet(
                 break
             t0 = time.perf_counter()
             rng = np.random.default_rng([config.seed, epoch])
-            xs, ys = [x_tr], [yi_tr]
+            yi_ep = yi_tr if soft_tr is None else draw_soft(yi_tr, soft_tr, band=config.soft_labels, pair=soft_pair,
+                                                            rng=np.random.default_rng([config.seed, epoch, 7]))
+            xs, ys = [x_tr], [yi_ep]
             for _ in range(factor - 1):
-                xa, ya = augment_batch(x_tr, yi_tr, rng=rng, transforms=config.transforms,
+                xa, ya = augment_batch(x_tr, yi_ep, rng=rng, transforms=config.transforms,
                                        max_shear=config.max_shear, max_scale=config.max_scale,
                                        max_gain=config.max_gain, max_offset=config.max_offset, thin=thin,
                                        time_channels=config.time_channels, time_dropout=config.time_dropout)
@@ -1147,7 +1262,7 @@ def train_unet(
     model.load_state_dict(best_state)
     return TrainResult(state_dict=best_state, history=history, best_epoch=best_epoch, stopped_early=stopped_early,
                        cancelled=cancelled, seconds=time.perf_counter() - t_start, device=device_summary(dev),
-                       thin=thin_info, averaged=averaged, precision=precision)
+                       thin=thin_info, averaged=averaged, precision=precision, soft=soft_info)
 
 
 def _autocast(dev: torch.device, enabled: bool):
@@ -1400,6 +1515,7 @@ def train_ensemble(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    soft: np.ndarray | None = None,
 ) -> EnsembleResult:
     """Train ``members`` U-Nets on the same labelled slices and average them (:class:`UNetEnsemble`).
 
@@ -1413,7 +1529,7 @@ def train_ensemble(
     ----------
     build : callable
         Returns a freshly initialised network (called once per member, after seeding torch).
-    images, labels, config, phases, device, on_epoch, on_progress, should_stop, resume
+    images, labels, config, phases, device, on_epoch, on_progress, should_stop, resume, soft
         As for :func:`train_unet`; ``on_epoch`` gets the epoch's history dict with ``"member"`` (1-based) added, and
         ``on_progress`` the fraction of the whole ensemble.
     checkpoint_dir : path-like, optional
@@ -1443,7 +1559,7 @@ def train_ensemble(
             said = (lambda f, m, i=i: on_progress((i + f) / members, f"network {i + 1} of {members}: {m}"))
         where = None if checkpoint_dir is None else Path(checkpoint_dir) / (f"network{i + 1}" if members > 1 else "")
         r = train_unet(net, images, labels, config=cfg, phases=phases, device=device, on_epoch=tell, on_progress=said,
-                       should_stop=should_stop, checkpoint_dir=where, resume=resume)
+                       should_stop=should_stop, checkpoint_dir=where, resume=resume, soft=soft)
         nets.append(net)
         results.append(r)
         seeds.append(cfg.seed)

@@ -74,6 +74,10 @@ class RunConfig:
     # the reactant into the product, with the contrast and edge blur measured on the labels (core.network.train.
     # paint_thin; 0 = off)
     thin_examples: float = 0.0
+    # soft labels at the reactant/product boundary: training pixels of the pair whose forest split (the product's
+    # share) lies in [s, 1 - s] are drawn from that split every epoch (core.network.train.draw_soft); 0 = off; None =
+    # core.network.train.SOFT_LABELS
+    soft_labels: float | None = None
     # also jitter the training patches' grey values by a random gain and offset (core.network.train, "intensity"):
     # the residual drift between steps that the normalisation leaves (off by default)
     intensity_augment: bool = False
@@ -173,8 +177,8 @@ def run_workflow(
     from core.network.inference import InferenceConfig, context_slices
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
-    from core.network.train import (AVERAGE_EPOCHS, CPU_AMP, ENSEMBLE, GEOMETRY, LR_DROP_PATIENCE, TrainConfig,
-                                    check_ensemble, train_ensemble)
+    from core.network.train import (AVERAGE_EPOCHS, CPU_AMP, ENSEMBLE, GEOMETRY, LR_DROP_PATIENCE, SOFT_LABELS,
+                                    TrainConfig, check_ensemble, soft_split, train_ensemble)
     from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
@@ -210,6 +214,7 @@ def run_workflow(
                      seed=config.seed, edge_px=config.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
                      thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)),
+                     soft_labels=SOFT_LABELS if config.soft_labels is None else config.soft_labels,
                      transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()),
                      time_channels=2 * tcx, time_dropout=config.time_dropout if tcx else 0.0,
                      average_epochs=AVERAGE_EPOCHS if config.average_epochs is None else config.average_epochs,
@@ -280,6 +285,7 @@ def run_workflow(
     out.mkdir(parents=True, exist_ok=True)
     stacks: list[np.ndarray] = []
     targets: list[np.ndarray] = []
+    softs: list[np.ndarray] = []
     forests: list[dict[str, Any]] = []
     time_read: list[dict[str, Any]] = []
     norm = None
@@ -305,6 +311,7 @@ def run_workflow(
             near = {off: opened.enter_context(open_scan(scans[t], rings=rings))
                     for off, t in zip(around["offsets"], around["steps"])}
             rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases, neighbours=near,
+                                             keep_probabilities=bool(tc.soft_labels),
                                              on_progress=lambda f, m: progress(0.1 * (i + f) / len(brushed), f"random forest: {m}"))
         timings["random_forest_s"] = timings.get("random_forest_s", 0.0) + time.perf_counter() - t0
         gt, redrawn = rf.labels, []
@@ -336,6 +343,9 @@ def run_workflow(
                 + (f" ({read['reason']})" if read["reason"] else ""))
         stacks.append(own)
         targets.append(gt[zs])
+        if tc.soft_labels:  # the forest's own split between reactant and product; the brushed pixels stay as brushed
+            softs.append(soft_split(rf.probabilities, rf.forest.classes, (int(reaction.reactant), int(reaction.product)),
+                                    keep=scribbles[list(rf.slices)] != 0))
         forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs, "rings_removed": removed,
                         "fractions": {str(c): v for c, v in rf.fractions.items()}, "partial_volume": redrawn,
                         "time_context": around})
@@ -343,7 +353,8 @@ def run_workflow(
     zs = forests[0]["slices"]
     images = np.concatenate(stacks) if len(stacks) > 1 else stacks[0]
     gt_labels = np.concatenate(targets) if len(targets) > 1 else targets[0]
-    del stacks, targets
+    soft = (np.concatenate(softs) if len(softs) > 1 else softs[0]) if softs else None
+    del stacks, targets, softs
     # 2. U-Net
     if members > 1:
         say(f"2/4 {members} U-Nets (seeds {config.seed} to {config.seed + members - 1}, probabilities averaged), up to "
@@ -357,7 +368,7 @@ def run_workflow(
         say(f"   {who}epoch {h['epoch']:3d}  train {h['train_loss']:.4f}  val {h['val_loss']:.4f}  ({h['seconds']:.1f} s)")
 
     trained = train_ensemble(lambda: build_unet(uc), images, gt_labels, members=members, config=tc, phases=phases,
-                             device=config.device, on_epoch=on_epoch,
+                             device=config.device, on_epoch=on_epoch, soft=soft,
                              on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
     model, result = trained.model, trained.members[0]
     timings["train_s"] = time.perf_counter() - t0
@@ -397,6 +408,7 @@ def run_workflow(
                             training={"config": tc.to_dict(), "device": result.device, "precision": result.precision,
                                       "history": result.history,
                           **({"thin_examples": result.thin} if result.thin else {}),
+                          **({"soft_labels": result.soft} if result.soft else {}),
                           **({"members": member_records} if members > 1 else {})},
                             provenance={"scan": fingerprint(scans[config.label_step]), "ground_truth": "random forest of the scribbles",
                                         "scribbles": fingerprint(config.scribbles), "slices": zs, "step": config.label_step,
