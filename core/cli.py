@@ -1216,7 +1216,7 @@ def cmd_run(args) -> int:
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, z_sigma=args.z_sigma, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
                        edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
-                       soft_labels=args.soft_labels, intensity_augment=bool(args.intensity_augment),
+                       soft_labels=args.soft_labels, width=args.width, intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        match_volumes=args.match_volumes,
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
@@ -1528,6 +1528,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "are the same at every step); needs aligned scans, else the labelled step alone "
                          "(0 to 3, default %(default)s)")
     unet_options(ru)
+    ru.add_argument("--width", type=int, default=16,
+                    help="channels of the U-Net's first level (default 16; fewer is faster, e.g. the networks of an "
+                         "ensemble)")
     ru.add_argument("--soft-labels", type=float, default=_soft_labels_default(),
                     help="soft labels at the reactant/product boundary: the U-Net's training pixels of the pair whose "
                          "forest split (the product's share) lies between S and 1 - S are labelled from that split, "
