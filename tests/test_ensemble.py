@@ -143,7 +143,7 @@ def _run(demo, out, *more):
 
 def test_run_trains_two_networks_and_segments_with_their_average(small_demo_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_run(small_demo_dir, out, "--ensemble", "2", "--seed", "4")) == 0
+    assert main(_run(small_demo_dir, out, "--ensemble", "2", "--seed", "4", "--width", "8")) == 0
     said = capsys.readouterr().out
     assert "2 U-Nets (seeds 4 to 5, probabilities averaged)" in said and "net 2 epoch" in said
     assert "averaged network on the held-out slices: Dice" in said
@@ -155,6 +155,7 @@ def test_run_trains_two_networks_and_segments_with_their_average(small_demo_dir,
     assert card["ensemble"]["seeds"] == [4, 5] and len(card["training"]["members"]) == 2
     model, _ = load_bundle(out / "model")
     assert isinstance(model, UNetEnsemble)
+    assert card["unet"]["width"] == 8 and model.config.width == 8  # `run --width`
     assert len(list((out / "segmentations").glob("*.tif"))) == len(run["inputs"]["scans"])
 
 
@@ -162,6 +163,10 @@ def test_a_bad_ensemble_is_refused_before_anything_is_written(small_demo_dir, tm
     out = tmp_path / "run"
     assert main(_run(small_demo_dir, out, "--ensemble", "0")) != 0
     assert "An ensemble holds 1 to 4 U-Nets; got 0." in capsys.readouterr().err
+    assert not out.exists()
+    assert main(_run(small_demo_dir, out, "--width", "0")) == 2
+    err = capsys.readouterr().err
+    assert "U-Net width is 0; use an integer from 1 to" in err and "Traceback" not in err
     assert not out.exists()
 
 
