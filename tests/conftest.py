@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import sys
 from pathlib import Path
@@ -193,3 +195,10 @@ def cli_files(tmp_path):
     gt[[2, 5]] = d.truth[1][[2, 5]]
     write_labels(tmp_path / "gt.tif", gt)
     return tmp_path, scan, tmp_path / "gt.tif", d.truth[1]
+
+
+def run_args(demo, out, *more):
+    """`core run` arguments on a demo experiment folder: one U-Net epoch on the CPU, quiet, plus ``more``."""
+    label_step = json.loads((demo / "dataset.json").read_text())["label_step"]
+    return ["-q", "run", "--scans", str(demo / "scans"), "--scribbles", str(demo / "scribbles.tif"),
+            "--label-step", str(label_step), "--out", str(out), "--epochs", "1", "--device", "cpu", *more]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_args
 from core.cli import main
 from core.errors import ReactomoError
 from core.network.bundle import list_bundles, load_bundle, read_card, save_bundle
@@ -135,15 +136,9 @@ def test_a_bad_number_of_members_is_refused():
             train_ensemble(lambda: build_unet(CFG), images, labels, members=bad, config=TINY, phases=DEFAULT_PHASES)
 
 
-def _run(demo, out, *more):
-    return ["-q", "run", "--scans", str(demo / "scans"), "--scribbles", str(demo / "scribbles.tif"),
-            "--label-step", str(json.loads((demo / "dataset.json").read_text())["label_step"]), "--out", str(out),
-            "--epochs", "1", "--device", "cpu", *more]
-
-
 def test_run_trains_two_networks_and_segments_with_their_average(small_demo_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_run(small_demo_dir, out, "--ensemble", "2", "--seed", "4", "--width", "8")) == 0
+    assert main(run_args(small_demo_dir, out, "--ensemble", "2", "--seed", "4", "--width", "8")) == 0
     said = capsys.readouterr().out
     assert "2 U-Nets (seeds 4 to 5, probabilities averaged)" in said and "net 2 epoch" in said
     assert "averaged network on the held-out slices: Dice" in said
@@ -161,10 +156,10 @@ def test_run_trains_two_networks_and_segments_with_their_average(small_demo_dir,
 
 def test_a_bad_ensemble_is_refused_before_anything_is_written(small_demo_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(_run(small_demo_dir, out, "--ensemble", "0")) != 0
+    assert main(run_args(small_demo_dir, out, "--ensemble", "0")) != 0
     assert "An ensemble holds 1 to 4 U-Nets; got 0." in capsys.readouterr().err
     assert not out.exists()
-    assert main(_run(small_demo_dir, out, "--width", "0")) == 2
+    assert main(run_args(small_demo_dir, out, "--width", "0")) == 2
     err = capsys.readouterr().err
     assert "U-Net width is 0; use an integer from 1 to" in err and "Traceback" not in err
     assert not out.exists()

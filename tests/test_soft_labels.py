@@ -5,12 +5,12 @@ patches aligned with the labels', a real training that uses them (and one that i
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import run_args
 from core.cli import main
 from core.errors import ReactomoError
 from core.network.bundle import read_card
@@ -125,20 +125,14 @@ def test_the_band_is_validated(bad):
         TrainConfig(soft_labels=bad)
 
 
-def _run(demo, out, *more):
-    return ["-q", "run", "--scans", str(demo / "scans"), "--scribbles", str(demo / "scribbles.tif"),
-            "--label-step", str(json.loads((demo / "dataset.json").read_text())["label_step"]), "--out", str(out),
-            "--epochs", "1", "--device", "cpu", *more]
-
-
 def test_run_records_the_soft_labels_and_refuses_a_bad_band(small_demo_dir, tmp_path, capsys):
     bad = tmp_path / "bad"
-    assert main(_run(small_demo_dir, bad, "--soft-labels", "0.7")) == 2
+    assert main(run_args(small_demo_dir, bad, "--soft-labels", "0.7")) == 2
     err = capsys.readouterr().err
     assert "soft_labels must be a number from 0.0 to 0.5; got 0.7." in err and "Traceback" not in err
     assert not bad.exists()
     out = tmp_path / "run"
-    assert main(_run(small_demo_dir, out, "--soft-labels", "0.2")) == 0
+    assert main(run_args(small_demo_dir, out, "--soft-labels", "0.2")) == 0
     card = read_card(out / "model")
     soft = card["training"]["soft_labels"]
     assert card["training"]["config"]["soft_labels"] == 0.2
