@@ -563,6 +563,28 @@ def _soft_labels_default() -> float:
     return SOFT_LABELS
 
 
+def _extra_slices(text: str) -> int:
+    """``--extra-slices``: a count of 0 or more, or ``all``."""
+    from core.workflow.run import ALL_SLICES
+
+    t = str(text).strip().lower()
+    if t == "all":
+        return ALL_SLICES
+    try:
+        n = int(t)
+    except ValueError:
+        n = -2
+    if n < 0:
+        raise ReactomoError(f"--extra-slices must be a count of 0 or more, or all; got {text!r}.")
+    return n
+
+
+def _extra_slices_default() -> str:
+    from core.workflow.run import ALL_SLICES, EXTRA_SLICES
+
+    return "all" if EXTRA_SLICES == ALL_SLICES else str(EXTRA_SLICES)
+
+
 def _ensemble_default() -> int:
     from core.network.train import ENSEMBLE
 
@@ -1221,7 +1243,8 @@ def cmd_run(args) -> int:
                        match_volumes=args.match_volumes,
                        forest_time_context=args.forest_time_context, edge_background=args.edge_background,
                        rings=args.rings, time_context=args.time_context, average_epochs=args.average_epochs,
-                       lr_drop=args.lr_drop, train_cpu_amp=_train_precision(args), ensemble=args.ensemble)
+                       lr_drop=args.lr_drop, train_cpu_amp=_train_precision(args), ensemble=args.ensemble,
+                       extra_slices=_extra_slices(args.extra_slices))
     summary = run_workflow(config, on_message=lambda m: print(m, flush=True),
                            on_progress=_progress_printer(args.quiet))
     if summary["internal_standard_error"]:
@@ -1531,6 +1554,11 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--width", type=int, default=16,
                     help="channels of the U-Net's first level (default 16; fewer is faster, e.g. the networks of an "
                          "ensemble)")
+    ru.add_argument("--extra-slices", default=_extra_slices_default(), metavar="N|all",
+                    help="unscribbled slices of each labelled step that the random forest also labels for the U-Net "
+                         "to train on (spread over the stack; never a held-out slice or its neighbour; each epoch "
+                         "draws as many patches as the scribbled slices give, from all of them); 0 = the scribbled "
+                         "slices only (default %(default)s)")
     ru.add_argument("--soft-labels", type=float, default=_soft_labels_default(),
                     help="soft labels at the reactant/product boundary: the U-Net's training pixels of the pair whose "
                          "forest split (the product's share) lies between S and 1 - S are labelled from that split, "

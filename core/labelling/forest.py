@@ -882,8 +882,9 @@ def ground_truth_from_scribbles(
     n_jobs: int | None = None,
     on_progress: Progress | None = None,
     neighbours: Mapping[int, np.ndarray | Any] | None = None,
+    also: Sequence[int] = (),
 ) -> GroundTruthResult:
-    """Train on the scribbles of a scan and label every scribbled slice completely.
+    """Train on the scribbles of a scan and label every scribbled slice completely (and the slices ``also`` names).
 
     Parameters
     ----------
@@ -906,6 +907,9 @@ def ground_truth_from_scribbles(
         (each scan normalised on its own), after this step's own: a voxel has a history, so a thin young lath is
         thicker one step later, and static structure (grain texture, ring artefacts) is the same at every step. The
         scribbles stay this step's. Each neighbour must have this scan's shape. Feature names get ``" [step +1]"``.
+    also : sequence of int
+        More slices to label with the same forest (e.g. for a network to train on); it never trains on them. The
+        result's ``slices`` are then the scribbled ones and these, ascending; ``fractions`` stay the scribbled slices'.
 
     Returns
     -------
@@ -951,6 +955,11 @@ def ground_truth_from_scribbles(
     _check_codes(present, phases, "scribbles")
     others = _check_neighbours(neighbours, tuple(shape))
     zs = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
+    extra = sorted({int(z) for z in also} - set(zs))
+    bad = [z for z in extra if not 0 <= z < shape[0]]
+    if bad:
+        raise ReactomoError(f"The slices to label must lie in 0-{shape[0] - 1}; got {bad[0]}.")
+    out_zs = sorted(zs + extra)  # every slice labelled: the scribbled ones first computed, all returned ascending
     nj = _n_jobs(n_jobs)
     seconds: dict[str, float] = {}
 
@@ -1009,12 +1018,14 @@ def ground_truth_from_scribbles(
 
     t0 = time.perf_counter()
     labels = np.zeros(shape, dtype=np.uint8)
-    unc = np.empty((len(zs), int(shape[1]), int(shape[2])), dtype=np.float32)
-    probs = np.empty((len(zs), len(forest.classes), int(shape[1]), int(shape[2])), dtype=np.float32) if keep_probabilities else None
+    unc = np.empty((len(out_zs), int(shape[1]), int(shape[2])), dtype=np.float32)
+    probs = (np.empty((len(out_zs), len(forest.classes), int(shape[1]), int(shape[2])), dtype=np.float32)
+             if keep_probabilities else None)
+    kept_at = {z: i for i, z in enumerate(zs)} if keep else {}  # the slices whose features are still at hand
 
     def label_slice(i: int) -> int:
-        z = zs[i]
-        st = stacks[i] if keep else with_neighbours(
+        z = out_zs[i]
+        st = stacks[kept_at[z]] if z in kept_at else with_neighbours(
             volume_features(scan, [z], config=feature_config, reference=reference, n_jobs=1)[0],
             [(off, volume_features(v, [z], config=feature_config, reference=references[off], n_jobs=1)[0])
              for off, v in others])
@@ -1024,31 +1035,31 @@ def ground_truth_from_scribbles(
         unc[i] = _uncertainty(pred.probabilities)
         if probs is not None:
             probs[i] = pred.probabilities
-        if keep:
-            stacks[i] = None  # type: ignore[call-overload]  # free memory as we go
+        if z in kept_at:
+            stacks[kept_at[z]] = None  # type: ignore[call-overload]  # free memory as we go
         return z
 
     # progress is reported from the calling thread only (a UI may not be updated from worker threads)
-    # without kept features each thread computes a slice's (and its neighbours') planes: as many threads as fit
-    threads = min(nj, len(zs)) if keep else max(1, min(nj, len(zs), _FEATURE_MEMORY // max(plane_bytes, 1)))
+    # slices without kept features: each thread computes a slice's (and its neighbours') planes, as many as fit
+    threads = min(nj, len(out_zs)) if keep and not extra else max(1, min(nj, len(out_zs), _FEATURE_MEMORY // max(plane_bytes, 1)))
     if threads > 1:
         with ThreadPoolExecutor(threads) as ex:
-            for k, z in enumerate(ex.map(label_slice, range(len(zs)))):
-                progress(0.55 + 0.45 * (k + 1) / len(zs), f"Labelled slice {z} ({k + 1} of {len(zs)})")
+            for k, z in enumerate(ex.map(label_slice, range(len(out_zs)))):
+                progress(0.55 + 0.45 * (k + 1) / len(out_zs), f"Labelled slice {z} ({k + 1} of {len(out_zs)})")
     else:
-        for k in range(len(zs)):
+        for k in range(len(out_zs)):
             z = label_slice(k)
-            progress(0.55 + 0.45 * (k + 1) / len(zs), f"Labelled slice {z} ({k + 1} of {len(zs)})")
+            progress(0.55 + 0.45 * (k + 1) / len(out_zs), f"Labelled slice {z} ({k + 1} of {len(out_zs)})")
     seconds["predict"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
 
     counts = np.bincount(labels[zs].reshape(-1), minlength=256)
     total = max(int(counts[1:].sum()), 1)
     fractions = {int(c): float(counts[c]) / total for c in forest.classes}
-    log.info("ground truth of %d slices in %.2f s (%s)", len(zs), seconds["total"], {k: round(v, 2) for k, v in seconds.items()})
+    log.info("ground truth of %d slices in %.2f s (%s)", len(out_zs), seconds["total"], {k: round(v, 2) for k, v in seconds.items()})
     return GroundTruthResult(
         labels=labels,
-        slices=tuple(zs),
+        slices=tuple(out_zs),
         uncertainty=unc,
         forest=forest,
         fractions=fractions,

@@ -975,6 +975,7 @@ def train_unet(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     soft: np.ndarray | None = None,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train ``model`` on labelled slices, with early stopping on the validation loss.
 
@@ -1005,6 +1006,11 @@ def train_unet(
     soft : ndarray, shape (n, y, x), uint8, optional
         The forest's split of each pixel between the reactant and the product (:func:`soft_split`), for
         ``config.soft_labels``; ignored when that is 0.
+    extra : (images, labels), optional
+        More labelled slices to train on, never validated on (e.g. the forest's labels of a step's unscribbled
+        slices), with ``images``' channels. Each epoch then draws as many patches as the training part of ``images``
+        gives, afresh from both (seeded by ``config.seed`` and the epoch), so an epoch costs what it costs without
+        them. Not with ``config.soft_labels``.
 
     Returns
     -------
@@ -1027,6 +1033,15 @@ def train_unet(
         raise ReactomoError(f"The labels hold codes {bad} that are not in the phase table (codes {list(phases.codes)}).")
     if not labels.any():
         raise ReactomoError("The labels mark no pixel (every value is 0); label some slices first.")
+    if extra is not None:
+        ex_img, ex_lab = _check_pairs(*extra)
+        if ex_img.shape[1:] != images.shape[1:] or ex_lab.dtype.kind not in "ui" or \
+                sorted(set(np.unique(ex_lab).tolist()) - {0, *phases.codes}):
+            raise ReactomoError(f"The extra training slices must be images of shape (n, {', '.join(map(str, images.shape[1:]))}) "
+                                "with phase codes of the phase table.")
+        if config.soft_labels:
+            raise ReactomoError("Soft labels need the forest's split of every training slice; give no extra slices with them.")
+        ex_lab = without_edges(ex_lab, config.edge_px, config.edge_codes or None) if config.edge_px else ex_lab
     whole_labels = labels  # the contrast and edge blur of thin laths are measured across the real edges
     if config.edge_px:  # never empties the labels: what is all edge is kept (see without_edges)
         labels = without_edges(labels, config.edge_px, config.edge_codes or None)
@@ -1041,7 +1056,7 @@ def train_unet(
 
     unet_config = getattr(model, "config", None)
     if hasattr(unet_config, "width"):  # refused before any patch is made, with the estimate in the sentence
-        n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+        n, h, w = images.shape[0] + (len(extra[0]) if extra is not None else 0), images.shape[-2], images.shape[-1]
         p = config.patch_size
         chans = images.shape[1] if images.ndim == 4 else 1
         pixels = n * max(h, p) * max(w, p) / config.stride_ratio ** 2
@@ -1071,6 +1086,11 @@ def train_unet(
             soft_tr = _patches_like(tr_lab, tr_soft, patch_size=config.patch_size, stride_ratio=config.stride_ratio,
                                     fill=NO_SOFT)
             soft_pair = (phases.codes.index(pair[0]), phases.codes.index(pair[1]))
+    n_epoch = len(x_tr)  # patches per epoch: those of the training slices (extra slices add choice, not cost)
+    if extra is not None and len(ex_img):
+        x_ex, y_ex = make_patches(ex_img, ex_lab, patch_size=config.patch_size, stride_ratio=config.stride_ratio)
+        x_tr, y_tr = np.concatenate([x_tr, x_ex]), np.concatenate([y_tr, y_ex])
+        del x_ex, y_ex
     x_va, y_va = make_patches(va_img, va_lab, patch_size=config.patch_size, stride_ratio=1.0)
     if not len(x_tr):
         raise ReactomoError("No training patch holds a labelled pixel; label more slices or lower val_fraction.")
@@ -1104,7 +1124,8 @@ def train_unet(
                 thin_info.update(painted=True, contrast=round(thin.contrast, 6), edge_sigma_px=round(thin.sigma, 3))
         log.info("thin laths: %s", thin_info)
     weight_dev = weight.to(dev) if weight is not None else None
-    log.info("training on %d patches, validating on %d (%s split) on %s", len(x_tr), len(x_va), split["by"], dev)
+    log.info("training on %d patches%s, validating on %d (%s split) on %s", len(x_tr),
+             f" ({n_epoch} drawn each epoch)" if n_epoch < len(x_tr) else "", len(x_va), split["by"], dev)
 
     model.to(dev)
     if use_amp:  # with mixed precision, channels-last convolutions too (put back to the standard layout at the end)
@@ -1120,6 +1141,7 @@ def train_unet(
     fingerprint = hashlib.sha256(
         np.ascontiguousarray(images).tobytes() + np.ascontiguousarray(labels).tobytes()
         + (np.ascontiguousarray(soft).tobytes() if soft_tr is not None else b"")
+        + (np.ascontiguousarray(ex_img).tobytes() + np.ascontiguousarray(ex_lab).tobytes() if extra is not None else b"")
     ).hexdigest()[:16]
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -1141,7 +1163,7 @@ def train_unet(
             log.info("resumed from %s at epoch %d", ckpt, len(history))
 
     factor = config.augment_factor if config.augment else 1
-    n_batches = math.ceil(len(x_tr) * factor / config.batch_size)
+    n_batches = math.ceil(n_epoch * factor / config.batch_size)
     total_steps = max(1, (config.max_epochs - len(history)) * n_batches)
     step = 0
     stopped_early = cancelled = False
@@ -1157,9 +1179,13 @@ def train_unet(
             rng = np.random.default_rng([config.seed, epoch])
             yi_ep = yi_tr if soft_tr is None else draw_soft(yi_tr, soft_tr, band=config.soft_labels, pair=soft_pair,
                                                             rng=np.random.default_rng([config.seed, epoch, 7]))
-            xs, ys = [x_tr], [yi_ep]
+            x_src = x_tr
+            if n_epoch < len(x_tr):  # this epoch's share of all the training patches
+                pick = np.sort(np.random.default_rng([config.seed, epoch, 11]).choice(len(x_tr), n_epoch, replace=False))
+                x_src, yi_ep = x_tr[pick], yi_ep[pick]
+            xs, ys = [x_src], [yi_ep]
             for _ in range(factor - 1):
-                xa, ya = augment_batch(x_tr, yi_ep, rng=rng, transforms=config.transforms,
+                xa, ya = augment_batch(x_src, yi_ep, rng=rng, transforms=config.transforms,
                                        max_shear=config.max_shear, max_scale=config.max_scale,
                                        max_gain=config.max_gain, max_offset=config.max_offset, thin=thin,
                                        time_channels=config.time_channels, time_dropout=config.time_dropout)
@@ -1516,6 +1542,7 @@ def train_ensemble(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     soft: np.ndarray | None = None,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EnsembleResult:
     """Train ``members`` U-Nets on the same labelled slices and average them (:class:`UNetEnsemble`).
 
@@ -1529,7 +1556,7 @@ def train_ensemble(
     ----------
     build : callable
         Returns a freshly initialised network (called once per member, after seeding torch).
-    images, labels, config, phases, device, on_epoch, on_progress, should_stop, resume, soft
+    images, labels, config, phases, device, on_epoch, on_progress, should_stop, resume, soft, extra
         As for :func:`train_unet`; ``on_epoch`` gets the epoch's history dict with ``"member"`` (1-based) added, and
         ``on_progress`` the fraction of the whole ensemble.
     checkpoint_dir : path-like, optional
@@ -1559,7 +1586,7 @@ def train_ensemble(
             said = (lambda f, m, i=i: on_progress((i + f) / members, f"network {i + 1} of {members}: {m}"))
         where = None if checkpoint_dir is None else Path(checkpoint_dir) / (f"network{i + 1}" if members > 1 else "")
         r = train_unet(net, images, labels, config=cfg, phases=phases, device=device, on_epoch=tell, on_progress=said,
-                       should_stop=should_stop, checkpoint_dir=where, resume=resume, soft=soft)
+                       should_stop=should_stop, checkpoint_dir=where, resume=resume, soft=soft, extra=extra)
         nets.append(net)
         results.append(r)
         seeds.append(cfg.seed)

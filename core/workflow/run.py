@@ -34,7 +34,36 @@ from core.labelling.forest import TIME_CONTEXT as FOREST_TIME_CONTEXT
 from core.atomic import atomic_write_json
 from core.errors import ReactomoError
 
-__all__ = ["RunConfig", "run_workflow", "fingerprint"]
+__all__ = ["RunConfig", "run_workflow", "fingerprint", "extra_slices", "EXTRA_SLICES", "ALL_SLICES"]
+
+ALL_SLICES = -1  # RunConfig.extra_slices: every slice of a labelled step the rule below allows
+# unscribbled slices of each labelled step that the forest also labels for the U-Net to train on (never validated on):
+# 0 = the scribbled slices only; ALL_SLICES = all of them (bench/results/forest-slices-rules.txt)
+EXTRA_SLICES = 0
+
+
+def extra_slices(n_slices: int, scribbled: list[int], held_out: list[int], count: int) -> list[int]:
+    """The unscribbled slices of a step to add to the U-Net's training, spread evenly over the stack.
+
+    Never a scribbled slice, and never a held-out (validation) slice's neighbour (one on each side), so that the
+    validation, and the choices scored on it, stay on slices the network did not see the like of. ``count``:
+    how many (``ALL_SLICES`` = every one allowed; 0 = none).
+
+    >>> extra_slices(12, [2, 6, 9], [6], 3)
+    [0, 4, 11]
+    >>> extra_slices(12, [2, 6, 9], [6], ALL_SLICES)
+    [0, 1, 3, 4, 8, 10, 11]
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < ALL_SLICES:
+        raise ReactomoError(f"The extra slices must be a count of 0 or more, or all; got {count!r}.")
+    near = {z + d for z in held_out for d in (-1, 0, 1)}
+    free = [z for z in range(int(n_slices)) if z not in set(scribbled) and z not in near]
+    if count == ALL_SLICES or count >= len(free):
+        return free
+    if count == 0:
+        return []
+    at = np.unique(np.round(np.linspace(0, len(free) - 1, count)).astype(int))
+    return [free[i] for i in at]
 
 
 @dataclass(frozen=True)
@@ -124,6 +153,10 @@ class RunConfig:
     # U-Nets trained apart (seeds seed, seed + 1, ...; the same held-out slices) whose class probabilities are averaged
     # (core.network.train.train_ensemble); None = core.network.train.ENSEMBLE
     ensemble: int | None = None
+    # unscribbled slices of each labelled step that the forest also labels and the U-Net trains on, never validated on
+    # (extra_slices; each epoch draws as many patches as the scribbled training slices give, from all of them);
+    # 0 = none, ALL_SLICES = all; None = EXTRA_SLICES
+    extra_slices: int | None = None
 
 
 def _time_context_steps(scans: list[Any], k: int, reach: int) -> dict[str, Any]:
@@ -221,6 +254,13 @@ def run_workflow(
                      lr_drop_patience=LR_DROP_PATIENCE if config.lr_drop is None else config.lr_drop,
                      cpu_amp=CPU_AMP if config.train_cpu_amp == "default" else config.train_cpu_amp)
     members = check_ensemble(ENSEMBLE if config.ensemble is None else config.ensemble, config.seed)  # before any write
+    n_extra = EXTRA_SLICES if config.extra_slices is None else config.extra_slices
+    extra_slices(1, [], [], n_extra)  # a bad count is refused here, before any write
+    if n_extra and tc.soft_labels:
+        raise ReactomoError("Extra slices and soft labels do not go together (the forest's split is kept for the "
+                            "scribbled slices only); give one of them.")
+    if n_extra and tcx:
+        raise ReactomoError("Extra slices and the U-Net's time context do not go together yet; give one of them.")
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
@@ -282,8 +322,21 @@ def run_workflow(
         if len(present) < 2:
             raise ReactomoError(f"The scribbles {path} of step {k} hold one phase only; a forest needs two or more.")
         brushed.append((path, k, scribbles, zs))
+    # the held-out slices are chosen over the scribbled slices of every labelled step in order (as train_unet splits
+    # them), so the extra slices can keep away from them
+    from core.network.train import split_slices
+
+    n_scribbled = sum(len(b[3]) for b in brushed)
+    held = (split_slices(n_scribbled, val_fraction=tc.val_fraction, seed=tc.held_out_seed)[1] if n_scribbled >= 2
+            else [0])
+    held_at, first = [], 0
+    for _, _, _, zs in brushed:
+        held_at.append([zs[i - first] for i in held if first <= i < first + len(zs)])
+        first += len(zs)
     out.mkdir(parents=True, exist_ok=True)
     stacks: list[np.ndarray] = []
+    extra_images: list[np.ndarray] = []
+    extra_labels: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     softs: list[np.ndarray] = []
     forests: list[dict[str, Any]] = []
@@ -307,16 +360,19 @@ def run_workflow(
                 f"{', '.join(str(t) for t in around['steps'])} (the same slices, aligned)")
         elif config.forest_time_context:
             say(f"   the forest reads step {k} alone: {around['reason']}")
+        more = extra_slices(scan.shape[0], zs, held_at[i], n_extra) if n_extra else []
+        if more:
+            say(f"   the forest also labels {len(more)} unscribbled slices of step {k} for the U-Net to train on")
         with contextlib.ExitStack() as opened:
             near = {off: opened.enter_context(open_scan(scans[t], rings=rings))
                     for off, t in zip(around["offsets"], around["steps"])}
             rf = ground_truth_from_scribbles(scan, scribbles, forest_config=fc, phases=phases, neighbours=near,
-                                             keep_probabilities=bool(tc.soft_labels),
+                                             keep_probabilities=bool(tc.soft_labels), also=more,
                                              on_progress=lambda f, m: progress(0.1 * (i + f) / len(brushed), f"random forest: {m}"))
         timings["random_forest_s"] = timings.get("random_forest_s", 0.0) + time.perf_counter() - t0
         gt, redrawn = rf.labels, []
         for code in pv_codes:  # edges taught from the scan, not from the forest's halo
-            gt, pv = redraw_partial_volume(scan, gt, code, slices=zs, matrix=matrix)
+            gt, pv = redraw_partial_volume(scan, gt, code, slices=sorted(zs + more), matrix=matrix)
             redrawn.append(pv)
             if pv["applied"]:
                 around_it = (f", {pv['matrix_relabelled']} px of its band re-read from beyond it" if matrix else "")
@@ -343,10 +399,13 @@ def run_workflow(
                 + (f" ({read['reason']})" if read["reason"] else ""))
         stacks.append(own)
         targets.append(gt[zs])
+        if more:  # time context and extra slices are refused together above
+            extra_images.append(apply_normalisation(context_slices(scan, more, 2 * config.context + 1), norm))
+            extra_labels.append(gt[more])
         if tc.soft_labels:  # the forest's own split between reactant and product; the brushed pixels stay as brushed
             softs.append(soft_split(rf.probabilities, rf.forest.classes, (int(reaction.reactant), int(reaction.product)),
                                     keep=scribbles[list(rf.slices)] != 0))
-        forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs, "rings_removed": removed,
+        forests.append({"step": k, "scribbles": fingerprint(path), "slices": zs, "extra_slices": more, "rings_removed": removed,
                         "fractions": {str(c): v for c, v in rf.fractions.items()}, "partial_volume": redrawn,
                         "time_context": around})
         del scan, rf
@@ -354,7 +413,8 @@ def run_workflow(
     images = np.concatenate(stacks) if len(stacks) > 1 else stacks[0]
     gt_labels = np.concatenate(targets) if len(targets) > 1 else targets[0]
     soft = (np.concatenate(softs) if len(softs) > 1 else softs[0]) if softs else None
-    del stacks, targets, softs
+    extra = (np.concatenate(extra_images), np.concatenate(extra_labels)) if extra_images else None
+    del stacks, targets, softs, extra_images, extra_labels
     # 2. U-Net
     if members > 1:
         say(f"2/4 {members} U-Nets (seeds {config.seed} to {config.seed + members - 1}, probabilities averaged), up to "
@@ -368,7 +428,7 @@ def run_workflow(
         say(f"   {who}epoch {h['epoch']:3d}  train {h['train_loss']:.4f}  val {h['val_loss']:.4f}  ({h['seconds']:.1f} s)")
 
     trained = train_ensemble(lambda: build_unet(uc), images, gt_labels, members=members, config=tc, phases=phases,
-                             device=config.device, on_epoch=on_epoch, soft=soft,
+                             device=config.device, on_epoch=on_epoch, soft=soft, extra=extra,
                              on_progress=lambda f, m: progress(0.1 + 0.5 * f, f"U-Net: {m}"))
     model, result = trained.model, trained.members[0]
     timings["train_s"] = time.perf_counter() - t0
