@@ -564,25 +564,25 @@ def _soft_labels_default() -> float:
 
 
 def _extra_slices(text: str) -> int:
-    """``--extra-slices``: a count of 0 or more, or ``all``."""
-    from core.workflow.run import ALL_SLICES
+    """``--extra-slices``: a count of 0 or more, ``all`` or ``auto``."""
+    from core.workflow.run import ALL_SLICES, AUTO_SLICES
 
     t = str(text).strip().lower()
-    if t == "all":
-        return ALL_SLICES
+    if t in ("all", "auto"):
+        return ALL_SLICES if t == "all" else AUTO_SLICES
     try:
         n = int(t)
     except ValueError:
-        n = -2
+        n = -1
     if n < 0:
-        raise ReactomoError(f"--extra-slices must be a count of 0 or more, or all; got {text!r}.")
+        raise ReactomoError(f"--extra-slices must be a count of 0 or more, all or auto; got {text!r}.")
     return n
 
 
 def _extra_slices_default() -> str:
-    from core.workflow.run import ALL_SLICES, EXTRA_SLICES
+    from core.workflow.run import ALL_SLICES, AUTO_SLICES, EXTRA_SLICES
 
-    return "all" if EXTRA_SLICES == ALL_SLICES else str(EXTRA_SLICES)
+    return {ALL_SLICES: "all", AUTO_SLICES: "auto"}.get(EXTRA_SLICES, str(EXTRA_SLICES))
 
 
 def _ensemble_default() -> int:
@@ -1554,11 +1554,12 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--width", type=int, default=16,
                     help="channels of the U-Net's first level (default 16; fewer is faster, e.g. the networks of an "
                          "ensemble)")
-    ru.add_argument("--extra-slices", default=_extra_slices_default(), metavar="N|all",
+    ru.add_argument("--extra-slices", default=_extra_slices_default(), metavar="auto|all|N",
                     help="unscribbled slices of each labelled step that the random forest also labels for the U-Net "
                          "to train on (spread over the stack; never a held-out slice or its neighbour; each epoch "
-                         "draws as many patches as the scribbled slices give, from all of them); 0 = the scribbled "
-                         "slices only (default %(default)s)")
+                         "draws as many patches as the scribbled slices give, from all of them): a count, all, or "
+                         "auto (as many as 3.1 Mpx hold: every slice of a 48 x 256 x 256 scan, fewer of bigger "
+                         "slices); 0 = the scribbled slices only (default %(default)s)")
     ru.add_argument("--soft-labels", type=float, default=_soft_labels_default(),
                     help="soft labels at the reactant/product boundary: the U-Net's training pixels of the pair whose "
                          "forest split (the product's share) lies between S and 1 - S are labelled from that split, "

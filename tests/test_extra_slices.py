@@ -1,0 +1,136 @@
+"""The U-Net also trained on the forest's labels of unscribbled slices (`run --extra-slices`):
+which slices (never a scribbled one, never a held-out slice or its neighbour, spread over the stack), the forest
+labelling them with the forest of the scribbles (the scribbled slices' labels unchanged), a real training whose epochs
+draw as many patches as without them (and which differs from the one without), and `run` recording them, refusing a
+bad count before writing anything."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_args
+from core.cli import main
+from core.errors import ReactomoError
+from core.imaging.io import read_labels
+from core.labelling.forest import ground_truth_from_scribbles
+from core.network.train import TrainConfig, split_slices, train_unet
+from core.network.unet import UNetConfig, build_unet
+from core.phases import DEFAULT_PHASES
+from core.workflow.run import ALL_SLICES, AUTO_SLICES, extra_slices
+
+
+def test_the_slices_keep_away_from_the_scribbled_and_the_held_out_ones():
+    scribbled, held = [5, 20, 33, 40], [20]
+    every = extra_slices(48, scribbled, held, ALL_SLICES)
+    assert not set(every) & {5, 19, 20, 21, 33, 40}
+    assert len(every) == 48 - 6 and every == sorted(every)
+    ten = extra_slices(48, scribbled, held, 10)
+    assert len(ten) == 10 and set(ten) <= set(every)
+    assert ten[0] == every[0] and ten[-1] == every[-1]  # spread from one end of the stack to the other
+    gaps = np.diff(ten)
+    assert gaps.max() <= 2 * gaps.min() + 2  # evenly, not bunched
+    assert extra_slices(48, scribbled, held, 0) == []
+    assert extra_slices(48, scribbled, held, 1000) == every
+    # auto: what 48 slices of 256 x 256 hold, so every slice of such a scan, three of 1024 x 1024, none of 2048 x 2048
+    assert extra_slices(48, scribbled, held, AUTO_SLICES, plane_px=256 * 256) == every
+    assert extra_slices(48, scribbled, held, AUTO_SLICES, plane_px=1024 * 1024) == extra_slices(48, scribbled, held, 3)
+    assert extra_slices(48, scribbled, held, AUTO_SLICES, plane_px=2048 * 2048) == []
+    for bad in (-3, True, 1.5, "3"):
+        with pytest.raises(ReactomoError, match="count of 0 or more, all or auto"):
+            extra_slices(48, scribbled, held, bad)
+
+
+def _scan_and_scribbles():
+    rng = np.random.default_rng(0)
+    truth = np.ones((8, 40, 40), np.uint8)
+    truth[:, :, 20:] = 2
+    truth[:, 5:12, 5:12] = 3
+    truth[:, 28:34, 3:9] = 4
+    scan = np.select([truth == 1, truth == 2, truth == 3, truth == 4], [20000, 24000, 5000, 40000]).astype(np.float32)
+    scan = (scan + rng.normal(0, 800, scan.shape)).clip(0, 65535).astype(np.uint16)
+    scribbles = np.zeros_like(truth)
+    for z in (2, 5):
+        for code in (1, 2, 3, 4):
+            ys, xs = np.nonzero(truth[z] == code)
+            pick = rng.choice(len(ys), 12, replace=False)
+            scribbles[z, ys[pick], xs[pick]] = code
+    return scan, scribbles, truth
+
+
+def test_the_forest_labels_the_extra_slices_and_leaves_the_scribbled_ones_as_they_were():
+    scan, scribbles, truth = _scan_and_scribbles()
+    alone = ground_truth_from_scribbles(scan, scribbles, n_jobs=1)
+    more = ground_truth_from_scribbles(scan, scribbles, n_jobs=1, also=[0, 7, 5], keep_probabilities=True)
+    assert alone.slices == (2, 5) and more.slices == (0, 2, 5, 7)  # ascending, a scribbled one not twice
+    assert (more.labels[[2, 5]] == alone.labels[[2, 5]]).all()  # the same forest, the same labels
+    assert more.fractions == alone.fractions  # the scribbled slices' share, as before
+    assert more.uncertainty.shape == (4, 40, 40) and more.probabilities.shape == (4, 4, 40, 40)
+    for z in (0, 7):  # labelled in full, and right on this easy scan
+        assert (more.labels[z] > 0).all() and (more.labels[z] == truth[z]).mean() > 0.9
+    assert not more.labels[[1, 3, 4, 6]].any()  # nothing else
+    with pytest.raises(ReactomoError, match="must lie in 0-7; got 8"):
+        ground_truth_from_scribbles(scan, scribbles, n_jobs=1, also=[8])
+
+
+FAST = dict(patch_size=16, stride_ratio=1.0, batch_size=4, max_epochs=2, augment=False, patience=0, average_epochs=0,
+            cpu_amp=False)
+TINY = UNetConfig(n_classes=len(DEFAULT_PHASES), width=4, depth=2)
+
+
+def _train(img, lab, extra=None, seen=None):
+    torch.manual_seed(0)
+    net = build_unet(TINY)
+    return train_unet(net, img, lab, config=TrainConfig(**FAST), phases=DEFAULT_PHASES, device="cpu", extra=extra,
+                      on_progress=(lambda f, m: seen.append(m)) if seen is not None else None)
+
+
+def test_a_real_training_draws_its_epoch_from_every_slice_at_the_same_cost():
+    scan, _, truth = _scan_and_scribbles()
+    img = (scan.astype(np.float32) - 20000) / 10000
+    own, more = [0, 3, 6, 7], [1, 2, 4, 5]
+    seen_alone, seen_more = [], []
+    alone = _train(img[own], truth[own], seen=seen_alone)
+    wider = _train(img[own], truth[own], extra=(img[more], truth[more]), seen=seen_more)
+    # as many batches per epoch with the extra slices as without: they add choice, not cost
+    assert seen_alone == seen_more and seen_alone[-1].endswith(f"batch {len(seen_alone) // 2}/{len(seen_alone) // 2}")
+    assert any(not torch.equal(alone.state_dict[k], wider.state_dict[k]) for k in alone.state_dict)
+    again = _train(img[own], truth[own], extra=(img[more], truth[more]))
+    assert all(torch.equal(wider.state_dict[k], again.state_dict[k]) for k in wider.state_dict)  # seeded
+    with pytest.raises(ReactomoError, match="extra training slices must be images of shape"):
+        _train(img[own], truth[own], extra=(img[more][:, :20], truth[more][:, :20]))
+    with pytest.raises(ReactomoError, match="give no extra slices with them"):
+        torch.manual_seed(0)
+        train_unet(build_unet(TINY), img[own], truth[own], config=TrainConfig(**FAST, soft_labels=0.2),
+                   phases=DEFAULT_PHASES, device="cpu", extra=(img[more], truth[more]))
+
+
+def test_run_trains_on_the_extra_slices_and_records_them(small_demo_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(run_args(small_demo_dir, out, "--extra-slices", "3")) == 0
+    run = json.loads((out / "run.json").read_text())
+    step = run["random_forest"]["steps"][0]
+    scribbled, more = step["slices"], step["extra_slices"]
+    held = [scribbled[i] for i in split_slices(len(scribbled), val_fraction=0.25, seed=0)[1]]
+    assert len(more) == 3 and not set(more) & set(scribbled)
+    assert not {z + d for z in held for d in (-1, 0, 1)} & set(more)
+    assert run["config"]["extra_slices"] == 3
+    gt = read_labels(out / "ground_truth.tif")
+    assert all(gt[z].all() for z in more)  # the forest labelled them in full, and they are kept with the others
+
+
+@pytest.mark.parametrize("more, sentence", [
+    (["--extra-slices", "-1"], "--extra-slices must be a count of 0 or more, all or auto; got '-1'."),
+    (["--extra-slices", "some"], "--extra-slices must be a count of 0 or more, all or auto; got 'some'."),
+    (["--extra-slices", "2", "--soft-labels", "0.2"], "Extra slices and soft labels do not go together"),
+    (["--extra-slices", "all", "--time-context", "1"], "Extra slices and the U-Net's time context do not go together"),
+])
+def test_run_refuses_a_bad_request_before_writing(small_demo_dir, tmp_path, capsys, more, sentence):
+    out = tmp_path / "run"
+    assert main(run_args(small_demo_dir, out, *more)) == 2
+    err = capsys.readouterr().err
+    assert sentence in err and "Traceback" not in err
+    assert not out.exists()
