@@ -467,9 +467,9 @@ def _transforms(args) -> tuple[str, ...]:
 
 def cmd_ground_truth(args) -> int:
     """The Ground truth page, headless: train the forest on the project's labels, compare, accept."""
-    from core.workflow.ground_truth import (accept_candidate, held_out_forest, load_candidate, partial_volume_sentence,
-                                            redraw_outdated, threshold_comparison, time_context_sentence,
-                                            train_candidate)
+    from core.workflow.ground_truth import (accept_candidate, extra_slices_sentence, held_out_forest, load_candidate,
+                                            partial_volume_sentence, redraw_outdated, threshold_comparison,
+                                            time_context_sentence, train_candidate)
     from core.workflow.project import open_project
 
     project = open_project(args.project)
@@ -477,12 +477,14 @@ def cmd_ground_truth(args) -> int:
         fcfg, rcfg = _forest_settings(args)
         cand = train_candidate(project, step=_step_index(project, args.step), feature_config=fcfg,
                                forest_config=rcfg, on_progress=_progress_printer(args.quiet),
-                               time_context=args.forest_time_context)
+                               time_context=args.forest_time_context, extra_slices=_extra_slices(args.extra_slices))
         print(f"Random forest on {len(cand.slices)} slices of {cand.step_name} in {cand.meta['seconds']['total']:.1f} s.")
         if tc := time_context_sentence(cand, project.scans()):
             print(tc)
         if pv := partial_volume_sentence(cand, project.phases()):
             print(pv)
+        if more := extra_slices_sentence(cand):
+            print(more)
         held = held_out_forest(project, cand)
         cmp = threshold_comparison(project, cand, method="otsu", held_out=held)
         names = {p.code: p.name for p in project.phases()}
@@ -1367,6 +1369,10 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--forest-time-context", type=int, default=_forest_time_context(),
                     help="time steps on each side of the labelled step whose scans the forest also reads, when the "
                          "scans are aligned (0 to 3, default %(default)s; the same as `run`)")
+    gt.add_argument("--extra-slices", default=_extra_slices_default(), metavar="auto|all|N",
+                    help="unscribbled slices of the step that the forest also labels for the U-Net to train on: a "
+                         "count, all, or auto (as many as 3.1 Mpx hold); 0 = none (default %(default)s; the same "
+                         "as `run`)")
     gt.add_argument("--accept", action="store_true", help="accept the result as the project's ground truth")
     gt.add_argument("--accept-only", action="store_true", help="accept the last result without training again")
     gt.set_defaults(func=cmd_ground_truth)

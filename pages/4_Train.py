@@ -111,9 +111,10 @@ ss = st.session_state
 
 st.title("Train")
 st.caption("A U-Net learns every phase from the accepted ground truth (the random forest's labelling of the brushed "
-           "slices), slice by slice, or each with the slice above and below (2.5D) if you choose it. When it "
-           "is done, the cleaning it will use is chosen from the same ground truth and saved with it. Training runs in "
-           "the background: you can leave this page or reload it, the run goes on.")
+           "slices, and of more slices of the same step), slice by slice, or each with the slice above and below "
+           "(2.5D) if you choose it. When it is done, the cleaning it will use is chosen from the same ground truth "
+           "and saved with it. Training runs in the background: you can leave this page or reload it, the run goes "
+           "on.")
 
 accepted = load_accepted(project)
 if accepted is None:
@@ -124,8 +125,11 @@ phases = project.phases()
 device = select_device("auto")
 st.markdown(f":material/memory: **Device:** {device_summary(device)} · chosen automatically "
             f"({'mixed precision on' if device.type == 'cuda' else 'no GPU found, so the CPU'})")
+more = len(accepted.extra_slices)
 st.caption(f"Ground truth: {accepted.step_name}, {len(accepted.slices)} slices "
-           f"({', '.join(f'z {z}' for z in accepted.slices)}) · models are saved to `{ui.models_root()}`")
+           f"({', '.join(f'z {z}' for z in accepted.slices)})"
+           + (f" and {more} more the forest labelled for training (never validated on; those beside a held-out slice "
+              "left out)" if more else "") + f" · models are saved to `{ui.models_root()}`")
 if outdated := redraw_outdated(accepted, phases):
     st.info(outdated.replace("This labelling", "The accepted ground truth").replace(
         "Train the forest again", "Train the forest again on the Ground truth page and accept it"), icon=":material/update:")

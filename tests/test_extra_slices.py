@@ -120,13 +120,20 @@ def test_run_trains_on_the_extra_slices_and_records_them(small_demo_dir, tmp_pat
     assert run["config"]["extra_slices"] == 3
     gt = read_labels(out / "ground_truth.tif")
     assert all(gt[z].all() for z in more)  # the forest labelled them in full, and they are kept with the others
+    # with the U-Net reading the steps around too, the extra slices get the same channels as the scribbled ones
+    timed = tmp_path / "timed"
+    assert main(run_args(small_demo_dir, timed, "--extra-slices", "2", "--time-context", "1")) == 0
+    run = json.loads((timed / "run.json").read_text())
+    assert len(run["random_forest"]["steps"][0]["extra_slices"]) == 2
+    assert run["unet"]["config"]["in_channels"] == 3 and run["unet"]["time_context"]["reach"] == 1
 
 
 @pytest.mark.parametrize("more, sentence", [
     (["--extra-slices", "-1"], "--extra-slices must be a count of 0 or more, all or auto; got '-1'."),
     (["--extra-slices", "some"], "--extra-slices must be a count of 0 or more, all or auto; got 'some'."),
-    (["--extra-slices", "2", "--soft-labels", "0.2"], "Extra slices and soft labels do not go together"),
-    (["--extra-slices", "all", "--time-context", "1"], "Extra slices and the U-Net's time context do not go together"),
+    (["--extra-slices", "2", "--soft-labels", "0.2"], "Extra slices and soft labels do not go together (the forest's "
+                                                      "split is kept for the scribbled slices only); give "
+                                                      "--extra-slices 0 with --soft-labels."),
 ])
 def test_run_refuses_a_bad_request_before_writing(small_demo_dir, tmp_path, capsys, more, sentence):
     out = tmp_path / "run"
@@ -134,3 +141,49 @@ def test_run_refuses_a_bad_request_before_writing(small_demo_dir, tmp_path, caps
     err = capsys.readouterr().err
     assert sentence in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_dashboards_ground_truth_labels_them_and_the_train_page_trains_on_them(workspace, tmp_path):
+    """The Ground truth page's forest labels the extra slices (kept beside the scribbled ones through accepting), and
+    the Train page's training takes those away from its held-out slices, as `run` does."""
+    from core.imaging.synthetic import DemoConfig
+    from core.network.bundle import read_card
+    from core.workflow.data import create_demo_project
+    from core.workflow.ground_truth import (accept_candidate, extra_slices_sentence, load_accepted, train_candidate)
+    from core.workflow.labels import import_demo_scribbles
+    from core.workflow.train import train_project_model
+
+    project = create_demo_project("p", workspace=workspace, config=DemoConfig(steps=3, shape=(16, 64, 64), seed=3))
+    import_demo_scribbles(project)
+    none = train_candidate(project, extra_slices=0)
+    assert none.extra_slices == () and none.extra_labels is None and extra_slices_sentence(none) == ""
+    cand = train_candidate(project)  # the default: auto, so every unscribbled slice of a 16 x 64 x 64 scan
+    assert cand.slices == none.slices and not set(cand.extra_slices) & set(cand.slices)
+    assert len(cand.extra_slices) == 16 - len(cand.slices)
+    assert cand.extra_labels.shape == (len(cand.extra_slices), 64, 64) and cand.extra_labels.all()
+    assert f"also labelled {len(cand.extra_slices)} unscribbled slices" in extra_slices_sentence(cand)
+    accepted = accept_candidate(project)
+    assert accepted.extra_slices == cand.extra_slices and (accepted.extra_labels == cand.extra_labels).all()
+    config = TrainConfig(patch_size=32, max_epochs=1, augment=False, val_fraction=0.25, average_epochs=0)
+    path = train_project_model(project, name="m1", unet_config=UNetConfig(width=4, depth=2), train_config=config,
+                               device="cpu", models_root=tmp_path / "models")
+    prov = read_card(path)["provenance"]
+    s = load_accepted(project).slices
+    held = [s[i] for i in split_slices(len(s), val_fraction=0.25, seed=0)[1]]
+    assert prov["extra_slices"] == [z for z in cand.extra_slices if min(abs(z - h) for h in held) > 1]
+    assert 0 < len(prov["extra_slices"]) < len(cand.extra_slices)
+
+
+def test_the_ground_truth_command_takes_the_same_setting_and_refuses_a_bad_one(demo_project, workspace, capsys):
+    from core.workflow.ground_truth import load_candidate
+    from core.workflow.project import open_project
+
+    assert main(["-q", "labels", "demo", "--import-demo"]) == 0
+    assert main(["ground-truth", "demo", "--extra-slices", "many"]) == 2
+    err = capsys.readouterr().err
+    assert "--extra-slices must be a count of 0 or more, all or auto; got 'many'." in err and "Traceback" not in err
+    assert load_candidate(open_project("demo", workspace=workspace)) is None  # nothing written
+    assert main(["-q", "ground-truth", "demo", "--extra-slices", "2"]) == 0
+    out = capsys.readouterr().out
+    cand = load_candidate(open_project("demo", workspace=workspace))
+    assert len(cand.extra_slices) == 2 and "also labelled 2 unscribbled slices" in out

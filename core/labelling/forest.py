@@ -44,6 +44,11 @@ from core.labelling.features import FeatureConfig, FeatureStack, guided_filter_s
 from core.phases import DEFAULT_PHASES, PhaseTable
 
 __all__ = [
+    "ALL_SLICES",
+    "AUTO_SLICES",
+    "EXTRA_PIXELS",
+    "EXTRA_SLICES",
+    "extra_slices",
     "ForestConfig",
     "TrainedForest",
     "Prediction",
@@ -869,6 +874,50 @@ def with_neighbours(own: FeatureStack, more: Sequence[tuple[int, FeatureStack]])
     data = np.concatenate([own.data] + [st.data for _, st in more], axis=0)
     names = tuple(own.names) + tuple(f"{n} [step {off:+d}]" for off, st in more for n in st.names)
     return FeatureStack(data=data, names=names, guide=own.guide, z=own.z, config=own.config, reference=own.reference)
+
+
+# how many unscribbled slices of a labelled step the forest also labels for the U-Net to train on (extra_slices;
+# `run --extra-slices`, `ground-truth --extra-slices`, the Ground truth page): a count, or
+ALL_SLICES = -1  # every slice that extra_slices allows
+AUTO_SLICES = -2  # as many of them as EXTRA_PIXELS holds
+# the pixels of extra slices "auto" takes per labelled step: 48 slices of 256 x 256, every slice of each scan of the
+# accuracy family, where it was measured; a scan of bigger slices gets fewer (its memory and time stay bounded)
+EXTRA_PIXELS = 48 * 256 * 256
+# unscribbled slices of each labelled step that the forest also labels for the U-Net to train on (never validated on):
+# 0 = the scribbled slices only; ALL_SLICES = all of them; AUTO_SLICES = as many as EXTRA_PIXELS holds (the default
+# since 2026-12-07, 16:15 UTC, chosen on the accuracy family's tuning half with two seeds by the rule written first,
+# bench/results/forest-slices-rules.txt: worst step higher on 10 of 12 runs, extent error 0.5 points lower)
+EXTRA_SLICES = AUTO_SLICES
+
+
+def extra_slices(n_slices: int, scribbled: list[int], held_out: list[int], count: int, *,
+                 plane_px: int = 256 * 256) -> list[int]:
+    """The unscribbled slices of a step to add to the U-Net's training, spread evenly over the stack.
+
+    Never a scribbled slice, and never a held-out (validation) slice's neighbour (one on each side), so that the
+    validation, and the choices scored on it, stay on slices the network did not see the like of. ``count``:
+    how many (``ALL_SLICES`` = every one allowed; ``AUTO_SLICES`` = as many as :data:`EXTRA_PIXELS` holds at
+    ``plane_px`` pixels a slice; 0 = none).
+
+    >>> extra_slices(12, [2, 6, 9], [6], 3)
+    [0, 4, 11]
+    >>> extra_slices(12, [2, 6, 9], [6], ALL_SLICES)
+    [0, 1, 3, 4, 8, 10, 11]
+    >>> extra_slices(12, [2, 6, 9], [6], AUTO_SLICES, plane_px=EXTRA_PIXELS // 2)
+    [0, 11]
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < AUTO_SLICES:
+        raise ReactomoError(f"The extra slices must be a count of 0 or more, all or auto; got {count!r}.")
+    if count == AUTO_SLICES:
+        count = EXTRA_PIXELS // max(1, int(plane_px))
+    near = {z + d for z in held_out for d in (-1, 0, 1)}
+    free = [z for z in range(int(n_slices)) if z not in set(scribbled) and z not in near]
+    if count == ALL_SLICES or count >= len(free):
+        return free
+    if count == 0:
+        return []
+    at = np.unique(np.round(np.linspace(0, len(free) - 1, count)).astype(int))
+    return [free[i] for i in at]
 
 
 def ground_truth_from_scribbles(

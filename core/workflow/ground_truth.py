@@ -38,6 +38,7 @@ __all__ = [
     "partial_volume_sentence",
     "time_context_sentence",
     "redraw_outdated",
+    "extra_slices_sentence",
     "rings_sentence",
     "train_candidate",
     "load_candidate",
@@ -75,6 +76,10 @@ class StoredGroundTruth:
         ``1 − max class probability``.
     meta : dict
         Settings, timings, fractions, feature importances, versions (``meta.json``).
+    extra_slices : tuple of int
+        Unscribbled z indices the same forest also labelled, for the U-Net to train on (never validated on;
+        :func:`core.labelling.forest.extra_slices`), ascending; empty for a result from before they existed.
+    extra_labels : ndarray, uint8, shape (len(extra_slices), y, x), or None
     """
 
     folder: Path
@@ -84,6 +89,8 @@ class StoredGroundTruth:
     labels: np.ndarray
     uncertainty: np.ndarray
     meta: dict[str, Any]
+    extra_slices: tuple[int, ...] = ()
+    extra_labels: np.ndarray | None = None
 
     def slice_labels(self, z: int) -> np.ndarray:
         return self.labels[self.slices.index(z)]
@@ -116,7 +123,8 @@ def _write_stack(path: Path, stack: np.ndarray) -> None:
 
 
 def _store(folder: Path, *, step: int, step_name: str, slices: Sequence[int], labels: np.ndarray,
-           uncertainty: np.ndarray, meta: dict, forest=None, copy_classifier_from: Path | None = None) -> Path:
+           uncertainty: np.ndarray, meta: dict, forest=None, copy_classifier_from: Path | None = None,
+           extra_slices: Sequence[int] = (), extra_labels: np.ndarray | None = None) -> Path:
     """Write a complete result folder next to ``folder`` and swap it in, one writer at a time."""
     from core.labelling.forest import save_forest
     import os
@@ -133,13 +141,16 @@ def _store(folder: Path, *, step: int, step_name: str, slices: Sequence[int], la
         try:
             _write_stack(tmp / "labels.tif", labels)
             _write_stack(tmp / "uncertainty.tif", uncertainty.astype(np.float32))
+            if len(extra_slices):
+                _write_stack(tmp / "extra_labels.tif", extra_labels)
             if forest is not None:
                 save_forest(tmp / "classifier.skops", forest)
             elif copy_classifier_from is not None:
                 for p in copy_classifier_from.parent.glob("classifier.*"):
                     shutil.copy2(p, tmp / p.name)
             atomic_write_json(tmp / "meta.json", {**meta, "step": int(step), "step_name": step_name,
-                                                   "slices": [int(z) for z in slices]})
+                                                   "slices": [int(z) for z in slices],
+                                                   "extra_slices": [int(z) for z in extra_slices]})
             old = folder.parent / f".{folder.name}-old"
             shutil.rmtree(old, ignore_errors=True)
             if folder.exists():
@@ -162,12 +173,17 @@ def _load(folder: Path) -> StoredGroundTruth | None:
         meta = json.loads(meta_path.read_text())
         labels = tifffile.imread(folder / "labels.tif")
         unc = tifffile.imread(folder / "uncertainty.tif")
+        extra_slices = tuple(int(z) for z in meta.get("extra_slices") or ())
+        extra = tifffile.imread(folder / "extra_labels.tif") if extra_slices else None
     except (OSError, ValueError) as exc:
         raise ReactomoError(f"The ground truth in {folder} cannot be read ({exc}); train the random forest again.") from None
     slices = tuple(int(z) for z in meta["slices"])
     if labels.ndim == 2:
         labels, unc = labels[None], unc[None]
-    return StoredGroundTruth(folder, int(meta["step"]), str(meta["step_name"]), slices, labels, unc, meta)
+    if extra is not None and extra.ndim == 2:
+        extra = extra[None]
+    return StoredGroundTruth(folder, int(meta["step"]), str(meta["step_name"]), slices, labels, unc, meta,
+                             extra_slices, extra)
 
 
 def train_candidate(
@@ -178,6 +194,7 @@ def train_candidate(
     forest_config=None,
     on_progress: Progress | None = None,
     time_context: int | None = None,
+    extra_slices: int | None = None,
 ) -> StoredGroundTruth:
     """Train the forest on the brushed labels of ``step`` and store the full labelling as the candidate.
 
@@ -194,6 +211,12 @@ def train_candidate(
         Time steps on each side of ``step`` whose scans the forest also reads when they are aligned (default
         :data:`core.labelling.forest.TIME_CONTEXT`; :func:`core.segmentation.temporal.aligned_neighbours`). What was
         read, or why not, is kept in the candidate's ``meta["time_context"]``.
+    extra_slices : int, optional
+        How many unscribbled slices of ``step`` the same forest also labels, for the U-Net to train on (a count,
+        :data:`core.labelling.forest.ALL_SLICES` or :data:`~core.labelling.forest.AUTO_SLICES`; default
+        :data:`core.labelling.forest.EXTRA_SLICES`), spread over the stack (:func:`core.labelling.forest.extra_slices`;
+        the training leaves out those beside its held-out slices). Kept as ``extra_slices``/``extra_labels``; the
+        result's ``slices`` stay the scribbled ones.
 
     Raises
     ------
@@ -201,7 +224,8 @@ def train_candidate(
         No labels, labels of one phase only, codes outside the phase table, bad settings.
     """
     from core.labelling.features import FeatureConfig
-    from core.labelling.forest import TIME_CONTEXT, ForestConfig, ground_truth_from_scribbles
+    from core.labelling.forest import (EXTRA_SLICES, TIME_CONTEXT, ForestConfig, extra_slices as choose_extra,
+                                       ground_truth_from_scribbles)
     from core.segmentation.temporal import aligned_neighbours
     from core.workflow.labels import LabelStore
 
@@ -217,6 +241,9 @@ def train_candidate(
     feature_config = feature_config or FeatureConfig()
     forest_config = forest_config or ForestConfig()
     scribbles = store.volume(step)
+    n_extra = EXTRA_SLICES if extra_slices is None else extra_slices
+    brushed = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
+    more = choose_extra(scribbles.shape[0], brushed, [], n_extra, plane_px=scribbles.shape[1] * scribbles.shape[2])
     around = aligned_neighbours([s.path for s in scans], step, TIME_CONTEXT if time_context is None else time_context)
     around["names"] = [scans[t].name for t in around["steps"]]  # to tell later whether they are still those scans
     with contextlib.ExitStack() as opened:
@@ -224,9 +251,9 @@ def train_candidate(
         near = {off: opened.enter_context(project.open_step(t)) for off, t in zip(around["offsets"], around["steps"])}
         result = ground_truth_from_scribbles(volume, scribbles, feature_config=feature_config,
                                              forest_config=forest_config, phases=project.phases(),
-                                             on_progress=on_progress, neighbours=near)
+                                             on_progress=on_progress, neighbours=near, also=more)
         grey = np.stack([volume.slice(0, z) for z in result.slices])
-    stacked = np.stack([result.labels[z] for z in result.slices])
+    stacked = np.stack([result.labels[z] for z in result.slices])  # the scribbled slices and the extra ones
     # the pores' and the inert phases' edges redrawn from the scan (the forest spreads a high-contrast phase by its
     # smoothed features, never shown an edge to refuse), as `core run` does by default: core.labelling.partial_volume
     from core.labelling.partial_volume import default_codes, matrix_codes, redraw_partial_volume
@@ -237,6 +264,9 @@ def train_candidate(
         stacked, info = redraw_partial_volume(grey, stacked, int(code), matrix=matrix)
         redrawn.append(info)
     del grey
+    own = [i for i, z in enumerate(result.slices) if z not in set(more)]
+    at = [i for i, z in enumerate(result.slices) if z in set(more)]
+    slices = tuple(result.slices[i] for i in own)
     meta = {
         "kind": "random forest",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -253,10 +283,11 @@ def train_candidate(
         "rings": project.rings(),  # how the scans were read (ring artefacts removed or kept)
     }
     folder = Path(project.root) / GT_DIR / "candidate"
-    _store(folder, step=step, step_name=scans[step].name, slices=result.slices, labels=stacked,
-           uncertainty=result.uncertainty, meta=meta, forest=result.forest)
-    log.info("project %s: forest ground truth of %s on %d slices in %.1f s", project.name, scans[step].name,
-             len(result.slices), result.seconds.get("total", float("nan")))
+    _store(folder, step=step, step_name=scans[step].name, slices=slices, labels=stacked[own],
+           uncertainty=result.uncertainty[own], meta=meta, forest=result.forest,
+           extra_slices=more, extra_labels=stacked[at] if at else None)
+    log.info("project %s: forest ground truth of %s on %d slices (and %d more for the U-Net) in %.1f s", project.name,
+             scans[step].name, len(slices), len(more), result.seconds.get("total", float("nan")))
     return _load(folder)  # type: ignore[return-value]
 
 
@@ -318,6 +349,17 @@ def partial_volume_sentence(stored: StoredGroundTruth, phases) -> str:
                   "given the label found just beyond the band.")
     return ("Edges redrawn from the scan by partial volume (linear unmixing), since the forest misplaces the edges of "
             "phases far from their neighbours' grey: " + "; ".join(parts) + "." + beyond)
+
+
+def extra_slices_sentence(stored: StoredGroundTruth | None) -> str:
+    """What the forest labelled beyond the scribbled slices for the U-Net, in one sentence ("" when nothing)."""
+    if stored is None or not stored.extra_slices:
+        return ""
+    zs = stored.extra_slices
+    shown = ", ".join(str(z) for z in zs[:8]) + (f", … {zs[-1]}" if len(zs) > 8 else "")
+    return (f"The forest also labelled {len(zs)} unscribbled slice{'s' if len(zs) != 1 else ''} of {stored.step_name} "
+            f"(z {shown}) for the U-Net to train on; it never validates on them, and leaves out those beside a "
+            "held-out slice.")
 
 
 def redraw_outdated(stored: StoredGroundTruth | None, phases) -> str:
@@ -426,7 +468,8 @@ def accept_candidate(project) -> StoredGroundTruth:
         _store(folder, step=cand.step, step_name=cand.step_name, slices=cand.slices, labels=cand.labels,
                uncertainty=cand.uncertainty,
                meta={**cand.meta, "accepted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-               copy_classifier_from=cand.folder / "classifier.skops")
+               copy_classifier_from=cand.folder / "classifier.skops", extra_slices=cand.extra_slices,
+               extra_labels=cand.extra_labels)
     info = {
         "folder": f"{GT_DIR}/accepted",
         "step": cand.step,

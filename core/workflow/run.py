@@ -3,9 +3,9 @@
 Stages, each timed and recorded in ``RUNDIR/run.json`` with every parameter, the library versions and
 fingerprints of the input files:
 
-1. random-forest ground truth of the scribbled slices of the label step (:func:`core.labelling.forest.ground_truth_from_scribbles`)
-   -> ``RUNDIR/ground_truth.tif``;
-2. a U-Net trained on those slices (the shipped model's recipe, ``scripts/make_demo_model.sh``; each slice with its
+1. random-forest ground truth of the scribbled slices of the label step (:func:`core.labelling.forest.ground_truth_from_scribbles`),
+   and of more slices of it for the U-Net (``RunConfig.extra_slices``) -> ``RUNDIR/ground_truth.tif``;
+2. a U-Net trained on those slices (never validated on the extra ones) (the shipped model's recipe, ``scripts/make_demo_model.sh``; each slice with its
    neighbours as input channels) -> ``RUNDIR/model/``; right after training, the cleaning is chosen from the ground
    truth of the labelled slices alone (:func:`core.network.inference.choose_model_cleaning`) and stored in the model card;
 3. every scan segmented and cleaned with it (:func:`core.segmentation.series.segment_series`) -> ``RUNDIR/segmentations/<scan>.tif``,
@@ -30,53 +30,13 @@ from typing import Any
 import numpy as np
 
 from core.labelling.forest import TIME_CONTEXT as FOREST_TIME_CONTEXT
+from core.labelling.forest import ALL_SLICES, AUTO_SLICES, EXTRA_PIXELS, EXTRA_SLICES, extra_slices
 
 from core.atomic import atomic_write_json
 from core.errors import ReactomoError
 
 __all__ = ["RunConfig", "run_workflow", "fingerprint", "extra_slices", "EXTRA_SLICES", "ALL_SLICES", "AUTO_SLICES",
            "EXTRA_PIXELS"]
-
-ALL_SLICES = -1  # RunConfig.extra_slices: every slice of a labelled step that extra_slices allows
-AUTO_SLICES = -2  # RunConfig.extra_slices: as many of them as EXTRA_PIXELS holds
-# the pixels of extra slices "auto" takes per labelled step: 48 slices of 256 x 256, every slice of each scan of the
-# accuracy family, where it was measured; a scan of bigger slices gets fewer (its memory and time stay bounded)
-EXTRA_PIXELS = 48 * 256 * 256
-# unscribbled slices of each labelled step that the forest also labels for the U-Net to train on (never validated on):
-# 0 = the scribbled slices only; ALL_SLICES = all of them; AUTO_SLICES = as many as EXTRA_PIXELS holds (the default
-# since 2026-12-07, 16:15 UTC, chosen on the accuracy family's tuning half with two seeds by the rule written first,
-# bench/results/forest-slices-rules.txt: worst step higher on 10 of 12 runs, extent error 0.5 points lower)
-EXTRA_SLICES = AUTO_SLICES
-
-
-def extra_slices(n_slices: int, scribbled: list[int], held_out: list[int], count: int, *,
-                 plane_px: int = 256 * 256) -> list[int]:
-    """The unscribbled slices of a step to add to the U-Net's training, spread evenly over the stack.
-
-    Never a scribbled slice, and never a held-out (validation) slice's neighbour (one on each side), so that the
-    validation, and the choices scored on it, stay on slices the network did not see the like of. ``count``:
-    how many (``ALL_SLICES`` = every one allowed; ``AUTO_SLICES`` = as many as :data:`EXTRA_PIXELS` holds at
-    ``plane_px`` pixels a slice; 0 = none).
-
-    >>> extra_slices(12, [2, 6, 9], [6], 3)
-    [0, 4, 11]
-    >>> extra_slices(12, [2, 6, 9], [6], ALL_SLICES)
-    [0, 1, 3, 4, 8, 10, 11]
-    >>> extra_slices(12, [2, 6, 9], [6], AUTO_SLICES, plane_px=EXTRA_PIXELS // 2)
-    [0, 11]
-    """
-    if isinstance(count, bool) or not isinstance(count, int) or count < AUTO_SLICES:
-        raise ReactomoError(f"The extra slices must be a count of 0 or more, all or auto; got {count!r}.")
-    if count == AUTO_SLICES:
-        count = EXTRA_PIXELS // max(1, int(plane_px))
-    near = {z + d for z in held_out for d in (-1, 0, 1)}
-    free = [z for z in range(int(n_slices)) if z not in set(scribbled) and z not in near]
-    if count == ALL_SLICES or count >= len(free):
-        return free
-    if count == 0:
-        return []
-    at = np.unique(np.round(np.linspace(0, len(free) - 1, count)).astype(int))
-    return [free[i] for i in at]
 
 
 @dataclass(frozen=True)
@@ -267,13 +227,13 @@ def run_workflow(
                      lr_drop_patience=LR_DROP_PATIENCE if config.lr_drop is None else config.lr_drop,
                      cpu_amp=CPU_AMP if config.train_cpu_amp == "default" else config.train_cpu_amp)
     members = check_ensemble(ENSEMBLE if config.ensemble is None else config.ensemble, config.seed)  # before any write
-    n_extra = EXTRA_SLICES if config.extra_slices is None else config.extra_slices
+    # soft labels need the forest's split of every training pixel, kept for the scribbled slices only: with them the
+    # default is no extra slices (said below), and asking for both is refused
+    n_extra = ((0 if tc.soft_labels else EXTRA_SLICES) if config.extra_slices is None else config.extra_slices)
     extra_slices(1, [], [], n_extra)  # a bad count is refused here, before any write
     if n_extra and tc.soft_labels:
         raise ReactomoError("Extra slices and soft labels do not go together (the forest's split is kept for the "
-                            "scribbled slices only); give one of them.")
-    if n_extra and tcx:
-        raise ReactomoError("Extra slices and the U-Net's time context do not go together yet; give one of them.")
+                            "scribbled slices only); give --extra-slices 0 with --soft-labels.")
     fcx = config.forest_time_context
     if isinstance(fcx, bool) or not isinstance(fcx, int) or not 0 <= fcx <= 3:
         raise ReactomoError(f"The forest's time context must be 0 to 3 steps on each side; got {fcx!r}.")
@@ -347,6 +307,8 @@ def run_workflow(
         held_at.append([zs[i - first] for i in held if first <= i < first + len(zs)])
         first += len(zs)
     out.mkdir(parents=True, exist_ok=True)
+    if tc.soft_labels and config.extra_slices is None and EXTRA_SLICES:
+        say("   soft labels: the U-Net trains on the scribbled slices only (the forest's split is kept for those)")
     stacks: list[np.ndarray] = []
     extra_images: list[np.ndarray] = []
     extra_labels: list[np.ndarray] = []
@@ -393,11 +355,16 @@ def run_workflow(
                 say(f"   {phases.by_code(code).name}'s edge redrawn from the scan: {pv['before']} -> {pv['after']} px "
                     f"on the labelled slices{around_it}")
         write_labels(out / ("ground_truth.tif" if i == 0 else f"ground_truth_step{k}.tif"), gt, voxel_size_um=voxel_size)
-        own = apply_normalisation(context_slices(scan, zs, 2 * config.context + 1), norm)
-        if tcx:  # the same slices of the steps around, each normalised on its own (the scan itself where none is)
+        read = _time_context_steps(scans, k, tcx) if tcx else None
+
+        def inputs(where: list[int]) -> np.ndarray:
+            """The network's input of these slices: the slice (with its neighbours), and with a time context the
+            same slice of the steps around, each normalised on its own (the scan itself where none is)."""
+            own = apply_normalisation(context_slices(scan, where, 2 * config.context + 1), norm)
+            if not tcx:
+                return own
             if own.ndim == 3:
                 own = own[:, None]
-            read = _time_context_steps(scans, k, tcx)
             extra = []
             for t in read["steps"]:
                 if t == k:
@@ -405,16 +372,18 @@ def run_workflow(
                     continue
                 with open_scan(scans[t], rings=rings) as other:
                     other_norm = fit_normalisation(other, seed=config.seed)
-                    extra.append(apply_normalisation(np.stack([np.asarray(other.slice(0, z)) for z in zs]), other_norm))
-            own = np.concatenate([own, np.stack(extra, axis=1)], axis=1)
+                    extra.append(apply_normalisation(np.stack([np.asarray(other.slice(0, z)) for z in where]), other_norm))
+            return np.concatenate([own, np.stack(extra, axis=1)], axis=1)
+
+        stacks.append(inputs(zs))
+        if tcx:
             time_read.append({"step": k, **read})
             say(f"   the U-Net also reads step{'s' if len(set(read['steps']) - {k}) != 1 else ''} "
                 f"{', '.join(str(t) for t in read['steps'] if t != k) or 'none'} beside step {k}"
                 + (f" ({read['reason']})" if read["reason"] else ""))
-        stacks.append(own)
         targets.append(gt[zs])
-        if more:  # time context and extra slices are refused together above
-            extra_images.append(apply_normalisation(context_slices(scan, more, 2 * config.context + 1), norm))
+        if more:
+            extra_images.append(inputs(more))
             extra_labels.append(gt[more])
         if tc.soft_labels:  # the forest's own split between reactant and product; the brushed pixels stay as brushed
             softs.append(soft_split(rf.probabilities, rf.forest.classes, (int(reaction.reactant), int(reaction.product)),

@@ -52,7 +52,9 @@ def train_project_model(
     """Train a U-Net on the project's accepted ground truth and save it as the bundle ``models_root/name``.
 
     The images are the ground-truth slices of their step, normalised with :func:`core.imaging.normalise.fit_normalisation`
-    of that step. The bundle's card holds the normalisation, the training settings and history, the provenance
+    of that step, and the slices the forest labelled beyond the scribbled ones (``extra_slices`` of the ground
+    truth; those beside a held-out slice left out), trained on and never validated on
+    (:func:`core.network.train.train_unet`, ``extra``). The bundle's card holds the normalisation, the training settings and history, the provenance
     (project, step, slices, scan fingerprints) and the validation metrics; a record is appended to the project
     manifest's ``models`` list. With ``members`` > 1 that many networks are trained apart (seeds ``seed``, ``seed + 1``,
     ...; one validation split) and saved as one ensemble whose probabilities are averaged
@@ -84,14 +86,25 @@ def train_project_model(
     unet_config = replace(unet_config or UNetConfig(), n_classes=len(phases))
     from core.network.inference import context_slices
 
+    from core.network.train import split_slices
+
+    # the forest's extra slices, but none beside a slice the training holds out (as `run` chooses them)
+    n = len(stored.slices)
+    held = [stored.slices[i] for i in split_slices(n, val_fraction=train_config.val_fraction,
+                                                   seed=train_config.held_out_seed)[1]] if n >= 2 else list(stored.slices)
+    near = {z + d for z in held for d in (-1, 0, 1)}
+    keep = [i for i, z in enumerate(stored.extra_slices) if z not in near]
+    more = [stored.extra_slices[i] for i in keep]
     with project.open_step(stored.step) as vol:
         norm = {**fit_normalisation(vol, seed=train_config.seed), "rings": project.rings()}  # segment reads scans so too
         raw = context_slices(vol, stored.slices, unet_config.in_channels)
+        raw_more = context_slices(vol, more, unet_config.in_channels) if more else None
     images = apply_normalisation(raw, norm)
+    extra = (apply_normalisation(raw_more, norm), stored.extra_labels[keep]) if more else None
     trained = train_ensemble(lambda: build_unet(unet_config), images, stored.labels, members=members,
                              config=train_config, phases=phases, device=device, on_epoch=on_epoch,
                              on_progress=on_progress, should_stop=should_stop, checkpoint_dir=checkpoint_dir,
-                             resume=resume)
+                             resume=resume, extra=extra)
     model, result = trained.model, trained.members[0]
     if not result.history:
         raise ReactomoError("Training was stopped before the first epoch; nothing was saved.")
@@ -108,7 +121,8 @@ def train_project_model(
                 **({"thin_examples": result.thin} if result.thin else {}),
                 **({"members": member_records(trained)} if n > 1 else {})}
     provenance = {"project": project.name, "step": stored.step, "step_name": stored.step_name,
-                  "slices": list(stored.slices), "ground_truth": stored.meta.get("kind", "random forest"),
+                  "slices": list(stored.slices), "extra_slices": more,
+                  "ground_truth": stored.meta.get("kind", "random forest"),
                   "scan": _fingerprint(str(project.scan_path(stored.step))), "scan_shape": list(scan.shape)}
     from core.network.inference import choose_model_cleaning
 
