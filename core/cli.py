@@ -565,10 +565,13 @@ def _soft_labels_default() -> float:
     return SOFT_LABELS
 
 
-def _extra_slices(text: str) -> int:
-    """``--extra-slices``: a count of 0 or more, ``all`` or ``auto``."""
+def _extra_slices(text: str | None) -> int | None:
+    """``--extra-slices``: a count of 0 or more, ``all`` or ``auto``; None (not given) = the default, which soft
+    labels turn off."""
     from core.workflow.run import ALL_SLICES, AUTO_SLICES
 
+    if text is None:
+        return None
     t = str(text).strip().lower()
     if t in ("all", "auto"):
         return ALL_SLICES if t == "all" else AUTO_SLICES
@@ -1369,10 +1372,10 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--forest-time-context", type=int, default=_forest_time_context(),
                     help="time steps on each side of the labelled step whose scans the forest also reads, when the "
                          "scans are aligned (0 to 3, default %(default)s; the same as `run`)")
-    gt.add_argument("--extra-slices", default=_extra_slices_default(), metavar="auto|all|N",
+    gt.add_argument("--extra-slices", default=None, metavar="auto|all|N",
                     help="unscribbled slices of the step that the forest also labels for the U-Net to train on: a "
-                         "count, all, or auto (as many as 3.1 Mpx hold); 0 = none (default %(default)s; the same "
-                         "as `run`)")
+                         "count, all, or auto (as many as 3.1 Mpx hold); 0 = none (default %s; the same as "
+                         "`run`)" % _extra_slices_default())
     gt.add_argument("--accept", action="store_true", help="accept the result as the project's ground truth")
     gt.add_argument("--accept-only", action="store_true", help="accept the last result without training again")
     gt.set_defaults(func=cmd_ground_truth)
@@ -1560,12 +1563,13 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--width", type=int, default=16,
                     help="channels of the U-Net's first level (default 16; fewer is faster, e.g. the networks of an "
                          "ensemble)")
-    ru.add_argument("--extra-slices", default=_extra_slices_default(), metavar="auto|all|N",
+    ru.add_argument("--extra-slices", default=None, metavar="auto|all|N",
                     help="unscribbled slices of each labelled step that the random forest also labels for the U-Net "
                          "to train on (spread over the stack; never a held-out slice or its neighbour; each epoch "
                          "draws as many patches as the scribbled slices give, from all of them): a count, all, or "
                          "auto (as many as 3.1 Mpx hold: every slice of a 48 x 256 x 256 scan, fewer of bigger "
-                         "slices); 0 = the scribbled slices only (default %(default)s)")
+                         "slices); 0 = the scribbled slices only (default %s; none with --soft-labels)"
+                         % _extra_slices_default())
     ru.add_argument("--soft-labels", type=float, default=_soft_labels_default(),
                     help="soft labels at the reactant/product boundary: the U-Net's training pixels of the pair whose "
                          "forest split (the product's share) lies between S and 1 - S are labelled from that split, "

@@ -89,8 +89,9 @@ def test_two_concurrent_accepts_both_land_whole(demo_project):
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0, err
         for name in ("candidate", "accepted"):
-            assert sorted(p.name for p in (gt / name).iterdir()) == ["classifier.json", "classifier.skops", "labels.tif",
-                                                                      "meta.json", "uncertainty.tif"]
+            assert sorted(p.name for p in (gt / name).iterdir()) == ["classifier.json", "classifier.skops",
+                                                                      "extra_labels.tif", "labels.tif", "meta.json",
+                                                                      "uncertainty.tif"]
         # no temporary folder survives, and the accepted labels are one whole training (one of the two seeds)
         assert [p.name for p in gt.iterdir() if p.name.endswith("-tmp") or p.name.endswith("-old")] == []
         cand, acc = load_candidate(demo_project), load_accepted(demo_project)

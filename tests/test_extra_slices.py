@@ -117,7 +117,7 @@ def test_run_trains_on_the_extra_slices_and_records_them(small_demo_dir, tmp_pat
     held = [scribbled[i] for i in split_slices(len(scribbled), val_fraction=0.25, seed=0)[1]]
     assert len(more) == 3 and not set(more) & set(scribbled)
     assert not {z + d for z in held for d in (-1, 0, 1)} & set(more)
-    assert run["config"]["extra_slices"] == 3
+    assert run["config"]["extra_slices"] == 3 and run["extra_slices"]["count"] == 3
     gt = read_labels(out / "ground_truth.tif")
     assert all(gt[z].all() for z in more)  # the forest labelled them in full, and they are kept with the others
     # with the U-Net reading the steps around too, the extra slices get the same channels as the scribbled ones

@@ -194,7 +194,10 @@ def test_run_command_end_to_end_on_a_small_demo(small_demo_dir, tmp_path, capsys
         marks = {True: "pass", False: "FAIL", None: "not evaluated"}
         assert all(f"  {marks[c['passed']]:<4}  {c['sentence']}" in text for c in verdict["checks"])  # every check, one line
     gt = read_labels(out / "ground_truth.tif")
-    assert sorted(np.flatnonzero(gt.reshape(16, -1).any(1)).tolist()) == run["random_forest"]["slices"]
+    step = run["random_forest"]["steps"][0]  # the scribbled slices, and the others the forest labelled for the U-Net
+    assert step["extra_slices"] and not set(step["extra_slices"]) & set(run["random_forest"]["slices"])
+    assert sorted(np.flatnonzero(gt.reshape(16, -1).any(1)).tolist()) == sorted(run["random_forest"]["slices"]
+                                                                                 + step["extra_slices"])
     # the cleaning: chosen from the ground truth of the labelled slices, stored with the model, recorded with how
     cl = run["cleaning"]
     assert cl["mode"] == "auto" and "never by the internal standard" in cl["sentence"]

@@ -5,6 +5,7 @@ patches aligned with the labels', a real training that uses them (and one that i
 
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -137,3 +138,6 @@ def test_run_records_the_soft_labels_and_refuses_a_bad_band(small_demo_dir, tmp_
     soft = card["training"]["soft_labels"]
     assert card["training"]["config"]["soft_labels"] == 0.2
     assert soft["applied"] and soft["codes"] == [1, 2] and soft["pixels"] > 0 and 0 < soft["share"] < 1
+    # the forest's split is kept for the scribbled slices only, so the default extra slices are left out
+    run = json.loads((out / "run.json").read_text())
+    assert run["extra_slices"]["count"] == 0 and run["random_forest"]["steps"][0]["extra_slices"] == []

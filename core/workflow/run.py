@@ -517,6 +517,9 @@ def run_workflow(
                           "steps": forests},
         # the phases whose edges were redrawn, in order, as codes and names (config.partial_volume None = the default)
         # and how their bands read the phase around them (the matrix phases re-read from beyond the band, or none)
+        # how many unscribbled slices of each labelled step the U-Net also trained on (the slices are in
+        # random_forest.steps[].extra_slices): the count resolved from config.extra_slices (-1 all, -2 auto)
+        "extra_slices": {"count": n_extra, "auto_pixels": EXTRA_PIXELS},
         "partial_volume": {"codes": pv_codes, "phases": [phases.by_code(c).name for c in pv_codes],
                            "edge_background": edge_background if pv_codes else None, "matrix": matrix},
         "unet": {"config": uc.to_dict(), "train": tc.to_dict(), "time_context": {"reach": tcx, "training": time_read}, "device": result.device,
