@@ -30,7 +30,9 @@ def test_the_slices_keep_away_from_the_scribbled_and_the_held_out_ones():
     assert len(every) == 48 - 6 and every == sorted(every)
     ten = extra_slices(48, scribbled, held, 10)
     assert len(ten) == 10 and set(ten) <= set(every)
-    assert ten[0] == every[0] and ten[-1] == every[-1]  # spread from one end of the stack to the other
+    # spread over the whole stack, from the middle of equal shares: never the end slices first (often a scan's worst)
+    assert every[0] < ten[0] <= every[4] and every[-5] <= ten[-1] < every[-1]
+    assert extra_slices(48, scribbled, held, 1) == [every[len(every) // 2]]
     gaps = np.diff(ten)
     assert gaps.max() <= 2 * gaps.min() + 2  # evenly, not bunched
     assert extra_slices(48, scribbled, held, 0) == []
@@ -42,6 +44,20 @@ def test_the_slices_keep_away_from_the_scribbled_and_the_held_out_ones():
     for bad in (-3, True, 1.5, "3"):
         with pytest.raises(ReactomoError, match="count of 0 or more, all or auto"):
             extra_slices(48, scribbled, held, bad)
+
+
+def test_extra_slices_beyond_the_memory_budget_are_refused_in_one_sentence_before_the_forest_runs(monkeypatch):
+    from core.labelling.forest import check_extra_memory
+
+    check_extra_memory(48, 256 * 256, what="--extra-slices")  # what auto takes always fits
+    check_extra_memory(40, 1024 * 1024, what="--extra-slices")  # 2.7 GB: inside the default 4 GB
+    with pytest.raises(ReactomoError, match=r"^2000 extra slices of 4,194,304 px would need about 536.9 GB to label "
+                                            r"and train on, over the memory budget of 4.0 GB; ask for fewer with "
+                                            r"--extra-slices \(auto fits\), or raise REACTOMO_MEMORY_BUDGET_GB.$"):
+        check_extra_memory(2000, 2048 * 2048, what="--extra-slices")
+    monkeypatch.setenv("REACTOMO_MEMORY_BUDGET_GB", "1")
+    with pytest.raises(ReactomoError, match="over the memory budget of 1.0 GB"):
+        check_extra_memory(40, 1024 * 1024, what="--extra-slices")
 
 
 def _scan_and_scribbles():
@@ -102,6 +118,12 @@ def test_a_real_training_draws_its_epoch_from_every_slice_at_the_same_cost():
     assert all(torch.equal(wider.state_dict[k], again.state_dict[k]) for k in wider.state_dict)  # seeded
     with pytest.raises(ReactomoError, match="extra training slices must be images of shape"):
         _train(img[own], truth[own], extra=(img[more][:, :20], truth[more][:, :20]))
+    # the training slices give no patch: refused, even with extra slices to draw from (an epoch would train nothing)
+    with pytest.raises(ReactomoError, match="No training patch holds a labelled pixel"):
+        only_val = np.zeros_like(truth[own])
+        val = split_slices(len(own), val_fraction=0.2, seed=0)[1]
+        only_val[val] = truth[own][val]
+        _train(img[own], only_val, extra=(img[more], truth[more]))
     with pytest.raises(ReactomoError, match="give no extra slices with them"):
         torch.manual_seed(0)
         train_unet(build_unet(TINY), img[own], truth[own], config=TrainConfig(**FAST, soft_labels=0.2),

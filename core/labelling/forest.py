@@ -49,6 +49,7 @@ __all__ = [
     "EXTRA_PIXELS",
     "EXTRA_SLICES",
     "extra_slices",
+    "check_extra_memory",
     "ForestConfig",
     "TrainedForest",
     "Prediction",
@@ -291,14 +292,14 @@ class GroundTruthResult:
     Attributes
     ----------
     labels : ndarray, uint8, shape (z, y, x)
-        Full labels on every slice that has scribbles, 0 elsewhere.
+        Full labels on every slice that has scribbles (and on those ``also`` named), 0 elsewhere.
     slices : tuple of int
-        The labelled z indices, ascending.
+        The labelled z indices, ascending (the scribbled ones and those ``also`` named).
     uncertainty : ndarray, float32, shape (len(slices), y, x)
         ``1 - max probability`` on those slices.
     forest : TrainedForest
     fractions : dict
-        ``{code: fraction}`` of the labelled slices' pixels given to each phase (sums to 1).
+        ``{code: fraction}`` of the scribbled slices' pixels given to each phase (sums to 1).
     seconds : dict
         Wall time of each stage: ``features``, ``train``, ``predict`` and ``total``.
     probabilities : ndarray or None
@@ -899,12 +900,15 @@ def extra_slices(n_slices: int, scribbled: list[int], held_out: list[int], count
     how many (``ALL_SLICES`` = every one allowed; ``AUTO_SLICES`` = as many as :data:`EXTRA_PIXELS` holds at
     ``plane_px`` pixels a slice; 0 = none).
 
+    Fewer than all are spaced evenly from the middle of equal shares of the stack, never at its ends first (the end
+    slices of a real scan are often its worst).
+
     >>> extra_slices(12, [2, 6, 9], [6], 3)
-    [0, 4, 11]
+    [1, 4, 10]
     >>> extra_slices(12, [2, 6, 9], [6], ALL_SLICES)
     [0, 1, 3, 4, 8, 10, 11]
     >>> extra_slices(12, [2, 6, 9], [6], AUTO_SLICES, plane_px=EXTRA_PIXELS // 2)
-    [0, 11]
+    [1, 10]
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < AUTO_SLICES:
         raise ReactomoError(f"The extra slices must be a count of 0 or more, all or auto; got {count!r}.")
@@ -916,8 +920,28 @@ def extra_slices(n_slices: int, scribbled: list[int], held_out: list[int], count
         return free
     if count == 0:
         return []
-    at = np.unique(np.round(np.linspace(0, len(free) - 1, count)).astype(int))
+    at = np.unique(np.floor((np.arange(count) + 0.5) * len(free) / count).astype(int))
     return [free[i] for i in at]
+
+
+# bytes a labelled pixel of the extra slices costs, forest to training: its uncertainty, grey value and label, and in
+# the training patches (50 % overlap: four copies) its image and class index
+EXTRA_BYTES_PER_PX = 64
+
+
+def check_extra_memory(n_slices: int, plane_px: int, *, what: str) -> None:
+    """Refuse, in one sentence naming ``what`` (the setting), extra slices whose labels would not fit the training's
+    memory budget (``REACTOMO_MEMORY_BUDGET_GB``), before the forest spends its time on them. ``auto`` always fits."""
+    need = int(n_slices) * int(plane_px) * EXTRA_BYTES_PER_PX
+    if need <= EXTRA_PIXELS * EXTRA_BYTES_PER_PX:
+        return
+    from core.network.train import ENV_MEMORY_BUDGET, memory_budget_bytes
+
+    budget = memory_budget_bytes()
+    if need > budget:
+        raise ReactomoError(f"{n_slices} extra slices of {plane_px:,} px would need about {need / 1e9:.1f} GB to label "
+                            f"and train on, over the memory budget of {budget / 1e9:.1f} GB; ask for fewer with "
+                            f"{what} (auto fits), or raise {ENV_MEMORY_BUDGET}.")
 
 
 def ground_truth_from_scribbles(

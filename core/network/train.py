@@ -1087,6 +1087,8 @@ def train_unet(
                                     fill=NO_SOFT)
             soft_pair = (phases.codes.index(pair[0]), phases.codes.index(pair[1]))
     n_epoch = len(x_tr)  # patches per epoch: those of the training slices (extra slices add choice, not cost)
+    if not n_epoch:
+        raise ReactomoError("No training patch holds a labelled pixel; label more slices or lower val_fraction.")
     if extra is not None and len(ex_img):
         x_ex, y_ex = make_patches(ex_img, ex_lab, patch_size=config.patch_size, stride_ratio=config.stride_ratio)
         x_tr, y_tr = np.concatenate([x_tr, x_ex]), np.concatenate([y_tr, y_ex])

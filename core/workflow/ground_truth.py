@@ -224,8 +224,8 @@ def train_candidate(
         No labels, labels of one phase only, codes outside the phase table, bad settings.
     """
     from core.labelling.features import FeatureConfig
-    from core.labelling.forest import (EXTRA_SLICES, TIME_CONTEXT, ForestConfig, extra_slices as choose_extra,
-                                       ground_truth_from_scribbles)
+    from core.labelling.forest import (EXTRA_SLICES, TIME_CONTEXT, ForestConfig, check_extra_memory,
+                                       extra_slices as choose_extra, ground_truth_from_scribbles)
     from core.segmentation.temporal import aligned_neighbours
     from core.workflow.labels import LabelStore
 
@@ -243,7 +243,9 @@ def train_candidate(
     scribbles = store.volume(step)
     n_extra = EXTRA_SLICES if extra_slices is None else extra_slices
     brushed = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
-    more = choose_extra(scribbles.shape[0], brushed, [], n_extra, plane_px=scribbles.shape[1] * scribbles.shape[2])
+    plane = int(scribbles.shape[1]) * int(scribbles.shape[2])
+    more = choose_extra(scribbles.shape[0], brushed, [], n_extra, plane_px=plane)
+    check_extra_memory(len(more), plane, what="fewer slices labelled for the U-Net (--extra-slices)")
     around = aligned_neighbours([s.path for s in scans], step, TIME_CONTEXT if time_context is None else time_context)
     around["names"] = [scans[t].name for t in around["steps"]]  # to tell later whether they are still those scans
     with contextlib.ExitStack() as opened:

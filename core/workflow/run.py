@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.labelling.forest import TIME_CONTEXT as FOREST_TIME_CONTEXT
-from core.labelling.forest import ALL_SLICES, AUTO_SLICES, EXTRA_PIXELS, EXTRA_SLICES, extra_slices
+from core.labelling.forest import ALL_SLICES, AUTO_SLICES, EXTRA_PIXELS, EXTRA_SLICES, check_extra_memory, extra_slices
 
 from core.atomic import atomic_write_json
 from core.errors import ReactomoError
@@ -302,10 +302,14 @@ def run_workflow(
     n_scribbled = sum(len(b[3]) for b in brushed)
     held = (split_slices(n_scribbled, val_fraction=tc.val_fraction, seed=tc.held_out_seed)[1] if n_scribbled >= 2
             else [0])
-    held_at, first = [], 0
-    for _, _, _, zs in brushed:
-        held_at.append([zs[i - first] for i in held if first <= i < first + len(zs)])
+    mores, first = [], 0  # each labelled step's extra slices, chosen (and their memory checked) before any write
+    for _, _, scribbles, zs in brushed:
+        held_here = [zs[i - first] for i in held if first <= i < first + len(zs)]
         first += len(zs)
+        plane = int(scribbles.shape[1]) * int(scribbles.shape[2])
+        more = extra_slices(scribbles.shape[0], zs, held_here, n_extra, plane_px=plane) if n_extra else []
+        check_extra_memory(len(more), plane, what="--extra-slices")
+        mores.append(more)
     out.mkdir(parents=True, exist_ok=True)
     if tc.soft_labels and config.extra_slices is None and EXTRA_SLICES:
         say("   soft labels: the U-Net trains on the scribbled slices only (the forest's split is kept for those)")
@@ -335,8 +339,7 @@ def run_workflow(
                 f"{', '.join(str(t) for t in around['steps'])} (the same slices, aligned)")
         elif config.forest_time_context:
             say(f"   the forest reads step {k} alone: {around['reason']}")
-        more = (extra_slices(scan.shape[0], zs, held_at[i], n_extra, plane_px=scan.shape[1] * scan.shape[2])
-                if n_extra else [])
+        more = mores[i]
         if more:
             say(f"   the forest also labels {len(more)} unscribbled slices of step {k} for the U-Net to train on")
         with contextlib.ExitStack() as opened:
