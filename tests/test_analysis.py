@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from html import escape as html_escape
 import re
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def test_every_file_and_the_report_are_written_and_self_contained(analysed):
     assert jm and {len(g.split(".")[1]) for g in jm.groups()} == {3}, jm
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["n_boot"] == 100 and summary["versions"]["numpy"] and summary["versions"]["numba"] and summary["versions"]["edt"]
+    # and the processor: the report names it beside the libraries (another instruction set rounds differently)
+    assert summary["versions"]["cpu"] and f"<th style='text-align:left'>cpu</th><td style='text-align:left'>{html_escape(summary['versions']['cpu'])}</td>" in html
 
 
 def test_a_saved_analysis_draws_the_same_figures(analysed):

@@ -92,6 +92,29 @@ def test_the_forest_labels_the_extra_slices_and_leaves_the_scribbled_ones_as_the
         ground_truth_from_scribbles(scan, scribbles, n_jobs=1, also=[8])
 
 
+def test_the_scribbled_slices_are_labelled_and_let_go_before_any_extra_slice_is_computed(monkeypatch):
+    """Their kept features and the extra slices' features never add up: the extra slices' planes are computed
+    only once every scribbled slice is labelled (one thread here, so the order is exact), and every slice's
+    labels, uncertainty and probabilities still land at its place among the ascending slices."""
+    import core.labelling.forest as forest
+
+    scan, scribbles, _ = _scan_and_scribbles()
+    events = []
+    real_features, real_predict = forest.volume_features, forest.predict_forest
+    monkeypatch.setattr(forest, "volume_features",
+                        lambda vol, zs, **kw: events.append(("features", tuple(zs))) or real_features(vol, zs, **kw))
+    monkeypatch.setattr(forest, "predict_forest",
+                        lambda f, st, **kw: events.append(("predict", st.z)) or real_predict(f, st, **kw))
+    more = ground_truth_from_scribbles(scan, scribbles, n_jobs=1, also=[0, 7, 3], keep_probabilities=True)
+    first_extra = next(i for i, e in enumerate(events) if e[0] == "features" and set(e[1]) & {0, 3, 7})
+    assert sorted(e[1] for e in events[:first_extra] if e[0] == "predict") == [2, 5]
+    monkeypatch.undo()
+    alone = ground_truth_from_scribbles(scan, scribbles, n_jobs=1, keep_probabilities=True)
+    assert more.slices == (0, 2, 3, 5, 7)
+    np.testing.assert_array_equal(more.probabilities[[1, 3]], alone.probabilities)
+    np.testing.assert_array_equal(more.uncertainty[[1, 3]], alone.uncertainty)
+
+
 FAST = dict(patch_size=16, stride_ratio=1.0, batch_size=4, max_epochs=2, augment=False, patience=0, average_epochs=0,
             cpu_amp=False)
 TINY = UNetConfig(n_classes=len(DEFAULT_PHASES), width=4, depth=2)
@@ -130,7 +153,7 @@ def test_a_real_training_draws_its_epoch_from_every_slice_at_the_same_cost():
                    phases=DEFAULT_PHASES, device="cpu", extra=(img[more], truth[more]))
 
 
-def test_run_trains_on_the_extra_slices_and_records_them(small_demo_dir, tmp_path):
+def test_run_trains_on_the_extra_slices_and_records_them(small_demo_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     assert main(run_args(small_demo_dir, out, "--extra-slices", "3")) == 0
     run = json.loads((out / "run.json").read_text())
@@ -144,7 +167,15 @@ def test_run_trains_on_the_extra_slices_and_records_them(small_demo_dir, tmp_pat
     assert all(gt[z].all() for z in more)  # the forest labelled them in full, and they are kept with the others
     # with the U-Net reading the steps around too, the extra slices get the same channels as the scribbled ones
     timed = tmp_path / "timed"
+    import core.imaging.normalise as normalise
+
+    fitted = []  # the real normalisation, counted: each step the U-Net reads is fitted once, not once per batch of slices
+    real_fit = normalise.fit_normalisation
+    monkeypatch.setattr(normalise, "fit_normalisation", lambda vol, **kw: fitted.append(1) or real_fit(vol, **kw))
     assert main(run_args(small_demo_dir, timed, "--extra-slices", "2", "--time-context", "1")) == 0
+    # the label step's own (one normalisation for the model) and its two neighbours', each once, for the scribbled
+    # slices and the extra ones alike (before: the neighbours fitted again for the extra slices)
+    assert len(fitted) == 3
     run = json.loads((timed / "run.json").read_text())
     assert len(run["random_forest"]["steps"][0]["extra_slices"]) == 2
     assert run["unet"]["config"]["in_channels"] == 3 and run["unet"]["time_context"]["reach"] == 1
@@ -209,3 +240,34 @@ def test_the_ground_truth_command_takes_the_same_setting_and_refuses_a_bad_one(d
     out = capsys.readouterr().out
     cand = load_candidate(open_project("demo", workspace=workspace))
     assert len(cand.extra_slices) == 2 and "also labelled 2 unscribbled slices" in out
+
+
+def test_the_memory_estimate_counts_the_extra_slices_once_not_per_augmented_copy(monkeypatch):
+    """The extra slices' patches are held once and drawn from; only an epoch's share is augmented. A training whose
+    extra slices the old estimate multiplied by the augmentation copies now fits a budget it fits in; one over the
+    budget is still refused before any patch is made."""
+    from core.network.train import estimate_training_memory
+
+    cfg = TrainConfig(**{**FAST, "augment": True, "augment_factor": 4})
+    base = estimate_training_memory(cfg, width=4, data_bytes=10**6)
+    assert estimate_training_memory(cfg, width=4, data_bytes=10**6, held_bytes=3 * 10**6) - base == pytest.approx(6e6)
+    scan, _, truth = _scan_and_scribbles()
+    img = (scan.astype(np.float32) - 20000) / 10000
+    own = [0, 3, 6, 7]
+    many = np.concatenate([img] * 20), np.concatenate([truth] * 20)  # 160 extra slices of 40 x 40
+    per_slice = 40 * 40 * (4 + 1 + 8)  # the bytes train_unet counts per slice (patch 16, stride 1.0)
+    now = estimate_training_memory(cfg, width=TINY.width, data_bytes=len(own) * per_slice, n_patches=len(own) * 9,
+                                   held_bytes=len(many[0]) * per_slice)
+    before = estimate_training_memory(cfg, width=TINY.width, data_bytes=(len(own) + len(many[0])) * per_slice,
+                                      n_patches=len(own) * 9)
+    assert before - now > 1e7  # the old count: every extra patch times the four copies
+
+    def train(budget_bytes):
+        monkeypatch.setenv("REACTOMO_MEMORY_BUDGET_GB", f"{budget_bytes / 1e9:.9f}")
+        torch.manual_seed(0)
+        return train_unet(build_unet(TINY), img[own], truth[own], config=cfg, phases=DEFAULT_PHASES, device="cpu",
+                          extra=many)
+
+    assert len(train((now + before) / 2).history) == FAST["max_epochs"]  # refused before, trains now
+    with pytest.raises(ReactomoError, match="This training would need about"):
+        train(now - 1e6)

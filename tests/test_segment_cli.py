@@ -176,6 +176,7 @@ def test_run_command_end_to_end_on_a_small_demo(small_demo_dir, tmp_path, capsys
         assert (out / name).is_file(), name
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["epochs"] == 2 and run["unet"]["epochs"] == 2 and run["versions"]["torch"]
+    assert run["versions"]["cpu"] and run["versions"]["cpu_capability"]  # which processor computed it
     # two epochs make a poor model: the run says so and keeps the sentence, it does not call it a success
     assert run["unet"]["quality_warning"] and f"warning: {run['unet']['quality_warning']}" in text
     assert set(run["timings_s"]) >= {"random_forest_s", "train_s", "segment_s", "total_s"}

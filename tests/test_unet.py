@@ -168,6 +168,8 @@ def test_save_load_round_trip_identical_predictions(tmp_path, norm):
     assert PhaseTable.from_dict(card["phases"]) == DEFAULT_PHASES
     assert card["normalisation"] == CARD_EXTRAS["normalisation"] and card["metrics"] == CARD_EXTRAS["metrics"]
     assert set(card["versions"]) >= {"torch", "numpy", "reactomo"} and card["seed"] == 7
+    # the processor too: another instruction set rounds the same convolutions differently
+    assert card["versions"]["cpu"] and card["versions"]["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
     assert sorted(os.listdir(folder)) == [CARD, WEIGHTS]
     assert sorted(os.listdir(folder.parent)) == ["demo"]  # no temporary folder left behind
 

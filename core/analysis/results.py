@@ -772,7 +772,7 @@ section{{margin:2em 0}}</style>
 <table><tr><th>step</th><th>time (min)</th><th>x</th><th>y</th><th>deviation (%)</th><th>±{100 * band:g} % band</th></tr>{rows}</table>
 {''.join(parts)}
 <section><h2>Model</h2>{_kv_table(model_rows)}{card_html}</section>
-<section><h2>Settings</h2>{_kv_table(settings_rows)}<h3>Library versions</h3>{_kv_table(list((s.get('versions') or {}).items()))}</section>
+<section><h2>Settings</h2>{_kv_table(settings_rows)}<h3>Library versions and processor</h3>{_kv_table(list((s.get('versions') or {}).items()))}</section>
 </body></html>"""
 
 

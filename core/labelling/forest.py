@@ -1115,13 +1115,16 @@ def ground_truth_from_scribbles(
     # progress is reported from the calling thread only (a UI may not be updated from worker threads)
     # slices without kept features: each thread computes a slice's (and its neighbours') planes, as many as fit
     threads = min(nj, len(out_zs)) if keep and not extra else max(1, min(nj, len(out_zs), _FEATURE_MEMORY // max(plane_bytes, 1)))
+    # the slices whose features are kept first, each letting its planes go: the extra slices' planes are computed
+    # only when those are (nearly) all gone, so the two never add up to twice the feature budget
+    order = sorted(range(len(out_zs)), key=lambda i: out_zs[i] not in kept_at)
     if threads > 1:
         with ThreadPoolExecutor(threads) as ex:
-            for k, z in enumerate(ex.map(label_slice, range(len(out_zs)))):
+            for k, z in enumerate(ex.map(label_slice, order)):
                 progress(0.55 + 0.45 * (k + 1) / len(out_zs), f"Labelled slice {z} ({k + 1} of {len(out_zs)})")
     else:
-        for k in range(len(out_zs)):
-            z = label_slice(k)
+        for k, i in enumerate(order):
+            z = label_slice(i)
             progress(0.55 + 0.45 * (k + 1) / len(out_zs), f"Labelled slice {z} ({k + 1} of {len(out_zs)})")
     seconds["predict"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start

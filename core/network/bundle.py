@@ -8,7 +8,7 @@ A bundle is a folder ``models/NAME/`` holding
     {"format": "reactomo.unet", "format_version": 1, "name": ..., "created": ISO-8601 UTC,
      "unet": UNetConfig.to_dict(), "phases": PhaseTable.to_dict(), "class_codes": [code of output 0, 1, ...],
      "normalisation": {...}, "training": {...}, "provenance": {...}, "metrics": {...},
-     "versions": {"torch", "numpy", "safetensors", "reactomo"}, "seed": int,
+     "versions": {"torch", "numpy", "safetensors", "reactomo", "cpu", "cpu_capability"}, "seed": int,
      "weights_sha256": hex digest of weights.safetensors}
 
   An ensemble (:class:`core.network.unet.UNetEnsemble`, several networks of one config whose probabilities are
@@ -238,6 +238,8 @@ def save_bundle(
     if folder.exists() and not overwrite:
         raise ReactomoError(f"A model called '{name}' already exists in {folder.parent}; choose another name or pass overwrite=True.")
 
+    from core.network.inference import machine  # (inference reads bundles: imported here, not at the top)
+
     members = members_of(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     _check_fits(state, config, what="model's weights", members=members)
@@ -258,6 +260,7 @@ def save_bundle(
             "numpy": np.__version__,
             "safetensors": safetensors.__version__,
             "reactomo": core.__version__,
+            **{k: v for k, v in machine().items() if k in ("cpu", "cpu_capability")},
         },
         "seed": int(seed),
     }

@@ -926,12 +926,14 @@ def memory_budget_bytes() -> float:
 
 
 def estimate_training_memory(config: TrainConfig, *, width: int, in_channels: int = 1, data_bytes: int = 0,
-                             n_patches: int | None = None) -> float:
+                             n_patches: int | None = None, held_bytes: int = 0) -> float:
     """Peak memory of one training in bytes, estimated before it starts.
 
     ``patch² × batch × width × 100 B`` for the network (the activations of every level kept for the backward pass,
     and their gradients; a U-Net's levels halve the side and double the channels, so the first level dominates),
-    plus the patches (``data_bytes`` of images and labels, times the augmentation copies) and 0.5 GB for the
+    plus the patches (``data_bytes`` of images and labels, times the augmentation copies), the patches that are
+    only drawn from (``held_bytes``: extra slices, held once and copied once when joined to the others, never
+    augmented all at once: an epoch augments only as many patches as ``data_bytes`` gives) and 0.5 GB for the
     libraries. The factor was measured as peak resident memory of ``python -m core train`` on this machine; it is
     meant to refuse settings that cannot fit, not to predict to the megabyte. ``n_patches`` (when known) caps the
     batch: a batch never holds more patches than there are.
@@ -941,17 +943,17 @@ def estimate_training_memory(config: TrainConfig, *, width: int, in_channels: in
         b = max(1, min(b, int(n_patches)))
     network = float(p) * p * b * int(width) * _BYTES_PER_PIXEL_CHANNEL
     inputs = float(p) * p * b * int(in_channels) * 4 * 4
-    return network + inputs + 2.0 * float(data_bytes) * max(1, int(config.augment_factor)) + 0.5e9
+    return network + inputs + 2.0 * float(data_bytes) * max(1, int(config.augment_factor)) + 2.0 * float(held_bytes) + 0.5e9
 
 
 def check_training_memory(config: TrainConfig, *, width: int, in_channels: int = 1, data_bytes: int = 0,
-                          n_patches: int | None = None) -> float:
+                          n_patches: int | None = None, held_bytes: int = 0) -> float:
     """Refuse, with the estimate in the sentence, a training whose memory estimate exceeds the budget.
 
     Returns the estimate in bytes. Called by every trainer (CLI, pages, ``run``) before the first epoch.
     """
     need = estimate_training_memory(config, width=width, in_channels=in_channels, data_bytes=data_bytes,
-                                    n_patches=n_patches)
+                                    n_patches=n_patches, held_bytes=held_bytes)
     budget = memory_budget_bytes()
     if need > budget:
         raise ReactomoError(
@@ -1056,12 +1058,15 @@ def train_unet(
 
     unet_config = getattr(model, "config", None)
     if hasattr(unet_config, "width"):  # refused before any patch is made, with the estimate in the sentence
-        n, h, w = images.shape[0] + (len(extra[0]) if extra is not None else 0), images.shape[-2], images.shape[-1]
+        n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+        n_extra = len(extra[0]) if extra is not None else 0
         p = config.patch_size
         chans = images.shape[1] if images.ndim == 4 else 1
-        pixels = n * max(h, p) * max(w, p) / config.stride_ratio ** 2
+        per_slice = max(h, p) * max(w, p) / config.stride_ratio ** 2  # pixels of its (overlapping) patches
+        pixels = n * per_slice
         check_training_memory(config, width=unet_config.width, in_channels=chans,
-                              data_bytes=int(pixels * (4 * chans + 1 + 8)), n_patches=math.ceil(pixels / p ** 2))
+                              data_bytes=int(pixels * (4 * chans + 1 + 8)), n_patches=math.ceil(pixels / p ** 2),
+                              held_bytes=int(n_extra * per_slice * (4 * chans + 1 + 8)))
     n_in = images.shape[1] if images.ndim == 4 else 1
     if config.time_channels and (n_in - config.time_channels < 1 or (n_in - config.time_channels) % 2 == 0):
         raise ReactomoError(f"The images have {n_in} channels, too few or the wrong number for {config.time_channels} "

@@ -320,6 +320,7 @@ def run_workflow(
     softs: list[np.ndarray] = []
     forests: list[dict[str, Any]] = []
     time_read: list[dict[str, Any]] = []
+    neighbour_norms: dict[int, dict[str, Any]] = {}  # a time context's other steps, each normalised on its own, once
     norm = None
     for i, (path, k, scribbles, zs) in enumerate(brushed):
         # 1. random forest, one per labelled step (each learns the look of its own step)
@@ -374,7 +375,9 @@ def run_workflow(
                     extra.append(own[:, config.context])
                     continue
                 with open_scan(scans[t], rings=rings) as other:
-                    other_norm = fit_normalisation(other, seed=config.seed)
+                    if t not in neighbour_norms:  # fitted once per step, reused for the extra slices
+                        neighbour_norms[t] = fit_normalisation(other, seed=config.seed)
+                    other_norm = neighbour_norms[t]
                     extra.append(apply_normalisation(np.stack([np.asarray(other.slice(0, z)) for z in where]), other_norm))
             return np.concatenate([own, np.stack(extra, axis=1)], axis=1)
 
