@@ -255,8 +255,9 @@ def machine() -> dict[str, str]:
     Why: the same code, data and seed give the same labels on one machine, but not bit for bit on another: the
     convolution kernels torch picks depend on the instruction set (``cpu_capability``: AVX2, AVX-512, AVX-512 BF16 or
     AMX), and so does their rounding. On the accuracy family, two 2-core machines (AMD EPYC with AVX-512 BF16, Intel
-    Xeon with AMX) gave worst-step Dice differing by up to 0.009 on the same variant and seed (README, "Accuracy on
-    data it was never tuned on"). A result's record names its processor so that a reader knows which.
+    Xeon with AMX) gave worst-step Dice up to 0.009 apart on the same variant and seed, the worst phase up to 0.019 and
+    the reaction extent's error up to 4 points (README, "Accuracy on data it was never tuned on"). A result's record
+    names its processor so that a reader knows which.
     """
     import platform
 
