@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 import core
 from core.atomic import atomic_write_json, move_to_trash
 from core.errors import ReactomoError
+from core.network.hardware import machine
 from core.phases import PhaseTable
 from core.network.unet import UNet, UNetConfig, UNetEnsemble, members_of
 
@@ -237,8 +238,6 @@ def save_bundle(
         raise ReactomoError(f"The bundle's seed must be an integer; got {seed!r}.")
     if folder.exists() and not overwrite:
         raise ReactomoError(f"A model called '{name}' already exists in {folder.parent}; choose another name or pass overwrite=True.")
-
-    from core.network.inference import machine  # (inference reads bundles: imported here, not at the top)
 
     members = members_of(model)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}

@@ -66,7 +66,7 @@ def versions() -> dict[str, str]:
 
     out = {"reactomo": getattr(core, "__version__", "0"), "python": platform.python_version(), "numpy": np.__version__,
            "scipy": scipy.__version__, "torch": torch.__version__, "tifffile": tifffile.__version__}
-    from core.network.inference import machine
+    from core.network.hardware import machine
 
     m = machine()  # the same code and seed round differently on another instruction set: say which computed it
     out.update(cpu=m["cpu"], cpu_capability=m["cpu_capability"])
