@@ -1,7 +1,7 @@
 """The processor a result is computed on: whether it does bfloat16 natively, and its name for the records.
 
-Kept apart from :mod:`core.network.inference` and :mod:`core.network.bundle` (both use it, and import each other
-lazily), so that none of them needs the other to say which processor computed a model or a segmentation.
+Kept apart from :mod:`core.network.inference` (which reads bundles) so that :mod:`core.network.bundle` can name the
+processor in a model card without importing inference: both import this module, neither the other for it.
 """
 
 from __future__ import annotations
