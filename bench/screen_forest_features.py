@@ -1,0 +1,150 @@
+"""Screen: which features the forest that labels the U-Net's training slices reads (tuning half only).
+
+The U-Net learns from the forest's ground truth, and the gap to the ceiling is in those labels (README, "The
+ceiling"). The forest's feature set (`core.labelling.features.FeatureConfig`: scales 0.7, 1, 2, 4 px with 3D
+smoothing; intensity, neighbourhood and edge-preserving groups) was chosen on the demo benchmark before the family
+existed (`bench/bench_forest.py`), and never on the family. Scribbles stay inside thick laths, so the largest scale
+(4 px, ±12 slices in 3D) tells the forest "inside a thick lath", which a thin lath never is. Smaller or fewer scales
+might let it call thin laths bassanite; larger ones would do the opposite (a control).
+
+Each arm labels exactly what `run` gives the U-Net: the label step's scan with its rings removed, the scribbled slices
+and the extra slices `run` adds (the same held-out slices kept away), pores' and celestite's edges redrawn from the
+scan as `run` does, the same forest seed. Scored against the truth of those slices, per phase (Dice), and reported:
+the recall of the truth's thin bassanite (pixels of a 2D object part removed by a 3x3 opening). Nothing here trains a
+network or computes the internal standard.
+
+Written before it ran (2026-12-07, 21:25 UTC), the rule: an arm goes on to the whole workflow (two seeds, the standing
+conditions (a)-(d) of bench/results/forest-slices-rules.txt, against the defaults run on this machine) only if the mean
+over the six tuning variants of bassanite's or gypsum's Dice rises by at least 0.01, neither falls by more than 0.005,
+and pores' and celestite's do not fall by more than 0.005; among arms that pass, the one with the largest mean of
+bassanite's and gypsum's Dice. If none passes, the forest's features stay as they are.
+
+Run: .venv/bin/python bench/screen_forest_features.py [--family-root bench/.family] [--out FILE.json] [--arms a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.family import ensure, split, variant  # noqa: E402
+
+#: arm name -> FeatureConfig keyword arguments (the first is the defaults)
+ARMS: dict[str, dict] = {
+    "defaults (σ 0.7, 1, 2, 4)": {},
+    "no σ 4": {"sigmas": (0.7, 1.0, 2.0)},
+    "σ 0.5 added": {"sigmas": (0.5, 0.7, 1.0, 2.0, 4.0)},
+    "σ 8 added (control)": {"sigmas": (0.7, 1.0, 2.0, 4.0, 8.0)},
+    "in-plane smoothing only": {"context_3d": False},
+    "every feature group": {"groups": ("intensity", "gradient", "structure", "neighbourhood", "morphology", "edges")},
+}
+NAMES = {1: "gypsum", 2: "bassanite", 3: "pore", 4: "celestite"}
+
+
+def _dice(a, b, c) -> float:
+    import numpy as np
+
+    pa, pb = a == c, b == c
+    den = int(pa.sum()) + int(pb.sum())
+    return float("nan") if den == 0 else 2.0 * int(np.logical_and(pa, pb).sum()) / den
+
+
+def _thin(mask):
+    """The pixels of a 2D mask (per slice) that a 3x3 opening removes: its thin parts."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    return np.stack([m & ~ndi.binary_opening(m, structure=np.ones((3, 3), bool)) for m in mask])
+
+
+def screen_variant(folder: Path, arms: dict[str, dict]) -> dict:
+    import numpy as np
+    import tifffile
+
+    from core.imaging.rings import RINGS, open_scan
+    from core.labelling.features import FeatureConfig
+    from core.labelling.forest import EXTRA_SLICES, ForestConfig, extra_slices, ground_truth_from_scribbles
+    from core.labelling.partial_volume import EDGE_BACKGROUND, matrix_codes, redraw_partial_volume, resolve_codes
+    from core.network.train import TrainConfig, split_slices
+    from core.phases import PhaseTable
+
+    ds = json.loads((folder / "dataset.json").read_text())
+    k, steps = int(ds["label_step"]), ds["steps"]
+    phases = PhaseTable.from_dict(ds["phases"])
+    scribbles = tifffile.imread(folder / "scribbles.tif")
+    truth = tifffile.imread(folder / steps[k]["truth"])
+    zs = [int(z) for z in np.flatnonzero(scribbles.reshape(scribbles.shape[0], -1).any(axis=1))]
+    tc = TrainConfig(seed=0)
+    held = [zs[i] for i in split_slices(len(zs), val_fraction=tc.val_fraction, seed=tc.held_out_seed)[1]]
+    more = extra_slices(scribbles.shape[0], zs, held, EXTRA_SLICES, plane_px=scribbles.shape[1] * scribbles.shape[2])
+    where = sorted(zs + more)
+    with open_scan(folder / steps[k]["scan"], rings=RINGS) as vol:
+        scan = vol.read()
+    pv_codes = resolve_codes(phases, None)
+    matrix = matrix_codes(phases, EDGE_BACKGROUND)
+    ref = truth[where]
+    thin_true = _thin(ref == 2)
+    out = {"variant": folder.name, "label_step": k, "scribbled": zs, "extra": more, "arms": {}}
+    for arm, fkw in arms.items():
+        t0 = time.perf_counter()
+        rf = ground_truth_from_scribbles(scan, scribbles, feature_config=FeatureConfig(**fkw),
+                                         forest_config=ForestConfig(seed=0), phases=phases, also=more)
+        gt = rf.labels
+        for code in pv_codes:
+            gt, _ = redraw_partial_volume(scan, gt, code, slices=where, matrix=matrix)
+        pred = gt[where]
+        row = {"features": FeatureConfig(**fkw).to_dict(), "seconds": time.perf_counter() - t0,
+               **{NAMES[c]: _dice(pred, ref, c) for c in NAMES},
+               "thin_bassanite_recall": float((pred[thin_true] == 2).mean()) if thin_true.any() else float("nan"),
+               "bassanite_volume_ratio": float((pred == 2).sum() / max(1, (ref == 2).sum()))}
+        out["arms"][arm] = row
+        print(f"{folder.name} {arm:>26}: " + " ".join(f"{NAMES[c]} {row[NAMES[c]]:.3f}" for c in NAMES)
+              + f"  thin {row['thin_bassanite_recall']:.3f}  vol {row['bassanite_volume_ratio']:.2f}"
+              + f"  ({row['seconds']:.0f} s)", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family-root", type=Path, default=ROOT / "bench" / ".family")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--arms", default=None, help="comma-separated prefixes of arm names (default: all)")
+    args = ap.parse_args(argv)
+    names = list(ARMS)
+    if args.arms:
+        want = [a.strip() for a in args.arms.split(",")]
+        names = [names[0]] + [n for n in names[1:] if any(n.startswith(w) for w in want)]
+    arms = {n: ARMS[n] for n in names}
+    rows = [screen_variant(ensure(variant(n), args.family_root), arms) for n in split()["tuning"]]
+    keys = [*NAMES.values(), "thin_bassanite_recall", "bassanite_volume_ratio"]
+    summary = {arm: {p: float(np.nanmean([r["arms"][arm][p] for r in rows])) for p in keys} for arm in arms}
+    first = names[0]
+    base = summary[first]
+    print("\nmean over the tuning half (the U-Net's training slices of the label step against the truth):")
+    passing = []
+    for arm, m in summary.items():
+        d = {p: m[p] - base[p] for p in m}
+        ok = (arm != first and max(d["bassanite"], d["gypsum"]) >= 0.01 and min(d["bassanite"], d["gypsum"]) >= -0.005
+              and d["pore"] >= -0.005 and d["celestite"] >= -0.005)
+        if ok:
+            passing.append(arm)
+        print(f"  {arm:>26}: " + " ".join(f"{p} {v:.3f} ({d[p]:+.3f})" for p, v in m.items()) + ("  passes" if ok else ""))
+    best = max(passing, key=lambda a: summary[a]["bassanite"] + summary[a]["gypsum"]) if passing else None
+    print(f"\nrule: {'goes on: ' + best if best else 'no arm passes'}")
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "summary": summary, "passing": passing, "chosen": best},
+                                       indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
