@@ -13,7 +13,7 @@ scan as `run` does, the same forest seed. Scored against the truth of those slic
 the recall of the truth's thin bassanite (pixels of a 2D object part removed by a 3x3 opening). Nothing here trains a
 network or computes the internal standard.
 
-Written before it ran (2026-12-07, 21:25 UTC), the rule: an arm goes on to the whole workflow (two seeds, the standing
+Written before it ran (2026-12-07, 20:58 UTC), the rule: an arm goes on to the whole workflow (two seeds, the standing
 conditions (a)-(d) of bench/results/forest-slices-rules.txt, against the defaults run on this machine) only if the mean
 over the six tuning variants of bassanite's or gypsum's Dice rises by at least 0.01, neither falls by more than 0.005,
 and pores' and celestite's do not fall by more than 0.005; among arms that pass, the one with the largest mean of
