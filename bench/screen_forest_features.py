@@ -19,6 +19,24 @@ over the six tuning variants of bassanite's or gypsum's Dice rises by at least 0
 and pores' and celestite's do not fall by more than 0.005; among arms that pass, the one with the largest mean of
 bassanite's and gypsum's Dice. If none passes, the forest's features stay as they are.
 
+Result (20:59 UTC, `screen-forest-features.json`): no arm passes (the largest change +0.002); see the README.
+
+Second question, written 21:02 UTC before those arms ran: a denoised copy of the label step for the forest. Noise sits
+at a third to a half of the gypsum-bassanite contrast, and every smoothing feature the forest has (Gaussian, 3x3
+mean, guided filter) averages a thin lath away with its noise. Non-local means (scikit-image, 3D, patches of 3
+voxels searched within 4, h = 0.8 or 1.2 times the noise sigma measured from neighbouring slices' differences, about
+20 s a step here) averages like with like instead, so a thin lath's voxels are averaged with other lath voxels.
+Arms: the forest reads the denoised scan instead of the scan, or both (the denoised one's features after the scan's);
+the edges' redraw still reads the scan. The same rule as above, against the defaults run in the same invocation.
+`--arms nlm` runs these (and the defaults).
+
+Third question, written 21:11 UTC before those arms ran: the forest's own settings (`ForestConfig`: 4 trees of depth
+12 from at most 4000 brushed pixels a phase, weights half-way to balanced, its probabilities refined by a guided filter
+of radius 2), also chosen on the demo benchmark. The refinement smooths the probabilities across edges of low
+contrast, which a thin lath's are. Arms: the refinement off, or of radius 1; 16 trees; every brushed pixel; trees
+grown until pure; phases weighted as brushed or fully balanced. The same rule, against the defaults of the same
+invocation. `--arms forest` runs these (and the defaults).
+
 Run: .venv/bin/python bench/screen_forest_features.py [--family-root bench/.family] [--out FILE.json] [--arms a,b]
 """
 
@@ -44,6 +62,17 @@ ARMS: dict[str, dict] = {
     "σ 8 added (control)": {"sigmas": (0.7, 1.0, 2.0, 4.0, 8.0)},
     "in-plane smoothing only": {"context_3d": False},
     "every feature group": {"groups": ("intensity", "gradient", "structure", "neighbourhood", "morphology", "edges")},
+    "nlm h 0.8 instead of the scan": {"_nlm": (0.8, "instead")},
+    "nlm h 1.2 instead of the scan": {"_nlm": (1.2, "instead")},
+    "nlm h 0.8 beside the scan": {"_nlm": (0.8, "beside")},
+    "nlm h 1.2 beside the scan": {"_nlm": (1.2, "beside")},
+    "forest: refinement off": {"_forest": {"refine_radius": 0}},
+    "forest: refinement radius 1": {"_forest": {"refine_radius": 1}},
+    "forest: 16 trees": {"_forest": {"n_trees": 16}},
+    "forest: every brushed pixel": {"_forest": {"max_pixels_per_class": 0}},
+    "forest: trees grown until pure": {"_forest": {"max_depth": None}},
+    "forest: phases as brushed": {"_forest": {"class_balance": 0.0}},
+    "forest: phases balanced": {"_forest": {"class_balance": 1.0}},
 }
 NAMES = {1: "gypsum", 2: "bassanite", 3: "pore", 4: "celestite"}
 
@@ -62,6 +91,19 @@ def _thin(mask):
     from scipy import ndimage as ndi
 
     return np.stack([m & ~ndi.binary_opening(m, structure=np.ones((3, 3), bool)) for m in mask])
+
+
+def _nlm(scan, h: float):
+    """Non-local means of the whole scan in 3D, h = ``h`` times the noise sigma (from the differences of neighbouring
+    slices, whose noise is independent while the rock is continuous)."""
+    import numpy as np
+    from skimage.restoration import denoise_nl_means
+
+    x = np.asarray(scan, np.float32)
+    d = (x[1:] - x[:-1]).ravel()
+    sigma = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+    return denoise_nl_means(x, patch_size=3, patch_distance=4, h=h * sigma, sigma=sigma, fast_mode=True,
+                            channel_axis=None).astype(np.float32)
 
 
 def screen_variant(folder: Path, arms: dict[str, dict]) -> dict:
@@ -92,15 +134,23 @@ def screen_variant(folder: Path, arms: dict[str, dict]) -> dict:
     ref = truth[where]
     thin_true = _thin(ref == 2)
     out = {"variant": folder.name, "label_step": k, "scribbled": zs, "extra": more, "arms": {}}
-    for arm, fkw in arms.items():
+    for arm, spec in arms.items():
+        fkw = {k: v for k, v in spec.items() if not k.startswith("_")}
         t0 = time.perf_counter()
-        rf = ground_truth_from_scribbles(scan, scribbles, feature_config=FeatureConfig(**fkw),
-                                         forest_config=ForestConfig(seed=0), phases=phases, also=more)
+        read, near = scan, None
+        if "_nlm" in spec:
+            h, how = spec["_nlm"]
+            den = _nlm(scan, h)
+            read, near = (den, None) if how == "instead" else (scan, {1: den})
+        rf = ground_truth_from_scribbles(read, scribbles, feature_config=FeatureConfig(**fkw),
+                                         forest_config=ForestConfig(seed=0, **spec.get("_forest", {})), phases=phases,
+                                         also=more, neighbours=near)
         gt = rf.labels
         for code in pv_codes:
             gt, _ = redraw_partial_volume(scan, gt, code, slices=where, matrix=matrix)
         pred = gt[where]
-        row = {"features": FeatureConfig(**fkw).to_dict(), "seconds": time.perf_counter() - t0,
+        row = {"features": FeatureConfig(**fkw).to_dict(), "nlm": spec.get("_nlm"), "forest": spec.get("_forest"),
+               "seconds": time.perf_counter() - t0,
                **{NAMES[c]: _dice(pred, ref, c) for c in NAMES},
                "thin_bassanite_recall": float((pred[thin_true] == 2).mean()) if thin_true.any() else float("nan"),
                "bassanite_volume_ratio": float((pred == 2).sum() / max(1, (ref == 2).sum()))}
