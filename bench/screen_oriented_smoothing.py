@@ -1,10 +1,22 @@
-"""Offline screen (rule written 21:15 UTC before it ran, in /tmp/scr/oriented-rule.txt)."""
-import sys, json, time
-import numpy as np, tifffile, torch
+"""Offline screen: the network's probabilities smoothed along the local structure before the history pass.
+
+The rule, written before it ran: bench/results/oriented-smoothing-rules.txt (its result is there too). Replays the
+history pass on captured probabilities (bench/capture/sitecustomize.py) through bench/screen_volume_target.py.
+
+Run: CAPTURE_DIR=bench/.capture .venv/bin/python bench/screen_oriented_smoothing.py S_ALONG [v03-...,v06-...]
+(S_ALONG 0 = no smoothing, which reproduces the runs' labels.)
+"""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
 from scipy import ndimage as ndi
-sys.path.insert(0, '/tmp/scr'); sys.path.insert(0, '/work/main')
-import screen as S
-from core.segmentation.temporal import allowed_transitions, free_classes, most_probable_histories, pair_histogram, matched_offsets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench.screen_volume_target as S  # noqa: E402
+
 K = 8
 
 def kernels(s_long, s_across=0.5, size=None):
