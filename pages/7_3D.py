@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
@@ -9,12 +11,13 @@ import ui
 from core.errors import ReactomoError
 from core.charts import numbers_over_time_chart
 from core.render.morphology import METHOD
-from core.render.surfaces import DEFAULT_BLOCK_EDGE, RenderConfig, block_from_um, default_block
+from core.render.surfaces import DEFAULT_BLOCK_EDGE, RenderConfig, block_from_um, check_block, default_block
 from core.workflow.jobs import list_jobs, read_job, request_cancel
 from core.workflow.paths import segmentation_record
 from core.workflow.project import list_projects, open_project
 from core.workflow.render import OVER_TIME_COLUMNS, cached_numbers_over_time, cached_render
 from core.workflow.render import label_shape as segmentation_shape
+from core.workflow.render import voxel_size as segmentation_voxel_size
 from core.workflow.worker import submit_job
 
 KIND = "render"
@@ -155,7 +158,7 @@ with st.expander("Block, phases and detail", expanded=False):
             x = rx.slider("x range", 0, label_shape[2], (default[4], default[5]), key="r3_x")
             block = (*z, *y, *x)
         else:
-            vs = project.voxel_size_um()
+            vs = segmentation_voxel_size(project, name)  # the meshes' own, not a project value changed since
             default = [v * vs for v in default_block(label_shape, factor=int(factor))]
             cols = st.columns(6)
             box = [cols[i].number_input(f"{'zzyyxx'[i]}{'01'[i % 2]} (µm)", 0.0, float(label_shape[i // 2] * vs),
@@ -178,6 +181,8 @@ config = None
 with ui.user_errors():
     if not chosen:
         raise ReactomoError("Pick at least one phase to show.")
+    if block is not None and label_shape is not None:  # refused here, in a sentence, before any job is queued
+        check_block(block, label_shape, int(factor))
     config = RenderConfig(phases=tuple(phases.by_name(n).code for n in chosen), block=block, factor=int(factor),
                           max_triangles=int(budget), opacity=opacity)
 if config is None:
@@ -237,12 +242,17 @@ def view(column, proj, seg: str, k: int, key: str):
                     st.image(grey, caption="The scan's grey values, windowed to their 1st-99th percentiles, seen from "
                                            "the same camera.")
             return result
+        params = {"name": seg, "step": int(k), "config": config.to_dict()}
+        # the last job of exactly this view: one that failed is said, and queued again only when asked (queueing it
+        # again by itself would fail again, and again, without the page ever showing why)
+        same = json.dumps(params, sort_keys=True)  # as stored (tuples become lists)
+        last = next((j for j in list_jobs(proj.root, kind=KIND) if json.dumps(j.params, sort_keys=True) == same), None)
+        failed = last is not None and last.status in ("failed", "interrupted")
         job = None
         with ui.user_errors():
             job = active_job(proj, seg, k)
-            if job is None:
-                submit_job(proj, KIND, {"name": seg, "step": int(k), "config": config.to_dict()},
-                           title=f"3D view of {seg}, step {k}")
+            if job is None and not failed:
+                submit_job(proj, KIND, params, title=f"3D view of {seg}, step {k}")
                 st.rerun()
         if job is not None:
             if job.params.get("name") == seg and int(job.params.get("step", -1)) == k:
@@ -250,10 +260,13 @@ def view(column, proj, seg: str, k: int, key: str):
             else:
                 st.info(f"Waiting for the 3D view of step {job.params.get('step')} to finish; this one is next.")
                 progress(proj, job.id, key)
-        last = next(iter(list_jobs(proj.root, kind=KIND)), None)
-        if last is not None and last.status in ("failed", "interrupted") and last.params.get("step") == k:
-            st.error(f"The last 3D view of step {k} {last.status}: {last.error or 'no reason recorded'}",
+        elif failed:
+            st.error(f"The 3D view of step {k} with these settings {last.status}: {last.error or 'no reason recorded'}",
                      icon=":material/error:")
+            if st.button("Try again", icon=":material/refresh:", key=f"r3_retry_{key}"):
+                with ui.user_errors():
+                    submit_job(proj, KIND, params, title=f"3D view of {seg}, step {k}")
+                    st.rerun()
         return None
 
 

@@ -143,6 +143,16 @@ def test_blocks_factors_and_settings_are_checked_with_a_sentence():
     with pytest.raises(ReactomoError, match="more than the .* meshed at once"):
         check_block((0, 400, 0, 400, 0, 400), (400, 400, 400), factor=1)
     assert check_block((0, 400, 0, 400, 0, 400), (400, 400, 400), factor=2)
+    with pytest.raises(ReactomoError, match="z range 9-3 is reversed; give z0 below z1"):
+        check_block((9, 3, 0, 10, 0, 10), (10, 10, 10))
+    with pytest.raises(ReactomoError, match="y range 4-4 is empty"):
+        check_block((0, 10, 4, 4, 0, 10), (10, 10, 10))
+    # one voxel thick has no inside to mesh (pyvista's contour_labels failed on it with a KeyError in a user's walk)
+    with pytest.raises(ReactomoError, match="z range 7-8 is 1 voxel thick; a 3D view needs at least 2"):
+        check_block((7, 8, 0, 10, 0, 10), (10, 10, 10))
+    with pytest.raises(ReactomoError, match=r"x range 0-3 is 3 voxels thick \(1 after downsampling by 3\)"):
+        check_block((0, 10, 0, 10, 0, 3), (10, 10, 10), factor=3)
+    assert check_block((0, 10, 0, 10, 0, 3), (10, 10, 10), factor=2)  # 2 after downsampling: meshed
     for bad in (dict(phases=()), dict(factor=0), dict(max_triangles=10), dict(block=(1, 2, 3)), dict(opacity={2: 1.5})):
         with pytest.raises(ReactomoError):
             RenderConfig(**bad)

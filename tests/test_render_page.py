@@ -122,3 +122,65 @@ def test_numbers_over_time_are_computed_in_the_worker_and_shown_as_a_chart_table
     at.selectbox(key="r3_over_metric").set_value("objects").run()
     assert not at.exception
     assert not any(b.label.startswith("Compute for all") for b in at.button)  # shown from the cache, no new job
+
+
+def test_a_bad_block_is_one_sentence_on_the_page_and_queues_nothing(demo_project):
+    """A user's walk: a box in µm with z0 above z1 queued a failing job about every second, forever, and the page
+    never said why; a box one voxel thick crashed the meshing."""
+    _segment(demo_project)
+    for box, said in (((40.0, 10.0), "z range 14-4 is reversed; give z0 below z1"),
+                      ((20.0, 21.0), "z range 7-8 is 1 voxel thick; a 3D view needs at least 2 voxels")):
+        at = _page()
+        at.session_state["r3_mode"] = "Box in µm"
+        at.session_state["r3_um0"], at.session_state["r3_um1"] = box
+        at.run()
+        assert not at.exception
+        assert any(said in e.value for e in at.error), [e.value for e in at.error]
+        assert list_jobs(demo_project.root, kind="render") == []
+
+
+def test_a_view_whose_job_failed_says_why_and_is_queued_again_only_when_asked(demo_project):
+    import shutil
+
+    from core.errors import ReactomoError
+    from core.workflow.jobs import start_job
+    from core.workflow.paths import render_folder
+
+    _segment(demo_project)
+    at = _page().run()  # queues the view's job; it and its result are replaced below by a job that failed
+    jobs = _wait(demo_project)
+    params = jobs[0].params
+    for j in jobs:
+        shutil.rmtree(demo_project.root / "jobs" / j.id)
+    shutil.rmtree(render_folder(demo_project, "s1"))
+
+    def fail(job):
+        raise ReactomoError("The block holds no voxel of the chosen phases (a test's failure).")
+
+    failed = start_job(demo_project.root, "render", fail, params=params, title="3D view (test)")
+    failed.wait(30)
+    assert [j.status for j in list_jobs(demo_project.root, kind="render")] == ["failed"]
+    for _ in range(3):  # reruns of the page (a fragment's tick, a widget) queue nothing new
+        at.run()
+        assert not at.exception
+    assert len(list_jobs(demo_project.root, kind="render")) == 1
+    assert any("with these settings failed: The block holds no voxel" in e.value for e in at.error)
+    next(b for b in at.button if b.label == "Try again").click().run()
+    assert len(list_jobs(demo_project.root, kind="render")) == 2
+
+
+def test_a_box_in_um_is_placed_with_the_segmentations_voxel_size_not_a_changed_projects(demo_project):
+    """A user's walk: after the Data page's voxel size changed, the box in µm was converted with the new one while the
+    meshes keep the segmentation's."""
+    from core.workflow.render import voxel_size
+
+    _segment(demo_project)
+    used = voxel_size(demo_project, "s1")
+    demo_project.set_voxel_size(used * 2)
+    assert voxel_size(demo_project, "s1") == used
+    at = _page()
+    at.session_state["r3_mode"] = "Box in µm"
+    at.run()
+    assert not at.exception
+    z1 = next(n for n in at.number_input if n.key == "r3_um1")
+    assert z1.max == pytest.approx(16 * used)  # the small demo's 16 slices at the segmentation's voxel size

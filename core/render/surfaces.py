@@ -150,10 +150,20 @@ def check_block(block: Sequence[int], shape: Sequence[int], factor: int = 1) -> 
     """The block, checked against the volume's shape and the size limit; one sentence when it does not fit."""
     b = tuple(int(v) for v in block)
     for axis, (lo, hi, n) in enumerate(zip(b[0::2], b[1::2], shape)):
-        if not 0 <= lo < hi <= n:
-            name = "zyx"[axis]
+        name = "zyx"[axis]
+        if not (0 <= lo <= n and 0 <= hi <= n):
             raise ReactomoError(f"The block's {name} range {lo}-{hi} is outside the segmentation, which has {n} voxels "
                                 f"along {name} (0-{n}); choose a range inside it.")
+        if hi <= lo:
+            raise ReactomoError(f"The block's {name} range {lo}-{hi} is {'empty' if hi == lo else 'reversed'}; give "
+                                f"{name}0 below {name}1.")
+    for axis, (lo, hi) in enumerate(zip(b[0::2], b[1::2])):
+        if math.ceil((hi - lo) / factor) < 2:  # a surface needs two voxels each way (one slice has no inside)
+            name = "zyx"[axis]
+            thick = f"{hi - lo} voxel{'s' if hi - lo != 1 else ''} thick" + (
+                f" ({math.ceil((hi - lo) / factor)} after downsampling by {factor})" if factor > 1 else "")
+            raise ReactomoError(f"The block's {name} range {lo}-{hi} is {thick}; a 3D view needs at least 2 voxels "
+                                f"along each axis{' after downsampling' if factor > 1 else ''}; widen it.")
     voxels = math.prod(math.ceil((hi - lo) / factor) for lo, hi in zip(b[0::2], b[1::2]))
     if voxels > MAX_BLOCK_VOXELS:
         edge = round(voxels ** (1 / 3))

@@ -38,7 +38,7 @@ from core.phases import PhaseTable
 from core.render.surfaces import RenderConfig, check_block, default_block
 
 __all__ = ["RenderResult", "render_labels", "render_segmentation", "cached_render", "render_key", "label_shape",
-           "RENDER_FILES", "NumbersOverTime", "numbers_over_time", "cached_numbers_over_time", "OVER_TIME_COLUMNS"]
+           "voxel_size", "RENDER_FILES", "NumbersOverTime", "numbers_over_time", "cached_numbers_over_time", "OVER_TIME_COLUMNS"]
 
 FORMAT = "reactomo.render"
 #: Files of a render folder besides the surfaces.
@@ -281,6 +281,15 @@ def _step_source(project, name: str, step: int) -> tuple[Path, Path | None, tupl
     voxel = rec.get("voxel_size_um") or project.voxel_size_um()
     phases = PhaseTable.from_dict(rec["phases"]) if rec.get("phases") else project.phases()
     return Path(steps[step]["out_path"]), scan if scan and scan.exists() else None, offset, float(voxel), phases
+
+
+def voxel_size(project, name: str) -> float:
+    """The voxel size (µm) the 3D views of segmentation ``name`` are meshed with: its record's, else the project's
+    (a box given in µm is placed with this one, not with a project voxel size changed since)."""
+    from core.workflow.paths import segmentation_record
+
+    rec = segmentation_record(project, name) or {}
+    return float(rec.get("voxel_size_um") or project.voxel_size_um())
 
 
 def label_shape(project, name: str, step: int) -> tuple[int, int, int]:
