@@ -15,6 +15,7 @@ from core.errors import ReactomoError
 from core.analysis.export import figure_images, zip_images
 from core.workflow.jobs import list_jobs, read_job, request_cancel
 from core.workflow.worker import submit_job
+from core.workflow.analysis import outdated
 from core.workflow.paths import ANALYSIS_FILES, analysis_folder, analysis_table, saved_analysis, segmentation_label_files
 from core.workflow.paths import segmentation_record
 
@@ -172,6 +173,9 @@ if rebanded:
     with ui.user_errors():
         result = with_band(result, float(band_pct) / 100.0)
 st.subheader("Results")
+with ui.user_errors():
+    if stale := outdated(project, run_result):
+        st.warning(stale, icon=":material/update:")
 if rebanded:
     cn = st.container()
     cn.caption(f"Judged here with ±{band_pct:g} %. The files on disk (CSV, report) were written with the band of the "

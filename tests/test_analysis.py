@@ -344,6 +344,23 @@ def test_page_runs_the_analysis_in_the_background_and_shows_it(demo_project):
     assert list(checks.index) == [c["label"] for c in v["checks"]]
     assert demo_project.manifest["analysis"]["s1"]["path"].endswith("analysis/s1")
     assert any(s.key == "analysis" and s.done for s in demo_project.status())
+    assert not at.warning  # computed with the project's own voxel size and times
+    # a user's walk: the voxel size changed on the Data page, and the old results were shown as current
+    vs = demo_project.voxel_size_um()
+    demo_project.set_voxel_size(2 * vs)
+    at = _page(demo_project)
+    at.run()
+    assert not at.exception
+    assert any(f"computed with a voxel size of {vs:g} µm (the project now says {2 * vs:g} µm); run the analysis again"
+               in w.value for w in at.warning), [w.value for w in at.warning]
+    demo_project.set_voxel_size(vs)
+    times = demo_project.times_s()
+    demo_project.set_times([t * 2 for t in times])
+    at.run()
+    assert any("other step times (steps 1, 2, 3 moved since)" in w.value for w in at.warning), [w.value for w in at.warning]
+    demo_project.set_times(times)
+    at.run()
+    assert not at.warning
 
 
 @pytest.mark.browser

@@ -11,7 +11,7 @@ from typing import Any
 from core.errors import ReactomoError
 from core.workflow.paths import analysis_folder, segmentation_folder
 
-__all__ = ["analyse_segmentation"]
+__all__ = ["analyse_segmentation", "outdated"]
 
 
 def analyse_segmentation(project, name: str, *, config=None, on_progress=None) -> dict[str, Any]:
@@ -57,3 +57,25 @@ def analyse_segmentation(project, name: str, *, config=None, on_progress=None) -
 
     project.update(record)
     return result
+
+
+def outdated(project, saved: dict[str, Any]) -> str | None:
+    """One sentence when a saved analysis was computed with another voxel size or other step times than the project
+    now has (changed on the Data page since), else None: its µm, mm³ and rates are then those of the old values."""
+    summary = saved.get("summary") or {}
+    said = []
+    used = summary.get("voxel_size_um")
+    now = project.voxel_size_um()
+    if used and now and abs(float(used) - float(now)) > 1e-9 * max(abs(float(now)), 1.0):
+        said.append(f"a voxel size of {float(used):g} µm (the project now says {float(now):g} µm)")
+    times = project.times_s()
+    moved = [int(r["step"]) for r in summary.get("molar_evolution") or []
+             if r.get("time_s") is not None and 0 <= int(r["step"]) < len(times) and times[int(r["step"])] is not None
+             and abs(float(r["time_s"]) - float(times[int(r["step"])])) > 1e-6]
+    if moved:
+        said.append(f"other step times (step{'s' if len(moved) > 1 else ''} {', '.join(map(str, moved[:5]))}"
+                    f"{' ...' if len(moved) > 5 else ''} moved since)")
+    if not said:
+        return None
+    return (f"These results were computed with {' and '.join(said)}; run the analysis again to bring them up to date "
+            "(the sizes, volumes and rates below are those of the old values).")
