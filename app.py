@@ -176,6 +176,8 @@ def home() -> None:
                         created = create_project(new_name)
                         ui.set_current_project(created.name)
                         ui.hold_edit_key(created)
+                        st.session_state["home_flash"] = (f"Project '{created.name}' created and opened: add its scans "
+                                                          "on the Data page.")
                         st.rerun()
 
         with st.expander("Import a project", icon=":material/upload_file:"):

@@ -45,6 +45,10 @@ def _last_project() -> str | None:
 def set_current_project(name: str | None) -> None:
     """Remember ``name`` as the open project in the session, the URL and the workspace."""
     st.session_state["project_name"] = name
+    # the home page's "Open a project" box holds the previous choice and would switch back to it on the next run
+    # (a user's walk: a project created, or the demo loaded, from another one was not opened); forgetting it makes
+    # the box start again from the project opened here
+    st.session_state.pop("home_open_project", None)
     if name:
         st.query_params["project"] = name
     elif "project" in st.query_params:

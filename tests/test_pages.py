@@ -68,6 +68,12 @@ def test_home_checklist_and_create_project_validation(workspace, demo_project):
     at.text_input[0].input("run_2")
     _button(at, "Create project").click().run()
     assert not at.exception and (workspace / "run_2" / "project.json").exists()
+    # created from another open project, it is the one opened (a user's walk: the page stayed on demo)
+    assert at.session_state["project_name"] == "run_2"
+    assert at.selectbox(key="home_open_project").value == "run_2"
+    assert any("Project 'run_2' created and opened" in s.value for s in at.success)
+    at.run()
+    assert at.session_state["project_name"] == "run_2" and at.selectbox(key="home_open_project").value == "run_2"
 
 
 def test_home_delete_needs_confirmation_and_goes_to_trash(workspace, demo_project):
