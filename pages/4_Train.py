@@ -28,6 +28,7 @@ KIND = "train"
 
 def _launch(project, params: dict) -> None:
     submit_job(project, KIND, params, title=f"Train {params['name']}")
+    st.session_state["tr_started_name"] = params["name"]  # the name this page's last run saves under
 
 
 def _history(job) -> list[dict]:
@@ -205,9 +206,11 @@ def _default_name() -> str:
     return f"{project.name}-unet-{i}"
 
 
-# a name already in the registry (the run that just ended saved under it) is replaced by a free one, so the next
-# run does not start with a name that is refused
-if st.session_state.get("tr_name") in {b.name for b in list_bundles(ui.models_root())}:
+# the name of the run this page started, once that run has saved its model under it, is replaced by a free one, so
+# the next run does not start with a name that is refused; a taken name the user typed stays, and is refused in a
+# sentence when the run is started (replacing it too had made such a start silently train under another name)
+if (st.session_state.get("tr_name") == st.session_state.get("tr_started_name")
+        and st.session_state.get("tr_name") in {b.name for b in list_bundles(ui.models_root())}):
     st.session_state["tr_name"] = _default_name()
 tdef, udef = TrainConfig(), UNetConfig()
 with st.expander("Training settings", expanded=not active, icon=":material/tune:"):

@@ -333,11 +333,27 @@ def test_a_model_name_taken_by_the_last_run_is_replaced_by_a_free_one(gt_project
 
     at = _page()
     at.session_state["tr_name"] = "mine"  # as after the form that started a run under that name
+    at.session_state["tr_started_name"] = "mine"
     at.run()
     assert not at.exception and at.text_input(key="tr_name").value == "mine"  # free: kept
     shutil.copytree(ROOT / "models" / "demo-unet", models / "mine")  # as the run saves it when it ends
     at.run()
     assert not at.exception and at.text_input(key="tr_name").value == "demo-unet-1"
+
+
+def test_a_taken_model_name_typed_by_the_user_is_refused_not_replaced(gt_project, models):
+    """A user's walk typed 'demo-unet' (in the registry) and pressed Start: a run started as 'demo-unet-1' instead of
+    the sentence saying the name is taken."""
+    import shutil
+
+    shutil.copytree(ROOT / "models" / "demo-unet", models / "taken")
+    at = _page().run()
+    at.text_input(key="tr_name").set_value("taken")
+    _start(at)
+    assert not at.exception
+    assert any("A model called 'taken' already exists" in e.value for e in at.error), [e.value for e in at.error]
+    assert list_jobs(gt_project.root, kind="train") == []
+    assert at.text_input(key="tr_name").value == "taken"  # the user's own text stays, to be changed
 
 
 def test_a_model_of_averaged_weights_says_which_epochs_were_averaged(gt_project, models):
