@@ -56,7 +56,7 @@ def share_section(project) -> None:
     if running:
         _export_progress(project, latest.id)
     elif latest is not None and latest.status in ("failed", "interrupted"):
-        st.error(f"The last export {latest.status}: {latest.error or 'no reason recorded'}", icon=":material/error:")
+        st.error(f"The last export {latest.status}: {ui.plain(latest.error or 'no reason recorded')}", icon=":material/error:")
     found = latest_export(project)
     if found is not None and not running:
         name, _, size = found

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,21 +202,36 @@ def release_uploads(files) -> int:
     return n
 
 
+def plain(text: object) -> str:
+    """``text`` shown as written in a Streamlit element that reads Markdown: ``*``, ``_``, ``~``, ``$``, ``[``, ``]``
+    and backslashes are escaped outside code spans (a user's walk saw ``run1/*.png`` printed as ``run1/.png``, and
+    underscores in a path turn into italics). Code spans (between backticks) are kept: they show what is in them."""
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unmatched backtick: shown as itself, what follows it is plain text
+        parts[-2:] = [parts[-2] + "\x00" + parts[-1]]
+    for i in range(0, len(parts), 2):  # outside the code spans
+        parts[i] = _MARKDOWN.sub(r"\\\1", parts[i]).replace("\x00", "\\`")
+    return "`".join(parts)
+
+
+_MARKDOWN = re.compile(r"([\\*_~$\[\]])")
+
+
 @contextmanager
 def user_errors(prefix: str = ""):
     """Show a :class:`ReactomoError` as one sentence (no traceback); log anything unexpected and say so plainly."""
     try:
         yield
     except ReactomoError as exc:
-        st.error(f"{prefix}{exc}", icon=":material/error:")
+        st.error(f"{prefix}{plain(exc)}", icon=":material/error:")
     except OSError as exc:  # a full disk, a read-only or vanished folder: the same sentence as the CLI
         from core.errors import filesystem_sentence
 
         log.warning("file-system fault: %s", exc)
-        st.error(f"{prefix}{filesystem_sentence(exc)}", icon=":material/error:")
+        st.error(f"{prefix}{plain(filesystem_sentence(exc))}", icon=":material/error:")
     except Exception as exc:  # noqa: BLE001 - the page must stay usable; the log keeps the traceback
         log.exception("unexpected error")
-        st.error(f"{prefix}Something went wrong ({type(exc).__name__}: {exc}). The project was not changed; the server log has details.", icon=":material/error:")
+        st.error(f"{prefix}Something went wrong ({type(exc).__name__}: {plain(exc)}). The project was not changed; the server log has details.", icon=":material/error:")
 
 
 def progress_callback(bar):

@@ -100,9 +100,9 @@ def _status_sentence(job, history: list[dict]) -> tuple[str, str]:
         tail = f"the best epoch so far was saved as '{name}'." if saved else "no model was saved."
         return "warning", f"Training was stopped after {epochs}; {tail}"
     if job.status == "interrupted":
-        return "warning", (f"Training of '{name}' was interrupted after {epochs} ({job.error or 'the server stopped'}); "
+        return "warning", (f"Training of '{name}' was interrupted after {epochs} ({ui.plain(job.error or 'the server stopped')}); "
                            "resume it from its last checkpoint or start a new run.")
-    return "error", f"Training of '{name}' failed: {job.error or 'unknown error'}"
+    return "error", f"Training of '{name}' failed: {ui.plain(job.error or 'unknown error')}"
 
 
 ui.page_setup("Train")

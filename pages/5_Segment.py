@@ -80,8 +80,8 @@ def _status_sentence(job) -> tuple[str, str]:
     if job.status == "cancelled":
         return "warning", f"Segmentation '{name}' was stopped; the steps done so far are kept."
     if job.status == "interrupted":
-        return "warning", f"Segmentation '{name}' was interrupted ({job.error or 'the server stopped'}); start it again with the same name to resume."
-    return "error", f"Segmentation '{name}' failed: {job.error or 'unknown error'}"
+        return "warning", f"Segmentation '{name}' was interrupted ({ui.plain(job.error or 'the server stopped')}); start it again with the same name to resume."
+    return "error", f"Segmentation '{name}' failed: {ui.plain(job.error or 'unknown error')}"
 
 
 ICONS = {"success": ":material/check_circle:", "warning": ":material/pause_circle:", "error": ":material/error:"}

@@ -261,7 +261,7 @@ def view(column, proj, seg: str, k: int, key: str):
                 st.info(f"Waiting for the 3D view of step {job.params.get('step')} to finish; this one is next.")
                 progress(proj, job.id, key)
         elif failed:
-            st.error(f"The 3D view of step {k} with these settings {last.status}: {last.error or 'no reason recorded'}",
+            st.error(f"The 3D view of step {k} with these settings {last.status}: {ui.plain(last.error or 'no reason recorded')}",
                      icon=":material/error:")
             if st.button("Try again", icon=":material/refresh:", key=f"r3_retry_{key}"):
                 with ui.user_errors():
@@ -322,7 +322,7 @@ if over is None:
         last = next(iter(list_jobs(project.root, kind=OVER_TIME_KIND)), None)
         if last is not None and last.status in ("failed", "interrupted") and last.params.get("name") == name:
             st.error(f"The last computation of the numbers over time {last.status}: "
-                     f"{last.error or 'no reason recorded'}", icon=":material/error:")
+                     f"{ui.plain(last.error or 'no reason recorded')}", icon=":material/error:")
 else:
     columns = [c for c in OVER_TIME_COLUMNS if any(r.get(c) is not None for r in over.rows)]
     metric = st.selectbox("Number", columns, key="r3_over_metric",

@@ -119,7 +119,7 @@ def live(job_id: str) -> None:
 if latest is not None and latest.is_active:
     live(latest.id)
 elif latest is not None and latest.status in ("failed", "interrupted"):
-    st.error(f"The last analysis ('{latest.params.get('name')}') {latest.status}: {latest.error or 'no reason recorded'}",
+    st.error(f"The last analysis ('{latest.params.get('name')}') {latest.status}: {ui.plain(latest.error or 'no reason recorded')}",
              icon=":material/error:")
 
 names = sorted(done)

@@ -155,7 +155,7 @@ if job is not None:
 # ------------------------------------------------------------------------------------------------ start
 last = next(iter(list_jobs(project.root, kind=KIND)), None)
 if last is not None and last.status in ("failed", "interrupted"):
-    st.error(f"The last live run {last.status}: {last.error or 'no reason recorded'}", icon=":material/error:")
+    st.error(f"The last live run {last.status}: {ui.plain(last.error or 'no reason recorded')}", icon=":material/error:")
 
 bundles = list_bundles(ui.models_root())
 if not bundles:

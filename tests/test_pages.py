@@ -208,3 +208,19 @@ def test_home_exports_the_project_as_a_job_and_offers_the_archive(workspace, dem
     with zipfile.ZipFile(path) as zf:
         assert "reactomo-archive.json" in zf.namelist() and "project.json" in zf.namelist()
         assert not any(n.startswith("demo/scans/") for n in zf.namelist())  # "Include the scans" was off
+
+
+def test_an_error_sentence_shows_a_path_as_written(workspace, demo_project, tmp_path):
+    """A user's walk: the pattern run1/*.png came back as 'run1/.png' (the asterisks read as Markdown emphasis), and
+    an underscore in a path starts italics. The sentence is the CLI's, each special character escaped once."""
+    import ui
+
+    pattern = str(tmp_path / "my_run" / "*.png")
+    at = _app("pages/1_Data.py", project="demo").run()
+    at.text_input[0].input(pattern)
+    _button(at, "Open scans").click().run()
+    assert not at.exception and len(at.error) == 1
+    shown = at.error[0].value
+    assert ui.plain(pattern) in shown and "my\\_run" in shown and "\\*.png" in shown
+    assert ui.plain("a *b* c_d `x_y` $1 [l](u) \\") == "a \\*b\\* c\\_d `x_y` \\$1 \\[l\\](u) \\\\"
+    assert ui.plain("an odd ` one_more") == "an odd \\` one\\_more"
