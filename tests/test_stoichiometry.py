@@ -159,6 +159,13 @@ def test_verdict_sentences():
     assert v["sentence"] == "1 of 3 steps lie inside the ±2 % band (largest deviation 3.4 % at step 1)."
     assert verdict([{"step": 0, "deviation_pct": 5.0}], 0.02)["sentence"].startswith("No step lies inside the ±2 % band")
     assert verdict(rows, 0.05)["sentence"].startswith("All 3 steps lie inside the ±5 % band")
+    # a user's walk at a ±0.5 % band: "FAIL ... largest deviation 0.5 %" (0.53 rounded); now as many decimals as it
+    # takes not to print the band's own number for a value that is not it
+    near = [{"step": 0, "deviation_pct": 0.2}, {"step": 1, "deviation_pct": -0.53}]
+    assert verdict(near, 0.005)["sentence"] == "1 of 2 steps lie inside the ±0.5 % band (largest deviation 0.53 % at step 1)."
+    assert verdict([{"step": 0, "deviation_pct": 2.004}], 0.02)["sentence"] == (
+        "No step lies inside the ±2 % band (largest deviation 2.004 % at step 0).")
+    assert "(deviation 0.5 %)" in verdict([{"step": 0, "deviation_pct": 0.5}], 0.005)["sentence"]  # exactly the band
     with pytest.raises(ReactomoError, match="No steps"):
         verdict([], 0.02)
     with pytest.raises(ReactomoError, match="band"):

@@ -353,6 +353,17 @@ def extent_two_ways(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def pct_beside(value: float, limit: float) -> str:
+    """``value`` (a percentage) with one decimal, or as many more (up to three) as it takes not to print the same
+    number as ``limit`` when it is not: a deviation of 0.53 % against a ±0.5 % band reads "0.53", not "0.5"."""
+    if not np.isfinite(value):
+        return "nan"
+    for d in (1, 2, 3):
+        if round(value, d) != round(limit, d) or abs(value - limit) < 1e-9:
+            break
+    return f"{value:.{d}f}"
+
+
 def verdict(rows: Sequence[Mapping[str, Any]], band: float = 0.02) -> dict[str, Any]:
     """Overall verdict of a check: how many steps lie inside the band, and the largest deviation.
 
@@ -386,14 +397,15 @@ def verdict(rows: Sequence[Mapping[str, Any]], band: float = 0.02) -> dict[str, 
     else:
         mx, at = float("nan"), None
     word = "step" if n == 1 else "steps"
+    mxs = pct_beside(mx, 100.0 * band)
     if k == n:
-        sentence = (f"The step lies inside the {bw} band (deviation {mx:.1f} %)." if n == 1 else
-                    f"All {n} steps lie inside the {bw} band (largest deviation {mx:.1f} % at step {at}).")
+        sentence = (f"The step lies inside the {bw} band (deviation {mxs} %)." if n == 1 else
+                    f"All {n} steps lie inside the {bw} band (largest deviation {mxs} % at step {at}).")
     elif k == 0:
         sentence = (f"No step lies inside the {bw} band" + ("." if at is None else
-                    f" (largest deviation {mx:.1f} % at step {at})."))
+                    f" (largest deviation {mxs} % at step {at})."))
     else:
-        sentence = f"{k} of {n} {word} lie inside the {bw} band (largest deviation {mx:.1f} % at step {at})."
+        sentence = f"{k} of {n} {word} lie inside the {bw} band (largest deviation {mxs} % at step {at})."
     return {"n_steps": n, "n_inside": k, "all_inside": k == n, "max_abs_deviation_pct": mx, "step_of_max": at,
             "band": band, "sentence": sentence,
             "method": f"A step is inside when |deviation| ≤ {100 * band:g} % of the initial reactant; NaN deviations count as outside."}
@@ -521,10 +533,10 @@ def _fit_check(rows: Sequence[Mapping[str, Any]], band: float, level: float) -> 
         sentence = f"{label}: {nums} contain the theory (-1 and 1); they differ from it by {100 * diff:.1f} %."
     elif small:
         sentence = (f"{label}: {nums}: {' and '.join(missed)}, but the line differs from the theory by only "
-                    f"{100 * diff:.1f} %, less than the {bw} band.")
+                    f"{pct_beside(100 * diff, 100 * band)} %, less than the {bw} band.")
     else:
         sentence = (f"{label}: {nums}: {' and '.join(missed)}, and the line differs from the theory by "
-                    f"{100 * diff:.1f} %, more than the {bw} band.")
+                    f"{pct_beside(100 * diff, 100 * band)} %, more than the {bw} band.")
     return _check("fit_vs_theory", consistent or small, 100 * diff, 100 * band, sentence,
                   slope=b, slope_ci=list(sci), intercept=a, intercept_ci=list(ici), theory_inside_ci=consistent)
 
