@@ -174,12 +174,20 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
         st.markdown('<a href="./train" target="_self">Go to the Train page</a>', unsafe_allow_html=True)
     else:
         names = [b.name for b in bundles]
-        # the model trained last in this project when it is in the registry, else the registry's first
+        # the model trained last in this project when it is in the registry (one whose training ran to its end before
+        # one the user stopped), else the registry's first
         mine = [str(r.get("name")) for r in project.manifest.get("models") or [] if r.get("name") in names]
-        model = st.selectbox("Model", names, index=names.index(mine[-1]) if mine else 0, key="seg_model",
+        stopped = {x.name for x in bundles if x.metrics.get("cancelled")}
+        start_with = ([m for m in mine if m not in stopped] or mine)[-1:]
+        model = st.selectbox("Model", names, index=names.index(start_with[0]) if start_with else 0, key="seg_model",
                              help=f"Models of the registry in `{ui.models_root()}`; the one trained last in this "
-                                  "project is chosen to start with.")
+                                  "project (whose training ran to its end) is chosen to start with.")
         b = next(x for x in bundles if x.name == model)
+        if b.metrics.get("cancelled"):
+            asked = b.metrics.get("networks_asked")
+            st.warning(f"The training of '{b.name}' was stopped by hand after {b.metrics.get('epochs', '?')} epochs"
+                       + (f", with {b.members} of the {asked} networks asked for" if asked else "")
+                       + "; it may be under-trained. Segmenting with it is allowed.", icon=":material/warning:")
         dice = _mean_dice(b)
         st.caption(f":material/deployed_code: **{b.name}** · created {ui.fmt_date(b.created)} UTC · phases: {', '.join(b.phases)}"
                    + (f" · mean validation Dice {dice:.3f}" if dice is not None else "")

@@ -531,3 +531,25 @@ def test_the_segment_page_starts_from_the_model_trained_last_in_this_project(dem
     demo_project.update(lambda m: m.setdefault("models", []).extend([{"name": "mine"}, {"name": "gone"}]))
     at = _page("pages/5_Segment.py").run()
     assert not at.exception and at.selectbox(key="seg_model").value == "mine"  # "gone" left the registry
+
+
+def test_a_training_stopped_by_hand_is_not_offered_first_and_says_so(demo_project, tmp_path, monkeypatch):
+    """A user's walk stopped a training of 2 networks after the first; Segment then offered it first, and nothing
+    said it was incomplete."""
+    import json
+    import shutil
+
+    registry = tmp_path / "models"
+    for name in ("done", "stopped"):
+        shutil.copytree(SHIPPED, registry / name)
+    card = json.loads((registry / "stopped" / "card.json").read_text())
+    card["metrics"].update(cancelled=True, epochs=7, networks_asked=2)
+    (registry / "stopped" / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("REACTOMO_MODELS", str(registry))
+    demo_project.update(lambda m: m.setdefault("models", []).extend([{"name": "done"}, {"name": "stopped"}]))
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception and at.selectbox(key="seg_model").value == "done"  # the complete one, though older
+    assert not any("stopped by hand" in w.value for w in at.warning)
+    at.selectbox(key="seg_model").set_value("stopped").run()
+    assert any("'stopped' was stopped by hand after 7 epochs, with 1 of the 2 networks asked for" in w.value
+               for w in at.warning), [w.value for w in at.warning]

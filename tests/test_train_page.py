@@ -294,6 +294,15 @@ def test_browser_live_training_screenshot_and_stop(tmp_path, monkeypatch):
         jobs = list_jobs(project.root, kind="train")
         assert jobs[0].status == "cancelled"
         assert "Traceback" not in pg.inner_text("body")
+    # the model kept from the stopped run says it was stopped, in its card and in the project's record, so that the
+    # Segment page does not offer it first (a user's walk)
+    from core.network.bundle import read_card
+    from core.workflow.project import open_project
+
+    card = read_card(tmp_path / "models" / "browser-run")
+    assert card["metrics"]["cancelled"] is True and "networks_asked" not in card["metrics"]  # one network asked
+    record = open_project("demo").manifest["models"][-1]
+    assert record["name"] == "browser-run" and record["cancelled"] is True
 
 
 def test_interrupted_run_shows_its_curves_and_resumes_from_its_checkpoint_folder(gt_project, models):

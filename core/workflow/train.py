@@ -115,7 +115,7 @@ def train_project_model(
                "epochs": len(result.history), "stopped_early": result.stopped_early, "cancelled": trained.cancelled,
                "seconds": trained.seconds, **({"averaged_epochs": result.averaged_epochs} if result.averaged_epochs else {}),
                          **({"averaging": result.averaged} if result.averaged else {}),
-               **({"networks": n} if n > 1 else {})}
+               **({"networks": n} if n > 1 else {}), **({"networks_asked": members} if n < members else {})}
     training = {"config": train_config.to_dict(), "device": result.device, "precision": result.precision,
                 "history": result.history,
                 **({"thin_examples": result.thin} if result.thin else {}),
@@ -132,6 +132,7 @@ def train_project_model(
                        provenance=provenance, metrics=metrics, seed=train_config.seed, cleaning=choice.to_dict(phases),
                        ensemble_seeds=trained.seeds if n > 1 else None)
     record = {"name": name, "path": str(Path(path).resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "step": stored.step, "slices": list(stored.slices), "val_loss": best["val_loss"], "val_dice": best["val_dice"]}
+              "step": stored.step, "slices": list(stored.slices), "val_loss": best["val_loss"], "val_dice": best["val_dice"],
+              "cancelled": bool(trained.cancelled)}
     project.update(lambda m: m.setdefault("models", []).append(record))
     return path
