@@ -25,6 +25,7 @@ OVER_TIME_KIND = "render-numbers"
 VIEW_HEIGHT = 560
 #: vtk.js keeps the vertical field of view, so a half-width view gets a lower frame to show the whole block.
 SIDE_VIEW_HEIGHT = 430
+TABLE_ROW_PX = 35  # a row of st.dataframe, header included
 COLUMNS = {"phase": "Phase", "objects": "Objects", "objects_touching_block_edge": "Cut by the block",
            "volume_mm3": "Volume (mm³)", "volume_fraction": "Share of block",
            "object_volume_median_um3": "Median object (µm³)", "object_volume_p90_um3": "90th pct object (µm³)",
@@ -289,7 +290,10 @@ if shown:
     # one column per phase (and view), one row per number: narrow enough to read without scrolling sideways
     views, names = df.pop("view"), df.pop("Phase")
     df.index = list(names) if views.nunique() == 1 else [f"{v} · {p}" for v, p in zip(views, names)]
-    st.dataframe(df.T.fillna("–").astype(str).rename_axis("Number"), width="stretch")
+    table = df.T.fillna("–").astype(str).rename_axis("Number")
+    # every row in sight (the percolation rows were scrolled out of a fixed-height box) and the numbers' names whole
+    st.dataframe(table, width="stretch", height=TABLE_ROW_PX * (len(table) + 1) + 3,
+                 column_config={"_index": st.column_config.Column("Number", width="large")})
     st.caption(f"Method. {METHOD}")
     for i, (pname, k, r) in enumerate(shown):
         n1, n2 = st.columns(2)

@@ -3,6 +3,7 @@ side views, and the sentences for bad choices."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def test_the_page_renders_a_step_in_the_worker_and_shows_it_with_its_numbers(dem
     table = next(d.value for d in at.dataframe if "Specific surface (mm²/mm³)" in d.value.index)
     assert set(table.columns) == {"bassanite", "pore"} and all(int(v) >= 0 for v in table.loc["Objects"])
     assert table.loc["Volume (mm³)"].str.fullmatch(r"\d+\.\d{5}").all()
+    # the numbers' names whole (a user's walk read "Specific surface (mm²/mm³"): the index column is set wide
+    frame = next(d for d in at.dataframe if "Specific surface (mm²/mm³)" in d.value.index)
+    assert json.loads(frame.proto.columns)["_index"]["width"] == "large"
     assert len(at.get("iframe")) == 1  # the interactive view
     # the same settings again: straight from the cache, no new job
     at.run()
