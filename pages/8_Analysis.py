@@ -24,20 +24,21 @@ CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", 
 
 
 def _small_number_columns(df: pd.DataFrame) -> dict:
-    """Scientific notation for numeric columns whose values are all tiny (moles and mm³ of a small sample), which
-    the default fixed-point display would round to a single digit."""
+    """One format per numeric column: scientific notation where every value is tiny (moles and mm³ of a small
+    sample), which fixed point would round to a single digit; else three decimals on every row (not 3 on one row and
+    4 on the next)."""
     config = {}
     for col in df.columns:
         if pd.api.types.is_float_dtype(df[col]):
             vals = df[col].abs().dropna()
             vals = vals[vals > 0]
-            if len(vals) and vals.max() < 1e-2:
-                config[col] = st.column_config.NumberColumn(format="%.4e")
+            tiny = len(vals) and vals.max() < 1e-2 and "%" not in str(col)  # a percentage reads best in fixed point
+            config[col] = st.column_config.NumberColumn(format="%.4e" if tiny else "%.3f")
     return config
 
 
 _UNITS = (("_pct_per_h", " (% per h)"), ("_per_h", " (per h)"), ("_mm3", " (mm³)"), ("_um", " (µm)"), ("_mol", " (mol)"),
-          ("_pct", " (%)"), ("_s", " (s)"))
+          ("_pct", " (%)"), ("_min", " (min)"), ("_s", " (s)"))
 _WORDS = {"n": "amount", "x": "x (extent)", "y": "y (reactant left)", "ci": "95 % CI", "lt": "local thickness",
           "eqd": "equivalent diameter", "q1": "Q1", "q3": "Q3"}
 
@@ -78,6 +79,8 @@ def _tidy(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 df = df.drop(columns=[col])
                 continue
             df[col] = df[col].map(_interval)
+    if "time_s" in df.columns and pd.api.types.is_numeric_dtype(df["time_s"]):  # minutes, as on every chart
+        df = df.assign(time_s=df["time_s"] / 60.0).rename(columns={"time_s": "time_min"})
     return df.rename(columns={c: _header(c) for c in df.columns}), notes
 
 

@@ -284,7 +284,19 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     tables = [d.value for d in at.dataframe]
     assert len(tables) == 6 and len(tables[0]) == 6 and "deviation (%)" in tables[0].columns  # headers in words
     pore = tables[1]
-    assert "time (s)" in pore.columns and pore["time (s)"].notna().all()  # pore-volume tab: times, not None
+    assert "time (min)" in pore.columns and pore["time (min)"].notna().all()  # pore-volume tab: times, not None
+    # minutes, as on the charts (a user's walk: seconds in the tables, minutes on the charts), from the CSV's seconds
+    import io
+
+    import pandas as pd
+
+    from core.workflow.paths import analysis_table
+
+    on_disk = pd.read_csv(io.BytesIO(analysis_table(demo_project, "s1", "pore_check.csv")))
+    assert np.allclose(pore["time (min)"], on_disk["time_s"] / 60.0)
+    assert "time (s)" not in pore.columns and "time_s" in on_disk.columns  # the files keep seconds
+    formats = json.loads(next(d for d in at.dataframe if "deviation (%)" in d.value.columns).proto.columns)
+    assert formats["deviation (%)"]["type_config"]["format"] == "%.3f"  # one number of decimals on every row
     assert "method" not in pore.columns  # the method sentence is written once under the table, not on every row
     inert = tables[2]
     assert all(str(v).startswith("[") and len(str(v)) < 30 for v in inert["drift (% per h), 95 % CI"])  # no raw dumps
