@@ -16,6 +16,7 @@ from core.analysis.export import figure_images, zip_images
 from core.workflow.jobs import list_jobs, read_job, request_cancel
 from core.workflow.worker import submit_job
 from core.workflow.analysis import outdated
+from core.workflow.live import live_view
 from core.workflow.paths import ANALYSIS_FILES, analysis_folder, analysis_table, saved_analysis, segmentation_label_files
 from core.workflow.paths import segmentation_record
 
@@ -166,7 +167,16 @@ if not READ_ONLY:  # the run's settings and its button change the project: not i
 
 result = saved
 if result is None:
-    st.info(f"'{name}' has not been analysed yet" + ("." if READ_ONLY else ": press **Run the analysis**."))
+    live = None
+    with ui.user_errors():
+        live = live_view(project, name)
+    if live is not None and live.verdict:  # the live run's own checks: said, so this page does not seem to contradict
+        st.info(f"'{name}' has not been analysed here yet. Its live run checked the steps as they arrived (Live "
+                f"page): {live.verdict.get('sentence') or 'see the Live page'}"
+                + ("" if READ_ONLY else " Press **Run the analysis** for the whole analysis (pore sizes, growth, "
+                                        "report) of every step."), icon=":material/sensors:")
+    else:
+        st.info(f"'{name}' has not been analysed yet" + ("." if READ_ONLY else ": press **Run the analysis**."))
     st.stop()
 
 rebanded = abs(float(band_pct) - run_band_pct) > 1e-9

@@ -95,6 +95,17 @@ def test_a_live_run_from_the_page_shows_its_status_and_results_and_stops(live_pr
     # a stopped run expects no scan: its strip says it stopped, never "overdue" (a user walk saw that)
     shown = {m.label: m.value for m in at.metric}
     assert shown.get("Watcher") == "stopped" and "Next scan expected" not in shown
+    # the Analysis page names the live run's own checks instead of a bare "not analysed yet" (a user's walk saw the
+    # two pages seem to disagree)
+    from core.workflow.live import live_view
+
+    verdict = live_view(project, "run1").verdict
+    an = AppTest.from_file(str(ROOT / "pages" / "8_Analysis.py"), default_timeout=60)
+    an.session_state["project_name"] = "live"
+    an.run()
+    assert not an.exception
+    assert any("Its live run checked the steps as they arrived" in i.value and verdict["sentence"] in i.value
+               for i in an.info), [i.value for i in an.info]
 
 
 def test_a_live_run_at_other_step_times_than_the_project_is_refused_and_the_form_starts_from_the_project(demo_project):
