@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.family import ensure, split, variant  # noqa: E402
+from bench.screen_temporal_features import judge  # noqa: E402  (the same rule as the time-context screen)
 
 #: arm name -> FeatureConfig keyword arguments (the first is the defaults)
 ARMS: dict[str, dict] = {
@@ -177,19 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [screen_variant(ensure(variant(n), args.family_root), arms) for n in split()["tuning"]]
     keys = [*NAMES.values(), "thin_bassanite_recall", "bassanite_volume_ratio"]
     summary = {arm: {p: float(np.nanmean([r["arms"][arm][p] for r in rows])) for p in keys} for arm in arms}
-    first = names[0]
-    base = summary[first]
     print("\nmean over the tuning half (the U-Net's training slices of the label step against the truth):")
-    passing = []
-    for arm, m in summary.items():
-        d = {p: m[p] - base[p] for p in m}
-        ok = (arm != first and max(d["bassanite"], d["gypsum"]) >= 0.01 and min(d["bassanite"], d["gypsum"]) >= -0.005
-              and d["pore"] >= -0.005 and d["celestite"] >= -0.005)
-        if ok:
-            passing.append(arm)
-        print(f"  {arm:>26}: " + " ".join(f"{p} {v:.3f} ({d[p]:+.3f})" for p, v in m.items()) + ("  passes" if ok else ""))
-    best = max(passing, key=lambda a: summary[a]["bassanite"] + summary[a]["gypsum"]) if passing else None
-    print(f"\nrule: {'goes on: ' + best if best else 'no arm passes'}")
+    passing, best = judge(summary, names[0], width=26)
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary, "passing": passing, "chosen": best},
                                        indent=1, ensure_ascii=False))

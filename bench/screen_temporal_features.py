@@ -74,6 +74,24 @@ def screen_variant(folder: Path) -> dict:
     return out
 
 
+def judge(summary: dict[str, dict[str, float]], first: str, width: int = 16) -> tuple[list[str], str | None]:
+    """The rule of the label screens (this one and screen_forest_features.py), printed arm by arm against ``first``:
+    an arm passes when bassanite's or gypsum's mean Dice rises by 0.01 or more, neither falls by more than 0.005 and
+    pores' and celestite's do not fall by more than 0.005; the best passing arm has the largest bassanite + gypsum."""
+    base = summary[first]
+    passing = []
+    for arm, m in summary.items():
+        d = {p: m[p] - base[p] for p in m}
+        ok = (arm != first and max(d["bassanite"], d["gypsum"]) >= 0.01 and min(d["bassanite"], d["gypsum"]) >= -0.005
+              and d["pore"] >= -0.005 and d["celestite"] >= -0.005)
+        if ok:
+            passing.append(arm)
+        print(f"  {arm:>{width}}: " + " ".join(f"{p} {v:.3f} ({d[p]:+.3f})" for p, v in m.items()) + ("  passes" if ok else ""))
+    best = max(passing, key=lambda a: summary[a]["bassanite"] + summary[a]["gypsum"]) if passing else None
+    print(f"\nrule: {'goes on: ' + best if best else 'no arm passes'}")
+    return passing, best
+
+
 def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
@@ -86,18 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for arm in ARMS:
         summary[arm] = {NAMES[c]: float(np.nanmean([r["arms"][arm][NAMES[c]] for r in rows])) for c in NAMES}
-    base = summary["step k alone"]
     print("\nmean over the tuning half (Dice on the scribbled slices against the truth):")
-    passing = []
-    for arm, m in summary.items():
-        d = {p: m[p] - base[p] for p in m}
-        ok = (arm != "step k alone" and max(d["bassanite"], d["gypsum"]) >= 0.01 and min(d["bassanite"], d["gypsum"]) >= -0.005
-              and d["pore"] >= -0.005 and d["celestite"] >= -0.005)
-        if ok:
-            passing.append(arm)
-        print(f"  {arm:>16}: " + " ".join(f"{p} {v:.3f} ({d[p]:+.3f})" for p, v in m.items()) + ("  passes" if ok else ""))
-    best = max(passing, key=lambda a: summary[a]["bassanite"] + summary[a]["gypsum"]) if passing else None
-    print(f"\nrule: {'goes on: ' + best if best else 'no arm passes'}")
+    passing, best = judge(summary, "step k alone")
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "summary": summary, "passing": passing, "chosen": best}, indent=1))
     return 0
