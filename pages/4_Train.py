@@ -246,14 +246,14 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
                                         "0 or 1 keeps the best epoch alone. The default was chosen on the accuracy "
                                         "benchmark's tuning half with two seeds, by Dice against the truth.")
         loss = c3.selectbox("Loss", list(LOSSES), index=list(LOSSES).index(tdef.loss), key="tr_loss",
-                            format_func=lambda k: {"ce": "Cross-entropy", "dice": "Dice", "ce+dice": "Cross-entropy + Dice"}[k])
+                            format_func=lambda k: {"ce": "CE", "dice": "Dice", "ce+dice": "CE + Dice"}[k],
+                            help="CE: cross-entropy; Dice: soft Dice; CE + Dice (default): both, summed.")
         weights = c4.selectbox("Class weights", ["sqrt", "balanced", "none"], index=["sqrt", "balanced", "none"].index(
                                    tdef.class_weights), key="tr_weights",
-                               format_func=lambda k: {"sqrt": "Square root (default)", "balanced": "Balanced",
-                                                      "none": "None"}[k],
+                               format_func=lambda k: {"sqrt": "1/√f (default)", "balanced": "1/f", "none": "None"}[k],
                                help="How much rare phases (e.g. celestite, young bassanite) count in the cross-entropy: "
-                                    "by 1/√frequency (default, chosen on the accuracy benchmark's tuning half), by "
-                                    "1/frequency, or not at all.")
+                                    "by 1/√f, f a phase's frequency (default, chosen on the accuracy benchmark's tuning "
+                                    "half), by 1/f (balanced), or not at all.")
         st.markdown("**Augmentation**")
         c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
         augment = c1.toggle("Augment", value=tdef.augment, key="tr_augment")

@@ -43,7 +43,8 @@ def _active():
 
 
 def _due(text: str | None) -> str:
-    """When the next scan is due: "in 40 s", or "overdue by 2 min 05 s"."""
+    """When the next scan is due: "in 40 s", or "2 min 05 s late" (short: a metric's value is cut at its column's
+    width, and a user's walk read "overdue b...")."""
     if not text:
         return "–"
     try:
@@ -51,7 +52,7 @@ def _due(text: str | None) -> str:
     except ValueError:
         return text
     s = (datetime.now(timezone.utc) - t).total_seconds()
-    return f"in {ui.fmt_duration(-s)}" if s <= 0 else f"overdue by {ui.fmt_duration(s)}"
+    return f"in {ui.fmt_duration(-s)}" if s <= 0 else f"{ui.fmt_duration(s)} late"
 
 
 def status_strip(view, ended: dict | None = None) -> None:

@@ -92,7 +92,7 @@ def test_a_live_run_from_the_page_shows_its_status_and_results_and_stops(live_pr
     assert [Path(project.scan_path(i)).name for i in range(len(project.scans()))] == ["t000.tif", "t001.tif", "t002.tif"]
     assert project.times_s() == [0.0, 60.0, 120.0]
     assert project.manifest["segmentations"]["run1"]["status"] == "stopped"
-    # a stopped run expects no scan: its strip says it stopped, never "overdue" (a user walk saw that)
+    # a stopped run expects no scan: its strip says it stopped, never "late" (a user walk saw it say "overdue")
     shown = {m.label: m.value for m in at.metric}
     assert shown.get("Watcher") == "stopped" and "Next scan expected" not in shown
     # the Analysis page names the live run's own checks instead of a bare "not analysed yet" (a user's walk saw the
