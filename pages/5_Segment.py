@@ -21,7 +21,7 @@ from core.segmentation.temporal import DEFAULT as TEMPORAL_DEFAULT
 from core.segmentation.temporal import MATCH_VOLUMES as MATCH_DEFAULT
 from core.segmentation.temporal import describe as describe_steps
 from core.workflow.worker import submit_job
-from core.workflow.paths import phase_volume_rows, phase_volumes_csv, segmentation_record
+from core.workflow.paths import phase_volume_rows, phase_volumes_csv, segmentation_record, segmentation_voxel_size
 
 KIND = "segment"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -102,7 +102,6 @@ if not scans:
     st.stop()
 phases = project.phases()
 times = project.times_s()
-vs = project.voxel_size_um()
 
 if msg := ss.pop("seg_flash", None):
     st.success(msg, icon=":material/check_circle:")
@@ -388,6 +387,7 @@ seg_name = c1.selectbox("Segmentation", seg_names, key="qc_seg",
                         format_func=lambda n: f"{n} · {segs[n].get('model_name', '?')} · {_seg_status(n)}")
 seg = segs[seg_name]
 record = segmentation_record(project, seg_name)
+vs = segmentation_voxel_size(project, seg_name)  # the segmentation's own, not a project value changed since
 if record is None:
     if seg_name in running_names:
         st.info(f"'{seg_name}' is being segmented; its first step shows here when it is done.", icon=":material/hourglass_top:")
@@ -401,6 +401,9 @@ c2.caption(f"Model `{record.get('model', {}).get('name', '?')}` · {len(done)} o
            f"tile {settings.get('inference', {}).get('tile', '?')} px · cleaning "
            f"{'on' if settings.get('postprocess') and settings['postprocess'].get('enabled', True) else 'off'} · "
            f"{record.get('device', '?')}, {record.get('scheduler', '?')}")
+if abs(vs - project.voxel_size_um()) > 1e-9 * max(vs, 1.0):
+    st.caption(f":material/straighten: Segmented at a voxel size of {vs:g} µm; the project now says "
+               f"{project.voxel_size_um():g} µm (Data page). The views below use {vs:g} µm; segment again to use the new one.")
 together = record.get("temporal") or {}
 if together:
     st.caption(f":material/timeline: {describe_steps(together)}")

@@ -11,6 +11,7 @@ import streamlit as st
 import ui
 from core.analysis.results import AnalysisConfig, csv_text, figures, report_bytes, report_html, verdict_rows, with_band
 from core.analysis.analysis_charts import method_of
+from core.analysis.stoichiometry import amount_unit
 from core.errors import ReactomoError
 from core.analysis.export import figure_images, zip_images
 from core.workflow.jobs import list_jobs, read_job, request_cancel
@@ -38,7 +39,8 @@ def _small_number_columns(df: pd.DataFrame) -> dict:
     return config
 
 
-_UNITS = (("_pct_per_h", " (% per h)"), ("_per_h", " (per h)"), ("_mm3", " (mm³)"), ("_um", " (µm)"), ("_mol", " (mol)"),
+_UNITS = (("_pct_per_h", " (% per h)"), ("_per_h", " (per h)"), ("_mm3", " (mm³)"), ("_um", " (µm)"), ("_mol", " (mol)"), ("_mmol", " (mmol)"), ("_µmol", " (µmol)"),
+          ("_nmol", " (nmol)"), ("_pmol", " (pmol)"), ("_fmol", " (fmol)"),
           ("_pct", " (%)"), ("_min", " (min)"), ("_s", " (s)"))
 _WORDS = {"n": "amount", "x": "x (extent)", "y": "y (reactant left)", "ci": "95 % CI", "lt": "local thickness",
           "eqd": "equivalent diameter", "q1": "Q1", "q3": "Q3"}
@@ -80,6 +82,10 @@ def _tidy(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 df = df.drop(columns=[col])
                 continue
             df[col] = df[col].map(_interval)
+    for col in [c for c in df.columns if c.endswith("_mol") and pd.api.types.is_numeric_dtype(df[c])]:
+        factor, unit = amount_unit(df[col])  # 2.41 µmol, not 2.4134e-06 mol
+        if factor != 1.0:
+            df = df.assign(**{col: df[col] / factor}).rename(columns={col: f"{col[:-4]}_{unit}"})
     if "time_s" in df.columns and pd.api.types.is_numeric_dtype(df["time_s"]):  # minutes, as on every chart
         df = df.assign(time_s=df["time_s"] / 60.0).rename(columns={"time_s": "time_min"})
     return df.rename(columns={c: _header(c) for c in df.columns}), notes

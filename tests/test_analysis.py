@@ -298,6 +298,15 @@ def test_page_is_red_when_a_check_fails_and_green_only_when_all_pass(demo_projec
     formats = json.loads(next(d for d in at.dataframe if "deviation (%)" in d.value.columns).proto.columns)
     assert formats["deviation (%)"]["type_config"]["format"] == "%.3f"  # one number of decimals on every row
     assert "method" not in pore.columns  # the method sentence is written once under the table, not on every row
+    # amounts in a unit that reads as plain numbers (a user's walk: 2.4134e-06 mol), values scaled to it
+    molar = tables[0]
+    on_disk = pd.read_csv(io.BytesIO(analysis_table(demo_project, "s1", "molar_evolution.csv")))
+    unit = next(c for c in molar.columns if c.startswith("gypsum (")).split("(")[1].rstrip(")")
+    factor = {"mmol": 1e-3, "µmol": 1e-6, "nmol": 1e-9, "pmol": 1e-12}[unit]
+    assert np.allclose(molar[f"gypsum ({unit})"], on_disk["n_gypsum_mol"] / factor)
+    assert 1 <= molar[f"gypsum ({unit})"].abs().max() < 1000
+    formats = json.loads(next(d for d in at.dataframe if f"gypsum ({unit})" in d.value.columns).proto.columns)
+    assert formats[f"gypsum ({unit})"]["type_config"]["format"] == "%.3f"  # not scientific notation
     inert = tables[2]
     assert all(str(v).startswith("[") and len(str(v)) < 30 for v in inert["drift (% per h), 95 % CI"])  # no raw dumps
     labels = {b.label for b in at.get("download_button")}

@@ -553,3 +553,21 @@ def test_a_training_stopped_by_hand_is_not_offered_first_and_says_so(demo_projec
     at.selectbox(key="seg_model").set_value("stopped").run()
     assert any("'stopped' was stopped by hand after 7 epochs, with 1 of the 2 networks asked for" in w.value
                for w in at.warning), [w.value for w in at.warning]
+
+
+def test_the_quality_check_views_use_the_segmentations_voxel_size_not_a_changed_projects(demo_project, shipped_models):
+    """A user's walk: after the Data page's voxel size changed, the slice view's µm axes were drawn with the new one
+    while the segmentation was made (and its volumes computed) with the old one."""
+    from core.workflow.paths import segmentation_voxel_size
+
+    _segment(demo_project, steps=(1,))
+    used = segmentation_voxel_size(demo_project, "seg-a")
+    assert used == pytest.approx(demo_project.voxel_size_um())
+    demo_project.set_voxel_size(used * 2)
+    assert segmentation_voxel_size(demo_project, "seg-a") == pytest.approx(used)
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    image = next(t for c in _charts(at) for t in c["data"] if t["type"] == "image")
+    assert image["dx"] == pytest.approx(used) and image["dy"] == pytest.approx(used)
+    assert any(f"Segmented at a voxel size of {used:g} µm" in c.value and f"{used * 2:g} µm" in c.value
+               for c in at.caption)

@@ -383,3 +383,29 @@ def test_a_fit_whose_intercept_alone_misses_the_theory_names_the_intercept_only(
     assert fit["passed"] is False
     assert ": the intercept's interval excludes 1, and the line differs" in fit["sentence"]
     assert "slope's interval excludes" not in fit["sentence"]
+
+
+@pytest.mark.parametrize("values, unit", [([2.4e-6, 1.9e-7], "µmol"), ([0.0, 3e-10], "pmol"), ([1.5, 0.2], "mol"),
+                                          ([999e-9, float("nan")], "nmol"), ([], "mol"), ([0.0], "mol")])
+def test_amounts_are_shown_with_the_prefix_that_makes_them_plain_numbers(values, unit):
+    """A user's walk: moles read as 2.4134e-06 in the tables and the hover; now 2.413 µmol."""
+    from core.analysis.stoichiometry import amount_unit
+
+    factor, got = amount_unit(values)
+    assert got == unit
+    finite = [abs(v) for v in values if np.isfinite(v) and v]
+    if finite:
+        assert 1 <= max(finite) / factor < 1000
+
+
+def test_the_molar_charts_hover_gives_amounts_in_that_unit():
+    from core.analysis.analysis_charts import molar_evolution_figure
+
+    counts = [{1: 100_000 - k * 20_000, 2: k * 20_000, 3: 0, 4: 500} for k in range(4)]
+    rows = molar_evolution(counts, phases=DEFAULT_PHASES, reaction=Reaction(), voxel_size_um=2.75)
+    fig = molar_evolution_figure(rows)
+    points = next(t for t in fig.data if t.name == "measured steps")
+    n0 = rows[0]["n_reactant_mol"]
+    assert n0 < 1e-6  # a small sample: under a micromole
+    assert "nmol" in points.hovertemplate and "e}" not in points.hovertemplate
+    assert points.customdata[0][2] == pytest.approx(n0 / 1e-9)

@@ -13,6 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.analysis.stoichiometry import amount_unit
+
 __all__ = ["molar_evolution_figure", "extent_figure", "pore_check_figure", "inert_figure", "pore_size_figure",
            "porosity_figure", "growth_figure", "method_of"]
 
@@ -72,16 +74,23 @@ def molar_evolution_figure(rows: Sequence[dict], *, fit: dict | None = None, ban
                                      fillcolor="rgba(214,39,40,0.15)", line=dict(width=0), hoverinfo="skip",
                                      name="fit 95 % confidence band"))
     minutes = _minutes(rows)
-    custom = [[r["step"], m if m is not None else float("nan"), r.get("n_reactant_mol", np.nan), r.get("n_product_mol", np.nan),
-               r["deviation_pct"], "inside" if r["inside_band"] else "OUTSIDE"] for r, m in zip(rows, minutes)]
+    amounts = [r.get(k) for r in rows for k in ("n_reactant_mol", "n_product_mol")]
+    factor, unit = amount_unit([np.nan if a is None else a for a in amounts])  # 2.41 µmol, not 2.413e-06 mol
+
+    def _amount(v):
+        return float("nan") if v is None else float(v) / factor
+
+    custom = [[r["step"], m if m is not None else float("nan"), _amount(r.get("n_reactant_mol")),
+               _amount(r.get("n_product_mol")), r["deviation_pct"], "inside" if r["inside_band"] else "OUTSIDE"]
+              for r, m in zip(rows, minutes)]
     fig.add_trace(go.Scatter(
         x=[r["x"] for r in rows], y=[r["y"] for r in rows], mode="markers+text", text=[str(r["step"]) for r in rows],
         textposition="top right", customdata=custom, name="measured steps",
         marker=dict(size=11, color=[m if m is not None else r["step"] for r, m in zip(rows, minutes)], colorscale="Viridis",
                     showscale=True, colorbar=dict(title="time (min)" if minutes and minutes[0] is not None else "step"),
                     line=dict(width=[0 if r["inside_band"] else 3 for r in rows], color="#d62728")),
-        hovertemplate=("step %{customdata[0]} · %{customdata[1]:.1f} min<br>" f"n {reactant} " "%{customdata[2]:.3e} mol<br>"
-                       f"n {product} " "%{customdata[3]:.3e} mol<br>deviation %{customdata[4]:+.2f} % (%{customdata[5]})<extra></extra>"),
+        hovertemplate=("step %{customdata[0]} · %{customdata[1]:.1f} min<br>" f"n {reactant} " "%{customdata[2]:.4g} " f"{unit}<br>"
+                       f"n {product} " "%{customdata[3]:.4g} " f"{unit}<br>" "deviation %{customdata[4]:+.2f} % (%{customdata[5]})<extra></extra>"),
     ))
     fig.update_layout(**_LAYOUT, title=f"Molar evolution: {reactant} → {product} (internal standard)",
                       xaxis_title=f"x = n({product}) / n₀({reactant})", yaxis_title=f"y = n({reactant}) / n₀({reactant})",

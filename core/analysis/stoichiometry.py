@@ -36,7 +36,7 @@ from core.errors import ReactomoError
 from core.phases import PhaseTable, Reaction
 
 __all__ = ["moles", "molar_evolution", "fit_line", "pore_check", "inert_constancy", "extent_two_ways", "verdict",
-           "overall_verdict", "CHECKS"]
+           "overall_verdict", "CHECKS", "amount_unit", "pct_beside"]
 
 
 def moles(voxels: int | float, phase, voxel_size_um: float) -> float:
@@ -362,6 +362,29 @@ def pct_beside(value: float, limit: float) -> str:
         if round(value, d) != round(limit, d) or abs(value - limit) < 1e-9:
             break
     return f"{value:.{d}f}"
+
+
+_AMOUNT_UNITS = ((1.0, "mol"), (1e-3, "mmol"), (1e-6, "µmol"), (1e-9, "nmol"), (1e-12, "pmol"), (1e-15, "fmol"))
+
+
+def amount_unit(values: Any) -> tuple[float, str]:
+    """``(factor, unit)`` that shows these amounts (mol) as plain numbers: the largest SI prefix with the largest
+    |value| at least 1 (``value / factor`` in ``unit``); ``(1.0, "mol")`` when there is no finite non-zero value.
+
+    >>> amount_unit([2.4e-6, 1.9e-7])
+    (1e-06, 'µmol')
+    >>> amount_unit([0.0, 3e-10])
+    (1e-12, 'pmol')
+    """
+    a = np.abs(np.asarray(values, dtype=float).ravel())
+    a = a[np.isfinite(a) & (a > 0)]
+    if not a.size:
+        return 1.0, "mol"
+    top = float(a.max())
+    for factor, unit in _AMOUNT_UNITS:
+        if top >= factor:
+            return factor, unit
+    return _AMOUNT_UNITS[-1]
 
 
 def verdict(rows: Sequence[Mapping[str, Any]], band: float = 0.02) -> dict[str, Any]:

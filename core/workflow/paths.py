@@ -29,6 +29,7 @@ __all__ = [
     "ANALYSIS_FILES",
     "segmentation_folder",
     "segmentation_record",
+    "segmentation_voxel_size",
     "phase_volume_rows",
     "phase_volumes_csv",
     "analysis_folder",
@@ -85,6 +86,14 @@ def segmentation_record(project, name: str) -> dict[str, Any] | None:
     from core.segmentation.series import read_series_record
 
     return read_series_record(segmentation_folder(project, name))
+
+
+def segmentation_voxel_size(project, name: str) -> float:
+    """The voxel size (µm) segmentation ``name`` was made with: its record's, else the project's. Views of a
+    segmentation (the Segment page's slice, the 3D meshes, a box given in µm) use this one, not a project voxel size
+    changed since."""
+    rec = segmentation_record(project, name) or {}
+    return float(rec.get("voxel_size_um") or project.voxel_size_um())
 
 
 def _number(text: str) -> Any:

@@ -284,12 +284,11 @@ def _step_source(project, name: str, step: int) -> tuple[Path, Path | None, tupl
 
 
 def voxel_size(project, name: str) -> float:
-    """The voxel size (µm) the 3D views of segmentation ``name`` are meshed with: its record's, else the project's
-    (a box given in µm is placed with this one, not with a project voxel size changed since)."""
-    from core.workflow.paths import segmentation_record
+    """The voxel size (µm) the 3D views of segmentation ``name`` are meshed with (:func:`core.workflow.paths.
+    segmentation_voxel_size`: its record's, else the project's)."""
+    from core.workflow.paths import segmentation_voxel_size
 
-    rec = segmentation_record(project, name) or {}
-    return float(rec.get("voxel_size_um") or project.voxel_size_um())
+    return segmentation_voxel_size(project, name)
 
 
 def label_shape(project, name: str, step: int) -> tuple[int, int, int]:
