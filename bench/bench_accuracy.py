@@ -138,6 +138,21 @@ def _fmt(x: float | None, spec: str) -> str:
     return format(x, spec) if _known(x) else "–"
 
 
+def beside(x: float | None, key: str, decimals: int) -> str:
+    """``x`` with ``decimals`` decimals, or up to two more where fewer would print it on the other side of its target
+    than it is: a worst step of 0.84957 reads "0.8496", not "0.850", against a target of 0.85."""
+    if not _known(x):
+        return "–"
+    limit = TARGETS[key]
+    higher_is_better = key.endswith("dice")
+    passes = x >= limit if higher_is_better else x <= limit
+    for d in range(decimals, decimals + 3):
+        shown = round(x, d)
+        if (shown >= limit if higher_is_better else shown <= limit) == passes:
+            break
+    return f"{x:.{d}f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| variant | split | worst step mean Dice | worst phase (mean over steps) | internal standard max % | "
             "pore check max % | celestite drift max % | extent error max (points) | verdict | wall s |\n"
@@ -151,9 +166,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         verdict = "pass" if r["verdict_passed"] else ("fail: " + ", ".join(r["failed_checks"]) if r["failed_checks"] else "–")
         lines.append(
-            f"| {r['variant']} | {which} | {r['worst_step_dice']:.3f} ({r['worst_step']}) | "
-            f"{r['worst_phase_dice']:.3f} ({r['worst_phase']}) | {r['internal_standard_pct']:.2f} | "
-            f"{r['pore_check_pct']:.2f} | {_fmt(r['celestite_drift_pct'], '.2f')} | {r['extent_error_pct']:.1f} | "
+            f"| {r['variant']} | {which} | {beside(r['worst_step_dice'], 'worst_step_dice', 3)} ({r['worst_step']}) | "
+            f"{beside(r['worst_phase_dice'], 'worst_phase_dice', 3)} ({r['worst_phase']}) | "
+            f"{beside(r['internal_standard_pct'], 'internal_standard_pct', 2)} | {r['pore_check_pct']:.2f} | "
+            f"{beside(r['celestite_drift_pct'], 'celestite_drift_pct', 2)} | "
+            f"{beside(r['extent_error_pct'], 'extent_error_pct', 1)} | "
             f"{verdict} | {r['seconds']:.0f} |")
     return head + "\n".join(lines)
 

@@ -99,3 +99,20 @@ def test_ablation_table_averages_only_the_variants_every_configuration_ran():
     assert targets_met(ok) and not targets_met({**ok, "celestite_drift_pct": None})
     assert not targets_met({**ok, "celestite_drift_pct": float("nan")})
     assert "nothing to compare" in ablation_table([full, {**part, "rows": [{"variant": a, "error": ["x"], "seconds": 1.0}]}])
+
+
+@pytest.mark.parametrize("x, key, decimals, text", [
+    (0.84957, "worst_step_dice", 3, "0.8496"),   # read "0.850" and passed the eye against 0.85
+    (0.82969, "worst_phase_dice", 3, "0.8297"),
+    (0.8503, "worst_step_dice", 3, "0.850"),     # passes and reads as passing
+    (0.85, "worst_step_dice", 3, "0.850"),       # exactly on the target passes
+    (5.047, "extent_error_pct", 1, "5.05"),      # read "5.0" and passed the eye against 5 points
+    (4.98, "extent_error_pct", 1, "5.0"),        # passes, and "5.0" reads as passing
+    (2.004, "internal_standard_pct", 2, "2.004"),
+    (1.234, "celestite_drift_pct", 2, "1.23"),
+    (None, "celestite_drift_pct", 2, "–"),
+])
+def test_a_figure_beside_its_target_never_reads_as_on_the_wrong_side(x, key, decimals, text):
+    from bench.bench_accuracy import beside
+
+    assert beside(x, key, decimals) == text
