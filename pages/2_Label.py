@@ -366,7 +366,7 @@ with controls:
         st.markdown("**Where the window is**")
         with ui.user_errors():
             k = max(1, int(np.ceil(max(ny, nx) / 240)))
-            small = window_to_uint8(grey[::k, ::k], lo, hi)
+            small = window_to_uint8(grey[::k, ::k], *grey_window)
             thumb = np.repeat(small[:, :, None], 3, axis=2)
             ly, lx = (ny // k) * k, (nx // k) * k
             lab_small = labels[:ly, :lx].reshape(ny // k, k, nx // k, k).max(axis=(1, 3))

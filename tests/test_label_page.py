@@ -170,6 +170,10 @@ def test_a_stroke_in_a_moved_window_lands_at_full_resolution(workspace, tmp_path
     assert lab.shape == (300, 280)
     assert np.argwhere(lab == PORE).tolist() == [[105, 114], [105, 115], [105, 116]]
     assert "showing x 104–231, y 100–227 of 280×300 px" in _texts(at)
+    # the overview of the whole slice with the window's box (a user's walk: it said "Something went wrong
+    # (NameError ...)" for every window smaller than the slice)
+    assert not at.error, [e.value for e in at.error]
+    assert any("the yellow box is the window" in i.proto.imgs[0].caption for i in at.get("image") if i.proto.imgs)
 
 
 def test_import_the_demos_scribbles(workspace, demo_project):
