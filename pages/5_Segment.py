@@ -357,7 +357,7 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
                           "match_volumes": bool(together and match)}
                 submit_job(project, KIND, params, title=f"Segment {name}")
                 ss["seg_flash"] = f"Started segmenting {_steps(len(steps))} as '{name}'."
-                ss["qc_seg"] = name
+                ss["qc_seg"] = ss["qc_want"] = name  # shown below as soon as its record exists
                 st.rerun()
 
 # ------------------------------------------------------------------------------------------------ QC viewer
@@ -368,6 +368,11 @@ if not segs:
             if active else "This project has no segmentation yet: choose a model and start one above.")
     st.stop()
 seg_names = list(segs)
+if (want := ss.get("qc_want")) in seg_names:  # the run started on this page, once it is listed
+    ss["qc_seg"] = want
+    ss.pop("qc_want")
+elif want and not active:  # it ended without being listed (refused or failed): stop waiting for it
+    ss.pop("qc_want")
 if ss.get("qc_seg") not in seg_names:
     ss["qc_seg"] = seg_names[-1]
 c1, c2 = st.columns([2, 3], vertical_alignment="bottom")

@@ -571,3 +571,44 @@ def test_the_quality_check_views_use_the_segmentations_voxel_size_not_a_changed_
     assert image["dx"] == pytest.approx(used) and image["dy"] == pytest.approx(used)
     assert any(f"Segmented at a voxel size of {used:g} µm" in c.value and f"{used * 2:g} µm" in c.value
                for c in at.caption)
+
+
+def test_the_quality_check_shows_the_run_just_started_once_it_is_done(demo_project, shipped_models, monkeypatch):
+    """A user's walk: with an earlier segmentation in the project, the run started on the page finished ("Segmentation
+    'whole' finished") while the quality check kept showing the earlier one: the page's rerun after "Start" came before
+    the job had listed the new run, and fell back to the last one listed."""
+    import threading
+
+    import core.workflow.worker as worker
+
+    _segment(demo_project, name="seg-a", steps=(1,))
+    go, real = threading.Event(), worker.job_function
+
+    def held(*args, **kwargs):  # the job starts its work only when told (a worker takes seconds on a busy machine)
+        fn = real(*args, **kwargs)
+
+        def wait_then_run(*a, **k):
+            assert go.wait(60)
+            return fn(*a, **k)
+        return wait_then_run
+
+    monkeypatch.setattr(worker, "job_function", held)
+    at = _page("pages/5_Segment.py").run()
+    assert at.selectbox(key="qc_seg").value == "seg-a"
+    at.multiselect(key="seg_steps").set_value([2])
+    at.number_input(key="seg_tile").set_value(64)
+    at.text_input(key="seg_name").set_value("seg-b")
+    _start(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "seg-b" not in (demo_project.manifest.get("segmentations") or {})
+    at.run()  # a rerun while the job has not listed its run yet
+    go.set()
+    job = _wait(demo_project)
+    assert job.status == "done", job.error
+    at.run()
+    assert not at.exception
+    assert any("Segmentation 'seg-b' finished" in s.value for s in at.success), [s.value for s in at.success]
+    assert at.selectbox(key="qc_seg").value == "seg-b"
+    at.selectbox(key="qc_seg").set_value("seg-a").run()  # and the user's own choice is kept afterwards
+    at.run()
+    assert at.selectbox(key="qc_seg").value == "seg-a"
