@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from core.workflow.evaluate import comparison_rows, evaluate_segmentation, references, report_csv, training_overlap
+from core.workflow.evaluate import comparison_rows, coverage_note, evaluate_segmentation, references, report_csv
+from core.workflow.evaluate import training_overlap
 from core.segmentation.metrics import METRICS, pool_reports
 from core.segmentation.seg_charts import confusion_heatmap, dice_per_step_chart
 from core.workflow.paths import segmentation_record, segmentation_stamp
@@ -82,6 +83,9 @@ for name in chosen:
         reports[name] = _evaluate(project.name, name, reference, segmentation_stamp(project, name))
 if not reports:
     st.stop()
+for name in reports:
+    if note := coverage_note(project, name):
+        st.info(note, icon=":material/crop:")
 if reference == "ground truth":
     for name in reports:
         if note := training_overlap(project, name):

@@ -268,3 +268,47 @@ def test_project_evaluation_against_the_demo_truth_and_the_comparison_table(demo
         evaluate_segmentation(demo_project, "nope")
     with pytest.raises(ReactomoError, match="no accepted ground truth"):
         evaluate_segmentation(demo_project, "m1", reference="ground truth")
+
+
+def test_a_segmentation_of_a_z_range_and_a_region_is_scored_where_it_was_made(demo_project):
+    """A user's walk: a segmentation of a z range was refused by Evaluate ("covers a region of interest only", though
+    it had none); the demo truth and the ground truth cover every voxel it covers."""
+    from core.workflow.ground_truth import accept_candidate, train_candidate
+    from core.workflow.labels import import_demo_scribbles
+
+    demo = demo_project.demo()
+    nz, ny, nx = demo_project.scans()[0].shape
+    box = (2, 12, 5, 50, 8, 60)  # z0, z1, y0, y1, x0, x1
+    segment_project(demo_project, MODEL, name="part", inference=InferenceConfig(tile=64), steps=[demo["label_step"]],
+                    use_roi=False, z_range=box[:2])
+    demo_project.set_roi({"z": list(box[:2]), "y": list(box[2:4]), "x": list(box[4:])})
+    segment_project(demo_project, MODEL, name="roi", inference=InferenceConfig(tile=64), steps=[demo["label_step"]])
+    step = demo["label_step"]
+    truth = read_labels(demo_project.resolve_path(demo["truth"][step]))
+    for name, crop in (("part", (slice(2, 12), slice(None), slice(None))), ("roi", (slice(2, 12), slice(5, 50), slice(8, 60)))):
+        pred = read_labels(demo_project.root / "segmentations" / name / f"t00{step}.tif")
+        assert pred.shape == truth[crop].shape
+        rep = evaluate_segmentation(demo_project, name, reference="demo truth")[step]
+        expect = phase_metrics(pred, truth[crop], codes=[1, 2, 3, 4])
+        for c in (1, 2, 3, 4):
+            assert rep.per_phase[c]["dice"] == pytest.approx(expect.per_phase[c]["dice"])
+    # against the accepted ground truth: its slices inside the z range, cropped to the region
+    import_demo_scribbles(demo_project)
+    train_candidate(demo_project)
+    gt = accept_candidate(demo_project)
+    inside = [(z, lab) for z, lab in zip(gt.slices, gt.labels) if 2 <= z < 12]
+    assert inside, "the demo's ground-truth slices should reach into z 2-12"
+    pred = read_labels(demo_project.root / "segmentations" / "roi" / f"t00{step}.tif")
+    rep = evaluate_segmentation(demo_project, "roi", reference="ground truth")[gt.step]
+    expect = phase_metrics(np.stack([pred[z - 2] for z, _ in inside]), np.stack([lab[5:50, 8:60] for _, lab in inside]),
+                           codes=[1, 2, 3, 4])
+    assert rep.average["dice"] == pytest.approx(expect.average["dice"])
+    from core.workflow.evaluate import coverage_note
+
+    assert coverage_note(demo_project, "part") == (f"'part' covers z 2-12 of the {nz}×{ny}×{nx} scan only, and is scored "
+                                                   "there: compare it with segmentations of the same part.")
+    assert "z 2-12, y 5-50, x 8-60 of the" in coverage_note(demo_project, "roi")
+    # a block the reference does not hold is one sentence
+    with pytest.raises(ReactomoError, match="is not the block z 0-4"):
+        evaluate_files(demo_project.root / "segmentations" / "roi" / f"t00{step}.tif", demo_project.resolve_path(demo["truth"][step]),
+                       codes=[1, 2, 3, 4], box=(0, 4, 0, ny, 0, nx))

@@ -612,3 +612,17 @@ def test_the_quality_check_shows_the_run_just_started_once_it_is_done(demo_proje
     at.selectbox(key="qc_seg").set_value("seg-a").run()  # and the user's own choice is kept afterwards
     at.run()
     assert at.selectbox(key="qc_seg").value == "seg-a"
+
+
+def test_evaluate_scores_a_segmentation_of_a_z_range_and_says_so(demo_project, shipped_models):
+    """A user's walk: a segmentation of z 12-16 was refused "covers a region of interest only" (it had none)."""
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
+
+    segment_project(demo_project, SHIPPED, name="part", steps=[1], inference=InferenceConfig(tile=64), use_roi=False,
+                    z_range=(12, 16))
+    at = _page("pages/6_Evaluate.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("'part' covers z 12-16 of the" in i.value and "scored there" in i.value for i in at.info)
+    assert _table(at, "Kappa") is not None

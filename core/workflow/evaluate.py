@@ -19,13 +19,15 @@ import numpy as np
 from core.errors import ReactomoError
 from core.segmentation.metrics import METRICS, MetricsReport, confusion_table, metrics_from_table
 
-__all__ = ["evaluate_files", "evaluate_segmentation", "comparison_rows", "report_csv", "references", "training_overlap"]
+__all__ = ["evaluate_files", "evaluate_segmentation", "comparison_rows", "report_csv", "references", "training_overlap",
+           "coverage_note"]
 
 _SLAB = 16
 
 
 def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike, *, codes: Sequence[int],
-                   names: Sequence[str] | None = None, slices: Sequence[int] | None = None) -> MetricsReport:
+                   names: Sequence[str] | None = None, slices: Sequence[int] | None = None,
+                   box: tuple[int, int, int, int, int, int] | None = None) -> MetricsReport:
     """Score the label TIFF ``pred`` against the label TIFF ``truth`` (same shape), reading a slab at a time.
 
     Parameters
@@ -35,7 +37,10 @@ def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike, *, codes: 
     codes, names
         Phase codes to score and their names.
     slices : sequence of int, optional
-        Only these z slices (e.g. the ground-truth slices).
+        Only these z slices of ``pred`` (e.g. the ground-truth slices).
+    box : (z0, z1, y0, y1, x0, x1), optional
+        The part of ``truth`` that ``pred`` covers (a segmentation of a z range or a region of interest): ``pred``'s
+        shape must be the box's, and ``truth`` is read there only.
     """
     from core.imaging.io import open_volume
 
@@ -45,7 +50,15 @@ def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike, *, codes: 
         for v, what in ((p, "prediction"), (t, "reference")):
             if v.dtype != np.uint8:
                 raise ReactomoError(f"The {what} {v.path.name} holds {v.dtype} values, not uint8 label codes; give a label TIFF.")
-        if p.shape != t.shape:
+        if box is not None:
+            z0, z1, y0, y1, x0, x1 = (int(b) for b in box)
+            inside = 0 <= z0 < z1 <= t.shape[0] and 0 <= y0 < y1 <= t.shape[1] and 0 <= x0 < x1 <= t.shape[2]
+            if not inside or p.shape != (z1 - z0, y1 - y0, x1 - x0):
+                raise ReactomoError(f"The prediction {p.path.name} of shape {p.shape} is not the block z {z0}-{z1}, "
+                                    f"y {y0}-{y1}, x {x0}-{x1} of the reference {t.path.name} ({t.shape}); compare "
+                                    "label volumes of the same scan.")
+            t = _Cropped(t, z0, y0, x0, p.shape)
+        elif p.shape != t.shape:
             raise ReactomoError(f"The prediction {p.path.name} has shape {p.shape} but the reference {t.path.name} has {t.shape}; "
                                 "compare label volumes of the same scan.")
         seen = {"prediction": np.zeros(256, np.int64), "reference": np.zeros(256, np.int64)}
@@ -74,6 +87,36 @@ def evaluate_files(pred: str | os.PathLike, truth: str | os.PathLike, *, codes: 
                                     f"{', '.join(map(str, foreign))}, not in the phase table ({table_text}); compare labels "
                                     "made with the same phase table (give it with --phases).")
     return metrics_from_table(table, codes=codes, names=names)
+
+
+class _Cropped:
+    """The block of an open label volume that a segmentation of a z range or a region covers, read like the volume."""
+
+    def __init__(self, vol, z0: int, y0: int, x0: int, shape: tuple[int, ...]):
+        self.vol, self.z0, self.y0, self.x0 = vol, z0, y0, x0
+        self.shape, self.path, self.dtype = tuple(shape), vol.path, vol.dtype
+
+    def _crop(self, a: np.ndarray) -> np.ndarray:
+        return a[..., self.y0:self.y0 + self.shape[1], self.x0:self.x0 + self.shape[2]]
+
+    def slice(self, axis: int, index: int) -> np.ndarray:
+        if axis != 0:
+            raise ReactomoError("Only XY slices of a cropped reference are read.")
+        return self._crop(self.vol.slice(0, self.z0 + int(index)))
+
+    def slab(self, z0: int, z1: int) -> np.ndarray:
+        return self._crop(self.vol.slab(self.z0 + z0, self.z0 + z1))
+
+
+def _box(settings: dict[str, Any], shape: Sequence[int]) -> tuple[int, int, int, int, int, int] | None:
+    """(z0, z1, y0, y1, x0, x1) of the scan that a segmentation with these settings covers; None for the whole scan."""
+    z_range, region = settings.get("z_range"), settings.get("region")
+    if not z_range and not region:
+        return None
+    z0, z1 = (int(v) for v in (z_range or (0, shape[0])))
+    y0, y1, x0, x1 = (int(v) for v in (region or (0, shape[1], 0, shape[2])))
+    box = (z0, z1, y0, y1, x0, x1)
+    return None if box == (0, shape[0], 0, shape[1], 0, shape[2]) else box
 
 
 def references(project) -> dict[str, str]:
@@ -110,8 +153,8 @@ def evaluate_segmentation(project, name: str, *, reference: str = "demo truth", 
         done = {k: v for k, v in done.items() if k in set(int(s) for s in steps)}
     if not done:
         raise ReactomoError(f"No step of the segmentation '{name}' is done yet.")
-    if rec["settings"].get("region") or rec["settings"].get("z_range"):
-        raise ReactomoError("This segmentation covers a region of interest only; evaluate a whole-scan segmentation.")
+    scans = project.scans()
+    box = _box(rec["settings"], scans[0].shape) if scans else None  # a z range or a region: scored where it was made
     out: dict[int, MetricsReport] = {}
     if reference == "demo truth":
         demo = project.demo()
@@ -119,7 +162,7 @@ def evaluate_segmentation(project, name: str, *, reference: str = "demo truth", 
             raise ReactomoError("This project is not the demo experiment, so it has no known truth; use the ground truth as reference.")
         for step, s in sorted(done.items()):
             truth = project.resolve_path(demo["truth"][step])
-            out[step] = evaluate_files(s["out_path"], truth, codes=phases.codes, names=phases.names)
+            out[step] = evaluate_files(s["out_path"], truth, codes=phases.codes, names=phases.names, box=box)
         return out
     if reference == "ground truth":
         stored = load_accepted(project)
@@ -131,12 +174,39 @@ def evaluate_segmentation(project, name: str, *, reference: str = "demo truth", 
 
         codes = list(phases.codes)
         table = np.zeros((len(codes), len(codes) + 1), np.int64)
+        z0, z1, y0, y1, x0, x1 = box or (0, 1 << 30, 0, 1 << 30, 0, 1 << 30)
+        inside = [(int(z), lab) for z, lab in zip(stored.slices, stored.labels) if z0 <= int(z) < z1]
+        if not inside:
+            raise ReactomoError(f"None of the ground truth's slices (z {', '.join(str(int(z)) for z in stored.slices)}) "
+                                f"lies in the z range {z0}-{z1} this segmentation covers; use the demo truth, or "
+                                "segment those slices.")
         with open_volume(done[stored.step]["out_path"]) as p:
-            for z, lab in zip(stored.slices, stored.labels):
-                table += confusion_table(p.slice(0, int(z)), lab, codes=codes)
+            for z, lab in inside:
+                table += confusion_table(p.slice(0, z - z0), lab[y0:y1, x0:x1], codes=codes)
         out[stored.step] = metrics_from_table(table, codes=codes, names=phases.names)
         return out
     raise ReactomoError(f"Unknown reference {reference!r}; use 'ground truth' or 'demo truth'.")
+
+
+def coverage_note(project, name: str) -> str:
+    """One sentence when segmentation ``name`` covers part of the scan only (a z range or a region of interest):
+    it is scored there, so its scores compare with another's only over the same part. "" for the whole scan."""
+    from core.segmentation.series import read_series_record
+
+    seg = (project.manifest.get("segmentations") or {}).get(name) or {}
+    scans = project.scans()
+    try:
+        rec = read_series_record(seg["path"]) or {}
+        box = _box(rec.get("settings") or {}, scans[0].shape) if scans else None
+    except (ReactomoError, OSError, KeyError, TypeError, ValueError):
+        return ""
+    if box is None:
+        return ""
+    z0, z1, y0, y1, x0, x1 = box
+    nz, ny, nx = scans[0].shape
+    part = [f"z {z0}-{z1}"] + ([f"y {y0}-{y1}", f"x {x0}-{x1}"] if (y0, y1, x0, x1) != (0, ny, 0, nx) else [])
+    return (f"'{name}' covers {', '.join(part)} of the {nz}×{ny}×{nx} scan only, and is scored there: compare it "
+            "with segmentations of the same part.")
 
 
 def training_overlap(project, name: str) -> str:
