@@ -201,8 +201,10 @@ def cmd_data(args) -> int:
         if args.interval is not None:
             project.set_interval(args.interval)
         if args.scans:
-            register_scans(project, args.scans, allowed_roots=data_roots(), times_s=times,
-                           check_values=not args.no_check, on_progress=_progress_printer(args.quiet))
+            opened = register_scans(project, args.scans, allowed_roots=data_roots(), times_s=times,
+                                    check_values=not args.no_check, on_progress=_progress_printer(args.quiet))
+            for note in opened.notes:
+                print(note)
         elif times is not None:
             project.set_scans(project.scans(), times_s=times)
         if args.clear_roi:

@@ -59,7 +59,7 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                     with project.transaction():
                         found = register_scans(project, source, allowed_roots=data_roots(), times_s=times,
                                                on_progress=ui.progress_callback(bar))
-                    st.session_state["data_flash"] = f"Opened {len(found)} steps from {source}."
+                    st.session_state["data_flash"] = " ".join([f"Opened {len(found)} steps from {source}.", *found.notes])
                     st.rerun()
                 bar.empty()
     with tab_upload:
@@ -82,14 +82,14 @@ with st.expander("Open scans", expanded=not scans, icon=":material/folder_open:"
                         f.seek(0)
                         added.append(project.import_upload(f.name, f))  # streamed in chunks
                     with project.transaction():
-                        register_scans(project, upload_dir)
+                        notes = register_scans(project, upload_dir).notes
                 except BaseException:
                     for p in added:
                         p.unlink(missing_ok=True)
                     raise
                 ui.release_uploads(files)  # the project has them on disk: free Streamlit's copy in server memory
                 st.session_state["upload_round"] = st.session_state.get("upload_round", 0) + 1
-                st.session_state["data_flash"] = f"Added {len(added)} uploaded file(s)."
+                st.session_state["data_flash"] = " ".join([f"Added {len(added)} uploaded file(s).", *notes])
                 st.rerun()
     with tab_demo:
         st.caption("A generated dehydrating-gypsum rock with known truth: gypsum grains, bassanite laths growing "

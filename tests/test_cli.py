@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,40 @@ def test_labels_and_ground_truth_commands_drive_a_project(demo_project, workspac
     assert open_project("demo", workspace=workspace).manifest["ground_truth"]["slices"]
     rc, _, err = _run(capsys, "ground-truth", "demo", "--features", "colour")
     assert rc == 2 and "not known" in err
+
+
+def test_other_scans_opened_in_the_demo_project_drop_the_demos_truth_and_its_region(demo_project, workspace,
+                                                                                     small_demo_dir, capsys):
+    """A user's walk: after other scans were opened in the demo project, the Data page still offered the demo's
+    truth as an overlay (then failed on its shape), the Label page its scribbles, Home "(demo)", and the old region
+    of interest stayed without a word."""
+    demo_project.set_roi({"z": [0, 8], "y": [0, 32], "x": [0, 40]})
+    other = workspace / "other"
+    other.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        tifffile.imwrite(other / f"t{i:03d}.tif", rng.integers(1000, 3000, (10, 48, 40), dtype=np.uint16))
+    rc, out, err = _run(capsys, "data", "demo", "--scans", str(other))
+    assert rc == 0, err
+    assert "the project is no longer the demo experiment" in out
+    assert "The region of interest (z 0-8, y 0-32, x 0-40) was set on scans of another shape; it was cleared." in out
+    project = open_project("demo", workspace=workspace)
+    assert project.demo() is None and project.roi() is None
+    from core.workflow.evaluate import references
+
+    assert "demo truth" not in references(project)
+    # the demo made again: the demo once more, nothing to say about its own scans
+    from core.workflow.data import generate_demo_into
+    from core.imaging.synthetic import DemoConfig
+    from tests.conftest import SMALL_DEMO
+
+    generate_demo_into(project, DemoConfig(**SMALL_DEMO))
+    assert project.demo() is not None
+    assert project.set_scans(project.scans()) == []
+    # the demo's truth opened as scans (label volumes): opened, and said
+    rc, out, err = _run(capsys, "data", "demo", "--scans", str(project.root / "demo" / "truth"))
+    assert rc == 0, err
+    assert "they look like label volumes, not reconstructed CT scans" in out
+    assert re.search(r"The scans hold only [2-5] grey values \([0-4](, [0-4])+\) in their middle slice", out)
+    assert "the project is no longer the demo experiment" in out  # its truth is not its scans
+    assert open_project("demo", workspace=workspace).demo() is None

@@ -425,9 +425,14 @@ def test_set_roi_validation_and_clearing(proj):
         with pytest.raises(ReactomoError, match=match):
             proj.set_roi(roi)
         assert snapshot(proj) == before
-    proj.set_scans(series(proj, 2, shape=(8, 16, 16)))  # still fits: kept
+    assert proj.set_scans(series(proj, 3)) == []  # scans of the same shape: kept, nothing said
     assert proj.roi() == {"z": [1, 3], "y": [0, 8], "x": [2, 6]}
-    proj.set_scans(series(proj, 2, shape=(2, 16, 16)))  # no longer fits: cleared
+    # scans of another shape (a user's walk: other scans opened, the old region kept without a word): cleared, said
+    notes = proj.set_scans(series(proj, 2, shape=(8, 16, 16)))
+    assert notes == ["The region of interest (z 1-3, y 0-8, x 2-6) was set on scans of another shape; it was cleared."]
+    assert proj.roi() is None
+    proj.set_roi({"z": [1, 3], "y": [0, 8], "x": [2, 6]})
+    assert proj.set_scans(series(proj, 2, shape=(2, 16, 16)))  # no longer fits: cleared
     assert proj.roi() is None
     proj.set_roi({"z": [0, 2], "y": [0, 16], "x": [0, 16]})
     proj.set_roi(None)

@@ -84,7 +84,9 @@ def register_scans(
 
     Returns
     -------
-    list of core.imaging.io.ScanInfo
+    OpenedScans
+        The list of :class:`core.imaging.io.ScanInfo`, with ``notes``: what the new scans made obsolete and was
+        cleared (the demo's truth and scribbles, a region of interest of another shape), one sentence each.
     """
     from core.imaging.io import check_volume_values, discover_scans, open_volume
 
@@ -104,10 +106,35 @@ def register_scans(
                     check_volume_values(vol)
                 except ReactomoError as exc:
                     raise ReactomoError(f"Step '{info.name}': {exc}") from None
-    project.set_scans(scans, times_s=times_s)
+    looks = _looks_like_labels(scans[0]) if scans else ""
+    notes = project.set_scans(scans, times_s=times_s) + ([looks] if looks else [])
     progress(1.0, f"Opened {len(scans)} steps")
     log.info("project %s: %d scans from %s", project.name, len(scans), text)
-    return scans
+    return OpenedScans(scans, notes)
+
+
+def _looks_like_labels(info) -> str:
+    """A sentence when the first step's middle slice holds a handful of integer values only (a label volume, such as
+    the demo's truth, opened as scans), else "". It is said, not refused: a binarised scan is a user's choice."""
+    from core.imaging.io import open_volume
+
+    with open_volume(info.path, kind=info.kind) as vol:
+        if not np.issubdtype(vol.dtype, np.integer):
+            return ""
+        values = np.unique(vol.slice(0, vol.shape[0] // 2))
+    if values.size > 16:
+        return ""
+    shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if values.size > 8 else "")
+    return (f"The scans hold only {values.size} grey value{'s' if values.size != 1 else ''} ({shown}) in their "
+            "middle slice: they look like label volumes, not reconstructed CT scans.")
+
+
+class OpenedScans(list):
+    """The scans :func:`register_scans` opened (a list), with ``notes``: what they made obsolete, in sentences."""
+
+    def __init__(self, scans, notes=()):
+        super().__init__(scans)
+        self.notes = list(notes)
 
 
 def generate_demo_into(project, config=None, *, on_progress: Progress | None = None) -> dict:

@@ -775,7 +775,7 @@ class Project:
         """Time of each step in seconds."""
         return [float(s["time_s"]) for s in self.manifest["scans"]]
 
-    def set_scans(self, scans: Sequence[ScanInfo], *, times_s: Sequence[float] | None = None) -> None:
+    def set_scans(self, scans: Sequence[ScanInfo], *, times_s: Sequence[float] | None = None) -> list[str]:
         """Replace the time series.
 
         Parameters
@@ -792,9 +792,11 @@ class Project:
         ReactomoError
             If a scan, the shapes/dtypes or the times are invalid (nothing changes).
 
-        Notes
-        -----
-        A region of interest that no longer fits the new shape is cleared.
+        Returns
+        -------
+        list of str
+            What the new scans made obsolete, one sentence each: the demo's record (truth, scribbles) when they are
+            not the demo's own scans, a region of interest made for scans of another shape (both are cleared).
         """
         if isinstance(scans, (str, bytes, Mapping)) or not isinstance(scans, Sequence):
             raise ReactomoError(f"Scans must be a list of ScanInfo, one per time step; got {type(scans).__name__}.")
@@ -809,18 +811,39 @@ class Project:
         for e in entries:
             e["path"] = self.store_path(e["path"])
 
+        notes: list[str] = []
+        demo_root = Path(self.root).resolve()
+
         def apply(m: dict[str, Any]) -> None:
+            notes.clear()
+            old_shape = m["scans"][0]["shape"] if m["scans"] else None
             times = explicit if explicit is not None else [i * m["interval_s"] for i in range(len(entries))]
             m["scans"] = [{**e, "time_s": t} for e, t in zip(entries, times)]
             m["times_mode"] = "interval" if explicit is None else "explicit"
+            demo = m.get("demo")
+            if demo and entries:
+                folder = (demo_root / str(demo.get("folder") or "demo") / "scans").resolve()
+                if not all(folder in Path(self.resolve_path(e["path"])).resolve().parents for e in entries):
+                    m["demo"] = None  # its truth and scribbles belong to other scans
+                    notes.append("These are not the demo's scans, so the demo's known truth and scribbles no longer "
+                                 "apply: the project is no longer the demo experiment.")
             if m["roi"] is not None:
+                new_shape = entries[0]["shape"] if entries else None
                 try:
-                    _check_roi(m["roi"], entries[0]["shape"] if entries else None)
+                    _check_roi(m["roi"], new_shape)
+                    fits = old_shape is None or list(old_shape) == list(new_shape or [])
                 except ReactomoError:
-                    log.info("Project '%s': the region of interest no longer fits the scans; cleared it.", self.name)
+                    fits = False
+                if not fits:
+                    r = m["roi"]
+                    notes.append(f"The region of interest (z {r['z'][0]}-{r['z'][1]}, y {r['y'][0]}-{r['y'][1]}, "
+                                 f"x {r['x'][0]}-{r['x'][1]}) was set on scans of another shape; it was cleared.")
                     m["roi"] = None
 
         self.update(apply)
+        for note in notes:
+            log.info("Project '%s': %s", self.name, note)
+        return list(notes)
 
     def set_times(self, times_s: Sequence[float] | None) -> None:
         """Set the time of each step in seconds (finite, strictly increasing); ``None`` goes back to ``i * interval_s``."""
