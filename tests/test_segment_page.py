@@ -626,3 +626,20 @@ def test_evaluate_scores_a_segmentation_of_a_z_range_and_says_so(demo_project, s
     assert not at.error, [e.value for e in at.error]
     assert any("'part' covers z 12-16 of the" in i.value and "scored there" in i.value for i in at.info)
     assert _table(at, "Kappa") is not None
+
+
+def test_the_page_says_when_the_model_reads_ring_artefacts_otherwise_than_the_project(demo_project, shipped_models):
+    """A user's walk: the project set to remove ring artefacts, the shipped model (made before ring removal) read them
+    kept, unsaid, and labelled a ring arc bassanite before the reaction."""
+    from core.network.bundle import list_bundles
+
+    shipped = next(b for b in list_bundles(shipped_models) if b.name == "demo-unet")
+    assert shipped.rings == "keep"
+    demo_project.set_rings("remove")
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    assert any("'demo-unet' was trained on scans with their ring artefacts kept" in i.value
+               and "the project is set to remove them" in i.value for i in at.info), [i.value for i in at.info]
+    demo_project.set_rings("keep")
+    at.run()
+    assert not any("ring artefacts" in i.value for i in at.info)

@@ -157,6 +157,9 @@ class BundleSummary:
         without one.
     members : int
         Networks whose probabilities the model averages (1 for a single U-Net).
+    rings : {"remove", "keep"}
+        How the model reads a scan's ring artefacts, as it was trained (``card["normalisation"]["rings"]``; "keep"
+        for models made before ring removal).
     """
 
     name: str
@@ -167,6 +170,7 @@ class BundleSummary:
     size_bytes: int = 0
     cleaning: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     members: int = 1
+    rings: str = "keep"
 
 
 def save_bundle(
@@ -442,9 +446,19 @@ def list_bundles(root: str | os.PathLike) -> list[BundleSummary]:
                 size_bytes=_size(sub),
                 cleaning=dict(card.get("cleaning") or {}),
                 members=members,
+                rings=_rings_of(card),
             )
         )
     return out
+
+
+def _rings_of(card: dict[str, Any]) -> str:
+    from core.imaging.rings import model_rings
+
+    try:
+        return model_rings(card.get("normalisation"))
+    except ReactomoError:
+        return "keep"
 
 
 def _existing(root: Path, name: str) -> Path:
