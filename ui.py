@@ -220,15 +220,20 @@ _MARKDOWN = re.compile(r"([\\*_~$\[\]])")
 @contextmanager
 def user_errors(prefix: str = ""):
     """Show a :class:`ReactomoError` as one sentence (no traceback); log anything unexpected and say so plainly."""
+    def after(text: str) -> str:  # "Nothing was imported: the labels file ..." (no capital after a colon)
+        if prefix.endswith(": ") and len(text) > 1 and text[0].isupper() and text[1].islower():
+            return text[0].lower() + text[1:]
+        return text
+
     try:
         yield
     except ReactomoError as exc:
-        st.error(f"{prefix}{plain(exc)}", icon=":material/error:")
+        st.error(f"{prefix}{after(plain(exc))}", icon=":material/error:")
     except OSError as exc:  # a full disk, a read-only or vanished folder: the same sentence as the CLI
         from core.errors import filesystem_sentence
 
         log.warning("file-system fault: %s", exc)
-        st.error(f"{prefix}{plain(filesystem_sentence(exc))}", icon=":material/error:")
+        st.error(f"{prefix}{after(plain(filesystem_sentence(exc)))}", icon=":material/error:")
     except Exception as exc:  # noqa: BLE001 - the page must stay usable; the log keeps the traceback
         log.exception("unexpected error")
         st.error(f"{prefix}Something went wrong ({type(exc).__name__}: {plain(exc)}). The project was not changed; the server log has details.", icon=":material/error:")

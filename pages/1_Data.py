@@ -131,8 +131,8 @@ with st.expander("Acquisition, phases and region of interest", icon=":material/t
     with c1:
         with st.form("acq", border=True):
             st.markdown("**Acquisition**")
-            vs = st.number_input("Voxel size (µm)", min_value=0.0, value=float(manifest["voxel_size_um"]), format="%.3f", key="acq_voxel")
-            iv = st.number_input("Time between steps (s)", min_value=0.0, value=float(manifest.get("interval_s", 60.0)), key="acq_interval")
+            vs = st.number_input("Voxel size (µm)", min_value=None, value=float(manifest["voxel_size_um"]), format="%.3f", key="acq_voxel")
+            iv = st.number_input("Time between steps (s)", min_value=None, value=float(manifest.get("interval_s", 60.0)), key="acq_interval")
             rings = st.radio("Ring artefacts", ["remove", "keep"], index=0 if project.rings() == "remove" else 1,
                              format_func=lambda m: {"remove": "Remove", "keep": "Keep as reconstructed"}[m],
                              horizontal=True, key="acq_rings",

@@ -649,7 +649,7 @@ def test_read_labels_of_the_wrong_shape_or_kind(tmp_path):
     with pytest.raises(ReactomoError, match=r"has shape \(2, 3, 4\) but the scan has shape \(2, 3, 5\); use labels made for this scan"):
         read_labels(p, shape=(2, 3, 5))
     tifffile.imwrite(tmp_path / "u16.tif", np.zeros((2, 3, 4), np.uint16), photometric="minisblack")
-    with pytest.raises(ReactomoError, match=r"holds uint16 data; labels are uint8 phase codes"):
+    with pytest.raises(ReactomoError, match=r"holds uint16 data; labels are 8-bit phase codes: save them as 8-bit \(in Fiji"):
         read_labels(tmp_path / "u16.tif")
     tifffile.imwrite(tmp_path / "flat.tif", np.zeros((3, 4), np.uint8))
     with pytest.raises(ReactomoError, match=r"holds one 2D image of shape \(3, 4\); labels are a 3D volume"):

@@ -225,6 +225,7 @@ def test_a_bad_import_is_refused_with_one_sentence_and_nothing_changed(workspace
     assert len(at.error) == 1, [e.value for e in at.error]
     message = at.error[0].value
     assert message.startswith("Nothing was imported: ") and "\n" not in message and "Traceback" not in message
+    assert not message[len("Nothing was imported: ")].isupper() or message[len("Nothing was imported: ") + 1].isupper()
     assert __import__("re").search(match, message), message
     assert ".label-upload-" not in message  # the user's file name, not our temporary copy
     assert (workspace / "demo" / "project.json").read_text() == before

@@ -271,7 +271,7 @@ def _bad_label_file(case, tmp_path, shape):
         ("shape", r"has shape .* but the scan has shape"),
         ("rgb", r"colour"),
         ("garbage", r"not a TIFF"),
-        ("uint16", r"uint16 data; labels are uint8"),
+        ("uint16", r"uint16 data; labels are 8-bit phase codes: save them as 8-bit"),
         ("two_d", r"one 2D image"),
         ("empty", r"holds no labels"),
         ("missing", r"does not exist|not found|no such"),

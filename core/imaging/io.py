@@ -1452,13 +1452,13 @@ def read_labels(
         if not t.rgb and len(t.shape) == 2:
             raise ReactomoError(
                 f"The labels file {p} holds one 2D image of shape {_shape_text(t.shape)}; labels are a 3D volume "
-                "(z, y, x), so save them with write_labels."
+                "(z, y, x): save them as one multi-page TIFF with a page per slice (the Label page's download is one)."
             )
         if not t.rgb and len(t.shape) == 3 and (t.dtype is None or t.dtype != np.uint8):
             got = t.dtype.name if t.dtype is not None else "an unknown type"
             raise ReactomoError(
-                f"The labels file {p} holds {got} data; labels are uint8 phase codes, so save them with "
-                "write_labels."
+                f"The labels file {p} holds {got} data; labels are 8-bit phase codes: save them as 8-bit (in Fiji, "
+                "Image > Type > 8-bit without scaling)."
             )
     finally:
         t.close()

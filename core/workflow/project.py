@@ -316,10 +316,21 @@ def _stamp() -> str:
     return now.strftime("%Y%m%dT%H%M%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
+def _plain(x: float) -> str:
+    """A limit as people write it: 0.001, 10,000,000 (never 1e+07)."""
+    return f"{x:,.0f}" if abs(x) >= 1e5 and float(x).is_integer() else f"{x:g}"
+
+
+def _ordinal(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", 6: "sixth", 7: "seventh", 8: "eighth",
+            9: "ninth", 10: "tenth"}.get(n, f"{n}th" if 10 <= n % 100 <= 20 else f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}")
+
+
 def _real(value: object, what: str, lo: float, hi: float, unit: str, example: str) -> float:
     """A finite number in ``[lo, hi]`` or a ReactomoError naming ``what`` and the range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) or not lo <= float(value) <= hi:
-        raise ReactomoError(f"{what} {_show(value)} is not allowed; give a number from {lo:g} to {hi:g} {unit} (e.g. {example}).")
+        raise ReactomoError(f"{what} {_show(value)} is not allowed; give a number from {_plain(lo)} to {_plain(hi)} {unit} "
+                            f"(e.g. {example}).")
     return float(value)
 
 
@@ -556,11 +567,11 @@ def _check_times(times: object, n: int) -> list[float]:
     out: list[float] = []
     for i, t in enumerate(values):
         if not _is_num(t):
-            raise ReactomoError(f"Time {i} is {_show(t)}; give every scan a finite time in seconds.")
+            raise ReactomoError(f"The {_ordinal(i + 1)} time (step {i}) is {_show(t)}; give every scan a finite time in "
+                                "seconds.")
         if out and not float(t) > out[-1]:
-            raise ReactomoError(
-                f"Time {i} is {float(t):g} s, not after time {i - 1} ({out[-1]:g} s); times must strictly increase."
-            )
+            raise ReactomoError(f"The {_ordinal(i + 1)} time (step {i}), {float(t):g} s, is not after the {_ordinal(i)} "
+                                f"({out[-1]:g} s); times must strictly increase.")
         out.append(float(t))
     return out
 
