@@ -552,6 +552,12 @@ def test_status_reflects_progress(proj):
     assert [s.optional for s in steps] == [False] * 5 + [True, False]  # evaluating is optional
 
     proj.set_scans(series(proj, 10, shape=(40, 256, 256)))
+    # segmented with a model of the registry, none trained here: the model step is not left undone (a user's walk:
+    # "Model: No model yet" beside a ticked segmentation)
+    proj.update(lambda m: m["segmentations"].__setitem__("s", {"name": "s", "model_name": "demo-unet"}))
+    assert proj.status()[3].done and proj.status()[3].detail == ("None trained in this project; segmented with the "
+                                                                 "registry's demo-unet.")
+    proj.update(lambda m: m["segmentations"].pop("s"))
     data = proj.status()[0]
     assert data.done and data.detail == "10 steps of 40×256×256 uint16, 2.75 µm"
     proj.update(lambda m: m["labels"].__setitem__("0", {"slices": [20]}))

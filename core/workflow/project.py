@@ -1158,12 +1158,21 @@ class Project:
                 return False, "Optional: score a segmentation against a labelled reference (none yet)."
             return False, f"Optional: score a segmentation against {reference}."
 
+        def model_row() -> tuple[bool, str]:
+            done, text = count("models", "model", "No model yet; train a U-Net on the ground truth (or segment with a "
+                                                  "model of the registry).", done="trained in this project")
+            used = sorted({str(v.get("model_name")) for v in m["segmentations"].values()
+                           if isinstance(v, dict) and v.get("model_name")})
+            if not done and used:  # segmented with a registry's model: not a step left undone
+                return True, (f"None trained in this project; segmented with the registry's {', '.join(used[:3])}"
+                              f"{' and others' if len(used) > 3 else ''}.")
+            return done, text
+
         rows = [
             ("labels", "Labels", *labels_row()),
             ("ground_truth", "Ground truth", *ground_truth_row()),
             # the models trained in this project (the registry also lists the shipped ones and other projects')
-            ("model", "Model", *count("models", "model", "No model yet; train a U-Net on the ground truth (or segment "
-                                      "with a model of the registry).", done="trained in this project")),
+            ("model", "Model", *model_row()),
             ("segmentation", "Segmentation", *count("segmentations", "segmentation", "No segmentation yet; segment the time steps with a model.")),
             ("evaluation", "Evaluation", *evaluation_row(), True),
             ("analysis", "Analysis", *count("analysis", "analysis result", "No analysis yet; run the analysis on a segmentation.")),
