@@ -191,6 +191,7 @@ def slice_figure(
     phases=None,
     opacity: float = 0.45,
     height: int = 560,
+    origin_px: tuple[int, int] = (0, 0),
 ) -> go.Figure:
     """One slice as a zoomable grey image with axes in micrometres.
 
@@ -212,6 +213,9 @@ def slice_figure(
         Colours and names of the label codes (required with ``labels``); one legend entry per phase.
     opacity : float
         Opacity of the label overlay, 0-1.
+    origin_px : (row, col)
+        Where the image's first pixel lies in the scan (a region of interest's corner), so that the axes give the
+        scan's own µm positions.
     """
     if image.ndim != 2:
         raise ReactomoError(f"A slice must be 2D; got an array of shape {image.shape}.")
@@ -229,6 +233,8 @@ def slice_figure(
             source=png_data_uri(rgb),
             dx=voxel_size_um,
             dy=voxel_size_um,
+            x0=origin_px[1] * voxel_size_um,
+            y0=origin_px[0] * voxel_size_um,
             hovertemplate=f"{horiz} = %{{x:.1f}} µm<br>{vert} = %{{y:.1f}} µm<extra></extra>",
         )
     )

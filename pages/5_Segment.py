@@ -462,13 +462,16 @@ with ui.user_errors():
     z_off = (settings.get("z_range") or [0, 0])[0]
     region = settings.get("region")
     image = ui.read_slice(scans[step], 0, z + z_off)
+    origin = (0, 0)
     if region:
         y0, y1, x0, x1 = region
         image = image[y0:y1, x0:x1]
+        origin = (y0, x0)  # the axes give the scan's own positions
     labels = ui.read_file_slice(label_path, 0, z)
     lo, hi, _, _ = ui.display_range(scans[step])
     v1, v2 = st.columns([3, 2])
     v1.plotly_chart(slice_figure(image, voxel_size_um=vs, window=(lo, hi), labels=labels, phases=phases, opacity=opacity,
+                                 origin_px=origin,
                                  title=f"{scans[step].name} · z {z + z_off} · '{seg_name}'", height=520),
                     width="stretch", key="qc_overlay")
     cleaning = s.get("cleaning")

@@ -643,3 +643,18 @@ def test_the_page_says_when_the_model_reads_ring_artefacts_otherwise_than_the_pr
     demo_project.set_rings("keep")
     at.run()
     assert not any("ring artefacts" in i.value for i in at.info)
+
+
+def test_the_slice_of_a_region_of_interest_is_drawn_at_its_place_in_the_scan(demo_project, shipped_models):
+    """A user's walk: the quality check of a segmentation of a region drew its x axis from 0 µm, not from where the
+    region lies in the scan."""
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
+
+    demo_project.set_roi({"z": [2, 12], "y": [5, 50], "x": [8, 60]})
+    segment_project(demo_project, SHIPPED, name="roi", steps=[1], inference=InferenceConfig(tile=64))
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    vs = demo_project.voxel_size_um()
+    image = next(t for c in _charts(at) for t in c["data"] if t["type"] == "image")
+    assert image["x0"] == pytest.approx(8 * vs) and image["y0"] == pytest.approx(5 * vs)
