@@ -492,7 +492,9 @@ with ui.user_errors():
             if relabelled and final:  # the histories came after the cleaning: its counts are not the step's last word
                 table["Final"] = [final.get(str(p.code), 0) for p in phases]
             st.dataframe(table, hide_index=True, width="stretch", key="qc_cleaning_table",
-                         column_config={"Change (%)": st.column_config.NumberColumn(format="%+.1f")})
+                         column_config={"Change (%)": st.column_config.NumberColumn(format="%+.1f"),
+                                        **{c: st.column_config.NumberColumn(format="localized")  # 154,936 voxels
+                                           for c in ("Before", "After", "Final")}})
             st.caption(f"Voxels of each phase before and after the cleaning, which relabelled "
                        f"{int(cleaning.get('changed', 0)):,} voxels of this step."
                        + (" The steps were then labelled together along each voxel's history; \"Final\" is what the "

@@ -135,6 +135,8 @@ def test_segment_two_steps_in_the_background_then_qc(demo_project, shipped_model
     assert any(c["layout"]["barmode"] == "group" for c in charts if "barmode" in c["layout"])  # cleaning before/after
     cleaning = _table(at, "Before")
     assert list(cleaning["Phase"]) == list(demo_project.phases().names)
+    formats = json.loads(next(d for d in at.dataframe if "Before" in d.value.columns).proto.columns)
+    assert formats["Before"]["type_config"]["format"] == "localized"  # 154,936 voxels, as the other pages count
     assert at.select_slider(key="qc_step").value == 1
     at.select_slider(key="qc_step").set_value(2)
     at.slider(key="qc_opacity").set_value(0.8).run()
