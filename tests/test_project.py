@@ -104,7 +104,7 @@ def test_sanitize_name_accepts(name, expected):
 def test_bad_names_are_refused_everywhere(tmp_path, name):
     ws = tmp_path / "ws"
     for call in (create_project, open_project, delete_project, project_exists):
-        with pytest.raises(ReactomoError, match=r"^Project name .* (is not allowed|is not text); use letters, digits"):
+        with pytest.raises(ReactomoError, match=r"^(Project name .* (is not allowed|is not text)|The name is empty); use letters, digits"):
             call(name, workspace=ws)
     assert list(tmp_path.rglob("*")) == []  # nothing created, inside the workspace or outside it
 
@@ -580,3 +580,10 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask  # not mkstemp's 0600: collaborators can read results
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_blank_name_is_said_to_be_empty(name):
+    """A user's walk: three spaces were echoed as ' ' (Markdown collapses the spaces of the name's repr)."""
+    with pytest.raises(ReactomoError, match=r"^The name is empty; use letters"):
+        sanitize_name(name)

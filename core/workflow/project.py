@@ -288,6 +288,8 @@ def sanitize_name(name: str) -> str:
     if not isinstance(name, str):
         raise ReactomoError(f"Project name {_show(name)} is not text; {_NAME_HINT}.")
     cleaned = name.strip().replace(" ", "_")
+    if not cleaned:  # blank: its repr would read as an empty pair of quotes in a page
+        raise ReactomoError(f"The name is empty; {_NAME_HINT}.")
     if not _NAME_RE.match(cleaned) or cleaned.startswith(".") or cleaned in (".", ".."):
         raise ReactomoError(f"Project name {_show(name)} is not allowed; {_NAME_HINT}.")
     return cleaned
