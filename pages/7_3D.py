@@ -61,9 +61,9 @@ st.caption("Phase surfaces of a block of a segmented step, meshed on the server 
 
 
 def segmented(proj) -> dict[str, list[int]]:
-    """Segmentation name -> its segmented steps."""
+    """Segmentation name -> its segmented steps, in the order they were made."""
     out = {}
-    for name in sorted((proj.manifest.get("segmentations") or {})):
+    for name in (proj.manifest.get("segmentations") or {}):
         rec = segmentation_record(proj, name) or {}
         steps = sorted(int(s["step"]) for s in rec.get("steps", []) if isinstance(s, dict) and s.get("status") == "done")
         if steps:
@@ -92,7 +92,8 @@ def step_label(k: int, t: list[float], names: list[str] | None = None) -> str:
 
 # ------------------------------------------------------------------------------------------------ what to show
 c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-name = c1.selectbox("Segmentation", list(segs), key="r3_seg", help="A segmentation of this project (Segment page).")
+name = c1.selectbox("Segmentation", list(segs), index=len(segs) - 1, key="r3_seg",  # the newest, as on Segment
+                    help="A segmentation of this project (Segment page).")
 steps = segs[name]
 if ss.get("r3_step") not in steps:
     ss["r3_step"] = steps[len(steps) // 2]

@@ -132,8 +132,9 @@ elif latest is not None and latest.status in ("failed", "interrupted"):
     st.error(f"The last analysis ('{latest.params.get('name')}') {latest.status}: {ui.plain(latest.error or 'no reason recorded')}",
              icon=":material/error:")
 
-names = sorted(done)
-default = names.index(latest.params.get("name")) if latest is not None and latest.params.get("name") in names else 0
+names = list(done)  # in the order they were made; the last analysed, else the newest, to start with (as on Segment)
+default = (names.index(latest.params.get("name")) if latest is not None and latest.params.get("name") in names
+           else len(names) - 1)
 c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1], vertical_alignment="bottom")
 name = c1.selectbox("Segmentation", names, index=default, key="an_seg",
                     help="A segmentation of this project (Segment page); its analysis is saved in the project.")

@@ -660,3 +660,13 @@ def test_the_slice_of_a_region_of_interest_is_drawn_at_its_place_in_the_scan(dem
     vs = demo_project.voxel_size_um()
     image = next(t for c in _charts(at) for t in c["data"] if t["type"] == "image")
     assert image["x0"] == pytest.approx(8 * vs) and image["y0"] == pytest.approx(5 * vs)
+
+
+def test_every_page_opens_on_the_newest_segmentation(demo_project, shipped_models):
+    """A user's walk: Analysis and 3D opened on the first segmentation, Segment on the newest."""
+    for name in ("a-first", "z-second", "m-newest"):  # the newest neither the first made nor the first in the alphabet
+        _segment(demo_project, name=name, steps=(1,))
+    for page, key in (("pages/5_Segment.py", "qc_seg"), ("pages/8_Analysis.py", "an_seg"), ("pages/7_3D.py", "r3_seg")):
+        at = _page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert at.selectbox(key=key).value == "m-newest", page
