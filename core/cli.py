@@ -534,6 +534,19 @@ _MATCH_HELP = ("with --temporal: first match each step's split between the react
                "voxel gives less of a scarce phase than that sum (default: %s)")
 
 
+def _thin_default() -> float:
+    from core.network.train import THIN_EXAMPLES
+
+    return THIN_EXAMPLES
+
+
+def _thin(args) -> float:
+    """``--thin-examples``, or the default: painted into augmented patches only, so 0 with ``--no-augment``."""
+    if args.thin_examples is not None:
+        return args.thin_examples
+    return 0.0 if getattr(args, "no_augment", False) else _thin_default()
+
+
 def _average_epochs_default() -> int:
     from core.network.train import AVERAGE_EPOCHS
 
@@ -674,7 +687,7 @@ def cmd_train(args) -> int:
                      augment=not args.no_augment, loss=args.loss, class_weights=args.class_weights,
                      optimizer=args.optimizer, lr=args.lr, seed=args.seed, edge_px=args.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in _names(args.edge_phases)),
-                     thin_p=args.thin_examples, transforms=_transforms(args), average_epochs=args.average_epochs,
+                     thin_p=_thin(args), transforms=_transforms(args), average_epochs=args.average_epochs,
                      lr_drop_patience=args.lr_drop, cpu_amp=_train_precision(args))
     if not 0 <= args.context <= 3:
         raise ReactomoError(f"--context must be 0 to 3 neighbouring slices on each side; got {args.context}.")
@@ -1244,7 +1257,7 @@ def cmd_run(args) -> int:
                        min_sizes=_min_sizes(args.min_size), rim_px=args.rim_px, context=args.context,
                        tile=args.tile, overlap=args.overlap, batch_size=args.batch, cpu_amp=_precision(args),
                        tta=args.tta, z_sigma=args.z_sigma, loss=args.loss, class_weights=args.class_weights, edge_px=args.edge_px,
-                       edge_phases=tuple(_names(args.edge_phases)), thin_examples=args.thin_examples,
+                       edge_phases=tuple(_names(args.edge_phases)), thin_examples=_thin(args),
                        soft_labels=args.soft_labels, width=args.width, intensity_augment=bool(args.intensity_augment),
                        partial_volume=_partial_volume(args.partial_volume), temporal=_temporal(args),
                        match_volumes=args.match_volumes,
@@ -1406,10 +1419,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--context", type=int, default=0,
                         help="neighbouring slices on each side given to the U-Net with each slice (default 0: the "
                              "slice alone; 1: three slices, 2.5D)")
-        sp.add_argument("--thin-examples", type=float, default=0.0,
+        sp.add_argument("--thin-examples", type=float, default=None,
                         help="share of the augmented training patches (0-1) that get thin laths of the product painted "
                              "into the reactant and of the reactant into the product, with the contrast and edge blur "
-                             "measured on the labels: thin objects whose labels are right by construction (default 0)")
+                             "measured on the labels: thin objects whose labels are right by construction (default "
+                             f"{_thin_default()} with augmentation, chosen on the accuracy benchmark's tuning half; 0 "
+                             "without)")
         sp.add_argument("--intensity-augment", action="store_true",
                         help="also jitter the training patches' grey values by a random gain and offset (the residual "
                              "drift between steps the normalisation leaves; default off)")

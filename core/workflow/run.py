@@ -74,8 +74,8 @@ class RunConfig:
     edge_phases: tuple[str, ...] = ()  # only boundaries touching these phases count as edges (empty = every boundary)
     # share of the augmented training patches that get thin laths of the product painted into the reactant and of
     # the reactant into the product, with the contrast and edge blur measured on the labels (core.network.train.
-    # paint_thin; 0 = off)
-    thin_examples: float = 0.0
+    # paint_thin; 0 = off; None = core.network.train.THIN_EXAMPLES)
+    thin_examples: float | None = None
     # soft labels at the reactant/product boundary: training pixels of the pair whose forest split (the product's
     # share) lies in [s, 1 - s] are drawn from that split every epoch (core.network.train.draw_soft); 0 = off; None =
     # core.network.train.SOFT_LABELS
@@ -184,7 +184,7 @@ def run_workflow(
     from core.segmentation.series import segment_series, versions
     from core.analysis.results import AnalysisConfig, analyze
     from core.network.train import (AVERAGE_EPOCHS, CPU_AMP, ENSEMBLE, GEOMETRY, LR_DROP_PATIENCE, SOFT_LABELS,
-                                    TrainConfig, check_ensemble, soft_split, train_ensemble)
+                                    THIN_EXAMPLES, TrainConfig, check_ensemble, soft_split, train_ensemble)
     from core.network.unet import UNetConfig, build_unet, select_device
 
     say = on_message or (lambda m: None)
@@ -219,7 +219,8 @@ def run_workflow(
                      val_fraction=0.25, loss=config.loss, class_weights=config.class_weights, optimizer="adam", lr=2e-3,
                      seed=config.seed, edge_px=config.edge_px,
                      edge_codes=tuple(phases.by_name(n).code for n in config.edge_phases),
-                     thin_p=config.thin_examples, thin_pair=(int(reaction.reactant), int(reaction.product)),
+                     thin_p=THIN_EXAMPLES if config.thin_examples is None else config.thin_examples,
+                     thin_pair=(int(reaction.reactant), int(reaction.product)),
                      soft_labels=SOFT_LABELS if config.soft_labels is None else config.soft_labels,
                      transforms=GEOMETRY + (("intensity",) if config.intensity_augment else ()),
                      time_channels=2 * tcx, time_dropout=config.time_dropout if tcx else 0.0,
