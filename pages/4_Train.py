@@ -266,13 +266,12 @@ with st.expander("Training settings", expanded=not active, icon=":material/tune:
         factor = c3.slider("Factor (×)", 1, 8, tdef.augment_factor, key="tr_factor",
                            help="Each epoch sees every training patch this many times, the first time as is.")
         thin_pct = c4.slider("Thin laths painted (%)", 0, 100, int(round(100 * THIN_EXAMPLES)), step=5, key="tr_thin",
-                             disabled=not augment,
                              help="Share of the augmented patches that get 1-3 thin laths of the product painted into "
                                   "the reactant's interior, or of the reactant into the product's, with the two phases' "
                                   "contrast and the scan's edge blur measured on these labels: thin objects whose labels "
                                   f"are right by construction. {int(round(100 * THIN_EXAMPLES))} % by default, as `run`: "
                                   "on the benchmark's tuning half it lowered the reaction extent's error and kept the "
-                                  "Dice scores. Painted into augmented patches only: none with augmentation off.")
+                                  "Dice scores. Painted into the augmented copies only: none with augmentation off or a factor of 1.")
         st.markdown("**Optimiser and network**")
         c1, c2, c3, c4, c5, c6, c7 = st.columns(7)
         optimiser = c1.selectbox("Optimiser", list(OPTIMISERS), index=list(OPTIMISERS).index(tdef.optimizer), key="tr_opt",
@@ -308,7 +307,11 @@ if start:
                            max_epochs=int(epochs), patience=int(patience), val_fraction=val / 100.0,
                            augment=bool(augment), transforms=tuple(transforms), augment_factor=int(factor),
                            loss=loss, class_weights=weights, optimizer=optimiser,
-                           lr=float(lr), seed=int(seed), thin_p=thin_pct / 100.0 if augment and factor > 1 else 0.0,
+                           lr=float(lr), seed=int(seed),
+                           # the default paints into augmented copies only (as `train` without --no-augment); a share
+                           # the user set without them is refused in TrainConfig's sentence
+                           thin_p=0.0 if thin_pct == round(100 * THIN_EXAMPLES) and not (augment and factor > 1)
+                           else thin_pct / 100.0,
                            average_epochs=int(averaged),
                            lr_drop_patience=int(lr_drop),
                            cpu_amp=cpu_amp)

@@ -178,3 +178,20 @@ def test_other_scans_opened_in_the_demo_project_drop_the_demos_truth_and_its_reg
     assert re.search(r"The scans hold only [2-5] grey values \([0-4](, [0-4])+\) in their middle slice", out)
     assert "the project is no longer the demo experiment" in out  # its truth is not its scans
     assert open_project("demo", workspace=workspace).demo() is None
+
+
+@pytest.mark.parametrize("argv, share", [
+    ([], 0.5), (["--no-augment"], 0.0), (["--thin-examples", "0.2"], 0.2), (["--thin-examples", "0"], 0.0)])
+def test_train_and_run_paint_thin_laths_by_default_and_only_into_augmented_copies(argv, share):
+    """The default chosen on the tuning half (core.network.train.THIN_EXAMPLES), as the Train page's."""
+    from core.cli import _thin, build_parser
+    from core.network.train import THIN_EXAMPLES
+    from core.workflow.run import RunConfig
+
+    assert THIN_EXAMPLES == 0.5 and RunConfig(scans="s", scribbles="x", label_step=0, out="o").thin_examples is None
+    args = build_parser().parse_args(["train", "--scan", "s.tif", "--ground-truth", "g.tif", "--out", "m", *argv])
+    assert _thin(args) == share
+    if "--no-augment" not in argv:
+        args = build_parser().parse_args(["run", "--scans", "d", "--scribbles", "s.tif", "--label-step", "1",
+                                          "--out", "r", *argv])
+        assert _thin(args) == share

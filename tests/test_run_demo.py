@@ -159,6 +159,8 @@ def test_run_on_the_demo_reports_its_internal_standard_and_verdict_honestly(demo
     assert run["cleaning"]["mode"] == "auto" and "not looked at" in run["cleaning"]["chosen_from_ground_truth"]["method"]
     card = json.loads((out / "model" / "card.json").read_text())
     assert card["unet"]["in_channels"] == 1  # one slice: the default since the tuning half's ablation
+    # thin laths painted into half the augmented patches (the default since 2026-12-08, chosen on the tuning half)
+    assert card["training"]["config"]["thin_p"] == 0.5 and card["training"]["thin_examples"]["painted"] is True
     truth = json.loads((demo / "dataset.json").read_text())
     volumes = list(csv.DictReader(open(out / "phase_volumes.csv")))
     # celestite is inert. Since its edge is redrawn from the scan (the defaults since 2026-12-06) its volume is measured

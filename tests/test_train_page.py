@@ -63,14 +63,21 @@ def _wait(project, timeout: float = 60.0):
     pytest.fail("the training job did not finish in time")
 
 
-def test_thin_laths_without_augmented_copies_are_refused_in_the_page(gt_project, models):
+def test_thin_laths_are_painted_by_default_and_only_into_augmented_copies(gt_project, models):
+    from core.network.train import THIN_EXAMPLES
+
     at = _page().run()
-    _tiny(at, "no-copies")  # factor 1: no augmented copy to paint into
-    at.slider(key="tr_thin").set_value(50)
+    assert at.slider(key="tr_thin").value == int(round(100 * THIN_EXAMPLES))
+    _tiny(at, "no-copies")  # factor 1: no augmented copy to paint into; the default then paints none, unrefused
+    at.slider(key="tr_thin").set_value(30)  # but a share the user set is refused, and nothing starts
     _start(at)
     assert not at.exception, at.exception
     assert any("painted into the augmented copies" in e.value for e in at.error), [e.value for e in at.error]
-    assert not list_jobs(gt_project.root, kind="train")  # nothing started
+    assert not list_jobs(gt_project.root, kind="train")
+    at.slider(key="tr_thin").set_value(int(round(100 * THIN_EXAMPLES)))
+    _start(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert list_jobs(gt_project.root, kind="train")[0].params["train"]["thin_p"] == 0.0
 
 
 def test_without_accepted_ground_truth_points_to_the_ground_truth_page(demo_project, models):
