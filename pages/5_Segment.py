@@ -205,9 +205,13 @@ with st.expander("New segmentation", expanded=not active and not project.manifes
         if b.rings != project.rings():  # the model reads scans as it was trained; say where the project differs
             st.info(f"'{b.name}' was trained on scans with their ring artefacts "
                     f"{'removed' if b.rings == 'remove' else 'kept'} and reads them so, while the project is set to "
-                    f"{'remove' if project.rings() == 'remove' else 'keep'} them (Data page). A ring the model never "
-                    "learned to ignore can be labelled as a phase (on the demo, as bassanite before the reaction): "
-                    "train a model on this project to read the scans as it is set.", icon=":material/blur_circular:")
+                    f"{'remove' if project.rings() == 'remove' else 'keep'} them (Data page). "
+                    + ("A ring the model never learned to ignore can be labelled as a phase (a ring arc as the product "
+                       "before the reaction): train a model on this project to read the scans as it is set."
+                       if b.rings == "keep" else
+                       "The model subtracts the rings itself before reading each scan, so its labels do not depend on "
+                       "the project's setting; the forest and the models you train here read the scans as the project "
+                       "is set."), icon=":material/blur_circular:")
         if tuple(b.phases) != tuple(phases.names):
             st.warning(f"This model was trained for the phases {', '.join(b.phases)}, but the project has "
                        f"{', '.join(phases.names)}; it will be refused.", icon=":material/warning:")

@@ -630,23 +630,45 @@ def test_evaluate_scores_a_segmentation_of_a_z_range_and_says_so(demo_project, s
     assert _table(at, "Kappa") is not None
 
 
-def test_the_page_says_when_the_model_reads_ring_artefacts_otherwise_than_the_project(demo_project, shipped_models):
-    """A user's walk: the project set to remove ring artefacts, the shipped model (made before ring removal) read them
-    kept, unsaid, and labelled a ring arc bassanite before the reaction."""
+def test_the_page_says_when_the_model_reads_ring_artefacts_otherwise_than_the_project(demo_project, shipped_models,
+                                                                                     tmp_path):
+    """A user's walk: the project set to remove ring artefacts, a model made before ring removal read them kept,
+    unsaid, and labelled a ring arc bassanite before the reaction. The shipped model now removes them (rebuilt
+    2026-12-08); a legacy card without the setting reads them kept."""
+    import shutil
+
     from core.network.bundle import list_bundles
 
     shipped = next(b for b in list_bundles(shipped_models) if b.name == "demo-unet")
-    assert shipped.rings == "keep"
-    demo_project.set_rings("remove")
+    assert shipped.rings == "remove"
+    demo_project.set_rings("keep")
     at = _page("pages/5_Segment.py").run()
     assert not at.exception, at.exception
-    assert any("'demo-unet' was trained on scans with their ring artefacts kept" in i.value
-               and "the project is set to remove them" in i.value for i in at.info), [i.value for i in at.info]
-    demo_project.set_rings("keep")
+    said = [i.value for i in at.info if "ring artefacts" in i.value]
+    assert len(said) == 1 and "'demo-unet' was trained on scans with their ring artefacts removed" in said[0]
+    assert "the project is set to keep them" in said[0] and "subtracts the rings itself" in said[0]
+    assert "never learned to ignore" not in said[0]
+    demo_project.set_rings("remove")
     at.run()
     assert not any("ring artefacts" in i.value for i in at.info)
+    # a model saved before the setting existed (no "rings" in its card) reads them kept: said, with the remedy
+    legacy = tmp_path / "legacy-models"
+    shutil.copytree(shipped_models, legacy)
+    card_path = legacy / "demo-unet" / "card.json"
+    card = json.loads(card_path.read_text())
+    del card["normalisation"]["rings"]
+    card_path.write_text(json.dumps(card))
+    assert next(b for b in list_bundles(legacy) if b.name == "demo-unet").rings == "keep"
+    import os
 
-
+    os.environ["REACTOMO_MODELS"] = str(legacy)  # the page's registry (the fixture's env is restored after)
+    try:
+        at = _page("pages/5_Segment.py").run()
+    finally:
+        del os.environ["REACTOMO_MODELS"]
+    assert not at.exception, at.exception
+    said = [i.value for i in at.info if "ring artefacts" in i.value]
+    assert len(said) == 1 and "their ring artefacts kept" in said[0] and "never learned to ignore" in said[0], said
 def test_the_slice_of_a_region_of_interest_is_drawn_at_its_place_in_the_scan(demo_project, shipped_models):
     """A user's walk: the quality check of a segmentation of a region drew its x axis from 0 µm, not from where the
     region lies in the scan."""
