@@ -13,13 +13,33 @@ import plotly.graph_objects as go
 
 from core.errors import ReactomoError
 
-__all__ = ["histogram_over_time", "histogram_lines", "slice_figure", "AXIS_NAMES", "window_to_uint8", "png_data_uri", "overlay_labels",
+__all__ = ["wrap_title", "LEGEND_BELOW", "histogram_over_time", "histogram_lines", "slice_figure", "AXIS_NAMES", "window_to_uint8", "png_data_uri", "overlay_labels",
            "numbers_over_time_chart"]
 
 #: For a (z, y, x) volume, the plane shown when slicing along each axis, and its (vertical, horizontal) axes.
 AXIS_NAMES = {0: ("XY", "y", "x"), 1: ("XZ", "z", "x"), 2: ("YZ", "z", "y")}
 
 _FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
+#: A legend under the plot, at the figure's foot (the margin grows to hold it): in a narrow column a legend above the
+#: plot wraps into rows over the title.
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0)
+
+
+def wrap_title(fig: go.Figure, width: int = 30) -> go.Figure:
+    """Break a long title into lines of at most ``width`` characters, with the top margin grown to hold them.
+
+    Plotly never wraps a title and cuts it at the figure's edge, so in a half-width column (a narrow window, the
+    sidebar open) "Classifier uncertainty (1 − max class probability)" read "Classifier uncertainty (1 − max cla"."""
+    import textwrap
+
+    text = fig.layout.title.text
+    if not text or "<br>" in text or len(text) <= width:
+        return fig
+    lines = textwrap.wrap(text, width)
+    # the lines hang from the figure's top, and the top margin holds them (about 22 px a line at the title's size)
+    fig.update_layout(title=dict(text="<br>".join(lines), yref="container", y=1.0, yanchor="top", pad=dict(t=14)),
+                      margin=dict(t=max(fig.layout.margin.t or 0, 22 * len(lines) + 34)))
+    return fig
 
 
 def _minutes(times_s: Sequence[float]) -> np.ndarray:
@@ -258,16 +278,17 @@ def slice_figure(
     fig.update_layout(
         title=title or f"{plane} slice",
         showlegend=labels is not None,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        legend=LEGEND_BELOW,
         xaxis_title=f"{horiz} (µm)",
         yaxis_title=f"{vert} (µm)",
         font=_FONT,
         margin=dict(l=60, r=10, t=50, b=50),
         height=height,
     )
-    fig.update_xaxes(showgrid=False)
-    fig.update_yaxes(showgrid=False, scaleanchor="x")
-    return fig
+    # constrain="domain": in a narrow column the image shrinks, instead of the axes stretching past the image
+    fig.update_xaxes(showgrid=False, constrain="domain")
+    fig.update_yaxes(showgrid=False, scaleanchor="x", constrain="domain")
+    return wrap_title(fig)
 
 
 def uncertainty_figure(
@@ -298,9 +319,9 @@ def uncertainty_figure(
     )
     fig.update_layout(title=title, xaxis_title="x (µm)", yaxis_title="y (µm)", font=_FONT, height=height,
                       margin=dict(l=60, r=10, t=50, b=50))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showgrid=False)
-    fig.update_xaxes(showgrid=False)
-    return fig
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", showgrid=False, constrain="domain")
+    fig.update_xaxes(showgrid=False, constrain="domain")
+    return wrap_title(fig)
 
 
 def feature_importance_chart(names: Sequence[str], importances: Sequence[float], *, top: int = 20) -> go.Figure:
@@ -329,7 +350,7 @@ def phase_fraction_chart(fractions: dict, phases, *, title: str = "Phase fractio
                              hovertemplate=f"{p.name}: %{{y:.2f}} %<extra></extra>"))
     fig.update_layout(title=title, yaxis_title="fraction of labelled pixels (%)", showlegend=False, font=_FONT,
                       height=320, margin=dict(l=60, r=10, t=50, b=40))
-    return fig
+    return wrap_title(fig)
 
 
 def dice_comparison_chart(dice: dict, phases, *, title: str = "Dice per phase") -> go.Figure:
@@ -345,10 +366,9 @@ def dice_comparison_chart(dice: dict, phases, *, title: str = "Dice per phase") 
                 ys.append(float(v))
         fig.add_trace(go.Bar(x=xs, y=ys, name=method, marker_color=palette[k % len(palette)],
                              hovertemplate="%{x}: %{y:.3f}<extra>" + method + "</extra>"))
-    fig.update_layout(title=title, barmode="group", yaxis_title="Dice", yaxis_range=[0, 1], font=_FONT, height=340,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
-                      margin=dict(l=60, r=10, t=60, b=40))
-    return fig
+    fig.update_layout(title=title, barmode="group", yaxis_title="Dice", yaxis_range=[0, 1], font=_FONT,
+                      height=340 + 22 * len(dice), legend=LEGEND_BELOW, margin=dict(l=60, r=10, t=60, b=40))
+    return wrap_title(fig)
 
 
 def threshold_histogram(values: np.ndarray, ranges: Sequence[dict], phases, *, bins: int = 200,
@@ -374,7 +394,7 @@ def threshold_histogram(values: np.ndarray, ranges: Sequence[dict], phases, *, b
     fig.update_layout(title=title, xaxis_title="grey value (scan units)", yaxis_title="pixels per bin (%)",
                       yaxis_type="log", font=_FONT, height=340, showlegend=False, margin=dict(l=60, r=10, t=50, b=50))
     fig.update_yaxes(dtick=1, tickformat="~g")  # one labelled tick per decade (0.01, 0.1, 1), not "5 2 1 5 2"
-    return fig
+    return wrap_title(fig)
 
 
 # ---------------------------------------------------------------------------------------------- U-Net training

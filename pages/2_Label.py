@@ -211,7 +211,7 @@ pick_quick.pills(
 )
 
 # ------------------------------------------------------------------------------------------------ controls
-controls, view = st.columns([1, 3], gap="large")
+controls, view = st.columns([1.3, 3], gap="large")  # wide enough for "bassanite (2)" at 900 px with the sidebar
 with controls:
     st.markdown("**Brush**")
     options = [p.code for p in phases] + [0]
@@ -334,7 +334,7 @@ with view:
         st.caption("The canvas's own toolbar (undo, redo, bin), shown on hover, only acts on a stroke not yet saved; "
                    "every stroke is saved when the mouse is released, so use **Undo** and **Clear** on the left.")
         st.space("small")  # room for the canvas's own toolbar, which floats above it on hover
-        st_canvas(
+        st_canvas(  # wider than its column (a narrow window, the sidebar open), it scrolls sideways inside
             fill_color="rgba(0, 0, 0, 0)",
             stroke_width=max(2, int(brush) * int(zoom)),
             stroke_color=colour,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import streamlit as st
 
@@ -215,9 +217,13 @@ with ui.user_errors():
         vmax = max(r["high"] for r in base["ranges"])
         cols = st.columns(len(base["ranges"]))
         ranges = []
+        whole = vmax - vmin >= 100  # grey values of integer scans (uint16: thousands): whole numbers, not "8258.00"
+        fit = (lambda v: float(round(v))) if whole else float
+        vmin, vmax = (math.floor(vmin), math.ceil(vmax)) if whole else (vmin, vmax)
         for col, r in zip(cols, base["ranges"]):
             p = phases.by_code(int(r["code"]))
-            a, b = col.slider(p.name, float(vmin), float(vmax), (float(r["low"]), float(r["high"])),
+            a, b = col.slider(p.name, float(vmin), float(vmax), (fit(r["low"]), fit(r["high"])),
+                              step=1.0 if whole else None, format="%.0f" if whole else None,
                               key=f"gt_range_{p.code}")
             ranges.append((p.code, a, b))
     cmp = _compare(project.name, cand.meta["created"], method, tuple(ranges) if ranges else None)

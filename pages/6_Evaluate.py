@@ -140,29 +140,27 @@ notes = [report.average_note()]
 if _has_nan(rows):
     notes.append(f"{DASH} : undefined (e.g. the recall of a phase absent from the reference, or every score but "
                  "accuracy of a phase absent from both the reference and the segmentation).")
-c1, c2 = st.columns([4, 1], vertical_alignment="center")
-c1.caption(" ".join(notes))
-c2.download_button("Download metrics (CSV)", report_csv(rows),
+st.caption(" ".join(notes))
+st.download_button("Download metrics (CSV)", report_csv(rows),  # under the note: in a column beside it, "Do…"
                    file_name=f"{detail}_{'pooled' if view == POOLED else _step_label(view).split(' ')[0]}_metrics.csv",
-                   mime="text/csv", icon=":material/download:", key="ev_metrics_csv", width="stretch")
-left, right = st.columns([2, 3])
-left.plotly_chart(confusion_heatmap(report.confusion, report.names,
-                                    title="Confusion matrix (counts, % of each reference row)",
-                                    reference="known truth" if reference == "demo truth" else "ground truth (forest)"),
-                  width="stretch", key="ev_confusion")
-with right:
-    if reference == "demo truth":
-        series = {detail: {s: {c: rep.per_phase[c]["dice"] for c in rep.codes} for s, rep in reports[detail].items()}}
-        st.plotly_chart(dice_per_step_chart(series, phases, times, title=f"Dice per step of '{detail}' against the known truth"),
-                        width="stretch", key="ev_dice_steps")
-        per_step = [{"segmentation": n, "step": s, "time_min": round(times[s] / 60.0, 3),
-                     **{p.name: r[s].per_phase[p.code]["dice"] for p in phases}, "average": r[s].average["dice"]}
-                    for n, r in reports.items() for s in sorted(r)]
-        st.download_button("Download Dice per step (CSV)", report_csv(per_step), file_name="dice_per_step.csv",
-                           mime="text/csv", icon=":material/download:", key="ev_steps_csv",
-                           help="Every chosen segmentation, every step, Dice per phase and averaged.")
-    else:
-        st.caption("Dice over all steps needs a reference on every step: the demo experiment's known truth.")
+                   mime="text/csv", icon=":material/download:", key="ev_metrics_csv")
+# one above the other: side by side, a narrow window (900 px with the sidebar) left the matrix's cells too small to read
+st.plotly_chart(confusion_heatmap(report.confusion, report.names,
+                                  title="Confusion matrix (counts, % of each reference row)",
+                                  reference="known truth" if reference == "demo truth" else "ground truth (forest)"),
+                width="stretch", key="ev_confusion")
+if reference == "demo truth":
+    series = {detail: {s: {c: rep.per_phase[c]["dice"] for c in rep.codes} for s, rep in reports[detail].items()}}
+    st.plotly_chart(dice_per_step_chart(series, phases, times, title=f"Dice per step of '{detail}' against the known truth"),
+                    width="stretch", key="ev_dice_steps")
+    per_step = [{"segmentation": n, "step": s, "time_min": round(times[s] / 60.0, 3),
+                 **{p.name: r[s].per_phase[p.code]["dice"] for p in phases}, "average": r[s].average["dice"]}
+                for n, r in reports.items() for s in sorted(r)]
+    st.download_button("Download Dice per step (CSV)", report_csv(per_step), file_name="dice_per_step.csv",
+                       mime="text/csv", icon=":material/download:", key="ev_steps_csv",
+                       help="Every chosen segmentation, every step, Dice per phase and averaged.")
+else:
+    st.caption("Dice over all steps needs a reference on every step: the demo experiment's known truth.")
 
 # ------------------------------------------------------------------------------------------------ comparison
 st.subheader("Segmentations side by side")

@@ -142,3 +142,75 @@ def test_method_and_estimate_series_never_wear_a_phase_colour():
     rows = [{"step": k, "time_s": 300.0 * k, "x": 0.1 * k, "y": 1 - 0.1 * k} for k in range(3)]
     lines = [t for t in extent_figure(rows).data if t.mode == "lines+markers"]
     assert len(lines) == 2 and not {t.line.color.lower() for t in lines} & phase_colours
+
+
+# ----------------------------------------------------------------------------- Segment and Evaluate figure builders
+def _phases():
+    from core.phases import DEFAULT_PHASES
+
+    return DEFAULT_PHASES
+
+
+def test_fraction_of_one_step_is_bars_at_its_time_not_a_line_from_minus_one_minute():
+    """A user's walk: a single segmented step drew its fractions as one point on an axis from -1 to 1 min."""
+    from core.segmentation.seg_charts import fraction_over_time
+
+    phases = _phases()
+    row = {"step": "0", "time_s": "0", "scan": "t000.tif"} | {f"{p.name}_fraction": str(0.1 * (i + 1))
+                                                               for i, p in enumerate(phases)}
+    fig = fraction_over_time([row], phases)
+    assert [t.type for t in fig.data] == ["bar"]
+    assert list(fig.data[0].x) == [p.name for p in phases]
+    assert np.allclose(fig.data[0].y, [10.0 * (i + 1) for i in range(len(phases))])
+    assert list(fig.data[0].marker.color) == [p.colour for p in phases]
+    assert "step 0, t = 0.0 min" in fig.layout.title.text.replace("<br>", " ") and fig.layout.yaxis.title.text == "volume fraction (%)"
+    assert fig.layout.xaxis.range is None  # no invented time axis
+    two = fraction_over_time([row, row | {"step": "1", "time_s": "300"}], phases)
+    assert {t.type for t in two.data} == {"scatter"} and list(two.data[0].x) == [0.0, 5.0]
+    assert two.layout.xaxis.title.text == "time (min)"
+
+
+def test_cleaning_chart_labels_its_log_axis_with_plain_numbers_in_its_unit():
+    from core.segmentation.seg_charts import cleaning_chart
+
+    phases = _phases()
+    counts = {p.code: 10 ** (i + 2) for i, p in enumerate(phases)}
+    fig = cleaning_chart(counts, counts, phases, voxel_size_um=2.75)
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat == "~r"
+    assert fig.layout.yaxis.exponentformat is None  # no "10⁻³": d3's "~r" writes 0.001
+    assert fig.layout.yaxis.title.text == "volume (mm³), log scale"
+    assert np.isclose(fig.data[0].y[0], 100 * 2.75e-3 ** 3)
+
+
+def test_confusion_counts_share_one_notation():
+    """A user's walk: "4.2 M" beside "6,297" in the same matrix."""
+    from core.segmentation.seg_charts import confusion_heatmap
+
+    c = np.array([[4_210_000, 6_297, 12], [798_000, 40_000, 0], [999, 1_000, 5]])
+    fig = confusion_heatmap(c, ["a", "b", "c"])
+    cells = [t.split("<br>")[0] for row in fig.data[0].text for t in row]
+    assert cells == ["4.21 M", "6.3 k", "12", "798 k", "40 k", "0", "999", "1 k", "5"]
+    assert not any("," in t for t in cells)
+    assert fig.data[0].customdata[0][1] == "6,297"  # the exact count stays in the hover
+
+
+def test_figures_in_half_columns_wrap_long_titles_and_keep_legends_off_them():
+    """A user's walk at 900 px with the sidebar: titles cut at the figure's edge ("Classifier uncertainty (1 − max
+    cla"), phase legends over the title, and the uncertainty map's axes stretched to -1500 µm beside a small image."""
+    from core.charts import LEGEND_BELOW, dice_comparison_chart, slice_figure, uncertainty_figure, wrap_title
+
+    img = np.zeros((8, 8), np.float32)
+    unc = uncertainty_figure(img, voxel_size_um=2.0)
+    lines = unc.layout.title.text.split("<br>")
+    assert len(lines) == 2 and all(len(t) <= 30 for t in lines)
+    assert " ".join(lines) == "Classifier uncertainty (1 − max class probability)"
+    assert unc.layout.margin.t >= 22 * len(lines) + 34 and unc.layout.title.yref == "container"
+    assert unc.layout.xaxis.constrain == "domain" and unc.layout.yaxis.constrain == "domain"
+    sl = slice_figure(img, voxel_size_um=2.0, window=(0, 1), labels=np.ones((8, 8), int), phases=_phases())
+    assert sl.layout.legend.yref == "container" and sl.layout.legend.y == 0 and sl.layout.legend.yanchor == "bottom"
+    assert sl.layout.yaxis.constrain == "domain"
+    d = dice_comparison_chart({"a": {1: 0.5}}, _phases(), title="short")
+    assert d.layout.title.text == "short" and d.layout.legend.to_plotly_json() == LEGEND_BELOW
+    import plotly.graph_objects as go
+
+    assert wrap_title(go.Figure(layout=dict(title="x" * 40))).layout.title.text == "x" * 30 + "<br>" + "x" * 10

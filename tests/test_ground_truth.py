@@ -299,7 +299,10 @@ def test_page_train_inspect_compare_accept(labelled_demo):
                for t in __import__("json").loads(c.proto.spec)["data"])
     at.radio(key="gt_thr_method").set_value("ranges").run()
     assert not at.exception
-    assert at.slider(key="gt_range_1")
+    grey = at.slider(key="gt_range_1")
+    # the demo's scans are uint16 (grey values in thousands): whole numbers, not "8258.00" (a user's walk)
+    assert grey.proto.format == "%.0f" and grey.proto.step == 1.0
+    assert all(float(v).is_integer() for v in grey.value)
     next(b for b in at.button if b.label == "Accept as the project's ground truth").click().run()
     assert not at.exception
     assert labelled_demo.manifest["ground_truth"]["slices"]

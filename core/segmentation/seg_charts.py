@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from core.charts import LEGEND_BELOW, wrap_title
 from core.errors import ReactomoError
 
 __all__ = ["fraction_over_time", "cleaning_chart", "confusion_heatmap", "dice_per_step_chart"]
 
 _FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
-_LEGEND = dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0)
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 
 
@@ -30,6 +30,8 @@ def fraction_over_time(rows: Sequence[Mapping], phases, *, title: str = "Phase v
     phases : PhaseTable
     """
     rows = sorted(rows, key=lambda r: float(r["step"]))
+    if len(rows) == 1:  # one step has no time course: its fractions as bars (a line of one point spanned -1 to 1 min)
+        return _fractions_of_one_step(rows[0], phases, title=title)
     has_time = all(r.get("time_s") not in (None, "") and np.isfinite(float(r["time_s"])) for r in rows) and rows
     xs = [float(r["time_s"]) / 60.0 for r in rows] if has_time else [int(float(r["step"])) for r in rows]
     steps = [int(float(r["step"])) for r in rows]
@@ -45,11 +47,28 @@ def fraction_over_time(rows: Sequence[Mapping], phases, *, title: str = "Phase v
             hovertemplate=f"{p.name}<br>step %{{customdata}}<br>" + ("t = %{x:.1f} min" if has_time else "")
             + "<br>%{y:.2f} % of the segmented volume<extra></extra>"))
     fig.update_layout(title=title, xaxis_title="time (min)" if has_time else "step", yaxis_title="volume fraction (%)",
-                      font=_FONT, height=380, legend=_LEGEND, margin=dict(l=60, r=10, t=70, b=50), hovermode="x unified")
+                      font=_FONT, height=400, legend=LEGEND_BELOW, margin=dict(l=60, r=10, t=50, b=50),
+                      hovermode="x unified")
     fig.update_yaxes(rangemode="tozero")
-    if len(xs) == 1:
-        fig.update_xaxes(range=[xs[0] - 1, xs[0] + 1])
-    return fig
+    return wrap_title(fig)
+
+
+def _fractions_of_one_step(row: Mapping, phases, *, title: str) -> go.Figure:
+    step = int(float(row["step"]))
+    t = row.get("time_s")
+    when = f"step {step}" + (f", t = {float(t) / 60.0:.1f} min" if t not in (None, "") and np.isfinite(float(t)) else "")
+    ys = []
+    for p in phases:
+        v = row.get(f"{p.name}_fraction")
+        ys.append(float(v) * 100.0 if v not in (None, "") and np.isfinite(float(v)) else None)
+    fig = go.Figure(go.Bar(x=[p.name for p in phases], y=ys, marker_color=[p.colour for p in phases],
+                           text=[f"{y:.2f} %" if y is not None else "" for y in ys], textposition="outside",
+                           cliponaxis=False, name=when,
+                           hovertemplate="%{x}<br>%{y:.2f} % of the segmented volume<extra>" + when + "</extra>"))
+    fig.update_layout(title=f"{title} ({when})", xaxis_title="phase", yaxis_title="volume fraction (%)",
+                      font=_FONT, height=380, showlegend=False, margin=dict(l=60, r=10, t=70, b=50))
+    fig.update_yaxes(rangemode="tozero")
+    return wrap_title(fig)
 
 
 def cleaning_chart(before: Mapping, after: Mapping, phases, *, voxel_size_um: float | None = None,
@@ -72,10 +91,10 @@ def cleaning_chart(before: Mapping, after: Mapping, phases, *, voxel_size_um: fl
                          marker_color=[p.colour for p in phases],
                          hovertemplate="%{x}: %{y:.4g}<extra>after</extra>"))
     fig.update_layout(title=title, barmode="group", yaxis_title=f"{unit}, log scale", xaxis_title="phase", font=_FONT,
-                      height=360, legend=_LEGEND, margin=dict(l=70, r=10, t=70, b=50))
-    fig.update_yaxes(type="log", exponentformat="power", dtick=1)  # small phases stay visible next to the matrix
-    # phase; one labelled tick per decade (10⁻³, 10⁻²), not "5 2 10⁻³ 5 2"
-    return fig
+                      height=380, legend=LEGEND_BELOW, margin=dict(l=70, r=10, t=50, b=50))
+    fig.update_yaxes(type="log", dtick=1, tickformat="~r")  # small phases stay visible next to the matrix phase;
+    # one labelled tick per decade, as plain numbers (0.001, 0.01, 0.1 mm³; 100, 1000 voxels), not "10⁻³" or "5 2 10⁻³"
+    return wrap_title(fig)
 
 
 def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str = "Confusion matrix",
@@ -91,8 +110,8 @@ def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str
     totals = c.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = np.where(totals > 0, c / np.maximum(totals, 1) * 100.0, np.nan)
-    def compact(n: int) -> str:  # a count that fits its cell: 1.21 M, 798 k, 4,391
-        return f"{n / 1e6:.3g} M" if n >= 1e6 else f"{n / 1e3:.3g} k" if n >= 1e4 else f"{n:,}"
+    def compact(n: int) -> str:  # a count that fits its cell, one notation for all: 1.21 M, 798 k, 4.39 k, 612
+        return f"{n / 1e6:.3g} M" if n >= 1e6 else f"{n / 1e3:.3g} k" if n >= 1e3 else f"{n}"
 
     text = [[f"{compact(int(c[i, j]))}<br>{pct[i, j]:.1f} %" if np.isfinite(pct[i, j]) else compact(int(c[i, j]))
              for j in range(k)] for i in range(k)]
@@ -106,7 +125,7 @@ def confusion_heatmap(confusion: np.ndarray, names: Sequence[str], *, title: str
     fig.update_layout(title=title, xaxis_title="predicted phase", yaxis_title=f"{reference} phase", font=_FONT,
                       height=500, margin=dict(l=80, r=40, t=50, b=60))  # room for the colour bar's title
     fig.update_yaxes(autorange="reversed")
-    return fig
+    return wrap_title(fig)
 
 
 def dice_per_step_chart(series: Mapping[str, Mapping[int, Mapping[int, float]]], phases, times_s: Sequence[float] | None = None,
@@ -131,8 +150,7 @@ def dice_per_step_chart(series: Mapping[str, Mapping[int, Mapping[int, float]]],
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, customdata=steps,
                                      line=dict(color=p.colour, width=2, dash=_DASHES[k % len(_DASHES)]), marker=dict(size=7),
                                      hovertemplate=f"{name}<br>step %{{customdata}}<br>Dice %{{y:.3f}}<extra></extra>"))
-    legend = _LEGEND if len(series) == 1 else dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.02)
     fig.update_layout(title=title, xaxis_title="time (min)" if times_s is not None else "step", yaxis_title="Dice (0-1)",
-                      yaxis_range=[0, 1.02], font=_FONT, height=400, legend=legend,
-                      margin=dict(l=60, r=10, t=80 if len(series) == 1 else 50, b=50))
-    return fig
+                      yaxis_range=[0, 1.02], font=_FONT, height=420 + 20 * (len(series) - 1) * len(phases) // 2,
+                      legend=LEGEND_BELOW, margin=dict(l=60, r=10, t=50, b=50))
+    return wrap_title(fig)
