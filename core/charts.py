@@ -387,12 +387,15 @@ def threshold_histogram(values: np.ndarray, ranges: Sequence[dict], phases, *, b
     fig = go.Figure(go.Scatter(x=centres, y=counts / max(counts.sum(), 1) * 100.0, mode="lines", name="all pixels",
                                line=dict(color="#1b2631", width=1.5),
                                hovertemplate="grey value %{x:.0f}<br>%{y:.3f} %<extra></extra>"))
-    for r in ranges:
+    for r in ranges:  # named in a legend under the plot: names written in the bands overlapped where bands are narrow
         p = phases.by_code(int(r["code"]))
         fig.add_vrect(x0=max(float(r["low"]), lo), x1=min(float(r["high"]), hi), fillcolor=p.colour, opacity=0.25,
-                      line_width=0, annotation_text=p.name, annotation_position="top left")
+                      line_width=0)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{p.name} range",
+                                 marker=dict(size=12, symbol="square", color=p.colour, opacity=0.45)))
     fig.update_layout(title=title, xaxis_title="grey value (scan units)", yaxis_title="pixels per bin (%)",
-                      yaxis_type="log", font=_FONT, height=340, showlegend=False, margin=dict(l=60, r=10, t=50, b=50))
+                      yaxis_type="log", font=_FONT, height=360 + 20 * ((len(ranges) + 2) // 3), legend=LEGEND_BELOW,
+                      showlegend=True, margin=dict(l=60, r=10, t=50, b=50))
     fig.update_yaxes(dtick=1, tickformat="~g")  # one labelled tick per decade (0.01, 0.1, 1), not "5 2 1 5 2"
     return wrap_title(fig)
 

@@ -214,3 +214,18 @@ def test_figures_in_half_columns_wrap_long_titles_and_keep_legends_off_them():
     import plotly.graph_objects as go
 
     assert wrap_title(go.Figure(layout=dict(title="x" * 40))).layout.title.text == "x" * 30 + "<br>" + "x" * 10
+
+
+def test_threshold_ranges_are_named_in_a_legend_not_over_each_other():
+    """A user's walk at 900 px: the range names written in the shaded bands ran into each other ("gypsbassanite")."""
+    from core.charts import threshold_histogram
+
+    phases = _phases()
+    v = np.random.default_rng(0).normal(20_000, 5_000, 10_000)
+    ranges = [{"code": p.code, "low": 8_000 + 6_000 * i, "high": 14_000 + 6_000 * i} for i, p in enumerate(phases)]
+    fig = threshold_histogram(v, ranges, phases)
+    assert not fig.layout.annotations  # no text in the bands
+    assert len(fig.layout.shapes) == len(phases)
+    named = {t.name: t.marker.color for t in fig.data if t.name.endswith(" range")}
+    assert named == {f"{p.name} range": p.colour for p in phases}
+    assert fig.layout.showlegend and fig.layout.legend.yref == "container"
