@@ -25,15 +25,16 @@ _FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
 LEGEND_BELOW = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0)
 
 
-def wrap_title(fig: go.Figure, width: int = 30) -> go.Figure:
-    """Break a long title into lines of at most ``width`` characters, with the top margin grown to hold them.
+def wrap_title(fig: go.Figure, width: int = 30, longer_than: int = 40) -> go.Figure:
+    """Break a title longer than ``longer_than`` characters into lines of at most ``width``, with the top margin grown
+    to hold them (a shorter title stays on one line, which a full-width figure reads best).
 
     Plotly never wraps a title and cuts it at the figure's edge, so in a half-width column (a narrow window, the
     sidebar open) "Classifier uncertainty (1 − max class probability)" read "Classifier uncertainty (1 − max cla"."""
     import textwrap
 
     text = fig.layout.title.text
-    if not text or "<br>" in text or len(text) <= width:
+    if not text or "<br>" in text or len(text) <= longer_than:
         return fig
     lines = textwrap.wrap(text, width)
     # the lines hang from the figure's top, and the top margin holds them (about 22 px a line at the title's size)

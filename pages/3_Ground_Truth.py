@@ -196,7 +196,7 @@ with ui.user_errors():
 
     f1, f2 = st.columns(2)
     fractions = {int(k): v for k, v in cand.meta.get("fractions", {}).items()}
-    f1.plotly_chart(phase_fraction_chart(fractions, phases, title="Phase fractions of the labelled slices"),
+    f1.plotly_chart(phase_fraction_chart(fractions, phases, title="Labelled pixels per phase"),
                     width="stretch", key="gt_fractions")
     imp = [(n, v) for n, v in cand.meta.get("importances", []) if v >= 0.0005]  # features the trees never used: left out
     if imp:

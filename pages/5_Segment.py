@@ -482,7 +482,7 @@ with ui.user_errors():
     with v2:
         if cleaning and cleaning.get("before"):
             st.plotly_chart(cleaning_chart(cleaning["before"], cleaning["after"], phases, voxel_size_um=vs,
-                                           title=f"Cleaning of {scans[step].name}: volume per phase"),
+                                           title=f"Cleaning of {scans[step].name}"),
                             width="stretch", key="qc_cleaning")
             table = pd.DataFrame([{
                 "Phase": p.name,

@@ -213,7 +213,9 @@ def test_figures_in_half_columns_wrap_long_titles_and_keep_legends_off_them():
     assert d.layout.title.text == "short" and d.layout.legend.to_plotly_json() == LEGEND_BELOW
     import plotly.graph_objects as go
 
-    assert wrap_title(go.Figure(layout=dict(title="x" * 40))).layout.title.text == "x" * 30 + "<br>" + "x" * 10
+    assert wrap_title(go.Figure(layout=dict(title="x" * 41))).layout.title.text == "x" * 30 + "<br>" + "x" * 11
+    assert wrap_title(go.Figure(layout=dict(title="Phase volume fractions over time"))).layout.title.text == \
+        "Phase volume fractions over time"  # a short title stays on one line (full-width figures read it best)
 
 
 def test_threshold_ranges_are_named_in_a_legend_not_over_each_other():
