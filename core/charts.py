@@ -25,7 +25,7 @@ _FONT = dict(family="Inter, Helvetica, Arial, sans-serif", size=13)
 LEGEND_BELOW = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", xanchor="left", x=0.0)
 
 
-def wrap_title(fig: go.Figure, width: int = 30, longer_than: int = 40) -> go.Figure:
+def wrap_title(fig: go.Figure, width: int = 40, longer_than: int = 48) -> go.Figure:
     """Break a title longer than ``longer_than`` characters into lines of at most ``width``, with the top margin grown
     to hold them (a shorter title stays on one line, which a full-width figure reads best).
 
@@ -36,6 +36,10 @@ def wrap_title(fig: go.Figure, width: int = 30, longer_than: int = 40) -> go.Fig
     text = fig.layout.title.text
     if not text or "<br>" in text or len(text) <= longer_than:
         return fig
+    import re
+
+    text = re.sub(r"(\d) (min|s|h|µm|mm³|%)(?=\W|$)", "\\1\u00a0\\2", text)  # "20.0 min" never split,
+    text = re.sub(r"\b(step|z) (\d)", "\\1\u00a0\\2", text)  # nor "step 4"
     lines = textwrap.wrap(text, width)
     # the lines hang from the figure's top, and the top margin holds them (about 22 px a line at the title's size)
     fig.update_layout(title=dict(text="<br>".join(lines), yref="container", y=1.0, yanchor="top", pad=dict(t=14)),
@@ -143,7 +147,7 @@ def histogram_lines(
         xaxis_title="grey value (scan units)",
         yaxis_title="voxels per bin (%)",
         yaxis_type="log" if log else "linear",
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0),
+        legend=LEGEND_BELOW,
         font=_FONT,
         margin=dict(l=60, r=20, t=70, b=50),
         height=380,

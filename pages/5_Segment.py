@@ -452,8 +452,12 @@ if big:
 
 steps_done = sorted(done)
 c1, c2, c3 = st.columns([2, 2, 1])
-step = c1.select_slider("Step", steps_done, key="qc_step",
-                        format_func=lambda i: f"{scans[i].name} · {times[i] / 60:.1f} min" if i < len(scans) else str(i))
+_qc_label = lambda i: f"{scans[i].name} · {times[i] / 60:.1f} min" if i < len(scans) else str(i)  # noqa: E731
+if len(steps_done) > 1:
+    step = c1.select_slider("Step", steps_done, key="qc_step", format_func=_qc_label)
+else:  # a slider of one value is a bare dot: say which step it is
+    step = steps_done[0]
+    c1.markdown(f"**Step**  \n{_qc_label(step)} (the only step segmented)")
 s = done[step]
 with ui.user_errors():
     label_path = s["out_path"]

@@ -97,10 +97,19 @@ name = c1.selectbox("Segmentation", list(segs), index=len(segs) - 1, key="r3_seg
 steps = segs[name]
 if ss.get("r3_step") not in steps:
     ss["r3_step"] = steps[len(steps) // 2]
-step = c2.select_slider("Step", steps, key="r3_step",
-                        format_func=lambda k: step_label(k, times, scan_names),
-                        help="The time step to show. A step already meshed with these settings is shown at once.")
-compare = st.radio("Views", ["One view", "Two steps side by side", "Two experiments side by side"], horizontal=True,
+if len(steps) > 1:
+    step = c2.select_slider("Step", steps, key="r3_step",
+                            format_func=lambda k: step_label(k, times, scan_names),
+                            help="The time step to show. A step already meshed with these settings is shown at once.")
+else:  # a slider of one value is a bare dot: say which step it is
+    step = steps[0]
+    c2.markdown(f"**Step**  \n{step_label(step, times, scan_names)} (the only step segmented)")
+views = ["One view", "Two steps side by side", "Two experiments side by side"]
+if len(steps) < 2:  # two views of the one step would show the same scene twice
+    views.remove("Two steps side by side")
+    if ss.get("r3_compare") not in views:
+        ss["r3_compare"] = "One view"
+compare = st.radio("Views", views, horizontal=True,
                    key="r3_compare", help="Side by side, both views are meshed with the same block and settings and "
                                           "seen from the same camera.")
 
@@ -315,6 +324,9 @@ if over is None:
     running = next((j for j in list_jobs(project.root, kind=OVER_TIME_KIND) if j.is_active), None)
     if running is not None:
         progress(project, running.id, "over")
+    elif len(steps) < 2:
+        st.caption(f"'{name}' has one segmented step, so there is nothing to follow over time: segment more steps "
+                   "(Segment page) to see the crystals and the pore network grow.")
     else:
         st.caption(f"The same numbers for the same block at every segmented step of '{name}' ({len(steps)} steps), "
                    "computed in the background without meshing for the view: how the crystals and the pore network "

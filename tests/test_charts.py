@@ -163,7 +163,7 @@ def test_fraction_of_one_step_is_bars_at_its_time_not_a_line_from_minus_one_minu
     assert list(fig.data[0].x) == [p.name for p in phases]
     assert np.allclose(fig.data[0].y, [10.0 * (i + 1) for i in range(len(phases))])
     assert list(fig.data[0].marker.color) == [p.colour for p in phases]
-    assert "step 0, t = 0.0 min" in fig.layout.title.text.replace("<br>", " ") and fig.layout.yaxis.title.text == "volume fraction (%)"
+    assert "step 0, t = 0.0 min" in fig.layout.title.text.replace("<br>", " ").replace("\u00a0", " ") and fig.layout.yaxis.title.text == "volume fraction (%)"
     assert fig.layout.xaxis.range is None  # no invented time axis
     two = fraction_over_time([row, row | {"step": "1", "time_s": "300"}], phases)
     assert {t.type for t in two.data} == {"scatter"} and list(two.data[0].x) == [0.0, 5.0]
@@ -176,7 +176,7 @@ def test_cleaning_chart_labels_its_log_axis_with_plain_numbers_in_its_unit():
     phases = _phases()
     counts = {p.code: 10 ** (i + 2) for i, p in enumerate(phases)}
     fig = cleaning_chart(counts, counts, phases, voxel_size_um=2.75)
-    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat == "~r"
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.tickformat == "~r" and fig.layout.yaxis.dtick == "D2"
     assert fig.layout.yaxis.exponentformat is None  # no "10⁻³": d3's "~r" writes 0.001
     assert fig.layout.yaxis.title.text == "volume (mm³), log scale"
     assert np.isclose(fig.data[0].y[0], 100 * 2.75e-3 ** 3)
@@ -202,7 +202,7 @@ def test_figures_in_half_columns_wrap_long_titles_and_keep_legends_off_them():
     img = np.zeros((8, 8), np.float32)
     unc = uncertainty_figure(img, voxel_size_um=2.0)
     lines = unc.layout.title.text.split("<br>")
-    assert len(lines) == 2 and all(len(t) <= 30 for t in lines)
+    assert len(lines) == 2 and all(len(t) <= 40 for t in lines)
     assert " ".join(lines) == "Classifier uncertainty (1 − max class probability)"
     assert unc.layout.margin.t >= 22 * len(lines) + 34 and unc.layout.title.yref == "container"
     assert unc.layout.xaxis.constrain == "domain" and unc.layout.yaxis.constrain == "domain"
@@ -213,9 +213,13 @@ def test_figures_in_half_columns_wrap_long_titles_and_keep_legends_off_them():
     assert d.layout.title.text == "short" and d.layout.legend.to_plotly_json() == LEGEND_BELOW
     import plotly.graph_objects as go
 
-    assert wrap_title(go.Figure(layout=dict(title="x" * 41))).layout.title.text == "x" * 30 + "<br>" + "x" * 11
-    assert wrap_title(go.Figure(layout=dict(title="Phase volume fractions over time"))).layout.title.text == \
-        "Phase volume fractions over time"  # a short title stays on one line (full-width figures read it best)
+    assert wrap_title(go.Figure(layout=dict(title="x" * 49))).layout.title.text == "x" * 40 + "<br>" + "x" * 9
+    short = "Phase volume fractions over time (whole scans)"  # a short title stays on one line (full width reads it best)
+    assert wrap_title(go.Figure(layout=dict(title=short))).layout.title.text == short
+    # a number keeps its unit: "t = 20.0 min" is never broken between "20.0" and "min"
+    text = wrap_title(go.Figure(layout=dict(title="Phase volume fractions of 'one-step' (step 4, t = 20.0 min)"))
+                      ).layout.title.text
+    assert "20.0\u00a0min" in text and "<br>" in text
 
 
 def test_threshold_ranges_are_named_in_a_legend_not_over_each_other():

@@ -188,3 +188,17 @@ def test_a_box_in_um_is_placed_with_the_segmentations_voxel_size_not_a_changed_p
     assert not at.exception
     z1 = next(n for n in at.number_input if n.key == "r3_um1")
     assert z1.max == pytest.approx(16 * used)  # the small demo's 16 slices at the segmentation's voxel size
+
+
+def test_a_segmentation_of_one_step_offers_no_second_step_and_nothing_over_time(demo_project):
+    """A user's walk: with one segmented step the page offered "Two steps side by side" (the same scene twice), a
+    bare-dot step slider and "Compute for all 1 steps"."""
+    _segment(demo_project, steps=(2,))
+    at = _page().run()
+    assert not at.exception, at.exception
+    assert "Two steps side by side" not in at.radio(key="r3_compare").options
+    assert not [s for s in at.select_slider if s.key == "r3_step"]
+    assert any("the only step segmented" in m.value for m in at.markdown)
+    assert not any(b.label.startswith("Compute for all") for b in at.button)
+    assert any("has one segmented step, so there is nothing to follow over time" in c.value for c in at.caption)
+    _wait(demo_project, 1)  # the one view's render job, started by the page, ends before the project is removed

@@ -692,3 +692,17 @@ def test_every_page_opens_on_the_newest_segmentation(demo_project, shipped_model
         at = _page(page).run()
         assert not at.exception, (page, at.exception)
         assert at.selectbox(key=key).value == "m-newest", page
+
+
+def test_a_segmentation_of_one_step_names_its_step_instead_of_a_slider_of_one_value(demo_project, shipped_models):
+    """A user's walk: with one segmented step the quality check's "Step" was a bare dot with no track."""
+    from core.network.inference import InferenceConfig
+    from core.workflow.segment import segment_project
+
+    segment_project(demo_project, SHIPPED, name="one", steps=[2], inference=InferenceConfig(tile=64))
+    at = _page("pages/5_Segment.py").run()
+    assert not at.exception, at.exception
+    assert not [s for s in at.select_slider if s.key == "qc_step"]
+    assert any("the only step segmented" in m.value and "t002" in m.value for m in at.markdown)
+    fractions = next(c for c in _charts(at) if c["layout"]["yaxis"]["title"]["text"] == "volume fraction (%)")
+    assert [t["type"] for t in fractions["data"]] == ["bar"]  # one step: its phases as bars, not a line of one point

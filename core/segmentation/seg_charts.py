@@ -87,13 +87,14 @@ def cleaning_chart(before: Mapping, after: Mapping, phases, *, voxel_size_um: fl
     fig = go.Figure()
     fig.add_trace(go.Bar(x=names, y=vals(before), name="before cleaning", marker_color="#b0b7bf",
                          hovertemplate="%{x}: %{y:.4g}<extra>before</extra>"))
-    fig.add_trace(go.Bar(x=names, y=vals(after), name="after cleaning",
+    fig.add_trace(go.Bar(x=names, y=vals(after), name="after cleaning (each phase's colour)",
                          marker_color=[p.colour for p in phases],
                          hovertemplate="%{x}: %{y:.4g}<extra>after</extra>"))
     fig.update_layout(title=title, barmode="group", yaxis_title=f"{unit}, log scale", xaxis_title="phase", font=_FONT,
                       height=380, legend=LEGEND_BELOW, margin=dict(l=70, r=10, t=50, b=50))
-    fig.update_yaxes(type="log", dtick=1, tickformat="~r")  # small phases stay visible next to the matrix phase;
-    # one labelled tick per decade, as plain numbers (0.001, 0.01, 0.1 mm³; 100, 1000 voxels), not "10⁻³" or "5 2 10⁻³"
+    fig.update_yaxes(type="log", dtick="D2", tickformat="~r")  # small phases stay visible next to the matrix phase;
+    # ticks at 1, 2 and 5 of every decade, as plain numbers (0.002, 0.005, 0.01 mm³), not "10⁻³": the bars of a step
+    # often span one decade only, where one tick a decade left a single "0.01" to read them by
     return wrap_title(fig)
 
 
