@@ -149,7 +149,7 @@ def histogram_lines(
         yaxis_type="log" if log else "linear",
         legend=LEGEND_BELOW,
         font=_FONT,
-        margin=dict(l=60, r=20, t=70, b=50),
+        margin=dict(l=60, r=20, t=50, b=50),  # the legend sits under the plot now
         height=380,
     )
     if log:
